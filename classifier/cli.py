@@ -1,0 +1,152 @@
+"""`shortflow ...`: parses arguments and calls the modules; errors become one line + exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from classifier.errors import ShortflowError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("shortflow")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _horizons(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected seconds like 3,10; got {text!r}") from exc
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("snapshot horizons must be positive")
+    return values
+
+
+def _add_flow_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading and flows")
+    g.add_argument("--backend", choices=["dpkt", "pyshark", "tshark"], default="dpkt",
+                   help="packet decoder (pyshark/tshark read through tshark; slower)")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="continue past damaged records and report how many were skipped")
+    g.add_argument("--idle-timeout", type=_positive_float, default=120.0, metavar="S")
+    g.add_argument("--active-timeout", type=_positive_float, default=1800.0, metavar="S")
+    g.add_argument("--max-flows", type=int, default=500_000, metavar="N",
+                   help="hard cap on flows held at once; the least active is evicted")
+    g.add_argument("--resegment-mss", type=int, default=None, metavar="BYTES",
+                   help="split offload-coalesced packets (GRO/TSO) into packets of this size")
+    g.add_argument("--snapshots", type=_horizons, default=(3.0, 10.0), metavar="S,S",
+                   help="early-snapshot horizons in seconds (default 3,10)")
+    g.add_argument("--windows", type=_positive_float, default=None, metavar="S",
+                   help="one row per (flow, window of S seconds) instead of one per flow")
+
+
+def _featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from classifier.features.featurize import FeaturizeConfig
+    from classifier.flows import FlowConfig
+
+    try:
+        flow = FlowConfig(idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
+                          max_flows=args.max_flows, resegment_mss=args.resegment_mss)
+    except ValueError as exc:
+        raise ShortflowError(f"bad flow option: {exc}") from exc
+    return FeaturizeConfig(flow=flow, snapshots=args.snapshots, window=args.windows)
+
+
+def _cmd_featurize(args: argparse.Namespace) -> int:
+    from classifier.features.report import featurize_files, write_table
+
+    config = _featurize_config(args)
+    table, summary = featurize_files(args.captures, config, backend=args.backend,
+                                     skip_bad=args.skip_bad, progress=not args.quiet)
+    write_table(table, args.output)
+    print(summary, file=sys.stderr)
+    print(f"wrote {len(table)} rows x {table.shape[1]} columns to {args.output}",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_flows(args: argparse.Namespace) -> int:
+    from classifier.features.report import featurize_files, flows_text
+
+    config = _featurize_config(args)
+    table, summary = featurize_files([args.capture], config, backend=args.backend,
+                                     skip_bad=args.skip_bad, progress=False)
+    print(flows_text(table, limit=args.limit))
+    print(summary, file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shortflow",
+        description="Find short-form video (Shorts, Reels, TikTok) in encrypted traffic.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("featurize", help="captures -> one feature row per flow (or window)")
+    p.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output table: .parquet or .csv")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_flow_options(p)
+    p.set_defaults(handler=_cmd_featurize)
+
+    p = sub.add_parser("flows", help="print the flows of a capture as a readable table")
+    p.add_argument("capture", type=Path)
+    p.add_argument("--limit", type=int, default=50, help="show at most this many flows")
+    _add_flow_options(p)
+    p.set_defaults(handler=_cmd_flows)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+    """Sub-command groups that live in other modules (model, API, live, training)."""
+    registrars = []
+    for module in ("classifier.model.cli", "classifier.api.cli", "classifier.live_cli",
+                   "training.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # that part is not installed (e.g. a router without training/)
+            raise
+        registrars.append(mod.register)
+    return registrars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="shortflow: %(levelname)s: %(message)s")
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ShortflowError as exc:
+        print(f"shortflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shortflow: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""The flow plugin that reads names in clear: SNI/ALPN per flow, DNS answers per capture."""
+
+from __future__ import annotations
+
+from classifier.capture.packet import UDP, Packet
+from classifier.features.names import NameCache, NameExtractor
+from classifier.flows.flow import Flow
+
+__all__ = ["NamesPlugin", "flow_names"]
+
+_DNS_PORT = 53
+_MAX_NAME_PACKETS = 24  # a ClientHello or QUIC Initial sits in a flow's first packets
+
+
+class NamesPlugin:
+    """Feeds DNS answers into a shared :class:`NameCache` and each flow's first packets into
+    its own :class:`NameExtractor`; remembers the DNS name of the server at flow start."""
+
+    def __init__(self, cache: NameCache | None = None) -> None:
+        self.cache = cache if cache is not None else NameCache()
+
+    def on_init(self, flow: Flow, pkt: Packet) -> None:
+        flow.ext["names"] = NameExtractor()
+        flow.ext["dns_name"] = self.cache.lookup(flow.key.server, pkt.ts)
+
+    def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        if pkt.proto == UDP and _DNS_PORT in (pkt.sport, pkt.dport):
+            if pkt.payload:
+                self.cache.feed_dns(pkt.payload, pkt.ts)
+            return
+        extractor: NameExtractor = flow.ext["names"]
+        if not extractor.done and flow.packets <= _MAX_NAME_PACKETS and pkt.payload:
+            extractor.feed(direction, pkt.proto, pkt.payload, pkt.seq)
+
+
+def flow_names(flow: Flow, cache: NameCache) -> dict[str, str | None]:
+    """SNI, ALPN, DNS name and the best name of a flow (SNI first, then DNS)."""
+    extractor: NameExtractor | None = flow.ext.get("names")
+    dns_name: str | None = flow.ext.get("dns_name") or cache.lookup(flow.key.server,
+                                                                     flow.first_ts)
+    sni = extractor.sni if extractor else None
+    alpn = extractor.alpn if extractor else None
+    if sni:
+        name, source = sni, (extractor.source if extractor else None) or "tls"
+    elif dns_name:
+        name, source = dns_name, "dns"
+    else:
+        name, source = None, None
+    return {"sni": sni, "alpn": alpn, "dns_name": dns_name, "name": name,
+            "name_source": source}

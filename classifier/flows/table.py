@@ -1,0 +1,214 @@
+"""The flow table: assigns packets to bidirectional flows and expires them.
+
+Expiry is driven by capture time (the packets' own timestamps, or the wall clock in live
+mode through :meth:`FlowTable.sweep`) and checked for all flows at least every
+``FlowConfig.sweep_interval`` seconds, not only when a flow sees a new packet.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from classifier.capture.packet import TCP, Packet
+from classifier.flows.flow import DOWN, UP, Flow
+from classifier.flows.key import CanonicalKey, canonical_key, orient
+
+__all__ = ["FlowConfig", "FlowPlugin", "FlowTable", "TableStats"]
+
+_FIN = 0x01
+_SYN = 0x02
+_RST = 0x04
+_ACK = 0x10
+
+
+@dataclass(frozen=True, slots=True)
+class FlowConfig:
+    """How the flow table cuts packets into flows.
+
+    ``idle_timeout``: a flow with no packet for this long ends. ``active_timeout``: a flow
+    older than this ends and the next packet starts a new one. ``close_linger``: after RST or
+    both FINs, trailing packets within this time still join the flow. ``max_flows``: hard cap
+    on flows held at once; the least recently active flow is evicted (and still reported).
+    ``resegment_mss``: split packets whose payload exceeds it (captures taken with GRO/TSO)
+    into MSS-sized packets with the same timestamp.
+    """
+
+    idle_timeout: float = 120.0
+    active_timeout: float = 1800.0
+    close_linger: float = 1.0
+    max_flows: int = 500_000
+    sweep_interval: float = 1.0
+    resegment_mss: int | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.idle_timeout, self.active_timeout, self.sweep_interval) <= 0:
+            raise ValueError("flow timeouts and sweep interval must be positive")
+        if self.close_linger < 0:
+            raise ValueError("close_linger must not be negative")
+        if self.max_flows < 1:
+            raise ValueError("max_flows must be at least 1")
+        if self.resegment_mss is not None and self.resegment_mss < 64:
+            raise ValueError("resegment_mss must be at least 64 bytes")
+
+
+class FlowPlugin(Protocol):
+    """Per-flow hooks, in the manner of nfstream plugins: state goes into ``flow.ext``."""
+
+    def on_init(self, flow: Flow, pkt: Packet) -> None: ...
+
+    def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None: ...
+
+
+@dataclass(slots=True)
+class TableStats:
+    """Counters of what the table did; ``ended`` counts flows by end reason."""
+
+    packets: int = 0
+    flows: int = 0
+    peak_flows: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def evicted(self) -> int:
+        return self.ended.get("evicted", 0)
+
+
+class FlowTable:
+    """Bidirectional 5-tuple flows with idle/active timeouts, TCP close and a size cap.
+
+    Feed packets in capture order with :meth:`add`; collect ended flows with
+    :meth:`pop_ended`; call :meth:`flush` at the end of input.
+    """
+
+    def __init__(self, config: FlowConfig | None = None,
+                 plugins: Sequence[FlowPlugin] = ()) -> None:
+        self.config = config or FlowConfig()
+        self.stats = TableStats()
+        self._plugins = tuple(plugins)
+        self._by_activity: OrderedDict[CanonicalKey, Flow] = OrderedDict()
+        self._by_start: OrderedDict[CanonicalKey, Flow] = OrderedDict()
+        self._closing: dict[CanonicalKey, float] = {}
+        self._ended: deque[Flow] = deque()
+        self._next_sweep: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._by_activity)
+
+    def active_flows(self) -> Iterator[Flow]:
+        """The flows held now, least recently active first."""
+        return iter(list(self._by_activity.values()))
+
+    def add(self, pkt: Packet) -> Flow:
+        """Put ``pkt`` into its flow (creating it if needed) and return that flow."""
+        self.stats.packets += 1
+        if self._next_sweep is None:
+            self._next_sweep = pkt.ts + self.config.sweep_interval
+        elif pkt.ts >= self._next_sweep:
+            self.sweep(pkt.ts)
+        ck = canonical_key(pkt)
+        flow = self._by_activity.get(ck)
+        if flow is not None and ck in self._closing and pkt.proto == TCP \
+                and pkt.tcp_flags & (_SYN | _ACK) == _SYN:
+            self._end(ck, _close_reason(flow))
+            flow = None
+        if flow is None:
+            flow = self._start(ck, pkt)
+        else:
+            self._by_activity.move_to_end(ck)
+        key = flow.key
+        direction = UP if pkt.src == key.client and pkt.sport == key.client_port else DOWN
+        self._append(flow, pkt, direction)
+        for plugin in self._plugins:
+            plugin.on_update(flow, pkt, direction)
+        if pkt.proto == TCP:
+            self._track_close(ck, flow, pkt, direction)
+        return flow
+
+    def sweep(self, now: float) -> None:
+        """End every flow whose idle, active or close time has run out at time ``now``."""
+        cfg = self.config
+        self._next_sweep = now + cfg.sweep_interval
+        while self._by_activity:
+            ck, flow = next(iter(self._by_activity.items()))
+            if now - flow.last_ts <= cfg.idle_timeout:
+                break
+            self._end(ck, "idle")
+        while self._by_start:
+            ck, flow = next(iter(self._by_start.items()))
+            if now - flow.first_ts <= cfg.active_timeout:
+                break
+            self._end(ck, "active")
+        for ck, since in list(self._closing.items()):
+            if now - since > cfg.close_linger:
+                self._end(ck, _close_reason(self._by_activity[ck]))
+
+    def flush(self) -> None:
+        """End every flow still held (end of capture)."""
+        for ck in list(self._by_activity):
+            closing = ck in self._closing
+            self._end(ck, _close_reason(self._by_activity[ck]) if closing else "end")
+
+    def pop_ended(self) -> list[Flow]:
+        """The flows that ended since the last call, in the order they ended."""
+        ended = list(self._ended)
+        self._ended.clear()
+        return ended
+
+    def _start(self, ck: CanonicalKey, pkt: Packet) -> Flow:
+        if len(self._by_activity) >= self.config.max_flows:
+            self._end(next(iter(self._by_activity)), "evicted")
+        self.stats.flows += 1
+        flow = Flow(self.stats.flows, orient(pkt), pkt.ts, pkt.ts)
+        self._by_activity[ck] = flow
+        self._by_start[ck] = flow
+        self.stats.peak_flows = max(self.stats.peak_flows, len(self._by_activity))
+        for plugin in self._plugins:
+            plugin.on_init(flow, pkt)
+        return flow
+
+    def _append(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        mss = self.config.resegment_mss
+        if mss is None or pkt.payload_len <= mss:
+            flow.append(pkt.ts, pkt.ip_len, direction, pkt.tcp_flags, pkt.payload_len)
+            return
+        header = max(pkt.ip_len - pkt.payload_len, 0)
+        remaining = pkt.payload_len
+        flags = pkt.tcp_flags
+        while remaining > 0:
+            chunk = min(mss, remaining)
+            flow.append(pkt.ts, header + chunk, direction, flags, chunk)
+            flags &= ~(_SYN | _FIN | _RST)
+            remaining -= chunk
+
+    def _track_close(self, ck: CanonicalKey, flow: Flow, pkt: Packet, direction: int) -> None:
+        flags = pkt.tcp_flags
+        if flags & _RST:
+            flow.ext["_close_reason"] = "rst"
+        elif flags & _FIN:
+            if direction == UP:
+                flow.fin_up = True
+            else:
+                flow.fin_down = True
+            if not (flow.fin_up and flow.fin_down):
+                return
+            flow.ext.setdefault("_close_reason", "fin")
+        else:
+            return
+        self._closing.setdefault(ck, pkt.ts)
+
+    def _end(self, ck: CanonicalKey, reason: str) -> None:
+        flow = self._by_activity.pop(ck)
+        del self._by_start[ck]
+        self._closing.pop(ck, None)
+        flow.ext.pop("_close_reason", None)
+        flow.end_reason = reason
+        self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1
+        self._ended.append(flow)
+
+
+def _close_reason(flow: Flow) -> str:
+    """Why a closing flow closed: "rst" or "fin"."""
+    return str(flow.ext.get("_close_reason", "fin"))
