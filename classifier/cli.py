@@ -11,7 +11,7 @@ from pathlib import Path
 
 from classifier.errors import ShortflowError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "add_flow_options", "featurize_config"]
 
 log = logging.getLogger("shortflow")
 
@@ -35,7 +35,7 @@ def _horizons(text: str) -> tuple[float, ...]:
     return values
 
 
-def _add_flow_options(p: argparse.ArgumentParser) -> None:
+def add_flow_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading and flows")
     g.add_argument("--backend", choices=["dpkt", "pyshark", "tshark"], default="dpkt",
                    help="packet decoder (pyshark/tshark read through tshark; slower)")
@@ -53,7 +53,7 @@ def _add_flow_options(p: argparse.ArgumentParser) -> None:
                    help="one row per (flow, window of S seconds) instead of one per flow")
 
 
-def _featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from classifier.features.featurize import FeaturizeConfig
     from classifier.flows import FlowConfig
 
@@ -68,7 +68,7 @@ def _featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _cmd_featurize(args: argparse.Namespace) -> int:
     from classifier.features.report import featurize_files, write_table
 
-    config = _featurize_config(args)
+    config = featurize_config(args)
     table, summary = featurize_files(args.captures, config, backend=args.backend,
                                      skip_bad=args.skip_bad, progress=not args.quiet)
     write_table(table, args.output)
@@ -81,7 +81,7 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 def _cmd_flows(args: argparse.Namespace) -> int:
     from classifier.features.report import featurize_files, flows_text
 
-    config = _featurize_config(args)
+    config = featurize_config(args)
     table, summary = featurize_files([args.capture], config, backend=args.backend,
                                      skip_bad=args.skip_bad, progress=False)
     print(flows_text(table, limit=args.limit))
@@ -101,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output table: .parquet or .csv")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_flow_options(p)
+    add_flow_options(p)
     p.set_defaults(handler=_cmd_featurize)
 
     p = sub.add_parser("flows", help="print the flows of a capture as a readable table")
     p.add_argument("capture", type=Path)
     p.add_argument("--limit", type=int, default=50, help="show at most this many flows")
-    _add_flow_options(p)
+    add_flow_options(p)
     p.set_defaults(handler=_cmd_flows)
 
     for register in _extra_commands():

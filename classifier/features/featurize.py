@@ -92,6 +92,7 @@ class Featurizer:
             "client": key.client, "client_port": key.client_port, "server": key.server,
             "server_port": key.server_port, "first_ts": flow.first_ts,
             "last_ts": flow.last_ts, "end_reason": flow.end_reason,
+            "packets": flow.packets, "wire_bytes": flow.wire_bytes,
         }
         meta.update(flow_names(flow, self.names.cache))
         service = service_for(meta["name"])

@@ -31,7 +31,7 @@ NAME_COLUMNS = ("sni", "alpn", "dns_name", "name", "name_source", "service", "ca
 
 FLOW_COLUMNS = (
     "capture", "flow_id", "proto", "client", "client_port", "server", "server_port",
-    "first_ts", "last_ts", "end_reason",
+    "first_ts", "last_ts", "end_reason", "packets", "wire_bytes",
 )
 """Columns that identify a flow (not model inputs)."""
 

@@ -18,7 +18,8 @@ DOWN = -1  # server -> client
 class Flow:
     """One flow's packets as columns (time, IP length, direction, TCP flags, payload length).
 
-    ``ext`` holds what flow plugins attach (names, for example). ``end_reason`` is set when
+    ``wire_bytes`` counts whole frames as captured on the wire (link header included), as
+    tshark's conversation statistics do. ``ext`` holds what flow plugins attach (names, for example). ``end_reason`` is set when
     the flow leaves the table: idle, active, fin, rst, evicted or end (of capture).
     """
 
@@ -31,6 +32,7 @@ class Flow:
     direction: array = field(default_factory=lambda: array("b"))
     flags: array = field(default_factory=lambda: array("B"))
     payload_len: array = field(default_factory=lambda: array("q"))
+    wire_bytes: int = 0
     fin_up: bool = False
     fin_down: bool = False
     end_reason: str = ""

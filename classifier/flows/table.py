@@ -30,7 +30,8 @@ class FlowConfig:
 
     ``idle_timeout``: a flow with no packet for this long ends. ``active_timeout``: a flow
     older than this ends and the next packet starts a new one. ``close_linger``: after RST or
-    both FINs, trailing packets within this time still join the flow. ``max_flows``: hard cap
+    both FINs, the flow ends once it has been quiet this long (trailing ACKs and
+    retransmissions within it still join the flow). ``max_flows``: hard cap
     on flows held at once; the least recently active flow is evicted (and still reported).
     ``resegment_mss``: split packets whose payload exceeds it (captures taken with GRO/TSO)
     into MSS-sized packets with the same timestamp.
@@ -90,7 +91,7 @@ class FlowTable:
         self._plugins = tuple(plugins)
         self._by_activity: OrderedDict[CanonicalKey, Flow] = OrderedDict()
         self._by_start: OrderedDict[CanonicalKey, Flow] = OrderedDict()
-        self._closing: dict[CanonicalKey, float] = {}
+        self._closing: set[CanonicalKey] = set()
         self._ended: deque[Flow] = deque()
         self._next_sweep: float | None = None
 
@@ -141,9 +142,10 @@ class FlowTable:
             if now - flow.first_ts <= cfg.active_timeout:
                 break
             self._end(ck, "active")
-        for ck, since in list(self._closing.items()):
-            if now - since > cfg.close_linger:
-                self._end(ck, _close_reason(self._by_activity[ck]))
+        for ck in list(self._closing):
+            flow = self._by_activity[ck]
+            if now - flow.last_ts > cfg.close_linger:
+                self._end(ck, _close_reason(flow))
 
     def flush(self) -> None:
         """End every flow still held (end of capture)."""
@@ -170,6 +172,7 @@ class FlowTable:
         return flow
 
     def _append(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        flow.wire_bytes += pkt.wire_len
         mss = self.config.resegment_mss
         if mss is None or pkt.payload_len <= mss:
             flow.append(pkt.ts, pkt.ip_len, direction, pkt.tcp_flags, pkt.payload_len)
@@ -197,12 +200,12 @@ class FlowTable:
             flow.ext.setdefault("_close_reason", "fin")
         else:
             return
-        self._closing.setdefault(ck, pkt.ts)
+        self._closing.add(ck)
 
     def _end(self, ck: CanonicalKey, reason: str) -> None:
         flow = self._by_activity.pop(ck)
         del self._by_start[ck]
-        self._closing.pop(ck, None)
+        self._closing.discard(ck)
         flow.ext.pop("_close_reason", None)
         flow.end_reason = reason
         self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1

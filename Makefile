@@ -1,0 +1,42 @@
+# shortflow: `make demo` and `make test` work on a fresh machine (Debian + Python >= 3.11).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SAMPLE := datasets/samples/sample.pcap
+DEBIAN_PKGS := tshark nftables dnsmasq-base tcpdump iproute2 ethtool curl iperf3 conntrack
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv deps-debian lint fuzz clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,train,pyshark]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/shortflow flows $(SAMPLE) --limit 15
+	$(VENV)/bin/shortflow classify $(SAMPLE)
+
+# Debian packages the tests use (real tshark, nftables, dnsmasq); installed when run as root.
+deps-debian:
+	@missing=""; for c in tshark nft dnsmasq tcpdump ip ethtool curl; do \
+	  command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages (missing:$$missing)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PKGS); \
+	  else echo "not root: tests needing$$missing will be skipped"; fi; \
+	fi
+
+test: venv deps-debian
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check classifier training tests benchmarks
+	$(VENV)/bin/mypy classifier training
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

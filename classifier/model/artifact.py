@@ -1,0 +1,137 @@
+"""Model artifacts: ``model.joblib`` plus a ``model.json`` sidecar that vouches for it.
+
+A joblib file is a pickle, and loading a pickle runs code. :func:`load_model` therefore
+checks, before unpickling, that the file's sha256 matches the sidecar and that the sidecar's
+feature schema version is the one this shortflow computes. Load only models you trust: the
+hash check catches damage and accidental swaps, not an attacker who rewrites both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from classifier import __version__
+from classifier.errors import ModelError
+from classifier.features.schema import FEATURE_COLUMNS, SCHEMA_VERSION
+
+__all__ = ["ModelInfo", "LoadedModel", "save_model", "load_model", "file_sha256",
+           "DEFAULT_MODEL_DIR", "LABELS"]
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
+LABELS = ("short-form", "long-form", "other")
+_JOBLIB = "model.joblib"
+_JSON = "model.json"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``model.json`` says about a model."""
+
+    name: str
+    sha256: str
+    schema_version: str
+    feature_columns: list[str]
+    labels: list[str]
+    decision_windows: list[float | None]
+    shortflow_version: str = __version__
+    sklearn_version: str = ""
+    python_version: str = field(default_factory=platform.python_version)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    estimator: str = ""
+    training_manifest_sha256: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model: the scikit-learn pipeline and its sidecar."""
+
+    pipeline: Any
+    info: ModelInfo
+    path: Path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(pipeline: Any, directory: Path, *, name: str, labels: list[str],
+               decision_windows: list[float | None], estimator: str = "",
+               training_manifest_sha256: str = "",
+               metrics: dict[str, Any] | None = None) -> ModelInfo:
+    """Write ``model.joblib`` and ``model.json`` into ``directory`` and return the sidecar."""
+    import sklearn
+
+    directory.mkdir(parents=True, exist_ok=True)
+    joblib_path = directory / _JOBLIB
+    joblib.dump(pipeline, joblib_path, compress=3)
+    info = ModelInfo(
+        name=name, sha256=file_sha256(joblib_path), schema_version=SCHEMA_VERSION,
+        feature_columns=list(FEATURE_COLUMNS), labels=list(labels),
+        decision_windows=list(decision_windows), sklearn_version=sklearn.__version__,
+        estimator=estimator, training_manifest_sha256=training_manifest_sha256,
+        metrics=metrics or {},
+    )
+    (directory / _JSON).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
+    return info
+
+
+def read_info(directory: Path) -> ModelInfo:
+    """Parse and check ``model.json``. Raises :class:`ModelError` when it is missing or bad."""
+    sidecar = directory / _JSON
+    try:
+        raw = json.loads(sidecar.read_text())
+        return ModelInfo(**raw)
+    except FileNotFoundError as exc:
+        raise ModelError(f"{sidecar}: missing; a model directory holds model.joblib and "
+                         "model.json") from exc
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{sidecar}: not a shortflow model.json ({exc})") from exc
+
+
+def load_model(directory: Path | str | None = None) -> LoadedModel:
+    """Load a model directory (default: the model shipped with shortflow).
+
+    Raises :class:`ModelError` when a file is missing, the sha256 does not match (tampered
+    or damaged), the schema version or feature list differs from this shortflow's, or the
+    pickle cannot be loaded.
+    """
+    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    if directory.is_file() and directory.name in (_JOBLIB, _JSON):
+        directory = directory.parent
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: no such model directory")
+    info = read_info(directory)
+    joblib_path = directory / _JOBLIB
+    if not joblib_path.is_file():
+        raise ModelError(f"{joblib_path}: missing")
+    actual = file_sha256(joblib_path)
+    if actual != info.sha256:
+        raise ModelError(f"{joblib_path}: sha256 {actual[:12]}... does not match model.json "
+                         f"({info.sha256[:12]}...); refusing to unpickle a changed model file")
+    if info.schema_version != SCHEMA_VERSION or list(info.feature_columns) != list(
+            FEATURE_COLUMNS):
+        raise ModelError(f"{directory}: model built for feature schema {info.schema_version}, "
+                         f"this shortflow computes schema {SCHEMA_VERSION}; retrain the model")
+    try:
+        pipeline = joblib.load(joblib_path)
+    except Exception as exc:  # a verified file that still fails to unpickle
+        raise ModelError(f"{joblib_path}: cannot load ({type(exc).__name__}: {exc})") from exc
+    if not hasattr(pipeline, "predict_proba"):
+        raise ModelError(f"{joblib_path}: not a classifier pipeline")
+    return LoadedModel(pipeline=pipeline, info=info, path=directory)

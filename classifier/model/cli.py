@@ -1,0 +1,77 @@
+"""`shortflow classify`: verdicts for every flow of a capture, and a per-client summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["register", "verdicts_for_capture", "summary_lines"]
+
+_SHOWN = ["client", "server", "server_port", "service", "name", "label", "probability",
+          "decision_window"]
+
+
+def verdicts_for_capture(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Featurize ``args.capture`` and classify it; returns verdicts, client summary, and the
+    featurize summary line."""
+    from classifier.cli import featurize_config
+    from classifier.features.report import featurize_files
+    from classifier.model.artifact import load_model
+    from classifier.model.predict import classify_table, client_summary
+
+    model = load_model(args.model)
+    table, summary = featurize_files([args.capture], featurize_config(args),
+                                     backend=args.backend, skip_bad=args.skip_bad)
+    verdicts = classify_table(model, table, horizon=args.at)
+    return verdicts, client_summary(verdicts), summary
+
+
+def summary_lines(clients: pd.DataFrame) -> list[str]:
+    """"client 10.0.0.5: 12 short-form flows, 63% of video bytes" per client."""
+    return [
+        f"client {r.client}: {r.short_form_flows} short-form flows, {r.long_form_flows} "
+        f"long-form flows, short-form is {r.short_form_share_of_video_bytes:.0%} of video bytes"
+        for r in clients.itertuples()
+    ]
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    verdicts, clients, summary = verdicts_for_capture(args)
+    if args.json:
+        cols = [c for c in verdicts.columns if not c.startswith("at") or "__" not in c]
+        doc = {"flows": json.loads(verdicts[cols].to_json(orient="records")),
+               "clients": json.loads(clients.to_json(orient="records"))}
+        json.dump(doc, sys.stdout, indent=1)
+        print()
+    elif args.csv:
+        verdicts.to_csv(sys.stdout, index=False)
+    else:
+        shown = verdicts.sort_values("probability", ascending=False)[_SHOWN]
+        shown = shown.assign(name=shown["name"].fillna("-"))
+        print(shown.to_string(index=False) if not shown.empty else "(no TCP/UDP flows)")
+        print()
+        print("\n".join(summary_lines(clients)))
+    print(summary, file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from classifier.cli import add_flow_options
+
+    p = sub.add_parser("classify", help="label every flow of a capture short-form / "
+                       "long-form / other, with probability and reason")
+    p.add_argument("capture", type=Path)
+    p.add_argument("--model", type=Path, default=None,
+                   help="model directory (default: the model shipped with shortflow)")
+    p.add_argument("--at", type=float, default=None, metavar="S",
+                   help="decide on the early snapshot at S seconds (must be one of "
+                   "--snapshots) instead of the whole flow")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="flows and clients as JSON")
+    out.add_argument("--csv", action="store_true", help="all columns as CSV")
+    add_flow_options(p)
+    p.set_defaults(handler=_cmd_classify)
