@@ -1,0 +1,169 @@
+"""One entry point for reading capture files: :func:`open_capture`.
+
+The default backend (``"dpkt"``, also called ``"native"``) walks pcap/pcapng records itself
+(:mod:`~classifier.capture.pcap`, :mod:`~classifier.capture.pcapng`) and decodes frames with
+:mod:`~classifier.capture.decode`. The ``"tshark"`` backend (alias ``"pyshark"``) runs
+``tshark -T fields`` and yields the same :class:`Packet` stream; it exists to cross-check
+the native one and to read formats only Wireshark knows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, cast
+
+from classifier.capture.decode import decode_frame
+from classifier.capture.packet import Packet
+from classifier.capture.pcap import PCAP_MAGICS, iter_pcap
+from classifier.capture.pcapng import PCAPNG_MAGIC, iter_pcapng
+from classifier.errors import CaptureError
+
+__all__ = ["ReadStats", "open_capture", "BACKENDS"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS: frozenset[str] = frozenset(("dpkt", "native", "tshark", "pyshark"))
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BUFFER = 1 << 20
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What reading one capture found; filled in while packets are yielded.
+
+    ``records``: packet records seen (pcap records, pcapng packet blocks), ``packets``:
+    packets yielded, ``skipped``: reason -> count for records not yielded (``"non-ip"``,
+    ``"arp"``, ``"icmp"``, ``"other-l4"``, ``"ip-fragment"``, ``"truncated-header"``,
+    ``"bad-packet"``, ``"bad-record"``, ``"unknown-linktype"``), ``noted``: fact -> count for
+    packets that were yielded but are worth knowing about (``"ip-fragment-first"``,
+    ``"ip-len-from-wire"``), ``bytes_read``: file offset reached (of the decompressed stream
+    for gzip files), ``truncated_at``: offset of a last record cut short, ``resync_failed_at``:
+    offset of a damaged record after which no valid record was found, ``linktypes``: link
+    types declared in the file, ``format``: ``"pcap"``, ``"pcapng"`` (``+gzip``) or
+    ``"tshark"``.
+    """
+
+    records: int = 0
+    packets: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    noted: dict[str, int] = field(default_factory=dict)
+    bytes_read: int = 0
+    truncated_at: int | None = None
+    resync_failed_at: int | None = None
+    linktypes: set[int] = field(default_factory=set)
+    format: str = ""
+
+
+def _check_file(path: str) -> None:
+    """Raise CaptureError unless ``path`` is an existing, readable, non-empty file."""
+    if not os.path.exists(path):
+        raise CaptureError(path, "no such file; check the path")
+    if os.path.isdir(path):
+        raise CaptureError(path, "is a directory, not a capture file; pass a .pcap or .pcapng file")
+    if not os.path.isfile(path):
+        raise CaptureError(path, "is not a regular file; pass a .pcap or .pcapng file")
+    if os.path.getsize(path) == 0:
+        raise CaptureError(path, "empty file (0 bytes); nothing to read")
+    if not os.access(path, os.R_OK):
+        raise CaptureError(path, "permission denied; make the file readable")
+
+
+def _open(path: str, compressed: bool) -> IO[bytes]:
+    if compressed:
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb", buffering=_BUFFER)
+
+
+def _sniff(path: str) -> tuple[str, bool]:
+    """Return (``"pcap"`` or ``"pcapng"``, gzip-compressed?) from the file's magic bytes.
+
+    Raises CaptureError when the file is neither (nor a gzip of either).
+    """
+    try:
+        with open(path, "rb") as raw:
+            magic = raw.read(4)
+        compressed = magic[:2] == _GZIP_MAGIC
+        if compressed:
+            with gzip.open(path, "rb") as gz:
+                magic = gz.read(4)
+            if not magic:
+                raise CaptureError(path, "empty gzip stream; nothing to read")
+    except CaptureError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CaptureError(path, f"cannot read: {exc}") from None
+    if magic in PCAP_MAGICS:
+        return "pcap", compressed
+    if magic == PCAPNG_MAGIC:
+        return "pcapng", compressed
+    shown = magic.hex() if magic else "nothing"
+    raise CaptureError(
+        path,
+        f"not a pcap or pcapng capture (starts with {shown}); save or convert it as pcap or "
+        "pcapng, e.g. `editcap -F pcapng IN OUT`",
+        0,
+    )
+
+
+def _native(
+    path: str, fmt: str, compressed: bool, skip_bad: bool, stats: ReadStats
+) -> Iterator[Packet]:
+    walker = iter_pcap if fmt == "pcap" else iter_pcapng
+    skipped = stats.skipped
+    notes = stats.noted
+    f = _open(path, compressed)
+    try:
+        for linktype, ts, wire_len, data in walker(f, path, stats, skip_bad):
+            found = decode_frame(linktype, data, ts, wire_len, notes)
+            if isinstance(found, str):
+                skipped[found] = skipped.get(found, 0) + 1
+            else:
+                stats.packets += 1
+                yield found
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CaptureError(
+            path, f"read failed ({exc}); the file or its compression is damaged", stats.bytes_read
+        ) from None
+    finally:
+        f.close()
+
+
+def open_capture(
+    path: str | os.PathLike[str],
+    backend: str = "dpkt",
+    skip_bad: bool = False,
+    stats: ReadStats | None = None,
+) -> Iterator[Packet]:
+    """Open a pcap or pcapng file (optionally gzip-compressed) and iterate its TCP/UDP packets.
+
+    The file is checked at once (exists, is a file, not empty, has a pcap/pcapng magic);
+    the records are read lazily while the returned iterator is consumed, and ``stats``
+    (when given) is filled in along the way.
+
+    Raises CaptureError (one line: file, byte offset when known, what to do) for a missing
+    file, a directory, an empty file, a file that is not a capture, an unknown backend, and,
+    while iterating, for a damaged record (unless ``skip_bad``) or a capture whose only
+    link type is unknown. A capture cut short inside its last record is not an error:
+    ``stats.truncated_at`` is set and a warning is logged.
+    """
+    name = os.fspath(path)
+    if backend not in BACKENDS:
+        raise CaptureError(
+            name, f"unknown capture backend {backend!r}; use one of {sorted(BACKENDS)}"
+        )
+    st = stats if stats is not None else ReadStats()
+    _check_file(name)
+    if backend in ("tshark", "pyshark"):
+        from classifier.capture.tshark import iter_tshark
+
+        st.format = "tshark"
+        return iter_tshark(name, st)
+    fmt, compressed = _sniff(name)
+    st.format = fmt + ("+gzip" if compressed else "")
+    return _native(name, fmt, compressed, skip_bad, st)
