@@ -1,0 +1,235 @@
+"""Live router mode: capture -> flows -> early verdicts -> enforcement, in one loop.
+
+The same :class:`~classifier.features.featurize.Featurizer` (flow table, names, feature
+groups) as offline builds the rows; the same model classifies them. Each flow is judged at
+its check points (3 s and 10 s after it starts, then the last ``recheck`` seconds every
+``recheck`` seconds, so a long HTTP/2 or HTTP/3 connection that turns to Shorts is seen);
+the enforcer blocks a client+service only when enough recent verdicts agree (policy
+``agreement``). Enforcement fails open: nftables entries carry timeouts, capture is a copy
+(NFLOG / AF_PACKET never holds a packet), so if this process dies or falls behind, traffic
+flows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from classifier.capture.live import AfPacketSource, LiveSource, NflogSource
+from classifier.capture.packet import TCP
+from classifier.enforce.audit import AuditLog
+from classifier.enforce.dns_sinkhole import DnsSinkhole
+from classifier.enforce.enforcer import Enforcer
+from classifier.enforce.nft import NftTable
+from classifier.enforce.policy import Policy, PolicyHolder
+from classifier.errors import ShortflowError
+from classifier.features.featurize import FeaturizeConfig, Featurizer
+from classifier.features.schema import FEATURE_COLUMNS, compute_features
+from classifier.features.view import FlowView
+from classifier.flows import Flow, FlowConfig
+from classifier.live_state import LiveState
+from classifier.model.artifact import LoadedModel, load_model
+from classifier.model.predict import SHORT_FORM_SERVICE, classify_table
+
+__all__ = ["LiveConfig", "LiveRouter", "POLICY_CATEGORY"]
+
+log = logging.getLogger(__name__)
+
+#: Which policy category a short-form verdict on a service falls under.
+POLICY_CATEGORY = {"youtube": "shorts", "instagram": "reels", "facebook": "reels",
+                   "tiktok": "tiktok"}
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """How ``shortflow live`` runs. ``capture``: ``afpacket`` (reads ``ifaces``; changes no
+    firewall state) or ``nflog`` (shortflow's nftables table copies packets to
+    ``nflog_group``: whole for a connection's first packets and DNS, headers after)."""
+
+    ifaces: tuple[str, ...] = ()
+    capture: str = "afpacket"
+    nflog_group: int = 7
+    model: Path | None = None
+    policy: Path | None = None
+    enforce: str = "dry-run"
+    audit_log: Path = Path("shortflow-audit.jsonl")
+    dns_listen: tuple[str, int] | None = None
+    dns_upstream: tuple[str, int] | None = None
+    checks: tuple[float, ...] = (3.0, 10.0)
+    recheck: float = 10.0
+    tick: float = 0.2
+    flow: FlowConfig = field(default_factory=lambda: FlowConfig(idle_timeout=60.0,
+                                                                max_flows=200_000))
+
+    def __post_init__(self) -> None:
+        if self.capture not in ("afpacket", "nflog"):
+            raise ShortflowError(f"capture {self.capture!r}: use afpacket or nflog")
+        if self.capture == "afpacket" and not self.ifaces:
+            raise ShortflowError("afpacket capture needs at least one --iface")
+        if not self.checks or any(c <= 0 for c in self.checks) or self.recheck <= 0:
+            raise ShortflowError("check points and recheck interval must be positive")
+
+
+class LiveRouter:
+    """Owns the capture source, the featurizer, the model, the enforcer and the DNS server.
+
+    Raises :class:`ShortflowError` subclasses at construction when a part cannot start
+    (bad model, bad policy, no permission to capture, nftables refuses); on failure,
+    everything already started is stopped again.
+    """
+
+    def __init__(self, config: LiveConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._stop = threading.Event()
+        self._closers: list[Callable[[], None]] = []
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        cfg = self.config
+        self.model: LoadedModel = load_model(cfg.model)
+        if cfg.policy is not None:
+            self.policy = PolicyHolder(cfg.policy)
+        else:
+            self.policy = PolicyHolder(initial=dataclasses.replace(Policy.default(),
+                                                                   mode=cfg.enforce))
+        self.audit = AuditLog(cfg.audit_log)
+        self._closers.append(self.audit.close)
+        needs_table = cfg.enforce == "nft" or cfg.capture == "nflog"
+        self.table = NftTable() if needs_table else None
+        self.enforcer = Enforcer(cfg.enforce, self.table, self.audit, self.policy)
+        self._closers.append(self.enforcer.close)
+        if self.table is not None and cfg.capture == "nflog":
+            if cfg.enforce != "nft":
+                self.table.create()
+                self._closers.append(self.table.delete)
+            self.table.add_capture(cfg.nflog_group)
+        self.state = LiveState(self.enforcer, self.policy)
+        self.featurizer = Featurizer(FeaturizeConfig(flow=cfg.flow, snapshots=()),
+                                     capture="live")
+        self.source: LiveSource = (NflogSource(cfg.nflog_group) if cfg.capture == "nflog"
+                                   else AfPacketSource(cfg.ifaces))
+        self._closers.append(self.source.close)
+        self.dns: DnsSinkhole | None = None
+        if cfg.dns_listen is not None:
+            if cfg.dns_upstream is None:
+                raise ShortflowError("--dns-listen needs --dns-upstream")
+            self.dns = DnsSinkhole(cfg.dns_listen, cfg.dns_upstream, policy=self.policy,
+                                   audit=self.audit, on_answer=self._on_dns_answer)
+            self.dns.start()
+            self._closers.append(self.dns.stop)
+        self._names_lock = threading.Lock()
+        log.info("live: capture %s, enforcement %s, model %s", cfg.capture, cfg.enforce,
+                 self.model.info.name)
+
+    def _on_dns_answer(self, payload: bytes, ts: float) -> None:
+        with self._names_lock:
+            self.featurizer.names.cache.feed_dns(payload, ts)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Process packets until :meth:`stop` is called."""
+        while not self._stop.is_set():
+            self.step()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def step(self) -> None:
+        """Read one batch of packets, update flows, and judge the flows that are due."""
+        packets = self.source.read(self.config.tick)
+        table = self.featurizer.table
+        with self._names_lock:
+            for pkt in packets:
+                table.add(pkt)
+        now = self._clock()
+        table.sweep(now)
+        for flow in table.pop_ended():
+            self.state.remove_flow(_key(flow))
+        self.state.counters["packets"] = self.source.stats.packets
+        self.state.counters["drops"] = self.source.stats.dropped
+        self._judge(now)
+
+    def _due(self, flow: Flow, now: float) -> float | None:
+        """The view end (seconds into the flow) to judge now, or None."""
+        age = now - flow.first_ts
+        done: int = flow.ext.get("_checks", 0)
+        checks = self.config.checks
+        if done < len(checks):
+            return checks[done] if age >= checks[done] else None
+        last = checks[-1] + (done - len(checks) + 1) * self.config.recheck
+        return last if age >= last else None
+
+    def _judge(self, now: float) -> None:
+        due: list[tuple[Flow, float]] = []
+        for flow in self.featurizer.table.active_flows():
+            end = self._due(flow, now)
+            if end is not None:
+                flow.ext["_checks"] = flow.ext.get("_checks", 0) + 1
+                due.append((flow, end))
+        if not due:
+            return
+        rows = []
+        for flow, end in due:
+            start = 0.0 if end <= self.config.checks[-1] else end - self.config.recheck
+            meta = self.featurizer.flow_meta(flow)
+            meta.update(zip(FEATURE_COLUMNS, compute_features(FlowView.of(flow, start, end)),
+                            strict=True))
+            meta["window_start"], meta["window_end"] = start, end
+            rows.append(meta)
+        verdicts = classify_table(self.model, pd.DataFrame(rows))
+        for (flow, _), verdict in zip(due, verdicts.to_dict("records"), strict=True):
+            self._act(flow, verdict)
+
+    def _act(self, flow: Flow, v: dict[str, Any]) -> None:
+        key = flow.key
+        proto = "tcp" if key.proto == TCP else "udp"
+        self.state.update_flow(_key(flow), {
+            "label": v["label"], "probability": v["probability"],
+            "p_short_form": v["p_short_form"], "service": v["service"], "name": v["name"],
+            "window": v["decision_window"], "reason": v["reason"],
+            "at": round(self._clock() - flow.first_ts, 3)})
+        category = POLICY_CATEGORY.get(str(v["service"]))
+        if category is None:
+            return  # a short-form verdict we cannot tie to a service is not acted on
+        if v["category"] == SHORT_FORM_SERVICE:
+            record = self.enforcer.block(key.client, key.server, label=category,
+                                         probability=1.0, name=v["name"])
+        else:
+            record = self.enforcer.observe(key.client, key.server, key.server_port, proto,
+                                           label=category,
+                                           probability=float(v["p_short_form"]),
+                                           name=v["name"])
+        if record is not None:
+            self.state.incr("blocks")
+            log.info("block %s -> %s:%s (%s, p=%.2f)", key.client, key.server,
+                     key.server_port, v["name"], v["p_short_form"])
+
+    def close(self) -> None:
+        """Stop the DNS server and capture, remove shortflow's nftables table. Idempotent."""
+        self._stop.set()
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # closing must go on: the table must go even if DNS fails
+                log.exception("live: error while stopping")
+
+
+def _key(flow: Flow) -> dict[str, Any]:
+    k = flow.key
+    return {"proto": "tcp" if k.proto == TCP else "udp", "client": k.client,
+            "client_port": k.client_port, "server": k.server, "server_port": k.server_port}

@@ -1,0 +1,117 @@
+"""`shortflow live`: run the live router mode until SIGTERM/SIGINT; SIGHUP reloads policy."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from classifier.errors import ShortflowError
+
+__all__ = ["register", "parse_hostport"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[v6]:PORT``, or ``ADDR`` when a default port is given."""
+    host, sep, port = text.rpartition(":")
+    if text.startswith("[") and "]" in text:
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+        sep = ":" if port else ""
+    elif not sep or ":" in host:  # no port, or a bare IPv6 address
+        host, port = text, ""
+    if not port:
+        if default_port is None:
+            raise argparse.ArgumentTypeError(f"expected ADDR:PORT, got {text!r}")
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}")
+    return host, int(port)
+
+
+def _serve_api(router: object, hostport: tuple[str, int], model: Path | None) -> None:
+    import uvicorn
+
+    from classifier.api.app import create_app
+    from classifier.api.auth import check_bind_safety
+    from classifier.api.settings import Settings
+
+    overrides: dict[str, object] = {"host": hostport[0], "port": hostport[1]}
+    if model is not None:
+        overrides["model_dir"] = model
+    settings = Settings(**overrides)
+    check_bind_safety(settings.host, settings.token(), live=True)
+    app = create_app(settings, live=router.state)  # type: ignore[attr-defined]
+    server = uvicorn.Server(uvicorn.Config(app, host=hostport[0], port=hostport[1],
+                                           log_level="warning"))
+    threading.Thread(target=server.run, name="shortflow-api", daemon=True).start()
+
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    from classifier.live import LiveConfig, LiveRouter
+
+    if args.api is not None:  # refuse an unsafe bind before touching the firewall
+        from classifier.api.auth import check_bind_safety
+        from classifier.api.settings import Settings
+
+        check_bind_safety(args.api[0], Settings().token(), live=True)
+    config = LiveConfig(
+        ifaces=tuple(args.iface), capture=args.capture, nflog_group=args.nflog_group,
+        model=args.model, policy=args.policy, enforce=args.enforce,
+        audit_log=args.audit_log, dns_listen=args.dns_listen,
+        dns_upstream=args.dns_upstream)
+    router = LiveRouter(config)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("live: signal %d, stopping", signum)
+        router.stop()
+
+    def _reload(_signum: int, _frame: FrameType | None) -> None:
+        error = router.policy.reload()
+        if error is not None:
+            print(f"shortflow: policy not reloaded, the running policy stays: {error}",
+                  file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
+    try:
+        if args.api is not None:
+            _serve_api(router, args.api, args.model)
+        print(f"shortflow: live on {', '.join(args.iface) or 'nflog'} "
+              f"(capture {args.capture}, enforcement {args.enforce}, audit log "
+              f"{args.audit_log})", file=sys.stderr, flush=True)
+        router.run()
+    finally:
+        router.close()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("live", help="classify flows as they start on a router; block "
+                       "short-form with nftables (dry-run by default)")
+    p.add_argument("--iface", action="append", default=[],
+                   help="client-facing interface to capture on (repeatable)")
+    p.add_argument("--capture", choices=["afpacket", "nflog"], default="afpacket",
+                   help="afpacket reads the interfaces; nflog lets shortflow's nftables "
+                   "table copy packets (whole for a connection's first packets and DNS)")
+    p.add_argument("--nflog-group", type=int, default=7)
+    p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--policy", type=Path, default=None, help="policy TOML (SIGHUP reloads)")
+    p.add_argument("--enforce", choices=["off", "dry-run", "nft"], default="dry-run",
+                   help="dry-run (default) decides and logs but changes nothing")
+    p.add_argument("--audit-log", type=Path, default=Path("shortflow-audit.jsonl"))
+    p.add_argument("--dns-listen", type=parse_hostport, default=None, metavar="ADDR:PORT",
+                   help="run the DNS forwarder/sinkhole here (clients use it as resolver)")
+    p.add_argument("--dns-upstream", type=lambda t: parse_hostport(t, 53), default=None,
+                   metavar="ADDR[:PORT]")
+    p.add_argument("--api", type=parse_hostport, default=None, metavar="HOST:PORT",
+                   help="also serve the HTTP API with the live state (token required "
+                   "off loopback)")
+    p.set_defaults(handler=_cmd_live)

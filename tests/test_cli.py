@@ -1,0 +1,98 @@
+"""`shortflow featurize` and `shortflow flows` as a user runs them (a real subprocess)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from classifier.features.schema import FEATURE_COLUMNS, snapshot_columns
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "pcaps"
+REQUET = SHARED / "requet" / "A_baseline_Mar19_exp_243.pcap"
+SMALL = SHARED / "ndpi" / "youtube_quic.pcap"
+
+needs_shared = pytest.mark.skipif(not REQUET.exists(), reason="needs ../shared/pcaps")
+
+
+def shortflow(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "classifier.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@needs_shared
+def test_featurize_writes_one_row_per_flow_with_snapshots(tmp_path: Path) -> None:
+    out = tmp_path / "flows.parquet"
+    res = shortflow("featurize", str(REQUET), "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    table = pd.read_parquet(out)
+    assert set(FEATURE_COLUMNS) <= set(table.columns)
+    assert set(snapshot_columns(3.0)) <= set(table.columns)
+    assert table["flow_id"].is_unique and len(table) > 10
+    # the summary line reports packets, flows and what was skipped and why
+    assert "packets" in res.stderr and "flows" in res.stderr and "arp" in res.stderr
+    media = table.sort_values("bytes_down").iloc[-1]
+    assert media["name"].endswith(".googlevideo.com") and media["service"] == "youtube"
+
+
+@needs_shared
+def test_featurize_windows_gives_rows_per_flow_and_window(tmp_path: Path) -> None:
+    out = tmp_path / "w.csv"
+    res = shortflow("featurize", str(REQUET), "-o", str(out), "--windows", "10", "-q")
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(out)
+    per_flow = table.groupby("flow_id").size()
+    assert per_flow.max() > 10  # the media flows live for minutes
+    longest = table[table["flow_id"] == per_flow.idxmax()]
+    assert (longest["window_end"] - longest["window_start"] == 10).all()
+    assert longest["window_start"].is_monotonic_increasing
+
+
+@needs_shared
+def test_flows_prints_a_readable_table() -> None:
+    res = shortflow("flows", str(REQUET), "--limit", "5")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:4] == ["proto", "client", "server", "service"]
+    assert "googlevideo.com" in res.stdout and "more flows" in lines[-1]
+
+
+@pytest.mark.parametrize("content,expect", [
+    (None, "no such file"),
+    (b"", "empty"),
+    (b"this is not a capture at all, just text\n" * 10, "not a"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, content: bytes | None,
+                                          expect: str) -> None:
+    path = tmp_path / "input.pcap"
+    if content is not None:
+        path.write_bytes(content)
+    res = shortflow("featurize", str(path), "-o", str(tmp_path / "o.csv"))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and expect in lines[0].lower()
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    res = shortflow("flows", str(tmp_path))
+    assert res.returncode == 2 and "directory" in res.stderr and "Traceback" not in res.stderr
+
+
+@needs_shared
+def test_bad_output_suffix_is_refused(tmp_path: Path) -> None:
+    res = shortflow("featurize", str(SMALL), "-o", str(tmp_path / "o.xlsx"))
+    assert res.returncode == 2 and ".parquet or .csv" in res.stderr
+
+
+@needs_shared
+def test_truncated_capture_is_read_up_to_the_cut(tmp_path: Path) -> None:
+    data = SMALL.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) - 100])
+    res = shortflow("featurize", str(cut), "-o", str(tmp_path / "o.csv"), "-q")
+    assert res.returncode == 0, res.stderr
+    assert "cut short" in res.stderr
