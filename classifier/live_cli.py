@@ -10,8 +10,6 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from classifier.errors import ShortflowError
-
 __all__ = ["register", "parse_hostport"]
 
 log = logging.getLogger(__name__)

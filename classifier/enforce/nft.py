@@ -41,6 +41,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from classifier.errors import EnforcementError
@@ -67,6 +68,7 @@ PAIR_SETS = ("pairs4", "pairs6")
 DNS_SETS = ("dns4", "dns6")
 FORWARD_CHAIN = "forward"
 VERDICT_CHAIN = "reset_or_drop"
+CAPTURE_CHAIN = "capture"
 
 _PROTOS = ("tcp", "udp")
 _MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -133,6 +135,16 @@ def _ruleset_text(table: str, default_timeout_s: int, dns_timeout_s: int) -> str
         ]
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _enable_conntrack_accounting() -> None:
+    """Turn on per-connection packet counters (``ct packets``) in this namespace."""
+    path = Path("/proc/sys/net/netfilter/nf_conntrack_acct")
+    try:
+        path.write_text("1\n")
+    except OSError as exc:
+        log.warning("cannot enable conntrack accounting (%s): every packet is copied whole",
+                    exc)
 
 
 def _first_error_line(text: str) -> str:
@@ -400,6 +412,31 @@ class NftTable:
         text = _ruleset_text(self.table, self._default_timeout_s, self._dns_timeout_s)
         self._run("create table", text, json_io=False)
         log.info("nft table inet %s created in %s", self.table, self._where())
+
+    def add_capture(self, group: int, *, full_packets: int = 12, snaplen: int = 96) -> None:
+        """Add the live capture chain: copy forwarded packets to NFLOG ``group`` (read by
+        :class:`classifier.capture.live.NflogSource`), whole for DNS answers and for the first
+        ``full_packets`` packets of each connection (ClientHello, QUIC Initial), only the
+        first ``snaplen`` bytes (headers) after that. Logging never holds a packet back.
+
+        ``ct packets`` needs conntrack accounting: it is switched on for this namespace when
+        shortflow runs in it (without it every packet is copied whole, which still works).
+        Raises EnforcementError when nftables refuses.
+        """
+        if not 0 <= group <= 65535 or full_packets < 1 or not 40 <= snaplen <= 65535:
+            raise EnforcementError("capture: bad nflog group, packet count or snaplen")
+        if self.netns is None:
+            _enable_conntrack_accounting()
+        text = "\n".join([
+            f"add chain inet {self.table} {CAPTURE_CHAIN} "
+            "{ type filter hook forward priority filter - 10; policy accept; }",
+            f"add rule inet {self.table} {CAPTURE_CHAIN} udp sport 53 log group {group} accept",
+            f"add rule inet {self.table} {CAPTURE_CHAIN} ct packets < {full_packets} "
+            f"log group {group} accept",
+            f"add rule inet {self.table} {CAPTURE_CHAIN} log group {group} snaplen {snaplen}",
+        ]) + "\n"
+        self._run("add capture chain", text, json_io=False)
+        log.info("nft capture chain -> nflog group %d in %s", group, self._where())
 
     def exists(self) -> bool:
         """Whether the table is present. Raises EnforcementError if nft cannot be asked."""
