@@ -16,7 +16,11 @@ from classifier.capture import ReadStats, open_capture
 from classifier.capture.packet import Packet
 from classifier.features.flow_names import NamesPlugin, flow_names
 from classifier.features.schema import (
-    FEATURE_COLUMNS, FLOW_COLUMNS, NAME_COLUMNS, WINDOW_COLUMNS, compute_features,
+    FEATURE_COLUMNS,
+    FLOW_COLUMNS,
+    NAME_COLUMNS,
+    WINDOW_COLUMNS,
+    compute_features,
     snapshot_columns,
 )
 from classifier.features.view import FlowView
