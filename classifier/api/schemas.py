@@ -1,0 +1,248 @@
+"""Request and response bodies of the HTTP API (the OpenAPI contract)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, WithJsonSchema, model_validator
+
+__all__ = [
+    "Health",
+    "Ready",
+    "FlowVerdict",
+    "ClientSummary",
+    "CaptureStats",
+    "CaptureVerdicts",
+    "FlowRows",
+    "RowVerdict",
+    "RowVerdicts",
+    "ModelCard",
+    "LiveFlow",
+    "LiveFlows",
+    "Block",
+    "Blocks",
+    "BlockRequest",
+    "PolicyAgreement",
+    "PolicyClients",
+    "PolicyAllow",
+    "PolicySinkhole",
+    "PolicyDoc",
+]
+
+Label = str
+"""One of the model's labels: short-form, long-form, other."""
+
+IpAddress = Annotated[IPvAnyAddress, WithJsonSchema(
+    {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]})]
+"""An IPv4 or IPv6 address (documented with the standard string formats)."""
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: str = Field(description="name of the loaded model")
+    live: bool = Field(description="whether a live router state is attached")
+
+
+class FlowVerdict(BaseModel):
+    """One flow (or one window of a flow) of an uploaded capture, with its verdict."""
+
+    flow_id: int
+    proto: int = Field(description="IP protocol number: 6 TCP, 17 UDP")
+    client: str
+    client_port: int
+    server: str
+    server_port: int
+    first_ts: float = Field(description="first packet, epoch seconds")
+    last_ts: float = Field(description="last packet, epoch seconds")
+    end_reason: str
+    duration: float
+    bytes_up: float
+    bytes_down: float
+    pkts_up: float
+    pkts_down: float
+    sni: str | None = Field(description="TLS or QUIC server name, when seen")
+    alpn: str | None
+    dns_name: str | None = Field(description="name a DNS answer gave for the server")
+    name: str | None = Field(description="the name used for the service rules")
+    name_source: str | None
+    service: str
+    category: str
+    window_start: float | None = Field(None, description="with windows: slice start, s")
+    window_end: float | None = Field(None, description="with windows: slice end, s")
+    label: Label
+    probability: float = Field(ge=0.0, le=1.0, description="probability of the label")
+    p_short_form: float = Field(ge=0.0, le=1.0)
+    decision_window: str = Field(description="what the verdict saw, e.g. 'first 3 s'")
+    reason: str
+
+
+class ClientSummary(BaseModel):
+    client: str
+    flows: int
+    short_form_flows: int
+    long_form_flows: int
+    short_form_share_of_video_bytes: float
+
+
+class CaptureStats(BaseModel):
+    bytes: int = Field(description="size of the upload")
+    format: str
+    records: int
+    packets: int
+    skipped: dict[str, int]
+    truncated_at: int | None
+    flows: int
+    rows: int
+    seconds: float = Field(description="time spent reading, featurizing and classifying")
+
+
+class CaptureVerdicts(BaseModel):
+    capture: str = Field(description="file name given with the upload, else 'upload'")
+    model: str
+    horizon: float | None
+    window: float | None
+    flows: list[FlowVerdict]
+    clients: list[ClientSummary]
+    stats: CaptureStats
+
+
+class FlowRows(BaseModel):
+    """Feature rows: each row has exactly the model's input columns (``GET /v1/model``
+    ``feature_columns`` plus ``service``)."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "example": {"rows": [{"duration": 12.5, "bytes_down": 4.2e6, "...": 0.0,
+                              "service": "youtube"}], "horizon": None}})
+
+    rows: list[dict[str, float | str | None]] = Field(
+        description="one object per flow: feature column -> number, 'service' -> text")
+    horizon: float | None = Field(
+        None, gt=0, description="the rows describe the first HORIZON seconds of each flow "
+        "(an early snapshot); only changes decision_window")
+
+
+class RowVerdict(BaseModel):
+    index: int = Field(description="position of the row in the request")
+    service: str
+    label: Label
+    probability: float = Field(ge=0.0, le=1.0)
+    p_short_form: float = Field(ge=0.0, le=1.0)
+    decision_window: str
+    reason: str
+
+
+class RowVerdicts(BaseModel):
+    model: str
+    horizon: float | None
+    verdicts: list[RowVerdict]
+
+
+class ModelCard(BaseModel):
+    """The loaded model's ``model.json``."""
+
+    name: str
+    sha256: str
+    schema_version: str
+    feature_columns: list[str]
+    labels: list[str]
+    decision_windows: list[float | None]
+    shortflow_version: str
+    sklearn_version: str
+    python_version: str
+    created: str
+    estimator: str
+    training_manifest_sha256: str
+    metrics: dict[str, Any]
+
+
+class LiveFlow(BaseModel):
+    key: dict[str, str | int | float | None] = Field(
+        description="proto, client, client_port, server, server_port")
+    verdict: dict[str, Any] = Field(description="latest verdict: label, probability, ...")
+    verdicts: int = Field(description="verdicts seen for this flow")
+    updated: float = Field(description="time of the latest verdict, epoch seconds")
+
+
+class LiveFlows(BaseModel):
+    flows: list[LiveFlow]
+    counters: dict[str, int]
+
+
+class Block(BaseModel):
+    id: str
+    client: str
+    server: str
+    port: int | None
+    proto: str | None
+    name: str | None
+    label: str
+    probability: float
+    created: float
+    expires: float
+    rule: str
+    dry_run: bool
+    reason: str | None = None
+
+
+class Blocks(BaseModel):
+    blocks: list[Block]
+
+
+class BlockRequest(BaseModel):
+    """Block a client+server pair (no port) or one server port, for ``duration_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client: IpAddress
+    server: IpAddress
+    port: int | None = Field(None, ge=1, le=65535)
+    proto: Literal["tcp", "udp"] | None = None
+    duration_s: int = Field(300, ge=1, le=86400)
+    reason: str = Field("manual block via API", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _port_and_proto(self) -> BlockRequest:
+        if (self.port is None) != (self.proto is None):
+            raise ValueError("give port and proto together, or neither for a pair block")
+        if self.client.version != self.server.version:
+            raise ValueError("client and server must both be IPv4 or both IPv6")
+        return self
+
+
+class PolicyAgreement(BaseModel):
+    k: int
+    n: int
+    threshold: float
+
+
+class PolicyClients(BaseModel):
+    only: list[str]
+    never: list[str]
+
+
+class PolicyAllow(BaseModel):
+    names: list[str]
+    ips: list[str]
+
+
+class PolicySinkhole(BaseModel):
+    names: list[str]
+    answer: str
+
+
+class PolicyDoc(BaseModel):
+    """The running policy, in the shape of the TOML file (``PUT`` takes it back)."""
+
+    mode: str
+    categories: list[str]
+    block_seconds: int
+    schedules: list[str]
+    agreement: PolicyAgreement
+    clients: PolicyClients
+    allow: PolicyAllow
+    sinkhole: PolicySinkhole
+    source: str
