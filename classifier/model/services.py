@@ -1,0 +1,180 @@
+"""Host name -> service -> category, from the rules in ``services.toml``.
+
+The rules are data: a list of services, each with a category and host-name suffixes.
+Matching is case-insensitive, ignores a trailing dot, respects label boundaries and picks
+the longest matching suffix. The default file next to this module is loaded (and checked)
+once, on first use; :func:`load_rules` reads another file, e.g. a user's override.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, NoReturn
+
+from classifier.errors import ModelError
+
+__all__ = [
+    "DEFAULT_RULES_PATH",
+    "UNKNOWN",
+    "ServiceMatch",
+    "ServiceRules",
+    "category_for",
+    "default_rules",
+    "load_rules",
+    "match",
+    "service_for",
+]
+
+DEFAULT_RULES_PATH = Path(__file__).with_name("services.toml")
+#: Service and category of a name no rule matches (or of no name at all).
+UNKNOWN = "unknown"
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_SUFFIX = re.compile(rf"^(?=.{{1,253}}$)(?:{_LABEL}\.)*{_LABEL}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMatch:
+    """The rule a name matched: the service, its category and the suffix that matched."""
+
+    service: str
+    category: str
+    suffix: str
+
+
+def _normalize(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+class ServiceRules:
+    """Validated service rules. Build with :func:`load_rules` (or from a parsed dict)."""
+
+    def __init__(self, data: dict[str, Any], source: str = "<rules>") -> None:
+        """Check ``data`` (the parsed TOML) and index it.
+
+        Raises :class:`~classifier.errors.ModelError` naming ``source`` and the first problem.
+        """
+        self.source = source
+        self._categories = self._check_categories(data)
+        self._by_suffix: dict[str, str] = {}
+        self._category_of: dict[str, str] = {}
+        services = data.get("service")
+        if not isinstance(services, list) or not services:
+            self._fail("needs at least one [[service]] table")
+        for i, entry in enumerate(services):
+            self._add_service(i, entry)
+        self._max_labels = max(s.count(".") + 1 for s in self._by_suffix)
+
+    def _fail(self, reason: str) -> NoReturn:
+        raise ModelError(f"service rules {self.source}: {reason}")
+
+    def _check_categories(self, data: dict[str, Any]) -> dict[str, str]:
+        cats = data.get("categories")
+        if not isinstance(cats, dict) or not cats:
+            self._fail("needs a non-empty [categories] table")
+        for key, desc in cats.items():
+            if not _ID.match(key) or not isinstance(desc, str):
+                self._fail(f"category {key!r} needs a lower-case id and a text description")
+        return dict(cats)
+
+    def _add_service(self, index: int, entry: Any) -> None:
+        if not isinstance(entry, dict):
+            self._fail(f"service #{index + 1} is not a table")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _ID.match(name) or name == UNKNOWN:
+            self._fail(f"service #{index + 1} has a bad name {name!r}")
+        if name in self._category_of:
+            self._fail(f"service {name!r} is defined twice")
+        category = entry.get("category")
+        if category not in self._categories:
+            self._fail(f"service {name!r} has unknown category {category!r}")
+        suffixes = entry.get("suffixes")
+        if not isinstance(suffixes, list) or not suffixes:
+            self._fail(f"service {name!r} needs a non-empty suffixes list")
+        extra = set(entry) - {"name", "category", "suffixes", "note"}
+        if extra:
+            self._fail(f"service {name!r} has unknown keys {sorted(extra)}")
+        self._category_of[name] = category
+        for suffix in suffixes:
+            if not isinstance(suffix, str) or not _SUFFIX.match(suffix):
+                self._fail(f"service {name!r} has a bad suffix {suffix!r} (lower-case host name)")
+            owner = self._by_suffix.get(suffix)
+            if owner is not None:
+                self._fail(f"suffix {suffix!r} is in both {owner!r} and {name!r}")
+            self._by_suffix[suffix] = name
+
+    @property
+    def services(self) -> list[str]:
+        """Service names, in file order."""
+        return list(self._category_of)
+
+    @property
+    def categories(self) -> dict[str, str]:
+        """Category id -> description."""
+        return dict(self._categories)
+
+    def match(self, name: str | None) -> ServiceMatch | None:
+        """The longest-suffix rule matching ``name``, or ``None``."""
+        if not name:
+            return None
+        labels = _normalize(name).split(".")
+        for start in range(max(0, len(labels) - self._max_labels), len(labels)):
+            suffix = ".".join(labels[start:])
+            service = self._by_suffix.get(suffix)
+            if service is not None:
+                return ServiceMatch(service, self._category_of[service], suffix)
+        return None
+
+    def service_for(self, name: str | None) -> str:
+        """Service of a host name; ``"unknown"`` when no rule matches or name is empty."""
+        found = self.match(name)
+        return found.service if found else UNKNOWN
+
+    def category_for(self, service: str) -> str:
+        """Category of a service name; ``"unknown"`` for unknown services."""
+        return self._category_of.get(service, UNKNOWN)
+
+
+def load_rules(path: str | Path = DEFAULT_RULES_PATH) -> ServiceRules:
+    """Read and check a rules file.
+
+    Raises :class:`~classifier.errors.ModelError` naming the file when it is missing,
+    not TOML, or breaks the rules' schema.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ModelError(f"service rules {p}: cannot read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ModelError(f"service rules {p}: not valid TOML ({exc})") from exc
+    if data.get("schema") != 1:
+        raise ModelError(f"service rules {p}: needs 'schema = 1'")
+    return ServiceRules(data, source=str(p))
+
+
+@lru_cache(maxsize=1)
+def default_rules() -> ServiceRules:
+    """The packaged rules, loaded once. Raises ModelError if the packaged file is broken."""
+    return load_rules(DEFAULT_RULES_PATH)
+
+
+def match(name: str | None) -> ServiceMatch | None:
+    """Rule of ``name`` under the packaged rules, or ``None``."""
+    return default_rules().match(name)
+
+
+def service_for(name: str | None) -> str:
+    """Service of a host name under the packaged rules (``"unknown"`` if none)."""
+    return default_rules().service_for(name)
+
+
+def category_for(service: str) -> str:
+    """Category of a service under the packaged rules (``"unknown"`` if none)."""
+    return default_rules().category_for(service)
