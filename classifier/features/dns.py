@@ -35,7 +35,8 @@ _MAX_CHAIN = 16
 
 class DnsAnswer(NamedTuple):
     """One DNS response: the question name, the addresses it resolved to with their TTLs
-    (seconds, as sent), and the CNAME chain followed from the question name (in order)."""
+    (seconds, as sent), and the CNAME chain followed from the question name (in order).
+    Names are lower-case without the trailing dot; addresses are in canonical text form."""
 
     qname: str
     addresses: list[tuple[str, int]]

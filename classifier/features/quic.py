@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from classifier.features.tls import ClientHelloInfo, parse_handshake_client_hello
 
 __all__ = [
+    "MAX_CRYPTO_BYTES",
     "QUIC_V1",
     "QUIC_V2",
     "InitialKeys",
