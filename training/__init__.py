@@ -1,0 +1,1 @@
+"""Training side: dataset manifests, flow labels, trace import, recording, fitting."""
