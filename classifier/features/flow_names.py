@@ -24,9 +24,9 @@ class NamesPlugin:
         flow.ext["dns_name"] = self.cache.lookup(flow.key.server, pkt.ts)
 
     def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
-        if pkt.proto == UDP and _DNS_PORT in (pkt.sport, pkt.dport):
+        if _DNS_PORT in (pkt.sport, pkt.dport):
             if pkt.payload:
-                self.cache.feed_dns(pkt.payload, pkt.ts)
+                self.cache.feed_dns(pkt.payload, pkt.ts, tcp=pkt.proto != UDP)
             return
         extractor: NameExtractor = flow.ext["names"]
         if not extractor.done and flow.packets <= _MAX_NAME_PACKETS and pkt.payload:
