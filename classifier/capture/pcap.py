@@ -59,7 +59,6 @@ def _read_header(f: IO[bytes], path: str) -> tuple[str, int, int, int]:
     Raises CaptureError when the header is cut short or the magic is not a pcap magic.
     """
     head = f.read(_HEADER_LEN)
-    magic_le = struct.unpack_from("<I", head, 0)[0] if len(head) >= 4 else None
     order = ""
     for candidate in "<>":
         if len(head) >= 4 and struct.unpack_from(candidate + "I", head, 0)[0] in (
@@ -70,7 +69,7 @@ def _read_header(f: IO[bytes], path: str) -> tuple[str, int, int, int]:
             order = candidate
             break
     if not order:
-        raise CaptureError(path, f"not a pcap file (magic {magic_le!r})", 0)
+        raise CaptureError(path, f"not a pcap file (magic {head[:4].hex()})", 0)
     magic = struct.unpack_from(order + "I", head, 0)[0]
     if magic == _MAGIC_MODIFIED:
         raise CaptureError(
@@ -167,7 +166,6 @@ def iter_pcap(
             data = read(incl)
             if len(data) < incl:
                 if plausible.find(data, 0, len(data)) is None:
-                    stats.records += 1
                     _truncated(path, stats, offset, "record")
                     return
                 bad = (

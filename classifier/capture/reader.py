@@ -151,6 +151,10 @@ def open_capture(
     while iterating, for a damaged record (unless ``skip_bad``) or a capture whose only
     link type is unknown. A capture cut short inside its last record is not an error:
     ``stats.truncated_at`` is set and a warning is logged.
+
+    ``backend="tshark"`` (or ``"pyshark"``) decodes with a tshark subprocess instead; it
+    ignores ``skip_bad`` (tshark stops at damage on its own), leaves ``stats.linktypes``
+    empty and cannot give ``truncated_at``.
     """
     name = os.fspath(path)
     if backend not in BACKENDS:

@@ -251,6 +251,7 @@ def test_cut_short_last_record(tmp_path: Path, cut: int, caplog: pytest.LogCaptu
         packets, stats = _read(write(tmp_path, "t.pcap", whole[: last + cut]))
     assert [p.payload for p in packets] == [b"one", b"two!"]
     assert stats.truncated_at == last and f"byte {last}" in caplog.text
+    assert stats.records == 2 and stats.bytes_read == last
 
 
 def _ng(*blocks: bytes) -> bytes:
@@ -300,3 +301,8 @@ def test_pcapng_bad_section_header(tmp_path: Path) -> None:
     bad = bytearray(_ng(pcapng_epb(0, 1, F1)))
     bad[8:12] = b"\x00\x00\x00\x00"  # byte-order magic
     assert "section header" in str(_error(write(tmp_path, "s.pcapng", bytes(bad))))
+
+
+def test_modified_pcap_format_is_refused(tmp_path: Path) -> None:
+    content = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 1)
+    assert "editcap" in str(_error(write(tmp_path, "k.pcap", content)))
