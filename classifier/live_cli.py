@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 __all__ = ["register", "parse_hostport"]
 
@@ -40,7 +41,7 @@ def _serve_api(router: object, hostport: tuple[str, int], model: Path | None) ->
     from classifier.api.auth import check_bind_safety
     from classifier.api.settings import Settings
 
-    overrides: dict[str, object] = {"host": hostport[0], "port": hostport[1]}
+    overrides: dict[str, Any] = {"host": hostport[0], "port": hostport[1]}
     if model is not None:
         overrides["model_dir"] = model
     settings = Settings(**overrides)

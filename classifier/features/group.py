@@ -18,8 +18,11 @@ SUMMARY_STATS = ("min", "max", "mean", "std", "p10", "p50", "p90")
 class FeatureGroup(Protocol):
     """A feature group: ``columns`` names its outputs; ``compute`` returns them in order."""
 
-    name: str
-    columns: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def columns(self) -> tuple[str, ...]: ...
 
     def compute(self, view: FlowView) -> Sequence[float]: ...
 
