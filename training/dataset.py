@@ -1,0 +1,227 @@
+"""Dataset manifests -> one labeled feature table, in the shape the model sees in production.
+
+:func:`flow_table` featurizes every capture of the manifests (in parallel, cached per
+capture sha256 and featurize configuration) and labels each flow from its manifest row
+(``training.labels.flow_labels``); flows without a label are dropped.
+:func:`expand_views` turns each labeled flow into one training row per decision view: the
+whole flow (``horizon == "flow"``) and each early snapshot (``"3"``, ``"10"``, ...), always
+through :func:`classifier.model.predict.model_inputs`, the function production uses.
+:func:`build_table` does both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+from tqdm import tqdm
+
+from classifier.errors import CaptureError, DatasetError
+from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
+from classifier.features.schema import SCHEMA_VERSION
+from classifier.model.predict import MODEL_INPUT_COLUMNS, model_inputs
+
+__all__ = [
+    "META_COLUMNS", "FLOW_HORIZON", "build_table", "flow_table", "expand_views",
+    "load_rows", "horizon_name", "source_of", "default_cache_dir",
+]
+
+log = logging.getLogger(__name__)
+
+FLOW_HORIZON = "flow"
+META_COLUMNS = (
+    "capture_id", "capture", "source", "app", "session_label", "label", "horizon",
+    "flow_id", "proto", "client", "server", "server_port", "name", "category",
+)
+"""Columns of a training row besides ``MODEL_INPUT_COLUMNS`` (never model inputs)."""
+
+_LAB = "lab"
+_REAL = "real"
+_CONNECT_TIMEOUT_S = 10.0
+
+
+def default_cache_dir() -> Path:
+    """``$SHORTFLOW_CACHE/features`` or ``~/.cache/shortflow/features``."""
+    import os
+
+    base = os.environ.get("SHORTFLOW_CACHE")
+    root = Path(base) if base else Path.home() / ".cache" / "shortflow"
+    return root / "features"
+
+
+def source_of(recorded: str) -> str:
+    """``"lab"`` for captures the traffic lab generated, ``"real"`` for everything else
+    (public captures, real devices, imported traces)."""
+    return _LAB if recorded.strip().lower() == _LAB else _REAL
+
+
+def horizon_name(horizon: float | None) -> str:
+    """``None`` -> ``"flow"``, ``3.0`` -> ``"3"``."""
+    return FLOW_HORIZON if horizon is None else f"{horizon:g}"
+
+
+def load_rows(manifests: Sequence[Path | str]) -> list[Any]:
+    """All manifest rows, in order. Raises :class:`DatasetError` for a bad manifest or a
+    capture listed twice."""
+    from training.manifest import load_manifest
+
+    if not manifests:
+        raise DatasetError("no dataset manifest given")
+    rows: list[Any] = []
+    seen: dict[str, Path] = {}
+    for manifest in manifests:
+        for row in load_manifest(Path(manifest)):
+            if row.capture_id in seen:
+                log.warning("%s: capture %s already listed in %s; using it once",
+                            manifest, row.path.name, seen[row.capture_id])
+                continue
+            seen[row.capture_id] = Path(manifest)
+            rows.append(row)
+    if not rows:
+        raise DatasetError(f"no captures in {', '.join(str(m) for m in manifests)}")
+    return rows
+
+
+def _config_key(config: FeaturizeConfig) -> str:
+    text = f"schema={SCHEMA_VERSION};{config!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _featurize_cached(path: Path, sha256: str, config: FeaturizeConfig,
+                      cache_dir: Path | None) -> pd.DataFrame:
+    """Featurize one capture, reading/writing the parquet cache. Raises
+    :class:`DatasetError` when the capture cannot be read."""
+    cached = cache_dir / f"{sha256}-{_config_key(config)}.parquet" if cache_dir else None
+    if cached is not None and cached.is_file():
+        try:
+            return pd.read_parquet(cached)
+        except Exception as exc:  # a damaged cache entry: recompute it
+            log.warning("%s: unreadable cache entry (%s); featurizing again", cached, exc)
+    stats = FeaturizeStats()
+    try:
+        table = featurize(path, config, skip_bad=True, stats=stats)
+    except CaptureError as exc:
+        raise DatasetError(f"{path}: cannot featurize ({exc.reason})") from exc
+    skipped = sum(stats.read.skipped.values())
+    if skipped:
+        log.info("%s: skipped %d unreadable records", path, skipped)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{id(table)}")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(cached)
+    return table
+
+
+def _label_flows(flows: pd.DataFrame, row: Any) -> pd.DataFrame:
+    from training.labels import flow_labels
+
+    labels = flow_labels(flows, row) if len(flows) else pd.Series([], dtype=object)
+    out = flows.copy()
+    out["label"] = pd.Series(labels, index=flows.index, dtype=object)
+    out = out[out["label"].notna()].copy()
+    out["capture_id"] = row.capture_id
+    out["capture"] = row.path.name
+    out["source"] = source_of(row.recorded)
+    out["app"] = row.app
+    out["session_label"] = row.label
+    return out.reset_index(drop=True)
+
+
+def _run_parallel(args: list[tuple[Any, ...]], jobs: int, scheduler: str,
+                  progress: bool) -> list[pd.DataFrame]:
+    """``_featurize_cached(*a)`` for every ``a`` in ``args``, results in order."""
+    if scheduler == "local" and jobs <= 1:
+        return [_featurize_cached(*a) for a in
+                tqdm(args, desc="featurize", unit=" capture", disable=not progress)]
+    tasks = [joblib.delayed(_featurize_cached)(*a) for a in args]
+    if scheduler == "local":
+        gen = joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks)
+        return list(tqdm(gen, total=len(tasks), desc="featurize", unit=" capture",
+                         disable=not progress))
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise DatasetError("the dask scheduler needs dask[distributed]: "
+                           "pip install 'dask[distributed]'") from exc
+    with ExitStack() as stack:
+        if scheduler == "dask":
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=max(1, jobs), threads_per_worker=1, processes=True,
+                dashboard_address=None))
+            stack.enter_context(Client(cluster))
+        else:
+            try:
+                stack.enter_context(Client(scheduler, timeout=_CONNECT_TIMEOUT_S))
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise DatasetError(f"cannot reach dask scheduler {scheduler}: "
+                                   f"{exc}") from exc
+        stack.enter_context(joblib.parallel_backend("dask"))
+        return list(joblib.Parallel()(tasks))
+
+
+def flow_table(manifests: Sequence[Path | str], config: FeaturizeConfig | None = None, *,
+               jobs: int = 1, scheduler: str = "local", cache_dir: Path | None = None,
+               progress: bool = False) -> pd.DataFrame:
+    """One labeled row per flow of every capture in ``manifests`` (featurize columns plus
+    ``label``, ``capture_id``, ``capture``, ``source``, ``app``, ``session_label``).
+
+    ``scheduler``: ``"local"`` (joblib processes), ``"dask"`` (a local dask cluster of
+    ``jobs`` workers) or a dask scheduler address (``tcp://host:8786``). ``cache_dir``:
+    featurized captures are kept there as parquet, keyed by sha256 and configuration.
+
+    Raises :class:`DatasetError` for bad manifests, unreadable captures or an unreachable
+    scheduler.
+    """
+    config = config or FeaturizeConfig()
+    if config.window is not None:
+        raise DatasetError("training uses per-flow rows with snapshots; do not set window")
+    rows = load_rows(manifests)
+    args = [(row.path, row.sha256, config, cache_dir) for row in rows]
+    tables = _run_parallel(args, jobs, scheduler, progress)
+    labeled = [_label_flows(t, row) for t, row in zip(tables, rows, strict=True)]
+    labeled = [t for t in labeled if len(t)]
+    if not labeled:
+        raise DatasetError("no labeled flows in the given manifests")
+    table = pd.concat(labeled, ignore_index=True)
+    log.info("%d labeled flows from %d captures", len(table), len(rows))
+    return table
+
+
+def expand_views(flows: pd.DataFrame, horizons: Iterable[float | None]) -> pd.DataFrame:
+    """One training row per (flow, decision view): ``MODEL_INPUT_COLUMNS`` built by
+    :func:`model_inputs` plus ``META_COLUMNS``. ``horizons``: ``None`` for the whole flow,
+    seconds for an early snapshot (must be among the featurize snapshots).
+
+    Raises :class:`classifier.errors.ModelError` when a snapshot's columns are missing.
+    """
+    parts: list[pd.DataFrame] = []
+    meta = [c for c in META_COLUMNS if c not in ("horizon",)]
+    for horizon in horizons:
+        inputs = model_inputs(flows, horizon)
+        for col in meta:
+            inputs[col] = flows[col].to_numpy() if col in flows.columns else None
+        inputs["horizon"] = horizon_name(horizon)
+        parts.append(inputs)
+    out = pd.concat(parts, ignore_index=True)
+    return out[[*MODEL_INPUT_COLUMNS, *META_COLUMNS]]
+
+
+def build_table(manifests: Sequence[Path | str], config: FeaturizeConfig | None = None, *,
+                jobs: int = 1, scheduler: str = "local", cache_dir: Path | None = None,
+                progress: bool = False) -> pd.DataFrame:
+    """Training rows of every capture in ``manifests``: :func:`flow_table` then
+    :func:`expand_views` for the whole flow and each snapshot of ``config``.
+
+    Raises :class:`DatasetError` (see :func:`flow_table`).
+    """
+    config = config or FeaturizeConfig()
+    flows = flow_table(manifests, config, jobs=jobs, scheduler=scheduler,
+                       cache_dir=cache_dir, progress=progress)
+    return expand_views(flows, [None, *config.snapshots])
