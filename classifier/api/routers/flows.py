@@ -65,16 +65,15 @@ def rows_table(rows: Sequence[dict[str, Any]], horizon: float | None) -> pd.Data
     from classifier.model.services import category_for
 
     _check_columns(rows)
-    frame = pd.DataFrame.from_records(list(rows), columns=list(MODEL_INPUT_COLUMNS))
-    features = frame[_FEATURES]
-    for col in _FEATURES:
-        if features[col].dtype.kind not in "fi":
-            raise _bad_value(rows, col)
-    values = features.to_numpy(dtype=np.float64)
+    flat = [row[c] for row in rows for c in _FEATURES]
+    if not all(type(v) is float or type(v) is int for v in flat):
+        bad = next(i for i, v in enumerate(flat) if type(v) is not float and type(v) is not int)
+        raise _bad_value(rows, _FEATURES[bad % len(_FEATURES)])
+    values = np.asarray(flat, dtype=np.float64).reshape(len(rows), len(_FEATURES))
     if not np.isfinite(values).all():
         bad_col = _FEATURES[int(np.argwhere(~np.isfinite(values))[0][1])]
         raise _bad_value(rows, bad_col)
-    services = frame["service"].tolist()
+    services = [row["service"] for row in rows]
     for i, s in enumerate(services):
         if not isinstance(s, str) or not s.strip():
             raise ApiProblem(422, f"row {i}: column 'service' must be a non-empty string, "

@@ -1,0 +1,183 @@
+"""Benchmark the HTTP API on 127.0.0.1: requests/s and p50/p99 latency of
+``POST /v1/flows:classify`` (batches of 1 and 1000 rows) and MB/s of capture uploads.
+
+    python benchmarks/api.py                       # own server, synthetic model
+    python benchmarks/api.py --model classifier/model/default
+    python benchmarks/api.py --url http://127.0.0.1:8080   # a running `shortflow serve`
+
+Every phase stops after ``--requests`` requests or ``--seconds`` seconds, whichever comes
+first. Only loopback URLs are accepted. Figures depend on the machine and on the model;
+the rows and the capture come from ``--capture`` (a real public capture by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from classifier.api.auth import is_loopback  # noqa: E402
+
+DEFAULT_CAPTURE = Path("/work/shared/pcaps/nfstream/instagram.pcap")
+
+
+def _synthetic_model(directory: Path) -> Path:
+    """A small real pipeline fitted on synthetic rows (numbers only mean 'some model')."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from classifier.features.schema import FEATURE_COLUMNS
+    from classifier.model.artifact import LABELS, save_model
+
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame(rng.gamma(2.0, 1.0, size=(600, len(FEATURE_COLUMNS))),
+                     columns=list(FEATURE_COLUMNS))
+    y = np.array(LABELS, dtype=object)[rng.integers(0, len(LABELS), 600)]
+    x["service"] = rng.choice(["youtube", "instagram", "unknown"], 600)
+    pre = ColumnTransformer([("num", "passthrough", list(FEATURE_COLUMNS)),
+                             ("svc", OneHotEncoder(handle_unknown="ignore"), ["service"])])
+    pipe = Pipeline([("pre", pre), ("clf", RandomForestClassifier(
+        n_estimators=50, max_depth=8, random_state=0, n_jobs=1))])
+    pipe.fit(x, y)
+    save_model(pipe, directory, name="benchmark-synthetic", labels=list(LABELS),
+               decision_windows=[None])
+    return directory
+
+
+class _Server:
+    """The app under uvicorn in a thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import uvicorn
+
+        from classifier.api import Settings, create_app
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        app = create_app(Settings(model_dir=model_dir))
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run,
+                                       kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise SystemExit("benchmark server did not start")
+            time.sleep(0.05)
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+        self.sock.close()
+
+
+def _run(name: str, send: Callable[[], httpx.Response], requests: int, seconds: float,
+         payload_bytes: int = 0, warmup: int = 2) -> dict[str, float]:
+    for _ in range(warmup):
+        send().raise_for_status()
+    latencies: list[float] = []
+    started = time.perf_counter()
+    while len(latencies) < requests and time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        r = send()
+        latencies.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            raise SystemExit(f"{name}: HTTP {r.status_code}: {r.text[:300]}")
+    wall = time.perf_counter() - started
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
+    out = {"requests": len(latencies), "seconds": wall, "rps": len(latencies) / wall,
+           "p50_ms": statistics.median(latencies) * 1e3, "p99_ms": p99 * 1e3}
+    line = (f"{name:<34} {out['requests']:>5} req in {wall:6.2f} s  {out['rps']:8.1f} req/s  "
+            f"p50 {out['p50_ms']:8.1f} ms  p99 {out['p99_ms']:8.1f} ms")
+    if payload_bytes:
+        out["mb_per_s"] = payload_bytes * len(latencies) / wall / 1e6
+        line += f"  {out['mb_per_s']:7.1f} MB/s"
+    print(line, flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="benchmark a running server (loopback only) instead")
+    p.add_argument("--model", type=Path, help="model directory for the own server "
+                   "(default: a synthetic model)")
+    p.add_argument("--capture", type=Path, default=DEFAULT_CAPTURE)
+    p.add_argument("--requests", type=int, default=300, help="max requests per phase")
+    p.add_argument("--seconds", type=float, default=15.0, help="max seconds per phase")
+    p.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = p.parse_args(argv)
+
+    from classifier.features.featurize import featurize
+    from classifier.model.predict import model_inputs
+
+    rows = json.loads(model_inputs(featurize(args.capture)).to_json(orient="records"))
+    if not rows:
+        raise SystemExit(f"{args.capture}: no flows to build rows from")
+    batch = (rows * (1000 // len(rows) + 1))[:1000]
+    capture = args.capture.read_bytes()
+
+    def bench(url: str) -> dict[str, dict[str, float]]:
+        results: dict[str, dict[str, float]] = {}
+        with httpx.Client(base_url=url, timeout=120) as c:
+            print(f"server {url}, model {c.get('/v1/model').json().get('name')}, "
+                  f"capture {args.capture.name} ({len(capture) / 1e6:.2f} MB, "
+                  f"{len(rows)} flows)")
+            results["rows_1"] = _run(
+                "flows:classify, 1 row", lambda: c.post("/v1/flows:classify",
+                                                        json={"rows": rows[:1]}),
+                args.requests, args.seconds)
+            results["rows_1000"] = _run(
+                "flows:classify, 1000 rows", lambda: c.post("/v1/flows:classify",
+                                                            json={"rows": batch}),
+                max(1, args.requests // 10), args.seconds)
+            results["upload_raw"] = _run(
+                "captures:classify, raw body", lambda: c.post(
+                    "/v1/captures:classify", content=capture,
+                    headers={"content-type": "application/octet-stream"}),
+                max(1, args.requests // 10), args.seconds, payload_bytes=len(capture))
+            results["upload_multipart"] = _run(
+                "captures:classify, multipart", lambda: c.post(
+                    "/v1/captures:classify", files={"file": (args.capture.name, capture)}),
+                max(1, args.requests // 10), args.seconds, payload_bytes=len(capture))
+        return results
+
+    if args.url:
+        host = urlsplit(args.url).hostname
+        if not is_loopback(host):
+            raise SystemExit(f"refusing to benchmark {args.url}: loopback addresses only")
+        results = bench(args.url)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = args.model or _synthetic_model(Path(tmp))
+            with _Server(model_dir) as url:
+                results = bench(url)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
