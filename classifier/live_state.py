@@ -23,12 +23,11 @@ from classifier.enforce.enforcer import BlockRecord, Enforcer
 from classifier.enforce.policy import Policy, PolicyHolder, parse_policy
 from classifier.errors import PolicyError
 
-__all__ = ["LiveState", "policy_doc", "COUNTERS", "MANUAL_LABEL"]
+__all__ = ["LiveState", "policy_doc", "COUNTERS"]
 
 log = logging.getLogger(__name__)
 
 COUNTERS = ("packets", "drops", "blocks", "verdicts")
-MANUAL_LABEL = "manual"
 _KEY_FIELDS = ("proto", "client", "client_port", "server", "server_port")
 
 FlowId = tuple[Any, ...]
@@ -193,25 +192,13 @@ class LiveState:
         if not 1 <= duration_s <= 86400:
             raise PolicyError(f"block duration must be 1..86400 seconds, got {duration_s}")
         with self._lock:
-            holder = self.policy_holder
-            running = holder.current
+            running = self.policy_holder.current
             if running.mode == "off" or self.enforcer.effective_mode == "off":
                 raise PolicyError("not blocked: enforcement mode is off")
             if running.allowed(None, server):
                 raise PolicyError(f"not blocked: server {server} is on the policy allowlist")
-            # Stopgap until Enforcer.block takes a duration and a manual flag: put a policy
-            # that covers exactly this block in force for the duration of the call.
-            manual = dataclasses.replace(
-                running, categories=frozenset({MANUAL_LABEL}), block_seconds=int(duration_s),
-                schedules=(), only_ips=(), only_macs=frozenset(), never_ips=(),
-                never_macs=frozenset(), source=running.source)
-            holder.set(manual)
-            try:
-                rec = self.enforcer.block(client, server, port, proto, label=MANUAL_LABEL,
-                                          probability=1.0, name=None)
-            finally:
-                if holder.current is manual:
-                    holder.set(running)
+            rec = self.enforcer.block_manual(client, server, port, proto,
+                                             duration_s=int(duration_s), reason=reason)
             if rec is None:
                 raise PolicyError("not blocked: the enforcer declined (closed, or policy "
                                   "mode off)")

@@ -189,33 +189,54 @@ class Enforcer:
         if policy.allowed(name, server):
             log.debug("not blocking %s -> %s (%s): allowlisted", client, server, name)
             return None
+        agree = f"{policy.agreement_k}/{policy.agreement_n}"
+        rule = f"{label} p>={policy.threshold:g} {agree}; {why}"
+        return self._put(client, server, port, proto, name, label, probability,
+                         policy.block_seconds, rule, dry=mode == "dry-run")
+
+    def block_manual(self, client: str, server: str, port: int | None = None,
+                     proto: str | None = None, *, duration_s: int,
+                     reason: str) -> BlockRecord | None:
+        """Block by hand for ``duration_s`` seconds: ignores the policy's categories, client
+        lists and schedules, but not its mode (off: nothing; dry-run: only logged) nor its
+        allowlist. Returns None when nothing is done. Raises EnforcementError when nftables
+        refuses or the arguments are bad."""
+        if (port is None) != (proto is None):
+            raise EnforcementError("block needs both port and proto, or neither")
+        mode = self.effective_mode
+        if self._closed or mode == "off" or self._policy.current.allowed(None, server):
+            return None
+        return self._put(client, server, port, proto, None, "manual", 1.0, int(duration_s),
+                         f"manual: {reason}", dry=mode == "dry-run")
+
+    def _put(self, client: str, server: str, port: int | None, proto: str | None,
+             name: str | None, label: str, probability: float, seconds: int, rule: str, *,
+             dry: bool) -> BlockRecord | None:
+        """Create or renew the block record for this key, apply it unless ``dry``, log it."""
         proto_n = proto.lower() if proto is not None else None
         key: _Key = (client, server, port, proto_n)
-        dry = mode == "dry-run"
         with self._lock:
             if self._closed:
                 return None
             nowt = self._clock()
             self._prune(nowt)
-            expires = nowt + policy.block_seconds
+            expires = nowt + seconds
             old_id = self._by_key.get(key)
             old = self._records.get(old_id) if old_id else None
             if old is not None and old.dry_run == dry:
                 rec = replace(old, expires=expires, probability=probability)
                 if not dry:
-                    self._apply(rec, policy.block_seconds)
+                    self._apply(rec, seconds)
                     self._audit.write({"action": "block", "renewed": True, **rec.as_event()})
                 self._records[rec.id] = rec
                 return rec
-            agree = f"{policy.agreement_k}/{policy.agreement_n}"
-            rule = f"{label} p>={policy.threshold:g} {agree}; {why}"
             rec = BlockRecord(
                 id=f"b{next(self._ids)}", client=client, server=server, port=port,
                 proto=proto_n, name=name, label=label, probability=float(probability),
                 created=nowt, expires=expires, rule=rule, dry_run=dry,
             )
             if not dry:
-                self._apply(rec, policy.block_seconds)
+                self._apply(rec, seconds)
             if old is not None:
                 self._records.pop(old.id, None)
             self._records[rec.id] = rec
@@ -225,7 +246,7 @@ class Enforcer:
             )
             log.info(
                 "%s %s -> %s:%s/%s (%s, p=%.2f) for %d s", "dry-run-block" if dry else "block",
-                client, server, port, proto_n, label, probability, policy.block_seconds,
+                client, server, port, proto_n, label, probability, seconds,
             )
             return rec
 

@@ -46,6 +46,6 @@ class Flow:
         self.ts.append(ts)
         self.size.append(size)
         self.direction.append(direction)
-        self.flags.append(flags)
+        self.flags.append(flags & 0xFF)  # the NS bit (0x100) is not kept
         self.payload_len.append(payload_len)
         self.last_ts = ts
