@@ -104,3 +104,9 @@ def test_bad_config_is_refused():
     with pytest.raises(ValueError):
         FlowConfig(max_flows=0)
 
+
+
+def test_ns_flag_does_not_break_the_flow():
+    # decode gives 9-bit TCP flags; the NS bit (0x100) must not overflow the flag column
+    _, flows = _run([tcp(0.0, True, 0, SYN | 0x100), tcp(0.1, False, 0, SYN | ACK)])
+    assert list(flows[0].flags) == [SYN, SYN | ACK]
