@@ -27,7 +27,7 @@ import pytest
 from training.lab.conditions import PROFILES
 from training.lab.generate import MANIFEST_COLUMNS, Lab, generate, session_seed
 from training.lab.scenarios import SessionPlan, plan_session
-from training.lab.topology import CLIENT_IP, MTU, NS_PREFIX
+from training.lab.topology import CLIENT_IP, MTU, NS_PREFIX, cleanup_stale
 
 pytestmark = [
     pytest.mark.netns,
@@ -308,3 +308,22 @@ def test_sigterm_mid_session_removes_everything(tmp_path: Path) -> None:
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert prefix not in listing
     assert not (tmp_path / "manifest.csv").exists()
+    assert not list(tmp_path.glob("*.pcap")), "a half-made capture was left behind"
+
+
+def test_cleanup_stale_removes_only_dead_labs() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"{NS_PREFIX}{dead.pid}-abcdef-c"
+    alive = f"{NS_PREFIX}{os.getpid()}-abcdef-c"
+    try:
+        for ns in (stale, alive):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+        removed = cleanup_stale()
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                 text=True).stdout
+        assert stale in removed and stale not in listing
+        assert alive in listing and alive not in removed
+    finally:
+        for ns in (stale, alive):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

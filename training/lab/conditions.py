@@ -84,8 +84,8 @@ class Profile:
 #: Named profiles. Rates are scaled to a lab that must stay light on 2 cores; delays and
 #: losses are typical of each access type (see datasets/lab/README.md).
 PROFILES: dict[str, Profile] = {
-    "wifi": Profile("wifi", 40.0, 20.0, 8.0, 4.0, 2, 60),
-    "lte": Profile("lte", 15.0, 6.0, 25.0, 8.0, 5, 120),
+    "wifi": Profile("wifi", 40.0, 20.0, 8.0, 4.0, 1, 60),
+    "lte": Profile("lte", 15.0, 6.0, 25.0, 8.0, 2, 120),
     "fibre": Profile("fibre", 50.0, 25.0, 3.0, 0.5, 0, 20),
 }
 

@@ -104,11 +104,12 @@ class Lab:
     def __init__(self, profile: str = "wifi") -> None:
         self.profile: Profile = get_profile(profile)
         self.topo = LabTopology()
-        self.work = Path(tempfile.mkdtemp(prefix="sflab-"))
+        self.work = Path(tempfile.gettempdir())  # replaced by a private folder on entry
         self._delay: Any = None
         self._entered = False
 
     def __enter__(self) -> Lab:
+        self.work = Path(tempfile.mkdtemp(prefix="sflab-"))
         try:
             self.topo.open()
             certs = make_certificates(NAMES, self.work / "pki")
@@ -134,7 +135,8 @@ class Lab:
     def close(self) -> None:
         """Remove everything the lab made (idempotent)."""
         self.topo.close()
-        shutil.rmtree(self.work, ignore_errors=True)
+        if self.work.name.startswith("sflab-"):
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def set_profile(self, name: str) -> None:
         """Switch network conditions for the next sessions.
@@ -160,6 +162,14 @@ class Lab:
             raise LabError("Lab.run_session needs an entered Lab (use 'with Lab() as lab')")
         t0 = time.monotonic()
         pcap.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            player_result, drops = self._record(plan, pcap)
+        except BaseException:
+            pcap.unlink(missing_ok=True)  # no half-made capture without a manifest row
+            raise
+        return SessionResult(pcap, plan, player_result, drops, time.monotonic() - t0)
+
+    def _record(self, plan: SessionPlan, pcap: Path) -> tuple[dict[str, Any], int]:
         tag = pcap.stem
         cap_log = self.work / f"{tag}.tcpdump.log"
         cap = self.topo.popen(self.topo.router_ns, [
@@ -177,23 +187,29 @@ class Lab:
         try:
             player.wait(timeout=plan.duration_s + 60.0)
         except subprocess.TimeoutExpired:
-            self.topo.stop(player)
-            self.topo.stop(cap, sig=signal.SIGINT)
             raise LabError(f"lab player for {tag} overran its {plan.duration_s:.0f} s") from None
         finally:
             rc = self.topo.stop(player)
+            if rc is None or rc != 0:
+                self.topo.stop(cap, sig=signal.SIGINT)
         time.sleep(0.3)  # let the last packets through the delay line
         self.topo.stop(cap, sig=signal.SIGINT)
         if rc != 0 or not result_file.exists():
             tail = player_log.read_text(errors="replace").strip().splitlines()
             raise LabError(f"lab player for {tag} failed (exit {rc}): "
                            f"{tail[-1] if tail else 'no output'}")
+        result: dict[str, Any] = json.loads(result_file.read_text())
+        stats = result.get("stats", {})
+        if plan.protocol != "udp" and not stats.get("completed"):
+            raise LabError(f"lab session {tag} completed no transfer ({stats.get('failed', 0)} "
+                           "failed); the lab network or servers are broken")
+        if plan.protocol == "udp" and not stats.get("received"):
+            raise LabError(f"lab session {tag} received no call packets")
         match = re.search(r"(\d+) packets? dropped by kernel", cap_log.read_text())
         drops = int(match.group(1)) if match else 0
         if drops:
             _log.warning("%s: tcpdump reports %d packets dropped by the kernel", tag, drops)
-        player_result = json.loads(result_file.read_text())
-        return SessionResult(pcap, plan, player_result, drops, time.monotonic() - t0)
+        return result, drops
 
 
 def _notes(res: SessionResult, seed: int, index: int, profile: Profile) -> str:
@@ -201,9 +217,9 @@ def _notes(res: SessionResult, seed: int, index: int, profile: Profile) -> str:
     parts = [f"scenario={res.plan.scenario}", f"seed={seed}", f"session={index}",
              f"session_seed={res.plan.seed}", f"profile={profile.name}",
              f"duration={res.plan.duration_s:g}s", f"plan: {res.plan.summary()}"]
-    observed = " ".join(f"{k}={st[k]}" for k in ("requests", "completed", "cancelled",
-                                                  "connections", "bytes", "dns_queries",
-                                                  "sent", "received") if k in st)
+    keys = ("requests", "completed", "cancelled", "failed", "connections", "bytes",
+            "dns_queries", "swipes", "abandoned", "segments", "stalls", "sent", "received")
+    observed = " ".join(f"{k}={st[k]}" for k in keys if k in st)
     parts.append(f"observed: {observed}")
     if res.kernel_drops:
         parts.append(f"capture_drops={res.kernel_drops}")

@@ -145,7 +145,7 @@ _SWIPE: dict[str, dict[str, Any]] = {
                   "rr5---sn-lab.googlevideo.com": 0.15},
         "api": "youtubei-lab.googleapis.com",
         "protocols": {"h3": 0.7, "h2": 0.3},
-        "clip_median_s": 28.0, "clip_max_s": 60.0,
+        "clip_median_s": 20.0, "clip_max_s": 60.0,
         "bitrates": {1_000_000: 0.3, 1_600_000: 0.45, 2_400_000: 0.25},
         "first_chunk": (350_000, 800_000), "chunk": (600_000, 1_500_000),
         "quick_swipe_p": 0.35, "dwell_median_s": 9.0, "prefetch": (1, 2),
@@ -155,7 +155,7 @@ _SWIPE: dict[str, dict[str, Any]] = {
         "hosts": {"scontent-lab.cdninstagram.com": 0.7, "scontent-lab2.cdninstagram.com": 0.3},
         "api": "i-lab.instagram.com",
         "protocols": {"h2": 0.75, "h3": 0.25},
-        "clip_median_s": 20.0, "clip_max_s": 90.0,
+        "clip_median_s": 16.0, "clip_max_s": 90.0,
         "bitrates": {800_000: 0.35, 1_300_000: 0.45, 2_000_000: 0.2},
         "first_chunk": (250_000, 600_000), "chunk": (500_000, 1_200_000),
         "quick_swipe_p": 0.3, "dwell_median_s": 8.0, "prefetch": (1, 3),
@@ -165,7 +165,7 @@ _SWIPE: dict[str, dict[str, Any]] = {
         "hosts": {"v16-lab.tiktokcdn.com": 0.6, "v19-lab.tiktokcdn.com": 0.4},
         "api": "api-lab.tiktokv.com",
         "protocols": {"h2": 0.7, "h1": 0.3},
-        "clip_median_s": 22.0, "clip_max_s": 60.0,
+        "clip_median_s": 15.0, "clip_max_s": 60.0,
         "bitrates": {700_000: 0.3, 1_100_000: 0.5, 1_600_000: 0.2},
         "first_chunk": (600_000, 1_100_000), "chunk": (800_000, 1_600_000),
         "quick_swipe_p": 0.3, "dwell_median_s": 10.0, "prefetch": (1, 3),
@@ -185,7 +185,7 @@ def _plan_swipe(kind: str, rng: random.Random, duration: float, protocol: str | 
     total_dwell = 0.0
     rates = sorted(spec["bitrates"])
     while total_dwell < duration + 5.0 or len(clips) < depth + 2:
-        length = _lognormal(rng, spec["clip_median_s"], 0.55, 5.0, spec["clip_max_s"])
+        length = round(_lognormal(rng, spec["clip_median_s"], 0.55, 5.0, spec["clip_max_s"]), 2)
         bps = rng.choices(rates, [spec["bitrates"][r] for r in rates])[0]
         size = int(length * (bps + _AUDIO_BPS) / 8)
         first = min(size, rng.randint(*spec["first_chunk"]))
