@@ -327,3 +327,14 @@ def test_cleanup_stale_removes_only_dead_labs() -> None:
     finally:
         for ns in (stale, alive):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_lab_captures_pass_through_the_featurizer(recorded: Recorded) -> None:
+    classifier = pytest.importorskip("classifier")
+    featurize = getattr(classifier, "featurize", None)
+    if featurize is None:
+        pytest.skip("classifier.featurize is not there yet")
+    table = featurize(recorded.out / recorded.rows["shorts"]["path"])
+    assert len(table) >= 2
+    text = table.astype(str)
+    assert text.apply(lambda col: col.str.contains("googlevideo.com")).any().any()

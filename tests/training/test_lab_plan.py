@@ -157,3 +157,14 @@ def test_cli_parser_and_scenarios_listing(capsys: pytest.CaptureFixture[str]) ->
     assert (args.scenario, args.sessions, args.seed, args.profile) == ("shorts", 2, 5, "lte")
     with pytest.raises(SystemExit):
         parser.parse_args(["lab", "generate", "--scenario", "nope", "--out", "/tmp/x"])
+
+
+def test_make_training_set_checks_names_before_building_a_lab(tmp_path: Path) -> None:
+    from training.lab.make_training_set import main, make_training_set
+
+    with pytest.raises(ShortflowError, match="unknown lab scenario"):
+        make_training_set(tmp_path, 1, 1, ["wifi"], ["shorts", "nope"])
+    with pytest.raises(LabError, match="unknown network profile"):
+        make_training_set(tmp_path, 1, 1, ["moon"], ["shorts"])
+    assert main(["--out", str(tmp_path), "--profiles", "moon"]) == 2
+    assert not list(tmp_path.iterdir())
