@@ -30,6 +30,8 @@ from classifier.model.services import category_for, service_for
 __all__ = ["FeaturizeConfig", "FeaturizeStats", "Featurizer", "featurize", "featurize_packets",
            "row_columns"]
 
+_ROW_CHUNK = 2048
+
 
 @dataclass(frozen=True, slots=True)
 class FeaturizeConfig:
@@ -155,13 +157,31 @@ def featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
     stats = stats if stats is not None else FeaturizeStats()
     started = time.perf_counter()
     featurizer = Featurizer(config, capture=Path(path).name)
+    columns = row_columns(config)
+    # Rows as dicts cost ~40 KiB each; turn them into small frames as they come, so memory
+    # follows the output table (a few KiB a row), not dicts for every flow of the file.
+    chunks: list[pd.DataFrame] = []
     rows: list[dict[str, Any]] = []
+
+    def spill(force: bool = False) -> None:
+        nonlocal rows
+        if rows and (force or len(rows) >= _ROW_CHUNK):
+            chunks.append(pd.DataFrame(rows, columns=columns))
+            stats.rows += len(rows)
+            rows = []
+
     packets = open_capture(path, backend=backend, skip_bad=skip_bad, stats=stats.read)
     for pkt in tqdm(packets, desc=Path(path).name, unit=" pkt", disable=not progress,
                     mininterval=0.5, leave=False):
         rows.extend(featurizer.add(pkt))
-    rows.extend(featurizer.finish())
+        spill()
+    featurizer.table.flush()  # as Featurizer.finish, but flow by flow into chunks
+    for flow in featurizer.table.pop_ended():
+        rows.extend(featurizer.rows(flow))
+        spill()
+    spill(force=True)
     stats.table = featurizer.table.stats
-    stats.rows = len(rows)
     stats.seconds = time.perf_counter() - started
-    return pd.DataFrame(rows, columns=row_columns(config))
+    if len(chunks) <= 1:
+        return chunks[0] if chunks else pd.DataFrame([], columns=columns)
+    return pd.concat(chunks, ignore_index=True)

@@ -177,10 +177,11 @@ class NameCache:
 
     def lookup(self, ip: str, ts: float) -> str | None:
         """Name of ``ip`` if a DNS answer gave it and it has not expired at ``ts``."""
-        key = _canonical_ip(ip)
-        if key is None:
-            return None
-        entry = self._by_ip.get(key)
+        entry = self._by_ip.get(ip)  # decoded addresses are canonical already: no parse
+        if entry is None and (":" in ip or ip != ip.strip()):
+            # IPv6 text has many spellings; a valid IPv4 text has only the canonical one.
+            key = _canonical_ip(ip)
+            entry = None if key is None else self._by_ip.get(key)
         if entry is None or ts > entry[1]:
             return None
         return entry[0]

@@ -307,6 +307,12 @@ class HelloReassembler:
         if _looks_like_hello_start(payload) and (self._start is None or rel < self._start):
             self._start = rel
         if self._start is None:
+            # The record header may be cut over tiny segments (DPI evasion splits the first
+            # bytes): look at the contiguous bytes from the lowest sequence number too.
+            first = min(self._segments)
+            if _looks_like_hello_start(self._contiguous(first)[:6]):
+                self._start = first
+        if self._start is None:
             if _looks_like_other_tls(payload) or len(self._segments) >= _MAX_SEGMENTS_NO_START:
                 self.failed = True  # a server's TLS flight, or a stream that is not TLS
             return None

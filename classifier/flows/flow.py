@@ -19,8 +19,9 @@ class Flow:
     """One flow's packets as columns (time, IP length, direction, TCP flags, payload length).
 
     ``wire_bytes`` counts whole frames as captured on the wire (link header included), as
-    tshark's conversation statistics do. ``ext`` holds what flow plugins attach (names, for example). ``end_reason`` is set when
-    the flow leaves the table: idle, active, fin, rst, evicted or end (of capture).
+    tshark's conversation statistics do. ``ext`` holds what flow plugins attach (names, for
+    example). ``end_reason`` is set when the flow leaves the table: idle, active, fin, rst,
+    evicted, packets (the per-flow packet cap) or end (of capture).
     """
 
     flow_id: int

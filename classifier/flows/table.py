@@ -14,7 +14,7 @@ from typing import Protocol
 
 from classifier.capture.packet import TCP, Packet
 from classifier.flows.flow import DOWN, UP, Flow
-from classifier.flows.key import CanonicalKey, canonical_key, orient
+from classifier.flows.key import CanonicalKey, FlowKey, canonical_key, orient
 
 __all__ = ["FlowConfig", "FlowPlugin", "FlowTable", "TableStats"]
 
@@ -34,7 +34,10 @@ class FlowConfig:
     retransmissions within it still join the flow). ``max_flows``: hard cap
     on flows held at once; the least recently active flow is evicted (and still reported).
     ``resegment_mss``: split packets whose payload exceeds it (captures taken with GRO/TSO)
-    into MSS-sized packets with the same timestamp.
+    into MSS-sized packets with the same timestamp. ``max_packets``: a flow holding this
+    many packets (entries, after resegmentation) ends with reason ``"packets"`` at its next
+    packet, which starts a new flow with the same client and server; this bounds the memory
+    of one very long flow (``None``: no bound).
     """
 
     idle_timeout: float = 120.0
@@ -43,6 +46,7 @@ class FlowConfig:
     max_flows: int = 500_000
     sweep_interval: float = 1.0
     resegment_mss: int | None = None
+    max_packets: int | None = 1_000_000
 
     def __post_init__(self) -> None:
         if min(self.idle_timeout, self.active_timeout, self.sweep_interval) <= 0:
@@ -53,6 +57,8 @@ class FlowConfig:
             raise ValueError("max_flows must be at least 1")
         if self.resegment_mss is not None and self.resegment_mss < 64:
             raise ValueError("resegment_mss must be at least 64 bytes")
+        if self.max_packets is not None and self.max_packets < 1:
+            raise ValueError("max_packets must be at least 1")
 
 
 class FlowPlugin(Protocol):
@@ -75,6 +81,11 @@ class TableStats:
     @property
     def evicted(self) -> int:
         return self.ended.get("evicted", 0)
+
+    @property
+    def packet_capped(self) -> int:
+        """Flows ended because they reached ``FlowConfig.max_packets``."""
+        return self.ended.get("packets", 0)
 
 
 class FlowTable:
@@ -117,6 +128,9 @@ class FlowTable:
             flow = None
         if flow is None:
             flow = self._start(ck, pkt)
+        elif self.config.max_packets is not None and flow.packets >= self.config.max_packets:
+            self._end(ck, "packets")
+            flow = self._start(ck, pkt, flow.key)
         else:
             self._by_activity.move_to_end(ck)
         key = flow.key
@@ -159,11 +173,11 @@ class FlowTable:
         self._ended.clear()
         return ended
 
-    def _start(self, ck: CanonicalKey, pkt: Packet) -> Flow:
+    def _start(self, ck: CanonicalKey, pkt: Packet, key: FlowKey | None = None) -> Flow:
         if len(self._by_activity) >= self.config.max_flows:
             self._end(next(iter(self._by_activity)), "evicted")
         self.stats.flows += 1
-        flow = Flow(self.stats.flows, orient(pkt), pkt.ts, pkt.ts)
+        flow = Flow(self.stats.flows, key or orient(pkt), pkt.ts, pkt.ts)
         self._by_activity[ck] = flow
         self._by_start[ck] = flow
         self.stats.peak_flows = max(self.stats.peak_flows, len(self._by_activity))
