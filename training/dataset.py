@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -48,8 +49,6 @@ _CONNECT_TIMEOUT_S = 10.0
 
 def default_cache_dir() -> Path:
     """``$SHORTFLOW_CACHE/features`` or ``~/.cache/shortflow/features``."""
-    import os
-
     base = os.environ.get("SHORTFLOW_CACHE")
     root = Path(base) if base else Path.home() / ".cache" / "shortflow"
     return root / "features"
@@ -113,7 +112,7 @@ def _featurize_cached(path: Path, sha256: str, config: FeaturizeConfig,
         log.info("%s: skipped %d unreadable records", path, skipped)
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".tmp{id(table)}")
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
         table.to_parquet(tmp, index=False)
         tmp.replace(cached)
     return table

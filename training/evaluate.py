@@ -168,8 +168,9 @@ def _rate(mask: np.ndarray, pred: np.ndarray) -> float:
 
 
 def scores(preds: pd.DataFrame) -> dict[str, Any]:
-    """Per-class precision/recall/F1/support, macro-F1 (over the labels present in truth
-    or verdicts), accuracy, confusion matrix (rows = truth, columns = verdict, ``LABELS``
+    """Per-class precision/recall/F1/support (precision is NaN for a class never predicted,
+    recall NaN for a class absent from the truth), macro-F1 (over the labels present in
+    truth or verdicts), accuracy, confusion matrix (rows = truth, columns = verdict, ``LABELS``
     order) and false-block rates: long-form rows and call-session rows called short-form.
     """
     y = preds["label"].astype(str).to_numpy()
@@ -180,9 +181,11 @@ def scores(preds: pd.DataFrame) -> dict[str, Any]:
                 "per_class": {}, "confusion": []}
     prec, rec, f1, support = precision_recall_fscore_support(
         y, p, labels=list(LABELS), zero_division=0)
+    predicted = {label: int(np.sum(p == label)) for label in LABELS}
     per_class = {
-        label: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
-                "support": int(support[i])}
+        label: {"precision": float(prec[i]) if predicted[label] else math.nan,
+                "recall": float(rec[i]) if support[i] else math.nan,
+                "f1": float(f1[i]), "support": int(support[i])}
         for i, label in enumerate(LABELS)
     }
     return {
@@ -204,9 +207,11 @@ def horizon_order(values: Sequence[str]) -> list[str]:
 
 
 def score_slices(preds: pd.DataFrame) -> list[dict[str, Any]]:
-    """Flat score rows for every (source, horizon) slice, including "all"."""
+    """Flat score rows for every (source, horizon) slice, including "all" (per-source
+    slices only when there is more than one source)."""
     out: list[dict[str, Any]] = []
-    sources = ["all", *sorted(preds["source"].unique())]
+    found = sorted(preds["source"].unique())
+    sources = ["all", *found] if len(found) > 1 else ["all"]
     for source in sources:
         part = preds if source == "all" else preds[preds["source"] == source]
         for horizon in ["all", *horizon_order(list(part["horizon"].unique()))]:
@@ -270,7 +275,8 @@ def permutation_importance_grouped(
         max_rows: int = 1500, seed: int = 0,
         units: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Permutation importance on HELD-OUT folds only: fit on each training fold, then the
-    drop of macro-F1 on its test fold when a unit's columns are shuffled together.
+    drop of macro-F1 (over the labels present in the fold) on its test fold when a unit's
+    columns are shuffled together.
     Returns ``unit, importance_mean, importance_std`` sorted by importance."""
     units = units or importance_units()
     rng = np.random.default_rng(seed)
@@ -302,9 +308,14 @@ def permutation_importance_grouped(
 
 
 def _macro(model: Any, inputs: pd.DataFrame, y: np.ndarray) -> float:
+    """Macro-F1 over the labels present in the fold's truth: a class that is absent from
+    the fold but appears among shuffled verdicts would otherwise drop the score by a whole
+    class share, which measures the fold's make-up rather than the feature."""
     proba = _proba_matrix(model, inputs)
     pred = np.array(LABELS, dtype=object)[proba.argmax(axis=1)]
-    return float(f1_score(y, pred.astype(str), average="macro", zero_division=0))
+    present = sorted(set(y))
+    return float(f1_score(y, pred.astype(str), labels=present, average="macro",
+                          zero_division=0))
 
 
 @dataclass
@@ -317,6 +328,7 @@ class EvalResult:
     importance: pd.DataFrame
     figures: list[Path] = field(default_factory=list)
     seen_captures: int = 0
+    lab_to_real: pd.DataFrame | None = None
 
 
 def evaluate_model(model_dir: Path | str | None, manifests: Sequence[Path | str],
@@ -326,9 +338,11 @@ def evaluate_model(model_dir: Path | str | None, manifests: Sequence[Path | str]
     """Evaluate a saved model on the captures of ``manifests`` and write ``report.md`` +
     PNG figures into ``out_dir``.
 
-    Two evaluations: (1) the saved model as it is, on the captures it was NOT trained on
+    Evaluations: (1) the saved model as it is, on the captures it was NOT trained on
     (captures in its training set are left out and counted); (2) grouped cross-validation
-    of the same pipeline recipe (unfitted clone) on all given captures.
+    of the same pipeline recipe (unfitted clone) on all given captures; (3) when both lab
+    and real captures are given, the recipe trained on all lab captures and tested on all
+    real ones.
 
     Raises :class:`classifier.errors.ModelError` for a bad model directory and
     :class:`DatasetError` for bad manifests or too few captures.
@@ -360,9 +374,11 @@ def evaluate_model(model_dir: Path | str | None, manifests: Sequence[Path | str]
     importance = permutation_importance_grouped(table, factory, splits,
                                                 n_repeats=importance_repeats, seed=seed)
     n_seen = int(table.loc[table["capture_id"].isin(seen), "capture_id"].nunique())
+    transfer = lab_to_real(table, factory)
     report, figures = write_evaluation_report(
         out_dir, model_name=model.info.name, model_info=model.info.to_json(),
         manifests=[str(m) for m in manifests], heldout=heldout, cv=cv,
-        importance=importance, seen_captures=n_seen, n_folds=len(splits))
+        importance=importance, seen_captures=n_seen, n_folds=len(splits),
+        lab_to_real=transfer)
     return EvalResult(report=report, heldout=heldout, cv=cv, importance=importance,
-                      figures=figures, seen_captures=n_seen)
+                      figures=figures, seen_captures=n_seen, lab_to_real=transfer)

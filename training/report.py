@@ -1,7 +1,9 @@
-"""Figures (matplotlib, Agg backend) and Markdown for training and evaluation reports.
+"""Figures (matplotlib, Agg canvas) and Markdown for training and evaluation reports.
 
 Every figure title names the data it comes from (data source and evaluation), as the
-project's honesty rule asks.
+project's honesty rule asks. Figures are drawn on matplotlib ``Figure`` objects with an Agg
+canvas, without pyplot, so importing this module never changes the global backend (a
+notebook keeps its inline plots).
 """
 
 from __future__ import annotations
@@ -12,17 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import average_precision_score, precision_recall_curve  # noqa: E402
-
-from classifier.errors import ShortflowError  # noqa: E402
-from classifier.model.artifact import LABELS  # noqa: E402
+from classifier.errors import ShortflowError
+from classifier.model.artifact import LABELS
 
 __all__ = [
     "markdown_table", "comparison_markdown", "plot_confusion", "plot_pr_curves",
@@ -78,14 +77,18 @@ def _part(preds: pd.DataFrame, source: str) -> pd.DataFrame:
     return preds if source == "all" else preds[preds["source"] == source]
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _subplots(ncols: int, figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=False)
+
+
+def _save(fig: Figure, path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=90, bbox_inches="tight")
     except OSError as exc:
         raise ShortflowError(f"{path}: cannot write figure ({exc.strerror})") from exc
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -94,8 +97,7 @@ def plot_confusion(preds: pd.DataFrame, path: Path, title: str) -> Path:
     from sklearn.metrics import confusion_matrix
 
     sources = _sources(preds)
-    fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 3.8),
-                             squeeze=False)
+    fig, axes = _subplots(len(sources), (4.2 * len(sources), 3.8))
     for ax, source in zip(axes[0], sources, strict=True):
         part = _part(preds, source)
         cm = confusion_matrix(part["label"].astype(str), part["pred"].astype(str),
@@ -117,7 +119,7 @@ def plot_confusion(preds: pd.DataFrame, path: Path, title: str) -> Path:
 
 def plot_pr_curves(preds: pd.DataFrame, path: Path, title: str) -> Path:
     """Precision-recall curve per class, one line per data source."""
-    fig, axes = plt.subplots(1, len(LABELS), figsize=(4.2 * len(LABELS), 3.6), squeeze=False)
+    fig, axes = _subplots(len(LABELS), (4.2 * len(LABELS), 3.6))
     for ax, label in zip(axes[0], LABELS, strict=True):
         for source in _sources(preds):
             part = _part(preds, source)
@@ -148,7 +150,7 @@ def plot_accuracy_vs_time(slices: pd.DataFrame, path: Path, title: str) -> Path:
 
     data = slices[slices["horizon"] != "all"]
     order = horizon_order(list(data["horizon"].unique()))
-    fig, axes = plt.subplots(1, 3, figsize=(12.6, 3.6), squeeze=False)
+    fig, axes = _subplots(3, (12.6, 3.6))
     metrics = [("macro_f1", "macro-F1"), ("accuracy", "accuracy"),
                ("false_block_long", "long-form flows called short-form")]
     for ax, (col, name) in zip(axes[0], metrics, strict=True):
@@ -168,7 +170,8 @@ def plot_accuracy_vs_time(slices: pd.DataFrame, path: Path, title: str) -> Path:
 def plot_importance(importance: pd.DataFrame, path: Path, title: str, top: int = 20) -> Path:
     """Horizontal bars: the ``top`` permutation importances (drop in macro-F1)."""
     shown = importance.head(top).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(shown) + 1.2))
+    fig, axes = _subplots(1, (7, 0.28 * len(shown) + 1.2))
+    ax = axes[0][0]
     ax.barh(shown["unit"], shown["importance_mean"], xerr=shown["importance_std"],
             color="#4c72b0")
     ax.set_xlabel("drop in macro-F1 when shuffled (held-out folds)")
@@ -184,7 +187,7 @@ def plot_comparison(comparison: pd.DataFrame, path: Path, title: str) -> Path:
         cv["source"].astype(str)
     slices = list(dict.fromkeys(cv["slice"]))
     candidates = list(dict.fromkeys(cv["candidate"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), squeeze=False)
+    fig, axes = _subplots(2, (11, 3.6))
     width = 0.8 / max(len(slices), 1)
     for ax, (col, name) in zip(axes[0], [("macro_f1", "macro-F1"),
                                          ("false_block_long", "false-block long-form")],
@@ -201,6 +204,12 @@ def plot_comparison(comparison: pd.DataFrame, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def _horizons(preds: pd.DataFrame) -> list[str]:
+    from training.evaluate import horizon_order
+
+    return [h for h in horizon_order(list(preds["horizon"].unique())) if h != "flow"]
+
+
 def _data_line(preds: pd.DataFrame) -> str:
     parts = []
     for source, grp in preds.groupby("source"):
@@ -213,7 +222,8 @@ def _data_line(preds: pd.DataFrame) -> str:
 def write_evaluation_report(out_dir: Path, *, model_name: str, model_info: dict[str, Any],
                             manifests: list[str], heldout: pd.DataFrame | None,
                             cv: pd.DataFrame, importance: pd.DataFrame, seen_captures: int,
-                            n_folds: int) -> tuple[Path, list[Path]]:
+                            n_folds: int, lab_to_real: pd.DataFrame | None = None,
+                            ) -> tuple[Path, list[Path]]:
     """Write ``report.md`` and its figures into ``out_dir``; return the report path and
     the figure paths. Raises :class:`ShortflowError` when ``out_dir`` is not writable."""
     from training.evaluate import score_slices
@@ -231,7 +241,8 @@ def write_evaluation_report(out_dir: Path, *, model_name: str, model_info: dict[
              f"`{str(model_info.get('training_manifest_sha256', ''))[:16]}`.", "",
              "Verdicts are what `shortflow classify` gives: TikTok-category flows are "
              "short-form by name; all other flows by the model's most likely label. "
-             "Rows are decision views: each flow at 3 s, 10 s and whole flow.", "",
+             "Rows are decision views: each flow after "
+             + ", ".join(f"{h} s" for h in _horizons(cv)) + " and as a whole flow.", "",
              "## Caveat on short-form data", "", SHORT_FORM_CAVEAT, ""]
     sets: list[tuple[str, str, pd.DataFrame]] = []
     if heldout is not None and len(heldout):
@@ -243,6 +254,12 @@ def write_evaluation_report(out_dir: Path, *, model_name: str, model_info: dict[
                   "Only the cross-validated figures below are honest.", ""]
     sets.append(("cv", f"grouped {n_folds}-fold cross-validation by capture of the same "
                        "pipeline recipe (refit per fold)", cv))
+    if lab_to_real is not None and len(lab_to_real):
+        sets.append(("lab2real", "the same recipe trained on all lab captures, tested on all "
+                                 "real captures", lab_to_real))
+    else:
+        lines += ["(No train-on-lab / test-on-real figures: these manifests do not hold "
+                  "both lab and real captures.)", ""]
     for key, what, preds in sets:
         lines += [f"## {what[0].upper()}{what[1:]}", "", f"Data: {_data_line(preds)}.", ""]
         if key == "heldout" and seen_captures:

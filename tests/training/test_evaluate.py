@@ -102,7 +102,8 @@ def test_evaluate_writes_report(model_dir: Path, data: tuple[Path, Path],
     text = (out / "report.md").read_text()
     for name in ("heldout_confusion.png", "heldout_pr_curves.png",
                  "heldout_accuracy_vs_time.png", "cv_confusion.png", "cv_pr_curves.png",
-                 "cv_accuracy_vs_time.png", "feature_importance.png"):
+                 "cv_accuracy_vs_time.png", "lab2real_confusion.png",
+                 "lab2real_accuracy_vs_time.png", "feature_importance.png"):
         png = out / name
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"({name})" in text
@@ -111,6 +112,9 @@ def test_evaluate_writes_report(model_dir: Path, data: tuple[Path, Path],
     assert result.heldout["capture_id"].nunique() == 6
     assert "ONE Instagram Reels trace session" in text
     assert "data: the saved model on captures it was not trained on" in text
+    assert "trained on all lab captures, tested on all real captures" in text
+    assert result.lab_to_real is not None
+    assert set(result.lab_to_real["source"]) == {"real"}
     assert "| rf | grouped CV | all |" in text  # comparison from model.json
     # held-out verdicts are real: the easy synthetic shapes are mostly right
     assert np.mean(result.heldout["label"] == result.heldout["pred"]) > 0.8

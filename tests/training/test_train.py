@@ -352,3 +352,16 @@ def test_train_refuses_single_label(tmp_path: Path) -> None:
                 "call")
     with pytest.raises(DatasetError, match="two labels"):
         train([manifest], tmp_path / "m", candidates=["names"])
+
+
+def test_shipped_default_model_loads_and_classifies(tmp_path: Path) -> None:
+    """The model in classifier/model/default matches this feature schema (retrain it with
+    the commands in docs/model.md when this fails after a schema change)."""
+    model = load_model()
+    assert model.info.name == "default"
+    assert (model.path / "model.joblib").stat().st_size < 5_000_000
+    assert model.info.metrics["chosen"] in ("names", "rf", "hgb", "lgbm")
+    verdicts = classify_table(model, featurize(write_capture(tmp_path / "c.pcap", "call", 3)))
+    assert len(verdicts) == 1 and verdicts["label"].iloc[0] in ("short-form", "long-form",
+                                                                "other")
+    assert 0.0 <= verdicts["probability"].iloc[0] <= 1.0
