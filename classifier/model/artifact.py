@@ -91,16 +91,58 @@ def save_model(pipeline: Any, directory: Path, *, name: str, labels: list[str],
     return info
 
 
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_window_list(value: object) -> bool:
+    return isinstance(value, list) and all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value)
+
+
+#: model.json field -> (check, what it must be); fields with defaults may be absent.
+_FIELD_CHECKS: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "sha256": (lambda v: isinstance(v, str), "a string"),
+    "schema_version": (lambda v: isinstance(v, str), "a string"),
+    "feature_columns": (_is_str_list, "a list of strings"),
+    "labels": (_is_str_list, "a list of strings"),
+    "decision_windows": (_is_window_list, "a list of numbers or nulls"),
+    "shortflow_version": (lambda v: isinstance(v, str), "a string"),
+    "sklearn_version": (lambda v: isinstance(v, str), "a string"),
+    "python_version": (lambda v: isinstance(v, str), "a string"),
+    "created": (lambda v: isinstance(v, str), "a string"),
+    "estimator": (lambda v: isinstance(v, str), "a string"),
+    "training_manifest_sha256": (lambda v: isinstance(v, str), "a string"),
+    "metrics": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
 def read_info(directory: Path) -> ModelInfo:
-    """Parse and check ``model.json``. Raises :class:`ModelError` when it is missing or bad."""
+    """Parse and check ``model.json``. Raises :class:`ModelError` when it is missing, not
+    JSON, not an object, lacks a field, has an unknown field or a field of the wrong type."""
     sidecar = directory / _JSON
     try:
         raw = json.loads(sidecar.read_text())
-        return ModelInfo(**raw)
     except FileNotFoundError as exc:
         raise ModelError(f"{sidecar}: missing; a model directory holds model.joblib and "
                          "model.json") from exc
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ModelError(f"{sidecar}: cannot read ({exc.strerror or exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ModelError(f"{sidecar}: not a shortflow model.json ({reason})") from exc
+    if not isinstance(raw, dict):
+        raise ModelError(f"{sidecar}: not a shortflow model.json (expected an object, got "
+                         f"{type(raw).__name__})")
+    for key, value in raw.items():
+        check = _FIELD_CHECKS.get(key)
+        if check is not None and not check[0](value):
+            raise ModelError(f"{sidecar}: field {key!r} must be {check[1]}, got "
+                             f"{type(value).__name__}")
+    try:
+        return ModelInfo(**raw)
+    except TypeError as exc:  # missing or unknown fields
         raise ModelError(f"{sidecar}: not a shortflow model.json ({exc})") from exc
 
 
