@@ -1,0 +1,778 @@
+# mypy: disable-error-code="return-value,assignment,arg-type"
+# (the compiled helpers compute with numpy int64 scalars, which mypy does not equate with int)
+"""Raw pcap/pcapng bytes -> packet column arrays, in compiled loops (the fast read path).
+
+:func:`iter_chunks` reads a capture file through one fixed, reused buffer (so memory does
+not grow with the file) and hands each buffer-full to a numba-compiled walker that reads
+the record headers and decodes link layer, IPv4/IPv6 and TCP/UDP exactly as
+:mod:`classifier.capture.decode` does, writing one column entry per TCP/UDP packet. A
+:class:`ColumnChunk` holds those columns plus the buffer, so the few payloads someone needs
+(names in clear) can be sliced out before the next chunk is read.
+
+Decoding rules, skip reasons (``ReadStats.skipped``) and notes (``ReadStats.noted``) match
+the reference reader (:func:`classifier.capture.open_capture`) record for record.
+
+What this path does not do itself raises :class:`ColumnsUnsupported` (a
+:class:`~classifier.errors.CaptureError`) before or while reading, so that a caller can
+fall back to the reference reader for that file: gzip-compressed files, any damaged record
+or block, a last record cut short, the modified (Kuznetzov) pcap format, unsupported link
+types declared in a pcap header or in every pcapng interface before a packet, and pcapng
+timestamp resolutions finer than 2^-53 s or timestamps too large for 64-bit ticks.
+Simple Packet Blocks and obsolete Packet Blocks are read natively.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+
+from classifier.capture.decode import is_known_linktype
+from classifier.capture.reader import ReadStats, open_capture
+from classifier.errors import CaptureError
+
+__all__ = [
+    "COLUMNS",
+    "ColumnChunk",
+    "ColumnsUnsupported",
+    "SKIP_REASONS",
+    "iter_chunks",
+]
+
+logger = logging.getLogger(__name__)
+
+I64 = npt.NDArray[np.int64]
+
+#: Rows of :attr:`ColumnChunk.cols` (int64 each), in order.
+COLUMNS: tuple[str, ...] = (
+    "wire_len", "ip_len", "version", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto",
+    "sport", "dport", "tcp_flags", "seq", "payload_len", "payload_at", "payload_cap",
+)
+(
+    C_WIRE, C_IPLEN, C_VER, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_PROTO, C_SPORT, C_DPORT,
+    C_FLAGS, C_SEQ, C_PLEN, C_PAT, C_PCAP,
+) = range(len(COLUMNS))
+_NCOL = len(COLUMNS)
+
+#: Skip-reason codes of the walker (index -> ReadStats.skipped key); 0 means decoded.
+SKIP_REASONS: tuple[str, ...] = (
+    "", "unknown-linktype", "non-ip", "arp", "icmp", "other-l4", "ip-fragment",
+    "truncated-header", "bad-packet",
+)
+_NOTES = ("ip-fragment-first", "ip-len-from-wire")
+
+_MAX_CAPLEN = 262144
+_MAX_BLOCK = 16 * 1024 * 1024
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_BOM = 0x1A2B3C4D
+_MAGIC_US = 0xA1B2C3D4
+_MAGIC_NS = 0xA1B23C4D
+
+# walker status codes
+_ST_NEED_MORE = 0  # the next record/block is not wholly in the buffer
+_ST_END = 1  # the buffer ended exactly at a record boundary (and it was the end of file)
+_ST_FULL = 2  # the column arrays are full
+_ST_CONTROL = 3  # a section header or interface block: Python handles it
+_ST_DAMAGED = 4  # something the reference treats as damage or cut short
+
+_DEFAULT_BUFFER = 8 * 1024 * 1024
+_DEFAULT_PACKETS = 1 << 17
+
+
+class ColumnsUnsupported(CaptureError):
+    """The compiled reader does not handle this file (or this spot of it); the reference
+    reader (:func:`classifier.capture.open_capture`) does: fall back to it."""
+
+
+@dataclass(slots=True)
+class ColumnChunk:
+    """The TCP/UDP packets decoded from one buffer-full of a capture, as columns.
+
+    ``ts``: seconds (float64, bit-identical to the reference reader's ``Packet.ts``);
+    ``cols``: int64 rows named by :data:`COLUMNS` (addresses as two 64-bit halves, IPv4 in
+    ``*_lo`` with ``*_hi`` 0; ``payload_at`` is the payload's offset in ``buffer``,
+    ``payload_cap`` how many payload bytes were captured). The arrays and ``buffer`` are
+    reused: they are only valid until the next chunk is requested from the iterator (copy
+    what must outlive that).
+    """
+
+    ts: npt.NDArray[np.float64]
+    cols: I64
+    buffer: npt.NDArray[np.uint8]
+    first_record_offset: int
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def col(self, index: int) -> I64:
+        """One column (a row of ``cols``) by its index (``C_*`` constants)."""
+        return self.cols[index]
+
+    def payload(self, i: int) -> bytes:
+        """The captured transport payload bytes of packet ``i`` of this chunk."""
+        at = int(self.cols[C_PAT, i])
+        return self.buffer[at : at + int(self.cols[C_PCAP, i])].tobytes()
+
+
+# ---------------------------------------------------------------------------------------
+# compiled decode (mirrors classifier.capture.decode)
+
+
+@nb.njit(cache=True, inline="always")
+def _u16(b: npt.NDArray[np.uint8], p: int) -> int:
+    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
+
+
+@nb.njit(cache=True, inline="always")
+def _u32be(b: npt.NDArray[np.uint8], p: int) -> int:
+    return ((np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8)
+            | np.int64(b[p + 3]))
+
+
+@nb.njit(cache=True, inline="always")
+def _u32le(b: npt.NDArray[np.uint8], p: int) -> int:
+    return ((np.int64(b[p + 3]) << 24) | (np.int64(b[p + 2]) << 16) | (np.int64(b[p + 1]) << 8)
+            | np.int64(b[p]))
+
+
+@nb.njit(cache=True, inline="always")
+def _u32(b: npt.NDArray[np.uint8], p: int, big: bool) -> int:
+    return _u32be(b, p) if big else _u32le(b, p)
+
+
+@nb.njit(cache=True, inline="always")
+def _u64be(b: npt.NDArray[np.uint8], p: int) -> int:
+    x = np.uint64(0)
+    for i in range(8):
+        x = (x << np.uint64(8)) | np.uint64(b[p + i])
+    return np.int64(x)  # the bits, as a signed int
+
+
+@nb.njit(cache=True)
+def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
+                    off: int) -> tuple[int, int]:
+    """(version, IP offset) or (-reason, 0); offsets relative to the frame start ``s``."""
+    while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100 or etype == 0x9200:
+        if off + 4 > n:
+            return -7, 0
+        etype = _u16(b, s + off + 2)
+        off += 4
+    if etype == 0x0800:
+        return 4, off
+    if etype == 0x86DD:
+        return 6, off
+    if etype == 0x0806 or etype == 0x8035:
+        return -3, 0
+    if etype == 0x8847 or etype == 0x8848:
+        found = False
+        for _ in range(16):
+            if off + 4 > n:
+                return -7, 0
+            bottom = b[s + off + 2] & 0x01
+            off += 4
+            if bottom:
+                found = True
+                break
+        if not found:
+            return -8, 0
+        if off >= n:
+            return -7, 0
+        version = np.int64(b[s + off]) >> 4
+        if version == 4 or version == 6:
+            return version, off
+        return -2, 0
+    if etype == 0x8864:
+        if off + 8 > n:
+            return -7, 0
+        ppp = _u16(b, s + off + 6)
+        if ppp == 0x0021:
+            return 4, off + 8
+        if ppp == 0x0057:
+            return 6, off + 8
+        return -2, 0
+    return -2, 0
+
+
+@nb.njit(cache=True)
+def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int, int]:
+    if linktype == 1:  # Ethernet
+        if n < 14:
+            return -7, 0
+        etype = _u16(b, s + 12)
+        if etype < 0x0600:
+            return -2, 0
+        return _from_ethertype(b, s, n, etype, 14)
+    if linktype == 113:  # Linux SLL
+        if n < 16:
+            return -7, 0
+        return _from_ethertype(b, s, n, _u16(b, s + 14), 16)
+    if linktype == 276:  # Linux SLL2
+        if n < 20:
+            return -7, 0
+        return _from_ethertype(b, s, n, _u16(b, s), 20)
+    if linktype == 101 or linktype == 12 or linktype == 14:  # raw IP
+        if n < 1:
+            return -7, 0
+        version = np.int64(b[s]) >> 4
+        if version == 4 or version == 6:
+            return version, 0
+        return -2, 0
+    if linktype == 228:
+        return (4, 0) if n >= 1 else (-7, 0)
+    if linktype == 229:
+        return (6, 0) if n >= 1 else (-7, 0)
+    if linktype == 0 or linktype == 108:  # BSD NULL / LOOP
+        if n < 4:
+            return -7, 0
+        family = _u32le(b, s)
+        if family > 0xFFFF:
+            family = _u32be(b, s)
+        if family == 2:
+            return 4, 4
+        if family == 10 or family == 24 or family == 28 or family == 30:
+            return 6, 4
+        return -2, 0
+    return -1, 0
+
+
+@nb.njit(cache=True)
+def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int, proto: int,
+               cols: I64, k: int) -> int:
+    """Fill transport columns of packet ``k``; return 0 or a skip-reason code."""
+    if proto == 6:
+        if l4off + 20 > n:
+            return 7
+        p = s + l4off
+        hlen = (np.int64(b[p + 12]) >> 4) * 4
+        if hlen < 20 or hlen > l4len:
+            return 8
+        cols[C_SPORT, k] = _u16(b, p)
+        cols[C_DPORT, k] = _u16(b, p + 2)
+        cols[C_SEQ, k] = _u32be(b, p + 4)
+        cols[C_FLAGS, k] = ((np.int64(b[p + 12]) & 0x01) << 8) | np.int64(b[p + 13])
+        start = l4off + hlen
+        plen = l4len - hlen
+    else:
+        if l4off + 8 > n:
+            return 7
+        if l4len < 8:
+            return 8
+        p = s + l4off
+        cols[C_SPORT, k] = _u16(b, p)
+        cols[C_DPORT, k] = _u16(b, p + 2)
+        cols[C_SEQ, k] = 0
+        cols[C_FLAGS, k] = 0
+        start = l4off + 8
+        plen = l4len - 8
+    cols[C_PROTO, k] = proto
+    cols[C_PLEN, k] = plen
+    cols[C_PAT, k] = s + start
+    cols[C_PCAP, k] = min(plen, n - start) if start < n else 0
+    return 0
+
+
+@nb.njit(cache=True)
+def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: int,
+            cols: I64, k: int, notes: I64) -> int:
+    """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code."""
+    version, off = _link(b, s, n, linktype)
+    if version < 0:
+        return -version
+    if version == 4:
+        if off + 20 > n:
+            return 7
+        vihl = np.int64(b[s + off])
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20:
+            return 8
+        if off + ihl > n:
+            return 7
+        total = _u16(b, s + off + 2)
+        if total == 0:
+            total = wire_len - off
+            notes[1] += 1
+        if total < ihl:
+            return 8
+        frag = _u16(b, s + off + 6)
+        if frag & 0x1FFF:
+            return 6
+        proto = np.int64(b[s + off + 9])
+        if proto != 6 and proto != 17:
+            return 4 if proto == 1 else 5
+        if frag & 0x2000:
+            notes[0] += 1
+        reason = _transport(b, s, n, off + ihl, total - ihl, proto, cols, k)
+        if reason:
+            return reason
+        cols[C_IPLEN, k] = total
+        cols[C_VER, k] = 4
+        cols[C_SRC_HI, k] = 0
+        cols[C_SRC_LO, k] = _u32be(b, s + off + 12)
+        cols[C_DST_HI, k] = 0
+        cols[C_DST_LO, k] = _u32be(b, s + off + 16)
+        cols[C_WIRE, k] = wire_len
+        return 0
+    # IPv6
+    if off + 40 > n:
+        return 7
+    if b[s + off] >> 4 != 6:
+        return 8
+    plen = _u16(b, s + off + 4)
+    if plen == 0:
+        ip_len = wire_len - off
+        notes[1] += 1
+        if ip_len < 40:
+            return 8
+    else:
+        ip_len = plen + 40
+    nxt = np.int64(b[s + off + 6])
+    pos = off + 40
+    end = off + ip_len
+    first_fragment = False
+    hops = 0
+    while nxt == 0 or nxt == 43 or nxt == 44 or nxt == 51 or nxt == 60:
+        hops += 1
+        if hops > 16:
+            return 8
+        if pos + 8 > n:
+            return 7
+        if nxt == 44:
+            frag = _u16(b, s + pos + 2)
+            if frag & 0xFFF8:
+                return 6
+            first_fragment = (frag & 0x0001) != 0
+            hlen = 8
+        elif nxt == 51:
+            hlen = (np.int64(b[s + pos + 1]) + 2) * 4
+        else:
+            hlen = (np.int64(b[s + pos + 1]) + 1) * 8
+        nxt = np.int64(b[s + pos])
+        pos += hlen
+        if pos > end:
+            return 8
+    if nxt != 6 and nxt != 17:
+        return 4 if nxt == 58 else 5
+    if first_fragment:
+        notes[0] += 1
+    reason = _transport(b, s, n, pos, end - pos, nxt, cols, k)
+    if reason:
+        return reason
+    cols[C_IPLEN, k] = ip_len
+    cols[C_VER, k] = 6
+    cols[C_SRC_HI, k] = _u64be(b, s + off + 8)
+    cols[C_SRC_LO, k] = _u64be(b, s + off + 16)
+    cols[C_DST_HI, k] = _u64be(b, s + off + 24)
+    cols[C_DST_LO, k] = _u64be(b, s + off + 32)
+    cols[C_WIRE, k] = wire_len
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# compiled record walkers
+
+
+@nb.njit(cache=True, nogil=True)
+def _walk_pcap(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, divisor: float,
+               linktype: int, eof: bool, ts: npt.NDArray[np.float64], cols: I64,
+               counts: I64, notes: I64) -> tuple[int, int, int]:
+    """Walk pcap records in ``b[pos:valid]``; return (packets, position, status).
+
+    ``counts[0]`` counts records, ``counts[1 + reason]`` skipped frames by reason code.
+    """
+    cap = ts.shape[0]
+    k = 0
+    while True:
+        if k >= cap:
+            return k, pos, _ST_FULL
+        if pos + 16 > valid:
+            if pos == valid and eof:
+                return k, pos, _ST_END
+            return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
+        sec = _u32(b, pos, big)
+        frac = _u32(b, pos + 4, big)
+        incl = _u32(b, pos + 8, big)
+        orig = _u32(b, pos + 12, big)
+        if incl > _MAX_CAPLEN:
+            return k, pos, _ST_DAMAGED
+        if pos + 16 + incl > valid:
+            return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
+        counts[0] += 1
+        wire = orig if orig >= incl else incl
+        reason = _decode(b, pos + 16, incl, linktype, wire, cols, k, notes)
+        if reason == 0:
+            ts[k] = np.float64(sec) + np.float64(frac) / divisor
+            k += 1
+        else:
+            counts[1 + reason] += 1
+        pos += 16 + incl
+
+
+@nb.njit(cache=True, nogil=True)
+def _walk_pcapng(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, eof: bool,
+                 if_link: I64, if_units: npt.NDArray[np.uint64], if_offset: I64,
+                 if_snap: I64, n_if: int, any_known: bool, state: npt.NDArray[np.float64],
+                 ts: npt.NDArray[np.float64], cols: I64, counts: I64,
+                 notes: I64) -> tuple[int, int, int]:
+    """Walk pcapng blocks in ``b[pos:valid]``; stop at section headers and interface blocks
+    (status _ST_CONTROL) so that the caller parses them. ``state[0]`` is the timestamp of
+    the last packet (for Simple Packet Blocks)."""
+    cap = ts.shape[0]
+    k = 0
+    while True:
+        if k >= cap:
+            return k, pos, _ST_FULL
+        if pos + 12 > valid:
+            if pos == valid and eof:
+                return k, pos, _ST_END
+            return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
+        btype = _u32(b, pos, big)
+        if btype == 0x0A0D0D0A:
+            return k, pos, _ST_CONTROL
+        blen = _u32(b, pos + 4, big)
+        if blen < 12 or blen % 4 != 0 or blen > _MAX_BLOCK:
+            return k, pos, _ST_DAMAGED
+        if pos + blen > valid:
+            return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
+        if _u32(b, pos + blen - 4, big) != blen:
+            return k, pos, _ST_DAMAGED
+        if btype == 1:
+            return k, pos, _ST_CONTROL
+        body = pos + 8
+        body_len = blen - 12
+        if btype == 6 or btype == 2 or btype == 3:
+            counts[0] += 1
+            if btype == 3:
+                if body_len < 4:
+                    return k, pos, _ST_DAMAGED
+                if n_if == 0:
+                    return k, pos, _ST_DAMAGED
+                iface = 0
+                orig = _u32(b, body, big)
+                caplen = min(orig, body_len - 4)
+                if if_snap[0]:
+                    caplen = min(caplen, if_snap[0])
+                data_at = body + 4
+                t = state[0]
+            else:
+                if body_len < 20:
+                    return k, pos, _ST_DAMAGED
+                if btype == 6:
+                    iface = _u32(b, body, big)
+                else:
+                    iface = (_u32(b, body, big) >> 16) if big else (_u32(b, body, big) & 0xFFFF)
+                high = np.uint64(_u32(b, body + 4, big))
+                low = np.uint64(_u32(b, body + 8, big))
+                caplen = _u32(b, body + 12, big)
+                orig = _u32(b, body + 16, big)
+                if caplen > _MAX_CAPLEN:
+                    return k, pos, _ST_DAMAGED
+                if 20 + caplen > body_len:
+                    return k, pos, _ST_DAMAGED
+                if iface >= n_if:
+                    return k, pos, _ST_DAMAGED
+                ticks = (high << np.uint64(32)) | low
+                units = if_units[iface]
+                whole = ticks // units
+                part = ticks % units
+                if whole > np.uint64(1 << 62):
+                    return k, pos, _ST_DAMAGED
+                t = np.float64(np.int64(whole) + if_offset[iface]) + (
+                    np.float64(part) / np.float64(units))
+                state[0] = t
+                data_at = body + 20
+                orig = orig if orig >= caplen else caplen
+            linktype = if_link[iface]
+            known = (linktype == 0 or linktype == 1 or linktype == 12 or linktype == 14
+                     or linktype == 101 or linktype == 108 or linktype == 113
+                     or linktype == 228 or linktype == 229 or linktype == 276)
+            if not known:
+                if not any_known:
+                    return k, pos, _ST_DAMAGED
+                counts[1 + 1] += 1
+            else:
+                reason = _decode(b, data_at, caplen, linktype, orig, cols, k, notes)
+                if reason == 0:
+                    ts[k] = t
+                    k += 1
+                else:
+                    counts[1 + reason] += 1
+        pos += blen
+
+
+# ---------------------------------------------------------------------------------------
+# Python driver
+
+
+class _Buffer:
+    """A reused read buffer over a file: ``data[:valid]`` holds bytes from ``base`` on."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.data = np.empty(size, dtype=np.uint8)
+        self.valid = 0
+        self.base = 0
+        self.eof = False
+
+    def refill(self, keep_from: int) -> None:
+        """Drop ``data[:keep_from]``, move the rest to the front and read more."""
+        rest = self.valid - keep_from
+        if keep_from and rest:
+            self.data[:rest] = self.data[keep_from : self.valid]
+        self.base += keep_from
+        self.valid = rest
+        if rest == len(self.data):  # a block larger than the buffer: grow it
+            grown = np.empty(len(self.data) * 2, dtype=np.uint8)
+            grown[:rest] = self.data[:rest]
+            self.data = grown
+        view = memoryview(self.data)  # type: ignore[arg-type]
+        while self.valid < len(self.data):
+            got = self.f.readinto(view[self.valid :])
+            if not got:
+                self.eof = True
+                break
+            self.valid += got
+
+    def close(self) -> None:
+        self.f.close()
+
+
+@dataclass(slots=True)
+class _Ifaces:
+    link: I64
+    units: npt.NDArray[np.uint64]
+    offset: I64
+    snap: I64
+    n: int = 0
+    any_known: bool = False
+
+    @classmethod
+    def empty(cls, size: int = 16) -> _Ifaces:
+        return cls(np.zeros(size, np.int64), np.ones(size, np.uint64), np.zeros(size, np.int64),
+                   np.zeros(size, np.int64))
+
+    def add(self, linktype: int, snaplen: int, units: int, offset: int) -> None:
+        if self.n == len(self.link):
+            size = 2 * self.n
+            self.link = np.resize(self.link, size)
+            self.units = np.resize(self.units, size)
+            self.offset = np.resize(self.offset, size)
+            self.snap = np.resize(self.snap, size)
+        i = self.n
+        self.link[i], self.units[i], self.offset[i], self.snap[i] = linktype, units, offset, snaplen
+        self.n += 1
+
+
+def _unsupported(path: str, what: str, offset: int | None = None) -> ColumnsUnsupported:
+    return ColumnsUnsupported(path, f"{what}; the compiled reader leaves this file to the "
+                              "reference reader", offset)
+
+
+def _parse_idb(path: str, body: bytes, order: str, at: int) -> tuple[int, int, int, int]:
+    """(linktype, snaplen, ticks per second, offset seconds) of an interface block body."""
+    if len(body) < 8:
+        raise _unsupported(path, "interface description block too short", at)
+    linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", body, 0)
+    units = 1_000_000
+    offset = 0
+    pos = 8
+    while pos + 4 <= len(body):
+        code, length = struct.unpack_from(order + "HH", body, pos)
+        pos += 4
+        if code == 0:
+            break
+        if pos + length > len(body):
+            raise _unsupported(path, "interface option runs past its block", at)
+        if code == 9 and length >= 1:
+            res = body[pos]
+            exp = res & 0x7F
+            if res & 0x80:
+                units = 1 << exp
+            else:
+                units = 10**exp if exp <= 18 else 0
+        elif code == 14 and length >= 8:
+            offset = struct.unpack_from(order + "q", body, pos)[0]
+        pos += (length + 3) & ~3
+    if not 0 < units <= 1 << 53 or abs(offset) > 1 << 60:
+        raise _unsupported(path, "timestamp resolution or offset out of the compiled range", at)
+    return linktype, snaplen, units, offset
+
+
+def _new_arrays(packets: int) -> tuple[npt.NDArray[np.float64], I64]:
+    return np.empty(packets, np.float64), np.empty((_NCOL, packets), np.int64)
+
+
+def _fill_stats(stats: ReadStats, counts: I64, notes: I64) -> None:
+    stats.records = int(counts[0])
+    skipped = {SKIP_REASONS[i]: int(counts[1 + i]) for i in range(1, len(SKIP_REASONS))
+               if counts[1 + i]}
+    stats.skipped.clear()
+    stats.skipped.update(skipped)
+    noted = {_NOTES[i]: int(notes[i]) for i in range(len(_NOTES)) if notes[i]}
+    stats.noted.clear()
+    stats.noted.update(noted)
+
+
+def iter_chunks(path: str | os.PathLike[str], stats: ReadStats | None = None, *,
+                buffer_bytes: int = _DEFAULT_BUFFER,
+                max_packets: int = _DEFAULT_PACKETS) -> Iterator[ColumnChunk]:
+    """Decode the TCP/UDP packets of a pcap or pcapng file into column chunks.
+
+    Each chunk holds at most ``max_packets`` packets; its arrays and ``buffer`` (and so
+    its payloads) are only valid until the next chunk is requested. ``stats`` gets the
+    same counts as the reference reader gives (records, packets, skipped, noted,
+    bytes_read, linktypes, format).
+
+    Raises :class:`~classifier.errors.CaptureError` at once for a missing, empty or
+    non-capture file (the same checks and messages as :func:`open_capture`), and
+    :class:`ColumnsUnsupported` (a CaptureError) at once or while iterating for what only
+    the reference reader handles (see the module docstring). Packets already yielded stay
+    valid; a caller falling back must discard them.
+    """
+    name = os.fspath(path)
+    st = stats if stats is not None else ReadStats()
+    open_capture(name, stats=st)  # the reference checks: raises CaptureError now
+    if st.format.endswith("+gzip"):
+        raise _unsupported(name, "gzip-compressed capture")
+    buf = _Buffer(name, max(buffer_bytes, 1 << 20))
+    try:
+        if st.format == "pcap":
+            yield from _pcap_chunks(name, buf, st, max_packets)
+        else:
+            yield from _pcapng_chunks(name, buf, st, max_packets)
+    finally:
+        buf.close()
+
+
+def _pcap_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
+                 ) -> Iterator[ColumnChunk]:
+    buf.refill(0)
+    head = buf.data[:24].tobytes()
+    if len(head) < 24 or buf.valid < 24:
+        raise _unsupported(name, "pcap file header cut short", 0)
+    order = ""
+    for candidate in "<>":
+        magic = struct.unpack_from(candidate + "I", head, 0)[0]
+        if magic in (_MAGIC_US, _MAGIC_NS):
+            order = candidate
+            break
+    if not order:
+        raise _unsupported(name, "modified pcap format", 0)
+    divisor = 1e9 if magic == _MAGIC_NS else 1e6
+    linktype = struct.unpack_from(order + "I", head, 20)[0] & 0xFFFF
+    st.linktypes.add(linktype)
+    if not is_known_linktype(linktype):
+        raise _unsupported(name, f"unsupported link type {linktype}", 20)
+    counts = np.zeros(1 + len(SKIP_REASONS), np.int64)
+    notes = np.zeros(len(_NOTES), np.int64)
+    pos = 24
+    st.bytes_read = 24
+    ts, cols = _new_arrays(max_packets)
+    while True:
+        start = buf.base + pos
+        k, pos, status = _walk_pcap(buf.data, buf.valid, pos, order == ">", divisor, linktype,
+                                    buf.eof, ts, cols, counts, notes)
+        _fill_stats(st, counts, notes)
+        st.packets += k
+        st.bytes_read = buf.base + pos
+        if k:
+            yield ColumnChunk(ts[:k], cols[:, :k], buf.data, start)
+        if status == _ST_END:
+            return
+        if status == _ST_DAMAGED:
+            raise _unsupported(name, "damaged or cut-short record", buf.base + pos)
+        if status == _ST_NEED_MORE:
+            buf.refill(pos)
+            pos = 0
+
+
+def _pcapng_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
+                   ) -> Iterator[ColumnChunk]:
+    counts = np.zeros(1 + len(SKIP_REASONS), np.int64)
+    notes = np.zeros(len(_NOTES), np.int64)
+    state = np.zeros(1, np.float64)
+    ifaces = _Ifaces.empty()
+    order = "<"
+    pos = 0
+    first = True
+    buf.refill(0)
+    ts, cols = _new_arrays(max_packets)
+    while True:
+        start = buf.base + pos
+        k, pos, status = _walk_pcapng(
+            buf.data, buf.valid, pos, order == ">", buf.eof, ifaces.link, ifaces.units,
+            ifaces.offset, ifaces.snap, ifaces.n, ifaces.any_known, state, ts, cols, counts,
+            notes)
+        _fill_stats(st, counts, notes)
+        st.packets += k
+        st.bytes_read = buf.base + pos
+        if k:
+            yield ColumnChunk(ts[:k], cols[:, :k], buf.data, start)
+        if status == _ST_END:
+            if first:
+                raise _unsupported(name, "pcapng section header cut short", 0)
+            return
+        if status == _ST_DAMAGED:
+            raise _unsupported(name, "damaged or cut-short block", buf.base + pos)
+        if status == _ST_NEED_MORE:
+            buf.refill(pos)
+            pos = 0
+            continue
+        if status == _ST_CONTROL:
+            if buf.valid - pos < 12:
+                if buf.eof:
+                    raise _unsupported(name, "block cut short", buf.base + pos)
+                buf.refill(pos)
+                pos = 0
+                continue
+            order, size = _control_block(name, buf, pos, order, ifaces, first)
+            if size == 0:  # not wholly in the buffer yet
+                if buf.eof:
+                    raise _unsupported(name, "block cut short", buf.base + pos)
+                buf.refill(pos)
+                pos = 0
+                continue
+            for lt in ifaces.link[: ifaces.n]:
+                st.linktypes.add(int(lt))
+            first = False
+            pos += size
+            st.bytes_read = buf.base + pos
+
+
+def _control_block(name: str, buf: _Buffer, pos: int, order: str, ifaces: _Ifaces,
+                   first: bool) -> tuple[str, int]:
+    """Parse the section header or interface block at ``pos``; return (byte order, block
+    length), length 0 when the block is not wholly in the buffer."""
+    at = buf.base + pos
+    head = buf.data[pos : pos + 12].tobytes()
+    if head[:4] == _PCAPNG_MAGIC:
+        if struct.unpack_from("<I", head, 8)[0] == _BOM:
+            order = "<"
+        elif struct.unpack_from(">I", head, 8)[0] == _BOM:
+            order = ">"
+        else:
+            raise _unsupported(name, "bad byte-order magic in section header", at)
+    btype, blen = struct.unpack_from(order + "II", head, 0)
+    if blen < 12 or blen % 4 or blen > _MAX_BLOCK:
+        raise _unsupported(name, f"block length {blen} is absurd", at)
+    if pos + blen > buf.valid:
+        return order, 0
+    block = buf.data[pos : pos + blen].tobytes()
+    if struct.unpack_from(order + "I", block, blen - 4)[0] != blen:
+        raise _unsupported(name, "block length does not match its trailer", at)
+    if btype == 0x0A0D0D0A:
+        major = struct.unpack_from(order + "H", block, 12)[0] if blen >= 16 else 0
+        if major != 1:
+            raise _unsupported(name, f"unsupported pcapng version {major}", at)
+        ifaces.n = 0  # a new section forgets its interfaces (not whether one was known)
+    elif btype == 1:
+        linktype, snaplen, units, offset = _parse_idb(name, block[8 : blen - 4], order, at)
+        ifaces.add(linktype, snaplen, units, offset)
+        if is_known_linktype(linktype):
+            ifaces.any_known = True
+    return order, blen

@@ -1,0 +1,609 @@
+"""The fast ``featurize``: compiled read, flow assignment and features; same table as the
+reference :func:`classifier.features.featurize.featurize`.
+
+Pipeline per chunk of the capture (a fixed-size read buffer, so memory follows the active
+flows, not the file size):
+
+1. :func:`classifier.capture.columns.iter_chunks` decodes records into column arrays;
+2. :class:`classifier.flows.assign.FlowAssigner` gives every packet its flow id with the
+   flow table's exact rules and reports the flows that ended (and at which packet);
+3. the few packets that may carry names go through the same Python parsers as the
+   reference (TLS ClientHello / QUIC Initial: only a flow's first 24 entries with
+   payload, while its extractor is not done; DNS answers: UDP port 53), with DNS answers
+   and name lookups replayed in capture order;
+4. entries of active flows wait in a pool; ended flows are cut out of it and
+   :mod:`classifier.features.batch` computes all their rows in one compiled pass.
+
+Rows come out sorted by ``flow_id`` (then ``window_start``), which is the reference's
+order up to flows that end at the same time (the reference emits those in hash order).
+Sort the reference by ``flow_id`` (stable) to compare. Columns, dtypes and values match.
+
+Files the compiled reader does not handle (gzip, damaged or cut-short records, exotic
+timestamp resolutions, see :mod:`classifier.capture.columns`) are featurized by the
+reference path instead, then sorted the same way; ``skip_bad`` only matters there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from classifier.capture import ReadStats
+from classifier.capture import columns as cc
+from classifier.features import batch
+from classifier.features.dns import split_tcp_dns
+from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize, row_columns
+from classifier.features.names import NameCache, NameExtractor
+from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
+from classifier.model.services import category_for, service_for
+
+__all__ = ["featurize_fast", "featurize_many"]
+
+logger = logging.getLogger(__name__)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+
+_ROWS = (cc.C_VER, cc.C_SRC_HI, cc.C_SRC_LO, cc.C_DST_HI, cc.C_DST_LO, cc.C_PROTO,
+         cc.C_SPORT, cc.C_DPORT, cc.C_FLAGS, cc.C_PLEN, cc.C_WIRE)
+_MAX_NAME_PACKETS = 24  # as classifier.features.flow_names
+_BUFFER_BYTES = 16 * 1024 * 1024  # read buffer (file bytes held at once)
+_CHUNK_PACKETS = 1 << 17  # packets decoded per compiled call
+_DNS_PORT = 53
+_UDP = 17
+_META = ("capture", "flow_id", "proto", "client", "client_port", "server", "server_port",
+         "first_ts", "last_ts", "end_reason", "packets", "wire_bytes", "sni", "alpn",
+         "dns_name", "name", "name_source", "service", "category")  # FLOW + NAME columns
+
+
+# ---------------------------------------------------------------------------------------
+# compiled helpers
+
+
+@nb.njit(cache=True, nogil=True)
+def _expand(ts: F64, ip_len: I64, plen: I64, flags: I64, dirn: I8, uid: I64,
+            entries: I64, total: int, mss: int) -> tuple[F64, I64, I64, I64, I8, I64]:
+    """Resegment packets whose payload exceeds ``mss`` into MSS-sized entries, as
+    :meth:`FlowTable._append` does."""
+    o_ts = np.empty(total, np.float64)
+    o_size = np.empty(total, np.int64)
+    o_pay = np.empty(total, np.int64)
+    o_flags = np.empty(total, np.int64)
+    o_dir = np.empty(total, np.int8)
+    o_uid = np.empty(total, np.int64)
+    k = 0
+    for i in range(ts.shape[0]):
+        if entries[i] == 1:
+            o_ts[k], o_size[k], o_pay[k] = ts[i], ip_len[i], plen[i]
+            o_flags[k], o_dir[k], o_uid[k] = flags[i], dirn[i], uid[i]
+            k += 1
+            continue
+        header = max(ip_len[i] - plen[i], 0)
+        remaining = plen[i]
+        f = flags[i]
+        while remaining > 0:
+            chunk = min(mss, remaining)
+            o_ts[k], o_size[k], o_pay[k] = ts[i], header + chunk, chunk
+            o_flags[k], o_dir[k], o_uid[k] = f, dirn[i], uid[i]
+            f &= ~(0x02 | 0x01 | 0x04)
+            remaining -= chunk
+            k += 1
+    return o_ts, o_size, o_pay, o_flags, o_dir, o_uid
+
+
+@nb.njit(cache=True, nogil=True)
+def _cut(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, n: int, rank: I64,
+         base: int, n_ended: int) -> tuple[I64, F64, I64, I64, I64, I8, int]:
+    """Move the entries of ended flows (``rank[uid - base] >= 0``) out of the pool, grouped
+    by rank in arrival order; compact the others to the front. Returns (offsets, ts, size,
+    pay, flags, dirn, entries kept)."""
+    counts = np.zeros(n_ended + 1, np.int64)
+    span = rank.shape[0]
+    for i in range(n):
+        r = uid[i] - base
+        if 0 <= r < span and rank[r] >= 0:
+            counts[rank[r] + 1] += 1
+    for j in range(n_ended):
+        counts[j + 1] += counts[j]
+    total = counts[n_ended]
+    o_ts = np.empty(total, np.float64)
+    o_size = np.empty(total, np.int64)
+    o_pay = np.empty(total, np.int64)
+    o_flags = np.empty(total, np.int64)
+    o_dir = np.empty(total, np.int8)
+    pos = counts[:n_ended].copy()
+    w = 0
+    for i in range(n):
+        r = uid[i] - base
+        if 0 <= r < span and rank[r] >= 0:
+            p = pos[rank[r]]
+            o_ts[p], o_size[p], o_pay[p], o_flags[p], o_dir[p] = (
+                ts[i], size[i], pay[i], flags[i], dirn[i])
+            pos[rank[r]] = p + 1
+        else:
+            if w != i:
+                uid[w], ts[w], size[w], pay[w], flags[w], dirn[w] = (
+                    uid[i], ts[i], size[i], pay[i], flags[i], dirn[i])
+            w += 1
+    return counts, o_ts, o_size, o_pay, o_flags, o_dir, w
+
+
+# ---------------------------------------------------------------------------------------
+# the pool of entries of active flows
+
+
+class _Pool:
+    """Entries (one per packet or resegmented piece) of flows still active."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.uid = np.empty(0, np.int64)
+        self.ts = np.empty(0, np.float64)
+        self.size = np.empty(0, np.int64)
+        self.pay = np.empty(0, np.int64)
+        self.flags = np.empty(0, np.int64)
+        self.dirn = np.empty(0, np.int8)
+
+    def append(self, uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8) -> None:
+        m = len(uid)
+        need = self.n + m
+        if need > len(self.uid):
+            cap = max(need, 2 * len(self.uid), 1024)
+            for name in ("uid", "ts", "size", "pay", "flags", "dirn"):
+                old = getattr(self, name)
+                new = np.empty(cap, old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        a, b = self.n, need
+        self.uid[a:b], self.ts[a:b], self.size[a:b] = uid, ts, size
+        self.pay[a:b], self.flags[a:b], self.dirn[a:b] = pay, flags, dirn
+        self.n = need
+
+    def cut(self, ended_uid: I64) -> tuple[I64, F64, I64, I64, I64, I8]:
+        """Remove and return the entries of the flows ``ended_uid`` (grouped in that
+        order): (offsets, ts, size, pay, flags, dirn)."""
+        base = int(ended_uid.min())
+        rank = np.full(int(ended_uid.max()) - base + 1, -1, np.int64)
+        rank[ended_uid - base] = np.arange(len(ended_uid))
+        offsets, ts, size, pay, flags, dirn, kept = _cut(
+            self.uid, self.ts, self.size, self.pay, self.flags, self.dirn, self.n, rank, base,
+            len(ended_uid))
+        self.n = int(kept)
+        if self.n < len(self.uid) // 4 and len(self.uid) > (1 << 20):
+            for name in ("uid", "ts", "size", "pay", "flags", "dirn"):
+                setattr(self, name, getattr(self, name)[: max(self.n * 2, 1024)].copy())
+        return offsets, ts, size, pay, flags, dirn
+
+
+# ---------------------------------------------------------------------------------------
+# one run over one file
+
+
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_ADDR_TYPES = (1, 28, 64, 65)  # A, AAAA, SVCB, HTTPS (hints): where a cached address comes from
+
+
+def _dns_addresses(msg: bytes, out: set[bytes]) -> bool:
+    """Add to ``out`` every raw address (4 or 16 bytes) the answer section of one DNS
+    message could give the name cache: A/AAAA rdata, and for SVCB/HTTPS every 4- and
+    16-byte window of the rdata (their address hints). Returns False when the message
+    cannot be walked (the caller must then assume any address may be cached)."""
+    n = len(msg)
+    if n < 12:
+        return True  # the cache ignores it too
+    qd = int.from_bytes(msg[4:6], "big")
+    an = int.from_bytes(msg[6:8], "big")
+    pos = 12
+    for i in range(qd + an):
+        while True:  # skip a name (labels, maybe ending in a compression pointer)
+            if pos >= n:
+                return False
+            size = msg[pos]
+            if size == 0:
+                pos += 1
+                break
+            if size & 0xC0 == 0xC0:
+                pos += 2
+                break
+            if size & 0xC0:
+                return False
+            pos += 1 + size
+        if i < qd:
+            pos += 4
+            continue
+        if pos + 10 > n:
+            return False
+        rtype = int.from_bytes(msg[pos : pos + 2], "big")
+        size = int.from_bytes(msg[pos + 8 : pos + 10], "big")
+        pos += 10
+        if pos + size > n:
+            return False
+        rdata = msg[pos : pos + size]
+        if rtype in (1, 28) and size in (4, 16):
+            out.add(rdata)
+        elif rtype in (64, 65):
+            for width in (4, 16):
+                for k in range(0, size - width + 1):
+                    out.add(rdata[k : k + width])
+        pos += size
+    return True
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one set of ended flows contributes to the table."""
+
+    ints: I64  # EndedFlows.ints of the flows
+    times: F64
+    text: dict[str, list[Any]]  # sni, alpn, dns_name, name, name_source, service, category
+    features: F64  # one row per flow, or per (flow, window)
+    views: I64 | None = None  # window mode: the flow (index in this batch) of each row
+    ks: I64 | None = None  # window mode: the window index of each row
+
+
+_TEXT = ("sni", "alpn", "dns_name", "name", "name_source", "service", "category")
+
+
+@dataclass(slots=True)
+class _Run:
+    config: FeaturizeConfig
+    capture: str
+    assigner: FlowAssigner = field(init=False)
+    pool: _Pool = field(default_factory=_Pool)
+    cache: NameCache = field(default_factory=NameCache)
+    extractors: dict[int, NameExtractor] = field(default_factory=dict)
+    dns_at_start: dict[int, str] = field(default_factory=dict)
+    dns_final: dict[int, str] = field(default_factory=dict)
+    dns_raw: set[bytes] = field(default_factory=set)  # raw addresses DNS answers carried
+    dns_any: bool = False  # an answer could not be walked: every address may be cached
+    batches: list[_Batch] = field(default_factory=list)
+    addr_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
+    services: dict[str | None, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.assigner = FlowAssigner(self.config.flow)
+
+    # --- per chunk
+
+    def add(self, chunk: cc.ColumnChunk) -> None:
+        cols = chunk.cols
+        a = self.assigner.assign(chunk.ts, cols, _ROWS)
+        self._names(chunk, a.uid, a.direction, a.count_after, a.started, a.ended)
+        ip_len, plen, flags = cols[cc.C_IPLEN], cols[cc.C_PLEN], cols[cc.C_FLAGS]
+        mss = self.config.flow.resegment_mss
+        total = int(a.entries.sum())
+        if mss is not None and total != len(chunk):
+            ts, size, pay, fl, dirn, uid = _expand(chunk.ts, ip_len, plen, flags, a.direction,
+                                                   a.uid, a.entries, total, mss)
+            self.pool.append(uid, ts, size, pay, fl, dirn)
+        else:
+            self.pool.append(a.uid, chunk.ts, ip_len, plen, flags, a.direction)
+        if len(a.ended):
+            self._rows(a.ended)
+
+    def finish(self) -> None:
+        ended = self.assigner.flush()
+        if len(ended):
+            for j in range(len(ended)):
+                self._end_name(ended, j)
+            self._rows(ended)
+
+    # --- names
+
+    def _names(self, chunk: cc.ColumnChunk, uid: I64, dirn: I8, count_after: I64,
+               started: npt.NDArray[np.bool_], ended: EndedFlows) -> None:
+        cols = chunk.cols
+        proto = cols[cc.C_PROTO]
+        has_payload = cols[cc.C_PCAP] > 0
+        is_dns = (proto == _UDP) & ((cols[cc.C_SPORT] == _DNS_PORT)
+                                    | (cols[cc.C_DPORT] == _DNS_PORT))
+        feed = np.flatnonzero(has_payload & ~is_dns & (count_after <= _MAX_NAME_PACKETS))
+        extractors = self.extractors
+        seq = cols[cc.C_SEQ]
+        for i in feed.tolist():
+            u = int(uid[i])
+            ext = extractors.get(u)
+            if ext is None:
+                ext = extractors[u] = NameExtractor()
+            elif ext.done:
+                continue
+            ext.feed(int(dirn[i]), int(proto[i]), chunk.payload(i), int(seq[i]))
+        dns = np.flatnonzero(has_payload & is_dns).tolist()
+        payloads = [chunk.payload(i) for i in dns]
+        for p in payloads:
+            ok = _dns_addresses(p, self.dns_raw)
+            framed = split_tcp_dns(p)
+            for m in framed:
+                ok = _dns_addresses(m, self.dns_raw) and ok
+            self.dns_any = self.dns_any or not ok
+        if not self.dns_raw and not self.dns_any:
+            return  # no answer can have given an address: every lookup gives nothing
+        # Replay in capture order: lookups at flow start (before the packet's own DNS
+        # feed), DNS answers, lookups at flow end (after the packet that ended the flow).
+        # Only flows whose server address some answer carried can get a name.
+        events: list[tuple[int, int, int]] = []
+        for i in np.flatnonzero(started).tolist():
+            if self._may_be_cached(int(cols[cc.C_VER, i]),
+                                   *self._server_of(cols, i, int(dirn[i]))):
+                events.append((i, 0, i))
+        events += [(i, 1, k) for k, i in enumerate(dns)]
+        shi, slo, _ = ended.server
+        for j, at in enumerate(ended.at.tolist()):
+            if self._may_be_cached(int(ended.version[j]), int(shi[j]), int(slo[j])):
+                events.append((at, 2, j))
+        events.sort()
+        ts = chunk.ts
+        cache = self.cache
+        for _at, kind, ref in events:
+            if kind == 0:
+                if len(cache):
+                    v = int(cols[cc.C_VER, ref])
+                    found = cache.lookup(self._addr(v, *self._server_of(cols, ref,
+                                                                         int(dirn[ref]))),
+                                         float(ts[ref]))
+                    if found:
+                        self.dns_at_start[int(uid[ref])] = found
+            elif kind == 1:
+                cache.feed_dns(payloads[ref], float(ts[dns[ref]]))
+            else:
+                self._end_name(ended, ref)
+
+    @staticmethod
+    def _server_of(cols: I64, i: int, direction: int) -> tuple[int, int]:
+        """(hi, lo) of the server of the flow that packet ``i`` starts."""
+        if direction == 1:
+            return int(cols[cc.C_DST_HI, i]), int(cols[cc.C_DST_LO, i])
+        return int(cols[cc.C_SRC_HI, i]), int(cols[cc.C_SRC_LO, i])
+
+    def _may_be_cached(self, version: int, hi: int, lo: int) -> bool:
+        return self.dns_any or _raw(version, hi, lo) in self.dns_raw
+
+    def _end_name(self, ended: EndedFlows, j: int) -> None:
+        """The reference's end-of-flow DNS lookup, for a flow without a name at start."""
+        u = int(ended.uid[j])
+        if not len(self.cache) or u in self.dns_at_start:
+            return
+        shi, slo, _ = ended.server
+        v, hi, lo = int(ended.version[j]), int(shi[j]), int(slo[j])
+        if not self._may_be_cached(v, hi, lo):
+            return
+        found = self.cache.lookup(self._addr(v, hi, lo), float(ended.first_ts[j]))
+        if found:
+            self.dns_final[u] = found
+
+    def _addr(self, version: int, hi: int, lo: int) -> str:
+        key = (version, hi, lo)
+        name = self.addr_names.get(key)
+        if name is None:
+            name = self.addr_names[key] = socket.inet_ntop(_AF[version], _raw(version, hi, lo))
+        return name
+
+    def _service(self, name: str | None) -> tuple[str, str]:
+        found = self.services.get(name)
+        if found is None:
+            service = service_for(name)
+            found = self.services[name] = (service, category_for(service))
+        return found
+
+    # --- rows
+
+    def _rows(self, ended: EndedFlows) -> None:
+        offsets, ts, size, pay, flags, dirn = self.pool.cut(ended.uid)
+        window = self.config.window
+        text = self._text(ended)
+        if window is None:
+            feats = batch.flow_features(ts, size, dirn, flags, pay, offsets, ended.first_ts,
+                                        tuple(self.config.snapshots))
+            self.batches.append(_Batch(ended.ints, ended.times, text, feats))
+            return
+        plan = batch.window_views(ts, offsets, ended.first_ts, ended.last_ts, window)
+        feats = batch.window_features(ts, size, dirn, flags, pay, offsets, ended.first_ts,
+                                      window, plan)
+        self.batches.append(_Batch(ended.ints, ended.times, text, feats, plan[2], plan[3]))
+
+    def _text(self, ended: EndedFlows) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {k: [] for k in _TEXT}
+        sni, alpn, dns_name, name, source, service, category = (out[k] for k in _TEXT)
+        for u in ended.uid.tolist():
+            ext = self.extractors.pop(u, None)
+            d = self.dns_at_start.pop(u, None) or self.dns_final.pop(u, None)
+            s = ext.sni if ext else None
+            if s:
+                nm, src = s, (ext.source if ext else None) or "tls"
+            elif d:
+                nm, src = d, "dns"
+            else:
+                nm, src = None, None
+            sni.append(s)
+            alpn.append(ext.alpn if ext else None)
+            dns_name.append(d)
+            name.append(nm)
+            source.append(src)
+            sv, cat = self._service(nm)
+            service.append(sv)
+            category.append(cat)
+        return out
+
+    def frame(self) -> pd.DataFrame:
+        """The table: rows sorted by flow id (then window), columns as the reference's."""
+        columns = row_columns(self.config)
+        batches = self.batches
+        window = self.config.window
+        if not batches or not sum(len(b.features) for b in batches):
+            return pd.DataFrame([], columns=columns)
+        n_feat = batches[0].features.shape[1]
+        # per-row flow fields (a flow repeats once per window in window mode)
+        ints = np.concatenate([b.ints if b.views is None else b.ints[:, b.views]
+                               for b in batches], axis=1)
+        times = np.concatenate([b.times if b.views is None else b.times[:, b.views]
+                                for b in batches], axis=1)
+        flow_id = ints[0]
+        if window is None:
+            order = np.argsort(flow_id, kind="stable")
+            ks = None
+        else:
+            ks = np.concatenate([b.ks for b in batches if b.ks is not None])
+            order = np.lexsort((ks, flow_id))
+        n = len(order)
+        # features: scatter every batch straight into its final rows (one copy)
+        values = np.empty((n_feat, n), np.float64)
+        where = np.empty(n, np.int64)
+        where[order] = np.arange(n)
+        start = 0
+        merged: dict[str, list[Any]] = {k: [] for k in _TEXT}
+        for b in batches:
+            rows = len(b.features)
+            values[:, where[start : start + rows]] = b.features.T
+            b.features = _EMPTY  # free each batch's rows once copied
+            start += rows
+            views = None if b.views is None else b.views.tolist()
+            for k in _TEXT:
+                merged[k] += b.text[k] if views is None else [b.text[k][j] for j in views]
+        batches.clear()
+        feature_names = [c for c in columns if c not in _META and c not in _WINDOW]
+        df = pd.DataFrame(values.T, columns=feature_names, copy=False)
+        idx = order.tolist()
+        pick = _picker(idx)
+        ints = ints[:, order]
+        times = times[:, order]
+        version = ints[_I_VER].tolist()
+        chi, clo = ints[_I_CHI].tolist(), ints[_I_CLO].tolist()
+        shi, slo = ints[_I_SHI].tolist(), ints[_I_SLO].tolist()
+        text = {k: pick(v) for k, v in merged.items()}
+        reasons = np.asarray(END_REASONS, dtype=object)[ints[_I_REASON]].tolist()
+        head: list[tuple[str, Any]] = [
+            ("capture", [self.capture] * n), ("flow_id", ints[_I_UID]),
+            ("proto", ints[_I_PROTO]),
+            ("client", [self._addr(v, h, lo) for v, h, lo in zip(version, chi, clo,
+                                                                 strict=True)]),
+            ("client_port", ints[_I_CPORT]),
+            ("server", [self._addr(v, h, lo) for v, h, lo in zip(version, shi, slo,
+                                                                 strict=True)]),
+            ("server_port", ints[_I_SPORT]), ("first_ts", times[0]), ("last_ts", times[1]),
+            ("end_reason", reasons), ("packets", ints[_I_NPK]),
+            ("wire_bytes", ints[_I_WIRE]), *((k, text[k]) for k in _TEXT),
+        ]
+        if window is not None and ks is not None:
+            k_sorted = ks[order].tolist()
+            head += [("window_start", [k * window for k in k_sorted]),
+                     ("window_end", [(k + 1) * window for k in k_sorted])]
+        for loc, (name, value) in enumerate(head):
+            df.insert(loc, name, value)
+        return df
+
+
+_WINDOW = ("window_start", "window_end")
+_EMPTY = np.empty((0, 0), np.float64)
+(_I_UID, _I_REASON, _I_AT, _I_PROTO, _I_VER, _I_CHI, _I_CLO, _I_CPORT, _I_SHI, _I_SLO,
+ _I_SPORT, _I_NPK, _I_WIRE) = range(13)
+
+
+def _picker(idx: list[int]) -> Callable[[list[Any]], list[Any]]:
+    """A function that reorders a list by ``idx`` (C speed)."""
+    if len(idx) == 1:
+        return lambda items: [items[idx[0]]]
+    getter = itemgetter(*idx)
+    return lambda items: list(getter(items))
+
+
+def _raw(version: int, hi: int, lo: int) -> bytes:
+    if version == 4:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return (hi & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big") + (lo & 0xFFFFFFFFFFFFFFFF).to_bytes(
+        8, "big")
+
+
+# ---------------------------------------------------------------------------------------
+# entry points
+
+
+def featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None = None, *,
+                   skip_bad: bool = False, stats: FeaturizeStats | None = None
+                   ) -> pd.DataFrame:
+    """One row per flow (or per flow and window) of the capture at ``path``: the same
+    columns, dtypes and values as :func:`classifier.features.featurize.featurize`, rows
+    sorted by ``flow_id`` (then ``window_start``).
+
+    ``stats`` (when given) is filled as the reference fills it (read and table counters,
+    rows, seconds). Files the compiled reader leaves alone go through the reference path
+    (see the module docstring); ``skip_bad`` is passed on to it.
+
+    Raises :class:`classifier.errors.CaptureError` when the file cannot be read (missing,
+    not a capture, damaged without ``skip_bad`` ...), with the reference's message.
+    """
+    config = config or FeaturizeConfig()
+    stats = stats if stats is not None else FeaturizeStats()
+    started = time.perf_counter()
+    name = Path(path).name
+    read = ReadStats()
+    run = _Run(config, name)
+    try:
+        for chunk in cc.iter_chunks(path, read, buffer_bytes=_BUFFER_BYTES,
+                                    max_packets=_CHUNK_PACKETS):
+            run.add(chunk)
+        run.finish()
+    except cc.ColumnsUnsupported as exc:
+        logger.info("%s; featurizing it with the reference path", exc)
+        return _reference(path, config, skip_bad, stats, started)
+    df = run.frame()
+    stats.read = read
+    stats.table = run.assigner.stats
+    stats.rows = len(df)
+    stats.seconds = time.perf_counter() - started
+    return df
+
+
+def _reference(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
+               stats: FeaturizeStats, started: float) -> pd.DataFrame:
+    fresh = FeaturizeStats()
+    df = featurize(os.fspath(path), config, skip_bad=skip_bad, stats=fresh)
+    keys = ["flow_id"] if config.window is None else ["flow_id", "window_start"]
+    if len(df):
+        df = df.sort_values(keys, kind="stable").reset_index(drop=True)
+    stats.read, stats.table, stats.rows = fresh.read, fresh.table, fresh.rows
+    stats.seconds = time.perf_counter() - started
+    return df
+
+
+def _one(path: str, config: FeaturizeConfig, skip_bad: bool) -> pd.DataFrame:
+    return featurize_fast(path, config, skip_bad=skip_bad)
+
+
+def featurize_many(paths: Iterable[str | os.PathLike[str]],
+                   config: FeaturizeConfig | None = None, jobs: int = 1, *,
+                   skip_bad: bool = False) -> pd.DataFrame:
+    """:func:`featurize_fast` over many captures, ``jobs`` worker processes at a time
+    (joblib/loky; ``jobs <= 1`` runs in this process). Tables are concatenated in the
+    order of ``paths`` (each sorted by ``flow_id``), with a fresh 0..n-1 index.
+
+    Raises :class:`classifier.errors.CaptureError` for the first file that cannot be read.
+    """
+    config = config or FeaturizeConfig()
+    names: Sequence[str] = [os.fspath(p) for p in paths]
+    if not names:
+        return pd.DataFrame([], columns=row_columns(config))
+    if jobs <= 1 or len(names) == 1:
+        tables = [_one(p, config, skip_bad) for p in names]
+    else:
+        from joblib import Parallel, delayed
+
+        tables = Parallel(n_jobs=min(jobs, len(names)), backend="loky")(
+            delayed(_one)(p, config, skip_bad) for p in names)
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return pd.DataFrame([], columns=row_columns(config))
+    return pd.concat(tables, ignore_index=True)
+
