@@ -312,15 +312,17 @@ class _Run:
                                     | (cols[cc.C_DPORT] == _DNS_PORT))
         feed = np.flatnonzero(has_payload & ~is_dns & (count_after <= _MAX_NAME_PACKETS))
         extractors = self.extractors
-        seq = cols[cc.C_SEQ]
-        for i in feed.tolist():
-            u = int(uid[i])
+        raw = memoryview(chunk.buffer)  # type: ignore[arg-type]
+        for u, d, p, sq, at, size in zip(
+                uid[feed].tolist(), dirn[feed].tolist(), proto[feed].tolist(),
+                cols[cc.C_SEQ, feed].tolist(), cols[cc.C_PAT, feed].tolist(),
+                cols[cc.C_PCAP, feed].tolist(), strict=True):
             ext = extractors.get(u)
             if ext is None:
                 ext = extractors[u] = NameExtractor()
             elif ext.done:
                 continue
-            ext.feed(int(dirn[i]), int(proto[i]), chunk.payload(i), int(seq[i]))
+            ext.feed(d, p, bytes(raw[at : at + size]), sq)
         dns = np.flatnonzero(has_payload & is_dns).tolist()
         payloads = [chunk.payload(i) for i in dns]
         for p in payloads:
@@ -458,23 +460,24 @@ class _Run:
             ks = np.concatenate([b.ks for b in batches if b.ks is not None])
             order = np.lexsort((ks, flow_id))
         n = len(order)
-        # features: scatter every batch straight into its final rows (one copy)
-        values = np.empty((n_feat, n), np.float64)
+        # features: scatter every batch's rows straight into their final places (one copy;
+        # each batch is freed once copied)
+        values = np.empty((n, n_feat), np.float64)
         where = np.empty(n, np.int64)
         where[order] = np.arange(n)
         start = 0
         merged: dict[str, list[Any]] = {k: [] for k in _TEXT}
         for b in batches:
             rows = len(b.features)
-            values[:, where[start : start + rows]] = b.features.T
-            b.features = _EMPTY  # free each batch's rows once copied
+            values[where[start : start + rows]] = b.features
+            b.features = _EMPTY
             start += rows
             views = None if b.views is None else b.views.tolist()
             for k in _TEXT:
                 merged[k] += b.text[k] if views is None else [b.text[k][j] for j in views]
         batches.clear()
         feature_names = [c for c in columns if c not in _META and c not in _WINDOW]
-        df = pd.DataFrame(values.T, columns=feature_names, copy=False)
+        df = pd.DataFrame(values, columns=feature_names, copy=False)
         idx = order.tolist()
         pick = _picker(idx)
         ints = ints[:, order]
