@@ -153,7 +153,7 @@ def train(manifests: Sequence[Path | str], out_dir: Path, *,
         "data": _data_summary(table),
         "featurize": {"snapshots": list(config.snapshots),
                       "resegment_mss": config.flow.resegment_mss},
-        "manifests": {p.name: manifest_sha256([p]) for p in paths},
+        "manifests": {str(p): manifest_sha256([p]) for p in paths},
         "training_captures": sorted(table["capture_id"].unique().tolist()),
     }
     info = save_model(
