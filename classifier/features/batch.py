@@ -498,15 +498,26 @@ def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
         n = offsets[j + 1] - a
         base = first_ts[j]
         last = -np.inf
+        first = np.inf
         for i in range(n):
             tv[i] = ts[a + i] - base
             if tv[i] > last:
                 last = tv[i]
+            if tv[i] < first:
+                first = tv[i]
         if n == 0:
             last = 0.0
-        _view(tv, size[a:], dirn[a:], flags[a:], pay[a:], n, last, out[j], 0, sf, si)
+        row = out[j]
+        _view(tv, size[a:], dirn[a:], flags[a:], pay[a:], n, last, row, 0, sf, si)
         for hk in range(horizons.shape[0]):
             h = horizons[hk]
+            o = N_FEATURES * (hk + 1)
+            if first >= 0.0 and last < h:
+                # every packet is inside the snapshot and its span is the flow's: the same
+                # view, so the same values
+                for c in range(N_FEATURES):
+                    row[o + c] = row[c]
+                continue
             m = 0
             # snapshot: packets with 0 <= t < h, times shifted by the start (0.0)
             for i in range(n):
@@ -518,8 +529,7 @@ def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
                     pv[m] = pay[a + i]
                     m += 1
             stop = last if not last > h else h
-            _view(tt, sv, dv, fv, pv, m, max(stop - 0.0, 0.0), out[j], N_FEATURES * (hk + 1),
-                  sf, si)
+            _view(tt, sv, dv, fv, pv, m, max(stop - 0.0, 0.0), row, o, sf, si)
 
 
 def flow_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
