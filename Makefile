@@ -32,7 +32,7 @@ deps-debian:
 	fi
 
 test: venv deps-debian
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check classifier training tests benchmarks
