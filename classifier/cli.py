@@ -45,6 +45,9 @@ def add_flow_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--active-timeout", type=_positive_float, default=1800.0, metavar="S")
     g.add_argument("--max-flows", type=int, default=500_000, metavar="N",
                    help="hard cap on flows held at once; the least active is evicted")
+    g.add_argument("--max-packets", type=int, default=1_000_000, metavar="N",
+                   help="a flow holding N packets ends and the next packet starts a new "
+                   "one (bounds memory on very long flows; 0 = no bound)")
     g.add_argument("--resegment-mss", type=int, default=None, metavar="BYTES",
                    help="split offload-coalesced packets (GRO/TSO) into packets of this size")
     g.add_argument("--snapshots", type=_horizons, default=(3.0, 10.0), metavar="S,S",
@@ -59,7 +62,8 @@ def featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     try:
         flow = FlowConfig(idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
-                          max_flows=args.max_flows, resegment_mss=args.resegment_mss)
+                          max_flows=args.max_flows, resegment_mss=args.resegment_mss,
+                          max_packets=args.max_packets or None)
     except ValueError as exc:
         raise ShortflowError(f"bad flow option: {exc}") from exc
     return FeaturizeConfig(flow=flow, snapshots=args.snapshots, window=args.windows)

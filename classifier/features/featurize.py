@@ -30,7 +30,7 @@ from classifier.model.services import category_for, service_for
 __all__ = ["FeaturizeConfig", "FeaturizeStats", "Featurizer", "featurize", "featurize_packets",
            "row_columns"]
 
-_ROW_CHUNK = 2048
+_ROW_CHUNK = 512
 
 
 @dataclass(frozen=True, slots=True)

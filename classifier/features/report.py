@@ -20,6 +20,8 @@ def summary_line(path: Path, stats: FeaturizeStats) -> str:
     read, table = stats.read, stats.table
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(read.skipped.items())) or "none"
     evicted = f", {table.evicted} evicted (flow cap)" if table.evicted else ""
+    if table.packet_capped:
+        evicted += f", {table.packet_capped} cut at the packet cap"
     cut = f"; capture cut short at byte {read.truncated_at}" if read.truncated_at else ""
     return (f"{path}: {read.packets} packets, {table.flows} flows{evicted}, {stats.rows} rows;"
             f" skipped: {skipped}{cut}; {stats.seconds:.2f} s")

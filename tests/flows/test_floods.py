@@ -174,7 +174,7 @@ def test_featurize_flood_reports_evictions_and_keeps_every_flow(tmp_path: Path) 
 
 
 def test_featurize_builds_the_table_in_chunks_without_changing_it(tmp_path: Path) -> None:
-    # More rows than one chunk (2048): the concatenated table equals the one-shot table.
+    # More rows than one chunk (512): the concatenated table equals the one-shot table.
     path = tmp_path / "udp.pcap"
     write_udp_scan(path, 2_100)
     config = FeaturizeConfig(flow=FlowConfig(max_flows=300), snapshots=())
@@ -197,3 +197,21 @@ def test_long_flow_capture_through_featurize(tmp_path: Path) -> None:
     assert list(table["packets"]) == [10_000, 10_000, 10_000]
     assert stats.table.packet_capped == 2
     assert (table["client"] == "10.77.1.2").all() and (table["server_port"] == 443).all()
+
+
+def test_featurize_cli_packet_cap_option(tmp_path: Path) -> None:
+    path = tmp_path / "long.pcap"
+    write_long_flow(path, 25_000)
+    out = tmp_path / "out.csv"
+    base = [sys.executable, "-m", "classifier.cli", "featurize", str(path), "-o", str(out),
+            "-q", "--snapshots", "3"]
+    proc = subprocess.run([*base, "--max-packets", "10000"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 flows, 2 cut at the packet cap, 3 rows" in proc.stderr
+    assert list(pd.read_csv(out)["packets"]) == [10_000, 10_000, 5_000]
+    proc = subprocess.run([*base, "--max-packets", "-3"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "shortflow: error: bad flow option: max_packets must be at least 1"]
