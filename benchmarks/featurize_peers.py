@@ -10,8 +10,9 @@ flows); with ``--generate`` missing ones are built into ``--dir`` by
 ``benchmarks/gen_captures.py`` (bulk-tls needs root and network namespaces).
 
 Each tool runs in its own child process; wall time is measured around the whole process
-(interpreter start, imports, reading, output) and peak RSS comes from ``os.wait4`` of that
-child. Packets/s = records in the capture / wall seconds. Tools:
+(interpreter start, imports, reading, output); CPU time (user + system) and peak RSS come
+from ``os.wait4`` of that child. Packets/s = records in the capture / wall seconds, and
+per CPU second (less sensitive to other load on a shared machine). Tools:
 
 * ``shortflow fast``: :func:`featurize_fast` (snapshots at 3 s and 10 s), and again with
   ``window=10`` (``--windows``);
@@ -48,13 +49,18 @@ if str(ROOT) not in sys.path:
 class Result:
     tool: str
     records: int
-    seconds: float
+    seconds: float  # wall
+    cpu: float  # user + system seconds of the process and the children it waited for
     rss_mb: float
     note: str = ""
 
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.records / self.cpu if self.cpu > 0 else 0.0
 
 
 # --- child side ---------------------------------------------------------------------------
@@ -103,8 +109,9 @@ def _child(mode: str, path: str) -> None:
 # --- parent side --------------------------------------------------------------------------
 
 
-def _measure(argv: list[str], timeout: float) -> tuple[float, float, str]:
-    """Run ``argv``; return (wall seconds, peak RSS MB, stdout). Kills it after ``timeout``."""
+def _measure(argv: list[str], timeout: float) -> tuple[float, float, float, str]:
+    """Run ``argv``; return (wall seconds, CPU seconds, peak RSS MB, stdout). Kills it
+    after ``timeout``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter()
@@ -118,15 +125,16 @@ def _measure(argv: list[str], timeout: float) -> tuple[float, float, str]:
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
                 proc.returncode = -9
-                return float("nan"), usage.ru_maxrss / 1024, "timeout"
+                return float("nan"), float("nan"), usage.ru_maxrss / 1024, "timeout"
             time.sleep(0.01)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode(errors="replace")
+    cpu = usage.ru_utime + usage.ru_stime
     if proc.returncode != 0:
-        return float("nan"), usage.ru_maxrss / 1024, f"exit {proc.returncode}"
-    return wall, usage.ru_maxrss / 1024, text
+        return float("nan"), cpu, usage.ru_maxrss / 1024, f"exit {proc.returncode}"
+    return wall, cpu, usage.ru_maxrss / 1024, text
 
 
 def _py(mode: str, path: Path) -> list[str]:
@@ -160,43 +168,45 @@ def bench(path: Path, ref_packets: int, timeout: float) -> list[Result]:
         _measure(_py("fast", tiny), 900)
         _measure(_py("fast-windows", tiny), 900)
     results: list[Result] = []
-    wall, rss, out = _measure(_py("fast", path), timeout)
+    wall, cpu, rss, out = _measure(_py("fast", path), timeout)
     records = json.loads(out)["records"] if out.startswith("{") else 0
-    results.append(Result("shortflow fast", records, wall, rss))
-    wall, rss, out = _measure(_py("fast-windows", path), timeout)
-    results.append(Result("shortflow fast --windows 10", records, wall, rss))
+    results.append(Result("shortflow fast", records, wall, cpu, rss))
+    wall, cpu, rss, out = _measure(_py("fast-windows", path), timeout)
+    results.append(Result("shortflow fast --windows 10", records, wall, cpu, rss))
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
         sub = path if records <= ref_packets else _subset(path, ref_packets, Path(tmp))
         if sub is not None:
-            wall, rss, out = _measure(_py("reference", sub), timeout)
+            wall, cpu, rss, out = _measure(_py("reference", sub), timeout)
             n = json.loads(out)["records"] if out.startswith("{") else 0
             note = "" if sub == path else f"first {n} records"
-            results.append(Result("shortflow reference", n, wall, rss, note))
+            results.append(Result("shortflow reference", n, wall, cpu, rss, note))
     if _has_nfstream():
-        wall, rss, out = _measure(_py("nfstream", path), timeout)
-        results.append(Result("nfstream (stats + nDPI)", records, wall, rss,
+        wall, cpu, rss, out = _measure(_py("nfstream", path), timeout)
+        results.append(Result("nfstream (stats + nDPI)", records, wall, cpu, rss,
                               "" if out.startswith("{") else out))
     else:
-        results.append(Result("nfstream", 0, float("nan"), 0.0, "not installed"))
+        results.append(Result("nfstream", 0, float("nan"), float("nan"), 0.0,
+                              "not installed"))
     tshark = shutil.which("tshark")
     if tshark:
-        wall, rss, _ = _measure([tshark, "-n", "-r", str(path), "-q", "-z", "conv,tcp", "-z",
-                                 "conv,udp"], timeout)
-        results.append(Result("tshark conversations", records, wall, rss))
-    wall, rss, out = _measure(_py("dpkt", path), timeout)
-    results.append(Result("dpkt loop", records, wall, rss))
+        wall, cpu, rss, _ = _measure([tshark, "-n", "-r", str(path), "-q", "-z", "conv,tcp",
+                                      "-z", "conv,udp"], timeout)
+        results.append(Result("tshark conversations", records, wall, cpu, rss))
+    wall, cpu, rss, out = _measure(_py("dpkt", path), timeout)
+    results.append(Result("dpkt loop", records, wall, cpu, rss))
     return results
 
 
 def report(name: str, path: Path, results: list[Result]) -> None:
     fast = results[0]
     print(f"\n== {name}: {path} ({path.stat().st_size / 1e6:.0f} MB, {fast.records} records)")
-    print(f"{'tool':30s} {'records':>9s} {'wall s':>8s} {'pkts/s':>11s} {'peak MB':>8s} "
-          f"{'fast/tool':>9s}")
+    print(f"{'tool':28s} {'records':>8s} {'wall s':>7s} {'pkts/s':>9s} {'fast/it':>7s} "
+          f"{'cpu s':>7s} {'pkts/cpu-s':>10s} {'fast/it':>7s} {'peak MB':>7s}")
     for r in results:
         ratio = fast.rate / r.rate if r.rate > 0 else float("nan")
-        print(f"{r.tool:30s} {r.records:9d} {r.seconds:8.2f} {r.rate:11.0f} {r.rss_mb:8.0f} "
-              f"{ratio:8.1f}x {r.note}")
+        cpu_ratio = fast.cpu_rate / r.cpu_rate if r.cpu_rate > 0 else float("nan")
+        print(f"{r.tool:28s} {r.records:8d} {r.seconds:7.2f} {r.rate:9.0f} {ratio:6.1f}x "
+              f"{r.cpu:7.2f} {r.cpu_rate:10.0f} {cpu_ratio:6.1f}x {r.rss_mb:7.0f} {r.note}")
 
 
 def main() -> None:

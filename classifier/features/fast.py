@@ -193,7 +193,6 @@ class _Pool:
 
 
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-_ADDR_TYPES = (1, 28, 64, 65)  # A, AAAA, SVCB, HTTPS (hints): where a cached address comes from
 
 
 def _dns_addresses(msg: bytes, out: set[bytes]) -> bool:
@@ -232,7 +231,9 @@ def _dns_addresses(msg: bytes, out: set[bytes]) -> bool:
         if pos + size > n:
             return False
         rdata = msg[pos : pos + size]
-        if rtype in (1, 28) and size in (4, 16):
+        if rtype in (1, 28):
+            if size != (4 if rtype == 1 else 16):
+                return False  # a parser might read an address out of it anyway
             out.add(rdata)
         elif rtype in (64, 65):
             for width in (4, 16):

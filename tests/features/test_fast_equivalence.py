@@ -332,3 +332,46 @@ def test_featurize_many_in_processes() -> None:
     one_by_one = pd.concat([featurize_fast(p) for p in paths], ignore_index=True)
     pd.testing.assert_frame_equal(featurize_many(paths, jobs=2), one_by_one)
     pd.testing.assert_frame_equal(featurize_many(paths, jobs=1), one_by_one)
+
+
+# --- the DNS shortcut: lookups are skipped only for addresses no answer carried ----------
+
+
+DNS_RICH = ("dns.pcap", "android.pcap", "iphone.pcap", "alexa-app.pcapng", "1kxun.pcap",
+            "wechat.pcap", "sites.pcapng")
+
+
+def _dns_payloads() -> list[bytes]:
+    out = []
+    for path in (p for p in CAPTURES if p.name in DNS_RICH):
+        for p in open_capture(path):
+            if p.proto == 17 and 53 in (p.sport, p.dport) and p.payload:
+                out.append(p.payload)
+    return out
+
+
+@needs_shared
+def test_dns_address_walk_covers_every_cached_address() -> None:
+    from classifier.features.dns import parse_dns_response
+
+    payloads = _dns_payloads()
+    assert len(payloads) > 20
+    rng = random.Random(7)
+    mutated = []
+    for p in payloads:
+        for _ in range(8):  # flipped bytes: odd lengths, pointers, record types
+            b = bytearray(p)
+            for _ in range(rng.randint(1, 3)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            mutated.append(bytes(b))
+    checked = 0
+    for msg in payloads + mutated:
+        answer = parse_dns_response(msg)
+        found: set[bytes] = set()
+        if not fast._dns_addresses(msg, found) or answer is None:
+            continue
+        for ip, _ttl in answer.addresses:
+            fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            assert socket.inet_pton(fam, ip) in found, (msg.hex(), ip)
+            checked += 1
+    assert checked > 20
