@@ -97,8 +97,8 @@ def plot_confusion(preds: pd.DataFrame, path: Path, title: str) -> Path:
     from sklearn.metrics import confusion_matrix
 
     sources = _sources(preds)
-    fig, axes = _subplots(len(sources), (4.2 * len(sources), 3.8))
-    for ax, source in zip(axes[0], sources, strict=True):
+    fig, axes = _subplots(len(sources), (4.8 * len(sources), 3.8))
+    for k, (ax, source) in enumerate(zip(axes[0], sources, strict=True)):
         part = _part(preds, source)
         cm = confusion_matrix(part["label"].astype(str), part["pred"].astype(str),
                               labels=list(LABELS))
@@ -111,7 +111,8 @@ def plot_confusion(preds: pd.DataFrame, path: Path, title: str) -> Path:
         ax.set_xticks(range(len(LABELS)), LABELS, rotation=20)
         ax.set_yticks(range(len(LABELS)), LABELS)
         ax.set_xlabel("verdict")
-        ax.set_ylabel("truth")
+        if k == 0:
+            ax.set_ylabel("truth")
         ax.set_title(f"data: {source} ({part['capture_id'].nunique()} captures)", fontsize=9)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
