@@ -2,7 +2,7 @@
 
 The same :class:`~classifier.features.featurize.Featurizer` (flow table, names, feature
 groups) as offline builds the rows; the same model classifies them. Each flow is judged at
-its check points (3 s and 10 s after it starts, then the last ``recheck`` seconds every
+its check points (1, 3, 5 and 10 s after it starts, then the last ``recheck`` seconds every
 ``recheck`` seconds, so a long HTTP/2 or HTTP/3 connection that turns to Shorts is seen);
 the enforcer blocks a client+service only when enough recent verdicts agree (policy
 ``agreement``). Enforcement fails open: nftables entries carry timeouts, capture is a copy
@@ -63,7 +63,7 @@ class LiveConfig:
     audit_log: Path = Path("shortflow-audit.jsonl")
     dns_listen: tuple[str, int] | None = None
     dns_upstream: tuple[str, int] | None = None
-    checks: tuple[float, ...] = (3.0, 10.0)
+    checks: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
     recheck: float = 10.0
     tick: float = 0.2
     flow: FlowConfig = field(default_factory=lambda: FlowConfig(idle_timeout=60.0,
@@ -201,7 +201,7 @@ class LiveRouter:
             "label": v["label"], "probability": v["probability"],
             "p_short_form": v["p_short_form"], "service": v["service"], "name": v["name"],
             "window": v["decision_window"], "reason": v["reason"],
-            "at": round(self._clock() - flow.first_ts, 3)})
+            "at": round(self._clock() - flow.first_ts, 3), "flow_start": flow.first_ts})
         category = POLICY_CATEGORY.get(str(v["service"]))
         if category is None:
             return  # a short-form verdict we cannot tie to a service is not acted on

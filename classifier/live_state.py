@@ -134,7 +134,7 @@ class LiveState:
         with self._lock:
             entry = self._flows.pop(fid, None)
             if entry is None:
-                entry = {"key": _key_dict(flow_key), "verdicts": 0}
+                entry = {"key": _key_dict(flow_key), "verdicts": 0, "first_verdict": clean}
             entry["verdict"] = clean
             entry["verdicts"] += 1
             entry["updated"] = now
@@ -152,6 +152,7 @@ class LiveState:
         """Active flows with their latest verdict, most recently updated first."""
         with self._lock:
             return [{"key": dict(e["key"]), "verdict": dict(e["verdict"]),
+                     "first_verdict": dict(e["first_verdict"]),
                      "verdicts": e["verdicts"], "updated": e["updated"]}
                     for e in reversed(self._flows.values())]
 

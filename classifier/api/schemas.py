@@ -163,6 +163,8 @@ class LiveFlow(BaseModel):
     key: dict[str, str | int | float | None] = Field(
         description="proto, client, client_port, server, server_port")
     verdict: dict[str, Any] = Field(description="latest verdict: label, probability, ...")
+    first_verdict: dict[str, Any] = Field(
+        description="the flow's first verdict; its `at` is seconds from flow start to verdict")
     verdicts: int = Field(description="verdicts seen for this flow")
     updated: float = Field(description="time of the latest verdict, epoch seconds")
 

@@ -1,0 +1,153 @@
+"""Live-mode figures, measured through the lab's router namespace (root needed).
+
+1. Packet rate: iperf3 UDP (small packets, as fast as the sender goes) from the lab client to
+   the lab server for ``--seconds``, through the router where `shortflow live` captures on the
+   client-facing interface: packets/s shortflow handled and its loss (kernel drops / seen),
+   against what iperf3 says it sent, same run.
+2. Flow start -> verdict and flow start -> block: a lab Shorts session plays through the
+   router while `shortflow live --enforce nft` runs; its API gives each flow's first verdict
+   (seconds after the flow's first packet), its audit log the block times.
+
+All traffic stays inside the lab's namespaces (10.77.0.0/16, no route out); every phase is
+bounded in time.
+
+    python benchmarks/live.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from classifier.enforce.audit import read_audit
+from training.lab.generate import Lab
+from training.lab.scenarios import plan_session
+from training.lab.topology import (
+    ROUTER_CLIENT_IF,
+    ROUTER_CLIENT_IP,
+    SERVER_IP,
+    LabTopology,
+    child_env,
+    repo_root,
+    wait_for_marker,
+)
+
+_ports = itertools.count(18081)
+API_PORT = 0  # set per live run: each run gets a fresh port
+
+
+def _live(topo: LabTopology, tmp: Path, mode: str) -> tuple[subprocess.Popen[bytes], Path]:
+    global API_PORT
+    API_PORT = next(_ports)
+    audit = tmp / f"audit-{mode}-{API_PORT}.jsonl"
+    log = tmp / f"live-{mode}.log"
+    policy = tmp / "policy.toml"
+    policy.write_text(f'mode = "{mode}"\nblock_seconds = 60\n[agreement]\nk = 2\nn = 3\n'
+                      'threshold = 0.5\n')
+    proc = topo.popen(topo.router_ns, [
+        sys.executable, "-m", "classifier.cli", "live", "--iface", ROUTER_CLIENT_IF,
+        "--enforce", mode, "--policy", str(policy), "--audit-log", str(audit),
+        "--dns-listen", f"{ROUTER_CLIENT_IP}:53", "--dns-upstream", "10.77.20.53",
+        "--api", f"127.0.0.1:{API_PORT}"], log=log, env=child_env(), cwd=repo_root())
+    wait_for_marker(proc, log, "live on", 60.0)
+    for _ in range(50):  # the API thread starts after the marker
+        if topo.run(topo.router_ns, ["curl", "-s", "-o", "/dev/null", "--max-time", "1",
+                                     f"http://127.0.0.1:{API_PORT}/healthz"],
+                    check=False).returncode == 0:
+            break
+        time.sleep(0.2)
+    return proc, audit
+
+
+def _api(topo: LabTopology, path: str) -> str:
+    return topo.run(topo.router_ns, [
+        "curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{API_PORT}{path}"]).stdout
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str) -> None:
+    """Plain lab topology (no delay line, no rate limit); ``bitrate`` is iperf3's ``-b``
+    (payload bits/s; "0" = as fast as the sender goes)."""
+    live, _ = _live(topo, tmp, "dry-run")
+    server = topo.popen(topo.server_ns, ["iperf3", "-s", "-1", "-B", SERVER_IP],
+                        log=tmp / "iperf-s.log")
+    time.sleep(0.5)
+    before = _api(topo, "/metrics")
+    out = topo.run(topo.client_ns, [
+        "timeout", str(int(seconds) + 30), "iperf3", "-c", SERVER_IP, "-u", "-b", bitrate,
+        "-l", "64", "-t", str(int(seconds)), "-J"]).stdout
+    time.sleep(1.0)
+    after = _api(topo, "/metrics")
+    topo.stop(server)
+    topo.stop(live)
+    sent = json.loads(out)["end"]["sum"]["packets"]
+    seen = _metric(after, "shortflow_live_packets_total") - _metric(
+        before, "shortflow_live_packets_total")
+    drops = _metric(after, "shortflow_live_drops_total") - _metric(
+        before, "shortflow_live_drops_total")
+    print(f"packet rate (iperf3 -b {bitrate}): iperf3 sent {sent} UDP packets in {seconds:.0f} s "
+          f"({sent / seconds:,.0f} pkt/s offered)")
+    print(f"  shortflow handled {seen:,.0f} packets ({seen / seconds:,.0f} pkt/s), "
+          f"kernel drops {drops:,.0f}, loss {drops / max(seen + drops, 1):.3%}; "
+          f"handled / offered = {seen / max(sent, 1):.3f}")
+
+
+def verdict_times(lab: Lab, tmp: Path) -> None:
+    live, audit = _live(lab.topo, tmp, "nft")
+    plan = plan_session("shorts", 7001, duration_s=30)
+    plan_file = tmp / "plan.json"
+    plan_file.write_text(plan.to_json())
+    player = lab.topo.popen(lab.topo.client_ns, [
+        sys.executable, "-m", "training.lab.players", "--plan", str(plan_file), "--ca",
+        str(lab.ca), "--result", str(tmp / "result.json"), "--dns", ROUTER_CLIENT_IP],
+        log=tmp / "player.log", env=child_env(), cwd=repo_root())
+    player.wait(timeout=120)
+    flows = json.loads(_api(lab.topo, "/v1/live/flows"))["flows"]
+    lab.topo.stop(live)
+    firsts = [f["first_verdict"]["at"] for f in flows if f["key"]["server_port"] == 443]
+    starts = {(f["key"]["client"], f["key"]["server"], f["key"]["server_port"]):
+              f["first_verdict"]["flow_start"] for f in flows}
+    to_block = []
+    for e in read_audit(audit):
+        start = starts.get((e["client"], e["server"], e["port"]))
+        if e["action"] == "block" and start is not None and not e.get("renewed"):
+            to_block.append(datetime.fromisoformat(e["time"]).timestamp() - start)
+    if firsts:
+        print(f"flow start -> first verdict: median {statistics.median(firsts):.2f} s, "
+              f"max {max(firsts):.2f} s over {len(firsts)} flows (first check point 1 s)")
+    if to_block:
+        print(f"flow start -> block: median {statistics.median(to_block):.2f} s, "
+              f"max {max(to_block):.2f} s over {len(to_block)} blocked flows")
+    else:
+        print("flow start -> block: no block in this session")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sf-bench-live-") as tmp:
+        with LabTopology() as topo:
+            for bitrate in ("20M", "40M", "0"):  # 64 B payloads: ~39k, ~78k pkt/s, unpaced
+                packet_rate(topo, Path(tmp), args.seconds, bitrate)
+        with Lab("fibre") as lab:
+            verdict_times(lab, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
