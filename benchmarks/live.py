@@ -44,7 +44,8 @@ _ports = itertools.count(18081)
 API_PORT = 0  # set per live run: each run gets a fresh port
 
 
-def _live(topo: LabTopology, tmp: Path, mode: str) -> tuple[subprocess.Popen[bytes], Path]:
+def _live(topo: LabTopology, tmp: Path, mode: str,
+          capture: str = "afpacket") -> tuple[subprocess.Popen[bytes], Path]:
     global API_PORT
     API_PORT = next(_ports)
     audit = tmp / f"audit-{mode}-{API_PORT}.jsonl"
@@ -54,6 +55,7 @@ def _live(topo: LabTopology, tmp: Path, mode: str) -> tuple[subprocess.Popen[byt
                       'threshold = 0.5\n')
     proc = topo.popen(topo.router_ns, [
         sys.executable, "-m", "classifier.cli", "live", "--iface", ROUTER_CLIENT_IF,
+        "--capture", capture,
         "--enforce", mode, "--policy", str(policy), "--audit-log", str(audit),
         "--dns-listen", f"{ROUTER_CLIENT_IP}:53", "--dns-upstream", "10.77.20.53",
         "--api", f"127.0.0.1:{API_PORT}"], log=log, env=child_env(), cwd=repo_root())
@@ -79,10 +81,11 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
-def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str) -> None:
+def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str,
+                capture: str) -> None:
     """Plain lab topology (no delay line, no rate limit); ``bitrate`` is iperf3's ``-b``
     (payload bits/s; "0" = as fast as the sender goes)."""
-    live, _ = _live(topo, tmp, "dry-run")
+    live, _ = _live(topo, tmp, "dry-run", capture)
     server = topo.popen(topo.server_ns, ["iperf3", "-s", "-1", "-B", SERVER_IP],
                         log=tmp / "iperf-s.log")
     time.sleep(0.5)
@@ -99,8 +102,8 @@ def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str) -> N
         before, "shortflow_live_packets_total")
     drops = _metric(after, "shortflow_live_drops_total") - _metric(
         before, "shortflow_live_drops_total")
-    print(f"packet rate (iperf3 -b {bitrate}): iperf3 sent {sent} UDP packets in {seconds:.0f} s "
-          f"({sent / seconds:,.0f} pkt/s offered)")
+    print(f"packet rate ({capture}, iperf3 -b {bitrate}): iperf3 sent {sent} UDP packets "
+          f"in {seconds:.0f} s ({sent / seconds:,.0f} pkt/s offered)")
     print(f"  shortflow handled {seen:,.0f} packets ({seen / seconds:,.0f} pkt/s), "
           f"kernel drops {drops:,.0f}, loss {drops / max(seen + drops, 1):.3%}; "
           f"handled / offered = {seen / max(sent, 1):.3f}")
@@ -142,8 +145,9 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sf-bench-live-") as tmp:
         with LabTopology() as topo:
-            for bitrate in ("20M", "40M", "0"):  # 64 B payloads: ~39k, ~78k pkt/s, unpaced
-                packet_rate(topo, Path(tmp), args.seconds, bitrate)
+            for capture in ("afpacket", "nflog"):
+                for bitrate in ("20M", "40M", "0"):  # 64 B payloads: ~39k, ~78k pkt/s, all
+                    packet_rate(topo, Path(tmp), args.seconds, bitrate, capture)
         with Lab("fibre") as lab:
             verdict_times(lab, Path(tmp))
     return 0

@@ -131,10 +131,11 @@ _MSG_PACKET = (_NFNL_SUBSYS_ULOG << 8) | 0
 _MSG_CONFIG = (_NFNL_SUBSYS_ULOG << 8) | 1
 _NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
 _NLMSG_ERROR = 2
-_CFG_CMD, _CFG_MODE, _CFG_NLBUFSIZ, _CFG_TIMEOUT, _CFG_QTHRESH = 1, 2, 3, 4, 5
+_CFG_CMD, _CFG_MODE, _CFG_TIMEOUT, _CFG_QTHRESH, _CFG_FLAGS = 1, 2, 4, 5, 6
+_CFG_F_SEQ = 0x0001  # number the group's messages, so lost ones show as gaps
 _CMD_BIND, _CMD_UNBIND = 1, 2
 _COPY_PACKET = 2
-_ATTR_TIMESTAMP, _ATTR_PAYLOAD = 3, 9
+_ATTR_TIMESTAMP, _ATTR_PAYLOAD, _ATTR_SEQ = 3, 9, 12
 _ENOBUFS = 105
 
 
@@ -164,6 +165,7 @@ class NflogSource:
         self.group = group
         self._max_batch = max_batch
         self._seq = 0
+        self._next_msg: int | None = None  # the NFULA_SEQ expected next
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
@@ -174,6 +176,7 @@ class NflogSource:
                                                                         _COPY_PACKET, 0)))
             self._config(socket.AF_UNSPEC, _attr(_CFG_QTHRESH, struct.pack(">I", 64)))
             self._config(socket.AF_UNSPEC, _attr(_CFG_TIMEOUT, struct.pack(">I", 1)))
+            self._config(socket.AF_UNSPEC, _attr(_CFG_FLAGS, struct.pack(">H", _CFG_F_SEQ)))
         except OSError as exc:
             self._sock.close()
             raise CaptureError(f"nflog group {group}", f"cannot bind ({exc})") from exc
@@ -206,8 +209,7 @@ class NflogSource:
             except BlockingIOError:
                 break
             except OSError as exc:
-                if exc.errno == _ENOBUFS:  # the kernel dropped messages: buffer overrun
-                    self.stats.dropped += 1
+                if exc.errno == _ENOBUFS:  # buffer overrun: the sequence gap counts the loss
                     continue
                 raise
             self._parse(data, out)
@@ -238,6 +240,11 @@ class NflogSource:
             elif akind == _ATTR_TIMESTAMP and len(value) >= 16:
                 sec, usec = struct.unpack(">QQ", value[:16])
                 ts = sec + usec / 1e6
+            elif akind == _ATTR_SEQ and len(value) >= 4:
+                (seq,) = struct.unpack(">I", value[:4])
+                if self._next_msg is not None and seq != self._next_msg:
+                    self.stats.dropped += (seq - self._next_msg) & 0xFFFFFFFF
+                self._next_msg = (seq + 1) & 0xFFFFFFFF
             pos += (alen + 3) & ~3
         decoded = decode_frame(_LINKTYPE_RAW, payload, ts or time.time(), _ip_length(payload))
         _account(self.stats, decoded, out)
