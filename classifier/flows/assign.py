@@ -288,10 +288,11 @@ def _sweep(sl: I64, sf: F64, g: I64, gf: F64, table: I64, free: I64, closing: I6
 
 
 @nb.njit(cache=True, nogil=True)
-def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf: F64, table: I64, free: I64, closing: I64,
-            ev: I64, evf: F64, out_uid: I64, out_dir: npt.NDArray[np.int8], out_ent: I64,
-            out_cnt: I64, out_started: npt.NDArray[np.bool_], idle: float, active: float,
-            linger: float, interval: float, max_flows: int, mss: int) -> tuple[int, int]:
+def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf: F64,
+            table: I64, free: I64, closing: I64, ev: I64, evf: F64, out_uid: I64,
+            out_dir: npt.NDArray[np.int8], out_ent: I64, out_cnt: I64,
+            out_started: npt.NDArray[np.bool_], idle: float, active: float, linger: float,
+            interval: float, max_flows: int, mss: int) -> tuple[int, int]:
     """Assign packets ``i0..`` of a chunk; return (next packet index, status). ``rows``:
     row indices in ``cols`` of version, src hi/lo, dst hi/lo, proto, ports, flags, payload
     length, wire length."""
