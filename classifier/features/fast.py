@@ -9,7 +9,7 @@ flows, not the file size):
    flow table's exact rules and reports the flows that ended (and at which packet);
 3. the few packets that may carry names go through the same Python parsers as the
    reference (TLS ClientHello / QUIC Initial: only a flow's first 24 entries with
-   payload, while its extractor is not done; DNS answers: UDP port 53), with DNS answers
+   payload, while its extractor is not done; DNS answers: port 53), with DNS answers
    and name lookups replayed in capture order;
 4. entries of active flows wait in a pool; ended flows are cut out of it and
    :mod:`classifier.features.batch` computes all their rows in one compiled pass.
@@ -309,8 +309,7 @@ class _Run:
         cols = chunk.cols
         proto = cols[cc.C_PROTO]
         has_payload = cols[cc.C_PCAP] > 0
-        is_dns = (proto == _UDP) & ((cols[cc.C_SPORT] == _DNS_PORT)
-                                    | (cols[cc.C_DPORT] == _DNS_PORT))
+        is_dns = (cols[cc.C_SPORT] == _DNS_PORT) | (cols[cc.C_DPORT] == _DNS_PORT)
         feed = np.flatnonzero(has_payload & ~is_dns & (count_after <= _MAX_NAME_PACKETS))
         extractors = self.extractors
         raw = memoryview(chunk.buffer)  # type: ignore[arg-type]
@@ -360,7 +359,8 @@ class _Run:
                     if found:
                         self.dns_at_start[int(uid[ref])] = found
             elif kind == 1:
-                cache.feed_dns(payloads[ref], float(ts[dns[ref]]))
+                cache.feed_dns(payloads[ref], float(ts[dns[ref]]),
+                               tcp=int(proto[dns[ref]]) != _UDP)
             else:
                 self._end_name(ended, ref)
 

@@ -5,9 +5,10 @@ column arrays: bidirectional 5-tuple keys (hash table with linear probing), the 
 decided as :func:`classifier.flows.key.orient` does, idle / active timeouts checked by a
 sweep every ``sweep_interval`` of capture time, TCP close (RST, or FIN both ways) with the
 close linger, a new SYN on a closing flow starting a new flow, eviction of the least
-recently active flow at ``max_flows`` and MSS resegmentation counts. Flow ids are the
-table's (1, 2, ... in order of flow start); the state carries over from chunk to chunk, so
-a capture can be fed in pieces.
+recently active flow at ``max_flows``, the per-flow packet cap ``max_packets`` (the next
+packet starts a new flow with the same client and server) and MSS resegmentation counts.
+Flow ids are the table's (1, 2, ... in order of flow start); the state carries over from
+chunk to chunk, so a capture can be fed in pieces.
 
 The one thing left open is the order in which flows that close at the same sweep are
 reported: the reference iterates a Python set there (hash order), this module its own
@@ -31,8 +32,8 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 #: End-reason codes (index) and names, as :attr:`Flow.end_reason` spells them.
-END_REASONS: tuple[str, ...] = ("idle", "active", "fin", "rst", "evicted", "end")
-_R_IDLE, _R_ACTIVE, _R_FIN, _R_RST, _R_EVICTED, _R_END = range(6)
+END_REASONS: tuple[str, ...] = ("idle", "active", "fin", "rst", "evicted", "end", "packets")
+_R_IDLE, _R_ACTIVE, _R_FIN, _R_RST, _R_EVICTED, _R_END, _R_PACKETS = range(7)
 
 # slot fields (rows of the int64 slot matrix)
 (_PROTO, _VER, _AHI, _ALO, _APORT, _BHI, _BLO, _BPORT, _CISA, _UID, _NPK, _WIRE, _FINUP,
@@ -292,10 +293,10 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
             table: I64, free: I64, closing: I64, ev: I64, evf: F64, out_uid: I64,
             out_dir: npt.NDArray[np.int8], out_ent: I64, out_cnt: I64,
             out_started: npt.NDArray[np.bool_], idle: float, active: float, linger: float,
-            interval: float, max_flows: int, mss: int) -> tuple[int, int]:
+            interval: float, max_flows: int, mss: int, max_packets: int) -> tuple[int, int]:
     """Assign packets ``i0..`` of a chunk; return (next packet index, status). ``rows``:
     row indices in ``cols`` of version, src hi/lo, dst hi/lo, proto, ports, flags, payload
-    length, wire length."""
+    length, wire length. ``max_packets`` 0: no per-flow packet cap."""
     ver_row, shi_row, slo_row, dhi_row, dlo_row = rows[0], rows[1], rows[2], rows[3], rows[4]
     proto_row, sport_row, dport_row, flags_row = rows[5], rows[6], rows[7], rows[8]
     plen_row, wire_row = rows[9], rows[10]
@@ -337,8 +338,13 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
                 break
             p = (p + 1) & mask
         is_tcp = proto == 6
+        keep_cisa = -1  # a flow cut at the packet cap: its successor keeps the orientation
         if s >= 0 and sl[_CLPOS, s] >= 0 and is_tcp and (flags & (_SYN | _ACK)) == _SYN:
             _end(sl, sf, g, table, free, closing, ev, evf, s, _close_reason(sl, s), i)
+            s = -1
+        elif s >= 0 and max_packets > 0 and sl[_NPK, s] >= max_packets:
+            keep_cisa = sl[_CISA, s]
+            _end(sl, sf, g, table, free, closing, ev, evf, s, _R_PACKETS, i)
             s = -1
         if s < 0:
             if g[_G_NACT] >= max_flows:
@@ -360,7 +366,8 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
                 src_eph = sport >= _EPHEMERAL_MIN
                 dst_eph = dport >= _EPHEMERAL_MIN
                 sender_is_client = src_eph if src_eph != dst_eph else True
-            sl[_CISA, s] = 1 if sender_is_client == src_is_a else 0
+            sl[_CISA, s] = (1 if sender_is_client == src_is_a else 0) if keep_cisa < 0 \
+                else keep_cisa
             sl[_UID, s] = g[_G_UID]
             sl[_NPK, s] = 0
             sl[_WIRE, s] = 0
@@ -487,7 +494,7 @@ class FlowAssigner:
                 i, ts, cols, row_index, self._sl, self._sf, self._g, self._gf, self._table,
                 self._free, self._closing, ev, evf, out_uid, out_dir, out_ent, out_cnt,
                 out_started, cfg.idle_timeout, cfg.active_timeout, cfg.close_linger,
-                cfg.sweep_interval, cfg.max_flows, mss)
+                cfg.sweep_interval, cfg.max_flows, mss, cfg.max_packets or 0)
             if status == _DONE:
                 break
             if status == _NEED_SLOTS:

@@ -39,7 +39,8 @@ needs_shared = pytest.mark.skipif(not CAPTURES, reason="shared captures not pres
 WINDOWS = FeaturizeConfig(window=5.0)
 SMALL_TABLE = FeaturizeConfig(flow=FlowConfig(resegment_mss=536, idle_timeout=10.0,
                                               active_timeout=30.0, max_flows=20,
-                                              close_linger=0.2, sweep_interval=0.5),
+                                              close_linger=0.2, sweep_interval=0.5,
+                                              max_packets=300),
                               snapshots=(1.0, 3.0, 10.0))
 
 

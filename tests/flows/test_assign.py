@@ -138,7 +138,8 @@ def _configs() -> list[tuple[int, FlowConfig, int]]:
                          active_timeout=r.choice((2.0, 30.0, 1800.0)),
                          close_linger=r.choice((0.0, 1.0)), max_flows=r.choice((3, 20, 1000)),
                          sweep_interval=r.choice((0.5, 1.0, 10.0)),
-                         resegment_mss=r.choice((None, 1448, 64)))
+                         resegment_mss=r.choice((None, 1448, 64)),
+                         max_packets=r.choice((None, 1_000_000, 4, 30)))
         out.append((seed, cfg, r.choice((7, 50, 1000))))
     return out
 
