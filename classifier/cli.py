@@ -39,6 +39,8 @@ def add_flow_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading and flows")
     g.add_argument("--backend", choices=["dpkt", "pyshark", "tshark"], default="dpkt",
                    help="packet decoder (pyshark/tshark read through tshark; slower)")
+    g.add_argument("--engine", choices=["reference", "fast"], default="reference",
+                   help="fast: compiled featurizer, same output (compiles on first use)")
     g.add_argument("--skip-bad", action="store_true",
                    help="continue past damaged records and report how many were skipped")
     g.add_argument("--idle-timeout", type=_positive_float, default=120.0, metavar="S")
@@ -74,7 +76,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 
     config = featurize_config(args)
     table, summary = featurize_files(args.captures, config, backend=args.backend,
-                                     skip_bad=args.skip_bad, progress=not args.quiet)
+                                     skip_bad=args.skip_bad, progress=not args.quiet,
+                                     engine=args.engine)
     write_table(table, args.output)
     print(summary, file=sys.stderr)
     print(f"wrote {len(table)} rows x {table.shape[1]} columns to {args.output}",

@@ -96,3 +96,14 @@ def test_truncated_capture_is_read_up_to_the_cut(tmp_path: Path) -> None:
     res = shortflow("featurize", str(cut), "-o", str(tmp_path / "o.csv"), "-q")
     assert res.returncode == 0, res.stderr
     assert "cut short" in res.stderr
+
+
+@needs_shared
+def test_fast_engine_gives_the_reference_table(tmp_path: Path) -> None:
+    fast, ref = tmp_path / "fast.parquet", tmp_path / "ref.parquet"
+    for engine, out in (("fast", fast), ("reference", ref)):
+        res = shortflow("featurize", str(REQUET), "-o", str(out), "-q", "--engine", engine)
+        assert res.returncode == 0, res.stderr
+    expected = pd.read_parquet(ref).sort_values("flow_id", kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(fast), expected, check_exact=False,
+                                  rtol=1e-9)
