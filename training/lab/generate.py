@@ -46,6 +46,7 @@ from training.lab.topology import (
     repo_root,
     wait_for_marker,
 )
+from training.manifest import file_sha256
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -68,14 +69,6 @@ def session_seed(seed: int, scenario: str, index: int) -> int:
     """The plan seed of session ``index`` of a run with ``seed`` (stable, 31-bit)."""
     digest = hashlib.sha256(f"{int(seed)}:{scenario}:{int(index)}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class SessionResult:
@@ -302,7 +295,7 @@ def record_sessions(lab: Lab, scenario: str, indices: Sequence[int], seed: int,
             timeline.write_text(json.dumps(_timeline(res), indent=1))
         rows.append({
             "path": str(pcap.relative_to(out_dir)),
-            "sha256": _sha256(pcap),
+            "sha256": file_sha256(pcap),
             "label": plan.label,
             "app": plan.app,
             "recorded": "lab",
