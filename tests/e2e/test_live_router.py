@@ -30,7 +30,12 @@ pytestmark = [requires_netns, pytest.mark.netns, pytest.mark.slow]
 lab = pytest.importorskip("training.lab.generate")
 from training.lab.scenarios import plan_session  # noqa: E402
 from training.lab.topology import (  # noqa: E402
-    DNS_IP, ROUTER_CLIENT_IF, ROUTER_CLIENT_IP, child_env, repo_root, wait_for_marker,
+    DNS_IP,
+    ROUTER_CLIENT_IF,
+    ROUTER_CLIENT_IP,
+    child_env,
+    repo_root,
+    wait_for_marker,
 )
 
 POLICY = """
