@@ -52,7 +52,7 @@ _PCAPNG = pcapng_shb() + pcapng_idb(1) + b"".join(
     pcapng_epb(0, i, f) for i, (lt, f) in enumerate(_FRAME_SEEDS[:20]) if lt == 1)
 
 
-@fuzz_settings(2500)
+@fuzz_settings(1500)
 @given(seed=st.integers(0, len(_CAPTURES)), ops=_OPS, skip_bad=st.booleans())
 def test_capture_readers(seed: int, ops: list[tuple[int, int, int]], skip_bad: bool) -> None:
     base = _PCAPNG if seed == len(_CAPTURES) else _CAPTURES[seed]
@@ -66,7 +66,7 @@ def test_capture_readers_random_after_magic(tail: bytes, magic: bytes) -> None:
     check_capture(magic + tail, skip_bad=True, featurize=False)
 
 
-@fuzz_settings(6000)
+@fuzz_settings(4000)
 @given(seed=st.integers(0, len(_FRAME_SEEDS) - 1), ops=_OPS,
        linktype=st.one_of(st.none(), st.sampled_from(sorted(KNOWN_LINKTYPES)),
                           st.integers(0, 300)),

@@ -26,7 +26,7 @@ _OPS = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 1 << 16), st.integer
                 max_size=8)
 
 
-@fuzz_settings(3000)
+@fuzz_settings(2000)
 @given(seed=st.integers(0, len(_TLS) - 1), ops=_OPS)
 def test_tls_client_hello(seed: int, ops: list[tuple[int, int, int]]) -> None:
     check_tls(mutate(_TLS[seed], ops))
@@ -78,7 +78,7 @@ def test_dns_random_responses(data: bytes) -> None:
     check_dns(data)
 
 
-@fuzz_settings(1200)
+@fuzz_settings(800)
 @given(st.lists(st.tuples(st.sampled_from([1, -1]), st.sampled_from([6, 17, 1]),
                           st.integers(0, len(_TLS) + len(_QUIC) - 1), _OPS,
                           st.integers(0, (1 << 32) - 1)), max_size=10))
