@@ -34,6 +34,10 @@ deps-debian:
 test: venv deps-debian
 	$(PY) -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
 
+# Longer fuzzing than the bounded run in `make test` (atheris if installed, else random).
+fuzz: venv
+	$(PY) benchmarks/fuzz.py
+
 lint: venv
 	$(VENV)/bin/ruff check classifier training tests benchmarks
 	$(VENV)/bin/mypy classifier training
