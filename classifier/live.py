@@ -13,6 +13,7 @@ flows.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from classifier.capture.live import AfPacketSource, LiveSource, NflogSource
-from classifier.capture.packet import TCP
+from classifier.capture.packet import TCP, Packet
 from classifier.enforce.audit import AuditLog
 from classifier.enforce.dns_sinkhole import DnsSinkhole
 from classifier.enforce.enforcer import Enforcer
@@ -117,8 +118,9 @@ class LiveRouter:
                 self._closers.append(self.table.delete)
             self.table.add_capture(cfg.nflog_group)
         self.state = LiveState(self.enforcer, self.policy)
+        self._schedule = _CheckSchedule(cfg.checks, cfg.recheck)
         self.featurizer = Featurizer(FeaturizeConfig(flow=cfg.flow, snapshots=()),
-                                     capture="live")
+                                     capture="live", plugins=[self._schedule])
         self.source: LiveSource = (NflogSource(cfg.nflog_group) if cfg.capture == "nflog"
                                    else AfPacketSource(cfg.ifaces))
         self._closers.append(self.source.close)
@@ -163,23 +165,8 @@ class LiveRouter:
         self.state.counters["drops"] = self.source.stats.dropped
         self._judge(now)
 
-    def _due(self, flow: Flow, now: float) -> float | None:
-        """The view end (seconds into the flow) to judge now, or None."""
-        age = now - flow.first_ts
-        done: int = flow.ext.get("_checks", 0)
-        checks = self.config.checks
-        if done < len(checks):
-            return checks[done] if age >= checks[done] else None
-        last = checks[-1] + (done - len(checks) + 1) * self.config.recheck
-        return last if age >= last else None
-
     def _judge(self, now: float) -> None:
-        due: list[tuple[Flow, float]] = []
-        for flow in self.featurizer.table.active_flows():
-            end = self._due(flow, now)
-            if end is not None:
-                flow.ext["_checks"] = flow.ext.get("_checks", 0) + 1
-                due.append((flow, end))
+        due = self._schedule.pop_due(now)
         if not due:
             return
         rows = []
@@ -227,6 +214,41 @@ class LiveRouter:
                 closer()
             except Exception:  # closing must go on: the table must go even if DNS fails
                 log.exception("live: error while stopping")
+
+
+class _CheckSchedule:
+    """When each flow is next judged: a heap of (time, flow), filled as flows start, so a
+    tick costs the flows that are due, not all flows held."""
+
+    def __init__(self, checks: tuple[float, ...], recheck: float) -> None:
+        self._checks = checks
+        self._recheck = recheck
+        self._heap: list[tuple[float, int, Flow, int]] = []
+
+    def _offset(self, done: int) -> float:
+        """Seconds into a flow of its check number ``done`` (0-based)."""
+        if done < len(self._checks):
+            return self._checks[done]
+        return self._checks[-1] + (done - len(self._checks) + 1) * self._recheck
+
+    def on_init(self, flow: Flow, pkt: Packet) -> None:
+        heapq.heappush(self._heap, (flow.first_ts + self._checks[0], flow.flow_id, flow, 0))
+
+    def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        pass
+
+    def pop_due(self, now: float) -> list[tuple[Flow, float]]:
+        """Flows (still held) whose next check time has come, with the view end in seconds
+        into the flow; each is scheduled again for its following check."""
+        due: list[tuple[Flow, float]] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, fid, flow, done = heapq.heappop(self._heap)
+            if flow.end_reason:
+                continue  # ended: forget it
+            due.append((flow, self._offset(done)))
+            heapq.heappush(self._heap, (flow.first_ts + self._offset(done + 1), fid, flow,
+                                        done + 1))
+        return due
 
 
 def _key(flow: Flow) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from classifier.features.schema import (
     snapshot_columns,
 )
 from classifier.features.view import FlowView
-from classifier.flows import Flow, FlowConfig, FlowTable, TableStats
+from classifier.flows import Flow, FlowConfig, FlowPlugin, FlowTable, TableStats
 from classifier.model.services import category_for, service_for
 
 __all__ = ["FeaturizeConfig", "FeaturizeStats", "Featurizer", "featurize", "featurize_packets",
@@ -74,11 +74,12 @@ def row_columns(config: FeaturizeConfig) -> list[str]:
 class Featurizer:
     """Streams packets through a flow table and turns every ended flow into rows."""
 
-    def __init__(self, config: FeaturizeConfig | None = None, capture: str = "") -> None:
+    def __init__(self, config: FeaturizeConfig | None = None, capture: str = "",
+                 plugins: Sequence[FlowPlugin] = ()) -> None:
         self.config = config or FeaturizeConfig()
         self.capture = capture
         self.names = NamesPlugin()
-        self.table = FlowTable(self.config.flow, plugins=[self.names])
+        self.table = FlowTable(self.config.flow, plugins=[self.names, *plugins])
 
     def add(self, pkt: Packet) -> list[dict[str, Any]]:
         """Add one packet; return the rows of flows that ended meanwhile."""
