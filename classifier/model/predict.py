@@ -44,14 +44,10 @@ def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFr
     return out
 
 
-def _shape_reason(row: pd.Series) -> str:
-    bursts = int(row.get("burst_count", 0))
-    duration = float(row.get("duration", 0.0))
-    mb = float(row.get("bytes_down", 0.0)) / 1e6
-    median_kb = float(row.get("burst_bytes_p50", 0.0)) / 1e3
-    gap = float(row.get("burst_gap_p50", 0.0))
-    return (f"{bursts} download bursts in {duration:.0f} s (median {median_kb:.0f} kB, "
-            f"gap {gap:.1f} s), {mb:.1f} MB down")
+def _shape_reason(bursts: float, duration: float, bytes_down: float, burst_p50: float,
+                  gap_p50: float) -> str:
+    return (f"{int(bursts)} download bursts in {duration:.0f} s (median "
+            f"{burst_p50 / 1e3:.0f} kB, gap {gap_p50:.1f} s), {bytes_down / 1e6:.1f} MB down")
 
 
 def classify_table(model: LoadedModel, table: pd.DataFrame,
@@ -76,16 +72,18 @@ def classify_table(model: LoadedModel, table: pd.DataFrame,
     window = _window_names(table, horizon)
     reasons: list[str] = []
     by_name = (table["category"] == SHORT_FORM_SERVICE).to_numpy()
-    for i, (_, row) in enumerate(inputs.iterrows()):
-        shape = _shape_reason(row)
+    shape_columns = ("burst_count", "duration", "bytes_down", "burst_bytes_p50", "burst_gap_p50")
+    rows = zip(*(inputs[c].to_numpy() for c in shape_columns), inputs["service"].to_numpy(),
+               table["name"].to_numpy(), strict=True)
+    for i, (*shape_values, service, name) in enumerate(rows):
+        shape = _shape_reason(*shape_values)
         if by_name[i]:
             labels[i] = "short-form"
             probability[i] = 1.0  # decided by the name; the model's view is in the reason
-            reasons.append(f"name rule: {table['service'].iloc[i]} is short-form as a whole "
-                           f"({table['name'].iloc[i]}); model p(short-form)="
-                           f"{p_short[i]:.2f}; {shape}")
+            reasons.append(f"name rule: {service} is short-form as a whole ({name}); "
+                           f"model p(short-form)={p_short[i]:.2f}; {shape}")
         else:
-            reasons.append(f"traffic shape: {shape}; service {row['service']}")
+            reasons.append(f"traffic shape: {shape}; service {service}")
     out["label"] = labels
     out["probability"] = np.round(probability.astype(float), 4)
     out["p_short_form"] = np.round(p_short.astype(float), 4)
