@@ -22,6 +22,7 @@ Usage::
                                                 #  300 MB / 1.2 GB captures): ~20-30 min
     python benchmarks/floods.py --quick         # small sizes, a minute or two
     python benchmarks/floods.py --only table    # table | featurize | stream
+    python benchmarks/floods.py --engine reference  # featurize with the reference path
 """
 
 from __future__ import annotations
@@ -313,22 +314,23 @@ def _table_runs(tmp: Path, sizes: list[int], long_packets: list[int], cap: int) 
         path.unlink()
 
 
-def _featurize_runs(tmp: Path, flows: list[int], cap: int) -> None:
-    print(f"## shortflow featurize on floods (--max-flows {cap})")
+def _featurize_runs(tmp: Path, flows: list[int], cap: int, engine: str) -> None:
+    print(f"## shortflow featurize --engine {engine} on floods (--max-flows {cap})")
     for n in flows:
         path = tmp / f"syn-{n}.pcap"
         write_syn_flood(path, n)
-        r = measure_featurize(path, tmp / "out.parquet", ["--max-flows", str(cap)])
+        r = measure_featurize(path, tmp / "out.parquet",
+                              ["--max-flows", str(cap), "--engine", engine])
         print(f"syn flood {n} flows: {_fmt(r)}", flush=True)
         path.unlink()
 
 
-def _stream_runs(tmp: Path, megabytes: Sequence[float]) -> None:
-    print("## shortflow featurize on long captures of sequential flows")
+def _stream_runs(tmp: Path, megabytes: Sequence[float], engine: str) -> None:
+    print(f"## shortflow featurize --engine {engine} on long captures of sequential flows")
     for mb in megabytes:
         path = tmp / f"seq-{mb:g}.pcap"
         size, flows = write_sequential_flows(path, mb)
-        r = measure_featurize(path, tmp / "out.parquet")
+        r = measure_featurize(path, tmp / "out.parquet", ["--engine", engine])
         print(f"{size / 1e6:.0f} MB, {flows} flows of 500 packets: {_fmt(r)}", flush=True)
         path.unlink()
 
@@ -338,21 +340,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--only", choices=["table", "featurize", "stream"], default=None)
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--engine", choices=["fast", "reference"], default="fast",
+                        help="featurize engine for the featurize and stream runs")
     args = parser.parse_args(argv)
     if args.quick:
         sizes, longs, feat, mbs, cap = [50_000, 200_000], [500_000, 2_000_000], [5_000], \
             [30, 120], 50_000
     else:
         sizes, longs, feat, mbs, cap = [250_000, 1_000_000], [2_500_000, 10_000_000], \
-            [25_000, 100_000], [300, 1200], 200_000
+            [100_000, 1_000_000], [300, 1200], 200_000
     with tempfile.TemporaryDirectory(prefix="sf-floods-", dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)
         if args.only in (None, "table"):
             _table_runs(tmp, sizes, longs, cap)
         if args.only in (None, "featurize"):
-            _featurize_runs(tmp, feat, min(cap, 20_000))
+            _featurize_runs(tmp, feat, cap, args.engine)
         if args.only in (None, "stream"):
-            _stream_runs(tmp, mbs)
+            _stream_runs(tmp, mbs, args.engine)
     return 0
 
 

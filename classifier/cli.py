@@ -72,16 +72,17 @@ def featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _cmd_featurize(args: argparse.Namespace) -> int:
-    from classifier.features.report import featurize_files, write_table
+    from classifier.features.report import capture_files, featurize_to
 
     config = featurize_config(args)
-    table, summary = featurize_files(args.captures, config, backend=args.backend,
-                                     skip_bad=args.skip_bad, progress=not args.quiet,
-                                     engine=args.engine)
-    write_table(table, args.output)
+    if args.jobs < 1:
+        raise ShortflowError("--jobs must be at least 1")
+    rows, columns, summary = featurize_to(
+        capture_files(args.captures), config, args.output, engine=args.engine,
+        backend=args.backend, skip_bad=args.skip_bad, progress=not args.quiet,
+        jobs=args.jobs, scheduler=args.scheduler)
     print(summary, file=sys.stderr)
-    print(f"wrote {len(table)} rows x {table.shape[1]} columns to {args.output}",
-          file=sys.stderr)
+    print(f"wrote {rows} rows x {columns} columns to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -104,9 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("featurize", help="captures -> one feature row per flow (or window)")
-    p.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE")
+    p.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE|DIR",
+                   help="capture files, or directories searched for them (recursively)")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output table: .parquet or .csv")
+                   help="output table: .parquet or .csv (written as flows end, so memory "
+                   "holds the active flows, not the table)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="featurize N files at once (worker processes, or Dask workers)")
+    p.add_argument("--scheduler", default="local", metavar="local|dask|ADDRESS",
+                   help="local: worker processes on this machine; dask: a local Dask "
+                   "cluster of --jobs workers; or a Dask scheduler's address "
+                   "(tcp://host:8786) whose workers see the same paths")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_flow_options(p)
     p.set_defaults(handler=_cmd_featurize)

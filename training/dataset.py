@@ -15,18 +15,16 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
-from tqdm import tqdm
 
 from classifier.errors import CaptureError, DatasetError
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
 from classifier.features.schema import SCHEMA_VERSION
 from classifier.model.predict import MODEL_INPUT_COLUMNS, model_inputs
+from classifier.parallel import ordered_map
 
 __all__ = [
     "META_COLUMNS", "FLOW_HORIZON", "build_table", "flow_table", "expand_views",
@@ -44,7 +42,6 @@ META_COLUMNS = (
 
 _LAB = "lab"
 _REAL = "real"
-_CONNECT_TIMEOUT_S = 10.0
 
 
 def default_cache_dir() -> Path:
@@ -136,33 +133,8 @@ def _label_flows(flows: pd.DataFrame, row: Any) -> pd.DataFrame:
 def _run_parallel(args: list[tuple[Any, ...]], jobs: int, scheduler: str,
                   progress: bool) -> list[pd.DataFrame]:
     """``_featurize_cached(*a)`` for every ``a`` in ``args``, results in order."""
-    if scheduler == "local" and jobs <= 1:
-        return [_featurize_cached(*a) for a in
-                tqdm(args, desc="featurize", unit=" capture", disable=not progress)]
-    tasks = [joblib.delayed(_featurize_cached)(*a) for a in args]
-    if scheduler == "local":
-        gen = joblib.Parallel(n_jobs=jobs, return_as="generator")(tasks)
-        return list(tqdm(gen, total=len(tasks), desc="featurize", unit=" capture",
-                         disable=not progress))
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise DatasetError("the dask scheduler needs dask[distributed]: "
-                           "pip install 'dask[distributed]'") from exc
-    with ExitStack() as stack:
-        if scheduler == "dask":
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=max(1, jobs), threads_per_worker=1, processes=True,
-                dashboard_address=None))
-            stack.enter_context(Client(cluster))
-        else:
-            try:
-                stack.enter_context(Client(scheduler, timeout=_CONNECT_TIMEOUT_S))
-            except (OSError, TimeoutError, ValueError) as exc:
-                raise DatasetError(f"cannot reach dask scheduler {scheduler}: "
-                                   f"{exc}") from exc
-        stack.enter_context(joblib.parallel_backend("dask"))
-        return list(joblib.Parallel()(tasks))
+    return list(ordered_map(_featurize_cached, args, jobs=jobs, scheduler=scheduler,
+                            progress=progress, error=DatasetError))
 
 
 def flow_table(manifests: Sequence[Path | str], config: FeaturizeConfig | None = None, *,

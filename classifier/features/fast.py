@@ -29,7 +29,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -44,12 +44,19 @@ from classifier.capture import ReadStats
 from classifier.capture import columns as cc
 from classifier.features import batch
 from classifier.features.dns import split_tcp_dns
-from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize, row_columns
+from classifier.features.featurize import (
+    ROWS_PER_FRAME,
+    FeaturizeConfig,
+    FeaturizeStats,
+    concat_frames,
+    iter_featurize,
+    row_columns,
+)
 from classifier.features.names import NameCache, NameExtractor
 from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
 from classifier.model.services import category_for, service_for
 
-__all__ = ["featurize_fast", "featurize_many"]
+__all__ = ["featurize_fast", "featurize_many", "iter_featurize_fast"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ _ROWS = (cc.C_VER, cc.C_SRC_HI, cc.C_SRC_LO, cc.C_DST_HI, cc.C_DST_LO, cc.C_PROT
 _MAX_NAME_PACKETS = 24  # as classifier.features.flow_names
 _BUFFER_BYTES = 16 * 1024 * 1024  # read buffer (file bytes held at once)
 _CHUNK_PACKETS = 1 << 17  # packets decoded per compiled call
+_ADDR_NAMES_HELD = 1 << 16  # address strings kept for reuse
 _DNS_PORT = 53
 _UDP = 17
 _META = ("capture", "flow_id", "proto", "client", "client_port", "server", "server_port",
@@ -273,13 +281,16 @@ class _Run:
     batches: list[_Batch] = field(default_factory=list)
     addr_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
     services: dict[str | None, tuple[str, str]] = field(default_factory=dict)
+    rows_per_frame: int = ROWS_PER_FRAME
 
     def __post_init__(self) -> None:
         self.assigner = FlowAssigner(self.config.flow)
 
     # --- per chunk
 
-    def add(self, chunk: cc.ColumnChunk) -> None:
+    def add(self, chunk: cc.ColumnChunk) -> Iterator[pd.DataFrame]:
+        """Take one chunk of packets; yield a frame whenever ``rows_per_frame`` rows are
+        ready."""
         cols = chunk.cols
         a = self.assigner.assign(chunk.ts, cols, _ROWS)
         self._names(chunk, a.uid, a.direction, a.count_after, a.started, a.ended)
@@ -293,14 +304,15 @@ class _Run:
         else:
             self.pool.append(a.uid, chunk.ts, ip_len, plen, flags, a.direction)
         if len(a.ended):
-            self._rows(a.ended)
+            yield from self._rows(a.ended)
 
-    def finish(self) -> None:
+    def finish(self) -> Iterator[pd.DataFrame]:
+        """End every flow (end of input); yield frames as :meth:`add` does."""
         ended = self.assigner.flush()
         if len(ended):
             for j in range(len(ended)):
                 self._end_name(ended, j)
-            self._rows(ended)
+            yield from self._rows(ended)
 
     # --- names
 
@@ -391,6 +403,8 @@ class _Run:
         key = (version, hi, lo)
         name = self.addr_names.get(key)
         if name is None:
+            if len(self.addr_names) >= _ADDR_NAMES_HELD:  # floods of distinct addresses
+                self.addr_names.clear()
             name = self.addr_names[key] = socket.inet_ntop(_AF[version], _raw(version, hi, lo))
         return name
 
@@ -403,7 +417,16 @@ class _Run:
 
     # --- rows
 
-    def _rows(self, ended: EndedFlows) -> None:
+    def _rows(self, ended: EndedFlows) -> Iterator[pd.DataFrame]:
+        """Compute the rows of ``ended`` a slice of flows at a time, yielding a frame when
+        enough rows are ready (bounds memory when a flood's flows end together)."""
+        step = self.rows_per_frame
+        for start in range(0, len(ended), step):
+            self._batch(ended if len(ended) <= step else ended.slice(start, start + step))
+            if self.pending_rows() >= step:
+                yield self.take_frame()
+
+    def _batch(self, ended: EndedFlows) -> None:
         offsets, ts, size, pay, flags, dirn = self.pool.cut(ended.uid)
         window = self.config.window
         text = self._text(ended)
@@ -440,12 +463,18 @@ class _Run:
             category.append(cat)
         return out
 
-    def frame(self) -> pd.DataFrame:
-        """The table: rows sorted by flow id (then window), columns as the reference's."""
+    def pending_rows(self) -> int:
+        """Rows computed and not yet taken by :meth:`take_frame`."""
+        return sum(len(b.features) for b in self.batches)
+
+    def take_frame(self) -> pd.DataFrame:
+        """The rows computed so far, sorted by flow id (then window), columns as the
+        reference's; they are handed over (the next frame starts empty)."""
         columns = row_columns(self.config)
         batches = self.batches
         window = self.config.window
         if not batches or not sum(len(b.features) for b in batches):
+            batches.clear()
             return pd.DataFrame([], columns=columns)
         n_feat = batches[0].features.shape[1]
         # per-row flow fields (a flow repeats once per window in window mode)
@@ -549,37 +578,70 @@ def featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None 
     not a capture, damaged without ``skip_bad`` ...), with the reference's message.
     """
     config = config or FeaturizeConfig()
+    frames = list(iter_featurize_fast(path, config, skip_bad=skip_bad, stats=stats))
+    df = concat_frames(frames, config)
+    if len(frames) > 1:
+        df = df.sort_values(_order_keys(config), kind="stable", ignore_index=True)
+    return df
+
+
+def iter_featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None = None,
+                        *, skip_bad: bool = False, stats: FeaturizeStats | None = None,
+                        rows_per_frame: int = ROWS_PER_FRAME) -> Iterator[pd.DataFrame]:
+    """:func:`featurize_fast` as a stream of frames of about ``rows_per_frame`` rows, each
+    sorted by ``flow_id`` (flows come in the order they end, in batches), so that memory
+    holds one frame and the active flows. Together the frames hold exactly the rows of
+    :func:`featurize_fast`. Raises as :func:`featurize_fast` does, possibly after some
+    frames."""
+    config = config or FeaturizeConfig()
     stats = stats if stats is not None else FeaturizeStats()
     started = time.perf_counter()
-    name = Path(path).name
     read = ReadStats()
-    run = _Run(config, name)
+    run = _Run(config, Path(path).name, rows_per_frame=rows_per_frame)
+    emitted: list[I64] = []  # flow ids already handed out, should the reference take over
     try:
         for chunk in cc.iter_chunks(path, read, buffer_bytes=_BUFFER_BYTES,
                                     max_packets=_CHUNK_PACKETS):
-            run.add(chunk)
-        run.finish()
+            for df in run.add(chunk):
+                stats.rows += len(df)
+                emitted.append(df["flow_id"].to_numpy())
+                yield df
+        for df in run.finish():
+            stats.rows += len(df)
+            yield df
     except cc.ColumnsUnsupported as exc:
         logger.info("%s; featurizing it with the reference path", exc)
-        return _reference(path, config, skip_bad, stats, started)
-    df = run.frame()
+        done = np.concatenate(emitted) if emitted else np.empty(0, np.int64)
+        yield from _reference(path, config, skip_bad, stats, started, done)
+        return
+    df = run.take_frame()
     stats.read = read
     stats.table = run.assigner.stats
-    stats.rows = len(df)
     stats.seconds = time.perf_counter() - started
-    return df
+    if len(df) or not stats.rows:  # an empty table only when there are no rows at all
+        stats.rows += len(df)
+        yield df
+
+
+def _order_keys(config: FeaturizeConfig) -> list[str]:
+    return ["flow_id"] if config.window is None else ["flow_id", "window_start"]
 
 
 def _reference(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
-               stats: FeaturizeStats, started: float) -> pd.DataFrame:
+               stats: FeaturizeStats, started: float, done: I64) -> Iterator[pd.DataFrame]:
+    """The reference path's frames, each sorted as ours, without the flows in ``done``
+    (already handed out before the compiled reader gave up: the same rows, as flow ids
+    and flows match up to the point where it stopped)."""
     fresh = FeaturizeStats()
-    df = featurize(os.fspath(path), config, skip_bad=skip_bad, stats=fresh)
-    keys = ["flow_id"] if config.window is None else ["flow_id", "window_start"]
-    if len(df):
-        df = df.sort_values(keys, kind="stable").reset_index(drop=True)
-    stats.read, stats.table, stats.rows = fresh.read, fresh.table, fresh.rows
+    stats.rows = 0
+    for df in iter_featurize(os.fspath(path), config, skip_bad=skip_bad, stats=fresh):
+        if len(done):
+            df = df[~np.isin(df["flow_id"].to_numpy(), done)]
+        stats.rows += len(df)
+        yield df.sort_values(_order_keys(config), kind="stable", ignore_index=True)
+    stats.read, stats.table = fresh.read, fresh.table
+    stats.rows += len(done)
     stats.seconds = time.perf_counter() - started
-    return df
 
 
 def _one(path: str, config: FeaturizeConfig, skip_bad: bool) -> pd.DataFrame:

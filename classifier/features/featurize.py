@@ -28,9 +28,10 @@ from classifier.flows import Flow, FlowConfig, FlowPlugin, FlowTable, TableStats
 from classifier.model.services import category_for, service_for
 
 __all__ = ["FeaturizeConfig", "FeaturizeStats", "Featurizer", "featurize", "featurize_packets",
-           "row_columns"]
+           "iter_featurize", "concat_frames", "row_columns", "ROWS_PER_FRAME"]
 
 _ROW_CHUNK = 512
+ROWS_PER_FRAME = 16384  # rows per streamed frame (<= ~60 MiB of features)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,54 @@ def featurize_packets(packets: Iterable[Packet], config: FeaturizeConfig | None 
     yield from featurizer.finish()
 
 
+def iter_featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
+                   backend: str = "dpkt", skip_bad: bool = False,
+                   stats: FeaturizeStats | None = None, progress: bool = False,
+                   rows_per_frame: int = ROWS_PER_FRAME) -> Iterator[pd.DataFrame]:
+    """The rows of :func:`featurize` as a stream of frames of about ``rows_per_frame`` rows
+    (flows in the order they end), so a caller that writes them out holds only one frame
+    and the active flows, never the whole table. ``stats`` is complete once the stream is.
+
+    Raises :class:`classifier.errors.CaptureError` when the file cannot be read (possibly
+    after some frames: a damaged record in the middle of the file).
+    """
+    config = config or FeaturizeConfig()
+    stats = stats if stats is not None else FeaturizeStats()
+    started = time.perf_counter()
+    featurizer = Featurizer(config, capture=Path(path).name)
+    columns = row_columns(config)
+    # Rows as dicts cost ~40 KiB each; turn them into small frames as they come, so memory
+    # follows one output frame (a few KiB a row), not dicts for every flow of the file.
+    chunks: list[pd.DataFrame] = []
+    held = 0
+    rows: list[dict[str, Any]] = []
+    small = min(_ROW_CHUNK, rows_per_frame)
+
+    def spill(force: bool = False) -> Iterator[pd.DataFrame]:
+        nonlocal rows, held, chunks
+        if rows and (force or len(rows) >= small):
+            chunks.append(pd.DataFrame(rows, columns=columns))
+            stats.rows += len(rows)
+            held += len(rows)
+            rows = []
+        if chunks and (force or held >= rows_per_frame):
+            yield chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+            chunks, held = [], 0
+
+    packets = open_capture(path, backend=backend, skip_bad=skip_bad, stats=stats.read)
+    for pkt in tqdm(packets, desc=Path(path).name, unit=" pkt", disable=not progress,
+                    mininterval=0.5, leave=False):
+        rows.extend(featurizer.add(pkt))
+        yield from spill()
+    featurizer.table.flush()  # as Featurizer.finish, but flow by flow into chunks
+    for flow in featurizer.table.pop_ended():
+        rows.extend(featurizer.rows(flow))
+        yield from spill()
+    stats.table = featurizer.table.stats
+    stats.seconds = time.perf_counter() - started
+    yield from spill(force=True)
+
+
 def featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
               backend: str = "dpkt", skip_bad: bool = False,
               stats: FeaturizeStats | None = None, progress: bool = False) -> pd.DataFrame:
@@ -155,34 +204,15 @@ def featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
     Raises :class:`classifier.errors.CaptureError` when the file cannot be read.
     """
     config = config or FeaturizeConfig()
-    stats = stats if stats is not None else FeaturizeStats()
-    started = time.perf_counter()
-    featurizer = Featurizer(config, capture=Path(path).name)
-    columns = row_columns(config)
-    # Rows as dicts cost ~40 KiB each; turn them into small frames as they come, so memory
-    # follows the output table (a few KiB a row), not dicts for every flow of the file.
-    chunks: list[pd.DataFrame] = []
-    rows: list[dict[str, Any]] = []
+    frames = list(iter_featurize(path, config, backend=backend, skip_bad=skip_bad,
+                                 stats=stats, progress=progress))
+    return concat_frames(frames, config)
 
-    def spill(force: bool = False) -> None:
-        nonlocal rows
-        if rows and (force or len(rows) >= _ROW_CHUNK):
-            chunks.append(pd.DataFrame(rows, columns=columns))
-            stats.rows += len(rows)
-            rows = []
 
-    packets = open_capture(path, backend=backend, skip_bad=skip_bad, stats=stats.read)
-    for pkt in tqdm(packets, desc=Path(path).name, unit=" pkt", disable=not progress,
-                    mininterval=0.5, leave=False):
-        rows.extend(featurizer.add(pkt))
-        spill()
-    featurizer.table.flush()  # as Featurizer.finish, but flow by flow into chunks
-    for flow in featurizer.table.pop_ended():
-        rows.extend(featurizer.rows(flow))
-        spill()
-    spill(force=True)
-    stats.table = featurizer.table.stats
-    stats.seconds = time.perf_counter() - started
-    if len(chunks) <= 1:
-        return chunks[0] if chunks else pd.DataFrame([], columns=columns)
-    return pd.concat(chunks, ignore_index=True)
+def concat_frames(frames: list[pd.DataFrame], config: FeaturizeConfig) -> pd.DataFrame:
+    """One table from a stream's frames (an empty table with the right columns if none)."""
+    if len(frames) <= 1:
+        return frames[0] if frames else pd.DataFrame([], columns=row_columns(config))
+    # a frame whose text column is all empty has it as object: infer the joined column
+    # again, so the table's dtypes do not depend on where the frames were cut
+    return pd.concat(frames, ignore_index=True).infer_objects()

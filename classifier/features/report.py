@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from classifier.errors import ShortflowError
-from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
+from classifier.features.featurize import (
+    FeaturizeConfig,
+    FeaturizeStats,
+    concat_frames,
+    iter_featurize,
+    row_columns,
+)
+from classifier.features.table_sink import TableSink
+from classifier.parallel import ordered_map
 
-__all__ = ["featurize_files", "write_table", "flows_text", "summary_line"]
+__all__ = ["capture_files", "featurize_files", "featurize_to", "iter_tables",
+           "flows_text", "summary_line", "CAPTURE_SUFFIXES"]
 
 _PROTO = {6: "tcp", 17: "udp"}
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
 
 
 def summary_line(path: Path, stats: FeaturizeStats) -> str:
@@ -27,48 +37,93 @@ def summary_line(path: Path, stats: FeaturizeStats) -> str:
             f" skipped: {skipped}{cut}; {stats.seconds:.2f} s")
 
 
+def capture_files(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` with every directory replaced by the capture files under it (recursively,
+    sorted by path). Raises :class:`ShortflowError` for a directory without captures."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(f for f in path.rglob("*") if f.is_file()
+                       and f.name.lower().endswith(CAPTURE_SUFFIXES))
+        if not found:
+            raise ShortflowError(f"{path}: no capture files in this directory (looked for "
+                                 f"{', '.join(CAPTURE_SUFFIXES)})")
+        out.extend(found)
+    return out
+
+
+def iter_tables(path: Path, config: FeaturizeConfig, stats: FeaturizeStats, *,
+                engine: str = "reference", backend: str = "dpkt", skip_bad: bool = False,
+                progress: bool = False) -> Iterator[pd.DataFrame]:
+    """The feature rows of one capture as a stream of frames (see
+    :func:`classifier.features.featurize.iter_featurize`). ``engine="fast"`` uses the
+    compiled path (same rows; the first run compiles it, which takes a minute); it reads
+    only with the native decoder."""
+    if engine == "fast":
+        if backend != "dpkt":
+            raise ShortflowError("--engine fast reads captures itself; drop --backend")
+        from classifier.features.fast import iter_featurize_fast
+
+        return iter_featurize_fast(path, config, skip_bad=skip_bad, stats=stats)
+    return iter_featurize(path, config, backend=backend, skip_bad=skip_bad, stats=stats,
+                          progress=progress)
+
+
 def featurize_files(paths: Sequence[Path], config: FeaturizeConfig, *, backend: str = "dpkt",
                     skip_bad: bool = False, progress: bool = False,
                     engine: str = "reference") -> tuple[pd.DataFrame, str]:
-    """Featurize every capture; return the concatenated table and a per-file summary.
-
-    ``engine="fast"`` uses the compiled path (same table, rows in flow_id order; the first
-    run compiles it, which takes a minute); it reads only with the native decoder.
-    """
-    if engine == "fast" and backend != "dpkt":
-        raise ShortflowError("--engine fast reads captures itself; drop --backend")
+    """Featurize every capture into one table held in memory; return it and a per-file
+    summary. To write a table of any size, use :func:`featurize_to`."""
     tables: list[pd.DataFrame] = []
     lines: list[str] = []
     for path in paths:
         stats = FeaturizeStats()
-        if engine == "fast":
-            from classifier.features.fast import featurize_fast
-
-            tables.append(featurize_fast(path, config, skip_bad=skip_bad, stats=stats))
-        else:
-            tables.append(featurize(path, config, backend=backend, skip_bad=skip_bad,
-                                    stats=stats, progress=progress))
+        frames = list(iter_tables(path, config, stats, engine=engine, backend=backend,
+                                  skip_bad=skip_bad, progress=progress))
+        tables.append(concat_frames(frames, config))
         lines.append(summary_line(path, stats))
-    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-    return table, "\n".join(lines)
+    return concat_frames(tables, config), "\n".join(lines)
 
 
-def write_table(table: pd.DataFrame, output: Path) -> None:
-    """Write ``table`` as Parquet or CSV, chosen by the file name's suffix.
+def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *,
+                 engine: str = "reference", backend: str = "dpkt", skip_bad: bool = False,
+                 progress: bool = False, jobs: int = 1, scheduler: str = "local"
+                 ) -> tuple[int, int, str]:
+    """Featurize every capture into the table file ``output`` (.parquet or .csv), frame by
+    frame. Return (rows, columns, per-file summary).
 
-    Raises :class:`ShortflowError` for another suffix or an unwritable path.
+    One worker (``jobs <= 1``, local scheduler): memory holds one frame and the active
+    flows, whatever the sizes of the files. More workers (``jobs`` processes, or a Dask
+    cluster, see :func:`classifier.parallel.ordered_map`): one file per task, its table
+    shipped back whole and written in the order of ``paths``; same rows as one worker.
+
+    Raises :class:`ShortflowError` (the output file is then left as it was).
     """
-    suffix = output.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
-        raise ShortflowError(f"{output}: output must end in .parquet or .csv")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".parquet":
-            table.to_parquet(output, index=False)
+    columns = row_columns(config)
+    lines: list[str] = []
+    with TableSink(output, columns) as sink:
+        if jobs <= 1 and scheduler == "local":
+            for path in paths:
+                stats = FeaturizeStats()
+                for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
+                                         skip_bad=skip_bad, progress=progress):
+                    sink.write(frame)
+                lines.append(summary_line(path, stats))
         else:
-            table.to_csv(output, index=False)
-    except OSError as exc:
-        raise ShortflowError(f"{output}: cannot write ({exc.strerror})") from exc
+            tasks = [(path, config, engine, backend, skip_bad) for path in paths]
+            for table, line in ordered_map(_file_table, tasks, jobs=jobs, scheduler=scheduler,
+                                           progress=progress):
+                sink.write(table)
+                lines.append(line)
+    return sink.rows, len(columns), "\n".join(lines)
+
+
+def _file_table(path: Path, config: FeaturizeConfig, engine: str, backend: str,
+                skip_bad: bool) -> tuple[pd.DataFrame, str]:
+    """One capture's whole table and summary line (a task for a worker process)."""
+    return featurize_files([path], config, engine=engine, backend=backend, skip_bad=skip_bad)
 
 
 def flows_text(table: pd.DataFrame, limit: int = 50) -> str:

@@ -73,6 +73,10 @@ class EndedFlows:
     def __len__(self) -> int:
         return int(self.ints.shape[1])
 
+    def slice(self, start: int, stop: int) -> EndedFlows:
+        """The flows ``start:stop`` (views of the same arrays)."""
+        return EndedFlows(self.ints[:, start:stop], self.times[:, start:stop])
+
     @property
     def uid(self) -> I64:
         return self.ints[_E_UID]

@@ -180,10 +180,10 @@ def test_dask_scheduler(dataset: Path, tmp_path: Path) -> None:
 
 def test_bad_manifest_and_scheduler(tmp_path: Path, dataset: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.dataset
+    import classifier.parallel
     from training.dataset import build_table
 
-    monkeypatch.setattr(training.dataset, "_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(classifier.parallel, "_CONNECT_TIMEOUT_S", 1.0)
     bad = tmp_path / "bad.csv"
     bad.write_text("path,sha256\nx.pcap,abc\n")
     with pytest.raises(DatasetError):
