@@ -314,14 +314,23 @@ def _table_runs(tmp: Path, sizes: list[int], long_packets: list[int], cap: int) 
         path.unlink()
 
 
-def _featurize_runs(tmp: Path, flows: list[int], cap: int, engine: str) -> None:
+def _featurize_runs(tmp: Path, flows: list[int], long_packets: list[int], cap: int,
+                    engine: str) -> None:
     print(f"## shortflow featurize --engine {engine} on floods (--max-flows {cap})")
+    shapes = (("syn flood", write_syn_flood), ("udp scan", write_udp_scan))
     for n in flows:
-        path = tmp / f"syn-{n}.pcap"
-        write_syn_flood(path, n)
-        r = measure_featurize(path, tmp / "out.parquet",
-                              ["--max-flows", str(cap), "--engine", engine])
-        print(f"syn flood {n} flows: {_fmt(r)}", flush=True)
+        for kind, writer in shapes:
+            path = tmp / f"{kind.split()[0]}-{n}.pcap"
+            writer(path, n)
+            r = measure_featurize(path, tmp / "out.parquet",
+                                  ["--max-flows", str(cap), "--engine", engine])
+            print(f"{kind} {n} flows: {_fmt(r)}", flush=True)
+            path.unlink()
+    for n in long_packets:
+        path = tmp / f"long-{n}.pcap"
+        write_long_flow(path, n)
+        r = measure_featurize(path, tmp / "out.parquet", ["--engine", engine])
+        print(f"one flow of {n} packets (--max-packets 1000000): {_fmt(r)}", flush=True)
         path.unlink()
 
 
@@ -354,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "table"):
             _table_runs(tmp, sizes, longs, cap)
         if args.only in (None, "featurize"):
-            _featurize_runs(tmp, feat, cap, args.engine)
+            _featurize_runs(tmp, feat, longs[-1:], cap, args.engine)
         if args.only in (None, "stream"):
             _stream_runs(tmp, mbs, args.engine)
     return 0
