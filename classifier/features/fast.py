@@ -20,7 +20,8 @@ Sort the reference by ``flow_id`` (stable) to compare. Columns, dtypes and value
 
 Files the compiled reader does not handle (gzip, damaged or cut-short records, exotic
 timestamp resolutions, see :mod:`classifier.capture.columns`) are featurized by the
-reference path instead, then sorted the same way; ``skip_bad`` only matters there.
+reference path instead; ``skip_bad`` only matters there. :func:`iter_featurize_fast`
+streams the rows in frames, flows in the order they end; :func:`featurize_fast` sorts.
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -468,54 +468,32 @@ class _Run:
         return sum(len(b.features) for b in self.batches)
 
     def take_frame(self) -> pd.DataFrame:
-        """The rows computed so far, sorted by flow id (then window), columns as the
-        reference's; they are handed over (the next frame starts empty)."""
+        """The rows computed so far, flows in the order they ended (a flow's windows in
+        order), columns as the reference's; they are handed over (the next frame starts
+        empty). Not sorted: a sort would copy every feature row once more."""
         columns = row_columns(self.config)
-        batches = self.batches
-        window = self.config.window
-        if not batches or not sum(len(b.features) for b in batches):
-            batches.clear()
+        batches = [b for b in self.batches if len(b.features)]
+        self.batches.clear()
+        if not batches:
             return pd.DataFrame([], columns=columns)
-        n_feat = batches[0].features.shape[1]
         # per-row flow fields (a flow repeats once per window in window mode)
         ints = np.concatenate([b.ints if b.views is None else b.ints[:, b.views]
                                for b in batches], axis=1)
         times = np.concatenate([b.times if b.views is None else b.times[:, b.views]
                                 for b in batches], axis=1)
-        flow_id = ints[0]
-        if window is None:
-            order = np.argsort(flow_id, kind="stable")
-            ks = None
-        else:
-            ks = np.concatenate([b.ks for b in batches if b.ks is not None])
-            order = np.lexsort((ks, flow_id))
-        n = len(order)
-        # features: scatter every batch's rows straight into their final places (one copy;
-        # each batch is freed once copied)
-        values = np.empty((n, n_feat), np.float64)
-        where = np.empty(n, np.int64)
-        where[order] = np.arange(n)
-        start = 0
-        merged: dict[str, list[Any]] = {k: [] for k in _TEXT}
+        values = (batches[0].features if len(batches) == 1
+                  else np.concatenate([b.features for b in batches]))
+        text: dict[str, list[Any]] = {k: [] for k in _TEXT}
         for b in batches:
-            rows = len(b.features)
-            values[where[start : start + rows]] = b.features
-            b.features = _EMPTY
-            start += rows
             views = None if b.views is None else b.views.tolist()
             for k in _TEXT:
-                merged[k] += b.text[k] if views is None else [b.text[k][j] for j in views]
-        batches.clear()
+                text[k] += b.text[k] if views is None else [b.text[k][j] for j in views]
+        n = ints.shape[1]
         feature_names = [c for c in columns if c not in _META and c not in _WINDOW]
         df = pd.DataFrame(values, columns=feature_names, copy=False)
-        idx = order.tolist()
-        pick = _picker(idx)
-        ints = ints[:, order]
-        times = times[:, order]
         version = ints[_I_VER].tolist()
         chi, clo = ints[_I_CHI].tolist(), ints[_I_CLO].tolist()
         shi, slo = ints[_I_SHI].tolist(), ints[_I_SLO].tolist()
-        text = {k: pick(v) for k, v in merged.items()}
         reasons = np.asarray(END_REASONS, dtype=object)[ints[_I_REASON]].tolist()
         head: list[tuple[str, Any]] = [
             ("capture", [self.capture] * n), ("flow_id", ints[_I_UID]),
@@ -529,27 +507,19 @@ class _Run:
             ("end_reason", reasons), ("packets", ints[_I_NPK]),
             ("wire_bytes", ints[_I_WIRE]), *((k, text[k]) for k in _TEXT),
         ]
-        if window is not None and ks is not None:
-            k_sorted = ks[order].tolist()
-            head += [("window_start", [k * window for k in k_sorted]),
-                     ("window_end", [(k + 1) * window for k in k_sorted])]
+        window = self.config.window
+        if window is not None:
+            ks = np.concatenate([b.ks for b in batches if b.ks is not None]).tolist()
+            head += [("window_start", [k * window for k in ks]),
+                     ("window_end", [(k + 1) * window for k in ks])]
         for loc, (name, value) in enumerate(head):
             df.insert(loc, name, value)
         return df
 
 
 _WINDOW = ("window_start", "window_end")
-_EMPTY = np.empty((0, 0), np.float64)
 (_I_UID, _I_REASON, _I_AT, _I_PROTO, _I_VER, _I_CHI, _I_CLO, _I_CPORT, _I_SHI, _I_SLO,
  _I_SPORT, _I_NPK, _I_WIRE) = range(13)
-
-
-def _picker(idx: list[int]) -> Callable[[list[Any]], list[Any]]:
-    """A function that reorders a list by ``idx`` (C speed)."""
-    if len(idx) == 1:
-        return lambda items: [items[idx[0]]]
-    getter = itemgetter(*idx)
-    return lambda items: list(getter(items))
 
 
 def _raw(version: int, hi: int, lo: int) -> bytes:
@@ -580,7 +550,7 @@ def featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None 
     config = config or FeaturizeConfig()
     frames = list(iter_featurize_fast(path, config, skip_bad=skip_bad, stats=stats))
     df = concat_frames(frames, config)
-    if len(frames) > 1:
+    if len(df):
         df = df.sort_values(_order_keys(config), kind="stable", ignore_index=True)
     return df
 
@@ -588,11 +558,10 @@ def featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None 
 def iter_featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None = None,
                         *, skip_bad: bool = False, stats: FeaturizeStats | None = None,
                         rows_per_frame: int = ROWS_PER_FRAME) -> Iterator[pd.DataFrame]:
-    """:func:`featurize_fast` as a stream of frames of about ``rows_per_frame`` rows, each
-    sorted by ``flow_id`` (flows come in the order they end, in batches), so that memory
-    holds one frame and the active flows. Together the frames hold exactly the rows of
-    :func:`featurize_fast`. Raises as :func:`featurize_fast` does, possibly after some
-    frames."""
+    """:func:`featurize_fast` as a stream of frames of about ``rows_per_frame`` rows, flows
+    in the order they end (not sorted), so that memory holds one frame and the active
+    flows. Together the frames hold exactly the rows of :func:`featurize_fast`. Raises
+    as :func:`featurize_fast` does, possibly after some frames."""
     config = config or FeaturizeConfig()
     stats = stats if stats is not None else FeaturizeStats()
     started = time.perf_counter()
@@ -629,7 +598,7 @@ def _order_keys(config: FeaturizeConfig) -> list[str]:
 
 def _reference(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
                stats: FeaturizeStats, started: float, done: I64) -> Iterator[pd.DataFrame]:
-    """The reference path's frames, each sorted as ours, without the flows in ``done``
+    """The reference path's frames without the flows in ``done``
     (already handed out before the compiled reader gave up: the same rows, as flow ids
     and flows match up to the point where it stopped)."""
     fresh = FeaturizeStats()
@@ -638,7 +607,7 @@ def _reference(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: 
         if len(done):
             df = df[~np.isin(df["flow_id"].to_numpy(), done)]
         stats.rows += len(df)
-        yield df.sort_values(_order_keys(config), kind="stable", ignore_index=True)
+        yield df.reset_index(drop=True)
     stats.read, stats.table = fresh.read, fresh.table
     stats.rows += len(done)
     stats.seconds = time.perf_counter() - started

@@ -99,7 +99,7 @@ def test_one_flow_of_a_million_packets_stays_bounded() -> None:
     base = _rss_mib()
     worst_entries = 0
     worst_bytes = 0
-    start = time.perf_counter()
+    start = time.process_time()
     half = 0.0
     for i in range(n):
         up = i % 3 == 2
@@ -114,8 +114,8 @@ def test_one_flow_of_a_million_packets_stays_bounded() -> None:
             worst_bytes = max(worst_bytes, _entry_bytes(flow))
             table.pop_ended()
         if i == n // 2:
-            half = time.perf_counter() - start
-    total = time.perf_counter() - start
+            half = time.process_time() - start
+    total = time.process_time() - start
     growth = _rss_mib() - base
     assert table.stats.packet_capped == n // cap - 1
     assert worst_entries <= cap
@@ -123,8 +123,9 @@ def test_one_flow_of_a_million_packets_stays_bounded() -> None:
     assert worst_bytes <= cap * 26 * 1.2
     # uncapped, the flow alone would hold ~25 MiB of columns
     assert growth < 12, f"RSS grew {growth:.1f} MiB"
-    # no slowdown as the capture goes on (the second half is not slower than the first)
-    assert total - half < 1.6 * half, (half, total)
+    # no slowdown as the capture goes on (CPU time, so other load on the machine does not
+    # count; quadratic work would make the second half ~3x the first)
+    assert total - half < 2.2 * half, (half, total)
 
 
 # -- many flows --------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_flood_of_distinct_flows_is_held_to_max_flows(tmp_path: Path, kind: str)
     table = FlowTable(FlowConfig(max_flows=cap), plugins=[NamesPlugin()])
     rss_at: dict[int, float] = {}
     times: dict[int, float] = {}
-    start = time.perf_counter()
+    start = time.process_time()
     i = 0
     for i, pkt in enumerate(open_capture(path), 1):
         table.add(pkt)
@@ -145,16 +146,16 @@ def test_flood_of_distinct_flows_is_held_to_max_flows(tmp_path: Path, kind: str)
             table.pop_ended()  # live mode drops ended flows as it goes
         if i in (2 * cap, n // 2, n):
             rss_at[i] = _rss_mib()
-            times[i] = time.perf_counter() - start
+            times[i] = time.process_time() - start
     assert i == n
     st = table.stats
     assert len(table) == cap and st.peak_flows == cap
     assert st.flows == n and st.evicted == n - cap
     # once the table is full, more flows cost no more memory
     assert rss_at[n] - rss_at[2 * cap] < 12, rss_at
-    # linear: the second half of the flood is not slower per packet than the first
+    # linear: the second half costs about what the first did (CPU time; quadratic ~3x)
     first = times[n // 2]
-    assert times[n] - first < 1.6 * first, times
+    assert times[n] - first < 2.2 * first, times
 
 
 def test_featurize_flood_reports_evictions_and_keeps_every_flow(tmp_path: Path) -> None:
