@@ -16,6 +16,8 @@ Usage::
 
     python benchmarks/fuzz.py                       # atheris if installed, 60 s/harness
     python benchmarks/fuzz.py --engine random --seconds 300 --only dns tls
+    python benchmarks/fuzz.py --only tshark_lines dns_query dnsmasq   # parsers, fast
+    python benchmarks/fuzz.py --engine random --only tshark  # real tshark, ~3 files/s
     python benchmarks/fuzz.py --hypothesis 20
 
 Exit status 1 when any harness found a failing input.
@@ -51,6 +53,10 @@ HARNESSES: dict[str, tuple[str, ...]] = {
     "quic_plain": ("quic_plain",),
     "dns": ("dns",),
     "names": ("tls", "quic"),
+    "tshark_lines": ("tshark",),
+    "tshark": ("capture",),
+    "dns_query": ("dns_query", "dns"),
+    "dnsmasq": (),
 }
 
 
@@ -90,8 +96,28 @@ def _target(name: str) -> Callable[[bytes], object]:
                                 (-1, 17, data, 0), (1, 17, data[:half], 0)])
         return None
 
+    def tshark_lines(data: bytes) -> object:  # decoded the way iter_tshark reads stdout
+        return h.check_tshark_line(data.decode("utf-8", "replace"))
+
+    def tshark(data: bytes) -> object:  # real tshark: ~3 files/s, tshark's start-up
+        return h.check_capture(data, featurize=False, backend="tshark")
+
+    sinks = h.dns_sinks()
+
+    def dns_query(data: bytes) -> object:
+        n = len(data)
+        return h.check_dns_query(data, sinks[n % len(sinks)],
+                                 h.SINK_CLIENTS[n % len(h.SINK_CLIENTS)], audit=n % 16 == 0)
+
+    def dnsmasq(data: bytes) -> object:  # names split at 0xff (never in UTF-8 text)
+        names = [chunk.decode("utf-8", "replace") for chunk in data.split(b"\xff")]
+        h.check_policy_names(names)
+        return h.check_dnsmasq_names(names)
+
     return {"capture": capture, "decode": decode, "tls": tls, "quic": quic,
-            "quic_plain": quic_plain, "dns": dns, "names": names}[name]
+            "quic_plain": quic_plain, "dns": dns, "names": names,
+            "tshark_lines": tshark_lines, "tshark": tshark, "dns_query": dns_query,
+            "dnsmasq": dnsmasq}[name]
 
 
 def _seeds(name: str) -> list[bytes]:
@@ -100,6 +126,12 @@ def _seeds(name: str) -> list[bytes]:
     out = [s for kind in HARNESSES[name] for s in seeds(kind)]
     if name == "decode":  # the first byte picks the link type; frames from the captures
         out = [bytes([1]) + s[40:40 + 1514] for s in out if len(s) > 60]
+    if name == "dnsmasq":  # name lists: the default sinkhole names, and a few odd ones
+        from classifier.enforce.policy import DEFAULT_SINKHOLE_NAMES
+
+        out = [b"\xff".join(n.encode() for n in DEFAULT_SINKHOLE_NAMES),
+               "*.TikTok.com.\xffx_y.lab.test\xff{}.example".format("a" * 63).encode(),
+               b"a.com\n.\xffq/r.com\xff#x\xffs p.com"]
     return out
 
 

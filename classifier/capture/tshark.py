@@ -15,11 +15,14 @@ apart (``"non-ip"``, ``"arp"``, ``"icmp"``, ``"other-l4"``, ``"ip-fragment"``,
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import math
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from classifier.capture.packet import TCP, UDP, Packet
@@ -28,7 +31,7 @@ from classifier.errors import CaptureError
 if TYPE_CHECKING:
     from classifier.capture.reader import ReadStats
 
-__all__ = ["FIELDS", "tshark_command", "iter_tshark"]
+__all__ = ["FIELDS", "tshark_command", "iter_tshark", "parse_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +88,26 @@ def tshark_command(path: str, binary: str = "tshark") -> list[str]:
 
 
 def _int(text: str, default: int = 0) -> int:
+    """A decimal or ``0x`` field; ValueError for anything else (signs, digits of other
+    scripts, underscores: tshark never writes them)."""
     if not text:
         return default
-    return int(text, 0) if text.startswith("0x") else int(text)
+    if text.startswith("0x"):
+        digits, base = text[2:], 16
+    else:
+        digits, base = text, 10
+    if not digits.isascii() or not digits.isalnum():
+        raise ValueError(f"not a number: {text!r}")
+    return int(digits, base)
+
+
+@lru_cache(maxsize=4096)
+def _is_address(text: str, version: int) -> bool:
+    """Whether ``text`` is an IP address of ``version`` (cached: flows repeat addresses)."""
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
 
 
 def _classify(protocols: str) -> tuple[int, int] | str:
@@ -112,18 +132,42 @@ def _classify(protocols: str) -> tuple[int, int] | str:
     return "non-ip"
 
 
-def _parse(line: str, notes: dict[str, int], last_ts: float) -> Packet | str:
-    """One tshark output line -> Packet or skip reason (never raises for odd values).
+def parse_line(line: str, notes: dict[str, int], last_ts: float) -> Packet | str:
+    """One tshark output line -> Packet or skip reason; never raises.
 
-    ``last_ts`` stands in for a missing timestamp (pcapng simple packet blocks).
+    ``last_ts`` stands in for a missing timestamp (pcapng simple packet blocks). A line
+    with a value tshark would not write (not a number, a negative length, a port past
+    65535, a non-finite time, an address that is not one) is ``"bad-packet"``, like a
+    header the native decoder cannot make sense of.
     """
     v = line.rstrip("\n").split("\t")
     if len(v) < len(FIELDS):
         return "bad-packet"
     try:
-        ts = float(v[0]) if v[0] else last_ts
+        found = _fields_to_packet(v, notes, last_ts)
     except ValueError:
         return "bad-packet"
+    if isinstance(found, str):
+        return found
+    if not (
+        math.isfinite(found.ts)
+        and _is_address(found.src, found.version)
+        and _is_address(found.dst, found.version)
+        and 0 <= found.sport <= 0xFFFF
+        and 0 <= found.dport <= 0xFFFF
+        and found.seq <= 0xFFFFFFFF
+        and found.wire_len >= 0
+        and found.ip_len >= 0
+        and found.payload_len >= 0
+    ):
+        return "bad-packet"
+    return found
+
+
+def _fields_to_packet(v: list[str], notes: dict[str, int], last_ts: float) -> Packet | str:
+    """The body of :func:`parse_line`; may raise ValueError for values tshark would not
+    write."""
+    ts = float(v[0]) if v[0] else last_ts
     kind = _classify(v[2])
     if kind == "ip-data":
         fragmented = _int(v[7]) or _int(v[12])
@@ -131,69 +175,53 @@ def _parse(line: str, notes: dict[str, int], last_ts: float) -> Packet | str:
     if isinstance(kind, str):
         return kind
     version, proto = kind
-    try:
-        if version == 4:
-            if _int(v[7]):
-                return "ip-fragment"
-            src, dst = v[3], v[4]
-            hdr = _int(v[6])
-            ip_len = _int(v[5])
-            first_fragment = v[8] in _TRUE
-        else:
-            if _int(v[12]):
-                return "ip-fragment"
-            src, dst = v[9], v[10]
-            hdr = 40
-            plen = _int(v[11])
-            ip_len = plen + 40 if plen else 0
-            first_fragment = v[13] in _TRUE
-        if proto == TCP:
-            if not v[14]:
-                return "bad-packet"
-            payload_len = _int(v[18])
-            if ip_len == 0:
-                ip_len = hdr + _int(v[19]) + payload_len
-                notes["ip-len-from-wire"] = notes.get("ip-len-from-wire", 0) + 1
-            packet = Packet(
-                ts,
-                _int(v[1]),
-                ip_len,
-                version,
-                src,
-                dst,
-                TCP,
-                _int(v[14]),
-                _int(v[15]),
-                _int(v[16]) & 0x1FF,
-                _int(v[17]),
-                payload_len,
-                bytes.fromhex(v[20].replace(":", "")),
-            )
-        else:
-            if not v[21]:
-                return "bad-packet"
-            udp_len = _int(v[23])
-            if ip_len == 0:
-                ip_len = hdr + udp_len
-                notes["ip-len-from-wire"] = notes.get("ip-len-from-wire", 0) + 1
-            payload_len = ip_len - hdr - 8 if version == 4 else udp_len - 8
-            packet = Packet(
-                ts,
-                _int(v[1]),
-                ip_len,
-                version,
-                src,
-                dst,
-                UDP,
-                _int(v[21]),
-                _int(v[22]),
-                0,
-                0,
-                payload_len,
-                bytes.fromhex(v[24].replace(":", "")),
-            )
-    except ValueError:
-        return "bad-packet"
+    if version == 4:
+        if _int(v[7]):
+            return "ip-fragment"
+        src, dst = v[3], v[4]
+        hdr = _int(v[6])
+        ip_len = _int(v[5])
+        first_fragment = v[8] in _TRUE
+    else:
+        if _int(v[12]):
+            return "ip-fragment"
+        src, dst = v[9], v[10]
+        hdr = 40
+        plen = _int(v[11])
+        ip_len = plen + 40 if plen else 0
+        first_fragment = v[13] in _TRUE
+    if proto == TCP:
+        if not v[14]:
+            return "bad-packet"
+        payload_len = _int(v[18])
+        if ip_len == 0:
+            ip_len = hdr + _int(v[19]) + payload_len
+            notes["ip-len-from-wire"] = notes.get("ip-len-from-wire", 0) + 1
+        ports, flags, seq, hexload = (v[14], v[15]), _int(v[16]) & 0x1FF, _int(v[17]), v[20]
+    else:
+        if not v[21]:
+            return "bad-packet"
+        udp_len = _int(v[23])
+        if ip_len == 0:
+            ip_len = hdr + udp_len
+            notes["ip-len-from-wire"] = notes.get("ip-len-from-wire", 0) + 1
+        payload_len = ip_len - hdr - 8 if version == 4 else udp_len - 8
+        ports, flags, seq, hexload = (v[21], v[22]), 0, 0, v[24]
+    packet = Packet(
+        ts,
+        _int(v[1]),
+        ip_len,
+        version,
+        src,
+        dst,
+        proto,
+        _int(ports[0]),
+        _int(ports[1]),
+        flags,
+        seq,
+        payload_len,
+        bytes.fromhex(hexload.replace(":", ""))[: max(payload_len, 0)],
+    )
     if first_fragment:
         notes["ip-fragment-first"] = notes.get("ip-fragment-first", 0) + 1
     return packet
@@ -226,7 +254,7 @@ def iter_tshark(path: str, stats: ReadStats, binary: str = "tshark") -> Iterator
     try:
         for line in proc.stdout:
             stats.records += 1
-            found = _parse(line, notes, last_ts)
+            found = parse_line(line, notes, last_ts)
             if isinstance(found, str):
                 skipped[found] = skipped.get(found, 0) + 1
             else:
@@ -249,4 +277,9 @@ def iter_tshark(path: str, stats: ReadStats, binary: str = "tshark") -> Iterator
         logger.warning("%s: %s", path, message)
     elif code != 0:
         detail = message or f"exit status {code}"
-        raise CaptureError(path, f"tshark could not read the file: {detail}")
+        raise CaptureError(
+            path,
+            f"tshark stopped after {stats.records} frame{'' if stats.records == 1 else 's'}: "
+            f"{detail} "
+            "(damaged or not a capture; try backend='dpkt' with skip_bad=True)",
+        )

@@ -35,7 +35,7 @@ from classifier.enforce.audit import AuditLog
 from classifier.enforce.policy import Policy, PolicyHolder
 from classifier.errors import EnforcementError, ShortflowError
 
-__all__ = ["DnsSinkhole", "OnAnswer", "SINKHOLE_TTL"]
+__all__ = ["DnsSinkhole", "OnAnswer", "QueryOutcome", "SINKHOLE_TTL"]
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,24 @@ _MAX_UDP = 65535
 _BATCH = 256
 
 
+@dataclass(slots=True, frozen=True)
+class QueryOutcome:
+    """What :meth:`DnsSinkhole.decide` makes of one client datagram."""
+
+    action: str  # "malformed" | "sinkhole" | "forward"
+    reply: bytes | None  # to send back at once (FORMERR, sinkhole answer), or None
+    qend: int  # end offset of the question section (0 when malformed)
+    event: dict[str, Any] | None  # audit event (sinkhole / dry-run-sinkhole), or None
+
+
 @dataclass(slots=True)
 class _Pending:
     client_id: bytes
     client: tuple[Any, ...]
     deadline: float
     question: bytes  # question section, lower-cased, to match the answer against
-    query: bytes  # the client's original query (for SERVFAIL)
+    query: bytes  # the client's query up to the question (for SERVFAIL; not its tail,
+    # so a pending query holds at most ~270 bytes however big the datagram was)
 
 
 def _question(data: bytes) -> tuple[str, int, int]:
@@ -288,34 +299,52 @@ class DnsSinkhole:
         except OSError as exc:
             log.debug("DNS send to %s failed: %s", addr, exc)
 
-    def _handle_query(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def decide(self, data: bytes, client_ip: str) -> QueryOutcome:
+        """What to do with one datagram from ``client_ip``, without sending anything.
+
+        Never raises for any ``data`` (the loop thread depends on it): a datagram that is
+        not a one-question query is ``malformed`` (with a FORMERR reply unless it is too
+        short or is itself an answer); a sinkholed name gets its local answer and an audit
+        event; everything else is ``forward`` (with a ``dry-run-sinkhole`` event in dry-run).
+        """
         try:
             name, qtype, qend = _question(data)
         except ValueError:
-            self.stats["malformed"] += 1
-            reply = _formerr(data)
-            if reply is not None:
-                self._reply(reply, addr)
-            return
+            return QueryOutcome("malformed", _formerr(data), 0, None)
         policy = self._policy()
         rule = policy.sinkhole_rule(name) if policy.sinkhole_names else None
-        if rule is not None:
-            client_ip = str(addr[0])
-            mac = self._mac_lookup(client_ip) if self._mac_lookup else None
-            why = policy.match(client_ip, mac, datetime.now())
-            if why is not None:
-                event = {
-                    "client": client_ip, "name": name, "label": "tiktok",
-                    "rule": f"sinkhole {rule} ({why})", "qtype": QTYPE.get(qtype, qtype),
-                }
-                if policy.mode == "nft":
-                    self.stats["sinkholed"] += 1
-                    self._reply(self._sinkhole_answer(data, qend, qtype, policy), addr)
-                    self._log({"action": "sinkhole", "answer": policy.sinkhole_answer, **event})
-                    return
-                self.stats["dry_run_sinkholed"] += 1
-                self._log({"action": "dry-run-sinkhole", **event})
-        self._forward(data, qend, addr)
+        if rule is None:
+            return QueryOutcome("forward", None, qend, None)
+        mac = self._mac_lookup(client_ip) if self._mac_lookup else None
+        why = policy.match(client_ip, mac, datetime.now())
+        if why is None:
+            return QueryOutcome("forward", None, qend, None)
+        event = {
+            "client": client_ip, "name": name, "label": "tiktok",
+            "rule": f"sinkhole {rule} ({why})", "qtype": QTYPE.get(qtype, qtype),
+        }
+        if policy.mode == "nft":
+            reply = self._sinkhole_answer(data, qend, qtype, policy)
+            return QueryOutcome(
+                "sinkhole", reply, qend,
+                {"action": "sinkhole", "answer": policy.sinkhole_answer, **event},
+            )
+        return QueryOutcome("forward", None, qend, {"action": "dry-run-sinkhole", **event})
+
+    def _handle_query(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        out = self.decide(data, str(addr[0]))
+        if out.action == "malformed":
+            self.stats["malformed"] += 1
+        elif out.action == "sinkhole":
+            self.stats["sinkholed"] += 1
+        elif out.event is not None:
+            self.stats["dry_run_sinkholed"] += 1
+        if out.reply is not None:
+            self._reply(out.reply, addr)
+        if out.event is not None:
+            self._log(out.event)
+        if out.action == "forward":
+            self._forward(data, out.qend, addr)
 
     def _log(self, event: dict[str, Any]) -> None:
         log.info("DNS %s %s for %s", event["action"], event["name"], event["client"])
@@ -329,6 +358,9 @@ class DnsSinkhole:
         except (DNSError, ValueError, IndexError, struct.error):
             return _error_reply(data, qend, RCODE.NXDOMAIN)
         reply = record.reply()
+        # reply() copies the query's flag word, RCODE bits included: a query with junk
+        # there got 0.0.0.0 under SERVFAIL/REFUSED/15. The answer's status is ours.
+        reply.header.rcode = RCODE.NOERROR
         if policy.sinkhole_answer == "nxdomain":
             reply.header.rcode = RCODE.NXDOMAIN
         elif qtype == _QTYPE_A:
@@ -363,7 +395,8 @@ class DnsSinkhole:
             return
         self.stats["forwarded"] += 1
         self._pending[qid] = _Pending(
-            data[:2], addr, time.monotonic() + self._timeout_s, data[12:qend].lower(), data
+            data[:2], addr, time.monotonic() + self._timeout_s, data[12:qend].lower(),
+            data[:qend],
         )
 
     def _on_upstream(self) -> None:

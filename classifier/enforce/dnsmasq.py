@@ -18,23 +18,19 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from classifier.enforce.nft import DNS_SETS, TABLE
+from classifier.enforce.policy import clean_dns_name
 from classifier.errors import EnforcementError
 
 __all__ = ["render_dnsmasq_conf", "write_dnsmasq_conf"]
 
-_NAME_RE = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$"
-)
 _PER_LINE = 20  # names per nftset= line: keeps lines short for dnsmasq and humans
 
 
 def _clean(names: Iterable[str]) -> list[str]:
     out: list[str] = []
     for raw in names:
-        name = raw.strip().lower().strip(".")
-        if name.startswith("*."):
-            name = name[2:]
-        if not _NAME_RE.match(name):
+        name = clean_dns_name(raw)
+        if name is None:
             raise EnforcementError(f"{raw!r} is not a DNS name usable in a dnsmasq nftset line")
         if name not in out:
             out.append(name)

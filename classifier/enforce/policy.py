@@ -54,6 +54,7 @@ __all__ = [
     "CATEGORIES",
     "SINKHOLE_ANSWERS",
     "DEFAULT_SINKHOLE_NAMES",
+    "clean_dns_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ DEFAULT_SINKHOLE_NAMES: tuple[str, ...] = (
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
-_NAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+# \Z, not $: "$" also matches before a final newline, which let "a.com\n" through
+_NAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\Z")
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 _TOP_KEYS = {
@@ -218,6 +220,16 @@ class Policy:
         return sum(1 for p in recent if p >= self.threshold) >= self.agreement_k
 
 
+def clean_dns_name(raw: str) -> str | None:
+    """``raw`` as a name rule: trimmed, lower case, no trailing dot, no leading ``*.``;
+    None unless the result is a plain DNS name (labels of 1-63 letters, digits, ``-``,
+    ``_``; 253 characters in all; nothing else anywhere, not even a final newline)."""
+    name = raw.strip().lower().strip(".")
+    if name.startswith("*."):
+        name = name[2:]
+    return name if _NAME_RE.match(name) else None
+
+
 def _maybe_ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not value:
         return None
@@ -298,10 +310,8 @@ class _Checker:
     def names(self, key: str, value: Any) -> frozenset[str]:
         out: set[str] = set()
         for item in self.str_list(key, value):
-            name = item.lower().strip(".")
-            if name.startswith("*."):
-                name = name[2:]
-            if not _NAME_RE.match(name):
+            name = clean_dns_name(item)
+            if name is None:
                 raise self.fail(key, f"has {item!r}, which is not a DNS name like example.com")
             out.add(name)
         return frozenset(out)

@@ -7,6 +7,14 @@ Each ``check_*`` function feeds one input to a decoder and asserts its contract:
   packets also go through the reference featurizer (flow table, names, features);
 * :func:`classifier.capture.decode_frame`: a :class:`Packet` with sane fields or one of the
   documented skip reasons, never an exception;
+* the tshark backend: :func:`classifier.capture.tshark.parse_line` on any line gives a
+  sane Packet or one of its skip reasons; real tshark over a damaged file goes through
+  :func:`check_capture` with ``backend="tshark"``;
+* the DNS sinkhole: :meth:`~classifier.enforce.dns_sinkhole.DnsSinkhole.decide` on any
+  datagram gives a well-formed reply (or none) that keeps the client's ID and question,
+  sinkholes exactly the listed names, and writes an audit line that reads back;
+* the dnsmasq snippet writer: hostile names are refused with EnforcementError, or every
+  line written is a comment or one well-formed ``nftset=`` line;
 * TLS ClientHello parsers and :class:`~classifier.features.tls.HelloReassembler`, QUIC
   :class:`~classifier.features.quic.QuicInitialParser` (raw datagrams, and valid Initials
   around fuzzed plaintext so the frame parser is reached), DNS
@@ -22,15 +30,26 @@ from hypothesis in the tests, from :mod:`random` in the long benchmark run).
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
 import os
+import re
+import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from classifier.capture import KNOWN_LINKTYPES, Packet, ReadStats, decode_frame, open_capture
-from classifier.errors import CaptureError
+from classifier.capture.tshark import parse_line
+from classifier.enforce.audit import AuditLog, read_audit
+from classifier.enforce.dns_sinkhole import DnsSinkhole, QueryOutcome
+from classifier.enforce.dnsmasq import render_dnsmasq_conf
+from classifier.enforce.policy import parse_policy
+from classifier.errors import CaptureError, EnforcementError, PolicyError
 from classifier.features.dns import DnsAnswer, parse_dns_response, split_tcp_dns
 from classifier.features.featurize import FeaturizeConfig, featurize_packets, row_columns
 from classifier.features.names import NameCache, NameExtractor
@@ -47,15 +66,24 @@ from classifier.flows import FlowConfig
 __all__ = [
     "CORPUS",
     "SKIP_REASONS",
+    "OPS",
     "Op",
     "check_capture",
     "check_decode",
     "check_dns",
+    "check_dns_query",
+    "check_dnsmasq_names",
+    "check_policy_names",
+    "dns_sinks",
+    "SINK_CLIENTS",
+    "SINK_NAMES",
     "check_name_extractor",
     "check_quic_datagrams",
     "check_quic_plain",
     "check_tls",
     "check_tls_segments",
+    "check_tshark_line",
+    "edit_fields",
     "fuzz_settings",
     "mutate",
     "seeds",
@@ -67,10 +95,16 @@ SKIP_REASONS = frozenset((
     "unknown-linktype", "non-ip", "arp", "icmp", "other-l4", "ip-fragment",
     "truncated-header", "bad-packet",
 ))
+#: the skip reasons tshark's output lets the tshark backend tell apart
+TSHARK_SKIP_REASONS = frozenset(("non-ip", "arp", "icmp", "other-l4", "ip-fragment",
+                                 "bad-packet"))
 
 #: One edit: (kind, position, value); kinds are listed in :func:`mutate`.
 Op = tuple[int, int, int]
 _N_OPS = 8
+#: hypothesis strategy for the edit list :func:`mutate` takes
+OPS = st.lists(st.tuples(st.integers(0, _N_OPS - 1), st.integers(0, 1 << 16),
+                         st.integers(0, 1 << 16)), max_size=8)
 _MAX_INPUT = 1 << 16
 _FEATURIZE = FeaturizeConfig(flow=FlowConfig(max_flows=64, max_packets=50), snapshots=(3.0,))
 _COLUMNS = row_columns(_FEATURIZE)
@@ -90,7 +124,8 @@ def fuzz_settings(examples: int) -> settings:
 
 def seeds(kind: str) -> list[bytes]:
     """The corpus seeds of one kind (``tls``, ``quic``, ``quic_plain``, ``dns``,
-    ``capture``), sorted by file name; empty if the folder is missing."""
+    ``dns_query``, ``capture``, ``tshark``), sorted by file name; empty if the folder is
+    missing."""
     folder = CORPUS / kind
     if not folder.is_dir():
         return []
@@ -146,8 +181,9 @@ def _scratch() -> Path:
     return Path(_tmpdir.name) / f"in-{os.getpid()}.cap"
 
 
-def check_capture(data: bytes, skip_bad: bool = False, featurize: bool = True) -> int:
-    """Read ``data`` as a capture file; return the number of packets read.
+def check_capture(data: bytes, skip_bad: bool = False, featurize: bool = True,
+                  backend: str = "dpkt") -> int:
+    """Read ``data`` as a capture file with ``backend``; return the number of packets read.
 
     Asserts: only CaptureError escapes (one line); every packet has sane fields; the
     counters agree; with ``featurize``, the packets go through the reference featurizer
@@ -158,7 +194,7 @@ def check_capture(data: bytes, skip_bad: bool = False, featurize: bool = True) -
     stats = ReadStats()
     packets: list[Packet] = []
     try:
-        for pkt in open_capture(path, skip_bad=skip_bad, stats=stats):
+        for pkt in open_capture(path, skip_bad=skip_bad, stats=stats, backend=backend):
             _check_packet(pkt)
             packets.append(pkt)
     except CaptureError as exc:
@@ -174,6 +210,32 @@ def check_capture(data: bytes, skip_bad: bool = False, featurize: bool = True) -
     return len(packets)
 
 
+def edit_fields(line: str, edits: Iterable[tuple[int, str]]) -> str:
+    """A tshark field line with field ``index`` set to ``value`` for each edit (an index
+    past the end appends a field)."""
+    fields = line.split("\t")
+    for index, value in edits:
+        if index < len(fields):
+            fields[index] = value
+        else:
+            fields.append(value)
+    return "\t".join(fields)
+
+
+def check_tshark_line(line: str, last_ts: float = 1.0) -> Packet | str:
+    """One line of tshark field output through the tshark backend's parser: a sane Packet
+    or one of :data:`TSHARK_SKIP_REASONS`, only the two documented notes counted."""
+    notes: dict[str, int] = {}
+    found = parse_line(line, notes, last_ts)
+    if isinstance(found, str):
+        assert found in TSHARK_SKIP_REASONS, found
+    else:
+        _check_packet(found)
+    assert set(notes) <= {"ip-len-from-wire", "ip-fragment-first"}, notes
+    assert all(v == 1 for v in notes.values()), notes
+    return found
+
+
 def _check_packet(pkt: Packet) -> None:
     assert isinstance(pkt, Packet)
     assert pkt.version in (4, 6)
@@ -182,7 +244,7 @@ def _check_packet(pkt: Packet) -> None:
     assert 0 <= pkt.tcp_flags <= 0x1FF
     assert pkt.ip_len >= 0 and pkt.payload_len >= 0 and pkt.wire_len >= 0
     assert len(pkt.payload) <= pkt.payload_len, (len(pkt.payload), pkt.payload_len)
-    assert pkt.ts == pkt.ts, "NaN timestamp"  # noqa: PLR0124
+    assert math.isfinite(pkt.ts), pkt.ts
     ipaddress.ip_address(pkt.src)
     ipaddress.ip_address(pkt.dst)
 
@@ -320,3 +382,190 @@ def check_name_extractor(packets: Sequence[tuple[int, int, bytes, int]]) -> None
         ext.feed(direction, proto, payload, seq % (1 << 32))
         assert ext.sni is None or isinstance(ext.sni, str)
         assert ext.source in (None, "tls", "quic")
+
+
+# -- DNS sinkhole and dnsmasq snippet ---------------------------------------------------------
+
+#: names the sinkholes of :func:`dns_sinks` list, and client addresses to ask from
+SINK_NAMES = ("tiktok.com", "bytecdn.lab.test")
+SINK_CLIENTS = ("10.77.1.5", "10.77.9.9", "fd77::5", "127.0.0.1")
+
+
+def dns_sinks() -> list[DnsSinkhole]:
+    """Sinkholes that are never started (``decide`` needs no socket), one per policy
+    shape: zero answers with an allowlisted subdomain, NXDOMAIN, the default names,
+    dry-run, clients limited to 10.77.1.0/24, off."""
+    def sink(**doc: object) -> DnsSinkhole:
+        return DnsSinkhole(("127.0.0.1", 0), ("127.0.0.1", 53),
+                           policy=parse_policy(doc, "fuzz"))
+
+    names = list(SINK_NAMES)
+    return [
+        sink(mode="nft", sinkhole={"names": names}, allow={"names": ["ok.bytecdn.lab.test"]}),
+        sink(mode="nft", sinkhole={"names": names, "answer": "nxdomain"}),
+        sink(mode="nft"),
+        sink(mode="dry-run", sinkhole={"names": names}),
+        sink(mode="nft", sinkhole={"names": names}, clients={"only": ["10.77.1.0/24"]}),
+        sink(mode="off"),
+    ]
+
+
+def _raw_labels(data: bytes, qend: int) -> list[bytes]:
+    """The question name's labels as sent (case kept), from a query ``_question`` took."""
+    labels, pos = [], 12
+    while data[pos]:
+        labels.append(data[pos + 1 : pos + 1 + data[pos]])
+        pos += 1 + data[pos]
+    assert pos + 5 == qend, (pos, qend)
+    return labels
+
+
+def _plain_name(labels: Sequence[bytes]) -> str | None:
+    """The name in lower case when every label is plain LDH/underscore ASCII, else None
+    (the oracle below only judges names whose spelling nobody can argue about)."""
+    text = [lb.decode("ascii", "replace").lower() for lb in labels]
+    ok = all(t and all(c.isascii() and (c.isalnum() or c in "-_") for c in t) for t in text)
+    return ".".join(text) if ok and text else None
+
+
+def check_dns_query(data: bytes, sink: DnsSinkhole, client_ip: str,
+                    audit: bool = False) -> QueryOutcome:
+    """One client datagram through ``sink.decide`` (the sinkhole's whole request path
+    short of the sockets). Asserts:
+
+    * the outcome is malformed / sinkhole / forward; an answer (QR set) never gets a reply;
+    * every reply parses (dnslib), carries the client's ID, QR set, rcode FORMERR for a
+      malformed query, NOERROR or NXDOMAIN for a sinkhole, and the query's question
+      (same labels, same type) when it has one;
+    * a ``zero`` sinkhole of an A / AAAA question answers exactly 0.0.0.0 / ``::``;
+    * for a plain name, sinkhole <=> policy lists it and covers the client in nft mode;
+    * with ``audit``, the event goes through a real AuditLog as one line that reads back.
+    """
+    out = sink.decide(data, client_ip)
+    assert isinstance(out, QueryOutcome)
+    assert out.action in ("malformed", "sinkhole", "forward"), out.action
+    is_answer = len(data) > 2 and data[2] & 0x80
+    if out.action == "malformed":
+        assert out.event is None and out.qend == 0
+        if out.reply is None:
+            assert len(data) < 12 or is_answer
+        else:
+            assert not is_answer
+            _check_reply(out.reply, data, 12, RCODE.FORMERR)
+        return out
+    assert not is_answer
+    assert 17 <= out.qend <= len(data)
+    labels = _raw_labels(data, out.qend)
+    qtype = int.from_bytes(data[out.qend - 4 : out.qend - 2], "big")
+    policy = sink._policy()  # noqa: SLF001 - the policy the sink is running
+    name = _plain_name(labels)
+    if name is not None:
+        listed = policy.sinkhole_rule(name) is not None and policy.applies(client_ip, None)
+        assert (out.action == "sinkhole") == (listed and policy.mode == "nft"), (name, out)
+        assert (out.event is not None) == listed, (name, out.event)
+    if out.action == "forward":
+        assert out.reply is None
+        assert out.event is None or out.event["action"] == "dry-run-sinkhole"
+    else:
+        assert out.reply is not None and out.event is not None
+        assert out.event["action"] == "sinkhole"
+        rec = _check_reply(out.reply, data, out.qend, RCODE.NOERROR, RCODE.NXDOMAIN)
+        rcode = out.reply[3] & 0x0F
+        if rec is None:  # dnslib reads UTF-8 labels only; this reply must be the bare one
+            assert any(_not_utf8(lb) for lb in labels) and out.reply[6:12] == bytes(6)
+        elif rcode == RCODE.NXDOMAIN or policy.sinkhole_answer == "nxdomain":
+            assert rec.rr == []
+        elif qtype in (QTYPE.A, QTYPE.AAAA):
+            want = "0.0.0.0" if qtype == QTYPE.A else "::"
+            assert [str(r.rdata) for r in rec.rr] == [want], rec.rr
+        else:
+            assert rec.rr == []
+    if out.event is not None:
+        json.dumps(out.event, allow_nan=False)
+        assert out.event["name"] == ".".join(
+            lb.decode("ascii", "replace").lower() for lb in labels)
+        if audit:
+            path = _scratch().with_suffix(".jsonl")
+            path.unlink(missing_ok=True)
+            with AuditLog(path, fsync=False) as log:
+                log.write(out.event)
+            assert path.read_bytes().count(b"\n") == 1
+            (back,) = read_audit(path)
+            assert back["name"] == out.event["name"] and back["client"] == client_ip
+    return out
+
+
+def _check_reply(reply: bytes, query: bytes, qend: int, *rcodes: int) -> DNSRecord | None:
+    """A reply the sinkhole made for ``query``: its ID, QR set, rcode in ``rcodes``, the
+    question ``query[12:qend]`` echoed byte for byte (none when ``qend`` is 12). Returns
+    the reply as dnslib reads it, or None when dnslib cannot (labels that are not UTF-8,
+    which DNS allows)."""
+    assert len(reply) >= qend and reply[:2] == query[:2]
+    flags, qdcount = struct.unpack_from("!HH", reply, 2)
+    assert flags & 0x8000 and (flags & 0x0F) in rcodes, (hex(flags), rcodes)
+    assert qdcount == (0 if qend == 12 else 1)
+    assert reply[12:qend] == query[12:qend]
+    try:
+        rec = DNSRecord.parse(reply)
+    except DNSError:
+        return None
+    assert len(rec.questions) == qdcount
+    return rec
+
+
+def _not_utf8(label: bytes) -> bool:
+    try:
+        label.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+#: a line the dnsmasq snippet may contain, and the names in an nftset= line
+_SNIPPET_LINE = re.compile(
+    r"# [ -~]*|nftset=/((?:[a-z0-9_.-]+/)+)4#inet#(\w+)#(\w+),6#inet#\2#(\w+)")
+
+
+def check_dnsmasq_names(names: Sequence[str]) -> list[str] | None:
+    """Render the dnsmasq snippet for ``names``: EnforcementError (one line), or a text
+    whose every line (split the way dnsmasq and Python both split) is a printable-ASCII
+    comment or a well-formed ``nftset=`` line, carrying exactly the cleaned names.
+    A list is refused only for a name that is refused on its own (so one bad name cannot
+    hide the others from the check). Returns the names written, or None when refused."""
+    try:
+        text = render_dnsmasq_conf(names)
+    except EnforcementError as exc:
+        assert "\n" not in str(exc) and "\r" not in str(exc)
+        if len(names) > 1:
+            alone = [check_dnsmasq_names([name]) for name in names]
+            assert None in alone, names
+        return None
+    assert text.isascii() and text.endswith("\n")
+    assert text.splitlines() == text[:-1].split("\n")  # no \r, \x0b, \x1c... inside
+    written: list[str] = []
+    for line in text.splitlines():
+        m = _SNIPPET_LINE.fullmatch(line)
+        assert m is not None, f"unsafe line {line!r}"
+        if m.group(1):
+            written += m.group(1).strip("/").split("/")
+    for name in written:
+        assert 1 <= len(name) <= 253 and all(1 <= len(lb) <= 63 for lb in name.split("."))
+        assert name.lower() == name and not name.startswith(("-", ".")), name
+    want = {n.strip().lower().strip(".").removeprefix("*.") for n in names}
+    assert set(written) == want and len(written) == len(want), (written, want)
+    return written
+
+
+def check_policy_names(names: Sequence[str]) -> None:
+    """``names`` as a policy's sinkhole names, each alone and all together: a one-line
+    PolicyError naming the key, or a policy whose names the dnsmasq snippet writes as
+    they are (a policy that loads is always writable)."""
+    for some in [[name] for name in names] + [list(names)]:
+        try:
+            policy = parse_policy({"sinkhole": {"names": some}}, "p.toml")
+        except PolicyError as exc:
+            assert str(exc).startswith("p.toml: key 'sinkhole.names' has ")
+            assert "\n" not in str(exc)
+            continue
+        written = check_dnsmasq_names(sorted(policy.sinkhole_names))
+        assert written is not None and set(written) == policy.sinkhole_names

@@ -6,9 +6,11 @@ from)::
     .venv/bin/python -m tests.fuzz.make_corpus /work/shared/pcaps
 
 Seeds: whole TLS ClientHello records (TCP payloads), QUIC client Initial datagrams and
-their decrypted plaintext frames, DNS responses (UDP and TCP), and the first few KB of a
-few pcap / pcapng files (cut at a byte count, so the last record is usually cut short:
-readers must cope with that too). Small on purpose: the whole corpus stays far below 2 MB.
+their decrypted plaintext frames, DNS responses (UDP and TCP) and queries (UDP), the first
+few KB of a few pcap / pcapng files (cut at a byte count, so the last record is usually
+cut short: readers must cope with that too), and lines of tshark's field output for those
+heads (``tshark_command``; needs tshark). Small on purpose: the whole corpus stays far
+below 2 MB.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import shutil
+import subprocess
 import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 from classifier.capture import open_capture
+from classifier.capture.tshark import tshark_command
 from classifier.errors import CaptureError
 from classifier.features.quic import (
     _initial_type_bits,
@@ -36,7 +43,10 @@ log = logging.getLogger(__name__)
 CORPUS = Path(__file__).parent / "corpus"
 
 #: (kind, max seeds kept of that kind)
-_LIMITS = {"tls": 24, "quic": 16, "quic_plain": 16, "dns": 40, "capture": 10}
+_LIMITS = {"tls": 24, "quic": 16, "quic_plain": 16, "dns": 40, "capture": 10,
+           "dns_query": 24, "tshark": 32}
+#: kind -> max seeds of that kind from one capture (variety over volume)
+_PER_ORIGIN = {"dns_query": 3, "tshark": 4}
 _HEAD_BYTES = 6000
 _HEADS = ("ndpi/443-safari.pcap", "ndpi/cachefly.pcapng", "ndpi/dns.pcap", "ndpi/hls.pcapng",
           "ndpi/quic-28.pcap", "nfstream/quic_t51.pcap", "ndpi/youtube_quic.pcap",
@@ -55,11 +65,15 @@ def _quic_plain(datagram: bytes) -> bytes | None:
 def extract(pcaps: Path, out: Path = CORPUS) -> dict[str, int]:
     """Write seeds from the captures under ``pcaps`` into ``out``; return counts per kind."""
     seen: dict[str, set[str]] = {k: set() for k in _LIMITS}
+    per_origin: Counter[tuple[str, str]] = Counter()
 
     def keep(kind: str, data: bytes, origin: str) -> None:
         digest = hashlib.sha256(data).hexdigest()[:12]
         if len(seen[kind]) >= _LIMITS[kind] or digest in seen[kind] or not data:
             return
+        if per_origin[kind, origin] >= _PER_ORIGIN.get(kind, _LIMITS[kind]):
+            return
+        per_origin[kind, origin] += 1
         seen[kind].add(digest)
         folder = out / kind
         folder.mkdir(parents=True, exist_ok=True)
@@ -85,13 +99,36 @@ def extract(pcaps: Path, out: Path = CORPUS) -> dict[str, int]:
                     if plain is not None:
                         keep("quic", p, origin)
                         keep("quic_plain", plain.rstrip(b"\x00")[:1400], origin)
+                elif pkt.proto == 17 and pkt.dport == 53 and len(p) > 12 and not p[2] & 0x80:
+                    keep("dns_query", p, origin)
         except CaptureError as exc:
             log.warning("skipped %s: %s", origin, exc)
     for rel in _HEADS:
         path = pcaps / rel
         if path.is_file():
-            keep("capture", path.read_bytes()[:_HEAD_BYTES], rel)
+            head = path.read_bytes()[:_HEAD_BYTES]
+            keep("capture", head, rel)
+            for line in _tshark_lines(head):
+                keep("tshark", line.encode(), rel)
     return {k: len(v) for k, v in seen.items()}
+
+
+def _tshark_lines(head: bytes) -> list[str]:
+    """tshark's field lines for a capture head, one per distinct ``frame.protocols`` first
+    (so the seeds cover TCP, UDP, IPv6, ARP... before repeating a shape); [] without
+    tshark."""
+    if shutil.which("tshark") is None:
+        return []
+    with tempfile.NamedTemporaryFile(suffix=".cap") as tmp:
+        tmp.write(head)
+        tmp.flush()
+        proc = subprocess.run(tshark_command(tmp.name), capture_output=True, text=True,
+                              errors="replace", timeout=120, check=False)
+    lines = proc.stdout.splitlines()
+    by_shape: dict[str, str] = {}
+    for line in lines:
+        by_shape.setdefault(line.split("\t")[2] if line.count("\t") >= 2 else "", line)
+    return [*by_shape.values(), *lines]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,12 +25,10 @@ from tests.capture.make_captures import (
     udp,
     v6_ext,
 )
-from tests.fuzz.harness import check_capture, check_decode, fuzz_settings, mutate, seeds
+from tests.fuzz.harness import OPS, check_capture, check_decode, fuzz_settings, mutate, seeds
 
 _CAPTURES = seeds("capture")
 _PAYLOADS = seeds("tls")[:6] + seeds("dns")[:6] + seeds("quic")[:4]
-_OPS = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 1 << 16), st.integers(0, 1 << 16)),
-                max_size=8)
 
 
 def _frames() -> list[tuple[int, bytes]]:
@@ -53,7 +51,7 @@ _PCAPNG = pcapng_shb() + pcapng_idb(1) + b"".join(
 
 
 @fuzz_settings(1500)
-@given(seed=st.integers(0, len(_CAPTURES)), ops=_OPS, skip_bad=st.booleans())
+@given(seed=st.integers(0, len(_CAPTURES)), ops=OPS, skip_bad=st.booleans())
 def test_capture_readers(seed: int, ops: list[tuple[int, int, int]], skip_bad: bool) -> None:
     base = _PCAPNG if seed == len(_CAPTURES) else _CAPTURES[seed]
     check_capture(mutate(base, ops), skip_bad=skip_bad)
@@ -67,7 +65,7 @@ def test_capture_readers_random_after_magic(tail: bytes, magic: bytes) -> None:
 
 
 @fuzz_settings(4000)
-@given(seed=st.integers(0, len(_FRAME_SEEDS) - 1), ops=_OPS,
+@given(seed=st.integers(0, len(_FRAME_SEEDS) - 1), ops=OPS,
        linktype=st.one_of(st.none(), st.sampled_from(sorted(KNOWN_LINKTYPES)),
                           st.integers(0, 300)),
        wire_delta=st.integers(-100, 100_000))

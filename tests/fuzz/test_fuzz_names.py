@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzz.harness import (
+    OPS,
     check_dns,
     check_name_extractor,
     check_quic_datagrams,
@@ -22,18 +23,16 @@ _QUIC = seeds("quic")
 _PLAIN = seeds("quic_plain")
 _DNS = seeds("dns")
 _PLAIN_COMPLETE = {i for i, p in enumerate(_PLAIN) if check_quic_plain(p, 0, b"\x11" * 8, 0)}
-_OPS = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 1 << 16), st.integers(0, 1 << 16)),
-                max_size=8)
 
 
 @fuzz_settings(2000)
-@given(seed=st.integers(0, len(_TLS) - 1), ops=_OPS)
+@given(seed=st.integers(0, len(_TLS) - 1), ops=OPS)
 def test_tls_client_hello(seed: int, ops: list[tuple[int, int, int]]) -> None:
     check_tls(mutate(_TLS[seed], ops))
 
 
 @fuzz_settings(1500)
-@given(seed=st.integers(0, len(_TLS) - 1), ops=st.lists(_OPS.map(tuple), max_size=1),
+@given(seed=st.integers(0, len(_TLS) - 1), ops=st.lists(OPS.map(tuple), max_size=1),
        cuts=st.lists(st.integers(0, 4000), max_size=8),
        order=st.lists(st.integers(0, 16), max_size=9), seq0=st.integers(0, (1 << 32) - 1))
 def test_tls_reassembly(seed: int, ops: list[tuple[tuple[int, int, int], ...]],
@@ -45,7 +44,7 @@ def test_tls_reassembly(seed: int, ops: list[tuple[tuple[int, int, int], ...]],
 
 
 @fuzz_settings(1500)
-@given(seed=st.integers(0, len(_QUIC) - 1), ops=_OPS, other=st.integers(0, len(_QUIC) - 1),
+@given(seed=st.integers(0, len(_QUIC) - 1), ops=OPS, other=st.integers(0, len(_QUIC) - 1),
        twice=st.booleans())
 def test_quic_datagrams(seed: int, ops: list[tuple[int, int, int]], other: int,
                         twice: bool) -> None:
@@ -54,7 +53,7 @@ def test_quic_datagrams(seed: int, ops: list[tuple[int, int, int]], other: int,
 
 
 @fuzz_settings(1800)
-@given(seed=st.integers(0, len(_PLAIN) - 1), ops=_OPS, version=st.integers(0, 5),
+@given(seed=st.integers(0, len(_PLAIN) - 1), ops=OPS, version=st.integers(0, 5),
        dcid=st.binary(min_size=0, max_size=20), pn=st.integers(0, 1 << 30),
        split=st.integers(0, 3000))
 def test_quic_decrypted_frames(seed: int, ops: list[tuple[int, int, int]], version: int,
@@ -67,7 +66,7 @@ def test_quic_decrypted_frames(seed: int, ops: list[tuple[int, int, int]], versi
 
 
 @fuzz_settings(3000)
-@given(seed=st.integers(0, len(_DNS) - 1), ops=_OPS, ts=st.floats(0, 2e9))
+@given(seed=st.integers(0, len(_DNS) - 1), ops=OPS, ts=st.floats(0, 2e9))
 def test_dns_and_name_cache(seed: int, ops: list[tuple[int, int, int]], ts: float) -> None:
     check_dns(mutate(_DNS[seed], ops), ts)
 
@@ -80,7 +79,7 @@ def test_dns_random_responses(data: bytes) -> None:
 
 @fuzz_settings(800)
 @given(st.lists(st.tuples(st.sampled_from([1, -1]), st.sampled_from([6, 17, 1]),
-                          st.integers(0, len(_TLS) + len(_QUIC) - 1), _OPS,
+                          st.integers(0, len(_TLS) + len(_QUIC) - 1), OPS,
                           st.integers(0, (1 << 32) - 1)), max_size=10))
 def test_name_extractor(packets: list[tuple[int, int, int, list[tuple[int, int, int]], int]]
                         ) -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from dnslib import RCODE, DNSRecord
+
+from classifier.enforce.dnsmasq import render_dnsmasq_conf
+from classifier.enforce.policy import parse_policy
+from classifier.errors import EnforcementError, PolicyError
 from classifier.features.tls import HelloReassembler, parse_client_hello
-from tests.fuzz.harness import seeds
+from tests.fuzz.harness import check_dns_query, check_tshark_line, dns_sinks, edit_fields, seeds
 
 
 def test_hello_whose_record_header_is_split_into_tiny_segments_is_found() -> None:
@@ -19,3 +25,55 @@ def test_hello_whose_record_header_is_split_into_tiny_segments_is_found() -> Non
         for a, b in zip(bounds, bounds[1:], strict=False):
             got = reasm.feed(hello[a:b], 1000 + a) or got
         assert got == want, cuts
+
+
+def test_tshark_line_values_tshark_never_writes_are_bad_packets() -> None:
+    # The first raised ValueError out of the tshark backend's line parser (the fragment
+    # offset of an IP packet whose payload tshark calls "data" was read outside the
+    # parser's try); the others came out as Packets with a NaN time, a negative payload
+    # length, a port of -1 or 65536, or an address that is none.
+    base = next(s.decode() for s in seeds("tshark") if s.split(b"\t")[2].endswith(b":udp:dns"))
+    udp_v6 = edit_fields(base, [(2, "eth:ethertype:ipv6:udp"), (9, "2001:db8::1"),
+                                (10, "2001:db8::2"), (11, "0"), (23, "0")])
+    cases = {
+        "ip-data with a bad fragment offset": (
+            edit_fields(base, [(2, "eth:ethertype:ip:data"), (7, "0x")]), "bad-packet"),
+        "ip-data, fragment offset 0": (
+            edit_fields(base, [(2, "eth:ethertype:ip:data"), (7, "0")]), "other-l4"),
+        "NaN time": (edit_fields(base, [(0, "nan")]), "bad-packet"),
+        "infinite time": (edit_fields(base, [(0, "1e400")]), "bad-packet"),
+        "UDP length 0 over IPv6": (udp_v6, "bad-packet"),
+        "IP length shorter than the headers": (edit_fields(base, [(5, "20")]), "bad-packet"),
+        "negative port": (edit_fields(base, [(21, "-1")]), "bad-packet"),
+        "port past 65535": (edit_fields(base, [(22, "65536")]), "bad-packet"),
+        "not an address": (edit_fields(base, [(3, "example.com")]), "bad-packet"),
+        "IPv6 address in an IPv4 header": (edit_fields(base, [(4, "::1")]), "bad-packet"),
+        "digits of another script": (edit_fields(base, [(1, "\u0663")]), "bad-packet"),
+    }
+    for what, (line, want) in cases.items():
+        assert check_tshark_line(line) == want, what
+    assert not isinstance(check_tshark_line(base), str)
+
+
+@pytest.mark.parametrize("name", ["a.com\n.", "q\n.", "tiktok.com\n..", "*.x.com\n."])
+def test_name_with_a_newline_before_the_final_dot_is_refused(name: str) -> None:
+    # "$" in the name pattern also matches before a final newline: after the trailing dot
+    # was stripped, "a.com\n" passed, and the dnsmasq snippet got a line break inside its
+    # nftset= line (the policy kept the name too, and then never matched it).
+    with pytest.raises(PolicyError, match="sinkhole.names"):
+        parse_policy({"sinkhole": {"names": [name]}}, "p.toml")
+    with pytest.raises(EnforcementError, match="not a DNS name"):
+        render_dnsmasq_conf(["ok.example", name])
+
+
+def test_sinkhole_answer_does_not_copy_the_query_rcode() -> None:
+    # dnslib's reply() copies the query's flag word: a query with RCODE bits set got
+    # 0.0.0.0 under SERVFAIL (2), REFUSED (5) or 15.
+    sink = dns_sinks()[2]  # nft mode, the default names
+    for junk in (2, 5, 15):
+        q = DNSRecord.question("www.tiktok.com", "A")
+        q.header.rcode = junk
+        out = check_dns_query(q.pack(), sink, "10.77.1.5")
+        reply = DNSRecord.parse(out.reply or b"")
+        assert reply.header.rcode == RCODE.NOERROR
+        assert [str(r.rdata) for r in reply.rr] == ["0.0.0.0"]

@@ -8,17 +8,21 @@ from tests.fuzz.harness import (
     CORPUS,
     check_capture,
     check_dns,
+    check_dns_query,
     check_quic_datagrams,
     check_quic_plain,
     check_tls,
+    dns_sinks,
     seeds,
 )
+
+_KINDS = ("tls", "quic", "quic_plain", "dns", "dns_query", "capture", "tshark")
 
 
 def test_corpus_is_small_and_complete() -> None:
     files = [p for p in CORPUS.rglob("*.bin")]
     assert sum(p.stat().st_size for p in files) < 2 * 1024 * 1024
-    for kind in ("tls", "quic", "quic_plain", "dns", "capture"):
+    for kind in _KINDS:
         assert len(seeds(kind)) >= 8, kind
 
 
@@ -44,6 +48,13 @@ def test_dns_seeds_are_answers() -> None:
     assert any(a is not None and a.addresses for a in answers)
 
 
+def test_dns_query_seeds_are_forwarded_queries() -> None:
+    # none of them asks for a listed name: with the default policy all go upstream
+    sink = dns_sinks()[2]  # nft mode, the default names
+    outcomes = [check_dns_query(s, sink, "10.77.1.5") for s in seeds("dns_query")]
+    assert [o.action for o in outcomes] == ["forward"] * len(outcomes)
+
+
 def test_capture_heads_read() -> None:
     counts = [check_capture(s, skip_bad=False) for s in seeds("capture")]
     assert sum(c > 0 for c in counts) >= len(counts) - 2
@@ -51,6 +62,6 @@ def test_capture_heads_read() -> None:
 
 def test_corpus_file_names_say_where_they_came_from() -> None:
     for p in CORPUS.rglob("*.bin"):
-        assert p.parent.name in ("tls", "quic", "quic_plain", "dns", "capture")
+        assert p.parent.name in _KINDS
         assert Path(p.name).stem.rsplit("-", 1)[0].split("_")[0] in (
             "ndpi", "nfstream", "requet")
