@@ -480,6 +480,7 @@ class _Run:
             ext = self.extractors.pop(u, None)
             hello = self.hellos.pop(u, None)
             d = self.dns_at_start.pop(u, None) or self.dns_final.pop(u, None)
+            found: str | None
             if hello is not None:
                 s, a, found = hello[0], hello[1], "tls"
             else:

@@ -50,8 +50,15 @@ _NR = 5
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _u8(buf: U8, p: int) -> int:
+    """One byte as int64 (numba's ``int()`` of a uint8 is unsigned: mixing that with
+    int64 gives floats)."""
+    return np.int64(buf[p])  # type: ignore[return-value]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _u16(buf: U8, p: int) -> int:
-    return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
+    return (_u8(buf, p) << 8) | _u8(buf, p + 1)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -99,7 +106,7 @@ def _alpn(buf: U8, p: int, size: int, text: U8, w: int) -> tuple[int, int]:
     end = q + n
     count = 0
     while q < end:
-        length = np.int64(buf[q])
+        length = _u8(buf, q)
         q += 1
         if length > end - q:
             break
@@ -134,7 +141,7 @@ def _hello(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     avail = min(record, size - 5)
     if avail < 4:
         return -1
-    body = (np.int64(buf[b + 6]) << 16) | (np.int64(buf[b + 7]) << 8) | np.int64(buf[b + 8])
+    body = (_u8(buf, b + 6) << 16) | (_u8(buf, b + 7) << 8) | _u8(buf, b + 8)
     if 4 + body > avail:
         return -1
     pos = b + 9
@@ -144,14 +151,14 @@ def _hello(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     pos += 2 + 32  # version, random
     if pos + 1 > end:
         return -1
-    session = np.int64(buf[pos])
+    session = _u8(buf, pos)
     pos += 1 + session
     if session > 32 or pos + 2 > end:
         return -1
     pos += 2 + _u16(buf, pos)  # cipher suites
     if pos + 1 > end:
         return -1
-    pos += 1 + np.int64(buf[pos])  # compression methods
+    pos += 1 + _u8(buf, pos)  # compression methods
     if pos > end:
         return -1
     sni_at, sni_len, alpn_at, alpn_len = 0, -1, 0, -1
