@@ -199,11 +199,7 @@ def _scan(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int, new_
           old_uid: I64, old_state: I8) -> tuple[I64, I64, U8]:
     n = uid.shape[0]
     new_state = np.zeros(new_span, np.int8)
-    cap = 0
-    for i in range(n):
-        if proto[i] == _TCP:
-            cap += min(size[i], _MAX_HELLO_BYTES)
-    text = np.empty(cap, np.uint8)
+    text = np.empty(1 << 16, np.uint8)  # grown below: a hello writes at most its size
     w = 0
     python = np.empty(n, np.int64)
     n_python = 0
@@ -218,6 +214,10 @@ def _scan(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int, new_
         if state == DONE:
             continue
         if state == UNSEEN:
+            if w + size[i] > text.shape[0]:
+                grown = np.empty(max(2 * text.shape[0], w + size[i]), np.uint8)
+                grown[:w] = text[:w]
+                text = grown
             stop = _hello(buf, at[i], size[i], text, w, out) if proto[i] == _TCP else -1
             state = DONE if stop >= 0 else PYTHON
             if old:
