@@ -7,10 +7,12 @@ flows, not the file size):
 1. :func:`classifier.capture.columns.iter_chunks` decodes records into column arrays;
 2. :class:`classifier.flows.assign.FlowAssigner` gives every packet its flow id with the
    flow table's exact rules and reports the flows that ended (and at which packet);
-3. the few packets that may carry names go through the same Python parsers as the
-   reference (TLS ClientHello / QUIC Initial: only a flow's first 24 entries with
-   payload, while its extractor is not done; DNS answers: port 53), with DNS answers
-   and name lookups replayed in capture order;
+3. the few packets that may carry names: a flow's first 24 entries with payload (TLS
+   ClientHello / QUIC Initial) and DNS answers (port 53). A compiled scanner
+   (:mod:`classifier.features.hello_scan`) settles the common case, a flow whose first
+   fed payload holds a whole ClientHello; every other packet goes through the same
+   Python parsers as the reference, with DNS answers and name lookups replayed in
+   capture order;
 4. entries of active flows wait in a pool; ended flows are cut out of it and
    :mod:`classifier.features.batch` computes all their rows in one compiled pass.
 
@@ -52,6 +54,7 @@ from classifier.features.featurize import (
     iter_featurize,
     row_columns,
 )
+from classifier.features.hello_scan import DONE, PYTHON, UNSEEN, scan_first_payloads
 from classifier.features.names import NameCache, NameExtractor
 from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
 from classifier.model.services import category_for, service_for
@@ -72,6 +75,9 @@ _CHUNK_PACKETS = 1 << 17  # packets decoded per compiled call
 _ADDR_NAMES_HELD = 1 << 16  # address strings kept for reuse
 _DNS_PORT = 53
 _UDP = 17
+#: Settle whole ClientHellos in compiled code (off: every name packet goes to Python;
+#: benchmarks turn it off to time the Python-only path in the same run).
+_SCAN_HELLOS = True
 _META = ("capture", "flow_id", "proto", "client", "client_port", "server", "server_port",
          "first_ts", "last_ts", "end_reason", "packets", "wire_bytes", "sni", "alpn",
          "dns_name", "name", "name_source", "service", "category")  # FLOW + NAME columns
@@ -209,8 +215,8 @@ def _dns_addresses(msg: bytes, out: set[bytes]) -> bool:
     16-byte window of the rdata (their address hints). Returns False when the message
     cannot be walked (the caller must then assume any address may be cached)."""
     n = len(msg)
-    if n < 12:
-        return True  # the cache ignores it too
+    if n < 12 or not msg[2] & 0x80:
+        return True  # the cache ignores it too (too short, or a query)
     qd = int.from_bytes(msg[4:6], "big")
     an = int.from_bytes(msg[6:8], "big")
     pos = 12
@@ -274,9 +280,12 @@ class _Run:
     pool: _Pool = field(default_factory=_Pool)
     cache: NameCache = field(default_factory=NameCache)
     extractors: dict[int, NameExtractor] = field(default_factory=dict)
+    hellos: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)  # sni, alpn
+    max_uid: int = 0  # highest flow id seen so far
     dns_at_start: dict[int, str] = field(default_factory=dict)
     dns_final: dict[int, str] = field(default_factory=dict)
     dns_raw: set[bytes] = field(default_factory=set)  # raw addresses DNS answers carried
+    dns_lo: I64 = field(default_factory=lambda: np.empty(0, np.int64))  # their low halves
     dns_any: bool = False  # an answer could not be walked: every address may be cached
     batches: list[_Batch] = field(default_factory=list)
     addr_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
@@ -323,6 +332,11 @@ class _Run:
         has_payload = cols[cc.C_PCAP] > 0
         is_dns = (cols[cc.C_SPORT] == _DNS_PORT) | (cols[cc.C_DPORT] == _DNS_PORT)
         feed = np.flatnonzero(has_payload & ~is_dns & (count_after <= _MAX_NAME_PACKETS))
+        prev_max = self.max_uid
+        if len(uid):
+            self.max_uid = max(prev_max, int(uid.max()))
+        if _SCAN_HELLOS and len(feed):
+            feed = self._scan_hellos(chunk, feed, uid[feed], prev_max)
         extractors = self.extractors
         raw = memoryview(chunk.buffer)  # type: ignore[arg-type]
         for u, d, p, sq, at, size in zip(
@@ -337,27 +351,32 @@ class _Run:
             ext.feed(d, p, bytes(raw[at : at + size]), sq)
         dns = np.flatnonzero(has_payload & is_dns).tolist()
         payloads = [chunk.payload(i) for i in dns]
-        for p in payloads:
-            ok = _dns_addresses(p, self.dns_raw)
-            framed = split_tcp_dns(p)
-            for m in framed:
-                ok = _dns_addresses(m, self.dns_raw) and ok
-            self.dns_any = self.dns_any or not ok
+        carried: set[bytes] = set()
+        for i, p in zip(dns, payloads, strict=True):
+            # the messages NameCache.feed_dns reads: length-prefixed ones over TCP
+            for m in split_tcp_dns(p) if int(proto[i]) != _UDP else (p,):
+                if not _dns_addresses(m, carried):
+                    self.dns_any = True
+        self._carried(carried)
         if not self.dns_raw and not self.dns_any:
             return  # no answer can have given an address: every lookup gives nothing
         # Replay in capture order: lookups at flow start (before the packet's own DNS
         # feed), DNS answers, lookups at flow end (after the packet that ended the flow).
         # Only flows whose server address some answer carried can get a name.
         events: list[tuple[int, int, int]] = []
-        for i in np.flatnonzero(started).tolist():
+        first = np.flatnonzero(started)
+        server_lo = np.where(dirn[first] == 1, cols[cc.C_DST_LO, first],
+                             cols[cc.C_SRC_LO, first])
+        for i in first[self._lo_carried(server_lo)].tolist():
             if self._may_be_cached(int(cols[cc.C_VER, i]),
                                    *self._server_of(cols, i, int(dirn[i]))):
                 events.append((i, 0, i))
         events += [(i, 1, k) for k, i in enumerate(dns)]
         shi, slo, _ = ended.server
-        for j, at in enumerate(ended.at.tolist()):
+        at = ended.at
+        for j in np.flatnonzero(self._lo_carried(slo)).tolist():
             if self._may_be_cached(int(ended.version[j]), int(shi[j]), int(slo[j])):
-                events.append((at, 2, j))
+                events.append((int(at[j]), 2, j))
         events.sort()
         ts = chunk.ts
         cache = self.cache
@@ -376,12 +395,49 @@ class _Run:
             else:
                 self._end_name(ended, ref)
 
+    def _scan_hellos(self, chunk: cc.ColumnChunk, feed: I64, fed_uid: I64, prev_max: int
+                     ) -> I64:
+        """Let the compiled scanner settle the flows whose first fed payload is a whole
+        ClientHello; return the packets of ``feed`` that still go to Python."""
+        cols = chunk.cols
+        old_uid = np.unique(fed_uid[fed_uid <= prev_max])
+        old_state = np.array([self._name_state(u) for u in old_uid.tolist()], np.int8)
+        scan = scan_first_payloads(chunk.buffer, fed_uid, cols[cc.C_PROTO, feed],
+                                   cols[cc.C_PAT, feed], cols[cc.C_PCAP, feed], prev_max,
+                                   self.max_uid, old_uid, old_state)
+        self.hellos.update(zip(scan.uids, scan.names, strict=True))
+        return feed[scan.python]
+
+    def _name_state(self, u: int) -> int:
+        """Where flow ``u`` (started in an earlier chunk) stands with its names."""
+        if u in self.hellos:
+            return DONE
+        ext = self.extractors.get(u)
+        if ext is None:
+            return UNSEEN
+        return DONE if ext.done else PYTHON
+
     @staticmethod
     def _server_of(cols: I64, i: int, direction: int) -> tuple[int, int]:
         """(hi, lo) of the server of the flow that packet ``i`` starts."""
         if direction == 1:
             return int(cols[cc.C_DST_HI, i]), int(cols[cc.C_DST_LO, i])
         return int(cols[cc.C_SRC_HI, i]), int(cols[cc.C_SRC_LO, i])
+
+    def _carried(self, carried: set[bytes]) -> None:
+        """Remember addresses DNS answers carried (raw bytes, and their low halves)."""
+        fresh = carried - self.dns_raw
+        if fresh:
+            self.dns_raw |= fresh
+            self.dns_lo = np.union1d(self.dns_lo, np.array([_low_half(r) for r in fresh],
+                                                           np.int64))
+
+    def _lo_carried(self, lo: I64) -> npt.NDArray[np.bool_]:
+        """Which addresses (by low half) some DNS answer may have carried: a superset of
+        those :meth:`_may_be_cached` accepts, computed for many at once."""
+        if self.dns_any:
+            return np.ones(len(lo), np.bool_)
+        return np.isin(lo, self.dns_lo)
 
     def _may_be_cached(self, version: int, hi: int, lo: int) -> bool:
         return self.dns_any or _raw(version, hi, lo) in self.dns_raw
@@ -445,16 +501,21 @@ class _Run:
         sni, alpn, dns_name, name, source, service, category = (out[k] for k in _TEXT)
         for u in ended.uid.tolist():
             ext = self.extractors.pop(u, None)
+            hello = self.hellos.pop(u, None)
             d = self.dns_at_start.pop(u, None) or self.dns_final.pop(u, None)
-            s = ext.sni if ext else None
+            found: str | None
+            if hello is not None:
+                s, a, found = hello[0], hello[1], "tls"
+            else:
+                s, a, found = (ext.sni, ext.alpn, ext.source) if ext else (None, None, None)
             if s:
-                nm, src = s, (ext.source if ext else None) or "tls"
+                nm, src = s, found or "tls"
             elif d:
                 nm, src = d, "dns"
             else:
                 nm, src = None, None
             sni.append(s)
-            alpn.append(ext.alpn if ext else None)
+            alpn.append(a)
             dns_name.append(d)
             name.append(nm)
             source.append(src)
@@ -520,6 +581,12 @@ class _Run:
 _WINDOW = ("window_start", "window_end")
 (_I_UID, _I_REASON, _I_AT, _I_PROTO, _I_VER, _I_CHI, _I_CLO, _I_CPORT, _I_SHI, _I_SLO,
  _I_SPORT, _I_NPK, _I_WIRE) = range(13)
+
+
+def _low_half(raw: bytes) -> int:
+    """The ``*_lo`` column value of a raw IPv4 (4 bytes) or IPv6 (16 bytes) address."""
+    value = int.from_bytes(raw[-8:], "big")
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def _raw(version: int, hi: int, lo: int) -> bytes:
