@@ -34,6 +34,7 @@ import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ _BUFFER_BYTES = 16 * 1024 * 1024  # read buffer (file bytes held at once)
 _CHUNK_PACKETS = 1 << 17  # packets decoded per compiled call
 _ADDR_NAMES_HELD = 1 << 16  # address strings kept for reuse
 _DNS_PORT = 53
+_WHOLE = 1 << 62  # rows_per_frame for one frame holding the whole table
 _UDP = 17
 #: Settle whole ClientHellos in compiled code (off: every name packet goes to Python;
 #: benchmarks turn it off to time the Python-only path in the same run).
@@ -291,6 +293,7 @@ class _Run:
     addr_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
     services: dict[str | None, tuple[str, str]] = field(default_factory=dict)
     rows_per_frame: int = ROWS_PER_FRAME
+    sort_rows: bool = False  # frames sorted by flow id (featurize_fast: the whole table)
 
     def __post_init__(self) -> None:
         self.assigner = FlowAssigner(self.config.flow)
@@ -529,9 +532,10 @@ class _Run:
         return sum(len(b.features) for b in self.batches)
 
     def take_frame(self) -> pd.DataFrame:
-        """The rows computed so far, flows in the order they ended (a flow's windows in
-        order), columns as the reference's; they are handed over (the next frame starts
-        empty). Not sorted: a sort would copy every feature row once more."""
+        """The rows computed so far, columns as the reference's; they are handed over (the
+        next frame starts empty). Rows are sorted by flow id (then window) when
+        ``sort_rows`` is set (one scatter copy); otherwise flows come in the order they
+        ended, a flow's windows in order, and a frame of one batch is not copied at all."""
         columns = row_columns(self.config)
         batches = [b for b in self.batches if len(b.features)]
         self.batches.clear()
@@ -542,13 +546,26 @@ class _Run:
                                for b in batches], axis=1)
         times = np.concatenate([b.times if b.views is None else b.times[:, b.views]
                                 for b in batches], axis=1)
-        values = (batches[0].features if len(batches) == 1
-                  else np.concatenate([b.features for b in batches]))
+        window = self.config.window
+        ks = (np.concatenate([b.ks for b in batches if b.ks is not None])
+              if window is not None else None)
+        order = None
+        if self.sort_rows:
+            order = (np.argsort(ints[_I_UID], kind="stable") if ks is None
+                     else np.lexsort((ks, ints[_I_UID])))
+            ints, times = ints[:, order], times[:, order]
+            ks = None if ks is None else ks[order]
+        values = _stack([b.features for b in batches], order)
         text: dict[str, list[Any]] = {k: [] for k in _TEXT}
         for b in batches:
+            b.features = _EMPTY
             views = None if b.views is None else b.views.tolist()
             for k in _TEXT:
                 text[k] += b.text[k] if views is None else [b.text[k][j] for j in views]
+        if order is not None:
+            pick = itemgetter(*order.tolist())
+            text = {k: list(pick(v)) if len(order) > 1 else [v[order[0]]]
+                    for k, v in text.items()}
         n = ints.shape[1]
         feature_names = [c for c in columns if c not in _META and c not in _WINDOW]
         df = pd.DataFrame(values, columns=feature_names, copy=False)
@@ -568,17 +585,34 @@ class _Run:
             ("end_reason", reasons), ("packets", ints[_I_NPK]),
             ("wire_bytes", ints[_I_WIRE]), *((k, text[k]) for k in _TEXT),
         ]
-        window = self.config.window
-        if window is not None:
-            ks = np.concatenate([b.ks for b in batches if b.ks is not None]).tolist()
-            head += [("window_start", [k * window for k in ks]),
-                     ("window_end", [(k + 1) * window for k in ks])]
+        if window is not None and ks is not None:
+            k_list = ks.tolist()
+            head += [("window_start", [k * window for k in k_list]),
+                     ("window_end", [(k + 1) * window for k in k_list])]
         for loc, (name, value) in enumerate(head):
             df.insert(loc, name, value)
         return df
 
 
+def _stack(features: list[F64], order: I64 | None) -> F64:
+    """The batches' feature rows as one array: as they come (no copy for one batch), or
+    scattered once into the places ``order`` sorts them to (each batch freed after)."""
+    if order is None:
+        return features[0] if len(features) == 1 else np.concatenate(features)
+    n = len(order)
+    values = np.empty((n, features[0].shape[1]), np.float64)
+    where = np.empty(n, np.int64)
+    where[order] = np.arange(n)
+    start = 0
+    while features:
+        rows = features.pop(0)
+        values[where[start : start + len(rows)]] = rows
+        start += len(rows)
+    return values
+
+
 _WINDOW = ("window_start", "window_end")
+_EMPTY = np.empty((0, 0), np.float64)
 (_I_UID, _I_REASON, _I_AT, _I_PROTO, _I_VER, _I_CHI, _I_CLO, _I_CPORT, _I_SHI, _I_SLO,
  _I_SPORT, _I_NPK, _I_WIRE) = range(13)
 
@@ -615,9 +649,10 @@ def featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None 
     not a capture, damaged without ``skip_bad`` ...), with the reference's message.
     """
     config = config or FeaturizeConfig()
-    frames = list(iter_featurize_fast(path, config, skip_bad=skip_bad, stats=stats))
+    # one frame, sorted as it is built (the reference path may give several, unsorted)
+    frames = list(_frames(path, config, skip_bad, stats, _WHOLE, sort_rows=True))
     df = concat_frames(frames, config)
-    if len(df):
+    if len(frames) > 1 or not df["flow_id"].is_monotonic_increasing:
         df = df.sort_values(_order_keys(config), kind="stable", ignore_index=True)
     return df
 
@@ -629,11 +664,17 @@ def iter_featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | 
     in the order they end (not sorted), so that memory holds one frame and the active
     flows. Together the frames hold exactly the rows of :func:`featurize_fast`. Raises
     as :func:`featurize_fast` does, possibly after some frames."""
-    config = config or FeaturizeConfig()
+    return _frames(path, config or FeaturizeConfig(), skip_bad, stats, rows_per_frame,
+                   sort_rows=False)
+
+
+def _frames(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
+            stats: FeaturizeStats | None, rows_per_frame: int, *, sort_rows: bool
+            ) -> Iterator[pd.DataFrame]:
     stats = stats if stats is not None else FeaturizeStats()
     started = time.perf_counter()
     read = ReadStats()
-    run = _Run(config, Path(path).name, rows_per_frame=rows_per_frame)
+    run = _Run(config, Path(path).name, rows_per_frame=rows_per_frame, sort_rows=sort_rows)
     emitted: list[I64] = []  # flow ids already handed out, should the reference take over
     try:
         for chunk in cc.iter_chunks(path, read, buffer_bytes=_BUFFER_BYTES,
