@@ -1,9 +1,11 @@
 """Live-mode figures, measured through the lab's router namespace (root needed).
 
-1. Packet rate: iperf3 UDP (small packets, as fast as the sender goes) from the lab client to
-   the lab server for ``--seconds``, through the router where `shortflow live` captures on the
-   client-facing interface: packets/s shortflow handled and its loss (kernel drops / seen),
-   against what iperf3 says it sent, same run.
+1. Packet rate: iperf3 UDP (64-byte payloads; ``--streams`` parallel iperf3 clients, each at
+   a ``--rates`` bit rate, "0" = as fast as the sender goes) from the lab client to the lab
+   server for ``--seconds``, through the router where `shortflow live` captures (AF_PACKET
+   on the client-facing interface, or NFLOG from its nftables table) with each of
+   ``--decoders``: packets/s shortflow handled and its loss (kernel drops / seen), against
+   what iperf3 says it sent, all in the same run so the ratios compare.
 2. Flow start -> verdict and flow start -> block: a lab Shorts session plays through the
    router while `shortflow live --enforce nft` runs; its API gives each flow's first verdict
    (seconds after the flow's first packet), its audit log the block times.
@@ -11,7 +13,7 @@
 All traffic stays inside the lab's namespaces (10.77.0.0/16, no route out); every phase is
 bounded in time.
 
-    python benchmarks/live.py [--seconds 10]
+    python benchmarks/live.py [--seconds 10] [--decoders python,batch] [--streams 2]
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ _ports = itertools.count(18081)
 API_PORT = 0  # set per live run: each run gets a fresh port
 
 
-def _live(topo: LabTopology, tmp: Path, mode: str,
-          capture: str = "afpacket") -> tuple[subprocess.Popen[bytes], Path]:
+def _live(topo: LabTopology, tmp: Path, mode: str, capture: str = "afpacket",
+          decoder: str = "batch") -> tuple[subprocess.Popen[bytes], Path]:
     global API_PORT
     API_PORT = next(_ports)
     audit = tmp / f"audit-{mode}-{API_PORT}.jsonl"
@@ -55,7 +57,7 @@ def _live(topo: LabTopology, tmp: Path, mode: str,
                       'threshold = 0.5\n')
     proc = topo.popen(topo.router_ns, [
         sys.executable, "-m", "classifier.cli", "live", "--iface", ROUTER_CLIENT_IF,
-        "--capture", capture,
+        "--capture", capture, "--decoder", decoder,
         "--enforce", mode, "--policy", str(policy), "--audit-log", str(audit),
         "--dns-listen", f"{ROUTER_CLIENT_IP}:53", "--dns-upstream", "10.77.20.53",
         "--api", f"127.0.0.1:{API_PORT}"], log=log, env=child_env(), cwd=repo_root())
@@ -81,32 +83,44 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
-def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str,
-                capture: str) -> None:
-    """Plain lab topology (no delay line, no rate limit); ``bitrate`` is iperf3's ``-b``
-    (payload bits/s; "0" = as fast as the sender goes)."""
-    live, _ = _live(topo, tmp, "dry-run", capture)
-    server = topo.popen(topo.server_ns, ["iperf3", "-s", "-1", "-B", SERVER_IP],
-                        log=tmp / "iperf-s.log")
+def _iperf_sent(log: Path) -> int:
+    """Packets an iperf3 -J client sent, from its log (JSON, maybe after stderr lines)."""
+    text = log.read_text()
+    return int(json.loads(text[text.index("{"):text.rindex("}") + 1])["end"]["sum"]["packets"])
+
+
+def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str, capture: str,
+                decoder: str, streams: int) -> None:
+    """Plain lab topology (no delay line, no rate limit); ``bitrate`` is iperf3's ``-b`` per
+    stream (payload bits/s; "0" = as fast as the sender goes)."""
+    live, _ = _live(topo, tmp, "dry-run", capture, decoder)
+    ports = [5201 + i for i in range(streams)]
+    servers = [topo.popen(topo.server_ns, ["iperf3", "-s", "-1", "-B", SERVER_IP, "-p",
+                                           str(port)], log=tmp / f"iperf-s{port}.log")
+               for port in ports]
     time.sleep(0.5)
     before = _api(topo, "/metrics")
-    out = topo.run(topo.client_ns, [
-        "timeout", str(int(seconds) + 30), "iperf3", "-c", SERVER_IP, "-u", "-b", bitrate,
-        "-l", "64", "-t", str(int(seconds)), "-J"]).stdout
+    clients = [topo.popen(topo.client_ns, [
+        "timeout", str(int(seconds) + 30), "iperf3", "-c", SERVER_IP, "-p", str(port), "-u",
+        "-b", bitrate, "-l", "64", "-t", str(int(seconds)), "-J"],
+        log=tmp / f"iperf-c{port}-{capture}-{decoder}-{bitrate}.json") for port in ports]
+    for client in clients:
+        client.wait(timeout=seconds + 40)
     time.sleep(1.0)
     after = _api(topo, "/metrics")
-    topo.stop(server)
+    for server in servers:
+        topo.stop(server)
     topo.stop(live)
-    sent = json.loads(out)["end"]["sum"]["packets"]
+    sent = sum(_iperf_sent(tmp / f"iperf-c{port}-{capture}-{decoder}-{bitrate}.json")
+               for port in ports)
     seen = _metric(after, "shortflow_live_packets_total") - _metric(
         before, "shortflow_live_packets_total")
     drops = _metric(after, "shortflow_live_drops_total") - _metric(
         before, "shortflow_live_drops_total")
-    print(f"packet rate ({capture}, iperf3 -b {bitrate}): iperf3 sent {sent} UDP packets "
-          f"in {seconds:.0f} s ({sent / seconds:,.0f} pkt/s offered)")
-    print(f"  shortflow handled {seen:,.0f} packets ({seen / seconds:,.0f} pkt/s), "
-          f"kernel drops {drops:,.0f}, loss {drops / max(seen + drops, 1):.3%}; "
-          f"handled / offered = {seen / max(sent, 1):.3f}")
+    print(f"{capture:8} {decoder:6} {streams} x iperf3 -b {bitrate:>4}: offered "
+          f"{sent / seconds:>9,.0f} pkt/s, handled {seen / seconds:>9,.0f} pkt/s "
+          f"(handled / offered {seen / max(sent, 1):.3f}), kernel drops {drops:,.0f}, "
+          f"loss {drops / max(seen + drops, 1):.3%}", flush=True)
 
 
 def verdict_times(lab: Lab, tmp: Path) -> None:
@@ -142,14 +156,24 @@ def verdict_times(lab: Lab, tmp: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--captures", default="afpacket,nflog")
+    ap.add_argument("--decoders", default="python,batch",
+                    help="live's --decoder values to compare, in the same run")
+    ap.add_argument("--rates", default="20M,40M,0",
+                    help="iperf3 -b per stream (64 B payloads: 20M ~ 39k pkt/s per stream)")
+    ap.add_argument("--streams", type=int, default=2, help="parallel iperf3 clients")
+    ap.add_argument("--no-verdicts", action="store_true", help="skip the verdict-time phase")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sf-bench-live-") as tmp:
         with LabTopology() as topo:
-            for capture in ("afpacket", "nflog"):
-                for bitrate in ("20M", "40M", "0"):  # 64 B payloads: ~39k, ~78k pkt/s, all
-                    packet_rate(topo, Path(tmp), args.seconds, bitrate, capture)
-        with Lab("fibre") as lab:
-            verdict_times(lab, Path(tmp))
+            for bitrate in args.rates.split(","):
+                for capture in args.captures.split(","):
+                    for decoder in args.decoders.split(","):
+                        packet_rate(topo, Path(tmp), args.seconds, bitrate, capture, decoder,
+                                    args.streams)
+        if not args.no_verdicts:
+            with Lab("fibre") as lab:
+                verdict_times(lab, Path(tmp))
     return 0
 
 

@@ -42,21 +42,23 @@ def _probe(ns: str, source: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_nflog_source_gets_headers_with_true_lengths() -> None:
+@pytest.mark.parametrize("decoder", ["batch", "python"])
+def test_nflog_source_gets_headers_with_true_lengths(decoder: str) -> None:
     with scratch_netns("sf-nflog") as ns:
         run_in(ns, ["nft", "add", "table", "inet", "t"])
         run_in(ns, ["nft", "add", "chain", "inet", "t", "c",
                     "{ type filter hook output priority 0; }"])
         run_in(ns, ["nft", "add", "rule", "inet", "t", "c", "udp", "dport", "9999", "log",
                     "group", "5", "snaplen", "60"])
-        res = _probe(ns, "NflogSource(5)")
+        res = _probe(ns, f"NflogSource(5, decoder={decoder!r})")
     assert res["n"] == 200 and res["dropped"] == 0
     assert res["ip_len"] == [528] and res["payload_len"] == [500]
     assert max(res["captured"]) <= 60 - 28  # the copy was cut, the lengths were not
 
 
-def test_afpacket_source_sees_loopback_traffic() -> None:
+@pytest.mark.parametrize("decoder", ["batch", "python"])
+def test_afpacket_source_sees_loopback_traffic(decoder: str) -> None:
     with scratch_netns("sf-afp") as ns:
-        res = _probe(ns, "AfPacketSource(['lo'])")
+        res = _probe(ns, f"AfPacketSource(['lo'], decoder={decoder!r})")
     # on lo every datagram is seen twice (outgoing and incoming)
     assert res["n"] == 400 and res["ip_len"] == [528] and res["captured"] == [500]
