@@ -13,6 +13,7 @@ flows.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import heapq
 import logging
 import threading
@@ -139,6 +140,9 @@ class LiveRouter:
             self.dns.start()
             self._closers.append(self.dns.stop)
         self._names_lock = threading.Lock()
+        # what start-up loaded (model, pandas, numba) lives as long as the process: keep it
+        # out of the collector's scans, which the packets of every batch set off
+        gc.freeze()
         log.info("live: capture %s, enforcement %s, model %s", cfg.capture, cfg.enforce,
                  self.model.info.name)
 

@@ -140,7 +140,7 @@ class AfPacketSource:
                 self.close()
                 raise CaptureError(iface, f"cannot capture on this interface ({exc.strerror})"
                                    ) from exc
-        self._arrays = BatchArrays(_RING_BLOCKS_PER_READ * _RING_BLOCK // TP3_HEADER + 1)
+        self._arrays = BatchArrays(_RING_ROWS)
         self._builder = PacketBuilder()
 
     def read(self, timeout: float) -> list[Packet]:
@@ -178,11 +178,16 @@ class AfPacketSource:
 
 
 _PACKET_VERSION, _PACKET_RX_RING, _TPACKET_V3 = 10, 5, 2
-_RING_BLOCK = 1 << 20
-_RING_BLOCKS = 32
+_RING_BLOCK = 1 << 18
+_RING_BLOCKS = 128  # 32 MiB; and >= 1.28 s of traffic even when blocks leave part-empty
 _RING_FRAME = 2048  # TPACKET_V3 packs frames of any size; this only sets tp_frame_nr
 _RING_RETIRE_MS = 10  # a block not yet full is handed over after this long
-_RING_BLOCKS_PER_READ = 4
+_RING_ROWS = 1 << 16  # packets decoded per read at most (whole blocks)
+
+
+def _empty_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    a = BatchArrays(_RING_BLOCK // TP3_HEADER)
+    return a.ts, a.cols, a.counts, a.notes
 
 
 class _Ring:
@@ -198,12 +203,15 @@ class _Ring:
         self._ring = np.frombuffer(self._map, np.uint8)
         self._view = memoryview(self._map)
         self._next = 0  # the block the kernel fills next
+        # load (or compile) the walker now, not at the first packet: an empty ring
+        walk_tpacket(np.zeros(_RING_BLOCK, np.uint8), _RING_BLOCK, 1, 0, False,
+                     *_empty_columns())
 
     def read(self, arrays: BatchArrays, builder: PacketBuilder, out: list[Packet]) -> None:
         """Decode the ready blocks into ``out`` and hand them back to the kernel."""
         k, walked = walk_tpacket(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next,
-                                 _RING_BLOCKS_PER_READ, arrays.big, arrays.ts, arrays.cols,
-                                 arrays.counts, arrays.notes)
+                                 arrays.big, arrays.ts, arrays.cols, arrays.counts,
+                                 arrays.notes)
         builder.build(arrays, k, self._view, out)  # copies payloads out of the blocks
         release_blocks(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next, walked)
         self._next = (self._next + walked) % _RING_BLOCKS
@@ -305,6 +313,7 @@ class NflogBatch:
         self.arrays = BatchArrays(buffer_bytes // MIN_PACKET_MESSAGE + 1)
         self._seq_state = np.array([-1, 0], np.int64)  # NFULA_SEQ expected next, lost
         self._builder = PacketBuilder()
+        self.decode(0, [])  # load (or compile) the walker now, not at the first packet
 
     def decode(self, segments: int, out: list[Packet]) -> None:
         """Decode the datagrams in ``buffer`` that ``segs[:segments]`` delimit."""
@@ -373,8 +382,8 @@ class NflogSource:
         if not ready:
             return out
         if self._batch is None:
-            for _ in range(self._max_batch):
-                data = self._recv()
+            for _ in range(self._max_batch):  # datagrams; and packets, bounded the same
+                data = self._recv() if len(out) < self._max_batch else None
                 if data is None:
                     break
                 self._parser.parse(data, out)

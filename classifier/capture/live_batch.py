@@ -253,13 +253,14 @@ _LINKTYPE_ETHERNET = 1
 
 
 @nb.njit(cache=True, nogil=True)
-def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, max_blocks: int,
-                 big: bool, ts: npt.NDArray[np.float64], cols: I64, counts: I64, notes: I64
+def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool,
+                 ts: npt.NDArray[np.float64], cols: I64, counts: I64, notes: I64
                  ) -> tuple[int, int]:
-    """Decode the frames of the ready blocks from block ``first`` on (at most
-    ``max_blocks``, in ring order, stopping at the first block the kernel still owns);
-    return (packets written, blocks walked). The caller hands the walked blocks back
-    with :func:`release_blocks` once it has copied what it needs out of them.
+    """Decode the frames of the ready blocks from block ``first`` on (in ring order,
+    stopping at the first block the kernel still owns, and before a block that might not
+    fit in the rows left of ``ts``); return (packets written, blocks walked). The caller
+    hands the walked blocks back with :func:`release_blocks` once it has copied what it
+    needs out of them.
 
     ``counts[0]`` counts frames, ``counts[1 + code]`` skipped ones by reason code; a frame
     header pointing outside its block counts as ``"bad-netlink"`` and ends that block.
@@ -267,7 +268,7 @@ def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, max_block
     k = 0
     cap = ts.shape[0]
     walked = 0
-    while walked < max_blocks:
+    while walked < n_blocks and cap - k >= block_size // TP3_HEADER:
         base = ((first + walked) % n_blocks) * block_size
         if not _u32n(ring, base + _BLOCK_STATUS, big) & TP_STATUS_USER:
             break

@@ -44,11 +44,11 @@ def packet_message(ip: bytes, ts: float | None, seq: int | None, snaplen: int = 
 def datagrams(ips: Sequence[tuple[float, bytes]], per_datagram: int, snaplen: int = 0xFFFF,
               first_seq: int = 0) -> list[bytes]:
     """Messages for ``(ts, ip)`` pairs, ``per_datagram`` to a datagram, numbered from
-    ``first_seq``."""
+    ``first_seq`` (wrapping at 2**32 as the kernel does)."""
     out = []
     for start in range(0, len(ips), per_datagram):
         chunk = ips[start:start + per_datagram]
-        data = b"".join(packet_message(ip, ts, first_seq + start + i, snaplen)
+        data = b"".join(packet_message(ip, ts, (first_seq + start + i) & 0xFFFFFFFF, snaplen)
                         for i, (ts, ip) in enumerate(chunk))
         if len(chunk) > 1:
             data += nlmsg(NLMSG_DONE, b"\0" * 4, NLM_F_MULTI)
