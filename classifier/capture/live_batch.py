@@ -30,11 +30,9 @@ from classifier.capture.columns import COLUMNS, SKIP_REASONS, _decode, _u16, _u3
 from classifier.capture.packet import Packet
 
 __all__ = [
-    "BAD_NETLINK",
     "LIVE_SKIP_REASONS",
     "MIN_PACKET_MESSAGE",
     "TP3_HEADER",
-    "TP_STATUS_USER",
     "BatchArrays",
     "PacketBuilder",
     "release_blocks",
@@ -47,7 +45,7 @@ U8 = npt.NDArray[np.uint8]
 
 #: Skip reasons of the live walkers by code: the offline ones, then "bad-netlink".
 LIVE_SKIP_REASONS: tuple[str, ...] = (*SKIP_REASONS, "bad-netlink")
-BAD_NETLINK = len(SKIP_REASONS)
+_BAD_NETLINK = len(SKIP_REASONS)
 _TRUNCATED = SKIP_REASONS.index("truncated-header")
 _LINKTYPE_RAW = 101
 _MSG_PACKET = (4 << 8) | 0  # NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET
@@ -101,7 +99,7 @@ def _nflog_packet(b: U8, body: int, end: int, big: bool, now: float,
     while pos + 4 <= end:
         alen = _u16n(b, pos, big)
         if alen < 4 or pos + alen > end:
-            counts[1 + BAD_NETLINK] += 1
+            counts[1 + _BAD_NETLINK] += 1
             return k
         kind = _u16n(b, pos + 2, big) & 0x7FFF
         if kind == _ATTR_PAYLOAD:
@@ -150,7 +148,7 @@ def walk_nflog(b: U8, segs: I64, nseg: int, big: bool, now: float,
                 return k
             length = _u32n(b, off, big)
             if length < 16 or off + length > end:
-                counts[1 + BAD_NETLINK] += 1
+                counts[1 + _BAD_NETLINK] += 1
                 break
             if _u16n(b, off + 4, big) == _MSG_PACKET:
                 counts[0] += 1
@@ -246,7 +244,7 @@ class PacketBuilder:
 
 
 # TPACKET_V3 ring (linux/if_packet.h): blocks of frames the kernel hands over whole
-TP_STATUS_USER = 1
+_TP_STATUS_USER = 1
 _BLOCK_STATUS, _BLOCK_NUM_PKTS, _BLOCK_FIRST = 8, 12, 16
 TP3_HEADER = 48  # sizeof(struct tpacket3_hdr): no frame slot is shorter
 _LINKTYPE_ETHERNET = 1
@@ -270,19 +268,19 @@ def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool
     walked = 0
     while walked < n_blocks and cap - k >= block_size // TP3_HEADER:
         base = ((first + walked) % n_blocks) * block_size
-        if not _u32n(ring, base + _BLOCK_STATUS, big) & TP_STATUS_USER:
+        if not _u32n(ring, base + _BLOCK_STATUS, big) & _TP_STATUS_USER:
             break
         walked += 1
         end = base + block_size
         p = base + _u32n(ring, base + _BLOCK_FIRST, big)
         for _ in range(_u32n(ring, base + _BLOCK_NUM_PKTS, big)):
             if p < base or p + TP3_HEADER > end or k >= cap:
-                counts[1 + BAD_NETLINK] += 1
+                counts[1 + _BAD_NETLINK] += 1
                 break
             snap = _u32n(ring, p + 12, big)
             s = p + _u16n(ring, p + 24, big)
             if s + snap > end:
-                counts[1 + BAD_NETLINK] += 1
+                counts[1 + _BAD_NETLINK] += 1
                 break
             counts[0] += 1
             wire = max(_u32n(ring, p + 16, big), snap)
