@@ -45,6 +45,12 @@ log = logging.getLogger(__name__)
 _ETH_P_ALL = 0x0003
 _LINKTYPE_ETHERNET = 1
 _LINKTYPE_RAW = 101
+# ARPHRD device types (linux/if_arp.h) -> what an AF_PACKET SOCK_RAW frame starts with
+_ARPHRD_LINKTYPES = {
+    1: _LINKTYPE_ETHERNET, 772: _LINKTYPE_ETHERNET,  # Ethernet; loopback (zeroed Ethernet)
+    65534: _LINKTYPE_RAW, 768: _LINKTYPE_RAW, 769: _LINKTYPE_RAW,  # none (WireGuard, tun),
+    776: _LINKTYPE_RAW, 519: _LINKTYPE_RAW,  # IP-in-IP tunnels, raw IP
+}
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
 _RCVBUF = 32 << 20
@@ -86,6 +92,15 @@ def _big_rcvbuf(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
 
 
+def _linktype(iface: str, arphrd: int) -> int:
+    """The pcap link type of frames read on ``iface`` (device type ``arphrd``)."""
+    linktype = _ARPHRD_LINKTYPES.get(arphrd)
+    if linktype is None:
+        raise OSError(0, f"device type {arphrd} (ARPHRD) is neither Ethernet nor plain IP",
+                      iface)
+    return linktype
+
+
 def _add_counts(stats: LiveStats, arrays: BatchArrays, packets: int) -> None:
     messages, skipped = arrays.take_counts()
     stats.received += messages
@@ -122,16 +137,19 @@ class AfPacketSource:
         self.stats = LiveStats()
         self._max_batch = max_batch
         self._socks: list[socket.socket] = []
+        self._linktypes: list[int] = []  # per socket
         self._rings: list[_Ring] = []
         for iface in ifaces:
             try:
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
                 self._socks.append(s)
+                s.bind((iface, 0))
+                linktype = _linktype(iface, s.getsockname()[3])
+                self._linktypes.append(linktype)
                 if decoder == "batch":
-                    self._rings.append(_Ring(s))
+                    self._rings.append(_Ring(s, linktype))
                 else:
                     _big_rcvbuf(s)
-                s.bind((iface, 0))
                 s.setblocking(False)
             except PermissionError as exc:
                 self.close()
@@ -151,12 +169,13 @@ class AfPacketSource:
                 ring.read(self._arrays, self._builder, out)
             _add_counts(self.stats, self._arrays, len(out))
         for s in ready if not self._rings else ():
+            linktype = self._linktypes[self._socks.index(s)]
             for _ in range(self._max_batch):
                 try:
                     data = s.recv(65535)
                 except BlockingIOError:
                     break
-                decoded = decode_frame(_LINKTYPE_ETHERNET, data, time.time(), len(data))
+                decoded = decode_frame(linktype, data, time.time(), len(data))
                 _account(self.stats, decoded, out)
         self._update_drops()
         return out
@@ -193,7 +212,8 @@ def _empty_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 class _Ring:
     """A TPACKET_V3 receive ring on an AF_PACKET socket, walked block by block."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, linktype: int) -> None:
+        self._linktype = linktype
         sock.setsockopt(_SOL_PACKET, _PACKET_VERSION, _TPACKET_V3)
         req = struct.pack("=7I", _RING_BLOCK, _RING_BLOCKS, _RING_FRAME,
                           _RING_BLOCK * _RING_BLOCKS // _RING_FRAME, _RING_RETIRE_MS, 0, 0)
@@ -204,14 +224,14 @@ class _Ring:
         self._view = memoryview(self._map)
         self._next = 0  # the block the kernel fills next
         # load (or compile) the walker now, not at the first packet: an empty ring
-        walk_tpacket(np.zeros(_RING_BLOCK, np.uint8), _RING_BLOCK, 1, 0, False,
+        walk_tpacket(np.zeros(_RING_BLOCK, np.uint8), _RING_BLOCK, 1, 0, False, linktype,
                      *_empty_columns())
 
     def read(self, arrays: BatchArrays, builder: PacketBuilder, out: list[Packet]) -> None:
         """Decode the ready blocks into ``out`` and hand them back to the kernel."""
         k, walked = walk_tpacket(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next,
-                                 arrays.big, arrays.ts, arrays.cols, arrays.counts,
-                                 arrays.notes)
+                                 arrays.big, self._linktype, arrays.ts, arrays.cols,
+                                 arrays.counts, arrays.notes)
         builder.build(arrays, k, self._view, out)  # copies payloads out of the blocks
         release_blocks(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next, walked)
         self._next = (self._next + walked) % _RING_BLOCKS

@@ -247,14 +247,14 @@ class PacketBuilder:
 _TP_STATUS_USER = 1
 _BLOCK_STATUS, _BLOCK_NUM_PKTS, _BLOCK_FIRST = 8, 12, 16
 TP3_HEADER = 48  # sizeof(struct tpacket3_hdr): no frame slot is shorter
-_LINKTYPE_ETHERNET = 1
 
 
 @nb.njit(cache=True, nogil=True)
 def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool,
-                 ts: npt.NDArray[np.float64], cols: I64, counts: I64, notes: I64
+                 linktype: int, ts: npt.NDArray[np.float64], cols: I64, counts: I64, notes: I64
                  ) -> tuple[int, int]:
-    """Decode the frames of the ready blocks from block ``first`` on (in ring order,
+    """Decode the frames (of pcap link type ``linktype``) of the ready blocks from block
+    ``first`` on (in ring order,
     stopping at the first block the kernel still owns, and before a block that might not
     fit in the rows left of ``ts``); return (packets written, blocks walked). The caller
     hands the walked blocks back with :func:`release_blocks` once it has copied what it
@@ -284,7 +284,7 @@ def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool
                 break
             counts[0] += 1
             wire = max(_u32n(ring, p + 16, big), snap)
-            reason = _decode(ring, s, snap, _LINKTYPE_ETHERNET, wire, cols, k, notes)
+            reason = _decode(ring, s, snap, linktype, wire, cols, k, notes)
             if reason:
                 counts[1 + reason] += 1
             else:

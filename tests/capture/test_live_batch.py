@@ -142,8 +142,8 @@ def _ring(frames: list[tuple[float, bytes, int]], blocks: int = 2) -> np.ndarray
 
 def _walk(ring: np.ndarray, blocks: int = 2) -> tuple[list[Packet], LiveStats, int]:
     arrays = BatchArrays(4 * BLOCK // TP3_HEADER)
-    k, walked = walk_tpacket(ring, BLOCK, blocks, 0, arrays.big, arrays.ts, arrays.cols,
-                             arrays.counts, arrays.notes)
+    k, walked = walk_tpacket(ring, BLOCK, blocks, 0, arrays.big, LINKTYPE_ETHERNET, arrays.ts,
+                             arrays.cols, arrays.counts, arrays.notes)
     out: list[Packet] = []
     PacketBuilder().build(arrays, k, memoryview(ring), out)
     messages, skipped = arrays.take_counts()
