@@ -13,6 +13,7 @@ flows.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import heapq
 import logging
 import threading
@@ -24,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from classifier.capture.live import AfPacketSource, LiveSource, NflogSource
+from classifier.capture.live import DECODERS, AfPacketSource, LiveSource, NflogSource
 from classifier.capture.packet import TCP, Packet
 from classifier.enforce.audit import AuditLog
 from classifier.enforce.dns_sinkhole import DnsSinkhole
@@ -53,11 +54,14 @@ POLICY_CATEGORY = {"youtube": "shorts", "instagram": "reels", "facebook": "reels
 class LiveConfig:
     """How ``shortflow live`` runs. ``capture``: ``afpacket`` (reads ``ifaces``; changes no
     firewall state) or ``nflog`` (shortflow's nftables table copies packets to
-    ``nflog_group``: whole for a connection's first packets and DNS, headers after)."""
+    ``nflog_group``: whole for a connection's first packets and DNS, headers after).
+    ``decoder``: ``batch`` (compiled, many packets per call) or ``python`` (per packet,
+    the reference)."""
 
     ifaces: tuple[str, ...] = ()
     capture: str = "afpacket"
     nflog_group: int = 7
+    decoder: str = "batch"
     model: Path | None = None
     policy: Path | None = None
     enforce: str = "dry-run"
@@ -73,6 +77,8 @@ class LiveConfig:
     def __post_init__(self) -> None:
         if self.capture not in ("afpacket", "nflog"):
             raise ShortflowError(f"capture {self.capture!r}: use afpacket or nflog")
+        if self.decoder not in DECODERS:
+            raise ShortflowError(f"decoder {self.decoder!r}: use " + " or ".join(DECODERS))
         if self.capture == "afpacket" and not self.ifaces:
             raise ShortflowError("afpacket capture needs at least one --iface")
         if not self.checks or any(c <= 0 for c in self.checks) or self.recheck <= 0:
@@ -121,8 +127,9 @@ class LiveRouter:
         self._schedule = _CheckSchedule(cfg.checks, cfg.recheck)
         self.featurizer = Featurizer(FeaturizeConfig(flow=cfg.flow, snapshots=()),
                                      capture="live", plugins=[self._schedule])
-        self.source: LiveSource = (NflogSource(cfg.nflog_group) if cfg.capture == "nflog"
-                                   else AfPacketSource(cfg.ifaces))
+        self.source: LiveSource = (
+            NflogSource(cfg.nflog_group, decoder=cfg.decoder) if cfg.capture == "nflog"
+            else AfPacketSource(cfg.ifaces, decoder=cfg.decoder))
         self._closers.append(self.source.close)
         self.dns: DnsSinkhole | None = None
         if cfg.dns_listen is not None:
@@ -133,6 +140,9 @@ class LiveRouter:
             self.dns.start()
             self._closers.append(self.dns.stop)
         self._names_lock = threading.Lock()
+        # what start-up loaded (model, pandas, numba) lives as long as the process: keep it
+        # out of the collector's scans, which the packets of every batch set off
+        gc.freeze()
         log.info("live: capture %s, enforcement %s, model %s", cfg.capture, cfg.enforce,
                  self.model.info.name)
 

@@ -62,6 +62,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
         check_bind_safety(args.api[0], Settings().token(), live=True)
     config = LiveConfig(
         ifaces=tuple(args.iface), capture=args.capture, nflog_group=args.nflog_group,
+        decoder=args.decoder,
         model=args.model, policy=args.policy, enforce=args.enforce,
         audit_log=args.audit_log, dns_listen=args.dns_listen,
         dns_upstream=args.dns_upstream)
@@ -101,6 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="afpacket reads the interfaces; nflog lets shortflow's nftables "
                    "table copy packets (whole for a connection's first packets and DNS)")
     p.add_argument("--nflog-group", type=int, default=7)
+    p.add_argument("--decoder", choices=["batch", "python"], default="batch",
+                   help="batch decodes many captured packets per compiled call (default); "
+                   "python decodes one at a time (the reference, slower)")
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--policy", type=Path, default=None, help="policy TOML (SIGHUP reloads)")
     p.add_argument("--enforce", choices=["off", "dry-run", "nft"], default="dry-run",

@@ -13,6 +13,7 @@ what the kernel dropped before shortflow could read it, and what was not TCP/UDP
 from __future__ import annotations
 
 import logging
+import mmap
 import select
 import socket
 import struct
@@ -21,20 +22,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from classifier.capture.decode import decode_frame
+from classifier.capture.live_batch import (
+    MIN_PACKET_MESSAGE,
+    TP3_HEADER,
+    BatchArrays,
+    PacketBuilder,
+    release_blocks,
+    walk_nflog,
+    walk_tpacket,
+)
 from classifier.capture.packet import Packet
 from classifier.errors import CaptureError
 
-__all__ = ["LiveSource", "LiveStats", "AfPacketSource", "NflogSource"]
+__all__ = ["DECODERS", "LiveSource", "LiveStats", "AfPacketSource", "NflogBatch", "NflogParser",
+           "NflogSource"]
 
 log = logging.getLogger(__name__)
 
 _ETH_P_ALL = 0x0003
 _LINKTYPE_ETHERNET = 1
 _LINKTYPE_RAW = 101
+# ARPHRD device types (linux/if_arp.h) -> what an AF_PACKET SOCK_RAW frame starts with
+_ARPHRD_LINKTYPES = {
+    1: _LINKTYPE_ETHERNET, 772: _LINKTYPE_ETHERNET,  # Ethernet; loopback (zeroed Ethernet)
+    65534: _LINKTYPE_RAW, 768: _LINKTYPE_RAW, 769: _LINKTYPE_RAW,  # none (WireGuard, tun),
+    776: _LINKTYPE_RAW, 519: _LINKTYPE_RAW,  # IP-in-IP tunnels, raw IP
+}
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
 _RCVBUF = 32 << 20
+_SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max (not in Python's socket module)
+#: How a live source decodes: compiled, many packets per call; or one at a time in Python.
+DECODERS = ("batch", "python")
 
 
 @dataclass(slots=True)
@@ -62,6 +84,31 @@ class LiveSource(Protocol):
     def close(self) -> None: ...
 
 
+def _big_rcvbuf(sock: socket.socket) -> None:
+    """A large receive buffer: forced past ``net.core.rmem_max`` when allowed (root)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+
+
+def _linktype(iface: str, arphrd: int) -> int:
+    """The pcap link type of frames read on ``iface`` (device type ``arphrd``)."""
+    linktype = _ARPHRD_LINKTYPES.get(arphrd)
+    if linktype is None:
+        raise OSError(0, f"device type {arphrd} (ARPHRD) is neither Ethernet nor plain IP",
+                      iface)
+    return linktype
+
+
+def _add_counts(stats: LiveStats, arrays: BatchArrays, packets: int) -> None:
+    messages, skipped = arrays.take_counts()
+    stats.received += messages
+    stats.packets += packets
+    for reason, n in skipped.items():
+        stats.skipped[reason] = stats.skipped.get(reason, 0) + n
+
+
 def _account(stats: LiveStats, decoded: Packet | str, out: list[Packet]) -> None:
     stats.received += 1
     if isinstance(decoded, Packet):
@@ -74,20 +121,35 @@ def _account(stats: LiveStats, decoded: Packet | str, out: list[Packet]) -> None
 class AfPacketSource:
     """Frames of Ethernet interfaces through AF_PACKET raw sockets (both directions).
 
-    Give the client-facing interface(s) only: a forwarded packet seen on two interfaces
-    would count twice. Raises :class:`CaptureError` when an interface does not exist or
-    the process lacks CAP_NET_RAW.
+    ``decoder="batch"`` (the default) maps a TPACKET_V3 ring per interface: the kernel
+    fills blocks of frames (handed over when full or after 10 ms) and one compiled call
+    decodes the ready blocks; ``"python"`` reads and decodes one frame per call (the
+    reference). Give the client-facing interface(s) only: a forwarded packet seen on two
+    interfaces would count twice. Raises :class:`CaptureError` when an interface does not
+    exist or the process lacks CAP_NET_RAW.
     """
 
-    def __init__(self, ifaces: Sequence[str], max_batch: int = 4096) -> None:
+    def __init__(self, ifaces: Sequence[str], max_batch: int = 4096,
+                 decoder: str = "batch") -> None:
+        if decoder not in DECODERS:
+            raise CaptureError(", ".join(ifaces), f"decoder {decoder!r}: use "
+                               + " or ".join(DECODERS))
         self.stats = LiveStats()
         self._max_batch = max_batch
         self._socks: list[socket.socket] = []
+        self._linktypes: list[int] = []  # per socket
+        self._rings: list[_Ring] = []
         for iface in ifaces:
             try:
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ALL))
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+                self._socks.append(s)
                 s.bind((iface, 0))
+                linktype = _linktype(iface, s.getsockname()[3])
+                self._linktypes.append(linktype)
+                if decoder == "batch":
+                    self._rings.append(_Ring(s, linktype))
+                else:
+                    _big_rcvbuf(s)
                 s.setblocking(False)
             except PermissionError as exc:
                 self.close()
@@ -96,32 +158,88 @@ class AfPacketSource:
                 self.close()
                 raise CaptureError(iface, f"cannot capture on this interface ({exc.strerror})"
                                    ) from exc
-            self._socks.append(s)
+        self._arrays = BatchArrays(_RING_ROWS)
+        self._builder = PacketBuilder()
 
     def read(self, timeout: float) -> list[Packet]:
         out: list[Packet] = []
         ready, _, _ = select.select(self._socks, [], [], timeout)
-        for s in ready:
+        if self._rings:
+            for ring in self._rings:  # a ring may hold ready blocks select did not report
+                ring.read(self._arrays, self._builder, out)
+            _add_counts(self.stats, self._arrays, len(out))
+        for s in ready if not self._rings else ():
+            linktype = self._linktypes[self._socks.index(s)]
             for _ in range(self._max_batch):
                 try:
                     data = s.recv(65535)
                 except BlockingIOError:
                     break
-                decoded = decode_frame(_LINKTYPE_ETHERNET, data, time.time(), len(data))
+                decoded = decode_frame(linktype, data, time.time(), len(data))
                 _account(self.stats, decoded, out)
         self._update_drops()
         return out
 
     def _update_drops(self) -> None:
+        size = 12 if self._rings else 8  # tpacket_stats_v3 adds a freeze counter
         for s in self._socks:
-            raw = s.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, 8)
-            _packets, drops = struct.unpack("II", raw)  # reading resets the kernel counters
-            self.stats.dropped += drops
+            raw = s.getsockopt(_SOL_PACKET, _PACKET_STATISTICS, size)
+            # reading resets the kernel counters
+            self.stats.dropped += struct.unpack_from("II", raw)[1]
 
     def close(self) -> None:
+        for ring in self._rings:
+            ring.close()
+        self._rings = []
         for s in self._socks:
             s.close()
         self._socks = []
+
+
+_PACKET_VERSION, _PACKET_RX_RING, _TPACKET_V3 = 10, 5, 2
+_RING_BLOCK = 1 << 18
+_RING_BLOCKS = 128  # 32 MiB; and >= 1.28 s of traffic even when blocks leave part-empty
+_RING_FRAME = 2048  # TPACKET_V3 packs frames of any size; this only sets tp_frame_nr
+_RING_RETIRE_MS = 10  # a block not yet full is handed over after this long
+_RING_ROWS = 1 << 16  # packets decoded per read at most (whole blocks)
+
+
+def _empty_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    a = BatchArrays(_RING_BLOCK // TP3_HEADER)
+    return a.ts, a.cols, a.counts, a.notes
+
+
+class _Ring:
+    """A TPACKET_V3 receive ring on an AF_PACKET socket, walked block by block."""
+
+    def __init__(self, sock: socket.socket, linktype: int) -> None:
+        self._linktype = linktype
+        sock.setsockopt(_SOL_PACKET, _PACKET_VERSION, _TPACKET_V3)
+        req = struct.pack("=7I", _RING_BLOCK, _RING_BLOCKS, _RING_FRAME,
+                          _RING_BLOCK * _RING_BLOCKS // _RING_FRAME, _RING_RETIRE_MS, 0, 0)
+        sock.setsockopt(_SOL_PACKET, _PACKET_RX_RING, req)
+        self._map = mmap.mmap(sock.fileno(), _RING_BLOCK * _RING_BLOCKS, mmap.MAP_SHARED,
+                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self._ring = np.frombuffer(self._map, np.uint8)
+        self._view = memoryview(self._map)
+        self._next = 0  # the block the kernel fills next
+        # load (or compile) the walker now, not at the first packet: an empty ring
+        walk_tpacket(np.zeros(_RING_BLOCK, np.uint8), _RING_BLOCK, 1, 0, False, linktype,
+                     *_empty_columns())
+
+    def read(self, arrays: BatchArrays, builder: PacketBuilder, out: list[Packet]) -> None:
+        """Decode the ready blocks into ``out`` and hand them back to the kernel."""
+        k, walked = walk_tpacket(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next,
+                                 arrays.big, self._linktype, arrays.ts, arrays.cols,
+                                 arrays.counts, arrays.notes)
+        builder.build(arrays, k, self._view, out)  # copies payloads out of the blocks
+        release_blocks(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next, walked)
+        self._next = (self._next + walked) % _RING_BLOCKS
+
+    def close(self) -> None:
+        del self._ring
+        self._view.release()
+        self._map.close()
 
 
 # NFLOG over nfnetlink (linux/netfilter/nfnetlink_log.h)
@@ -131,12 +249,17 @@ _MSG_PACKET = (_NFNL_SUBSYS_ULOG << 8) | 0
 _MSG_CONFIG = (_NFNL_SUBSYS_ULOG << 8) | 1
 _NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
 _NLMSG_ERROR = 2
-_CFG_CMD, _CFG_MODE, _CFG_TIMEOUT, _CFG_QTHRESH, _CFG_FLAGS = 1, 2, 4, 5, 6
+_CFG_CMD, _CFG_MODE, _CFG_NLBUFSIZ, _CFG_TIMEOUT, _CFG_QTHRESH, _CFG_FLAGS = 1, 2, 3, 4, 5, 6
 _CFG_F_SEQ = 0x0001  # number the group's messages, so lost ones show as gaps
 _CMD_BIND, _CMD_UNBIND = 1, 2
 _COPY_PACKET = 2
 _ATTR_TIMESTAMP, _ATTR_PAYLOAD, _ATTR_SEQ = 3, 9, 12
 _ENOBUFS = 105
+_NLBUFSIZ = 131072  # the kernel's largest batch of messages in one netlink datagram
+_QTHRESH = 1024  # ... or this many messages, whichever comes first
+_FLUSH_CENTISECONDS = 1  # ... or after 10 ms
+_READ_BUFFER = 4 << 20  # batch decoder: bytes read per wakeup at most
+_MAX_DATAGRAM = 2 * _NLBUFSIZ  # room kept free for one more datagram (a 64 KiB GSO packet fits)
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -153,69 +276,16 @@ def _ip_length(payload: bytes) -> int:
     return len(payload)
 
 
-class NflogSource:
-    """Packets that nftables rules send to NFLOG group ``group`` (IPv4 and IPv6).
+class NflogParser:
+    """The per-message reference decoder of NFLOG netlink datagrams (struct unpacking and
+    one :func:`decode_frame` call per message); :func:`walk_nflog` is the compiled batch
+    equivalent. Counts into ``stats``; lost messages show as NFULA_SEQ gaps."""
 
-    Raises :class:`CaptureError` when the group cannot be bound (no CAP_NET_ADMIN, or another
-    process owns it).
-    """
-
-    def __init__(self, group: int, max_batch: int = 4096) -> None:
-        self.stats = LiveStats()
-        self.group = group
-        self._max_batch = max_batch
-        self._seq = 0
+    def __init__(self, stats: LiveStats) -> None:
+        self.stats = stats
         self._next_msg: int | None = None  # the NFULA_SEQ expected next
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
-            self._sock.bind((0, 0))
-            self._config(socket.AF_UNSPEC, _attr(_CFG_CMD, struct.pack("B", _CMD_BIND) + b"\0"
-                                                 * 3))
-            self._config(socket.AF_UNSPEC, _attr(_CFG_MODE, struct.pack(">IBB", 0xFFFF,
-                                                                        _COPY_PACKET, 0)))
-            self._config(socket.AF_UNSPEC, _attr(_CFG_QTHRESH, struct.pack(">I", 64)))
-            self._config(socket.AF_UNSPEC, _attr(_CFG_TIMEOUT, struct.pack(">I", 1)))
-            self._config(socket.AF_UNSPEC, _attr(_CFG_FLAGS, struct.pack(">H", _CFG_F_SEQ)))
-        except OSError as exc:
-            self._sock.close()
-            raise CaptureError(f"nflog group {group}", f"cannot bind ({exc})") from exc
-        self._sock.setblocking(False)
 
-    def _config(self, family: int, attrs: bytes) -> None:
-        self._seq += 1
-        body = struct.pack("=BBH", family, 0, socket.htons(self.group)) + attrs
-        msg = struct.pack("=IHHII", 16 + len(body), _MSG_CONFIG, _NLM_F_REQUEST | _NLM_F_ACK,
-                          self._seq, 0) + body
-        self._sock.send(msg)
-        for _ in range(1000):  # packet messages may arrive before the acknowledgement
-            reply = self._sock.recv(1 << 20)
-            _length, kind, _flags, seq = struct.unpack_from("=IHHI", reply)
-            if kind == _NLMSG_ERROR and seq == self._seq:
-                (errno,) = struct.unpack_from("=i", reply, 16)
-                if errno:
-                    raise OSError(-errno, f"nflog config refused (errno {-errno})")
-                return
-        raise OSError("no acknowledgement from nfnetlink_log")
-
-    def read(self, timeout: float) -> list[Packet]:
-        out: list[Packet] = []
-        ready, _, _ = select.select([self._sock], [], [], timeout)
-        if not ready:
-            return out
-        for _ in range(self._max_batch):
-            try:
-                data = self._sock.recv(1 << 20)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == _ENOBUFS:  # buffer overrun: the sequence gap counts the loss
-                    continue
-                raise
-            self._parse(data, out)
-        return out
-
-    def _parse(self, data: bytes, out: list[Packet]) -> None:
+    def parse(self, data: bytes, out: list[Packet]) -> None:
         off = 0
         while off + 16 <= len(data):
             length, kind = struct.unpack_from("=IH", data, off)
@@ -248,6 +318,133 @@ class NflogSource:
             pos += (alen + 3) & ~3
         decoded = decode_frame(_LINKTYPE_RAW, payload, ts or time.time(), _ip_length(payload))
         _account(self.stats, decoded, out)
+
+
+class NflogBatch:
+    """The compiled batch decoder of NFLOG datagrams: :meth:`decode` walks every datagram
+    read into :attr:`arrays` (``segments`` of them) in one call."""
+
+    def __init__(self, stats: LiveStats, buffer_bytes: int = _READ_BUFFER,
+                 max_segments: int = 4096) -> None:
+        self.stats = stats
+        self.buffer = np.zeros(buffer_bytes, np.uint8)
+        self.view = memoryview(self.buffer)  # type: ignore[arg-type]
+        self.segs = np.zeros((max_segments, 2), np.int64)  # [start, end) of each datagram
+        self.arrays = BatchArrays(buffer_bytes // MIN_PACKET_MESSAGE + 1)
+        self._seq_state = np.array([-1, 0], np.int64)  # NFULA_SEQ expected next, lost
+        self._builder = PacketBuilder()
+        self.decode(0, [])  # load (or compile) the walker now, not at the first packet
+
+    def decode(self, segments: int, out: list[Packet]) -> None:
+        """Decode the datagrams in ``buffer`` that ``segs[:segments]`` delimit."""
+        a = self.arrays
+        k = walk_nflog(self.buffer, self.segs, segments, a.big, time.time(), a.ts, a.cols,
+                       a.counts, self._seq_state, a.notes)
+        _add_counts(self.stats, a, k)
+        self.stats.dropped = int(self._seq_state[1])
+        self._builder.build(a, k, self.view, out)
+
+
+class NflogSource:
+    """Packets that nftables rules send to NFLOG group ``group`` (IPv4 and IPv6).
+
+    The kernel batches up to ``_QTHRESH`` messages (or 128 KiB, or 10 ms) per netlink
+    datagram; ``decoder="batch"`` (the default) drains up to ``max_batch`` datagrams per
+    wakeup into one buffer and decodes them in one compiled call, ``"python"`` decodes
+    each message in Python (the reference). Raises :class:`CaptureError` when the group
+    cannot be bound (no CAP_NET_ADMIN, or another process owns it).
+    """
+
+    def __init__(self, group: int, max_batch: int = 4096, decoder: str = "batch") -> None:
+        if decoder not in DECODERS:
+            raise CaptureError(f"nflog group {group}", f"decoder {decoder!r}: use "
+                               + " or ".join(DECODERS))
+        self.stats = LiveStats()
+        self.group = group
+        self._max_batch = max_batch
+        self._seq = 0
+        self._parser = NflogParser(self.stats)
+        self._batch = NflogBatch(self.stats) if decoder == "batch" else None
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+        try:
+            _big_rcvbuf(self._sock)
+            self._sock.bind((0, 0))
+            self._config(_attr(_CFG_CMD, struct.pack("B", _CMD_BIND) + b"\0" * 3))
+            self._config(_attr(_CFG_MODE, struct.pack(">IBB", 0xFFFF, _COPY_PACKET, 0)))
+            self._config(_attr(_CFG_NLBUFSIZ, struct.pack(">I", _NLBUFSIZ)))
+            self._config(_attr(_CFG_QTHRESH, struct.pack(">I", _QTHRESH)))
+            self._config(_attr(_CFG_TIMEOUT, struct.pack(">I", _FLUSH_CENTISECONDS)))
+            self._config(_attr(_CFG_FLAGS, struct.pack(">H", _CFG_F_SEQ)))
+        except OSError as exc:
+            self._sock.close()
+            raise CaptureError(f"nflog group {group}", f"cannot bind ({exc})") from exc
+        self._sock.setblocking(False)
+
+    def _config(self, attrs: bytes) -> None:
+        self._seq += 1
+        body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(self.group)) + attrs
+        msg = struct.pack("=IHHII", 16 + len(body), _MSG_CONFIG, _NLM_F_REQUEST | _NLM_F_ACK,
+                          self._seq, 0) + body
+        self._sock.send(msg)
+        for _ in range(1000):  # packet messages may arrive before the acknowledgement
+            reply = self._sock.recv(1 << 20)
+            _length, kind, _flags, seq = struct.unpack_from("=IHHI", reply)
+            if kind == _NLMSG_ERROR and seq == self._seq:
+                (errno,) = struct.unpack_from("=i", reply, 16)
+                if errno:
+                    raise OSError(-errno, f"nflog config refused (errno {-errno})")
+                return
+        raise OSError("no acknowledgement from nfnetlink_log")
+
+    def read(self, timeout: float) -> list[Packet]:
+        out: list[Packet] = []
+        ready, _, _ = select.select([self._sock], [], [], timeout)
+        if not ready:
+            return out
+        if self._batch is None:
+            for _ in range(self._max_batch):  # datagrams; and packets, bounded the same
+                data = self._recv() if len(out) < self._max_batch else None
+                if data is None:
+                    break
+                self._parser.parse(data, out)
+            return out
+        self._batch.decode(self._drain(self._batch), out)
+        return out
+
+    def _recv(self) -> bytes | None:
+        """One datagram; None when none is waiting."""
+        for _ in range(self._max_batch):
+            try:
+                return self._sock.recv(1 << 20)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                if exc.errno != _ENOBUFS:  # buffer overrun: the sequence gap counts the loss
+                    raise
+        return None
+
+    def _drain(self, a: NflogBatch) -> int:
+        """Read waiting datagrams into ``a.buffer`` (each a segment); return how many."""
+        used = nseg = 0
+        room_needed = len(a.buffer) - _MAX_DATAGRAM
+        for _ in range(self._max_batch):
+            if used > room_needed or nseg == len(a.segs):
+                break
+            try:
+                # MSG_TRUNC: netlink returns the datagram's full length, so a cut shows
+                n = self._sock.recv_into(a.view[used:], 0, socket.MSG_TRUNC)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == _ENOBUFS:  # buffer overrun: the sequence gap counts the loss
+                    continue
+                raise
+            n = min(n, len(a.buffer) - used)  # a cut datagram ends in a bad message
+            a.segs[nseg, 0] = used
+            a.segs[nseg, 1] = used + n
+            nseg += 1
+            used += (n + 3) & ~3
+        return nseg
 
     def close(self) -> None:
         self._sock.close()  # closing the socket unbinds the group
