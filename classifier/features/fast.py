@@ -555,10 +555,12 @@ class _Run:
                      else np.lexsort((ks, ints[_I_UID])))
             ints, times = ints[:, order], times[:, order]
             ks = None if ks is None else ks[order]
-        values = _stack([b.features for b in batches], order)
+        features = [b.features for b in batches]
+        for b in batches:
+            b.features = _EMPTY  # so _stack can free each batch once it is copied
+        values = _stack(features, order)
         text: dict[str, list[Any]] = {k: [] for k in _TEXT}
         for b in batches:
-            b.features = _EMPTY
             views = None if b.views is None else b.views.tolist()
             for k in _TEXT:
                 text[k] += b.text[k] if views is None else [b.text[k][j] for j in views]
