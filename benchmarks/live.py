@@ -9,11 +9,19 @@
 2. Flow start -> verdict and flow start -> block: a lab Shorts session plays through the
    router while `shortflow live --enforce nft` runs; its API gives each flow's first verdict
    (seconds after the flow's first packet), its audit log the block times.
+3. Set update -> first drop (``block-latency``): paced UDP and TCP streams (one message
+   every ``--interval-us``, ``benchmarks/paced.py``) run from the lab client to the lab
+   server on port 443 while shortflow's table (`NftTable`, libnftables and `nft -j`) in the
+   router namespace gets a ``block_flow`` / ``block_pair`` at T0, ``--repeats`` times per
+   case, unblocked in between. The sender's and receiver's logs give, per block, the call
+   time, T0 -> send time of the first message that never arrived, and T0 -> the last one
+   that still got through.
 
 All traffic stays inside the lab's namespaces (10.77.0.0/16, no route out); every phase is
 bounded in time.
 
-    python benchmarks/live.py [--seconds 10] [--decoders python,batch] [--streams 2]
+    python -m benchmarks.live [--seconds 10] [--decoders python,batch] [--streams 2]
+        [--only rate,verdicts,block-latency] [--repeats 20]
 """
 
 from __future__ import annotations
@@ -30,10 +38,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from classifier.enforce.audit import read_audit
+from classifier.enforce.nft import Backend, NftTable
 from training.lab.generate import Lab
 from training.lab.scenarios import plan_session
 from training.lab.topology import (
+    CLIENT_IP,
     ROUTER_CLIENT_IF,
     ROUTER_CLIENT_IP,
     SERVER_IP,
@@ -205,6 +217,124 @@ def verdict_times(lab: Lab, tmp: Path) -> None:
         print("flow start -> block: no block in this session")
 
 
+def _peer(topo: LabTopology, ns: str, tmp: Path, name: str, argv: list[str],
+          marker: str) -> subprocess.Popen[bytes]:
+    """Start ``benchmarks/paced.py`` in ``ns`` (writes ``paced-NAME.npz`` when stopped)."""
+    log = tmp / f"paced-{name}.log"
+    proc = topo.popen(ns, [sys.executable, "-m", "benchmarks.paced", *argv, "--out",
+                           str(tmp / f"paced-{name}.npz")], log=log, env=child_env(),
+                      cwd=repo_root())
+    wait_for_marker(proc, log, marker, 30.0)
+    return proc
+
+
+def _dist(values: list[float]) -> str:
+    """median / p95 / max of ``values`` (seconds) in ms, or "-"."""
+    if not values:
+        return "-"
+    v = np.asarray(values) * 1e3
+    return f"{np.median(v):.2f} / {np.percentile(v, 95):.2f} / {v.max():.2f}"
+
+
+def _drop_point(sent: np.ndarray, got: np.ndarray, t0: float, end: float
+                ) -> tuple[float, float | None] | None:
+    """For a block set at ``t0`` and lifted at ``end``: (send time of the first message that
+    never arrived with nothing after it getting through, send time of the last one that got
+    through after ``t0`` or None), both relative to ``t0``; None if no such drop."""
+    window = (sent >= t0) & (sent < end)
+    w_sent, w_got = sent[window], got[window]
+    through = w_sent[w_got]
+    last = float(through.max()) if len(through) else None
+    lost = w_sent[~w_got & (w_sent > (last if last is not None else -np.inf))]
+    if not len(lost):
+        return None
+    return float(lost[0]) - t0, (last - t0 if last is not None else None)
+
+
+def block_latency(topo: LabTopology, tmp: Path, repeats: int, backends: list[Backend],
+                  interval_us: float, hold_s: float = 0.1, gap_s: float = 0.25) -> None:
+    """Set update -> first dropped packet of running UDP and TCP flows (port 443).
+
+    Per backend, ``repeats`` times each: ``block_flow`` for the UDP flow, ``block_flow`` for
+    the TCP flow, ``block_pair`` (both flows); T0 just before the call, T1 after it returns;
+    the block is lifted (``unblock``) after ``hold_s`` and the flows get ``gap_s`` to run
+    (the TCP sender reconnects) before the next one.
+    """
+    cases = [("flow", "udp"), ("flow", "tcp"), ("pair", "udp+tcp")]
+    limit = 30 + len(backends) * len(cases) * repeats * (hold_s + gap_s + 0.3)
+    recv = _peer(topo, topo.server_ns, tmp, "recv", [
+        "recv", "--bind", SERVER_IP, "--port", "443", "--seconds", f"{limit:.0f}"],
+        "receiving")
+    senders = [_peer(topo, topo.client_ns, tmp, proto, [
+        "send", "--to", SERVER_IP, "--port", "443", "--proto", proto, "--interval-us",
+        str(interval_us), "--seconds", f"{limit:.0f}"], "sending") for proto in ("udp", "tcp")]
+    time.sleep(0.5)
+    events: list[tuple[str, str, str, float, float, float]] = []
+    for backend in backends:
+        with NftTable(topo.router_ns, backend=backend) as table:
+            table.create()
+            try:
+                for call, proto in cases:
+                    for _ in range(repeats):
+                        t0 = time.monotonic()
+                        if call == "flow":
+                            table.block_flow(CLIENT_IP, SERVER_IP, 443, proto, 60)
+                        else:
+                            table.block_pair(CLIENT_IP, SERVER_IP, 60)
+                        t1 = time.monotonic()
+                        time.sleep(hold_s)
+                        end = time.monotonic()
+                        if call == "flow":
+                            table.unblock(CLIENT_IP, SERVER_IP, 443, proto)
+                        else:
+                            table.unblock(CLIENT_IP, SERVER_IP)
+                        events.append((table.backend, call, proto, t0, t1, end))
+                        time.sleep(gap_s)
+            finally:
+                table.delete()
+    for proc in (*senders, recv):
+        topo.stop(proc, wait_s=20.0)
+    got = np.load(tmp / "paced-recv.npz")
+    logs = {p: np.load(tmp / f"paced-{p}.npz") for p in ("udp", "tcp")}
+    print(f"set update -> first drop, {repeats} blocks per row (libnftables = lib, nft -j = "
+          f"cli); sender every {interval_us:.0f} us; ms as median / p95 / max:")
+    for proto in ("udp", "tcp"):
+        sent, seq = logs[proto]["sent_sent"], logs[proto]["sent_seq"]
+        arrived = np.isin(seq, got[f"{proto}_seq"])
+        blocked = np.zeros(len(sent), dtype=bool)
+        for *_, t0, _t1, end in events:
+            blocked |= (sent >= t0) & (sent < end + 0.05)
+        step = np.median(np.diff(sent)) * 1e6 if len(sent) > 1 else 0.0
+        print(f"  {proto}: {len(sent):,} sent, median step {step:.0f} us; lost outside block "
+              f"windows: {int((~arrived & ~blocked).sum())}")
+        for used in dict.fromkeys(e[0] for e in events):
+            for call, protos in cases:
+                if proto not in protos:
+                    continue
+                rows = [e for e in events if e[:3] == (used, call, protos)]
+                calls, firsts, lasts, gaps, resets, missed = [], [], [], [], [], 0
+                for *_, t0, t1, end in rows:
+                    calls.append(t1 - t0)
+                    point = _drop_point(sent, arrived, t0, end)
+                    if point is None:
+                        missed += 1
+                        continue
+                    firsts.append(point[0])
+                    gaps.append(point[0] - (point[1] or 0.0))
+                    if point[1] is not None:
+                        lasts.append(point[1])
+                    reset = logs[proto]["reset_at"]
+                    seen = reset[(reset >= t0) & (reset < end)]
+                    if len(seen):
+                        resets.append(float(seen.min()) - t0)
+                extra = f"; reset seen by sender {_dist(resets)}" if proto == "tcp" else ""
+                print(f"  {used:3} block_{call:4} {proto}: call {_dist(calls)}; "
+                      f"T0 -> first dropped sent {_dist(firsts)}; T0 -> last through "
+                      f"{_dist(lasts)} ({len(lasts)} of {len(rows)}); last through -> "
+                      f"first dropped {_dist(gaps)}{extra}"
+                      + (f"; {missed} without a drop" if missed else ""), flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -218,15 +348,26 @@ def main() -> int:
                     help="iperf3 -b per stream (64 B payloads: 20M ~ 39k pkt/s per stream)")
     ap.add_argument("--streams", type=int, default=2, help="parallel iperf3 clients")
     ap.add_argument("--no-verdicts", action="store_true", help="skip the verdict-time phase")
+    ap.add_argument("--only", default="rate,verdicts,block-latency",
+                    help="phases to run: rate, verdicts, block-latency")
+    ap.add_argument("--repeats", type=int, default=20, help="block-latency: blocks per row")
+    ap.add_argument("--backends", default="lib,cli", help="block-latency: NftTable backends")
+    ap.add_argument("--interval-us", type=float, default=100.0,
+                    help="block-latency: one UDP datagram / TCP record every so many us")
     args = ap.parse_args()
+    phases = set(args.only.split(","))
+    known: tuple[Backend, ...] = ("lib", "cli")
+    backends = [b for b in known if b in args.backends.split(",")]
     with tempfile.TemporaryDirectory(prefix="sf-bench-live-") as tmp:
         with LabTopology() as topo:
-            for bitrate in args.rates.split(","):
+            for bitrate in args.rates.split(",") if "rate" in phases else []:
                 for capture in args.captures.split(","):
                     for decoder in args.decoders.split(","):
                         packet_rate(topo, Path(tmp), args.seconds, bitrate, capture, decoder,
                                     args.streams, args.before)
-        if not args.no_verdicts:
+            if "block-latency" in phases:
+                block_latency(topo, Path(tmp), args.repeats, backends, args.interval_us)
+        if "verdicts" in phases and not args.no_verdicts:
             with Lab("fibre") as lab:
                 verdict_times(lab, Path(tmp))
     return 0
