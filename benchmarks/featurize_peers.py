@@ -16,6 +16,8 @@ per CPU second (less sensitive to other load on a shared machine). Tools:
 
 * ``shortflow fast``: :func:`featurize_fast` (snapshots at 3 s and 10 s), and again with
   ``window=10`` (``--windows``);
+* ``shortflow featurize CLI``: ``python -m classifier.cli featurize CAPTURE -o X.parquet
+  --engine fast`` (rows streamed to the Parquet file as flows end);
 * ``shortflow reference``: :func:`featurize` on the first ``--ref-packets`` records (a copy
   made with editcap; its rate is taken on that subset);
 * ``nfstream``: ``NFStreamer(statistical_analysis=True).to_pandas()`` (nDPI dissection on,
@@ -173,6 +175,13 @@ def bench(path: Path, ref_packets: int, timeout: float) -> list[Result]:
     results.append(Result("shortflow fast", records, wall, cpu, rss))
     wall, cpu, rss, out = _measure(_py("fast-windows", path), timeout)
     results.append(Result("shortflow fast --windows 10", records, wall, cpu, rss))
+    with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
+        table = Path(tmp) / "flows.parquet"
+        wall, cpu, rss, out = _measure([sys.executable, "-m", "classifier.cli", "featurize",
+                                        str(path), "-o", str(table), "--engine", "fast",
+                                        "-q"], timeout)
+        results.append(Result("shortflow featurize CLI", records, wall, cpu, rss,
+                              "streams rows to Parquet" if out != "timeout" else out))
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
         sub = path if records <= ref_packets else _subset(path, ref_packets, Path(tmp))
         if sub is not None:
