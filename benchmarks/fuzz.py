@@ -74,6 +74,9 @@ HARNESSES: dict[str, tuple[str, ...]] = {
 #: harnesses that run numba-compiled code (bounds-checked in long runs)
 COMPILED = frozenset(("fast_capture", "fast_packets"))
 _BOUNDSCHECK_CACHE = Path(tempfile.gettempdir()) / "sf-numba-boundscheck"
+#: modules with numba kernels (not instrumented by atheris)
+_NUMBA_MODULES = ("classifier.capture.columns", "classifier.flows.assign",
+                  "classifier.features.batch", "classifier.features.fast")
 
 
 def _target(name: str) -> Callable[[bytes], object]:
@@ -210,14 +213,9 @@ def _atheris_child(name: str, libfuzzer_args: list[str]) -> None:
     import atheris
 
     logging.disable(logging.WARNING)
-    # numba compiles the Python bytecode of its kernels: import the modules holding them
-    # before instrumenting, so that atheris leaves their bytecode alone
-    import classifier.capture.columns
-    import classifier.features.batch
-    import classifier.features.fast
-    import classifier.flows.assign  # noqa: F401
-
-    with atheris.instrument_imports(include=["classifier"]):
+    # numba compiles the Python bytecode of its kernels: atheris must leave the modules
+    # holding them alone (the rest of the classifier package is instrumented)
+    with atheris.instrument_imports(include=["classifier"], exclude=list(_NUMBA_MODULES)):
         target = _target(name)
 
     def one(data: bytes) -> None:

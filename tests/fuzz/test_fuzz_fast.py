@@ -48,21 +48,21 @@ def test_scenes_reach_the_name_stage() -> None:
     assert dns_named >= len(scenes()) // 2
 
 
-@fuzz_settings(120)
+@fuzz_settings(100)
 @given(seed=st.integers(0, len(_CAPTURES) - 1), ops=OPS, config=_CONFIG, chunk=_CHUNK)
 def test_fast_capture_heads(seed: int, ops: list[tuple[int, int, int]], config: int,
                             chunk: int) -> None:
     check_fast_capture(mutate(_CAPTURES[seed], ops), config, chunk)
 
 
-@fuzz_settings(300)
+@fuzz_settings(220)
 @given(scene=st.integers(0, len(scenes()) - 1), edits=FRAME_EDITS, config=_CONFIG,
        chunk=_CHUNK)
 def test_fast_packets(scene: int, edits: list[FrameEdit], config: int, chunk: int) -> None:
     check_fast_packets(scene, edits, config, chunk)
 
 
-@fuzz_settings(40)
+@fuzz_settings(30)
 @given(st.binary(min_size=2, max_size=120))
 def test_fast_packets_from_raw_bytes(data: bytes) -> None:
     # the byte-oriented form the long runs (atheris, random engine) feed
