@@ -12,12 +12,23 @@ Two engines, same harnesses and seeds (tests/fuzz/corpus):
 ``--hypothesis SCALE`` instead runs the pytest fuzz tests with ``SHORTFLOW_FUZZ_SCALE``
 (the CI run is scale 1).
 
+The compiled fast path (``fast_capture``: capture heads, ``fast_packets``: conversations
+with edited frames; both compared with the reference featurizer) runs with numba's bounds
+checks on (``NUMBA_BOUNDSCHECK=1``, compiled into a separate cache,
+``$TMPDIR/sf-numba-boundscheck``, so the normal cache stays unchecked), so that an
+out-of-bounds read or write in a compiled loop raises IndexError instead of reading
+garbage or corrupting memory; ``--no-boundscheck`` runs the production build instead. The
+first bounds-checked run compiles every kernel (a minute or two). The random engine
+writes each input of these harnesses to ``<crashes>/<name>-last.bin`` before running it,
+so a hard crash of the process leaves it behind.
+
 Usage::
 
     python benchmarks/fuzz.py                       # atheris if installed, 60 s/harness
     python benchmarks/fuzz.py --engine random --seconds 300 --only dns tls
     python benchmarks/fuzz.py --only tshark_lines dns_query dnsmasq   # parsers, fast
     python benchmarks/fuzz.py --engine random --only tshark  # real tshark, ~3 files/s
+    python benchmarks/fuzz.py --engine random --seconds 300 --only fast_capture fast_packets
     python benchmarks/fuzz.py --hypothesis 20
 
 Exit status 1 when any harness found a failing input.
@@ -57,7 +68,15 @@ HARNESSES: dict[str, tuple[str, ...]] = {
     "tshark": ("capture",),
     "dns_query": ("dns_query", "dns"),
     "dnsmasq": (),
+    "fast_capture": ("capture",),
+    "fast_packets": (),
 }
+#: harnesses that run numba-compiled code (bounds-checked in long runs)
+COMPILED = frozenset(("fast_capture", "fast_packets"))
+_BOUNDSCHECK_CACHE = Path(tempfile.gettempdir()) / "sf-numba-boundscheck"
+#: modules with numba kernels (not instrumented by atheris)
+_NUMBA_MODULES = ("classifier.capture.columns", "classifier.flows.assign",
+                  "classifier.features.batch", "classifier.features.fast")
 
 
 def _target(name: str) -> Callable[[bytes], object]:
@@ -114,10 +133,18 @@ def _target(name: str) -> Callable[[bytes], object]:
         h.check_policy_names(names)
         return h.check_dnsmasq_names(names)
 
+    def fast_capture(data: bytes) -> object:  # compiled reader vs reference, heads
+        n = len(data)
+        return h.check_fast_capture(data, n % len(h.FAST_CONFIGS), n // 7 % len(h.FAST_CHUNKS))
+
+    def fast_packets(data: bytes) -> object:  # valid framing, edited frames
+        return h.check_fast_packets(*h.fast_packets_from_bytes(data))
+
     return {"capture": capture, "decode": decode, "tls": tls, "quic": quic,
             "quic_plain": quic_plain, "dns": dns, "names": names,
             "tshark_lines": tshark_lines, "tshark": tshark, "dns_query": dns_query,
-            "dnsmasq": dnsmasq}[name]
+            "dnsmasq": dnsmasq, "fast_capture": fast_capture,
+            "fast_packets": fast_packets}[name]
 
 
 def _seeds(name: str) -> list[bytes]:
@@ -132,6 +159,12 @@ def _seeds(name: str) -> list[bytes]:
         out = [b"\xff".join(n.encode() for n in DEFAULT_SINKHOLE_NAMES),
                "*.TikTok.com.\xffx_y.lab.test\xff{}.example".format("a" * 63).encode(),
                b"a.com\n.\xffq/r.com\xff#x\xffs p.com"]
+    if name == "fast_packets":  # scene, config/chunk byte, then 7-byte edits
+        from tests.fuzz.harness import scenes
+
+        rng = random.Random(7)
+        out = [bytes([i, (i % 3) | (i % 2) << 4]) + rng.randbytes(7 * (i % 4))
+               for i in range(len(scenes()))]
     return out
 
 
@@ -150,6 +183,9 @@ def run_random(name: str, seconds: float, crashes: Path, seed: int = 1) -> tuple
     pool = _seeds(name) or [b""]
     rng = random.Random(seed)
     runs = failures = 0
+    last = crashes / f"{name}-last.bin" if name in COMPILED else None
+    if last is not None:
+        crashes.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         base = rng.choice(pool)
@@ -160,12 +196,16 @@ def run_random(name: str, seconds: float, crashes: Path, seed: int = 1) -> tuple
                for _ in range(rng.randrange(1, 9))]
         data = mutate(base, ops)
         runs += 1
+        if last is not None:  # a segfault kills the process: leave the input behind
+            last.write_bytes(data)
         try:
             target(data)
         except Exception:
             failures += 1
             where = _save_crash(crashes, name, data)
             print(f"[{name}] FAILURE saved to {where}\n{traceback.format_exc()}", flush=True)
+    if last is not None:
+        last.unlink(missing_ok=True)
     return runs, failures
 
 
@@ -173,7 +213,9 @@ def _atheris_child(name: str, libfuzzer_args: list[str]) -> None:
     import atheris
 
     logging.disable(logging.WARNING)
-    with atheris.instrument_imports(include=["classifier"]):
+    # numba compiles the Python bytecode of its kernels: atheris must leave the modules
+    # holding them alone (the rest of the classifier package is instrumented)
+    with atheris.instrument_imports(include=["classifier"], exclude=list(_NUMBA_MODULES)):
         target = _target(name)
 
     def one(data: bytes) -> None:
@@ -214,7 +256,20 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(tempfile.gettempdir()) / "sf-fuzz-crashes")
     parser.add_argument("--hypothesis", type=float, default=None, metavar="SCALE",
                         help="run the pytest fuzz tests with this example scale instead")
+    parser.add_argument("--no-boundscheck", dest="boundscheck", action="store_false",
+                        help="run the compiled fast path without numba bounds checks")
     args = parser.parse_args(argv)
+    names = args.only or sorted(HARNESSES)
+    if (args.boundscheck and args.hypothesis is None and COMPILED & set(names)
+            and os.environ.get("NUMBA_BOUNDSCHECK") != "1"):
+        # numba reads NUMBA_BOUNDSCHECK at import: run the whole thing again in a child
+        env = dict(os.environ, NUMBA_BOUNDSCHECK="1",
+                   NUMBA_CACHE_DIR=str(_BOUNDSCHECK_CACHE))
+        print(f"numba bounds checks on (cache {_BOUNDSCHECK_CACHE})", flush=True)
+        return subprocess.call([sys.executable, __file__, *(sys.argv[1:] if argv is None
+                                                            else argv)], cwd=ROOT, env=env)
+    if os.environ.get("NUMBA_BOUNDSCHECK") == "1":
+        _assert_bounds_checked()
     logging.disable(logging.WARNING)  # readers warn about every damaged input
     if args.hypothesis is not None:
         env = dict(os.environ, SHORTFLOW_FUZZ_SCALE=str(args.hypothesis))
@@ -225,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = "atheris" if shutil.which(sys.executable) and _has_atheris() else "random"
     print(f"engine {engine}, {args.seconds:g} s per harness, crashes -> {args.crashes}")
     bad = 0
-    for name in args.only or sorted(HARNESSES):
+    for name in names:
         if engine == "atheris":
             bad += run_atheris(name, args.seconds, args.crashes) != 0
         else:
@@ -235,6 +290,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] {runs} inputs ({rate:.0f}/s), {failures} failures", flush=True)
             bad += failures > 0
     return 1 if bad else 0
+
+
+def _assert_bounds_checked() -> None:
+    """Fail loudly unless compiled code really checks bounds (a kernel helper reading one
+    byte past a 1-byte array must raise IndexError)."""
+    import numpy as np
+
+    from classifier.capture import columns
+
+    try:
+        columns._u16(np.zeros(1, np.uint8), 0)  # noqa: SLF001 - reads index 1
+    except IndexError:
+        return
+    raise SystemExit("NUMBA_BOUNDSCHECK=1 is set but compiled code does not check bounds")
 
 
 def _has_atheris() -> bool:

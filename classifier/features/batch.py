@@ -634,15 +634,21 @@ def _windows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets:
             start = ki * window
             end = (ki + 1) * window
             m = 0
-            while p < b and kk[order[p]] == ki:
+            # The view is every entry of window ki. Entries in no window (-1: before the
+            # flow's start or past its last window, when times go backwards) may sit among
+            # them in arrival order (the plan only sorts when windows go backwards); they
+            # must not split the view, or this writes more rows than the plan counted.
+            while p < b and (kk[order[p]] == ki or kk[order[p]] < 0):
                 e = order[p]
+                p += 1
+                if kk[e] < 0:
+                    continue
                 tv[m] = (ts[e] - base) - start
                 sv[m] = size[e]
                 dv[m] = dirn[e]
                 fv[m] = flags[e]
                 pv[m] = pay[e]
                 m += 1
-                p += 1
             stop = last if not last > end else end
             _view(tv, sv, dv, fv, pv, m, max(stop - start, 0.0), out[row], 0, sf, si)
             row += 1

@@ -29,6 +29,8 @@ from hypothesis in the tests, from :mod:`random` in the long benchmark run).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 import json
 import math
@@ -36,9 +38,11 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -50,8 +54,16 @@ from classifier.enforce.dns_sinkhole import DnsSinkhole, QueryOutcome
 from classifier.enforce.dnsmasq import render_dnsmasq_conf
 from classifier.enforce.policy import parse_policy
 from classifier.errors import CaptureError, EnforcementError, PolicyError
+from classifier.features import fast
 from classifier.features.dns import DnsAnswer, parse_dns_response, split_tcp_dns
-from classifier.features.featurize import FeaturizeConfig, featurize_packets, row_columns
+from classifier.features.fast import featurize_fast
+from classifier.features.featurize import (
+    FeaturizeConfig,
+    FeaturizeStats,
+    featurize,
+    featurize_packets,
+    row_columns,
+)
 from classifier.features.names import NameCache, NameExtractor
 from classifier.features.quic import QUIC_V1, QUIC_V2, QuicInitialParser, encrypt_initial
 from classifier.features.tls import (
@@ -62,14 +74,23 @@ from classifier.features.tls import (
     parse_handshake_client_hello,
 )
 from classifier.flows import FlowConfig
+from tests.capture import make_captures as mk
 
 __all__ = [
     "CORPUS",
+    "FAST_CHUNKS",
+    "FAST_CONFIGS",
+    "FRAME_EDITS",
+    "FrameEdit",
+    "Record",
+    "Scene",
     "SKIP_REASONS",
     "OPS",
     "Op",
     "check_capture",
     "check_decode",
+    "check_fast_capture",
+    "check_fast_packets",
     "check_dns",
     "check_dns_query",
     "check_dnsmasq_names",
@@ -84,8 +105,11 @@ __all__ = [
     "check_tls_segments",
     "check_tshark_line",
     "edit_fields",
+    "fast_packets_from_bytes",
     "fuzz_settings",
     "mutate",
+    "scene_bytes",
+    "scenes",
     "seeds",
 ]
 
@@ -261,6 +285,262 @@ def check_decode(linktype: int, data: bytes, wire_len: int | None = None) -> Pac
     else:
         _check_packet(found)
     return found
+
+
+# -- the compiled fast path --------------------------------------------------------------------
+
+#: Table layouts :func:`check_fast_capture` compares under (its ``config`` picks one): the
+#: small table of :func:`check_capture`; time windows; a tiny table that evicts, caps
+#: flows at a few packets, times them out quickly and resegments at an MSS of 536.
+FAST_CONFIGS: tuple[FeaturizeConfig, ...] = (
+    _FEATURIZE,
+    FeaturizeConfig(window=0.5, snapshots=(1.0,)),
+    FeaturizeConfig(flow=FlowConfig(resegment_mss=536, idle_timeout=1.0, active_timeout=3.0,
+                                    max_flows=4, close_linger=0.05, sweep_interval=0.1,
+                                    max_packets=6), snapshots=(0.01, 1.0)),
+)
+#: Packets per compiled chunk (``chunk`` picks one): the default, and 3, so that flows,
+#: names and ended-flow events straddle chunk boundaries.
+FAST_CHUNKS = (0, 3)
+
+
+@contextlib.contextmanager
+def _chunk_packets(packets: int) -> Iterator[None]:
+    """Run the fast path with ``packets`` per compiled chunk (0: its default)."""
+    saved = fast._CHUNK_PACKETS  # noqa: SLF001 - the tuning knob under test
+    if packets:
+        fast._CHUNK_PACKETS = packets  # noqa: SLF001
+    try:
+        yield
+    finally:
+        fast._CHUNK_PACKETS = saved  # noqa: SLF001
+
+
+def _fast_order(df: pd.DataFrame, config: FeaturizeConfig) -> pd.DataFrame:
+    keys = ["flow_id"] if config.window is None else ["flow_id", "window_start"]
+    if not len(df):
+        return df
+    return df.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def check_fast_capture(data: bytes, config: int = 0, chunk: int = 0) -> pd.DataFrame | None:
+    """``data`` as a capture file through :func:`~classifier.features.fast.featurize_fast`
+    and the reference :func:`~classifier.features.featurize.featurize`, with ``skip_bad``
+    off and on, under ``FAST_CONFIGS[config]`` and ``FAST_CHUNKS[chunk]`` packets per
+    compiled chunk. Returns the fast path's table with ``skip_bad`` (None if it raised).
+
+    Asserts: both raise a CaptureError of the same class with the same message, or both
+    give the same table (the reference sorted by flow id, stable; floats to ``rtol``
+    1e-9, ``atol`` 0) and the same read and flow-table counters. Any other exception (an
+    IndexError from a bounds-checked compiled walker, say) escapes and is a bug.
+    """
+    path = _scratch()
+    path.write_bytes(data)
+    cfg = FAST_CONFIGS[config % len(FAST_CONFIGS)]
+    table: pd.DataFrame | None = None
+    for skip_bad in (False, True):
+        ref_stats, got_stats = FeaturizeStats(), FeaturizeStats()
+        ref: pd.DataFrame | CaptureError
+        got: pd.DataFrame | CaptureError
+        try:
+            ref = featurize(path, cfg, skip_bad=skip_bad, stats=ref_stats)
+        except CaptureError as exc:
+            ref = exc
+        try:
+            with _chunk_packets(FAST_CHUNKS[chunk % len(FAST_CHUNKS)]):
+                got = featurize_fast(path, cfg, skip_bad=skip_bad, stats=got_stats)
+        except CaptureError as exc:
+            got = exc
+        if isinstance(ref, CaptureError) or isinstance(got, CaptureError):
+            assert type(got) is type(ref), (skip_bad, repr(got), repr(ref))
+            assert str(got) == str(ref), (skip_bad, str(got), str(ref))
+            continue
+        pd.testing.assert_frame_equal(got, _fast_order(ref, cfg), check_exact=False,
+                                      rtol=1e-9, atol=0.0)
+        r, g = ref_stats.read, got_stats.read
+        assert (g.records, g.packets, g.skipped, g.noted, g.bytes_read, g.linktypes,
+                g.format) == (r.records, r.packets, r.skipped, r.noted, r.bytes_read,
+                              r.linktypes, r.format), (skip_bad, g, r)
+        rt, gt = ref_stats.table, got_stats.table
+        assert (gt.packets, gt.flows, gt.peak_flows, gt.ended) == (
+            rt.packets, rt.flows, rt.peak_flows, rt.ended), (skip_bad, gt, rt)
+        assert got_stats.rows == ref_stats.rows == len(ref)
+        table = got
+    return table
+
+
+# Packet-level inputs: valid record framing around conversations built from the corpus
+# (a DNS answer naming the server, a TCP handshake, a ClientHello in the first payload
+# packet, server data, a QUIC Initial, FINs), so that edits of the frame bytes reach the
+# link/IP/TCP/UDP decoders, the flow table and the name parsers instead of dying at a
+# record header.
+
+
+@dataclass(slots=True)
+class Record:
+    """One packet of a scene: time, frame bytes, header length (link + IP + TCP/UDP; the
+    payload follows) and the wire length written (None: the captured length)."""
+
+    ts: float
+    frame: bytes
+    head: int
+    orig: int | None = None
+
+
+@dataclass(slots=True)
+class Scene:
+    linktype: int
+    pcapng: bool
+    records: list[Record]
+
+
+#: one edit of a scene: (record index, region, (kind, position, value)); regions: 0 the
+#: headers, 1 the payload, 2 the whole frame (a :func:`mutate` op each), 3 the record's
+#: time (even kind) or wire length (odd kind), 4 duplicate the record, 5 drop it
+FrameEdit = tuple[int, int, Op]
+FRAME_EDITS = st.lists(st.tuples(st.integers(0, 63), st.integers(0, 5),
+                                 st.tuples(st.integers(0, _N_OPS - 1), st.integers(0, 1 << 16),
+                                           st.integers(0, 1 << 16))), max_size=8)
+_LINKS = (1, 1, 113, 101, 276, 0)
+
+
+def _link_frame(linktype: int, variant: int, ip: bytes, v6: bool) -> bytes:
+    etype = 0x86DD if v6 else 0x0800
+    if linktype == 1:
+        return mk.ether(ip, etype, vlans=[(0x8100, 7)] if variant % 2 else ())
+    if linktype == 113:
+        return mk.sll(ip, etype)
+    if linktype == 276:
+        return mk.sll2(ip, etype)
+    if linktype == 0:
+        return mk.null(ip, 30 if v6 else 2)
+    return ip
+
+
+def _scene(i: int) -> Scene:
+    """Scene ``i``: corpus hello, DNS answer and QUIC Initial number ``i`` (wrapping),
+    link type and file format by ``i``."""
+    hellos, answers, initials = seeds("tls"), seeds("dns"), seeds("quic")
+    hello = hellos[i % len(hellos)]
+    answer = answers[i % len(answers)]
+    initial = initials[i % len(initials)]
+    linktype = _LINKS[i % len(_LINKS)]
+    parsed = parse_dns_response(answer) or parse_dns_response(answer[2:])
+    server = parsed.addresses[0][0] if parsed and parsed.addresses else "10.77.0.2"
+    v6 = ":" in server
+    client, resolver = ("fd77::1", "fd77::53") if v6 else ("10.77.0.1", "10.77.0.53")
+    records: list[Record] = []
+    t = 1_700_000_000.0 + i
+
+    def add(dt: float, src: str, dst: str, proto: int, l4: bytes, payload: bytes) -> None:
+        ip = (mk.ipv6(l4, proto, src, dst) if v6 else mk.ipv4(l4, proto, src, dst))
+        frame = _link_frame(linktype, i, ip, v6)
+        records.append(Record(t + dt, frame, len(frame) - len(payload)))
+
+    def tcp(dt: float, up: bool, flags: int, payload: bytes = b"", sport: int = 50000,
+            dport: int = 443, to: str = server) -> None:
+        seq = 1000 + len(records) * 1400
+        if up:
+            add(dt, client, to, 6, mk.tcp(sport, dport, payload, seq, flags), payload)
+        else:
+            add(dt, to, client, 6, mk.tcp(dport, sport, payload, seq, flags), payload)
+
+    syn, ack, psh, fin = mk.SYN, mk.ACK, mk.PSH, mk.FIN
+    if answer[:2] == len(answer[2:]).to_bytes(2, "big"):  # a TCP answer, length first
+        tcp(0.0, False, psh | ack, answer, 40000, 53, resolver)
+    else:
+        add(0.0, resolver, client, 17, mk.udp(53, 40000, answer), answer)
+    tcp(0.010, True, syn)
+    tcp(0.020, False, syn | ack)
+    tcp(0.030, True, ack)
+    if i % 2:  # the hello over two segments, the first only a few bytes
+        tcp(0.031, True, psh | ack, hello[:3])
+        tcp(0.032, True, psh | ack, hello[3:])
+    else:
+        tcp(0.031, True, psh | ack, hello)
+    tcp(0.050, False, ack, bytes(range(256)) * 5)
+    add(0.060, client, server, 17, mk.udp(50001, 443, initial), initial)
+    add(0.080, server, client, 17, mk.udp(443, 50001, b"\x40" * 40), b"\x40" * 40)
+    tcp(0.100, True, syn, sport=50002, dport=80)  # a second flow: named by DNS only
+    tcp(0.110, False, syn | ack, sport=50002, dport=80)
+    tcp(0.300, True, fin | ack)
+    tcp(0.310, False, fin | ack)
+    tcp(0.320, True, ack)
+    return Scene(linktype, i % 3 == 2, records)
+
+
+@functools.cache
+def scenes() -> tuple[Scene, ...]:
+    """One scene per corpus ClientHello (at least one per link type)."""
+    return tuple(_scene(i) for i in range(max(len(seeds("tls")), 2 * len(_LINKS))))
+
+
+def _edit_record(rec: Record, region: int, op: Op) -> list[Record]:
+    kind, pos, value = op
+    frame, head = rec.frame, rec.head
+    if region == 0:
+        frame = mutate(frame[:head], [op]) + frame[head:]
+        head = len(frame) - (len(rec.frame) - rec.head)
+    elif region == 1:
+        frame = frame[:head] + mutate(frame[head:], [op])
+    elif region == 2:
+        frame = mutate(frame, [op])
+    elif region == 3:
+        if kind % 2 == 0:  # time: up to ~33 s either way, or to 0
+            ts = 0.0 if value == 0 else max(0.0, rec.ts + (pos - (1 << 15)) / 1000.0)
+            return [Record(ts, frame, head, rec.orig)]
+        return [Record(rec.ts, frame, head, value * (1 + pos % 4))]
+    elif region == 4:
+        return [rec, Record(rec.ts + (pos % 3) * 1e-6, frame, head, rec.orig)]
+    else:
+        return []
+    return [Record(rec.ts, frame, min(head, len(frame)), rec.orig)]
+
+
+def scene_bytes(scene: Scene, edits: Sequence[FrameEdit] = ()) -> bytes:
+    """The capture file of ``scene`` after ``edits`` (record indices wrap around), pcap
+    (microseconds) or pcapng (one Ethernet-or-other interface, microsecond ticks)."""
+    records = list(scene.records)
+    for index, region, op in edits:
+        if not records:
+            break
+        at = index % len(records)
+        records[at : at + 1] = _edit_record(records[at], region, op)
+    if scene.pcapng:
+        out = [mk.pcapng_shb(), mk.pcapng_idb(scene.linktype)]
+        out += [mk.pcapng_epb(0, round(r.ts * 1e6), r.frame, r.orig) for r in records]
+        return b"".join(out)
+    rows = []
+    for r in records:
+        micros = round(r.ts * 1e6)
+        sec, usec = divmod(micros, 1_000_000)
+        rows.append((sec % (1 << 32), usec, r.frame, len(r.frame) if r.orig is None
+                     else r.orig % (1 << 32)))
+    return mk.pcap_file(rows, scene.linktype)
+
+
+def check_fast_packets(scene: int, edits: Sequence[FrameEdit], config: int = 0,
+                       chunk: int = 0) -> bytes:
+    """Scene number ``scene`` (wrapping) with ``edits`` through :func:`check_fast_capture`;
+    returns the capture bytes (to save a failing input)."""
+    all_scenes = scenes()
+    data = scene_bytes(all_scenes[scene % len(all_scenes)], edits)
+    check_fast_capture(data, config, chunk)
+    return data
+
+
+def fast_packets_from_bytes(data: bytes) -> tuple[int, list[FrameEdit], int, int]:
+    """Raw fuzzer bytes as a packet-level input (for byte-oriented engines): byte 0 the
+    scene, byte 1 the config (low nibble) and chunk size (high), then 7 bytes per edit
+    (record, region, kind, position u16, value u16)."""
+    scene = data[0] if data else 0
+    mode = data[1] if len(data) > 1 else 0
+    edits: list[FrameEdit] = []
+    for at in range(2, len(data) - 6, 7):
+        rec, region, kind = data[at], data[at + 1] % 6, data[at + 2] % _N_OPS
+        pos, value = struct.unpack_from(">HH", data, at + 3)
+        edits.append((rec, region, (kind, pos, value)))
+    return scene, edits, mode & 0x0F, mode >> 4
 
 
 # -- names in clear ----------------------------------------------------------------------------
