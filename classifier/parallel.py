@@ -32,8 +32,10 @@ def ordered_map(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, jobs
     Raises ``error`` when Dask is missing or the scheduler cannot be reached; exceptions
     from ``func`` pass through unchanged.
     """
-    bar: Callable[[Iterator[T]], Iterator[T]] = lambda it: tqdm(  # noqa: E731
-        it, total=len(args), desc=desc, unit=" file", disable=not progress, leave=False)
+    def bar(results: Iterator[T]) -> Iterator[T]:
+        return iter(tqdm(results, total=len(args), desc=desc, unit=" file",
+                         disable=not progress, leave=False))
+
     if scheduler == "local":
         if jobs <= 1 or len(args) <= 1:
             yield from bar(func(*a) for a in args)
