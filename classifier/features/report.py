@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -96,8 +98,11 @@ def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *
 
     One worker (``jobs <= 1``, local scheduler): memory holds one frame and the active
     flows, whatever the sizes of the files. More workers (``jobs`` processes, or a Dask
-    cluster, see :func:`classifier.parallel.ordered_map`): one file per task, its table
-    shipped back whole and written in the order of ``paths``; same rows as one worker.
+    cluster, see :func:`classifier.parallel.ordered_map`): one file per task, each worker
+    streams its file's rows into a part file in a hidden folder beside ``output`` (so a
+    running cluster's workers must see that folder, as they see the captures), and the
+    parts are appended to ``output`` in the order of ``paths``, a row group at a time;
+    same rows as one worker.
 
     Raises :class:`ShortflowError` (the output file is then left as it was).
     """
@@ -111,19 +116,35 @@ def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *
                                          skip_bad=skip_bad, progress=progress):
                     sink.write(frame)
                 lines.append(summary_line(path, stats))
-        else:
-            tasks = [(path, config, engine, backend, skip_bad) for path in paths]
-            for table, line in ordered_map(_file_table, tasks, jobs=jobs, scheduler=scheduler,
-                                           progress=progress):
-                sink.write(table)
+            return sink.rows, len(columns), "\n".join(lines)
+        parts = output.with_name(f".{output.name}.{os.getpid()}.parts")
+        try:
+            parts.mkdir(parents=True, exist_ok=True)
+            tasks = [(path, config, engine, backend, skip_bad,
+                      parts / f"{i:06d}{output.suffix}") for i, path in enumerate(paths)]
+            for part, rows, line in ordered_map(_featurize_part, tasks, jobs=jobs,
+                                                scheduler=scheduler, progress=progress):
+                sink.append_file(part, rows)
+                part.unlink()
                 lines.append(line)
+        except OSError as exc:
+            raise ShortflowError(f"{parts}: cannot use this folder for the workers' parts "
+                                 f"({exc.strerror or exc})") from exc
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
     return sink.rows, len(columns), "\n".join(lines)
 
 
-def _file_table(path: Path, config: FeaturizeConfig, engine: str, backend: str,
-                skip_bad: bool) -> tuple[pd.DataFrame, str]:
-    """One capture's whole table and summary line (a task for a worker process)."""
-    return featurize_files([path], config, engine=engine, backend=backend, skip_bad=skip_bad)
+def _featurize_part(path: Path, config: FeaturizeConfig, engine: str, backend: str,
+                    skip_bad: bool, part: Path) -> tuple[Path, int, str]:
+    """A worker's task: stream one capture's rows into the table file ``part``; return it,
+    its row count and the capture's summary line."""
+    stats = FeaturizeStats()
+    with TableSink(part, row_columns(config)) as sink:
+        for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
+                                 skip_bad=skip_bad):
+            sink.write(frame)
+    return part, sink.rows, summary_line(path, stats)
 
 
 def flows_text(table: pd.DataFrame, limit: int = 50) -> str:

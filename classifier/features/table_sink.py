@@ -9,6 +9,7 @@ no half-written table behind, and an existing output stays as it was.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from types import TracebackType
 
@@ -82,8 +83,31 @@ class TableSink:
             raise self._error(exc) from exc
         self.rows += len(frame)
 
+    def append_file(self, part: Path, rows: int) -> None:
+        """Append the ``rows`` rows of ``part``, a table file of the same columns and
+        format written by another :class:`TableSink` (a worker's share), without
+        holding it whole: Parquet a row group at a time, CSV as text."""
+        try:
+            if self.suffix == ".parquet":
+                parquet = pq.ParquetFile(part)
+                for i in range(parquet.num_row_groups):
+                    group = parquet.read_row_group(i)
+                    if group.num_rows:
+                        self._write_arrow(group)
+            else:
+                with part.open("rb") as src, self.tmp.open("ab") as dst:
+                    if self._csv_started:
+                        src.readline()  # its header; the output has one already
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                self._csv_started = True
+        except OSError as exc:
+            raise self._error(exc) from exc
+        self.rows += rows
+
     def _write_parquet(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        self._write_arrow(pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False))
+
+    def _write_arrow(self, table: pa.Table) -> None:
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.tmp, table.schema)
         self._parquet.write_table(table)

@@ -158,6 +158,12 @@ def test_directory_jobs_and_dask_write_the_same_rows(tmp_path: Path) -> None:
     assert set(one["capture"]) == {p.name for p in picked}
     for name in ("jobs", "dask"):
         pd.testing.assert_frame_equal(pd.read_parquet(outs[name]), one)
+    # CSV: the workers' parts are appended as text, one header
+    for name, extra in (("one", []), ("jobs", ["--jobs", "2"])):
+        res = _featurize(str(corpus), "-o", str(tmp_path / f"{name}.csv"), *extra)
+        assert res.returncode == 0, res.stderr
+    assert (tmp_path / "jobs.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert not list(tmp_path.glob(".*.parts"))  # the workers' part folders are gone
     # the fast engine on a running cluster: the same rows (it orders each file by flow_id)
     by_flow = ["capture", "flow_id"]
     pd.testing.assert_frame_equal(
