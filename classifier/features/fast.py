@@ -32,7 +32,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -59,6 +59,7 @@ from classifier.features.hello_scan import DONE, PYTHON, UNSEEN, scan_first_payl
 from classifier.features.names import NameCache, NameExtractor
 from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
 from classifier.model.services import category_for, service_for
+from classifier.parallel import ordered_map
 
 __all__ = ["featurize_fast", "featurize_many", "iter_featurize_fast"]
 
@@ -731,24 +732,15 @@ def featurize_many(paths: Iterable[str | os.PathLike[str]],
                    config: FeaturizeConfig | None = None, jobs: int = 1, *,
                    skip_bad: bool = False) -> pd.DataFrame:
     """:func:`featurize_fast` over many captures, ``jobs`` worker processes at a time
-    (joblib/loky; ``jobs <= 1`` runs in this process). Tables are concatenated in the
-    order of ``paths`` (each sorted by ``flow_id``), with a fresh 0..n-1 index.
+    (:func:`classifier.parallel.ordered_map`; ``jobs <= 1`` runs in this process). Tables
+    are concatenated in the order of ``paths`` (each sorted by ``flow_id``), with a fresh
+    0..n-1 index.
 
     Raises :class:`classifier.errors.CaptureError` for the first file that cannot be read.
     """
     config = config or FeaturizeConfig()
-    names: Sequence[str] = [os.fspath(p) for p in paths]
-    if not names:
-        return pd.DataFrame([], columns=row_columns(config))
-    if jobs <= 1 or len(names) == 1:
-        tables = [_one(p, config, skip_bad) for p in names]
-    else:
-        from joblib import Parallel, delayed
-
-        tables = Parallel(n_jobs=min(jobs, len(names)), backend="loky")(
-            delayed(_one)(p, config, skip_bad) for p in names)
-    tables = [t for t in tables if len(t)]
+    tasks = [(os.fspath(p), config, skip_bad) for p in paths]
+    tables = [t for t in ordered_map(_one, tasks, jobs=jobs) if len(t)]
     if not tables:
         return pd.DataFrame([], columns=row_columns(config))
     return pd.concat(tables, ignore_index=True)
-
