@@ -29,12 +29,12 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
 from classifier.capture.decode import is_known_linktype
 from classifier.capture.reader import ReadStats, open_capture
+from classifier.compiled import jit
 from classifier.errors import CaptureError
 
 __all__ = [
@@ -124,29 +124,29 @@ class ColumnChunk:
 # compiled decode (mirrors classifier.capture.decode)
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _u16(b: npt.NDArray[np.uint8], p: int) -> int:
     return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _u32be(b: npt.NDArray[np.uint8], p: int) -> int:
     return ((np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8)
             | np.int64(b[p + 3]))
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _u32le(b: npt.NDArray[np.uint8], p: int) -> int:
     return ((np.int64(b[p + 3]) << 24) | (np.int64(b[p + 2]) << 16) | (np.int64(b[p + 1]) << 8)
             | np.int64(b[p]))
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _u32(b: npt.NDArray[np.uint8], p: int, big: bool) -> int:
     return _u32be(b, p) if big else _u32le(b, p)
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _u64be(b: npt.NDArray[np.uint8], p: int) -> int:
     x = np.uint64(0)
     for i in range(8):
@@ -154,7 +154,7 @@ def _u64be(b: npt.NDArray[np.uint8], p: int) -> int:
     return np.int64(x)  # the bits, as a signed int
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
                     off: int) -> tuple[int, int]:
     """(version, IP offset) or (-reason, 0); offsets relative to the frame start ``s``."""
@@ -199,7 +199,7 @@ def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
     return -2, 0
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int, int]:
     if linktype == 1:  # Ethernet
         if n < 14:
@@ -241,7 +241,7 @@ def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int,
     return -1, 0
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int, proto: int,
                cols: I64, k: int) -> int:
     """Fill transport columns of packet ``k``; return 0 or a skip-reason code."""
@@ -277,7 +277,7 @@ def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int,
     return 0
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: int,
             cols: I64, k: int, notes: I64) -> int:
     """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code."""
@@ -377,7 +377,9 @@ def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: i
 # compiled record walkers
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('UniTuple(int64, 3)(uint8[::1], int64, int64, boolean, float64, int64, boolean, '
+     'float64[::1], int64[:, ::1], int64[::1], int64[::1])',
+     cache=True, nogil=True)
 def _walk_pcap(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, divisor: float,
                linktype: int, eof: bool, ts: npt.NDArray[np.float64], cols: I64,
                counts: I64, notes: I64) -> tuple[int, int, int]:
@@ -413,7 +415,10 @@ def _walk_pcap(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, diviso
         pos += 16 + incl
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('UniTuple(int64, 3)(uint8[::1], int64, int64, boolean, boolean, int64[::1], '
+     'uint64[::1], int64[::1], int64[::1], int64, boolean, float64[::1], float64[::1],'
+     ' int64[:, ::1], int64[::1], int64[::1])',
+     cache=True, nogil=True)
 def _walk_pcapng(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, eof: bool,
                  if_link: I64, if_units: npt.NDArray[np.uint64], if_offset: I64,
                  if_snap: I64, n_if: int, any_known: bool, state: npt.NDArray[np.float64],

@@ -22,12 +22,12 @@ from __future__ import annotations
 import socket
 import sys
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
 from classifier.capture.columns import COLUMNS, SKIP_REASONS, _decode, _u16, _u32be, _u32le
 from classifier.capture.packet import Packet
+from classifier.compiled import jit
 
 __all__ = [
     "LIVE_SKIP_REASONS",
@@ -55,18 +55,18 @@ _ATTR_TIMESTAMP, _ATTR_PAYLOAD, _ATTR_SEQ = 3, 9, 12
 MIN_PACKET_MESSAGE = 16 + 4 + 4 + 20 + 8
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _u16n(b: U8, p: int, big: bool) -> int:
     """A 16-bit netlink field (host byte order)."""
     return _u16(b, p) if big else (np.int64(b[p + 1]) << 8) | np.int64(b[p])
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _u32n(b: U8, p: int, big: bool) -> int:
     return _u32be(b, p) if big else _u32le(b, p)
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _f64_u64be(b: U8, p: int) -> float:
     x = np.uint64(0)
     for i in range(8):
@@ -74,7 +74,7 @@ def _f64_u64be(b: U8, p: int) -> float:
     return np.float64(x)
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _wire_len(b: U8, s: int, n: int) -> int:
     """The IP packet's length on the wire, from its header (NFLOG may cut the copy)."""
     if n >= 4 and b[s] >> 4 == 4:
@@ -85,7 +85,7 @@ def _wire_len(b: U8, s: int, n: int) -> int:
     return n
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _nflog_packet(b: U8, body: int, end: int, big: bool, now: float,
                   ts: npt.NDArray[np.float64], cols: I64, k: int, counts: I64, state: I64,
                   notes: I64) -> int:
@@ -126,7 +126,9 @@ def _nflog_packet(b: U8, body: int, end: int, big: bool, now: float,
     return k + 1
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('int64(uint8[::1], int64[:, ::1], int64, boolean, float64, float64[::1], int64[:,'
+     ' ::1], int64[::1], int64[::1], int64[::1])',
+     cache=True, nogil=True)
 def walk_nflog(b: U8, segs: I64, nseg: int, big: bool, now: float,
                ts: npt.NDArray[np.float64], cols: I64, counts: I64, state: I64,
                notes: I64) -> int:
@@ -249,7 +251,9 @@ _BLOCK_STATUS, _BLOCK_NUM_PKTS, _BLOCK_FIRST = 8, 12, 16
 TP3_HEADER = 48  # sizeof(struct tpacket3_hdr): no frame slot is shorter
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('UniTuple(int64, 2)(uint8[::1], int64, int64, int64, boolean, int64, '
+     'float64[::1], int64[:, ::1], int64[::1], int64[::1])',
+     cache=True, nogil=True)
 def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool,
                  linktype: int, ts: npt.NDArray[np.float64], cols: I64, counts: I64, notes: I64
                  ) -> tuple[int, int]:
@@ -298,7 +302,8 @@ def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool
     return k, walked
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('none(uint8[::1], int64, int64, int64, int64)',
+     cache=True, nogil=True)
 def release_blocks(ring: U8, block_size: int, n_blocks: int, first: int, count: int) -> None:
     """Hand ``count`` blocks from ``first`` on back to the kernel (TP_STATUS_KERNEL)."""
     for i in range(count):

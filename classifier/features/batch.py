@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from classifier.compiled import jit
 from classifier.features.schema import FEATURE_COLUMNS
 
 __all__ = ["N_FEATURES", "flow_features", "window_views", "window_features"]
@@ -75,7 +75,7 @@ _O_SPLT = _O_FLAGS + 6
 # numpy-exact primitives
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _block(a: F64, lo: int, n: int) -> float:
     """numpy's pairwise-sum leaf: ``n <= 128`` values, 8 accumulators below 8 otherwise."""
     if n < 8:
@@ -104,7 +104,7 @@ def _block(a: F64, lo: int, n: int) -> float:
     return res
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _pairwise(a: F64, lo: int, n: int) -> float:
     """numpy's pairwise sum of ``a[lo:lo+n]`` (float64, contiguous): leaves of at most 128
     values, each larger range split at ``n//2`` rounded down to a multiple of 8 and the two
@@ -148,13 +148,13 @@ def _pairwise(a: F64, lo: int, n: int) -> float:
     return vals[0]
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _sum(a: F64, n: int) -> float:
     """``float(a[:n].sum())`` as numpy computes it (identity 0.0 plus the pairwise sum)."""
     return 0.0 + _pairwise(a, 0, n)
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _mean_std(a: F64, n: int, tmp: F64) -> tuple[float, float]:
     """numpy's ``a.mean()`` and ``a.std()`` (ddof=0) of ``a[:n]``, ``n > 0``."""
     mean = _sum(a, n) / n
@@ -164,7 +164,7 @@ def _mean_std(a: F64, n: int, tmp: F64) -> tuple[float, float]:
     return mean, math.sqrt(_sum(tmp, n) / n)
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _pct(srt: F64, n: int, q: float) -> float:
     """numpy's default (linear) percentile of the sorted ``srt[:n]``; ``q`` in [0, 1]."""
     vi = float(n - 1) * q
@@ -180,7 +180,7 @@ def _pct(srt: F64, n: int, q: float) -> float:
     return a + diff * gamma
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _sort(a: F64, n: int) -> None:
     """Sort ``a[:n]`` in place (insertion sort for the many small views: numba's generic
     sort costs ~0.4 us even for a handful of values)."""
@@ -196,7 +196,7 @@ def _sort(a: F64, n: int) -> None:
         a[j + 1] = v
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _order_stats(a: F64, n: int, srt: F64, q1: float, q2: float, q3: float) -> F64:
     """An array in which the order statistics that numpy's linear percentiles ``q1..q3``
     (negative: unused) read are at their sorted positions: ``srt[:n]`` sorted in place for
@@ -219,7 +219,7 @@ def _order_stats(a: F64, n: int, srt: F64, q1: float, q2: float, q3: float) -> F
     return np.partition(a[:n], kth[:m])
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _summary(a: F64, n: int, tmp: F64, srt: F64, out: F64, o: int, which: int) -> None:
     """Summary statistics of ``a[:n]`` into ``out[o:]``; all zeros when ``n == 0``.
 
@@ -266,7 +266,7 @@ def _summary(a: F64, n: int, tmp: F64, srt: F64, out: F64, o: int, which: int) -
         out[o + 2] = _pct(ordered, n, 0.5)
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _searchsorted_right(arr: F64, na: int, keys: F64, nk: int, out: I64) -> None:
     """``np.searchsorted(arr[:na], keys[:nk], side="right")``, numpy's exact algorithm."""
     min_idx = 0
@@ -295,7 +295,7 @@ def _searchsorted_right(arr: F64, na: int, keys: F64, nk: int, out: I64) -> None
 # one view
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float,
           out: F64, o: int, sf: F64, si: I64) -> None:
     """All feature groups of one view (``t`` relative to the view's start) into
@@ -396,7 +396,7 @@ def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float
         out[os_ + _SPLT_N + i] = (t[i] - t[i - 1]) if 0 < i < k else 0.0
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _bursts(t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, sf: F64,
             si: I64) -> None:
     w, w2 = sf[0], sf[1]  # summary scratch
@@ -477,7 +477,7 @@ def _bursts(t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, s
 # drivers
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _scratch(m: int) -> tuple[F64, I64, F64, F64, I64, I8, I64, I64]:
     """(float scratch rows, int scratch rows, t, t2, size, direction, flags, payload)."""
     return (np.empty((11, m), np.float64), np.empty((4, m), np.int64), np.empty(m, np.float64),
@@ -485,7 +485,9 @@ def _scratch(m: int) -> tuple[F64, I64, F64, F64, I64, I8, I64, I64]:
             np.empty(m, np.int64), np.empty(m, np.int64))
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('none(float64[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64[::1], '
+     'float64[::1], float64[::1], float64[:, ::1])',
+     cache=True, nogil=True)
 def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
                   first_ts: F64, horizons: F64, out: F64) -> None:
     nf = offsets.shape[0] - 1
@@ -551,7 +553,9 @@ def flow_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('UniTuple(int64[::1], 4)(float64[::1], int64[::1], float64[::1], float64[::1], '
+     'float64)',
+     cache=True, nogil=True)
 def _windows_plan(ts: F64, offsets: I64, first_ts: F64, last_ts: F64,
                   window: float) -> tuple[I64, I64, I64, I64]:
     """Window index of every entry (-1: in no window) and the (flow, window) pairs that
@@ -607,7 +611,9 @@ def _windows_plan(ts: F64, offsets: I64, first_ts: F64, last_ts: F64,
     return kk, order, views_f[:nv].copy(), views_k[:nv].copy()
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('none(float64[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64[::1], '
+     'float64[::1], float64, int64[::1], int64[::1], float64[:, ::1])',
+     cache=True, nogil=True)
 def _windows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
                     first_ts: F64, window: float, kk: I64, order: I64, out: F64) -> None:
     nf = offsets.shape[0] - 1

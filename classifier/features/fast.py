@@ -38,13 +38,13 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from classifier.capture import ReadStats
 from classifier.capture import columns as cc
+from classifier.compiled import jit
 from classifier.features import batch
 from classifier.features.dns import split_tcp_dns
 from classifier.features.featurize import (
@@ -90,7 +90,10 @@ _META = ("capture", "flow_id", "proto", "client", "client_port", "server", "serv
 # compiled helpers
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('Tuple((float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
+     'int64[::1]))(float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
+     'int64[::1], int64[::1], int64, int64)',
+     cache=True, nogil=True)
 def _expand(ts: F64, ip_len: I64, plen: I64, flags: I64, dirn: I8, uid: I64,
             entries: I64, total: int, mss: int) -> tuple[F64, I64, I64, I64, I8, I64]:
     """Resegment packets whose payload exceeds ``mss`` into MSS-sized entries, as
@@ -121,7 +124,10 @@ def _expand(ts: F64, ip_len: I64, plen: I64, flags: I64, dirn: I8, uid: I64,
     return o_ts, o_size, o_pay, o_flags, o_dir, o_uid
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('Tuple((int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
+     'int64))(int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int8[::1],'
+     ' int64, int64[::1], int64, int64)',
+     cache=True, nogil=True)
 def _cut(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, n: int, rank: I64,
          base: int, n_ended: int) -> tuple[I64, F64, I64, I64, I64, I8, int]:
     """Move the entries of ended flows (``rank[uid - base] >= 0``) out of the pool, grouped

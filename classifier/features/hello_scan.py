@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
+
+from classifier.compiled import jit
 
 __all__ = ["DONE", "PYTHON", "UNSEEN", "HelloScan", "scan_first_payloads", "scan_payload"]
 
@@ -49,19 +50,19 @@ _R_UID, _R_SNI_AT, _R_SNI_LEN, _R_ALPN_AT, _R_ALPN_LEN = range(5)
 _NR = 5
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@jit(cache=True, nogil=True, inline="always")
 def _u8(buf: U8, p: int) -> int:
     """One byte as int64 (numba's ``int()`` of a uint8 is unsigned: mixing that with
     int64 gives floats)."""
     return np.int64(buf[p])  # type: ignore[return-value]
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@jit(cache=True, nogil=True, inline="always")
 def _u16(buf: U8, p: int) -> int:
     return (_u8(buf, p) << 8) | _u8(buf, p + 1)
 
 
-@nb.njit(cache=True, nogil=True)
+@jit(cache=True, nogil=True)
 def _sni(buf: U8, p: int, size: int) -> tuple[int, int]:
     """(start, length) of the first host_name of a server_name extension body, length -1
     when ``tls._parse_sni`` gives ``None``."""
@@ -84,7 +85,7 @@ def _sni(buf: U8, p: int, size: int) -> tuple[int, int]:
     return 0, -1
 
 
-@nb.njit(cache=True, nogil=True)
+@jit(cache=True, nogil=True)
 def _ascii(buf: U8, p: int, size: int) -> bool:
     for k in range(p, p + size):
         if buf[k] >= _ASCII:
@@ -92,7 +93,7 @@ def _ascii(buf: U8, p: int, size: int) -> bool:
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@jit(cache=True, nogil=True)
 def _alpn(buf: U8, p: int, size: int, text: U8, w: int) -> tuple[int, int]:
     """Write the protocols of an ALPN extension body to ``text`` at ``w``, joined by ``,``
     as ``tls._parse_alpn`` reads them. Returns (protocols, end of the written bytes);
@@ -122,7 +123,7 @@ def _alpn(buf: U8, p: int, size: int, text: U8, w: int) -> tuple[int, int]:
     return count, w
 
 
-@nb.njit(cache=True, nogil=True)
+@jit(cache=True, nogil=True)
 def _hello(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     """Scan the payload ``buf[at:at+size]`` as a flow's first fed payload. When one fresh
     ``NameExtractor`` would parse a ClientHello out of it, write the SNI and the joined
@@ -194,7 +195,10 @@ def _hello(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     return w
 
 
-@nb.njit(cache=True, nogil=True)
+@jit("Tuple((int64[::1], int64[:, :], uint8[::1]))(Array(uint8, 1, 'C', "
+     'readonly=True), int64[::1], int64[::1], int64[::1], int64[::1], int64, int64, '
+     'int64[::1], int8[::1])',
+     cache=True, nogil=True)
 def _scan(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int, new_span: int,
           old_uid: I64, old_state: I8) -> tuple[I64, I64, U8]:
     n = uid.shape[0]

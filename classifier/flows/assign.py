@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from classifier.compiled import jit
 from classifier.flows.table import FlowConfig, TableStats
 
 __all__ = ["END_REASONS", "Assignment", "EndedFlows", "FlowAssigner"]
@@ -149,7 +149,7 @@ class Assignment:
 # compiled core
 
 
-@nb.njit(cache=True, inline="always")
+@jit(cache=True, inline="always")
 def _mix(proto: int, ver: int, ahi: int, alo: int, aport: int, bhi: int, blo: int,
          bport: int) -> np.uint64:
     m = np.uint64(0x9E3779B97F4A7C15)
@@ -162,7 +162,7 @@ def _mix(proto: int, ver: int, ahi: int, alo: int, aport: int, bhi: int, blo: in
     return h ^ (h >> np.uint64(29))
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _hash_insert(table: I64, sl: I64, s: int) -> None:
     mask = table.shape[0] - 1
     p = sl[_HASH, s] & mask
@@ -171,7 +171,7 @@ def _hash_insert(table: I64, sl: I64, s: int) -> None:
     table[p] = s + 1
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _hash_delete(table: I64, sl: I64, s: int) -> None:
     mask = table.shape[0] - 1
     p = sl[_HASH, s] & mask
@@ -195,7 +195,7 @@ def _hash_delete(table: I64, sl: I64, s: int) -> None:
             p = q
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _unlink(sl: I64, g: I64, s: int) -> None:
     prv, nxt = sl[_APREV, s], sl[_ANEXT, s]
     if prv >= 0:
@@ -208,7 +208,7 @@ def _unlink(sl: I64, g: I64, s: int) -> None:
         g[_G_ATAIL] = prv
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _append_act(sl: I64, g: I64, s: int) -> None:
     tail = g[_G_ATAIL]
     sl[_APREV, s] = tail
@@ -220,7 +220,7 @@ def _append_act(sl: I64, g: I64, s: int) -> None:
     g[_G_ATAIL] = s
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _end(sl: I64, sf: F64, g: I64, table: I64, free: I64, closing: I64, ev: I64, evf: F64,
          s: int, reason: int, at: int) -> None:
     _hash_delete(table, sl, s)
@@ -264,12 +264,12 @@ def _end(sl: I64, sf: F64, g: I64, table: I64, free: I64, closing: I64, ev: I64,
     g[_G_NFREE] += 1
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _close_reason(sl: I64, s: int) -> int:
     return _R_RST if sl[_CREASON, s] == _R_RST else _R_FIN
 
 
-@nb.njit(cache=True)
+@jit(cache=True)
 def _sweep(sl: I64, sf: F64, g: I64, gf: F64, table: I64, free: I64, closing: I64, ev: I64,
            evf: F64, now: float, at: int, idle: float, active: float, linger: float,
            interval: float) -> None:
@@ -292,7 +292,11 @@ def _sweep(sl: I64, sf: F64, g: I64, gf: F64, table: I64, free: I64, closing: I6
         i -= 1
 
 
-@nb.njit(cache=True, nogil=True)
+@jit('UniTuple(int64, 2)(int64, float64[::1], int64[:, :], int64[::1], int64[:, ::1], '
+     'float64[:, ::1], int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], '
+     'int64[:, ::1], float64[:, ::1], int64[::1], int8[::1], int64[::1], int64[::1], '
+     'boolean[::1], float64, float64, float64, float64, int64, int64, int64)',
+     cache=True, nogil=True)
 def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf: F64,
             table: I64, free: I64, closing: I64, ev: I64, evf: F64, out_uid: I64,
             out_dir: npt.NDArray[np.int8], out_ent: I64, out_cnt: I64,
@@ -435,7 +439,9 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
     return n, _DONE
 
 
-@nb.njit(cache=True)
+@jit('none(int64[:, ::1], float64[:, ::1], int64[::1], int64[::1], int64[::1], '
+     'int64[::1], int64[:, ::1], float64[:, ::1])',
+     cache=True)
 def _flush(sl: I64, sf: F64, g: I64, table: I64, free: I64, closing: I64, ev: I64,
            evf: F64) -> None:
     while g[_G_NACT] > 0:
@@ -444,7 +450,8 @@ def _flush(sl: I64, sf: F64, g: I64, table: I64, free: I64, closing: I64, ev: I6
         _end(sl, sf, g, table, free, closing, ev, evf, s, reason, -1)
 
 
-@nb.njit(cache=True)
+@jit('none(int64[::1], int64[:, ::1], int64[::1])',
+     cache=True)
 def _rehash(table: I64, sl: I64, g: I64) -> None:
     s = g[_G_AHEAD]
     while s >= 0:
