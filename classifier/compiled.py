@@ -227,7 +227,18 @@ def build(output_dir: Path = _HERE) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
 
+        class ReleaseGil(pycc_compiler.Flags):  # type: ignore[misc]
+            """The built kernels release the GIL while they run, as ``nogil=True`` has the
+            just-in-time ones do (live capture decodes in its own thread)."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.release_gil = True
+
+        plain_flags = pycc_compiler.Flags
+        pycc_compiler.Flags = ReleaseGil
         cc = CC(_MODULE)
         cc.output_dir = str(output_dir)
         cc.verbose = False
@@ -238,7 +249,10 @@ def build(output_dir: Path = _HERE) -> Path:
             sig = numba.core.sigutils.normalize_signature(kernel.signature)[0]
             specs[kernel.export_name] = [_spec(a) for a in sig]
             cc.export(kernel.export_name, kernel.signature)(kernel.py_func)
-        cc.compile()
+        try:
+            cc.compile()
+        finally:
+            pycc_compiler.Flags = plain_flags
     manifest = output_dir / f"{_MODULE}.json"
     manifest.write_text(json.dumps({"stamp": source_stamp(), "kernels": specs}, indent=1))
     return manifest

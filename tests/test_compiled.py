@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 
 from classifier import compiled
-from classifier.capture import live_batch
+from classifier.capture import columns, live_batch
 from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig
 
@@ -103,3 +104,36 @@ def test_a_stale_build_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compiled, "_LOADED", None)
     monkeypatch.setattr(compiled, "source_stamp", lambda: "edited")
     assert compiled.aot_status() == "jit"
+
+
+def test_built_kernels_release_the_gil() -> None:
+    """A thread running built kernels lets another thread run Python code meanwhile (as
+    numba's ``nogil=True`` does). With a long switch interval a thread that held the GIL
+    through its kernel calls would keep it until all ten calls were done."""
+    frame = bytes.fromhex("ffffffffffff0000000000010800" "4500002e00004000401100000a4d0001"
+                          "0a4d0002d431003500190000") + bytes(18)
+    record = (np.array([1, 0, len(frame), len(frame)], "<u4").tobytes() + frame)
+    n = 200_000
+    buf = np.frombuffer(bytes(24) + record * n, np.uint8).copy()
+    ts, cols = np.empty(n), np.empty((16, n), np.int64)
+    counts, notes = np.zeros(64, np.int64), np.zeros(4, np.int64)
+    started = threading.Event()
+    calls: list[int] = []
+
+    def run() -> None:
+        started.set()
+        for _ in range(10):
+            calls.append(columns._walk_pcap(buf, len(buf), 24, False, 1e6, 1, True, ts, cols,
+                                            counts, notes)[0])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        started.wait()
+        seen = len(calls)  # this thread got the GIL while the other was in a kernel
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert calls == [n] * 10 and seen < 10
