@@ -230,15 +230,16 @@ def build(output_dir: Path = _HERE) -> Path:
         from numba.pycc import compiler as pycc_compiler
 
         class ReleaseGil(pycc_compiler.Flags):  # type: ignore[misc]
-            """The built kernels release the GIL while they run, as ``nogil=True`` has the
-            just-in-time ones do (live capture decodes in its own thread)."""
+            """The built kernels release the GIL while they run, as the just-in-time ones
+            declared ``nogil=True`` do (so a kernel in one thread does not stop the
+            others)."""
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
-                self.release_gil = True
+                self.release_gil = True  # type: ignore[assignment]
 
         plain_flags = pycc_compiler.Flags
-        pycc_compiler.Flags = ReleaseGil
+        pycc_compiler.Flags = ReleaseGil  # type: ignore[misc]
         cc = CC(_MODULE)
         cc.output_dir = str(output_dir)
         cc.verbose = False
@@ -252,7 +253,7 @@ def build(output_dir: Path = _HERE) -> Path:
         try:
             cc.compile()
         finally:
-            pycc_compiler.Flags = plain_flags
+            pycc_compiler.Flags = plain_flags  # type: ignore[misc]
     manifest = output_dir / f"{_MODULE}.json"
     manifest.write_text(json.dumps({"stamp": source_stamp(), "kernels": specs}, indent=1))
     return manifest
