@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any, TypeVar
 
-from tqdm import tqdm
-
 from classifier.errors import ShortflowError
 
 __all__ = ["ordered_map"]
@@ -33,6 +31,8 @@ def ordered_map(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, jobs
     from ``func`` pass through unchanged.
     """
     def bar(results: Iterator[T]) -> Iterator[T]:
+        from tqdm import tqdm  # here: a one-file run need not import it
+
         return iter(tqdm(results, total=len(args), desc=desc, unit=" file",
                          disable=not progress, leave=False))
 

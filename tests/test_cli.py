@@ -108,3 +108,18 @@ def test_fast_engine_gives_the_reference_table(tmp_path: Path) -> None:
     expected = pd.read_parquet(ref).sort_values("flow_id", ignore_index=True)
     got = pd.read_parquet(fast).sort_values("flow_id", ignore_index=True)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9)
+
+
+@needs_shared
+def test_featurize_fast_to_parquet_does_not_import_pandas(tmp_path: Path) -> None:
+    """Importing pandas is a noticeable share of a short run: the fast engine writes
+    Parquet without it (and registering the other commands must not import it)."""
+    out = tmp_path / "o.parquet"
+    argv = ["featurize", "-q", "--engine", "fast", str(SMALL), "-o", str(out)]
+    code = ("import sys\nfrom classifier.cli import main\n"
+            f"assert main({argv!r}) == 0\n"
+            "assert 'pandas' not in sys.modules, 'featurize --engine fast imported pandas'\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert len(pd.read_parquet(out)) > 0

@@ -7,11 +7,9 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from tqdm import tqdm
 
 from classifier.capture import ReadStats, open_capture
 from classifier.capture.packet import Packet
@@ -27,6 +25,10 @@ from classifier.features.schema import (
 from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig, FlowPlugin, FlowTable, TableStats
 from classifier.model.services import category_for, service_for
+
+if TYPE_CHECKING:
+    # imported where frames are built: the fast engine writes tables without pandas
+    import pandas as pd
 
 __all__ = ["FeaturizeConfig", "FeaturizeStats", "Featurizer", "featurize", "featurize_packets",
            "iter_featurize", "concat_frames", "row_columns", "ROWS_PER_FRAME"]
@@ -169,6 +171,9 @@ def iter_featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
     Raises :class:`classifier.errors.CaptureError` when the file cannot be read (possibly
     after some frames: a damaged record in the middle of the file).
     """
+    import pandas as pd
+    from tqdm import tqdm
+
     config = config or FeaturizeConfig()
     stats = stats if stats is not None else FeaturizeStats()
     started = time.perf_counter()
@@ -223,6 +228,8 @@ def featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
 
 def concat_frames(frames: list[pd.DataFrame], config: FeaturizeConfig) -> pd.DataFrame:
     """One table from a stream's frames (an empty table with the right columns if none)."""
+    import pandas as pd
+
     if len(frames) <= 1:
         return frames[0] if frames else pd.DataFrame([], columns=row_columns(config))
     # a frame whose text column is all empty has it as object: infer the joined column

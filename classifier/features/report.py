@@ -6,10 +6,10 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from classifier.errors import ShortflowError
+from classifier.features.column_batch import ColumnBatch, as_frame
 from classifier.features.featurize import (
     FeaturizeConfig,
     FeaturizeStats,
@@ -19,6 +19,9 @@ from classifier.features.featurize import (
 )
 from classifier.features.table_sink import TableSink
 from classifier.parallel import ordered_map
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["capture_files", "featurize_files", "featurize_to", "iter_tables",
            "flows_text", "summary_line", "CAPTURE_SUFFIXES"]
@@ -58,17 +61,19 @@ def capture_files(paths: Sequence[Path]) -> list[Path]:
 
 def iter_tables(path: Path, config: FeaturizeConfig, stats: FeaturizeStats, *,
                 engine: str = "reference", backend: str = "dpkt", skip_bad: bool = False,
-                progress: bool = False) -> Iterator[pd.DataFrame]:
+                progress: bool = False) -> Iterator[ColumnBatch | pd.DataFrame]:
     """The feature rows of one capture as a stream of frames (see
-    :func:`classifier.features.featurize.iter_featurize`). ``engine="fast"`` uses the
-    compiled path (same rows; the first run compiles it, which takes a minute); it reads
-    only with the native decoder."""
+    :func:`classifier.features.featurize.iter_featurize`), as
+    :class:`~classifier.features.table_sink.TableSink` takes them. ``engine="fast"`` uses
+    the compiled path (same rows; the first run compiles it, which takes a minute), whose
+    frames are mostly column batches (no pandas needed to write them); it reads only with
+    the native decoder."""
     if engine == "fast":
         if backend != "dpkt":
             raise ShortflowError("--engine fast reads captures itself; drop --backend")
-        from classifier.features.fast import iter_featurize_fast
+        from classifier.features.fast import iter_columns_fast
 
-        return iter_featurize_fast(path, config, skip_bad=skip_bad, stats=stats)
+        return iter_columns_fast(path, config, skip_bad=skip_bad, stats=stats)
     return iter_featurize(path, config, backend=backend, skip_bad=skip_bad, stats=stats,
                           progress=progress)
 
@@ -82,8 +87,9 @@ def featurize_files(paths: Sequence[Path], config: FeaturizeConfig, *, backend: 
     lines: list[str] = []
     for path in paths:
         stats = FeaturizeStats()
-        frames = list(iter_tables(path, config, stats, engine=engine, backend=backend,
-                                  skip_bad=skip_bad, progress=progress))
+        frames = [as_frame(t) for t in iter_tables(path, config, stats, engine=engine,
+                                                   backend=backend, skip_bad=skip_bad,
+                                                   progress=progress)]
         tables.append(concat_frames(frames, config))
         lines.append(summary_line(path, stats))
     return concat_frames(tables, config), "\n".join(lines)
@@ -149,6 +155,8 @@ def _featurize_part(path: Path, config: FeaturizeConfig, engine: str, backend: s
 
 def flows_text(table: pd.DataFrame, limit: int = 50) -> str:
     """A readable table: client, server, service, SNI, packets, bytes, duration."""
+    import pandas as pd
+
     if table.empty:
         return "(no TCP/UDP flows)"
     view = pd.DataFrame({

@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # registering the command must not import pandas (every CLI run does)
+    import pandas as pd
 
 __all__ = ["register", "verdicts_for_capture", "summary_lines"]
 

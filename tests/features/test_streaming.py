@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from dask.distributed import LocalCluster
 
 from benchmarks.gen_captures import write_many_flows
 from classifier.errors import ShortflowError
 from classifier.features import fast
-from classifier.features.fast import featurize_fast, iter_featurize_fast
+from classifier.features.column_batch import ColumnBatch
+from classifier.features.fast import featurize_fast, iter_columns_fast, iter_featurize_fast
 from classifier.features.featurize import (
     FeaturizeConfig,
     FeaturizeStats,
@@ -69,19 +71,24 @@ def test_fast_frames_add_up_to_the_table(many: Path, monkeypatch: pytest.MonkeyP
     pd.testing.assert_frame_equal(featurize_fast(many), _by_flow(streamed))
 
 
-def test_handover_to_reference_mid_file_neither_loses_nor_repeats_rows(
-        many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A damaged record near the end: the compiled reader has already handed out the
-    flows that ended before it; the reference re-reads the file with skip_bad and only
-    the rows not yet handed out are added."""
-    data = bytearray(many.read_bytes())
+def _damage_last_record(capture: Path, out: Path) -> Path:
+    """``capture`` (pcap) with an absurd captured length in its last record, at ``out``."""
+    data = bytearray(capture.read_bytes())
     offset, last = 24, 24
     while offset < len(data):  # find the last record
         last = offset
         offset += 16 + struct.unpack_from("<I", data, offset + 8)[0]
     struct.pack_into("<I", data, last + 8, 0x7FFFFFF0)  # absurd captured length
-    bad = tmp_path / "bad.pcap"
-    bad.write_bytes(bytes(data))
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_handover_to_reference_mid_file_neither_loses_nor_repeats_rows(
+        many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged record near the end: the compiled reader has already handed out the
+    flows that ended before it; the reference re-reads the file with skip_bad and only
+    the rows not yet handed out are added."""
+    bad = _damage_last_record(many, tmp_path / "bad.pcap")
     monkeypatch.setattr(fast, "_CHUNK_PACKETS", 300)
     stats = FeaturizeStats()
     frames = list(iter_featurize_fast(bad, skip_bad=True, rows_per_frame=1, stats=stats))
@@ -93,6 +100,23 @@ def test_handover_to_reference_mid_file_neither_loses_nor_repeats_rows(
     ref = featurize(bad, skip_bad=True, stats=ref_stats)
     pd.testing.assert_frame_equal(_by_flow(streamed), _by_flow(ref))
     assert stats.rows == len(ref) and stats.read.truncated_at == ref_stats.read.truncated_at
+
+
+def test_handover_writes_batches_then_frames_into_one_table(
+        many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast engine's column batches until the damaged record, the reference's frames
+    after it: one Parquet table with the reference's rows."""
+    bad = _damage_last_record(many, tmp_path / "bad.pcap")
+    monkeypatch.setattr(fast, "_CHUNK_PACKETS", 300)
+    tables = list(iter_columns_fast(bad, skip_bad=True, rows_per_frame=50))
+    assert {type(t) for t in tables} == {ColumnBatch, pd.DataFrame}
+    out = tmp_path / "bad.parquet"
+    with TableSink(out, row_columns(FeaturizeConfig())) as sink:
+        for table in tables:
+            sink.write(table)
+    ref = featurize(bad, skip_bad=True)
+    assert sink.rows == len(ref) and pq.ParquetFile(out).num_row_groups == len(tables)
+    pd.testing.assert_frame_equal(_by_flow(pd.read_parquet(out)), _by_flow(ref))
 
 
 def test_sink_keeps_text_columns_text_when_a_frame_has_no_names(tmp_path: Path) -> None:
