@@ -10,9 +10,10 @@ Every value is computed the way the reference groups compute it with numpy, oper
 operation, so results are bit-identical in practice: sums of floats use numpy's pairwise
 summation (8-way unrolled blocks of 128), ``std`` is the population one (``ddof=0``: mean,
 squared deviations, pairwise sum, divide, sqrt), percentiles use numpy's default linear
-method (``(n-1)*q`` virtual index and numpy's two-sided lerp), and ``searchsorted`` is
-numpy's binary search including its reuse of the previous key's bounds (which matters only
-when times go backwards within a flow).
+method (``(n-1)*q`` virtual index and numpy's two-sided lerp; the two order statistics
+read are found by selection, not a sort: any correct selection yields numpy's values), and
+``searchsorted`` is numpy's binary search including its reuse of the previous key's bounds
+(which matters only when times go backwards within a flow).
 
 The column layout is checked at import against the reference schema, so a changed group
 fails loudly instead of silently producing shifted columns.
@@ -69,6 +70,11 @@ _O_BURSTS = _O_IAT + 18
 _O_THROUGHPUT = _O_BURSTS + 22
 _O_FLAGS = _O_THROUGHPUT + 6
 _O_SPLT = _O_FLAGS + 6
+#: Percentiles of at least this many values go through bucket counts (below, quickselect).
+_BUCKET_MIN = 1 << 14
+_SHIFT = np.uint64(48)  # bucket = top 16 bits of the order-preserving image
+_BUCKETS = 1 << 16
+_SIGN = np.uint64(1 << 63)
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,13 +110,57 @@ def _block(a: F64, lo: int, n: int) -> float:
     return res
 
 
+@jit(cache=True, inline="always")
+def _block_sq(a: F64, lo: int, n: int, mean: float) -> float:
+    """:func:`_block` of the squared deviations ``(a[i] - mean) ** 2``, computed as they
+    are read (the same values, added in the same order, as summing a stored copy)."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            d = a[lo + i] - mean
+            res += d * d
+        return res
+    d0, d1, d2, d3 = a[lo] - mean, a[lo + 1] - mean, a[lo + 2] - mean, a[lo + 3] - mean
+    d4, d5, d6, d7 = a[lo + 4] - mean, a[lo + 5] - mean, a[lo + 6] - mean, a[lo + 7] - mean
+    r0, r1, r2, r3 = d0 * d0, d1 * d1, d2 * d2, d3 * d3
+    r4, r5, r6, r7 = d4 * d4, d5 * d5, d6 * d6, d7 * d7
+    i = 8
+    stop = n - (n % 8)
+    while i < stop:
+        d0, d1 = a[lo + i] - mean, a[lo + i + 1] - mean
+        d2, d3 = a[lo + i + 2] - mean, a[lo + i + 3] - mean
+        d4, d5 = a[lo + i + 4] - mean, a[lo + i + 5] - mean
+        d6, d7 = a[lo + i + 6] - mean, a[lo + i + 7] - mean
+        r0 += d0 * d0
+        r1 += d1 * d1
+        r2 += d2 * d2
+        r3 += d3 * d3
+        r4 += d4 * d4
+        r5 += d5 * d5
+        r6 += d6 * d6
+        r7 += d7 * d7
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        d = a[lo + i] - mean
+        res += d * d
+        i += 1
+    return res
+
+
+@jit(cache=True, inline="always")
+def _leaf(a: F64, lo: int, n: int, mean: float, squares: bool) -> float:
+    return _block_sq(a, lo, n, mean) if squares else _block(a, lo, n)
+
+
 @jit(cache=True)
-def _pairwise(a: F64, lo: int, n: int) -> float:
-    """numpy's pairwise sum of ``a[lo:lo+n]`` (float64, contiguous): leaves of at most 128
-    values, each larger range split at ``n//2`` rounded down to a multiple of 8 and the two
-    halves added (left + right). Iterative (numba cannot cache recursive functions)."""
+def _pairwise(a: F64, lo: int, n: int, mean: float, squares: bool) -> float:
+    """numpy's pairwise sum of ``a[lo:lo+n]`` (float64, contiguous), or with ``squares``
+    of ``(a[i] - mean) ** 2``: leaves of at most 128 values, each larger range split at
+    ``n//2`` rounded down to a multiple of 8 and the two halves added (left + right).
+    Iterative (numba cannot cache recursive functions)."""
     if n <= 128:
-        return _block(a, lo, n)
+        return _leaf(a, lo, n, mean, squares)
     st_lo = np.empty(128, np.int64)
     st_n = np.empty(128, np.int64)
     st_stage = np.empty(128, np.int64)
@@ -124,7 +174,7 @@ def _pairwise(a: F64, lo: int, n: int) -> float:
         cl = st_lo[top]
         cn = st_n[top]
         if cn <= 128:
-            vals[vp] = _block(a, cl, cn)
+            vals[vp] = _leaf(a, cl, cn, mean, squares)
             vp += 1
             sp -= 1
             continue
@@ -151,17 +201,24 @@ def _pairwise(a: F64, lo: int, n: int) -> float:
 @jit(cache=True)
 def _sum(a: F64, n: int) -> float:
     """``float(a[:n].sum())`` as numpy computes it (identity 0.0 plus the pairwise sum)."""
-    return 0.0 + _pairwise(a, 0, n)
+    return 0.0 + _pairwise(a, 0, n, 0.0, False)
 
 
 @jit(cache=True)
-def _mean_std(a: F64, n: int, tmp: F64) -> tuple[float, float]:
-    """numpy's ``a.mean()`` and ``a.std()`` (ddof=0) of ``a[:n]``, ``n > 0``."""
+def _mean_std(a: F64, n: int) -> tuple[float, float]:
+    """numpy's ``a.mean()`` and ``a.std()`` (ddof=0) of ``a[:n]``, ``n > 0`` (mean, then
+    the pairwise sum of the squared deviations, divide, sqrt)."""
     mean = _sum(a, n) / n
-    for i in range(n):
-        d = a[i] - mean
-        tmp[i] = d * d
-    return mean, math.sqrt(_sum(tmp, n) / n)
+    return mean, math.sqrt((0.0 + _pairwise(a, 0, n, mean, True)) / n)
+
+
+@jit(cache=True, inline="always")
+def _lerp(a: float, b: float, gamma: float) -> float:
+    """numpy's two-sided linear interpolation between neighbouring order statistics."""
+    diff = b - a
+    if gamma >= 0.5:
+        return b - diff * (1.0 - gamma)
+    return a + diff * gamma
 
 
 @jit(cache=True)
@@ -171,13 +228,184 @@ def _pct(srt: F64, n: int, q: float) -> float:
     if vi >= n - 1:
         return srt[n - 1]
     prev = math.floor(vi)
-    gamma = vi - prev
-    a = srt[int(prev)]
-    b = srt[int(prev) + 1]
-    diff = b - a
-    if gamma >= 0.5:
-        return b - diff * (1.0 - gamma)
-    return a + diff * gamma
+    return _lerp(srt[int(prev)], srt[int(prev) + 1], vi - prev)
+
+
+@jit(cache=True, inline="always")
+def _before(a: float, b: float) -> bool:
+    """numpy's sort order: ``a < b`` with NaN after every number."""
+    return a < b or (b != b and a == a)
+
+
+@jit(cache=True)
+def _select(a: F64, k: int, lo: int, hi: int) -> int:
+    """Reorder ``a[lo:hi+1]`` so that ``a[k]`` holds the value of sorted rank ``k``, with
+    what is before it not ordered after it and what is after it not ordered before it.
+    Returns the last position ``e >= k`` known to hold its rank (``a[k:e+1]`` are equal).
+    Quickselect with a three-way partition (median-of-three pivot): traffic repeats values
+    a lot (full-size packets, equal timestamps) and a run of values equal to the pivot is
+    settled in one pass."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        if _before(y, x):
+            x, y = y, x
+        if _before(z, y):
+            y = z if _before(x, z) else x
+        pivot = y
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            v = a[i]
+            if _before(v, pivot):
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif _before(pivot, v):
+                a[i] = a[gt]
+                a[gt] = v
+                gt -= 1
+            else:
+                i += 1
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            return gt
+    return k
+
+
+@jit(cache=True)
+def _read_ranks(srt: F64, ranks: I64, nr: int, region: I64, within: I64, start: I64,
+                out: F64) -> None:
+    """``out[r]`` = the value of rank ``within[r]`` among the values in region
+    ``region[r]`` of ``srt`` (``srt[start[j]:start[j+1]]``), for ranks ascending within a
+    region. Each region keeps a front: the positions from the last rank read up to it
+    hold their ranks and nothing after it is ordered before them. A rank behind the front
+    is already in place; the rank just after the one read before (percentiles read pairs)
+    is the smallest value past the front (one scan, no swaps); others are selected (whose
+    runs of equal values move the front further)."""
+    fixed = start[:-1].copy()
+    for r in range(nr):
+        j = region[r]
+        at = start[j] + within[r]
+        end = start[j + 1] - 1
+        if at == fixed[j] and r > 0 and region[r - 1] == j and ranks[r] == ranks[r - 1] + 1:
+            m = at
+            for i in range(at + 1, end + 1):
+                if _before(srt[i], srt[m]):
+                    m = i
+            srt[at], srt[m] = srt[m], srt[at]
+            fixed[j] = at + 1
+        elif at >= fixed[j]:
+            fixed[j] = _select(srt, at, fixed[j], end) + 1
+        out[r] = srt[at]
+
+
+@jit(cache=True)
+def _bucket_counts(a: F64, n: int, hist: I64) -> bool:
+    """Count the values of ``a[:n]`` per bucket (:data:`_BUCKETS` of them: the top bits of
+    an order-preserving integer image of the float, so bucket numbers never decrease as
+    values grow). Returns False, leaving the counts unusable, when a NaN or a -0.0 is
+    present: numpy orders those by comparison (a -0.0 ties with 0.0), buckets would not."""
+    hist[:] = 0
+    u = a[:n].view(np.uint64)
+    odd = False
+    for i in range(n):
+        x = u[i]
+        key = ~x if x >> np.uint64(63) else x | _SIGN
+        hist[key >> _SHIFT] += 1
+        odd |= (a[i] != a[i]) | (x == _SIGN)
+    return not odd
+
+
+@jit(cache=True)
+def _gather_buckets(a: F64, n: int, srt: F64, hist: I64, ranks: I64, nr: int, region: I64,
+                    within: I64, start: I64) -> None:
+    """From the bucket counts of :func:`_bucket_counts`: the bucket of each rank, one
+    region of ``srt`` per bucket read (``start``), the values of those buckets copied into
+    their regions, and each rank's region and rank within it. Uses up ``hist``."""
+    bucket = np.empty(nr, np.int64)
+    nb_ = 0
+    b = 0
+    below = 0  # values in buckets before b
+    for r in range(nr):
+        while below + hist[b] <= ranks[r]:
+            below += hist[b]
+            b += 1
+        if nb_ == 0 or bucket[nb_ - 1] != b:
+            bucket[nb_] = b
+            start[nb_ + 1] = start[nb_] + hist[b]
+            nb_ += 1
+        region[r] = nb_ - 1
+        within[r] = ranks[r] - below
+    pos = start[:nb_].copy()
+    for j in range(nb_):
+        hist[bucket[j]] = -(j + 1)  # mark the buckets read (their counts are used)
+    u = a[:n].view(np.uint64)
+    for i in range(n):
+        x = u[i]
+        key = ~x if x >> np.uint64(63) else x | _SIGN
+        m = hist[key >> _SHIFT]
+        if m < 0:
+            srt[pos[-m - 1]] = a[i]
+            pos[-m - 1] += 1
+
+
+@jit(cache=True)
+def _percentiles(a: F64, n: int, srt: F64, hist: I64, q1: float, q2: float,
+                 q3: float) -> tuple[float, float, float]:
+    """numpy's linear percentiles ``q1 < q2 < q3`` (negative: unused, 0.0) of ``a[:n]``,
+    ``n > 0``, using ``srt`` (and ``hist``, :data:`_BUCKETS` entries) as scratch.
+
+    Only the (at most six) order statistics the percentiles read are needed, and any way
+    of finding them gives numpy's values: insertion sort for small ``n``; otherwise
+    selection, for large ``n`` only within the few buckets holding them (two counting
+    passes, then a small copy) rather than within a copy of everything."""
+    if n <= 64:
+        for i in range(n):
+            srt[i] = a[i]
+        _sort(srt, n)
+        return (_pct(srt, n, q1) if q1 >= 0.0 else 0.0,
+                _pct(srt, n, q2) if q2 >= 0.0 else 0.0,
+                _pct(srt, n, q3) if q3 >= 0.0 else 0.0)
+    qs = (q1, q2, q3)
+    ranks = np.empty(6, np.int64)  # the ranks read, ascending
+    nr = 0
+    for q in qs:
+        if q >= 0.0:
+            vi = float(n - 1) * q
+            ranks[nr] = n - 1 if vi >= n - 1 else int(math.floor(vi))
+            nr += 1
+            if vi < n - 1:
+                ranks[nr] = ranks[nr - 1] + 1
+                nr += 1
+    region = np.zeros(6, np.int64)
+    within = ranks.copy()
+    start = np.zeros(7, np.int64)
+    if n >= _BUCKET_MIN and _bucket_counts(a, n, hist):
+        _gather_buckets(a, n, srt, hist, ranks, nr, region, within, start)
+    else:
+        for i in range(n):
+            srt[i] = a[i]
+        start[1] = n
+    values = np.empty(6, np.float64)
+    _read_ranks(srt, ranks, nr, region, within, start[: region[nr - 1] + 2], values)
+    res = np.zeros(3, np.float64)
+    r = 0
+    for i in range(3):
+        if qs[i] >= 0.0:
+            vi = float(n - 1) * qs[i]
+            if vi >= n - 1:
+                res[i] = values[r]
+                r += 1
+            else:
+                res[i] = _lerp(values[r], values[r + 1], vi - math.floor(vi))
+                r += 2
+    return res[0], res[1], res[2]
 
 
 @jit(cache=True)
@@ -197,30 +425,7 @@ def _sort(a: F64, n: int) -> None:
 
 
 @jit(cache=True)
-def _order_stats(a: F64, n: int, srt: F64, q1: float, q2: float, q3: float) -> F64:
-    """An array in which the order statistics that numpy's linear percentiles ``q1..q3``
-    (negative: unused) read are at their sorted positions: ``srt[:n]`` sorted in place for
-    small ``n``, a partitioned copy of ``a[:n]`` for large ``n``."""
-    if n <= 64:
-        for i in range(n):
-            srt[i] = a[i]
-        _sort(srt, n)
-        return srt
-    kth = np.empty(6, np.int64)
-    m = 0
-    for q in (q1, q2, q3):
-        if q < 0.0:
-            continue
-        vi = float(n - 1) * q
-        lo = n - 1 if vi >= n - 1 else int(math.floor(vi))
-        kth[m] = lo
-        kth[m + 1] = min(lo + 1, n - 1)
-        m += 2
-    return np.partition(a[:n], kth[:m])
-
-
-@jit(cache=True)
-def _summary(a: F64, n: int, tmp: F64, srt: F64, out: F64, o: int, which: int) -> None:
+def _summary(a: F64, n: int, srt: F64, hist: I64, out: F64, o: int, which: int) -> None:
     """Summary statistics of ``a[:n]`` into ``out[o:]``; all zeros when ``n == 0``.
 
     ``which``: 0 = min max mean std p10 p50 p90; 1 = min max mean std p50 p90;
@@ -240,30 +445,26 @@ def _summary(a: F64, n: int, tmp: F64, srt: F64, out: F64, o: int, which: int) -
             lo = v
         if v > hi:
             hi = v
-    mean, std = _mean_std(a, n, tmp)
+    mean, std = _mean_std(a, n)
     if which == 0:
-        ordered = _order_stats(a, n, srt, 0.1, 0.5, 0.9)
+        p10, p50, p90 = _percentiles(a, n, srt, hist, 0.1, 0.5, 0.9)
         out[o], out[o + 1], out[o + 2], out[o + 3] = lo, hi, mean, std
-        out[o + 4] = _pct(ordered, n, 0.1)
-        out[o + 5] = _pct(ordered, n, 0.5)
-        out[o + 6] = _pct(ordered, n, 0.9)
+        out[o + 4], out[o + 5], out[o + 6] = p10, p50, p90
     elif which == 1:
-        ordered = _order_stats(a, n, srt, 0.5, 0.9, -1.0)
+        p50, p90, _ = _percentiles(a, n, srt, hist, 0.5, 0.9, -1.0)
         out[o], out[o + 1], out[o + 2], out[o + 3] = lo, hi, mean, std
-        out[o + 4] = _pct(ordered, n, 0.5)
-        out[o + 5] = _pct(ordered, n, 0.9)
-    elif which == 2:
-        ordered = _order_stats(a, n, srt, 0.5, -1.0, -1.0)
-        out[o], out[o + 1], out[o + 2], out[o + 3] = lo, hi, mean, std
-        out[o + 4] = _pct(ordered, n, 0.5)
-    elif which == 4:
-        ordered = _order_stats(a, n, srt, 0.5, -1.0, -1.0)
-        out[o], out[o + 1], out[o + 2] = mean, std, hi
-        out[o + 3] = _pct(ordered, n, 0.5)
+        out[o + 4], out[o + 5] = p50, p90
     else:
-        ordered = _order_stats(a, n, srt, 0.5, -1.0, -1.0)
-        out[o], out[o + 1] = mean, hi
-        out[o + 2] = _pct(ordered, n, 0.5)
+        p50, _, _ = _percentiles(a, n, srt, hist, 0.5, -1.0, -1.0)
+        if which == 2:
+            out[o], out[o + 1], out[o + 2], out[o + 3] = lo, hi, mean, std
+            out[o + 4] = p50
+        elif which == 4:
+            out[o], out[o + 1], out[o + 2] = mean, std, hi
+            out[o + 3] = p50
+        else:
+            out[o], out[o + 1] = mean, hi
+            out[o + 2] = p50
 
 
 @jit(cache=True)
@@ -297,13 +498,12 @@ def _searchsorted_right(arr: F64, na: int, keys: F64, nk: int, out: I64) -> None
 
 @jit(cache=True)
 def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float,
-          out: F64, o: int, sf: F64, si: I64) -> None:
+          out: F64, o: int, sf: F64, si: I64, hist: I64) -> None:
     """All feature groups of one view (``t`` relative to the view's start) into
-    ``out[o:o+N_FEATURES]``. ``sf`` (11 rows) and ``si`` (4 rows) are scratch arrays of at
-    least ``n + 1`` columns."""
+    ``out[o:o+N_FEATURES]``. ``sf`` (10 rows) and ``si`` (4 rows) are scratch arrays of at
+    least ``n + 1`` columns, ``hist`` one of :data:`_BUCKETS` entries."""
     w = sf[0]
-    w2 = sf[1]
-    w3 = sf[2]
+    srt = sf[1]
     # --- volume
     n_up = 0
     b_up = 0
@@ -339,7 +539,7 @@ def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float
             if dirn[i] == sign:
                 w[m] = float(size[i])
                 m += 1
-        _summary(w, m, w2, w3, out, o + _O_SIZES + 7 * d, 0)
+        _summary(w, m, srt, hist, out, o + _O_SIZES + 7 * d, 0)
     # --- inter-arrival per direction, then over both
     for d in range(2):
         sign = 1 if d == 0 else -1
@@ -351,12 +551,12 @@ def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float
                     w[m - 1] = t[i] - prev
                 prev = t[i]
                 m += 1
-        _summary(w, max(m - 1, 0), w2, w3, out, o + _O_IAT + 6 * d, 1)
+        _summary(w, max(m - 1, 0), srt, hist, out, o + _O_IAT + 6 * d, 1)
     for i in range(1, n):
         w[i - 1] = t[i] - t[i - 1]
-    _summary(w, max(n - 1, 0), w2, w3, out, o + _O_IAT + 12, 1)
+    _summary(w, max(n - 1, 0), srt, hist, out, o + _O_IAT + 12, 1)
     # --- bursts
-    _bursts(t, dirn, pay, n, span, out, o + _O_BURSTS, sf, si)
+    _bursts(t, dirn, pay, n, span, out, o + _O_BURSTS, sf, si, hist)
     # --- throughput
     for d in range(2):
         sign = 1 if d == 0 else -1
@@ -398,11 +598,11 @@ def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float
 
 @jit(cache=True)
 def _bursts(t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, sf: F64,
-            si: I64) -> None:
-    w, w2 = sf[0], sf[1]  # summary scratch
-    w4 = sf[3]  # server->client data times, later client->server data times
-    w5, w6 = sf[4], sf[5]  # burst start / end times
-    prev_end, requests, sizes, durations, gaps = sf[6], sf[7], sf[8], sf[9], sf[10]
+            si: I64, hist: I64) -> None:
+    srt = sf[1]  # summary scratch
+    w4 = sf[2]  # server->client data times, later client->server data times
+    w5, w6 = sf[3], sf[4]  # burst start / end times
+    prev_end, requests, sizes, durations, gaps = sf[5], sf[6], sf[7], sf[8], sf[9]
     wi = si[0]  # server->client payloads, later cumulative client->server payload
     wi2 = si[1]  # burst payload sums
     idx_start, idx_prev = si[2], si[3]
@@ -460,13 +660,13 @@ def _bursts(t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, s
     span_b = max(span, 1e-3)
     out[o] = float(nb_)
     out[o + 1] = nb_ / span_b
-    _summary(sizes, nb_, w, w2, out, o + 2, 2)
+    _summary(sizes, nb_, srt, hist, out, o + 2, 2)
     mean = out[o + 4]
     std = out[o + 5]
     out[o + 7] = std / mean if mean > 0 else 0.0
-    _summary(durations, nb_, w, w2, out, o + 8, 3)
-    _summary(gaps, nb_ - 1, w, w2, out, o + 11, 4)
-    _summary(requests, nb_, w, w2, out, o + 15, 3)
+    _summary(durations, nb_, srt, hist, out, o + 8, 3)
+    _summary(gaps, nb_ - 1, srt, hist, out, o + 11, 4)
+    _summary(requests, nb_, srt, hist, out, o + 15, 3)
     out[o + 18] = float(n_req)
     out[o + 19] = sizes[0]
     out[o + 20] = durations[0]
@@ -478,9 +678,11 @@ def _bursts(t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, s
 
 
 @jit(cache=True)
-def _scratch(m: int) -> tuple[F64, I64, F64, F64, I64, I8, I64, I64]:
-    """(float scratch rows, int scratch rows, t, t2, size, direction, flags, payload)."""
-    return (np.empty((11, m), np.float64), np.empty((4, m), np.int64), np.empty(m, np.float64),
+def _scratch(m: int) -> tuple[F64, I64, I64, F64, F64, I64, I8, I64, I64]:
+    """(float scratch rows, int scratch rows, bucket counts, t, t2, size, direction,
+    flags, payload)."""
+    return (np.empty((10, m), np.float64), np.empty((4, m), np.int64),
+            np.empty(_BUCKETS if m > _BUCKET_MIN else 0, np.int64), np.empty(m, np.float64),
             np.empty(m, np.float64), np.empty(m, np.int64), np.empty(m, np.int8),
             np.empty(m, np.int64), np.empty(m, np.int64))
 
@@ -494,7 +696,7 @@ def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
     longest = 1
     for j in range(nf):
         longest = max(longest, offsets[j + 1] - offsets[j])
-    sf, si, tv, tt, sv, dv, fv, pv = _scratch(longest + 1)
+    sf, si, hist, tv, tt, sv, dv, fv, pv = _scratch(longest + 1)
     for j in range(nf):
         a = offsets[j]
         n = offsets[j + 1] - a
@@ -510,7 +712,7 @@ def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
         if n == 0:
             last = 0.0
         row = out[j]
-        _view(tv, size[a:], dirn[a:], flags[a:], pay[a:], n, last, row, 0, sf, si)
+        _view(tv, size[a:], dirn[a:], flags[a:], pay[a:], n, last, row, 0, sf, si, hist)
         for hk in range(horizons.shape[0]):
             h = horizons[hk]
             o = N_FEATURES * (hk + 1)
@@ -531,7 +733,7 @@ def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
                     pv[m] = pay[a + i]
                     m += 1
             stop = last if not last > h else h
-            _view(tt, sv, dv, fv, pv, m, max(stop - 0.0, 0.0), row, o, sf, si)
+            _view(tt, sv, dv, fv, pv, m, max(stop - 0.0, 0.0), row, o, sf, si, hist)
 
 
 def flow_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
@@ -620,7 +822,7 @@ def _windows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets:
     longest = 1
     for j in range(nf):
         longest = max(longest, offsets[j + 1] - offsets[j])
-    sf, si, tv, _tt, sv, dv, fv, pv = _scratch(longest + 1)
+    sf, si, hist, tv, _tt, sv, dv, fv, pv = _scratch(longest + 1)
     row = 0
     for j in range(nf):
         a = offsets[j]
@@ -656,7 +858,7 @@ def _windows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets:
                 pv[m] = pay[e]
                 m += 1
             stop = last if not last > end else end
-            _view(tv, sv, dv, fv, pv, m, max(stop - start, 0.0), out[row], 0, sf, si)
+            _view(tv, sv, dv, fv, pv, m, max(stop - start, 0.0), out[row], 0, sf, si, hist)
             row += 1
 
 

@@ -173,32 +173,23 @@ def _cut(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, n: int, r
 # the pool of entries of active flows
 
 
+_Entries = tuple[I64, F64, I64, I64, I64, I8]  # uid, ts, size, pay, flags, dirn
+
+
 class _Pool:
-    """Entries (one per packet or resegmented piece) of flows still active."""
+    """Entries (one per packet or resegmented piece) of flows still active.
+
+    Each chunk's entries are copied into a block of their own, and the blocks are joined
+    only when flows are cut out: growing one array by doubling copied and first-touched
+    about twice the pool, which dominated long captures of few flows."""
 
     def __init__(self) -> None:
-        self.n = 0
-        self.uid = np.empty(0, np.int64)
-        self.ts = np.empty(0, np.float64)
-        self.size = np.empty(0, np.int64)
-        self.pay = np.empty(0, np.int64)
-        self.flags = np.empty(0, np.int64)
-        self.dirn = np.empty(0, np.int8)
+        self.blocks: list[_Entries] = []
 
     def append(self, uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8) -> None:
-        m = len(uid)
-        need = self.n + m
-        if need > len(self.uid):
-            cap = max(need, 2 * len(self.uid), 1024)
-            for name in ("uid", "ts", "size", "pay", "flags", "dirn"):
-                old = getattr(self, name)
-                new = np.empty(cap, old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(self, name, new)
-        a, b = self.n, need
-        self.uid[a:b], self.ts[a:b], self.size[a:b] = uid, ts, size
-        self.pay[a:b], self.flags[a:b], self.dirn[a:b] = pay, flags, dirn
-        self.n = need
+        if len(uid):
+            self.blocks.append((uid.copy(), ts.copy(), size.copy(), pay.copy(), flags.copy(),
+                                dirn.copy()))
 
     def cut(self, ended_uid: I64) -> tuple[I64, F64, I64, I64, I64, I8]:
         """Remove and return the entries of the flows ``ended_uid`` (grouped in that
@@ -206,14 +197,30 @@ class _Pool:
         base = int(ended_uid.min())
         rank = np.full(int(ended_uid.max()) - base + 1, -1, np.int64)
         rank[ended_uid - base] = np.arange(len(ended_uid))
-        offsets, ts, size, pay, flags, dirn, kept = _cut(
-            self.uid, self.ts, self.size, self.pay, self.flags, self.dirn, self.n, rank, base,
-            len(ended_uid))
-        self.n = int(kept)
-        if self.n < len(self.uid) // 4 and len(self.uid) > (1 << 20):
-            for name in ("uid", "ts", "size", "pay", "flags", "dirn"):
-                setattr(self, name, getattr(self, name)[: max(self.n * 2, 1024)].copy())
-        return offsets, ts, size, pay, flags, dirn
+        uid, ts, size, pay, flags, dirn = self._joined()
+        offsets, o_ts, o_size, o_pay, o_flags, o_dirn, kept = _cut(
+            uid, ts, size, pay, flags, dirn, len(uid), rank, base, len(ended_uid))
+        kept = int(kept)
+        self.blocks = []
+        if kept:  # the survivors, compacted to the front (copied when few: frees the rest)
+            few = kept < len(uid) // 2
+            self.blocks.append((uid[:kept].copy() if few else uid[:kept],
+                                ts[:kept].copy() if few else ts[:kept],
+                                size[:kept].copy() if few else size[:kept],
+                                pay[:kept].copy() if few else pay[:kept],
+                                flags[:kept].copy() if few else flags[:kept],
+                                dirn[:kept].copy() if few else dirn[:kept]))
+        return offsets, o_ts, o_size, o_pay, o_flags, o_dirn
+
+    def _joined(self) -> _Entries:
+        if len(self.blocks) == 1:
+            return self.blocks[0]
+        if not self.blocks:
+            ints = np.empty(0, np.int64)
+            return ints, np.empty(0, np.float64), ints, ints, ints, np.empty(0, np.int8)
+        uid, ts, size, pay, flags, dirn = zip(*self.blocks, strict=True)
+        return (np.concatenate(uid), np.concatenate(ts), np.concatenate(size),
+                np.concatenate(pay), np.concatenate(flags), np.concatenate(dirn))
 
 
 # ---------------------------------------------------------------------------------------
