@@ -23,9 +23,11 @@ Simple Packet Blocks and obsolete Packet Blocks are read natively.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -515,26 +517,36 @@ def _walk_pcapng(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, eof:
 
 
 class _Buffer:
-    """A reused read buffer over a file: ``data[:valid]`` holds bytes from ``base`` on."""
+    """A read buffer over a file: ``data[:valid]`` holds bytes from ``base`` on.
+    ``last_chunk`` is the number of the last chunk that points into it."""
 
-    def __init__(self, path: str, size: int) -> None:
-        self.f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+    def __init__(self, f: io.FileIO, size: int) -> None:
+        self.f = f
         self.data = np.empty(size, dtype=np.uint8)
         self.valid = 0
         self.base = 0
         self.eof = False
+        self.last_chunk = -1
 
-    def refill(self, keep_from: int) -> None:
-        """Drop ``data[:keep_from]``, move the rest to the front and read more."""
-        rest = self.valid - keep_from
-        if keep_from and rest:
-            self.data[:rest] = self.data[keep_from : self.valid]
-        self.base += keep_from
+    def refill(self, src: _Buffer, keep_from: int) -> None:
+        """Hold ``src``'s bytes from ``keep_from`` on (``src`` may be this buffer), then
+        read more of the file after them. A buffer that the rest fills wholly (a block
+        larger than it) doubles."""
+        rest = src.valid - keep_from
+        size = len(src.data) * 2 if rest == len(src.data) else len(src.data)
+        if src is self:
+            if keep_from and rest:
+                self.data[:rest] = self.data[keep_from : self.valid]
+            if size > len(self.data):
+                grown = np.empty(size, dtype=np.uint8)
+                grown[:rest] = self.data[:rest]
+                self.data = grown
+        else:
+            if size > len(self.data):
+                self.data = np.empty(size, dtype=np.uint8)
+            self.data[:rest] = src.data[keep_from : src.valid]
+        self.base = src.base + keep_from
         self.valid = rest
-        if rest == len(self.data):  # a block larger than the buffer: grow it
-            grown = np.empty(len(self.data) * 2, dtype=np.uint8)
-            grown[:rest] = self.data[:rest]
-            self.data = grown
         view = memoryview(self.data)  # type: ignore[arg-type]
         while self.valid < len(self.data):
             got = self.f.readinto(view[self.valid :])
@@ -543,8 +555,80 @@ class _Buffer:
                 break
             self.valid += got
 
+
+class _Stopped(Exception):
+    """The caller stopped reading: the reading thread ends quietly."""
+
+
+class _Chunker:
+    """The arrays and read buffers that chunks point into, in ``depth`` sets used in turn.
+
+    ``depth`` 1: one set, reused for every chunk (a chunk is valid until the next one is
+    asked for). ``depth`` 2: the reading thread fills one set while the caller holds a
+    chunk of the other; it waits (:meth:`arrays`, :meth:`refill`) before touching a set
+    or a buffer that a chunk the caller has not :meth:`release`-d points into.
+    """
+
+    def __init__(self, path: str, buffer_bytes: int, max_packets: int, depth: int) -> None:
+        self.f = io.FileIO(path, "rb")  # closed by close()
+        self.depth = depth
+        self.sets = [_new_arrays(max_packets) for _ in range(depth)]
+        self.buffers = [_Buffer(self.f, buffer_bytes) for _ in range(depth)]
+        self.made = 0  # chunks handed out
+        self.released = 0  # chunks the caller is done with
+        self.stopped = False
+        self.cond = threading.Condition()
+
+    def first(self) -> _Buffer:
+        buf = self.buffers[0]
+        buf.refill(buf, 0)
+        return buf
+
+    def arrays(self) -> tuple[npt.NDArray[np.float64], I64]:
+        """The arrays for the next chunk (free once the chunk ``depth`` back is done)."""
+        self._wait(self.made - self.depth + 1)
+        return self.sets[self.made % self.depth]
+
+    def chunk(self, buf: _Buffer, ts: npt.NDArray[np.float64], cols: I64, k: int,
+              start: int) -> ColumnChunk:
+        buf.last_chunk = self.made
+        self.made += 1
+        return ColumnChunk(ts[:k], cols[:, :k], buf.data, start)
+
+    def refill(self, buf: _Buffer, keep_from: int) -> _Buffer:
+        """The buffer to go on in: ``buf`` itself, or the other one once no chunk the
+        caller holds points into it."""
+        if self.depth == 1:
+            buf.refill(buf, keep_from)
+            return buf
+        other = self.buffers[1] if buf is self.buffers[0] else self.buffers[0]
+        self._wait(other.last_chunk + 1)
+        other.refill(buf, keep_from)
+        return other
+
+    def release(self) -> None:
+        """The caller is done with the oldest chunk it holds."""
+        with self.cond:
+            self.released += 1
+            self.cond.notify()
+
+    def stop(self) -> None:
+        """The caller stops reading: a waiting reading thread gives up."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+
     def close(self) -> None:
         self.f.close()
+
+    def _wait(self, released: int) -> None:
+        if self.depth == 1:
+            return
+        with self.cond:
+            while self.released < released and not self.stopped:
+                self.cond.wait()
+            if self.stopped:
+                raise _Stopped
 
 
 @dataclass(slots=True)
@@ -625,13 +709,17 @@ def _fill_stats(stats: ReadStats, counts: I64, notes: I64) -> None:
 
 def iter_chunks(path: str | os.PathLike[str], stats: ReadStats | None = None, *,
                 buffer_bytes: int = _DEFAULT_BUFFER,
-                max_packets: int = _DEFAULT_PACKETS) -> Iterator[ColumnChunk]:
+                max_packets: int = _DEFAULT_PACKETS, ahead: bool = False
+                ) -> Iterator[ColumnChunk]:
     """Decode the TCP/UDP packets of a pcap or pcapng file into column chunks.
 
     Each chunk holds at most ``max_packets`` packets; its arrays and ``buffer`` (and so
-    its payloads) are only valid until the next chunk is requested. ``stats`` gets the
-    same counts as the reference reader gives (records, packets, skipped, noted,
-    bytes_read, linktypes, format).
+    its payloads) are only valid until the next chunk is requested. With ``ahead`` a
+    second thread reads and decodes the next chunk while the caller works on this one
+    (the compiled walk and the file reads release the GIL; two sets of arrays and two
+    buffers, so ~2x the memory; same chunks, same order, same errors at the same point).
+    ``stats`` gets the same counts as the reference reader gives (records, packets,
+    skipped, noted, bytes_read, linktypes, format), as the chunks are read.
 
     Raises :class:`~classifier.errors.CaptureError` at once for a missing, empty or
     non-capture file (the same checks and messages as :func:`open_capture`), and
@@ -644,19 +732,59 @@ def iter_chunks(path: str | os.PathLike[str], stats: ReadStats | None = None, *,
     open_capture(name, stats=st)  # the reference checks: raises CaptureError now
     if st.format.endswith("+gzip"):
         raise _unsupported(name, "gzip-compressed capture")
-    buf = _Buffer(name, max(buffer_bytes, 1 << 20))
+    chunker = _Chunker(name, max(buffer_bytes, 1 << 20), max_packets, 2 if ahead else 1)
+    walk = _pcap_chunks if st.format == "pcap" else _pcapng_chunks
     try:
-        if st.format == "pcap":
-            yield from _pcap_chunks(name, buf, st, max_packets)
+        if ahead:
+            yield from _in_thread(walk(name, chunker, st), chunker)
         else:
-            yield from _pcapng_chunks(name, buf, st, max_packets)
+            yield from walk(name, chunker, st)
     finally:
-        buf.close()
+        chunker.close()
 
 
-def _pcap_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
-                 ) -> Iterator[ColumnChunk]:
-    buf.refill(0)
+def _in_thread(chunks: Iterator[ColumnChunk], chunker: _Chunker) -> Iterator[ColumnChunk]:
+    """``chunks`` produced by a second thread, at most one chunk ahead of the caller (the
+    chunker makes the thread wait before it reuses what the caller may still hold)."""
+    handed: list[tuple[ColumnChunk | None, BaseException | None]] = []
+    ready = threading.Condition()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                with ready:
+                    handed.append((chunk, None))
+                    ready.notify()
+            end: tuple[ColumnChunk | None, BaseException | None] = (None, None)
+        except _Stopped:
+            return
+        except BaseException as exc:  # handed to the caller, raised there in order
+            end = (None, exc)
+        with ready:
+            handed.append(end)
+            ready.notify()
+
+    thread = threading.Thread(target=produce, name="shortflow-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with ready:
+                while not handed:
+                    ready.wait()
+                chunk, error = handed.pop(0)
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+            chunker.release()
+    finally:
+        chunker.stop()
+        thread.join()
+
+
+def _pcap_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[ColumnChunk]:
+    buf = chunker.first()
     head = buf.data[:24].tobytes()
     if len(head) < 24 or buf.valid < 24:
         raise _unsupported(name, "pcap file header cut short", 0)
@@ -677,27 +805,26 @@ def _pcap_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
     notes = np.zeros(len(_NOTES), np.int64)
     pos = 24
     st.bytes_read = 24
-    ts, cols = _new_arrays(max_packets)
     while True:
         start = buf.base + pos
+        ts, cols = chunker.arrays()
         k, pos, status = _walk_pcap(buf.data, buf.valid, pos, order == ">", divisor, linktype,
                                     buf.eof, ts, cols, counts, notes)
         _fill_stats(st, counts, notes)
         st.packets += k
         st.bytes_read = buf.base + pos
         if k:
-            yield ColumnChunk(ts[:k], cols[:, :k], buf.data, start)
+            yield chunker.chunk(buf, ts, cols, k, start)
         if status == _ST_END:
             return
         if status == _ST_DAMAGED:
             raise _unsupported(name, "damaged or cut-short record", buf.base + pos)
         if status == _ST_NEED_MORE:
-            buf.refill(pos)
+            buf = chunker.refill(buf, pos)
             pos = 0
 
 
-def _pcapng_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
-                   ) -> Iterator[ColumnChunk]:
+def _pcapng_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[ColumnChunk]:
     counts = np.zeros(1 + len(SKIP_REASONS), np.int64)
     notes = np.zeros(len(_NOTES), np.int64)
     state = np.zeros(1, np.float64)
@@ -705,10 +832,10 @@ def _pcapng_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
     order = "<"
     pos = 0
     first = True
-    buf.refill(0)
-    ts, cols = _new_arrays(max_packets)
+    buf = chunker.first()
     while True:
         start = buf.base + pos
+        ts, cols = chunker.arrays()
         k, pos, status = _walk_pcapng(
             buf.data, buf.valid, pos, order == ">", buf.eof, ifaces.link, ifaces.units,
             ifaces.offset, ifaces.snap, ifaces.n, ifaces.any_known, state, ts, cols, counts,
@@ -717,7 +844,7 @@ def _pcapng_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
         st.packets += k
         st.bytes_read = buf.base + pos
         if k:
-            yield ColumnChunk(ts[:k], cols[:, :k], buf.data, start)
+            yield chunker.chunk(buf, ts, cols, k, start)
         if status == _ST_END:
             if first:
                 raise _unsupported(name, "pcapng section header cut short", 0)
@@ -725,21 +852,21 @@ def _pcapng_chunks(name: str, buf: _Buffer, st: ReadStats, max_packets: int
         if status == _ST_DAMAGED:
             raise _unsupported(name, "damaged or cut-short block", buf.base + pos)
         if status == _ST_NEED_MORE:
-            buf.refill(pos)
+            buf = chunker.refill(buf, pos)
             pos = 0
             continue
         if status == _ST_CONTROL:
             if buf.valid - pos < 12:
                 if buf.eof:
                     raise _unsupported(name, "block cut short", buf.base + pos)
-                buf.refill(pos)
+                buf = chunker.refill(buf, pos)
                 pos = 0
                 continue
             order, size = _control_block(name, buf, pos, order, ifaces, first)
             if size == 0:  # not wholly in the buffer yet
                 if buf.eof:
                     raise _unsupported(name, "block cut short", buf.base + pos)
-                buf.refill(pos)
+                buf = chunker.refill(buf, pos)
                 pos = 0
                 continue
             for lt in ifaces.link[: ifaces.n]:

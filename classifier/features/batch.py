@@ -22,6 +22,8 @@ fails loudly instead of silently producing shifted columns.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -749,10 +751,41 @@ def flow_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
     """
     nf = len(offsets) - 1
     out = np.empty((nf, N_FEATURES * (1 + len(horizons))), np.float64)
+    hz = np.asarray(horizons, np.float64)
+
+    def part(a: int, b: int) -> None:
+        _flows_kernel(ts, size, dirn, flags, pay, offsets[a : b + 1], first_ts[a:b], hz,
+                      out[a:b])
+
     if nf:
-        _flows_kernel(ts, size, dirn, flags, pay, offsets, first_ts,
-                      np.asarray(horizons, np.float64), out)
+        _in_two(part, nf, _split(offsets))
     return out
+
+
+#: Fewer entries than this are computed in one thread (starting a second costs more).
+SPLIT_ENTRIES = 1 << 18
+
+
+def _split(offsets: I64) -> int:
+    """Where to cut the flows ``offsets`` describes into two runs of about as many entries
+    each, one per thread (the kernels release the GIL); 0 = do not cut."""
+    nf = len(offsets) - 1
+    if nf < 2 or offsets[-1] - offsets[0] < SPLIT_ENTRIES:
+        return 0
+    half = (int(offsets[0]) + int(offsets[-1])) // 2
+    return min(max(int(np.searchsorted(offsets, half)), 1), nf - 1)
+
+
+def _in_two(part: Callable[[int, int], None], nf: int, cut: int) -> None:
+    """``part(0, nf)``; or, with a ``cut``, ``part(cut, nf)`` in a second thread while this
+    one runs ``part(0, cut)``."""
+    if not cut:
+        part(0, nf)
+        return
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(part, cut, nf)
+        part(0, cut)
+        later.result()
 
 
 @jit('UniTuple(int64[::1], 4)(float64[::1], int64[::1], float64[::1], float64[::1], '
@@ -875,7 +908,13 @@ def window_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets:
     """Feature rows of the views planned by :func:`window_views`, in plan order."""
     kk, order, views_f, _views_k = plan
     out = np.empty((len(views_f), N_FEATURES), np.float64)
+    nf = len(offsets) - 1
+
+    def part(a: int, b: int) -> None:
+        lo, hi = np.searchsorted(views_f, [a, b])  # the views of flows a..b-1
+        _windows_kernel(ts, size, dirn, flags, pay, offsets[a : b + 1], first_ts[a:b],
+                        float(window), kk, order, out[lo:hi])
+
     if len(views_f):
-        _windows_kernel(ts, size, dirn, flags, pay, offsets, first_ts, float(window), kk,
-                        order, out)
+        _in_two(part, nf, _split(offsets))
     return out

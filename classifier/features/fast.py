@@ -716,7 +716,7 @@ def _tables(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: boo
     emitted: list[I64] = []  # flow ids already handed out, should the reference take over
     try:
         for chunk in cc.iter_chunks(path, read, buffer_bytes=_BUFFER_BYTES,
-                                    max_packets=_CHUNK_PACKETS):
+                                    max_packets=_CHUNK_PACKETS, ahead=True):
             for rows in run.add(chunk):
                 stats.rows += len(rows)
                 emitted.append(np.array(rows.head["flow_id"], np.int64))  # a copy

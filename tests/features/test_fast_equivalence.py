@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import random
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from benchmarks.gen_captures import write_many_flows
 from classifier.capture import ReadStats, open_capture
 from classifier.capture import columns as cc
 from classifier.errors import CaptureError
-from classifier.features import fast
+from classifier.features import batch, fast
 from classifier.features.fast import featurize_fast, featurize_many
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
 from classifier.flows import FlowConfig
@@ -105,6 +106,64 @@ def test_chunk_boundaries_do_not_matter(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(fast, "_CHUNK_PACKETS", 37)
     pd.testing.assert_frame_equal(featurize_fast(path), whole)
     _check(path, FeaturizeConfig())
+
+
+def _chunks(path: Path, ahead: bool, **kw: int) -> tuple[list[tuple[bytes, ...]], ReadStats]:
+    """Every chunk's arrays and payload bytes, copied as it comes (a chunk is only valid
+    until the next one), and the read counters."""
+    stats = ReadStats()
+    got = [(ch.ts.tobytes(), ch.cols.tobytes(), ch.first_record_offset.to_bytes(8, "big"),
+            *(ch.payload(i) for i in range(len(ch))))
+           for ch in cc.iter_chunks(path, stats, ahead=ahead, **kw)]
+    return got, stats
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["alexa-app.pcapng", "quic.pcap", "wa_video.pcap"])
+def test_reading_ahead_gives_the_same_chunks(name: str) -> None:
+    """A second thread reading ahead (two sets of arrays, two buffers swapped at every
+    refill) hands out the chunks one thread does, byte for byte, and the same counters;
+    tiny buffers and chunks make records straddle every refill."""
+    path = next(p for p in CAPTURES if p.name == name)
+    for kw in ({}, {"buffer_bytes": 1 << 20, "max_packets": 7}):
+        one, one_stats = _chunks(path, False, **kw)
+        two, two_stats = _chunks(path, True, **kw)
+        assert one == two and len(one) > 0
+        assert (two_stats.records, two_stats.packets, two_stats.skipped,
+                two_stats.bytes_read) == (one_stats.records, one_stats.packets,
+                                          one_stats.skipped, one_stats.bytes_read)
+
+
+def test_reading_ahead_stops_with_its_caller_and_raises_in_order(tmp_path: Path) -> None:
+    frame = mk.ether(_v4())
+    path = mk.write(tmp_path, "many.pcap", mk.pcap_file(
+        [(1_700_000_000, i, frame) for i in range(5000)]))
+    chunks = cc.iter_chunks(path, ReadStats(), max_packets=10, ahead=True)
+    assert len(next(chunks)) == 10
+    chunks.close()  # the reading thread is waiting for a free set: it must end
+    assert not [t for t in threading.enumerate() if t.name == "shortflow-read"]
+    good = mk.pcap_file([(1_700_000_000, i, frame) for i in range(40)])
+    damaged = good + (1).to_bytes(4, "little") * 2 + (10**6).to_bytes(4, "little") * 2
+    path = mk.write(tmp_path, "damaged.pcap", damaged)
+    got = []
+    with pytest.raises(cc.ColumnsUnsupported) as err:
+        for ch in cc.iter_chunks(path, ReadStats(), max_packets=16, ahead=True):
+            got.append(len(ch))
+    assert got == [16, 16, 8] and "damaged" in str(err.value)
+
+
+@needs_shared
+@pytest.mark.parametrize("config", [FeaturizeConfig(), WINDOWS], ids=["flows", "windows"])
+def test_features_in_two_threads_are_the_same(config: FeaturizeConfig,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large batches of ended flows are cut in two runs computed in two threads."""
+    for path in WINDOW_SET[:4]:
+        one = featurize_fast(path, config)
+        monkeypatch.setattr(batch, "SPLIT_ENTRIES", 2)
+        two = featurize_fast(path, config)
+        monkeypatch.undo()
+        pd.testing.assert_frame_equal(two, one, check_exact=True)
+        assert len(one) > 1
 
 
 # --- generated captures ----------------------------------------------------------------
