@@ -11,7 +11,7 @@ from pathlib import Path
 
 from classifier.errors import ShortflowError
 
-__all__ = ["main", "build_parser", "add_flow_options", "featurize_config"]
+__all__ = ["main", "build_parser", "add_flow_options", "engine", "featurize_config"]
 
 log = logging.getLogger("shortflow")
 
@@ -39,8 +39,9 @@ def add_flow_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("reading and flows")
     g.add_argument("--backend", choices=["dpkt", "pyshark", "tshark"], default="dpkt",
                    help="packet decoder (pyshark/tshark read through tshark; slower)")
-    g.add_argument("--engine", choices=["reference", "fast"], default="reference",
-                   help="fast: compiled featurizer, same output (compiles on first use)")
+    g.add_argument("--engine", choices=["reference", "fast"], default=None,
+                   help="fast (the default with the dpkt backend): the compiled featurizer; "
+                   "reference: the plain Python one; same table")
     g.add_argument("--skip-bad", action="store_true",
                    help="continue past damaged records and report how many were skipped")
     g.add_argument("--idle-timeout", type=_positive_float, default=120.0, metavar="S")
@@ -71,6 +72,13 @@ def featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return FeaturizeConfig(flow=flow, snapshots=args.snapshots, window=args.windows)
 
 
+def engine(args: argparse.Namespace) -> str:
+    """``--engine``, or its default: the compiled path where it can read (dpkt backend)."""
+    if args.engine is not None:
+        return str(args.engine)
+    return "fast" if args.backend == "dpkt" else "reference"
+
+
 def _cmd_featurize(args: argparse.Namespace) -> int:
     from classifier.features.report import capture_files, featurize_to
 
@@ -78,7 +86,7 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ShortflowError("--jobs must be at least 1")
     rows, columns, summary = featurize_to(
-        capture_files(args.captures), config, args.output, engine=args.engine,
+        capture_files(args.captures), config, args.output, engine=engine(args),
         backend=args.backend, skip_bad=args.skip_bad, progress=not args.quiet,
         jobs=args.jobs, scheduler=args.scheduler)
     print(summary, file=sys.stderr)
@@ -91,7 +99,8 @@ def _cmd_flows(args: argparse.Namespace) -> int:
 
     config = featurize_config(args)
     table, summary = featurize_files([args.capture], config, backend=args.backend,
-                                     skip_bad=args.skip_bad, progress=False)
+                                     skip_bad=args.skip_bad, progress=False,
+                                     engine=engine(args))
     print(flows_text(table, limit=args.limit))
     print(summary, file=sys.stderr)
     return 0

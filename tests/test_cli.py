@@ -111,6 +111,26 @@ def test_fast_engine_gives_the_reference_table(tmp_path: Path) -> None:
 
 
 @needs_shared
+def test_flows_uses_the_compiled_engine_unless_told_or_reading_through_tshark() -> None:
+    """The default engine is the compiled one (same table); ``--engine reference`` and
+    ``--backend tshark`` (which only the reference reads through) give the same text."""
+    default = shortflow("-v", "flows", str(SMALL))
+    reference = shortflow("flows", str(SMALL), "--engine", "reference")
+    assert default.returncode == reference.returncode == 0, default.stderr + reference.stderr
+    assert default.stdout == reference.stdout and "udp" in default.stdout
+    assert "ahead-of-time" not in default.stderr  # the built kernels were used
+    code = ("import sys\nfrom classifier.cli import build_parser, engine\n"
+            "p = build_parser()\n"
+            "for argv, want in (([], 'fast'), (['--engine', 'reference'], 'reference'),"
+            " (['--backend', 'tshark'], 'reference')):\n"
+            "    assert engine(p.parse_args(['flows', 'x', *argv])) == want, argv\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert res.stdout.strip() == "ok", res.stderr
+
+
+@needs_shared
 def test_featurize_fast_to_parquet_does_not_import_pandas(tmp_path: Path) -> None:
     """Importing pandas is a noticeable share of a short run: the fast engine writes
     Parquet without it (and registering the other commands must not import it)."""

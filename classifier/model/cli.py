@@ -20,14 +20,15 @@ _SHOWN = ["client", "server", "server_port", "service", "name", "label", "probab
 def verdicts_for_capture(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Featurize ``args.capture`` and classify it; returns verdicts, client summary, and the
     featurize summary line."""
-    from classifier.cli import featurize_config
+    from classifier.cli import engine, featurize_config
     from classifier.features.report import featurize_files
     from classifier.model.artifact import load_model
     from classifier.model.predict import classify_table, client_summary
 
     model = load_model(args.model)
     table, summary = featurize_files([args.capture], featurize_config(args),
-                                     backend=args.backend, skip_bad=args.skip_bad)
+                                     backend=args.backend, skip_bad=args.skip_bad,
+                                     engine=engine(args))
     verdicts = classify_table(model, table, horizon=args.at)
     return verdicts, client_summary(verdicts), summary
 
