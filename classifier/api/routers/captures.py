@@ -210,6 +210,7 @@ def _classify_file(path: Path, display: str, size: int, settings: Settings,
 
     Raises CaptureError (naming the upload, not the temp file) and ModelError.
     """
+    from classifier.features.fast import featurize_fast
     from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
     from classifier.model.predict import classify_table, client_summary
 
@@ -217,8 +218,11 @@ def _classify_file(path: Path, display: str, size: int, settings: Settings,
     stats = FeaturizeStats()
     config = FeaturizeConfig(snapshots=tuple(settings.snapshots), window=window)
     try:
-        table = featurize(path, config, backend=settings.backend, skip_bad=skip_bad,
-                          stats=stats)
+        if settings.backend == "dpkt":  # the compiled path reads the file itself
+            table = featurize_fast(path, config, skip_bad=skip_bad, stats=stats)
+        else:
+            table = featurize(path, config, backend=settings.backend, skip_bad=skip_bad,
+                              stats=stats)
     except CaptureError as exc:
         raise CaptureError(display, exc.reason, exc.offset) from None
     verdicts = classify_table(model, table, horizon=horizon)
