@@ -292,7 +292,13 @@ def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int,
 @jit(cache=True, _nrt=False)
 def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: int,
             cols: I64, k: int, notes: I64) -> int:
-    """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code."""
+    """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code.
+
+    Compiled without numba's reference counting (it allocates nothing): the helpers
+    inlined here would otherwise take their array arguments with an atomic incref/decref
+    pair each, per packet (then half the cost of the walk). Not inlined into the walkers
+    for the same reason: there the counting would come back.
+    """
     version, off = _link(b, s, n, linktype)
     if version < 0:
         return -version
