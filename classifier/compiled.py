@@ -90,6 +90,13 @@ class Kernel:
             self._dispatcher = _numba().njit(**self.options)(self.py_func)
         return self._dispatcher
 
+    @property
+    def targetoptions(self) -> dict[str, Any]:
+        """The numba options, where numba's inlining pass looks for ``inline`` on a called
+        function: without this, ``inline="always"`` on a kernel that another kernel calls
+        would be silently ignored (numba's pass sees a Kernel, not a dispatcher)."""
+        return self.options
+
     def _bind(self) -> None:
         built = _built()
         if self.signature is not None and built is not None:

@@ -41,6 +41,7 @@ from classifier.errors import CaptureError
 
 __all__ = [
     "COLUMNS",
+    "CHUNK_PACKETS",
     "ColumnChunk",
     "ColumnsUnsupported",
     "SKIP_REASONS",
@@ -84,7 +85,12 @@ _ST_CONTROL = 3  # a section header or interface block: Python handles it
 _ST_DAMAGED = 4  # something the reference treats as damage or cut short
 
 _DEFAULT_BUFFER = 8 * 1024 * 1024
-_DEFAULT_PACKETS = 1 << 17
+#: Packets per chunk (the length of each row of ``cols``): one cache line more than a power
+#: of two. The walkers write entry k of all 15 rows per packet; rows a multiple of 4 KiB
+#: apart would put those 15 writes in one cache set, evicting each other (the walk took
+#: ~1.5x as long with 1 << 17).
+CHUNK_PACKETS = (1 << 17) + 8
+_DEFAULT_PACKETS = CHUNK_PACKETS
 
 
 class ColumnsUnsupported(CaptureError):
@@ -127,20 +133,26 @@ class ColumnChunk:
 
 
 @jit(cache=True, inline="always")
+def _u8(b: npt.NDArray[np.uint8], p: int) -> int:
+    """``b[p]`` as an int64. Offsets here are never negative: indexing with an unsigned
+    copy spares numba's negative-index wraparound on every byte read (which also kept LLVM
+    from merging neighbouring byte loads into one word load)."""
+    return np.int64(b[np.uint64(p)])
+
+
+@jit(cache=True, inline="always")
 def _u16(b: npt.NDArray[np.uint8], p: int) -> int:
-    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
+    return (_u8(b, p) << 8) | _u8(b, p + 1)
 
 
 @jit(cache=True, inline="always")
 def _u32be(b: npt.NDArray[np.uint8], p: int) -> int:
-    return ((np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8)
-            | np.int64(b[p + 3]))
+    return (_u8(b, p) << 24) | (_u8(b, p + 1) << 16) | (_u8(b, p + 2) << 8) | _u8(b, p + 3)
 
 
 @jit(cache=True, inline="always")
 def _u32le(b: npt.NDArray[np.uint8], p: int) -> int:
-    return ((np.int64(b[p + 3]) << 24) | (np.int64(b[p + 2]) << 16) | (np.int64(b[p + 1]) << 8)
-            | np.int64(b[p]))
+    return (_u8(b, p + 3) << 24) | (_u8(b, p + 2) << 16) | (_u8(b, p + 1) << 8) | _u8(b, p)
 
 
 @jit(cache=True, inline="always")
@@ -152,11 +164,11 @@ def _u32(b: npt.NDArray[np.uint8], p: int, big: bool) -> int:
 def _u64be(b: npt.NDArray[np.uint8], p: int) -> int:
     x = np.uint64(0)
     for i in range(8):
-        x = (x << np.uint64(8)) | np.uint64(b[p + i])
+        x = (x << np.uint64(8)) | np.uint64(_u8(b, p + i))
     return np.int64(x)  # the bits, as a signed int
 
 
-@jit(cache=True)
+@jit(cache=True, inline="always")
 def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
                     off: int) -> tuple[int, int]:
     """(version, IP offset) or (-reason, 0); offsets relative to the frame start ``s``."""
@@ -176,7 +188,7 @@ def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
         for _ in range(16):
             if off + 4 > n:
                 return -7, 0
-            bottom = b[s + off + 2] & 0x01
+            bottom = _u8(b, s + off + 2) & 0x01
             off += 4
             if bottom:
                 found = True
@@ -185,7 +197,7 @@ def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
             return -8, 0
         if off >= n:
             return -7, 0
-        version = np.int64(b[s + off]) >> 4
+        version = _u8(b, s + off) >> 4
         if version == 4 or version == 6:
             return version, off
         return -2, 0
@@ -201,7 +213,7 @@ def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
     return -2, 0
 
 
-@jit(cache=True)
+@jit(cache=True, inline="always")
 def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int, int]:
     if linktype == 1:  # Ethernet
         if n < 14:
@@ -221,7 +233,7 @@ def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int,
     if linktype == 101 or linktype == 12 or linktype == 14:  # raw IP
         if n < 1:
             return -7, 0
-        version = np.int64(b[s]) >> 4
+        version = _u8(b, s) >> 4
         if version == 4 or version == 6:
             return version, 0
         return -2, 0
@@ -243,7 +255,7 @@ def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int,
     return -1, 0
 
 
-@jit(cache=True)
+@jit(cache=True, inline="always")
 def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int, proto: int,
                cols: I64, k: int) -> int:
     """Fill transport columns of packet ``k``; return 0 or a skip-reason code."""
@@ -251,13 +263,13 @@ def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int,
         if l4off + 20 > n:
             return 7
         p = s + l4off
-        hlen = (np.int64(b[p + 12]) >> 4) * 4
+        hlen = (_u8(b, p + 12) >> 4) * 4
         if hlen < 20 or hlen > l4len:
             return 8
         cols[C_SPORT, k] = _u16(b, p)
         cols[C_DPORT, k] = _u16(b, p + 2)
         cols[C_SEQ, k] = _u32be(b, p + 4)
-        cols[C_FLAGS, k] = ((np.int64(b[p + 12]) & 0x01) << 8) | np.int64(b[p + 13])
+        cols[C_FLAGS, k] = ((_u8(b, p + 12) & 0x01) << 8) | _u8(b, p + 13)
         start = l4off + hlen
         plen = l4len - hlen
     else:
@@ -279,17 +291,23 @@ def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int,
     return 0
 
 
-@jit(cache=True)
+@jit(cache=True, _nrt=False)
 def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: int,
             cols: I64, k: int, notes: I64) -> int:
-    """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code."""
+    """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code.
+
+    Compiled without numba's reference counting (it allocates nothing): the helpers
+    inlined here would otherwise take their array arguments with an atomic incref/decref
+    pair each, per packet (then half the cost of the walk). Not inlined into the walkers
+    for the same reason: there the counting would come back.
+    """
     version, off = _link(b, s, n, linktype)
     if version < 0:
         return -version
     if version == 4:
         if off + 20 > n:
             return 7
-        vihl = np.int64(b[s + off])
+        vihl = _u8(b, s + off)
         ihl = (vihl & 0x0F) * 4
         if vihl >> 4 != 4 or ihl < 20:
             return 8
@@ -304,7 +322,7 @@ def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: i
         frag = _u16(b, s + off + 6)
         if frag & 0x1FFF:
             return 6
-        proto = np.int64(b[s + off + 9])
+        proto = _u8(b, s + off + 9)
         if proto != 6 and proto != 17:
             return 4 if proto == 1 else 5
         if frag & 0x2000:
@@ -323,7 +341,7 @@ def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: i
     # IPv6
     if off + 40 > n:
         return 7
-    if b[s + off] >> 4 != 6:
+    if _u8(b, s + off) >> 4 != 6:
         return 8
     plen = _u16(b, s + off + 4)
     if plen == 0:
@@ -333,7 +351,7 @@ def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: i
             return 8
     else:
         ip_len = plen + 40
-    nxt = np.int64(b[s + off + 6])
+    nxt = _u8(b, s + off + 6)
     pos = off + 40
     end = off + ip_len
     first_fragment = False
@@ -351,10 +369,10 @@ def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: i
             first_fragment = (frag & 0x0001) != 0
             hlen = 8
         elif nxt == 51:
-            hlen = (np.int64(b[s + pos + 1]) + 2) * 4
+            hlen = (_u8(b, s + pos + 1) + 2) * 4
         else:
-            hlen = (np.int64(b[s + pos + 1]) + 1) * 8
-        nxt = np.int64(b[s + pos])
+            hlen = (_u8(b, s + pos + 1) + 1) * 8
+        nxt = _u8(b, s + pos)
         pos += hlen
         if pos > end:
             return 8

@@ -78,7 +78,7 @@ _ROWS = (cc.C_VER, cc.C_SRC_HI, cc.C_SRC_LO, cc.C_DST_HI, cc.C_DST_LO, cc.C_PROT
          cc.C_SPORT, cc.C_DPORT, cc.C_FLAGS, cc.C_PLEN, cc.C_WIRE)
 _MAX_NAME_PACKETS = 24  # as classifier.features.flow_names
 _BUFFER_BYTES = 16 * 1024 * 1024  # read buffer (file bytes held at once)
-_CHUNK_PACKETS = 1 << 17  # packets decoded per compiled call
+_CHUNK_PACKETS = cc.CHUNK_PACKETS  # packets decoded per compiled call
 _ADDR_NAMES_HELD = 1 << 16  # address strings kept for reuse
 _DNS_PORT = 53
 _WHOLE = 1 << 62  # rows_per_frame for one frame holding the whole table
