@@ -129,32 +129,29 @@ def _expand(ts: F64, ip_len: I64, plen: I64, flags: I64, dirn: I8, uid: I64,
     return o_ts, o_size, o_pay, o_flags, o_dir, o_uid
 
 
-@jit('Tuple((int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
-     'int64))(int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int8[::1],'
-     ' int64, int64[::1], int64, int64)',
-     cache=True, nogil=True)
-def _cut(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, n: int, rank: I64,
-         base: int, n_ended: int) -> tuple[I64, F64, I64, I64, I64, I8, int]:
-    """Move the entries of ended flows (``rank[uid - base] >= 0``) out of the pool, grouped
-    by rank in arrival order; compact the others to the front. Returns (offsets, ts, size,
-    pay, flags, dirn, entries kept)."""
-    counts = np.zeros(n_ended + 1, np.int64)
+@jit('none(int64[::1], int64[::1], int64, int64[::1])', cache=True, nogil=True)
+def _count_ended(uid: I64, rank: I64, base: int, counts: I64) -> None:
+    """Add to ``counts[r + 1]`` the entries of ``uid`` whose flow has rank ``r >= 0``
+    (``rank[uid - base]``; flows outside ``rank`` have not ended)."""
     span = rank.shape[0]
-    for i in range(n):
+    for i in range(uid.shape[0]):
         r = uid[i] - base
         if 0 <= r < span and rank[r] >= 0:
             counts[rank[r] + 1] += 1
-    for j in range(n_ended):
-        counts[j + 1] += counts[j]
-    total = counts[n_ended]
-    o_ts = np.empty(total, np.float64)
-    o_size = np.empty(total, np.int64)
-    o_pay = np.empty(total, np.int64)
-    o_flags = np.empty(total, np.int64)
-    o_dir = np.empty(total, np.int8)
-    pos = counts[:n_ended].copy()
+
+
+@jit('int64(int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
+     'int64[::1], int64, int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], '
+     'int8[::1])', cache=True, nogil=True)
+def _move_ended(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, rank: I64,
+                base: int, pos: I64, o_ts: F64, o_size: I64, o_pay: I64, o_flags: I64,
+                o_dir: I8) -> int:
+    """Move the entries of ended flows out of one block, each to ``pos[rank]`` (then one
+    further), in arrival order; compact the other entries to the block's front. Returns
+    how many it kept."""
+    span = rank.shape[0]
     w = 0
-    for i in range(n):
+    for i in range(uid.shape[0]):
         r = uid[i] - base
         if 0 <= r < span and rank[r] >= 0:
             p = pos[rank[r]]
@@ -166,11 +163,7 @@ def _cut(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, n: int, r
                 uid[w], ts[w], size[w], pay[w], flags[w], dirn[w] = (
                     uid[i], ts[i], size[i], pay[i], flags[i], dirn[i])
             w += 1
-    return counts, o_ts, o_size, o_pay, o_flags, o_dir, w
-
-
-# ---------------------------------------------------------------------------------------
-# the pool of entries of active flows
+    return w
 
 
 _Entries = tuple[I64, F64, I64, I64, I64, I8]  # uid, ts, size, pay, flags, dirn
@@ -179,12 +172,14 @@ _Entries = tuple[I64, F64, I64, I64, I64, I8]  # uid, ts, size, pay, flags, dirn
 class _Pool:
     """Entries (one per packet or resegmented piece) of flows still active.
 
-    Each chunk's entries are copied into a block of their own, and the blocks are joined
-    only when flows are cut out: growing one array by doubling copied and first-touched
-    about twice the pool, which dominated long captures of few flows."""
+    Each chunk's entries are copied into a block of their own, in arrival order. Cutting
+    ended flows out walks the blocks in place (a counting pass, then a move pass that also
+    compacts what stays), so the entries of long flows are not copied again at every cut;
+    neighbouring blocks that have shrunk are merged so that the blocks stay few."""
 
-    def __init__(self) -> None:
+    def __init__(self, block: int = 1 << 17) -> None:
         self.blocks: list[_Entries] = []
+        self.block = block  # merge neighbours while together they hold fewer entries
 
     def append(self, uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8) -> None:
         if len(uid):
@@ -193,34 +188,49 @@ class _Pool:
 
     def cut(self, ended_uid: I64) -> tuple[I64, F64, I64, I64, I64, I8]:
         """Remove and return the entries of the flows ``ended_uid`` (grouped in that
-        order): (offsets, ts, size, pay, flags, dirn)."""
+        order, each in arrival order): (offsets, ts, size, pay, flags, dirn)."""
         base = int(ended_uid.min())
         rank = np.full(int(ended_uid.max()) - base + 1, -1, np.int64)
         rank[ended_uid - base] = np.arange(len(ended_uid))
-        uid, ts, size, pay, flags, dirn = self._joined()
-        offsets, o_ts, o_size, o_pay, o_flags, o_dirn, kept = _cut(
-            uid, ts, size, pay, flags, dirn, len(uid), rank, base, len(ended_uid))
-        kept = int(kept)
-        self.blocks = []
-        if kept:  # the survivors, compacted to the front (copied when few: frees the rest)
-            few = kept < len(uid) // 2
-            self.blocks.append((uid[:kept].copy() if few else uid[:kept],
-                                ts[:kept].copy() if few else ts[:kept],
-                                size[:kept].copy() if few else size[:kept],
-                                pay[:kept].copy() if few else pay[:kept],
-                                flags[:kept].copy() if few else flags[:kept],
-                                dirn[:kept].copy() if few else dirn[:kept]))
-        return offsets, o_ts, o_size, o_pay, o_flags, o_dirn
+        offsets = np.zeros(len(ended_uid) + 1, np.int64)
+        for block in self.blocks:
+            _count_ended(block[0], rank, base, offsets)
+        np.cumsum(offsets, out=offsets)
+        total = int(offsets[-1])
+        out = (np.empty(total, np.float64), np.empty(total, np.int64),
+               np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.int8))
+        pos = offsets[:-1].copy()
+        kept: list[_Entries] = []
+        for block in self.blocks:
+            n = int(_move_ended(*block, rank, base, pos, *out))
+            if n:  # a block that lost most of its entries is copied, freeing the rest
+                few = n < len(block[0]) // 2
+                kept.append(tuple(a[:n].copy() if few else a[:n] for a in block))  # type: ignore[arg-type]
+        self.blocks = self._merged(kept)
+        return (offsets, *out)
 
-    def _joined(self) -> _Entries:
-        if len(self.blocks) == 1:
-            return self.blocks[0]
-        if not self.blocks:
-            ints = np.empty(0, np.int64)
-            return ints, np.empty(0, np.float64), ints, ints, ints, np.empty(0, np.int8)
-        uid, ts, size, pay, flags, dirn = zip(*self.blocks, strict=True)
-        return (np.concatenate(uid), np.concatenate(ts), np.concatenate(size),
-                np.concatenate(pay), np.concatenate(flags), np.concatenate(dirn))
+    def _merged(self, blocks: list[_Entries]) -> list[_Entries]:
+        """``blocks`` with runs of neighbours that together hold fewer than ``block``
+        entries joined into one (copies only small blocks; frees what they outgrew)."""
+        merged: list[_Entries] = []
+        run: list[_Entries] = []
+        held = 0
+        for block in [*blocks, None]:
+            if block is not None and held + len(block[0]) < self.block:
+                run.append(block)
+                held += len(block[0])
+                continue
+            if len(run) == 1:
+                merged.append(run[0])
+            elif run:
+                merged.append(tuple(np.concatenate(cols) for cols in zip(*run, strict=True)))  # type: ignore[arg-type]
+            run, held = [], 0
+            if block is not None:
+                if len(block[0]) < self.block:
+                    run, held = [block], len(block[0])
+                else:
+                    merged.append(block)
+        return merged
 
 
 # ---------------------------------------------------------------------------------------
