@@ -164,6 +164,10 @@ class BatchArrays:
     """The reused arrays a walker writes: columns, timestamps, counters."""
 
     def __init__(self, rows: int) -> None:
+        # room for ``rows`` packets; a row length that is a multiple of 4 KiB would put the
+        # walker's 15 writes per packet in one cache set (see columns.CHUNK_PACKETS), so
+        # such lengths get one cache line more
+        rows = rows + 8 if rows % 512 == 0 else rows
         self.ts = np.zeros(rows, np.float64)
         self.cols = np.zeros((len(COLUMNS), rows), np.int64)
         self.counts = np.zeros(1 + len(LIVE_SKIP_REASONS), np.int64)
