@@ -21,7 +21,8 @@ venv: $(VENV)/.installed
 # without it the kernels compile just in time (same results).
 KERNELS := classifier/_aot.json
 $(KERNELS): $(VENV)/.installed $(shell find classifier -name '*.py')
-	$(PY) -m classifier.compiled
+	@$(PY) -m classifier.compiled || echo "shortflow: the kernels were not built ahead of" \
+	  "time (numba.pycc needs a C compiler: apt-get install gcc); they compile on first use"
 
 kernels: $(KERNELS)
 
