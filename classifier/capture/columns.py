@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
 import struct
 import threading
 from collections.abc import Iterator
@@ -764,32 +765,26 @@ def iter_chunks(path: str | os.PathLike[str], stats: ReadStats | None = None, *,
 def _in_thread(chunks: Iterator[ColumnChunk], chunker: _Chunker) -> Iterator[ColumnChunk]:
     """``chunks`` produced by a second thread, at most one chunk ahead of the caller (the
     chunker makes the thread wait before it reuses what the caller may still hold)."""
-    handed: list[tuple[ColumnChunk | None, BaseException | None]] = []
-    ready = threading.Condition()
+    # (chunk, None) per chunk, then (None, None) at the end or (None, error)
+    handed: queue.SimpleQueue[tuple[ColumnChunk | None, BaseException | None]]
+    handed = queue.SimpleQueue()
 
     def produce() -> None:
         try:
             for chunk in chunks:
-                with ready:
-                    handed.append((chunk, None))
-                    ready.notify()
-            end: tuple[ColumnChunk | None, BaseException | None] = (None, None)
+                handed.put((chunk, None))
         except _Stopped:
             return
         except BaseException as exc:  # handed to the caller, raised there in order
-            end = (None, exc)
-        with ready:
-            handed.append(end)
-            ready.notify()
+            handed.put((None, exc))
+            return
+        handed.put((None, None))
 
     thread = threading.Thread(target=produce, name="shortflow-read", daemon=True)
     thread.start()
     try:
         while True:
-            with ready:
-                while not handed:
-                    ready.wait()
-                chunk, error = handed.pop(0)
+            chunk, error = handed.get()
             if error is not None:
                 raise error
             if chunk is None:
