@@ -65,9 +65,9 @@ def iter_tables(path: Path, config: FeaturizeConfig, stats: FeaturizeStats, *,
     """The feature rows of one capture as a stream of frames (see
     :func:`classifier.features.featurize.iter_featurize`), as
     :class:`~classifier.features.table_sink.TableSink` takes them. ``engine="fast"`` uses
-    the compiled path (same rows; the first run compiles it, which takes a minute), whose
-    frames are mostly column batches (no pandas needed to write them); it reads only with
-    the native decoder."""
+    the compiled path (same rows; see :mod:`classifier.compiled` for when its kernels
+    compile), whose frames are mostly column batches (no pandas needed to write them); it
+    reads only with the native decoder."""
     if engine == "fast":
         if backend != "dpkt":
             raise ShortflowError("--engine fast reads captures itself; drop --backend")
@@ -117,11 +117,7 @@ def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *
     with TableSink(output, columns) as sink:
         if jobs <= 1 and scheduler == "local":
             for path in paths:
-                stats = FeaturizeStats()
-                for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
-                                         skip_bad=skip_bad, progress=progress):
-                    sink.write(frame)
-                lines.append(summary_line(path, stats))
+                lines.append(_stream(path, config, sink, engine, backend, skip_bad, progress))
             return sink.rows, len(columns), "\n".join(lines)
         parts = output.with_name(f".{output.name}.{os.getpid()}.parts")
         try:
@@ -145,12 +141,19 @@ def _featurize_part(path: Path, config: FeaturizeConfig, engine: str, backend: s
                     skip_bad: bool, part: Path) -> tuple[Path, int, str]:
     """A worker's task: stream one capture's rows into the table file ``part``; return it,
     its row count and the capture's summary line."""
-    stats = FeaturizeStats()
     with TableSink(part, row_columns(config)) as sink:
-        for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
-                                 skip_bad=skip_bad):
-            sink.write(frame)
-    return part, sink.rows, summary_line(path, stats)
+        line = _stream(path, config, sink, engine, backend, skip_bad, progress=False)
+    return part, sink.rows, line
+
+
+def _stream(path: Path, config: FeaturizeConfig, sink: TableSink, engine: str, backend: str,
+            skip_bad: bool, progress: bool) -> str:
+    """Append the rows of the capture ``path`` to ``sink``; return its summary line."""
+    stats = FeaturizeStats()
+    for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
+                             skip_bad=skip_bad, progress=progress):
+        sink.write(frame)
+    return summary_line(path, stats)
 
 
 def flows_text(table: pd.DataFrame, limit: int = 50) -> str:
