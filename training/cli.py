@@ -12,10 +12,11 @@ __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from training import dataset_cli, train_cli
+    from training import dataset_cli, session_cli, train_cli
     from training.lab import cli as lab_cli
 
     dataset_cli.register(sub)
     dataset_cli.register_record(sub)
     train_cli.register(sub)
+    session_cli.register(sub)
     lab_cli.add_parser(sub)

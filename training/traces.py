@@ -1,6 +1,10 @@
 """Import packet-metadata traces (sizes, times, directions; no bytes) as pcap files.
 
-Two public trace formats are known (see ``/work/shared/pcaps/INVENTORY.md``):
+Three public trace formats are known (see the shared captures' ``INVENTORY.md``):
+
+* **netpkt text** (``traces/netpkt/*.txt.gz``): one packet a line with real addresses,
+  ports, TCP flags and timing; read by :mod:`training.netpkt` and written as one
+  header-only pcap per file (real addresses kept; the rest of this list does not apply).
 
 * **Per-session CSV** (``traces/uuvideo_*.csv``, from UUuUUuUUo/Video-traffic-dataset): a
   ``session,NAME`` line starts each session, then a ``rel_ts_us,len`` header and one row per
@@ -55,6 +59,7 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from classifier.errors import DatasetError
+from training.netpkt import is_netpkt, read_netpkt, write_netpkt_pcap
 from training.manifest import (
     MANIFEST_COLUMNS,
     SESSION_LABELS,
@@ -99,7 +104,7 @@ _MSS_OPTION = bytes((2, 4, 0x05, 0xB4))  # MSS 1460
 _MAX_TCP_OPTIONS = 40
 _ISN_CLIENT = 0x10000000
 _ISN_SERVER = 0x20000000
-_IMPORTER_VERSION = "1"
+_IMPORTER_VERSION = "2"
 _PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
 
 
@@ -136,6 +141,22 @@ TRACE_SPECS: tuple[TraceSpec, ...] = (
         notes="Twitch live over TLS 1.3, first 30 s after playback start, 480p; "
               "no names, no handshake, TCP flags synthetic (ACK)",
     ),
+    *(TraceSpec(
+        pattern=rf"netpkt_{name}\.txt(\.gz)?",
+        label=label, app=app, proto=UDP,
+        recorded="packet trace (eusoubrasileiro/netpkt_vidcls @33e1111 python/data), imported",
+        device="Linux laptop, browser, home Wi-Fi (Brazil, 2024-09)",
+        license="research use (no license file in the source repo; do not redistribute)",
+        notes=f"{what}; real addresses, ports, TCP flags and timing; header-only "
+              "(wire lengths kept); no payload, no names",
+    ) for name, label, app, what in (
+        ("youtube_packets_03", "short-form", "youtube", "YouTube Shorts, first 300 s"),
+        ("youtube_packets_01", "long-form", "youtube", "YouTube long-form, 11 minutes"),
+        ("insta_packets_01", "mixed", "instagram",
+         "Instagram web, feed scrolling with videos (Reels share unknown)"),
+        ("working_packets_01", "other", "work", "Spotify, Teams, WhatsApp"),
+        ("working_packets_03", "other", "idle", "nothing: locked screen"),
+    )),
     TraceSpec(
         pattern=r"sdrdray_reels_.*\.json",
         label="short-form", app="instagram", proto=TCP,
@@ -458,16 +479,21 @@ def _spec_for(path: Path, label: str | None, app: str | None, proto: str | None)
                      spec.device, spec.license, spec.notes)
 
 
+def _is_trace(path: Path) -> bool:
+    return path.suffix.lower() in (".csv", ".json") or is_netpkt(path)
+
+
 def _trace_files(src: Path) -> list[Path]:
     if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.suffix.lower() in (".csv", ".json"))
+        files = sorted(p for p in src.iterdir() if _is_trace(p))
         if not files:
-            raise DatasetError(f"{src}: no .csv or .json trace in this folder")
+            raise DatasetError(f"{src}: no .csv, .json or .txt(.gz) trace in this folder")
         return files
     if not src.is_file():
         raise DatasetError(f"{src}: trace not found")
-    if src.suffix.lower() not in (".csv", ".json"):
-        raise DatasetError(f"{src}: not a packet trace (expected a .csv or .json file)")
+    if not _is_trace(src):
+        raise DatasetError(f"{src}: not a packet trace (expected a .csv, .json, or netpkt "
+                           ".txt/.txt.gz file)")
     return [src]
 
 
@@ -549,6 +575,9 @@ def import_traces(
     values: list[dict[str, str]] = []
     for path in files:
         spec = _spec_for(path, label, app, proto)
+        if is_netpkt(path):
+            values.append(_import_netpkt(path, out_dir, manifest, spec))
+            continue
         sessions = _sessions(path, spec)
         for session in tqdm(sessions, desc=path.name, unit=" session", disable=not progress,
                             leave=False):
@@ -560,6 +589,22 @@ def import_traces(
     _write_manifest(manifest, values)
     mine = {os.path.normpath(manifest.parent / v["path"]) for v in values}
     return [r for r in load_manifest(manifest) if str(r.path) in mine]
+
+
+def _import_netpkt(path: Path, out_dir: Path, manifest: Path, spec: TraceSpec) -> dict[str, str]:
+    packets, reordered = read_netpkt(path)
+    stem = path.name[: -len(".txt.gz")] if path.name.lower().endswith(".gz") else path.stem
+    out = out_dir / f"{stem}.pcap"
+    write_netpkt_pcap(packets, out)
+    notes = spec.notes + (f"; {reordered} out-of-order timestamps sorted" if reordered else "")
+    start = datetime.fromtimestamp(packets[0].ts_us / 1e6, tz=UTC)
+    log.info("imported %d packets from %s", len(packets), path.name)
+    return {
+        "path": Path(os.path.relpath(out, manifest.parent)).as_posix(),
+        "sha256": file_sha256(out), "label": spec.label, "app": spec.app,
+        "recorded": f"{spec.recorded}: {path.name}", "device": spec.device,
+        "date": start.date().isoformat(), "license": spec.license, "notes": notes,
+    }
 
 
 def default_cache_dir() -> Path:
@@ -579,7 +624,8 @@ def default_source_dir() -> Path:
 
 
 def _source_traces(source: Path) -> list[Path]:
-    files = sorted((source / "traces").glob("*.csv")) + sorted((source / "other").glob("*.json"))
+    files = (sorted((source / "traces").glob("*.csv")) + sorted((source / "other").glob("*.json"))
+             + sorted((source / "traces" / "netpkt").glob("*.txt.gz")))
     return [f for f in files if any(re.fullmatch(s.pattern, f.name) for s in TRACE_SPECS)]
 
 

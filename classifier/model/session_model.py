@@ -1,0 +1,174 @@
+"""The session model: a verdict per (client, group, window) of the session view.
+
+It sits beside the per-flow model in a model directory: ``session.joblib`` (a
+scikit-learn estimator over :data:`classifier.features.session.SESSION_FEATURES`) and
+``session.json`` (its sha256, feature list, labels, the session-view settings it was
+trained with, and its figures). As with the flow model, the sha256 and the feature list are
+checked before anything is unpickled: loading a pickle runs code, so load only models you
+trust.
+
+:func:`decide` turns probabilities into verdicts with one fixed rule (short-form when
+``p_short >= SHORT_THRESHOLD``, else the likelier of long-form and other), applied to the
+probabilities averaged over a session's last ``SMOOTH_WINDOWS`` windows (one window alone
+never blocks); the reason text
+says which session figures drove it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from classifier.errors import ModelError
+from classifier.features.session import SESSION_FEATURES, SessionConfig
+
+__all__ = [
+    "SHORT", "SHORT_THRESHOLD", "SessionModel", "SessionModelInfo", "decide",
+    "load_session_model", "save_session_model", "classify_sessions", "has_session_model",
+    "smooth", "SMOOTH_WINDOWS",
+]
+
+SHORT = "short-form"
+LONG = "long-form"
+OTHER = "other"
+SHORT_THRESHOLD = 0.5
+SMOOTH_WINDOWS = 3
+_JOBLIB = "session.joblib"
+_JSON = "session.json"
+
+
+@dataclass(frozen=True)
+class SessionModelInfo:
+    """What ``session.json`` says about a session model."""
+
+    name: str
+    sha256: str
+    feature_columns: list[str]
+    labels: list[str]
+    config: dict[str, Any]
+    estimator: str = ""
+    created: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionModel:
+    """A verified session model."""
+
+    estimator: Any
+    info: SessionModelInfo
+    path: Path
+
+    @property
+    def config(self) -> SessionConfig:
+        return SessionConfig(**self.info.config)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_session_model(estimator: Any, directory: Path, *, name: str, config: SessionConfig,
+                       estimator_name: str = "", created: str = "",
+                       metrics: dict[str, Any] | None = None) -> SessionModelInfo:
+    """Write ``session.joblib`` and ``session.json`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / _JOBLIB
+    joblib.dump(estimator, path, compress=3)
+    info = SessionModelInfo(name=name, sha256=_sha256(path),
+                            feature_columns=list(SESSION_FEATURES),
+                            labels=[str(c) for c in estimator.classes_], config=asdict(config),
+                            estimator=estimator_name, created=created, metrics=metrics or {})
+    (directory / _JSON).write_text(json.dumps(asdict(info), indent=2, sort_keys=True) + "\n")
+    return info
+
+
+def has_session_model(directory: Path) -> bool:
+    """Whether ``directory`` holds a session model (``session.json``)."""
+    return (Path(directory) / _JSON).is_file()
+
+
+def load_session_model(directory: Path | str) -> SessionModel:
+    """Load and verify the session model in ``directory``. Raises :class:`ModelError` when
+    a file is missing or unreadable, the sha256 differs, or the features differ from this
+    shortflow's session view."""
+    directory = Path(directory)
+    sidecar = directory / _JSON
+    try:
+        raw = json.loads(sidecar.read_text())
+        info = SessionModelInfo(**raw)
+    except FileNotFoundError as exc:
+        raise ModelError(f"{sidecar}: missing; this model has no session model "
+                         "(train one with `shortflow train-sessions`)") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"{sidecar}: not a shortflow session.json ({exc})") from exc
+    path = directory / _JOBLIB
+    if not path.is_file():
+        raise ModelError(f"{path}: missing")
+    if _sha256(path) != info.sha256:
+        raise ModelError(f"{path}: sha256 does not match session.json; refusing to unpickle "
+                         "a changed model file")
+    if list(info.feature_columns) != list(SESSION_FEATURES):
+        raise ModelError(f"{directory}: session model built for other session features; "
+                         "retrain it")
+    try:
+        estimator = joblib.load(path)
+        SessionConfig(**info.config)
+    except Exception as exc:  # a verified file that still fails to load
+        raise ModelError(f"{path}: cannot load ({type(exc).__name__}: {exc})") from exc
+    return SessionModel(estimator, info, directory)
+
+
+def decide(p_short: npt.NDArray[np.float64], p_long: npt.NDArray[np.float64]
+           ) -> npt.NDArray[np.object_]:
+    """Verdicts from probabilities: short-form at ``p_short >= SHORT_THRESHOLD``, else
+    long-form when ``p_long >= p_other``, else other."""
+    p_other = 1.0 - p_short - p_long
+    out = np.where(p_long >= p_other, LONG, OTHER).astype(object)
+    out[p_short >= SHORT_THRESHOLD] = SHORT
+    return out
+
+
+def smooth(p_short: pd.Series, keys: pd.DataFrame, windows: int = SMOOTH_WINDOWS) -> pd.Series:
+    """The mean of ``p_short`` over each session's last ``windows`` windows (rows in
+    time order within a session; ``keys`` holds the columns that name a session)."""
+    grouped = p_short.groupby([keys[c] for c in keys.columns], sort=False)
+    return grouped.transform(lambda s: s.rolling(windows, min_periods=1).mean())
+
+
+def _reason(row: pd.Series) -> str:
+    return (f"{row['media_flows']:.0f} media conn ({row['new_media_flows']:.0f} new), "
+            f"{row['bursts']:.0f} bursts of {row['burst_mb_median']:.1f} MB, "
+            f"gap cv {row['burst_gap_cv']:.2f}, {row['down_mbps']:.1f} Mbit/s")
+
+
+def classify_sessions(model: SessionModel, sessions: pd.DataFrame) -> pd.DataFrame:
+    """``sessions`` (a session table) with ``label``, ``probability``, ``p_short``,
+    ``p_long`` and ``reason`` added."""
+    out = sessions.copy()
+    if out.empty:
+        for col in ("label", "probability", "p_short", "p_long", "reason"):
+            out[col] = pd.Series(dtype=object if col in ("label", "reason") else float)
+        return out
+    proba = model.estimator.predict_proba(out[list(SESSION_FEATURES)])
+    classes = list(model.estimator.classes_)
+
+    def col(label: str) -> npt.NDArray[np.float64]:
+        return proba[:, classes.index(label)] if label in classes else np.zeros(len(out))
+
+    out = out.sort_values(["client", "group", "window_end"], kind="stable")
+    keys = out[["client", "group"]]
+    out["p_short"] = smooth(pd.Series(col(SHORT), index=out.index), keys)
+    out["p_long"] = smooth(pd.Series(col(LONG), index=out.index), keys)
+    out["label"] = decide(out["p_short"].to_numpy(), out["p_long"].to_numpy())
+    out["probability"] = proba.max(axis=1)
+    out["reason"] = out.apply(_reason, axis=1)
+    return out

@@ -1,0 +1,72 @@
+"""Per-client activity timelines from the session model.
+
+:func:`session_verdicts` featurizes a capture as per-(flow, second) rows, builds the session
+view with the settings the session model was trained with and classifies every window;
+:func:`timeline` merges a session's consecutive windows with the same verdict into spans;
+:func:`timeline_lines` renders them for the terminal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from classifier.features.featurize import FeaturizeConfig
+from classifier.features.session import session_table
+from classifier.model.session_model import SessionModel, classify_sessions
+
+__all__ = ["ACTIVITY_CONFIG", "session_verdicts", "timeline", "timeline_lines"]
+
+ACTIVITY_CONFIG = FeaturizeConfig(snapshots=(), window=1.0)
+"""Per-(flow, second) rows: what the session view reads."""
+
+TIMELINE_COLUMNS = ("client", "group", "start", "end", "label", "p_short", "reason")
+
+
+def session_verdicts(model: SessionModel, capture: Path, *, skip_bad: bool = False
+                     ) -> pd.DataFrame:
+    """Every session window of ``capture`` with its verdict (see
+    :func:`classify_sessions`)."""
+    from classifier.features.fast import featurize_fast
+
+    activity = featurize_fast(capture, ACTIVITY_CONFIG, skip_bad=skip_bad)
+    return classify_sessions(model, session_table(activity, model.config))
+
+
+def timeline(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Spans of consecutive windows of one (client, group) with the same verdict: start
+    (the first window's end minus the step it newly covers), end, label, the highest
+    ``p_short`` and the reason of the span's last window."""
+    spans: list[list[object]] = []
+    for (client, group), part in verdicts.groupby(["client", "group"], sort=True):
+        part = part.sort_values("window_end")
+        run = (part["label"] != part["label"].shift()).cumsum()
+        step = part["window_end"].diff().median() if len(part) > 1 else 10.0
+        for _, seg in part.groupby(run, sort=False):
+            last = seg.iloc[-1]
+            spans.append([client, group, float(seg["window_end"].iloc[0]) - float(step),
+                          float(last["window_end"]), last["label"],
+                          float(seg["p_short"].max()), last["reason"]])
+    out = pd.DataFrame(spans, columns=list(TIMELINE_COLUMNS))
+    return out.sort_values(["client", "start"], kind="stable").reset_index(drop=True)
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S")
+
+
+def timeline_lines(spans: pd.DataFrame) -> list[str]:
+    """One line per span, grouped under each client; times are UTC."""
+    if spans.empty:
+        return ["(no client moved enough traffic to judge)"]
+    lines: list[str] = []
+    for client, part in spans.groupby("client", sort=True):
+        short = part[part["label"] == "short-form"]
+        minutes = float((short["end"] - short["start"]).sum()) / 60
+        lines.append(f"client {client}: short-form for {minutes:.1f} min")
+        for r in part.itertuples():
+            lines.append(f"  {_clock(r.start)}-{_clock(r.end)} UTC  {r.label:<10}  "
+                         f"p_short {r.p_short:.2f}  {r.group}  ({r.reason})")
+    return lines

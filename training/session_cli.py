@@ -1,0 +1,104 @@
+"""`shortflow train-sessions` and `shortflow evaluate-sessions`: the session model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+_DEFAULT_SIM = 40
+
+
+def _tables(args: argparse.Namespace) -> Any:
+    import pandas as pd
+
+    from classifier.features.session import SessionConfig
+    from training.sessions import session_rows, simulated_rows
+
+    config = SessionConfig(use_names=not args.no_names)
+    real = session_rows(args.manifests, config, jobs=args.jobs, progress=not args.quiet)
+    parts = [real]
+    if args.sim:
+        parts.append(simulated_rows(args.sim, args.seed, config))
+    return config, pd.concat(parts, ignore_index=True)
+
+
+def _evaluate(table: Any, names: list[str]) -> dict[str, Any]:
+    from training.sessions import CANDIDATES, leave_one_source_out, source_scores
+
+    return {n: source_scores(leave_one_source_out(table, CANDIDATES[n])) for n in names}
+
+
+def _counts(table: Any) -> str:
+    counts = table.groupby(["source", "label"]).size()
+    return ", ".join(f"{s}/{lab} {n}" for (s, lab), n in counts.items())
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.sessions import CANDIDATES, scores_markdown
+
+    _, table = _tables(args)
+    names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
+    parts = [f"session windows: {_counts(table)}", ""]
+    for name, scores in _evaluate(table, names).items():
+        parts += [f"### {name} (leave one source out; names {'withheld' if args.no_names else 'used'})",
+                  "", scores_markdown(scores), ""]
+    text = "\n".join(parts)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from classifier.features.session import SESSION_FEATURES
+    from classifier.model.session_model import save_session_model
+    from training.sessions import CANDIDATES, CHOSEN, scores_markdown
+
+    config, table = _tables(args)
+    scores = _evaluate(table, [CHOSEN])[CHOSEN]
+    estimator = CANDIDATES[CHOSEN]().fit(table[list(SESSION_FEATURES)], table["label"])
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    metrics = {"leave_one_source_out": scores.to_dict(orient="records"),
+               "training_windows": {f"{s}/{lab}": int(n) for (s, lab), n
+                                    in table.groupby(["source", "label"]).size().items()},
+               "simulated_sessions_per_kind": args.sim, "seed": args.seed}
+    save_session_model(estimator, args.output, name=args.name, config=config,
+                       estimator_name=CHOSEN, created=created, metrics=metrics)
+    print(scores_markdown(scores))
+    print(f"wrote the session model to {args.output} ({_counts(table)})", file=sys.stderr)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
+    p.add_argument("--sim", type=int, default=_DEFAULT_SIM, metavar="N",
+                   help=f"simulated sessions per kind added to training (default {_DEFAULT_SIM};"
+                        " 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated sessions")
+    p.add_argument("--no-names", action="store_true",
+                   help="withhold every name: group flows by server network only")
+    p.add_argument("--jobs", type=int, default=1, help="featurize processes")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``train-sessions`` and ``evaluate-sessions``."""
+    t = sub.add_parser("train-sessions",
+                       help="fit the session model (client activity over time) and save it")
+    _common(t)
+    t.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                   help="model directory (session.joblib + session.json are written)")
+    t.add_argument("--name", default="session", help="model name in session.json")
+    t.set_defaults(handler=_cmd_train)
+    e = sub.add_parser("evaluate-sessions",
+                       help="leave-one-source-out figures of the session-model candidates")
+    _common(e)
+    e.add_argument("--candidate", choices=["all", "logreg", "hgb", "et"], default="all")
+    e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
+    e.set_defaults(handler=_cmd_evaluate)

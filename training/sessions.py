@@ -1,0 +1,309 @@
+"""Dataset manifests -> labelled session-view rows, and the session model's evaluation.
+
+:func:`session_rows` featurizes every capture as per-(flow, second) rows (cached per capture
+and configuration, like :mod:`training.dataset`), builds the session view
+(:func:`classifier.features.session.session_table`) and labels each (client, group, window)
+from the capture's manifest row (:func:`session_labels`).
+
+:func:`leave_one_source_out` trains on every data source but one and predicts the held-out
+one, for each source in turn; :func:`source_scores` turns those predictions into the
+figures that matter to a user: the share of short-form time detected, how long after a
+session's start the first short-form verdict comes, and the share of long-form and of
+other (work, calls, web, idle) time wrongly called short-form.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from classifier.errors import CaptureError, DatasetError
+from classifier.features.featurize import FeaturizeStats
+from classifier.features.session import (
+    ACTIVITY_COLUMNS,
+    SESSION_FEATURES,
+    SessionConfig,
+    session_table,
+)
+from classifier.model.session_model import SHORT, decide, smooth
+from classifier.model.timeline import ACTIVITY_CONFIG
+from classifier.parallel import ordered_map
+from training.dataset import _config_key, default_cache_dir, load_rows
+
+__all__ = [
+    "SESSION_META", "source_name", "session_labels", "session_rows", "leave_one_source_out",
+    "source_scores", "simulated_rows", "CANDIDATES", "CHOSEN", "scores_markdown",
+]
+
+log = logging.getLogger(__name__)
+
+SESSION_META = ("capture_id", "capture", "source", "app", "session_label", "label")
+
+MEDIA_LABELS = ("short-form", "long-form")
+_OTHER_LABELS = ("web", "call", "other", "other-video")
+_MEDIA_BYTES = 1_000_000.0  # a video window of a video session moves at least this much
+_MEDIA_SHARE = 0.10  # an unnamed group with this share of a capture's bytes may be the video
+
+#: source name -> pattern on the capture's file name or path (first match wins)
+_SOURCES = (
+    ("netpkt", r"netpkt_"),
+    ("sdrdray", r"sdrdray_"),
+    ("uuvideo", r"uuvideo_"),
+    ("requet", r"(^|/)requet/|^[AB]\d?_(baseline|movement)"),
+    ("ndpi-nfstream", r"(^|/)(ndpi|nfstream)/"),
+)
+
+
+def source_name(path: Path, recorded: str) -> str:
+    """Which data source a capture comes from: ``lab``, one of the public sources
+    (``netpkt``, ``sdrdray``, ``uuvideo``, ``requet``, ``ndpi-nfstream``), or
+    ``household`` (anything else: a user's own recordings)."""
+    if recorded.strip().lower() == "lab":
+        return "lab"
+    text = Path(path).as_posix()
+    for name, pattern in _SOURCES:
+        if re.search(pattern, text):
+            return name
+    return "household"
+
+
+def session_labels(sessions: pd.DataFrame, session_label: str, app: str) -> pd.Series:
+    """The label of each session row, or ``None`` (left out), from the capture's label.
+
+    * web, call, other, other-video: every row is ``other``.
+    * mixed: left out (no timeline of what was watched when).
+    * short-form / long-form: the media groups take the capture's label in windows that
+      moved at least 1 MB down; their lighter windows are left out (a clip playing from
+      the buffer, a player between segments: nothing to judge). The media group is the
+      app's service when flows are named; in a capture without that name, every unnamed
+      group (server network) that carries at least 10 % of the capture's bytes down. Rows
+      of other named services are ``other``; other unnamed rows are left out.
+    """
+    if session_label in _OTHER_LABELS:
+        return pd.Series("other", index=sessions.index, dtype=object)
+    if session_label not in MEDIA_LABELS:
+        return pd.Series(None, index=sessions.index, dtype=object)
+    group = sessions["group"].astype(str)
+    unnamed = (group == "unnamed") | group.str.startswith("net:")
+    if (group == app).any():
+        media = group == app
+    else:
+        step_bytes = sessions.groupby(group)["bytes_step"].sum()
+        big = step_bytes[step_bytes >= _MEDIA_SHARE * step_bytes.sum()].index
+        media = unnamed & group.isin(big)
+    heavy = sessions["window_bytes"] >= _MEDIA_BYTES
+    labels = pd.Series(None, index=sessions.index, dtype=object)
+    labels[media & heavy] = session_label
+    labels[~media & ~unnamed] = "other"
+    return labels
+
+
+def _activity_cached(path: Path, sha256: str, cache_dir: Path | None) -> pd.DataFrame:
+    from classifier.features.fast import featurize_fast
+
+    key = _config_key(ACTIVITY_CONFIG)
+    cached = cache_dir / f"{sha256}-{key}-activity.parquet" if cache_dir else None
+    if cached is not None and cached.is_file():
+        try:
+            return pd.read_parquet(cached)
+        except Exception as exc:  # a damaged cache entry: recompute it
+            log.warning("%s: unreadable cache entry (%s); featurizing again", cached, exc)
+    try:
+        table = featurize_fast(path, ACTIVITY_CONFIG, skip_bad=True, stats=FeaturizeStats())
+    except CaptureError as exc:
+        raise DatasetError(f"{path}: cannot featurize ({exc.reason})") from exc
+    table = table.loc[:, list(ACTIVITY_COLUMNS)]
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        table.to_parquet(tmp, index=False)
+        tmp.replace(cached)
+    return table
+
+
+def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None = None, *,
+                 jobs: int = 1, cache_dir: Path | None = None,
+                 progress: bool = False) -> pd.DataFrame:
+    """Labelled session-view rows of every capture in ``manifests`` (rows without a label
+    are dropped). Raises :class:`DatasetError` for bad manifests or unreadable captures."""
+    config = config or SessionConfig()
+    rows = load_rows(manifests)
+    cache = cache_dir if cache_dir is not None else default_cache_dir()
+    args = [(row.path, row.sha256, cache) for row in rows]
+    tables = ordered_map(_activity_cached, args, jobs=jobs, scheduler="local",
+                         progress=progress, error=DatasetError)
+    parts: list[pd.DataFrame] = []
+    for activity, row in zip(tables, rows, strict=True):
+        sessions = session_table(activity, config)
+        if sessions.empty:
+            continue
+        sessions["label"] = session_labels(sessions, row.label, row.app)
+        sessions = sessions[sessions["label"].notna()].copy()
+        sessions["capture_id"] = row.capture_id
+        sessions["capture"] = row.path.name
+        sessions["source"] = source_name(row.path, row.recorded)
+        sessions["app"] = row.app
+        sessions["session_label"] = row.label
+        parts.append(sessions)
+    if not parts:
+        raise DatasetError("no labelled session windows in the given manifests")
+    return pd.concat(parts, ignore_index=True)
+
+
+def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
+                         sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """Predictions for every row of each held-out source, from a model fitted on all the
+    other sources (``factory()`` gives a fresh, unfitted estimator). Simulated rows
+    (source ``sim``) are always on the training side unless ``sources`` names them. Adds ``p_short``,
+    ``p_long``, ``p_other`` and ``verdict`` (production's :func:`decide`)."""
+    held = (list(sources) if sources is not None
+            else sorted(set(table["source"].unique()) - {"sim"}))
+    parts = []
+    for source in held:
+        test = table[table["source"] == source]
+        train = table[table["source"] != source]
+        if test.empty:
+            continue
+        if set(train["capture_id"]) & set(test["capture_id"]):
+            raise AssertionError(f"capture on both sides of the {source} split")
+        model = factory().fit(train[list(SESSION_FEATURES)], train["label"])
+        parts.append(_predict(model, test))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _predict(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
+    proba = model.predict_proba(rows[list(SESSION_FEATURES)])
+    classes = list(model.classes_)
+    out = rows.sort_values(["capture_id", "client", "group", "window_end"], kind="stable")
+    proba = proba[rows.index.get_indexer(out.index)]
+    keys = out[["capture_id", "client", "group"]]
+    for col, label in (("p_short", "short-form"), ("p_long", "long-form"), ("p_other", "other")):
+        raw = proba[:, classes.index(label)] if label in classes else np.zeros(len(out))
+        out[col] = smooth(pd.Series(raw, index=out.index), keys)
+    out["verdict"] = decide(out["p_short"].to_numpy(), out["p_long"].to_numpy())
+    return out
+
+
+def _first_short_delay(preds: pd.DataFrame) -> float:
+    """Median over short-form sessions of seconds from the session's start to its first
+    short-form verdict (inf for a session never called short-form)."""
+    delays = []
+    for _, part in preds[preds["label"] == SHORT].groupby(["capture_id", "client", "group"]):
+        hit = part[part["verdict"] == SHORT]
+        delays.append(float((hit["window_end"] - hit["session_start"]).min())
+                      if len(hit) else float("inf"))
+    return float(np.median(delays)) if delays else float("nan")
+
+
+def _share(rows: pd.DataFrame, weight: str | None = None) -> float:
+    if rows.empty:
+        return float("nan")
+    called = (rows["verdict"] == SHORT).to_numpy()
+    w = rows[weight].to_numpy(float) if weight else np.ones(len(rows))
+    return float((w * called).sum() / w.sum()) if w.sum() > 0 else float("nan")
+
+
+def source_scores(preds: pd.DataFrame, step: float = 10.0) -> pd.DataFrame:
+    """Per held-out source (and over all): minutes per class, the share of short-form time
+    called short-form (by time and by bytes), the median seconds to a session's first
+    short-form verdict, and the shares of long-form and other time called short-form."""
+    out: list[dict[str, Any]] = []
+    groups: list[tuple[str, pd.DataFrame]] = [*preds.groupby("source"), ("all", preds)]
+    for source, part in groups:
+        short = part[part["label"] == SHORT]
+        long_ = part[part["label"] == "long-form"]
+        other = part[part["label"] == "other"]
+        out.append({
+            "source": source,
+            "short_min": len(short) * step / 60, "long_min": len(long_) * step / 60,
+            "other_min": len(other) * step / 60,
+            "short_detected": _share(short), "short_bytes_detected": _share(short, "bytes_step"),
+            "first_short_s": _first_short_delay(part),
+            "long_as_short": _share(long_), "other_as_short": _share(other),
+        })
+    return pd.DataFrame(out)
+
+
+def simulated_rows(sessions_per_kind: int, seed: int = 0,
+                   config: SessionConfig | None = None) -> pd.DataFrame:
+    """Labelled session-view rows of simulated sessions (:mod:`training.simulate`),
+    ``sessions_per_kind`` of each kind, source ``sim``. Deterministic for ``seed``."""
+    from training.simulate import SIM_KINDS, simulate
+
+    config = config or SessionConfig()
+    parts = []
+    for kind in SIM_KINDS:
+        for i in range(sessions_per_kind):
+            label, activity = simulate(kind, seed * 100_000 + i)
+            sessions = session_table(activity, config)
+            if sessions.empty:
+                continue
+            sessions["label"] = session_labels(sessions, label, "sim")
+            sessions = sessions[sessions["label"].notna()].copy()
+            sessions["capture_id"] = f"sim-{kind}-{seed}-{i}"
+            sessions["capture"] = f"sim-{kind}-{i}"
+            sessions["source"] = "sim"
+            sessions["app"] = kind
+            sessions["session_label"] = label
+            parts.append(sessions)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _logreg() -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    return make_pipeline(FunctionTransformer(np.log1p), StandardScaler(),
+                         LogisticRegression(C=0.3, class_weight="balanced", max_iter=2000))
+
+
+def _hgb() -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=7, min_samples_leaf=10,
+                                          class_weight="balanced", random_state=0)
+
+
+def _extra_trees() -> Any:
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    return ExtraTreesClassifier(n_estimators=200, min_samples_leaf=5, class_weight="balanced",
+                                random_state=0)
+
+
+CANDIDATES: dict[str, Callable[[], Any]] = {"logreg": _logreg, "hgb": _hgb, "et": _extra_trees}
+"""Session-model candidates; hyper-parameters fixed here, never tuned on reported folds."""
+CHOSEN = "logreg"
+"""The shipped candidate: the fewest degrees of freedom for the least real short-form data."""
+
+_SCORE_HEADER = ("| held-out source | short-form min | long-form min | other min | short-form "
+                 "time detected | short-form bytes detected | first short-form verdict (s, "
+                 "median) | long-form time called short | other time called short |")
+
+
+def scores_markdown(scores: pd.DataFrame) -> str:
+    """``source_scores`` as a Markdown table (``-`` where a class is absent)."""
+    def fmt(v: Any, pct: bool) -> str:
+        if isinstance(v, float) and math.isnan(v):
+            return "-"
+        if isinstance(v, float) and math.isinf(v):
+            return "never"
+        return f"{v:.1%}" if pct else f"{v:.1f}"
+
+    lines = [_SCORE_HEADER, "|" + "---|" * 9]
+    for r in scores.itertuples():
+        lines.append(
+            f"| {r.source} | {fmt(r.short_min, False)} | {fmt(r.long_min, False)} | "
+            f"{fmt(r.other_min, False)} | {fmt(r.short_detected, True)} | "
+            f"{fmt(r.short_bytes_detected, True)} | {fmt(r.first_short_s, False)} | "
+            f"{fmt(r.long_as_short, True)} | {fmt(r.other_as_short, True)} |")
+    return "\n".join(lines)
