@@ -90,7 +90,7 @@ def session_labels(sessions: pd.DataFrame, session_label: str, app: str) -> pd.S
     if session_label in _OTHER_LABELS:
         return pd.Series("other", index=sessions.index, dtype=object)
     if session_label not in MEDIA_LABELS:
-        return pd.Series(None, index=sessions.index, dtype=object)
+        return pd.Series([None] * len(sessions), index=sessions.index, dtype=object)
     group = sessions["group"].astype(str)
     unnamed = (group == "unnamed") | group.str.startswith("net:")
     if (group == app).any():
@@ -100,10 +100,10 @@ def session_labels(sessions: pd.DataFrame, session_label: str, app: str) -> pd.S
         big = step_bytes[step_bytes >= _MEDIA_SHARE * step_bytes.sum()].index
         media = unnamed & group.isin(big)
     heavy = sessions["window_bytes"] >= _MEDIA_BYTES
-    labels = pd.Series(None, index=sessions.index, dtype=object)
+    labels = pd.Series([None] * len(sessions), index=sessions.index, dtype=object)
     labels[media & heavy] = session_label
     labels[~media & ~unnamed] = "other"
-    return labels
+    return labels.where(labels.notna(), None)
 
 
 def _activity_cached(path: Path, sha256: str, cache_dir: Path | None) -> pd.DataFrame:

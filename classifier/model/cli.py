@@ -1,4 +1,5 @@
-"""`shortflow classify`: verdicts for every flow of a capture, and a per-client summary."""
+"""`shortflow classify`: verdicts for every flow of a capture, a per-client summary, and
+each client's activity over time from the session model."""
 
 from __future__ import annotations
 
@@ -42,12 +43,31 @@ def summary_lines(clients: pd.DataFrame) -> list[str]:
     ]
 
 
+def activity_timeline(args: argparse.Namespace) -> pd.DataFrame | None:
+    """The per-client timeline of ``args.capture`` from the model directory's session
+    model, or None when the model has none (or ``--no-timeline``)."""
+    from classifier.model.artifact import DEFAULT_MODEL_DIR
+    from classifier.model.session_model import has_session_model, load_session_model
+    from classifier.model.timeline import session_verdicts, timeline
+
+    directory = Path(args.model) if args.model is not None else DEFAULT_MODEL_DIR
+    if args.no_timeline or not has_session_model(directory):
+        return None
+    model = load_session_model(directory)
+    return timeline(session_verdicts(model, args.capture, skip_bad=args.skip_bad))
+
+
 def _cmd_classify(args: argparse.Namespace) -> int:
+    from classifier.model.timeline import timeline_lines
+
     verdicts, clients, summary = verdicts_for_capture(args)
+    spans = activity_timeline(args)
     if args.json:
         cols = [c for c in verdicts.columns if not c.startswith("at") or "__" not in c]
         doc = {"flows": json.loads(verdicts[cols].to_json(orient="records")),
-               "clients": json.loads(clients.to_json(orient="records"))}
+               "clients": json.loads(clients.to_json(orient="records")),
+               "timeline": ([] if spans is None
+                            else json.loads(spans.to_json(orient="records")))}
         json.dump(doc, sys.stdout, indent=1)
         print()
     elif args.csv:
@@ -58,6 +78,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         print(shown.to_string(index=False) if not shown.empty else "(no TCP/UDP flows)")
         print()
         print("\n".join(summary_lines(clients)))
+        if spans is not None:
+            print()
+            print("activity over time (session model: each client's traffic per service or "
+                  "server network, 60 s windows every 10 s):")
+            print("\n".join(timeline_lines(spans)))
     print(summary, file=sys.stderr)
     return 0
 
@@ -73,6 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--at", type=float, default=None, metavar="S",
                    help="decide on the early snapshot at S seconds (must be one of "
                    "--snapshots) instead of the whole flow")
+    p.add_argument("--no-timeline", action="store_true",
+                   help="skip the per-client activity timeline (session model)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="flows and clients as JSON")
     out.add_argument("--csv", action="store_true", help="all columns as CSV")

@@ -1,0 +1,89 @@
+"""The session view: windows over a client's flows per service / server network."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from classifier.features.session import SESSION_FEATURES, SessionConfig, session_table
+
+T0 = 1_700_000_000.0
+
+
+def _rows(flows: list[tuple[int, str, str, float, dict[int, float]]]) -> pd.DataFrame:
+    """flows: (flow_id, server, service, opened at s, {second: bytes down})."""
+    recs = []
+    for fid, server, service, opened, per_sec in flows:
+        last = max(per_sec) + 1.0
+        for sec, nbytes in per_sec.items():
+            recs.append({"client": "10.77.0.2", "server": server, "service": service,
+                         "category": "video", "flow_id": fid, "first_ts": T0 + opened,
+                         "last_ts": T0 + last, "window_start": sec - opened,
+                         "bytes_down": nbytes})
+    return pd.DataFrame(recs)
+
+
+def _steady() -> pd.DataFrame:
+    """One connection fetching 3 MB every 20 s for 200 s (a long-form player)."""
+    return _rows([(1, "10.77.9.1", "unknown", 0.0,
+                   {s: 3e6 for s in range(0, 200, 20)})])
+
+
+def _churn() -> pd.DataFrame:
+    """A new connection every 15 s, each pulling 2 MB in its first second (swipes)."""
+    return _rows([(i, f"10.77.9.{i}", "unknown", 15.0 * i, {15 * i: 2e6})
+                  for i in range(1, 13)])
+
+
+def _last_full(table: pd.DataFrame) -> pd.Series:
+    full = table[table["window_end"] - table["window_start"] == 60]
+    return full.iloc[len(full) // 2]
+
+
+def test_steady_fetcher_is_one_long_lived_connection_on_a_clock() -> None:
+    row = _last_full(session_table(_steady()))
+    assert row["group"] == "net:10.77.9.0/24"
+    assert row["bursts"] == 3 and row["burst_gap_median"] == 20
+    assert row["burst_gap_cv"] == 0 and row["burst_mb_median"] == pytest.approx(3.0)
+    assert row["media_flows"] == 1 and row["new_media_flows"] == 0
+    assert row["media_age_median"] > 60 and row["top_flow_share"] == 1.0
+
+
+def test_churning_fetcher_opens_new_media_connections() -> None:
+    row = _last_full(session_table(_churn()))
+    assert row["media_flows"] == 4 and row["new_media_flows"] == 4
+    assert row["top_flow_share"] == pytest.approx(0.25)
+    assert row["media_age_median"] < 60
+
+
+def test_windows_step_and_cover_the_end_and_skip_quiet_ones() -> None:
+    table = session_table(_steady(), SessionConfig(window=60, step=10))
+    ends = (table["window_end"] - T0).tolist()
+    assert ends == list(range(10, 190 + 10, 10))  # the last burst is in second 180
+    assert (table["window_end"] - table["window_start"]).max() == 60
+    assert table["bytes_step"].sum() == pytest.approx(30e6)  # every byte counted once
+    quiet = session_table(_rows([(1, "10.77.9.1", "unknown", 0.0, {0: 50_000.0})]))
+    assert quiet.empty
+    assert list(session_table(_steady()).columns[-len(SESSION_FEATURES):]) == list(
+        SESSION_FEATURES)
+
+
+def test_groups_named_flows_by_service_unless_names_are_withheld() -> None:
+    rows = _rows([(1, "10.77.9.1", "youtube", 0.0, {0: 2e6}),
+                  (2, "10.77.8.1", "youtube", 5.0, {5: 2e6}),
+                  (3, "10.77.7.1", "unknown", 5.0, {6: 2e6})])
+    named = session_table(rows)
+    assert sorted(named["group"].unique()) == ["net:10.77.7.0/24", "youtube"]
+    assert named[named["group"] == "youtube"]["media_flows"].max() == 2
+    blind = session_table(rows, SessionConfig(use_names=False, unnamed_prefix=16))
+    assert blind["group"].unique().tolist() == ["net:10.77.0.0/16"]
+    assert blind["media_flows"].max() == 3
+    pooled = session_table(rows, SessionConfig(use_names=False, unnamed_prefix=0))
+    assert pooled["group"].unique().tolist() == ["unnamed"]
+
+
+def test_bad_input_and_settings() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        session_table(pd.DataFrame({"client": ["a"]}))
+    with pytest.raises(ValueError, match="step"):
+        SessionConfig(window=10, step=20)

@@ -1,0 +1,151 @@
+"""Session rows, labels, simulated sessions, leave-one-source-out and the session model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from classifier.errors import ModelError
+from classifier.features.session import SESSION_FEATURES, SessionConfig, session_table
+from classifier.model.session_model import (
+    classify_sessions,
+    decide,
+    load_session_model,
+    save_session_model,
+)
+from training.sessions import (
+    CANDIDATES,
+    leave_one_source_out,
+    session_labels,
+    simulated_rows,
+    source_name,
+    source_scores,
+)
+from training.simulate import SIM_KINDS, simulate
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared" / "pcaps"
+
+
+def test_simulation_is_deterministic_and_labelled() -> None:
+    label, a = simulate("shorts", 3)
+    _, b = simulate("shorts", 3)
+    _, c = simulate("shorts", 4)
+    assert label == "short-form"
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(c)
+    assert {simulate(k, 0)[0] for k in SIM_KINDS} == {"short-form", "long-form", "other"}
+
+
+def test_simulated_players_differ_in_connection_churn() -> None:
+    config = SessionConfig()
+    short = pd.concat([session_table(simulate("shorts", i)[1], config) for i in range(5)])
+    long_ = pd.concat([session_table(simulate("long", i)[1], config) for i in range(5)])
+    assert short["new_media_flows"].mean() > 2 * long_["new_media_flows"].mean()
+    assert short["top_flow_share"].median() < long_["top_flow_share"].median()
+
+
+def _sessions(groups: list[str], window_bytes: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"group": groups, "window_bytes": window_bytes,
+                         "bytes_step": window_bytes})
+
+
+def test_labels_follow_the_capture_and_the_media_group() -> None:
+    s = _sessions(["youtube", "youtube", "google", "net:10.0.0.0/24"], [5e6, 2e5, 5e6, 5e6])
+    assert session_labels(s, "short-form", "youtube").tolist() == [
+        "short-form", None, "other", None]
+    assert session_labels(s, "web", "firefox").tolist() == ["other"] * 4
+    assert session_labels(s, "mixed", "instagram").tolist() == [None] * 4
+    nameless = _sessions(["net:1.1.1.0/24", "net:2.2.2.0/24"], [9e6, 2e6])
+    nameless = pd.concat([nameless] * 1 + [_sessions(["net:2.2.2.0/24"], [1e4])] * 30)
+    assert session_labels(nameless, "long-form", "youtube").tolist()[:2] == [
+        "long-form", "long-form"]
+    tiny = _sessions(["net:1.1.1.0/24", "net:2.2.2.0/24"], [9e7, 1.5e6])
+    assert session_labels(tiny, "long-form", "youtube").tolist() == ["long-form", None]
+
+
+def test_sources_are_named_from_paths() -> None:
+    assert source_name(Path("x/netpkt_youtube_packets_03.pcap"), "") == "netpkt"
+    assert source_name(Path("../shared/pcaps/requet/A_baseline_Jan17_exp_41.pcap"), "") == (
+        "requet")
+    assert source_name(Path("a/b.pcap"), "lab") == "lab"
+    assert source_name(Path("home/phone.pcap"), "tcpdump") == "household"
+
+
+def _table() -> pd.DataFrame:
+    sim = simulated_rows(3, seed=1)
+    real = sim[sim["app"].isin(["shorts", "long", "web"])].copy()
+    real["source"] = np.where(real["app"] == "web", "b", "a")
+    real["capture_id"] = "real-" + real["capture_id"]
+    return pd.concat([sim, real], ignore_index=True)
+
+
+def test_leave_one_source_out_holds_each_source_out() -> None:
+    table = _table()
+    preds = leave_one_source_out(table, CANDIDATES["logreg"])
+    assert sorted(preds["source"].unique()) == ["a", "b"]
+    assert len(preds) == int((table["source"] != "sim").sum())
+    assert set(preds["verdict"]) <= {"short-form", "long-form", "other"}
+    scores = source_scores(preds).set_index("source")
+    assert np.isnan(scores.loc["b", "short_detected"])
+    assert 0 <= scores.loc["a", "short_detected"] <= 1
+    leaky = table.copy()
+    leaky.loc[leaky["source"] == "b", "capture_id"] = leaky.loc[
+        leaky["source"] == "a", "capture_id"].iloc[0]
+    with pytest.raises(AssertionError, match="both sides"):
+        leave_one_source_out(leaky, CANDIDATES["logreg"])
+
+
+def test_decide_is_cautious() -> None:
+    out = decide(np.array([0.5, 0.49, 0.2, 0.1]), np.array([0.4, 0.5, 0.2, 0.5]))
+    assert out.tolist() == ["short-form", "long-form", "other", "long-form"]
+
+
+def test_session_model_round_trip_and_tamper(tmp_path: Path) -> None:
+    table = simulated_rows(3, seed=2)
+    est = CANDIDATES["logreg"]().fit(table[list(SESSION_FEATURES)], table["label"])
+    save_session_model(est, tmp_path, name="t", config=SessionConfig(window=45))
+    model = load_session_model(tmp_path)
+    assert model.config.window == 45
+    rows = table.drop(columns=["label"]).head(30)
+    first = classify_sessions(model, rows)
+    assert first["label"].isin(["short-form", "long-form", "other"]).all()
+    assert first["reason"].str.contains("media conn").all()
+    (tmp_path / "session.joblib").write_bytes(b"not a pickle")
+    with pytest.raises(ModelError, match="sha256"):
+        load_session_model(tmp_path)
+    with pytest.raises(ModelError, match="missing"):
+        load_session_model(tmp_path / "nothing")
+
+
+@pytest.mark.skipif(not (SHARED / "traces" / "netpkt").is_dir(),
+                    reason="shared netpkt traces not present")
+def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> None:
+    """A user imports a real trace, trains a session model and reads a timeline."""
+    shortflow = [sys.executable, "-m", "classifier.cli"]
+    trace = SHARED / "traces" / "netpkt" / "netpkt_working_packets_01.txt.gz"
+    run = subprocess.run([*shortflow, "dataset", "import-trace", str(trace), "--out",
+                          str(tmp_path / "t"), "-q"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run([*shortflow, "train-sessions", str(tmp_path / "t" / "traces.csv"),
+                          "--sim", "2", "-q", "-o", str(tmp_path / "m")],
+                         capture_output=True, text=True,
+                         env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert "| netpkt |" in run.stdout and (tmp_path / "m" / "session.json").is_file()
+    pcap = tmp_path / "t" / "netpkt_working_packets_01.pcap"
+    run = subprocess.run([*shortflow, "classify", str(pcap), "--no-timeline"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "activity over time" not in run.stdout
+    run = subprocess.run([*shortflow, "classify", str(pcap), "--model", str(tmp_path / "m")],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "model.json" in run.stderr  # a session model alone
+    run = subprocess.run([*shortflow, "classify", str(pcap)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "activity over time" in run.stdout and "client 192.168.0.100" in run.stdout
