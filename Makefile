@@ -6,7 +6,7 @@ SAMPLE := datasets/samples/sample.pcap
 DEBIAN_PKGS := tshark nftables dnsmasq-base tcpdump iproute2 ethtool curl iperf3 conntrack
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv kernels deps-debian lint fuzz clean
+.PHONY: demo test venv kernels deps-debian lint fuzz clean model
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ deps-debian:
 
 test: venv kernels deps-debian
 	$(PY) -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
+
+# The shipped session model: imports the public traces (../shared/pcaps or $SHORTFLOW_PCAPS)
+# into the cache, simulates player sessions with a fixed seed and fits the session model
+# into classifier/model/default (session.joblib + session.json), printing the
+# leave-one-source-out figures. The same data and seed give the same model.
+model: venv
+	$(VENV)/bin/shortflow dataset ensure-traces -q
+	$(VENV)/bin/shortflow train-sessions datasets/public.csv \
+	  $${SHORTFLOW_CACHE:-$$HOME/.cache/shortflow}/traces/traces.csv \
+	  --sim 40 --seed 0 --jobs 2 -q -o classifier/model/default --name default-session
 
 # Longer fuzzing than the bounded run in `make test` (atheris if installed, else random).
 fuzz: venv

@@ -45,8 +45,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
     parts = [f"session windows: {_counts(table)}", ""]
     for name, scores in _evaluate(table, names).items():
-        parts += [f"### {name} (leave one source out; names {'withheld' if args.no_names else 'used'})",
-                  "", scores_markdown(scores), ""]
+        names_used = "withheld" if args.no_names else "used"
+        parts += [f"### {name} (leave one source out; names {names_used})", "",
+                  scores_markdown(scores), ""]
     text = "\n".join(parts)
     if args.output:
         args.output.write_text(text)

@@ -162,8 +162,8 @@ def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
                          sources: Sequence[str] | None = None) -> pd.DataFrame:
     """Predictions for every row of each held-out source, from a model fitted on all the
     other sources (``factory()`` gives a fresh, unfitted estimator). Simulated rows
-    (source ``sim``) are always on the training side unless ``sources`` names them. Adds ``p_short``,
-    ``p_long``, ``p_other`` and ``verdict`` (production's :func:`decide`)."""
+    (source ``sim``) are always on the training side unless ``sources`` names them. Adds
+    ``p_short``, ``p_long``, ``p_other`` and ``verdict`` (production's :func:`decide`)."""
     held = (list(sources) if sources is not None
             else sorted(set(table["source"].unique()) - {"sim"}))
     parts = []

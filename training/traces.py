@@ -59,7 +59,6 @@ from typing import Any, BinaryIO
 from tqdm import tqdm
 
 from classifier.errors import DatasetError
-from training.netpkt import is_netpkt, read_netpkt, write_netpkt_pcap
 from training.manifest import (
     MANIFEST_COLUMNS,
     SESSION_LABELS,
@@ -67,6 +66,7 @@ from training.manifest import (
     file_sha256,
     load_manifest,
 )
+from training.netpkt import is_netpkt, read_netpkt, write_netpkt_pcap
 
 __all__ = [
     "TraceSpec",

@@ -126,11 +126,10 @@ def _group(part: pd.DataFrame) -> _Group:
     bins = np.floor(t_abs - t0).astype(np.int64)
     nbins = int(bins.max()) + 1
     nbytes = part["bytes_down"].to_numpy(float)
-    down = np.bincount(bins, weights=nbytes, minlength=nbins)
-    codes, uniques = pd.factorize(part["flow_id"])
+    down = np.bincount(bins, weights=nbytes, minlength=nbins).astype(np.float64)
+    codes = pd.factorize(part["flow_id"])[0]
     first = part.groupby(codes)["first_ts"].first().to_numpy(float) - t0
     last = part.groupby(codes)["last_ts"].first().to_numpy(float) - t0
-    del uniques
     return _Group(float(t0), down, bins, codes.astype(np.int64), nbytes, first, last)
 
 

@@ -151,24 +151,24 @@ def _reason(row: pd.Series) -> str:
 
 
 def classify_sessions(model: SessionModel, sessions: pd.DataFrame) -> pd.DataFrame:
-    """``sessions`` (a session table) with ``label``, ``probability``, ``p_short``,
-    ``p_long`` and ``reason`` added."""
-    out = sessions.copy()
+    """``sessions`` (a session table) sorted by (client, group, window end), with
+    ``p_short`` and ``p_long`` (averaged over each session's last windows, see
+    :func:`smooth`), ``label`` (:func:`decide`), ``probability`` (that of the label) and
+    ``reason`` added."""
+    out = sessions.sort_values(["client", "group", "window_end"], kind="stable")
     if out.empty:
-        for col in ("label", "probability", "p_short", "p_long", "reason"):
-            out[col] = pd.Series(dtype=object if col in ("label", "reason") else float)
+        for name in ("label", "probability", "p_short", "p_long", "reason"):
+            out[name] = pd.Series(dtype=object if name in ("label", "reason") else float)
         return out
     proba = model.estimator.predict_proba(out[list(SESSION_FEATURES)])
     classes = list(model.estimator.classes_)
-
-    def col(label: str) -> npt.NDArray[np.float64]:
-        return proba[:, classes.index(label)] if label in classes else np.zeros(len(out))
-
-    out = out.sort_values(["client", "group", "window_end"], kind="stable")
     keys = out[["client", "group"]]
-    out["p_short"] = smooth(pd.Series(col(SHORT), index=out.index), keys)
-    out["p_long"] = smooth(pd.Series(col(LONG), index=out.index), keys)
+    for name, label in (("p_short", SHORT), ("p_long", LONG)):
+        raw = proba[:, classes.index(label)] if label in classes else np.zeros(len(out))
+        out[name] = smooth(pd.Series(raw, index=out.index), keys)
     out["label"] = decide(out["p_short"].to_numpy(), out["p_long"].to_numpy())
-    out["probability"] = proba.max(axis=1)
+    p_other = 1.0 - out["p_short"] - out["p_long"]
+    out["probability"] = np.select([out["label"] == SHORT, out["label"] == LONG],
+                                   [out["p_short"], out["p_long"]], p_other)
     out["reason"] = out.apply(_reason, axis=1)
     return out
