@@ -39,11 +39,16 @@ def _counts(table: Any) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.sessions import CANDIDATES, scores_markdown
+    from training.sessions import CANDIDATES, realism_auc, scores_markdown
 
     _, table = _tables(args)
     names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
     parts = [f"session windows: {_counts(table)}", ""]
+    if args.sim:
+        auc = realism_auc(table)
+        parts += ["simulated vs real session windows, ROC AUC per class (grouped 5-fold CV; "
+                  "0.5 = indistinguishable): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()), ""]
     for name, scores in _evaluate(table, names).items():
         names_used = "withheld" if args.no_names else "used"
         parts += [f"### {name} (leave one source out; names {names_used})", "",

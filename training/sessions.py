@@ -41,6 +41,7 @@ from training.dataset import _config_key, default_cache_dir, load_rows
 __all__ = [
     "SESSION_META", "source_name", "session_labels", "session_rows", "leave_one_source_out",
     "source_scores", "simulated_rows", "CANDIDATES", "CHOSEN", "scores_markdown",
+    "realism_auc",
 ]
 
 log = logging.getLogger(__name__)
@@ -307,3 +308,29 @@ def scores_markdown(scores: pd.DataFrame) -> str:
             f"{fmt(r.short_bytes_detected, True)} | {fmt(r.first_short_s, False)} | "
             f"{fmt(r.long_as_short, True)} | {fmt(r.other_as_short, True)} |")
     return "\n".join(lines)
+
+
+def realism_auc(table: pd.DataFrame, folds: int = 5) -> dict[str, float]:
+    """Per class: how well a classifier tells simulated session windows from real ones
+    (ROC AUC of grouped cross-validation by capture; 0.5 = indistinguishable)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold
+
+    out: dict[str, float] = {}
+    for label in ("short-form", "long-form", "other"):
+        part = table[table["label"] == label]
+        is_sim = (part["source"] == "sim").to_numpy()
+        if is_sim.all() or not is_sim.any() or part["capture_id"].nunique() < folds:
+            continue
+        scores = np.zeros(len(part))
+        split = GroupKFold(n_splits=folds).split(part, is_sim, part["capture_id"])
+        for train, test in split:
+            if len(set(is_sim[train])) < 2:
+                scores[test] = 0.5
+                continue
+            model = HistGradientBoostingClassifier(max_iter=100, random_state=0)
+            model.fit(part.iloc[train][list(SESSION_FEATURES)], is_sim[train])
+            scores[test] = model.predict_proba(part.iloc[test][list(SESSION_FEATURES)])[:, 1]
+        out[label] = float(roc_auc_score(is_sim, scores))
+    return out
