@@ -28,7 +28,7 @@ from classifier.parallel import ordered_map
 
 __all__ = [
     "META_COLUMNS", "FLOW_HORIZON", "build_table", "flow_table", "expand_views",
-    "load_rows", "horizon_name", "source_of", "default_cache_dir",
+    "load_rows", "horizon_name", "source_of", "default_cache_dir", "featurize_cached",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,11 +89,14 @@ def _config_key(config: FeaturizeConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _featurize_cached(path: Path, sha256: str, config: FeaturizeConfig,
-                      cache_dir: Path | None) -> pd.DataFrame:
-    """Featurize one capture, reading/writing the parquet cache. Raises
-    :class:`DatasetError` when the capture cannot be read."""
-    cached = cache_dir / f"{sha256}-{_config_key(config)}.parquet" if cache_dir else None
+def featurize_cached(path: Path, sha256: str, config: FeaturizeConfig,
+                      cache_dir: Path | None, columns: Sequence[str] | None = None
+                      ) -> pd.DataFrame:
+    """Featurize one capture, reading/writing the parquet cache; with ``columns``, only
+    those are kept (and cached under their own key), and the compiled path is used (same
+    rows). Raises :class:`DatasetError` when the capture cannot be read."""
+    key = _config_key(config) + (f"-{len(columns)}cols" if columns else "")
+    cached = cache_dir / f"{sha256}-{key}.parquet" if cache_dir else None
     if cached is not None and cached.is_file():
         try:
             return pd.read_parquet(cached)
@@ -101,7 +104,13 @@ def _featurize_cached(path: Path, sha256: str, config: FeaturizeConfig,
             log.warning("%s: unreadable cache entry (%s); featurizing again", cached, exc)
     stats = FeaturizeStats()
     try:
-        table = featurize(path, config, skip_bad=True, stats=stats)
+        if columns:
+            from classifier.features.fast import featurize_fast
+
+            table = featurize_fast(path, config, skip_bad=True, stats=stats)
+            table = table.loc[:, list(columns)]
+        else:
+            table = featurize(path, config, skip_bad=True, stats=stats)
     except CaptureError as exc:
         raise DatasetError(f"{path}: cannot featurize ({exc.reason})") from exc
     skipped = sum(stats.read.skipped.values())
@@ -132,8 +141,8 @@ def _label_flows(flows: pd.DataFrame, row: Any) -> pd.DataFrame:
 
 def _run_parallel(args: list[tuple[Any, ...]], jobs: int, scheduler: str,
                   progress: bool) -> list[pd.DataFrame]:
-    """``_featurize_cached(*a)`` for every ``a`` in ``args``, results in order."""
-    return list(ordered_map(_featurize_cached, args, jobs=jobs, scheduler=scheduler,
+    """``featurize_cached(*a)`` for every ``a`` in ``args``, results in order."""
+    return list(ordered_map(featurize_cached, args, jobs=jobs, scheduler=scheduler,
                             progress=progress, error=DatasetError))
 
 

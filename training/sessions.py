@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,8 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classifier.errors import CaptureError, DatasetError
-from classifier.features.featurize import FeaturizeStats
+from classifier.errors import DatasetError
 from classifier.features.session import (
     ACTIVITY_COLUMNS,
     SESSION_FEATURES,
@@ -36,7 +34,7 @@ from classifier.features.session import (
 from classifier.model.session_model import SHORT, decide, smooth
 from classifier.model.timeline import ACTIVITY_CONFIG
 from classifier.parallel import ordered_map
-from training.dataset import _config_key, default_cache_dir, load_rows
+from training.dataset import default_cache_dir, featurize_cached, load_rows
 
 __all__ = [
     "SESSION_META", "source_name", "session_labels", "session_rows", "leave_one_source_out",
@@ -107,29 +105,6 @@ def session_labels(sessions: pd.DataFrame, session_label: str, app: str) -> pd.S
     return labels.where(labels.notna(), None)
 
 
-def _activity_cached(path: Path, sha256: str, cache_dir: Path | None) -> pd.DataFrame:
-    from classifier.features.fast import featurize_fast
-
-    key = _config_key(ACTIVITY_CONFIG)
-    cached = cache_dir / f"{sha256}-{key}-activity.parquet" if cache_dir else None
-    if cached is not None and cached.is_file():
-        try:
-            return pd.read_parquet(cached)
-        except Exception as exc:  # a damaged cache entry: recompute it
-            log.warning("%s: unreadable cache entry (%s); featurizing again", cached, exc)
-    try:
-        table = featurize_fast(path, ACTIVITY_CONFIG, skip_bad=True, stats=FeaturizeStats())
-    except CaptureError as exc:
-        raise DatasetError(f"{path}: cannot featurize ({exc.reason})") from exc
-    table = table.loc[:, list(ACTIVITY_COLUMNS)]
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(f".tmp{os.getpid()}")
-        table.to_parquet(tmp, index=False)
-        tmp.replace(cached)
-    return table
-
-
 def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None = None, *,
                  jobs: int = 1, cache_dir: Path | None = None,
                  progress: bool = False) -> pd.DataFrame:
@@ -138,8 +113,8 @@ def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None =
     config = config or SessionConfig()
     rows = load_rows(manifests)
     cache = cache_dir if cache_dir is not None else default_cache_dir()
-    args = [(row.path, row.sha256, cache) for row in rows]
-    tables = ordered_map(_activity_cached, args, jobs=jobs, scheduler="local",
+    args = [(row.path, row.sha256, ACTIVITY_CONFIG, cache, ACTIVITY_COLUMNS) for row in rows]
+    tables = ordered_map(featurize_cached, args, jobs=jobs, scheduler="local",
                          progress=progress, error=DatasetError)
     parts: list[pd.DataFrame] = []
     for activity, row in zip(tables, rows, strict=True):
