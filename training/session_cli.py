@@ -27,10 +27,27 @@ def _tables(args: argparse.Namespace) -> Any:
     return config, pd.concat(parts, ignore_index=True)
 
 
-def _evaluate(table: Any, names: list[str]) -> dict[str, Any]:
+def _agreement(text: str) -> Any:
+    """``K/N@T``: short-form when K of the last N windows reach T."""
+    from classifier.model.session_model import Agreement
+
+    try:
+        kn, thr = text.split("@")
+        k, n = (int(x) for x in kn.split("/"))
+        rule = Agreement(k, n, float(thr))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected K/N@T such as 3/5@0.8, got {text!r}"
+                                         ) from exc
+    if not (1 <= rule.k <= rule.n and 0 < rule.threshold <= 1):
+        raise argparse.ArgumentTypeError(f"need 1 <= K <= N and 0 < T <= 1, got {text!r}")
+    return rule
+
+
+def _evaluate(table: Any, names: list[str], rule: Any) -> dict[str, Any]:
     from training.sessions import CANDIDATES, leave_one_source_out, source_scores
 
-    return {n: source_scores(leave_one_source_out(table, CANDIDATES[n])) for n in names}
+    return {n: source_scores(leave_one_source_out(table, CANDIDATES[n], rule=rule))
+            for n in names}
 
 
 def _counts(table: Any) -> str:
@@ -49,9 +66,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         parts += ["simulated vs real session windows, ROC AUC per class (grouped 5-fold CV; "
                   "0.5 = indistinguishable): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()), ""]
-    for name, scores in _evaluate(table, names).items():
+    rule = args.agreement
+    for name, scores in _evaluate(table, names, rule).items():
         names_used = "withheld" if args.no_names else "used"
-        parts += [f"### {name} (leave one source out; names {names_used})", "",
+        parts += [f"### {name} (leave one source out; names {names_used}; short-form when "
+                  f"{rule.k} of the last {rule.n} windows reach {rule.threshold:g})", "",
                   scores_markdown(scores), ""]
     text = "\n".join(parts)
     if args.output:
@@ -67,10 +86,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.sessions import CANDIDATES, CHOSEN, scores_markdown
 
     config, table = _tables(args)
-    scores = _evaluate(table, [CHOSEN])[CHOSEN]
+    scores = _evaluate(table, [CHOSEN], args.agreement)[CHOSEN]
     estimator = CANDIDATES[CHOSEN]().fit(table[list(SESSION_FEATURES)], table["label"])
     created = datetime.now(UTC).isoformat(timespec="seconds")
+    rule = args.agreement
     metrics = {"leave_one_source_out": scores.to_dict(orient="records"),
+               "agreement": {"k": rule.k, "n": rule.n, "threshold": rule.threshold},
                "training_windows": {f"{s}/{lab}": int(n) for (s, lab), n
                                     in table.groupby(["source", "label"]).size().items()},
                "simulated_sessions_per_kind": args.sim, "seed": args.seed}
@@ -90,6 +111,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-names", action="store_true",
                    help="withhold every name: group flows by server network only")
     p.add_argument("--jobs", type=int, default=1, help="featurize processes")
+    p.add_argument("--agreement", type=_agreement, default="3/5@0.8", metavar="K/N@T",
+                   help="short-form when K of a session's last N windows reach probability "
+                        "T (the policy's [agreement]; default 3/5@0.8)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -31,7 +31,13 @@ from classifier.features.session import (
     SessionConfig,
     session_table,
 )
-from classifier.model.session_model import SHORT, decide, smooth
+from classifier.model.session_model import (
+    SHORT,
+    Agreement,
+    agreed,
+    verdicts,
+    window_probabilities,
+)
 from classifier.model.timeline import ACTIVITY_CONFIG
 from classifier.parallel import ordered_map
 from training.dataset import default_cache_dir, featurize_cached, load_rows
@@ -135,11 +141,13 @@ def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None =
 
 
 def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
-                         sources: Sequence[str] | None = None) -> pd.DataFrame:
+                         sources: Sequence[str] | None = None,
+                         rule: Agreement | None = None) -> pd.DataFrame:
     """Predictions for every row of each held-out source, from a model fitted on all the
     other sources (``factory()`` gives a fresh, unfitted estimator). Simulated rows
     (source ``sim``) are always on the training side unless ``sources`` names them. Adds
-    ``p_short``, ``p_long``, ``p_other`` and ``verdict`` (production's :func:`decide`)."""
+    ``p_short``, ``p_long`` and ``verdict`` (production's rule: :func:`agreed` with
+    ``rule``, by default the policy's defaults)."""
     held = (list(sources) if sources is not None
             else sorted(set(table["source"].unique()) - {"sim"}))
     parts = []
@@ -151,20 +159,16 @@ def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
         if set(train["capture_id"]) & set(test["capture_id"]):
             raise AssertionError(f"capture on both sides of the {source} split")
         model = factory().fit(train[list(SESSION_FEATURES)], train["label"])
-        parts.append(_predict(model, test))
+        parts.append(_predict(model, test, rule or Agreement()))
     return pd.concat(parts, ignore_index=True)
 
 
-def _predict(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
-    proba = model.predict_proba(rows[list(SESSION_FEATURES)])
-    classes = list(model.classes_)
+def _predict(model: Any, rows: pd.DataFrame, rule: Agreement) -> pd.DataFrame:
     out = rows.sort_values(["capture_id", "client", "group", "window_end"], kind="stable")
-    proba = proba[rows.index.get_indexer(out.index)]
-    keys = out[["capture_id", "client", "group"]]
-    for col, label in (("p_short", "short-form"), ("p_long", "long-form"), ("p_other", "other")):
-        raw = proba[:, classes.index(label)] if label in classes else np.zeros(len(out))
-        out[col] = smooth(pd.Series(raw, index=out.index), keys)
-    out["verdict"] = decide(out["p_short"].to_numpy(), out["p_long"].to_numpy())
+    p_short, p_long = window_probabilities(model, out)
+    out["p_short"], out["p_long"] = p_short, p_long
+    short = agreed(out["p_short"], out[["capture_id", "client", "group"]], rule)
+    out["verdict"] = verdicts(short.to_numpy(), p_short, p_long)
     return out
 
 

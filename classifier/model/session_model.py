@@ -7,11 +7,12 @@ trained with, and its figures). As with the flow model, the sha256 and the featu
 checked before anything is unpickled: loading a pickle runs code, so load only models you
 trust.
 
-:func:`decide` turns probabilities into verdicts with one fixed rule (short-form when
-``p_short >= SHORT_THRESHOLD``, else the likelier of long-form and other), applied to the
-probabilities averaged over a session's last ``SMOOTH_WINDOWS`` windows (one window alone
-never blocks); the reason text
-says which session figures drove it.
+:func:`agreed` is the one rule that turns a session's window probabilities into a
+short-form verdict, offline and live alike: at least ``k`` of its last ``n`` windows reach
+``threshold`` (:class:`Agreement`; live mode takes the values from the policy's
+``[agreement]``, whose defaults these are). One window alone never blocks. Other windows
+are long-form when ``p_long >= p_other``, else other. The reason text says which session
+figures drove the window's probability.
 """
 
 from __future__ import annotations
@@ -31,18 +32,26 @@ from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 
 __all__ = [
-    "SHORT", "SHORT_THRESHOLD", "SessionModel", "SessionModelInfo", "decide",
-    "load_session_model", "save_session_model", "classify_sessions", "has_session_model",
-    "smooth", "SMOOTH_WINDOWS",
+    "SHORT", "LONG", "OTHER", "Agreement", "SessionModel", "SessionModelInfo", "agreed",
+    "verdicts", "load_session_model", "save_session_model", "classify_sessions",
+    "has_session_model", "window_probabilities",
 ]
 
 SHORT = "short-form"
 LONG = "long-form"
 OTHER = "other"
-SHORT_THRESHOLD = 0.5
-SMOOTH_WINDOWS = 3
 _JOBLIB = "session.joblib"
 _JSON = "session.json"
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Short-form when at least ``k`` of a session's last ``n`` windows reach
+    ``threshold`` (the policy's ``[agreement]`` defaults)."""
+
+    k: int = 3
+    n: int = 5
+    threshold: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -127,21 +136,35 @@ def load_session_model(directory: Path | str) -> SessionModel:
     return SessionModel(estimator, info, directory)
 
 
-def decide(p_short: npt.NDArray[np.float64], p_long: npt.NDArray[np.float64]
-           ) -> npt.NDArray[np.object_]:
-    """Verdicts from probabilities: short-form at ``p_short >= SHORT_THRESHOLD``, else
-    long-form when ``p_long >= p_other``, else other."""
+def agreed(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement) -> pd.Series:
+    """Per row: whether ``rule`` holds over the session's windows up to this one. Rows
+    must be in time order within a session; ``keys`` holds the columns naming a session."""
+    hits = (p_short >= rule.threshold).astype(float)
+    grouped = hits.groupby([keys[c] for c in keys.columns], sort=False)
+    count = grouped.transform(lambda s: s.rolling(rule.n, min_periods=1).sum())
+    return count >= rule.k
+
+
+def verdicts(short: npt.NDArray[np.bool_], p_short: npt.NDArray[np.float64],
+             p_long: npt.NDArray[np.float64]) -> npt.NDArray[np.object_]:
+    """Labels: short-form where ``short``, else long-form when ``p_long >= p_other``,
+    else other."""
     p_other = 1.0 - p_short - p_long
     out = np.where(p_long >= p_other, LONG, OTHER).astype(object)
-    out[p_short >= SHORT_THRESHOLD] = SHORT
+    out[short] = SHORT
     return out
 
 
-def smooth(p_short: pd.Series, keys: pd.DataFrame, windows: int = SMOOTH_WINDOWS) -> pd.Series:
-    """The mean of ``p_short`` over each session's last ``windows`` windows (rows in
-    time order within a session; ``keys`` holds the columns that name a session)."""
-    grouped = p_short.groupby([keys[c] for c in keys.columns], sort=False)
-    return grouped.transform(lambda s: s.rolling(windows, min_periods=1).mean())
+def window_probabilities(estimator: Any, rows: pd.DataFrame
+                         ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``p_short`` and ``p_long`` of each session row."""
+    proba = estimator.predict_proba(rows[list(SESSION_FEATURES)])
+    classes = list(estimator.classes_)
+
+    def col(label: str) -> npt.NDArray[np.float64]:
+        return proba[:, classes.index(label)] if label in classes else np.zeros(len(rows))
+
+    return col(SHORT), col(LONG)
 
 
 def _reason(row: pd.Series) -> str:
@@ -150,25 +173,21 @@ def _reason(row: pd.Series) -> str:
             f"gap cv {row['burst_gap_cv']:.2f}, {row['down_mbps']:.1f} Mbit/s")
 
 
-def classify_sessions(model: SessionModel, sessions: pd.DataFrame) -> pd.DataFrame:
+def classify_sessions(model: SessionModel, sessions: pd.DataFrame,
+                      rule: Agreement | None = None) -> pd.DataFrame:
     """``sessions`` (a session table) sorted by (client, group, window end), with
-    ``p_short`` and ``p_long`` (averaged over each session's last windows, see
-    :func:`smooth`), ``label`` (:func:`decide`), ``probability`` (that of the label) and
-    ``reason`` added."""
+    ``p_short``, ``p_long`` (of each window), ``label`` (:func:`agreed` with ``rule``, by
+    default :class:`Agreement`'s), ``probability`` (that of the label) and ``reason``."""
     out = sessions.sort_values(["client", "group", "window_end"], kind="stable")
     if out.empty:
         for name in ("label", "probability", "p_short", "p_long", "reason"):
             out[name] = pd.Series(dtype=object if name in ("label", "reason") else float)
         return out
-    proba = model.estimator.predict_proba(out[list(SESSION_FEATURES)])
-    classes = list(model.estimator.classes_)
-    keys = out[["client", "group"]]
-    for name, label in (("p_short", SHORT), ("p_long", LONG)):
-        raw = proba[:, classes.index(label)] if label in classes else np.zeros(len(out))
-        out[name] = smooth(pd.Series(raw, index=out.index), keys)
-    out["label"] = decide(out["p_short"].to_numpy(), out["p_long"].to_numpy())
-    p_other = 1.0 - out["p_short"] - out["p_long"]
+    p_short, p_long = window_probabilities(model.estimator, out)
+    out["p_short"], out["p_long"] = p_short, p_long
+    short = agreed(out["p_short"], out[["client", "group"]], rule or Agreement())
+    out["label"] = verdicts(short.to_numpy(), p_short, p_long)
     out["probability"] = np.select([out["label"] == SHORT, out["label"] == LONG],
-                                   [out["p_short"], out["p_long"]], p_other)
+                                   [out["p_short"], out["p_long"]], 1.0 - p_short - p_long)
     out["reason"] = out.apply(_reason, axis=1)
     return out

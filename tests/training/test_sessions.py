@@ -13,11 +13,14 @@ import pytest
 
 from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig, session_table
+from classifier.enforce.policy import Policy
 from classifier.model.session_model import (
+    Agreement,
+    agreed,
     classify_sessions,
-    decide,
     load_session_model,
     save_session_model,
+    verdicts,
 )
 from training.sessions import (
     CANDIDATES,
@@ -102,9 +105,17 @@ def test_leave_one_source_out_holds_each_source_out() -> None:
         leave_one_source_out(leaky, CANDIDATES["logreg"])
 
 
-def test_decide_is_cautious() -> None:
-    out = decide(np.array([0.5, 0.49, 0.2, 0.1]), np.array([0.4, 0.5, 0.2, 0.5]))
-    assert out.tolist() == ["short-form", "long-form", "other", "long-form"]
+def test_short_form_needs_agreeing_windows_per_session() -> None:
+    p = pd.Series([0.9, 0.9, 0.1, 0.9, 0.95, 0.9, 0.9])
+    keys = pd.DataFrame({"client": ["a"] * 5 + ["b"] * 2, "group": ["yt"] * 7})
+    rule = Agreement(k=3, n=5, threshold=0.8)
+    assert agreed(p, keys, rule).tolist() == [False, False, False, True, True, False, False]
+    out = verdicts(np.array([True, False, False]), np.array([0.9, 0.2, 0.2]),
+                   np.array([0.05, 0.5, 0.2]))
+    assert out.tolist() == ["short-form", "long-form", "other"]
+    default = Policy.default()
+    assert (Agreement().k, Agreement().n, Agreement().threshold) == (
+        default.agreement_k, default.agreement_n, default.threshold)
 
 
 def test_session_model_round_trip_and_tamper(tmp_path: Path) -> None:
