@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from classifier.enforce.policy import Policy
 from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig, session_table
-from classifier.enforce.policy import Policy
 from classifier.model.session_model import (
     Agreement,
     agreed,
