@@ -1,7 +1,11 @@
 """Live router mode: capture -> flows -> early verdicts -> enforcement, in one loop.
 
 The same :class:`~classifier.features.featurize.Featurizer` (flow table, names, feature
-groups) as offline builds the rows; the same model classifies them. Each flow is judged at
+groups) as offline builds the rows; the same model classifies them. When the model
+directory holds a session model, every (client, service or server network) is judged every
+10 s on its last 60 s (:mod:`classifier.live_sessions`) and those verdicts are what blocks
+(services decided by name, TikTok, still block at once); per-flow verdicts are kept for
+``/v1/live/flows``. Without a session model, each flow is judged at
 its check points (1, 3, 5 and 10 s after it starts, then the last ``recheck`` seconds every
 ``recheck`` seconds, so a long HTTP/2 or HTTP/3 connection that turns to Shorts is seen);
 the enforcer blocks a client+service only when enough recent verdicts agree (policy
@@ -37,9 +41,17 @@ from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.schema import FEATURE_COLUMNS, compute_features
 from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig
+from classifier.live_sessions import SessionTracker
 from classifier.live_state import LiveState
-from classifier.model.artifact import LoadedModel, load_model
+from classifier.model.artifact import DEFAULT_MODEL_DIR, LoadedModel, load_model
 from classifier.model.predict import SHORT_FORM_SERVICE, classify_table
+from classifier.model.session_model import (
+    SessionModel,
+    has_session_model,
+    load_session_model,
+    session_reason,
+    window_probabilities,
+)
 
 __all__ = ["LiveConfig", "LiveRouter", "POLICY_CATEGORY"]
 
@@ -107,6 +119,9 @@ class LiveRouter:
     def _start(self) -> None:
         cfg = self.config
         self.model: LoadedModel = load_model(cfg.model)
+        directory = cfg.model or DEFAULT_MODEL_DIR
+        self.session_model: SessionModel | None = (
+            load_session_model(directory) if has_session_model(directory) else None)
         if cfg.policy is not None:
             self.policy = PolicyHolder(cfg.policy)
         else:
@@ -125,8 +140,14 @@ class LiveRouter:
             self.table.add_capture(cfg.nflog_group)
         self.state = LiveState(self.enforcer, self.policy)
         self._schedule = _CheckSchedule(cfg.checks, cfg.recheck)
+        self.tracker: SessionTracker | None = None
+        plugins: list[Any] = [self._schedule]
+        if self.session_model is not None:
+            self.tracker = SessionTracker(self.session_model.config,
+                                          lambda flow: self.featurizer.flow_meta(flow))
+            plugins.append(self.tracker)
         self.featurizer = Featurizer(FeaturizeConfig(flow=cfg.flow, snapshots=()),
-                                     capture="live", plugins=[self._schedule])
+                                     capture="live", plugins=plugins)
         self.source: LiveSource = (
             NflogSource(cfg.nflog_group, decoder=cfg.decoder) if cfg.capture == "nflog"
             else AfPacketSource(cfg.ifaces, decoder=cfg.decoder))
@@ -143,8 +164,10 @@ class LiveRouter:
         # what start-up loaded (model, pandas, numba) lives as long as the process: keep it
         # out of the collector's scans, which the packets of every batch set off
         gc.freeze()
-        log.info("live: capture %s, enforcement %s, model %s", cfg.capture, cfg.enforce,
-                 self.model.info.name)
+        log.info("live: capture %s, enforcement %s, model %s, %s", cfg.capture, cfg.enforce,
+                 self.model.info.name,
+                 "decisions from the session model" if self.session_model is not None
+                 else "decisions from per-flow verdicts (the model has no session model)")
 
     def _on_dns_answer(self, payload: bytes, ts: float) -> None:
         with self._names_lock:
@@ -174,6 +197,43 @@ class LiveRouter:
         self.state.counters["packets"] = self.source.stats.packets
         self.state.counters["drops"] = self.source.stats.dropped
         self._judge(now)
+        if self.tracker is not None and self.tracker.due(now):
+            with self._names_lock:
+                self._judge_sessions(now)
+
+    def _judge_sessions(self, now: float) -> None:
+        """Judge every (client, group) on the window that ends now; a short-form
+        probability is a vote for the group's policy category (``observe``: the policy's
+        k-of-n agreement decides), and a block covers the group's media flows."""
+        assert self.tracker is not None and self.session_model is not None
+        windows = self.tracker.windows(now)
+        if windows.empty:
+            return
+        p_short, p_long = window_probabilities(self.session_model.estimator, windows)
+        for row, ps, pl in zip(windows.to_dict("records"), p_short, p_long, strict=True):
+            client, group = str(row["client"]), str(row["group"])
+            flows = self.tracker.media.get((client, group), [])
+            self.state.update_session(client, group, {
+                "p_short_form": round(float(ps), 4), "p_long_form": round(float(pl), 4),
+                "window_end": row["window_end"], "media_flows": len(flows),
+                "reason": session_reason(row)})
+            self.state.incr("session_verdicts")
+            category = POLICY_CATEGORY.get(group)
+            if category is None or not flows:
+                continue  # a nameless group: shown, not acted on
+            top = flows[0].key
+            record = self.enforcer.observe(client, top.server, top.server_port,
+                                           _proto(top.proto), label=category,
+                                           probability=float(ps), name=group)
+            if record is None:
+                continue
+            for flow in flows[1:]:
+                self.enforcer.block(client, flow.key.server, flow.key.server_port,
+                                    _proto(flow.key.proto), label=category,
+                                    probability=float(ps), name=group)
+            self.state.incr("blocks")
+            log.info("block %s -> %s (%d media flows; session p=%.2f: %s)", client, group,
+                     len(flows), ps, session_reason(row))
 
     def _judge(self, now: float) -> None:
         due = self._schedule.pop_due(now)
@@ -202,6 +262,8 @@ class LiveRouter:
         category = POLICY_CATEGORY.get(str(v["service"]))
         if category is None:
             return  # a short-form verdict we cannot tie to a service is not acted on
+        if self.session_model is not None and v["category"] != SHORT_FORM_SERVICE:
+            return  # the session model decides; flow verdicts are shown only
         if v["category"] == SHORT_FORM_SERVICE:
             record = self.enforcer.block(key.client, key.server, label=category,
                                          probability=1.0, name=v["name"])
@@ -261,7 +323,11 @@ class _CheckSchedule:
         return due
 
 
+def _proto(proto: int) -> str:
+    return "tcp" if proto == TCP else "udp"
+
+
 def _key(flow: Flow) -> dict[str, Any]:
     k = flow.key
-    return {"proto": "tcp" if k.proto == TCP else "udp", "client": k.client,
+    return {"proto": _proto(k.proto), "client": k.client,
             "client_port": k.client_port, "server": k.server, "server_port": k.server_port}

@@ -108,6 +108,7 @@ class LiveState:
         self._clock = clock
         self._lock = threading.RLock()
         self._flows: OrderedDict[FlowId, dict[str, Any]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._reasons: dict[str, str] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
@@ -159,6 +160,27 @@ class LiveState:
     def flow_count(self) -> int:
         with self._lock:
             return len(self._flows)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def update_session(self, client: str, group: str, verdict: Mapping[str, Any]) -> None:
+        """Record the latest session-model verdict of (client, group)."""
+        now = self._clock()
+        with self._lock:
+            key = (client, group)
+            self._sessions.pop(key, None)
+            self._sessions[key] = {"client": client, "group": group,
+                                   "verdict": _plain(verdict), "updated": now}
+            while len(self._sessions) > self.max_flows:
+                self._sessions.popitem(last=False)
+
+    def sessions(self, max_age: float = 120.0) -> list[dict[str, Any]]:
+        """(client, group) sessions judged in the last ``max_age`` seconds, most recent
+        first."""
+        now = self._clock()
+        with self._lock:
+            return [dict(e, verdict=dict(e["verdict"])) for e in reversed(self._sessions.values())
+                    if now - e["updated"] <= max_age]
 
     # -- blocks ---------------------------------------------------------------------------
 

@@ -183,11 +183,9 @@ def _rows(s: _Session, t0: float, capture: str) -> pd.DataFrame:
         if not flow:
             continue
         first = min(opened, min(flow))
-        last = max(flow) + 1.0
         for sec, nbytes in flow.items():
-            recs.append((fid, t0 + first, t0 + last, sec - first, nbytes))
-    frame = pd.DataFrame(recs, columns=["flow_id", "first_ts", "last_ts", "window_start",
-                                        "bytes_down"])
+            recs.append((fid, t0 + first, sec - first, nbytes))
+    frame = pd.DataFrame(recs, columns=["flow_id", "first_ts", "window_start", "bytes_down"])
     frame.insert(0, "client", "10.77.0.2")
     frame.insert(1, "server", "10.77.1.1")
     frame.insert(2, "service", "unknown")

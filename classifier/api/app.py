@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,6 +29,11 @@ from classifier.api.settings import Settings
 from classifier.errors import ModelError
 from classifier.live_state import LiveState
 from classifier.model.artifact import load_model
+from classifier.model.session_model import (
+    SessionModel,
+    has_session_model,
+    load_session_model,
+)
 
 __all__ = ["create_app"]
 
@@ -104,6 +110,18 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
+def _session_model(directory: Path) -> SessionModel | None:
+    """The session model beside the flow model, or None (none there, or it cannot be
+    loaded: captures are then classified without a timeline, and the log says why)."""
+    if not has_session_model(directory):
+        return None
+    try:
+        return load_session_model(directory)
+    except ModelError as exc:
+        log.error("session model not loaded, no timelines: %s", exc)
+        return None
+
+
 def create_app(settings: Settings | None = None, live: LiveState | None = None) -> FastAPI:
     """A new app. ``settings`` default to the ``SHORTFLOW_*`` environment; ``live`` attaches
     a running live router's state (else live endpoints answer 409).
@@ -125,10 +143,13 @@ def create_app(settings: Settings | None = None, live: LiveState | None = None) 
             app.state.model = loaded
             metrics.model_loaded.set(1)
             log.info("model %s loaded from %s", loaded.info.name, loaded.path)
+            app.state.session_model = await anyio.to_thread.run_sync(_session_model,
+                                                                     loaded.path)
         try:
             yield
         finally:
             app.state.model = None
+            app.state.session_model = None
             metrics.model_loaded.set(0)
 
     app = FastAPI(title="shortflow", version=__version__, description=_DESCRIPTION,
@@ -137,6 +158,7 @@ def create_app(settings: Settings | None = None, live: LiveState | None = None) 
     app.state.metrics = metrics
     app.state.live = live
     app.state.model = None
+    app.state.session_model = None
     app.state.model_error = None
     install_problem_handlers(app)
     for module in (captures, flows, model, live_routes, policy, health):

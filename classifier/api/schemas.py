@@ -100,6 +100,16 @@ class CaptureStats(BaseModel):
     seconds: float = Field(description="time spent reading, featurizing and classifying")
 
 
+class TimelineSpan(BaseModel):
+    client: str
+    group: str = Field(description="service, or server network when no name is known")
+    start: float = Field(description="epoch seconds")
+    end: float = Field(description="epoch seconds")
+    label: str = Field(description="short-form, long-form or other (session model)")
+    p_short: float = Field(description="highest short-form probability of a window in it")
+    reason: str
+
+
 class CaptureVerdicts(BaseModel):
     capture: str = Field(description="file name given with the upload, else 'upload'")
     model: str
@@ -107,6 +117,11 @@ class CaptureVerdicts(BaseModel):
     window: float | None
     flows: list[FlowVerdict]
     clients: list[ClientSummary]
+    timeline: list[TimelineSpan] = Field(
+        default_factory=list,
+        description="each client's activity over time from the session model (60 s "
+                    "windows every 10 s, consecutive windows with one verdict merged); "
+                    "empty when the model has no session model")
     stats: CaptureStats
 
 
@@ -172,6 +187,19 @@ class LiveFlow(BaseModel):
 class LiveFlows(BaseModel):
     flows: list[LiveFlow]
     counters: dict[str, int]
+
+
+class LiveSession(BaseModel):
+    client: str
+    group: str = Field(description="service, or server network when no name is known")
+    verdict: dict[str, Any] = Field(
+        description="latest session-model figures: p_short_form, p_long_form, window_end, "
+                    "media_flows, reason")
+    updated: float = Field(description="time of the latest judgement, epoch seconds")
+
+
+class LiveSessions(BaseModel):
+    sessions: list[LiveSession]
 
 
 class Block(BaseModel):

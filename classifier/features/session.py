@@ -37,7 +37,7 @@ import pandas as pd
 
 __all__ = [
     "SessionConfig", "SESSION_FEATURES", "SESSION_KEYS", "ACTIVITY_COLUMNS",
-    "session_groups", "session_table",
+    "session_groups", "session_table", "latest_windows", "group_of",
 ]
 
 SESSION_FEATURES = (
@@ -49,7 +49,7 @@ SESSION_FEATURES = (
 
 SESSION_KEYS = ("client", "group", "window_start", "window_end")
 ACTIVITY_COLUMNS = ("client", "server", "service", "category", "flow_id", "first_ts",
-                    "last_ts", "window_start", "bytes_down")
+                    "window_start", "bytes_down")
 """Columns of the per-(flow, second) rows the view reads."""
 
 _UNNAMED = "unnamed"
@@ -87,6 +87,13 @@ def _net(server: str, prefix: int) -> str:
     return "net:" + str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
 
 
+def group_of(service: str | None, server: str, config: SessionConfig) -> str:
+    """The session group of one flow (as :func:`session_groups` gives for a row)."""
+    if config.use_names and service and service not in _NO_SERVICE:
+        return service
+    return _net(server, config.unnamed_prefix) if config.unnamed_prefix else _UNNAMED
+
+
 def session_groups(rows: pd.DataFrame, config: SessionConfig) -> pd.Series:
     """The session group of each row: its service, or ``"unnamed"`` / its server network."""
     service = rows["service"].fillna("").astype(str)
@@ -117,20 +124,20 @@ class _Group:
     flow_idx: npt.NDArray[np.int64]  # per row: flow index
     flow_bytes: npt.NDArray[np.float64]  # per row: bytes down
     first: npt.NDArray[np.float64]  # per flow: first packet, seconds since t0
-    last: npt.NDArray[np.float64]
 
 
-def _group(part: pd.DataFrame) -> _Group:
+def _group(part: pd.DataFrame, t0: float | None = None, nbins: int | None = None) -> _Group:
+    """Bins of one group's rows from ``t0`` (default: its first second); rows before
+    ``t0`` or past ``nbins`` must have been dropped by the caller."""
     t_abs = part["first_ts"].to_numpy(float) + part["window_start"].to_numpy(float)
-    t0 = math.floor(float(t_abs.min()))
+    t0 = math.floor(float(t_abs.min())) if t0 is None else t0
     bins = np.floor(t_abs - t0).astype(np.int64)
-    nbins = int(bins.max()) + 1
+    nbins = int(bins.max()) + 1 if nbins is None else nbins
     nbytes = part["bytes_down"].to_numpy(float)
     down = np.bincount(bins, weights=nbytes, minlength=nbins).astype(np.float64)
     codes = pd.factorize(part["flow_id"])[0]
     first = part.groupby(codes)["first_ts"].first().to_numpy(float) - t0
-    last = part.groupby(codes)["last_ts"].first().to_numpy(float) - t0
-    return _Group(float(t0), down, bins, codes.astype(np.int64), nbytes, first, last)
+    return _Group(float(t0), down, bins, codes.astype(np.int64), nbytes, first)
 
 
 def _features(g: _Group, lo: int, hi: int, config: SessionConfig) -> list[float]:
@@ -146,7 +153,9 @@ def _features(g: _Group, lo: int, hi: int, config: SessionConfig) -> list[float]
                            minlength=len(g.first))
     media = np.flatnonzero(per_flow >= config.media_bytes)
     new_media = int(np.count_nonzero(g.first[media] >= lo)) if len(media) else 0
-    ages = np.minimum(g.last[media], hi) - g.first[media]
+    last_bin = np.full(len(g.first), -1, dtype=np.int64)
+    np.maximum.at(last_bin, g.flow_idx[in_win], g.flow_bins[in_win])
+    ages = (last_bin[media] + 1) - g.first[media]  # to the end of its last busy second
     mb = 1e-6
     return [
         total * 8 / span / 1e6,
@@ -198,4 +207,32 @@ def session_table(rows: pd.DataFrame, config: SessionConfig | None = None) -> pd
             feats = _features(g, lo, hi, config)
             recent = float(g.down[max(lo, hi - step):top].sum())
             out.append([client, group, g.t0 + lo, g.t0 + hi, g.t0, total, recent, *feats])
+    return pd.DataFrame(out, columns=columns)
+
+
+def latest_windows(rows: pd.DataFrame, end: float, config: SessionConfig | None = None
+                   ) -> pd.DataFrame:
+    """One row per (client, group) for the window ``[end - window, end)`` (live mode: the
+    window that ends now), with the columns of :func:`session_table`; groups that moved
+    less than ``min_bytes`` down in it are left out. ``session_start`` is the window's
+    start (live mode keeps no history beyond a window)."""
+    config = config or SessionConfig()
+    columns = [*SESSION_KEYS, "session_start", "window_bytes", "bytes_step", *SESSION_FEATURES]
+    width, step = int(round(config.window)), int(round(config.step))
+    t0 = float(math.floor(end)) - width
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    data = rows.loc[:, list(ACTIVITY_COLUMNS)]
+    t_abs = data["first_ts"].to_numpy(float) + data["window_start"].to_numpy(float)
+    data = data[(t_abs >= t0) & (t_abs < t0 + width)].copy()
+    data["group"] = session_groups(data, config)
+    out: list[list[object]] = []
+    for (client, group), part in data.groupby(["client", "group"], sort=True):
+        g = _group(part, t0, width)
+        total = float(g.down.sum())
+        if total < config.min_bytes:
+            continue
+        feats = _features(g, 0, width, config)
+        recent = float(g.down[width - step:].sum())
+        out.append([client, group, t0, t0 + width, t0, total, recent, *feats])
     return pd.DataFrame(out, columns=columns)

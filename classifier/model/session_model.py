@@ -34,7 +34,7 @@ from classifier.features.session import SESSION_FEATURES, SessionConfig
 __all__ = [
     "SHORT", "LONG", "OTHER", "Agreement", "SessionModel", "SessionModelInfo", "agreed",
     "verdicts", "load_session_model", "save_session_model", "classify_sessions",
-    "has_session_model", "window_probabilities",
+    "has_session_model", "window_probabilities", "session_reason",
 ]
 
 SHORT = "short-form"
@@ -167,7 +167,8 @@ def window_probabilities(estimator: Any, rows: pd.DataFrame
     return col(SHORT), col(LONG)
 
 
-def _reason(row: pd.Series) -> str:
+def session_reason(row: Any) -> str:
+    """The session figures behind a window's probability, in words."""
     return (f"{row['media_flows']:.0f} media conn ({row['new_media_flows']:.0f} new), "
             f"{row['bursts']:.0f} bursts of {row['burst_mb_median']:.1f} MB, "
             f"gap cv {row['burst_gap_cv']:.2f}, {row['down_mbps']:.1f} Mbit/s")
@@ -189,5 +190,5 @@ def classify_sessions(model: SessionModel, sessions: pd.DataFrame,
     out["label"] = verdicts(short.to_numpy(), p_short, p_long)
     out["probability"] = np.select([out["label"] == SHORT, out["label"] == LONG],
                                    [out["p_short"], out["p_long"]], 1.0 - p_short - p_long)
-    out["reason"] = out.apply(_reason, axis=1)
+    out["reason"] = out.apply(session_reason, axis=1)
     return out

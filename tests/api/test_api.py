@@ -291,7 +291,8 @@ def test_live_endpoints_without_live_mode(client: httpx.Client) -> None:
         assert body["title"] == "live mode is not running"
 
 
-@pytest.mark.parametrize("path", ["/v1/live/flows", "/v1/live/blocks", "/v1/policy"])
+@pytest.mark.parametrize("path", ["/v1/live/flows", "/v1/live/sessions", "/v1/live/blocks",
+                                  "/v1/policy"])
 def test_auth_required_refused_accepted(live_api: RunningServer, path: str) -> None:
     with live_api.client() as c:
         r = c.get(path)
@@ -315,6 +316,21 @@ def test_no_token_means_loopback_only(serve: ServerFactory, model_dir: Path,
             assert c.get("/v1/live/flows").status_code == 200
     finally:
         close()
+
+
+def test_live_sessions_show_the_latest_judgement(live_api: RunningServer,
+                                                live_parts: LiveParts) -> None:
+    state = live_parts.state
+    state.update_session("10.77.1.2", "youtube", {"p_short_form": 0.2, "reason": "first"})
+    state.update_session("10.77.1.2", "youtube", {"p_short_form": 0.93, "reason": "<b>x"})
+    state.update_session("10.77.1.3", "net:10.77.9.0/24", {"p_short_form": 0.1})
+    with live_api.client(headers=AUTH) as c:
+        doc = c.get("/v1/live/sessions").json()
+    mine = {(s["client"], s["group"]): s for s in doc["sessions"]}
+    assert mine[("10.77.1.2", "youtube")]["verdict"] == {"p_short_form": 0.93,
+                                                         "reason": "<b>x"}
+    assert ("10.77.1.3", "net:10.77.9.0/24") in mine
+    assert doc["sessions"][0]["client"] == "10.77.1.3"  # most recent first
 
 
 def test_live_flows_blocks_and_audit(live_api: RunningServer, live_parts: LiveParts) -> None:
@@ -386,3 +402,33 @@ def test_policy_get_put(live_api: RunningServer) -> None:
         assert {k: v for k, v in got.items() if k != "source"} == \
             {k: v for k, v in before.items() if k != "source"}
     assert re.match(r"^PUT", got["source"])
+
+
+def test_classify_capture_returns_the_session_timeline(serve: ServerFactory, model_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """With a session model beside the flow model, the upload's answer carries the same
+    per-client timeline as the library (and the CLI) computes."""
+    import shutil
+
+    from classifier.features.session import SESSION_FEATURES, SessionConfig
+    from classifier.model.session_model import load_session_model, save_session_model
+    from classifier.model.timeline import session_verdicts, timeline
+    from training.sessions import CANDIDATES, simulated_rows
+
+    directory = tmp_path / "with-sessions"
+    shutil.copytree(model_dir, directory)
+    sims = simulated_rows(2, seed=3)
+    est = CANDIDATES["logreg"]().fit(sims[list(SESSION_FEATURES)], sims["label"])
+    save_session_model(est, directory, name="t", config=SessionConfig())
+    sample = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "sample.pcap"
+    srv = serve(Settings(model_dir=directory))
+    with srv.client() as c:
+        r = c.post("/v1/captures:classify", content=sample.read_bytes(),
+                   headers={"content-type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    got = r.json()["timeline"]
+    want = timeline(session_verdicts(load_session_model(directory), sample))
+    assert len(got) == len(want) > 0
+    assert [(s["client"], s["group"], s["label"]) for s in got] == list(
+        zip(want["client"], want["group"], want["label"], strict=True))
+    assert all(s["reason"] and s["end"] > s["start"] for s in got)

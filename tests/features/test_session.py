@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from classifier.features.session import SESSION_FEATURES, SessionConfig, session_table
+from classifier.features.session import (
+    SESSION_FEATURES,
+    SessionConfig,
+    latest_windows,
+    session_table,
+)
 
 T0 = 1_700_000_000.0
 
@@ -14,11 +19,10 @@ def _rows(flows: list[tuple[int, str, str, float, dict[int, float]]]) -> pd.Data
     """flows: (flow_id, server, service, opened at s, {second: bytes down})."""
     recs = []
     for fid, server, service, opened, per_sec in flows:
-        last = max(per_sec) + 1.0
         for sec, nbytes in per_sec.items():
             recs.append({"client": "10.77.0.2", "server": server, "service": service,
                          "category": "video", "flow_id": fid, "first_ts": T0 + opened,
-                         "last_ts": T0 + last, "window_start": sec - opened,
+                         "window_start": sec - opened,
                          "bytes_down": nbytes})
     return pd.DataFrame(recs)
 
@@ -87,3 +91,14 @@ def test_bad_input_and_settings() -> None:
         session_table(pd.DataFrame({"client": ["a"]}))
     with pytest.raises(ValueError, match="step"):
         SessionConfig(window=10, step=20)
+
+
+def test_latest_window_equals_the_offline_window_that_ends_there() -> None:
+    rows = _churn()
+    offline = session_table(rows)
+    end = float(offline["window_end"].iloc[len(offline) // 2])
+    live = latest_windows(rows, end)
+    want = offline[offline["window_end"] == end].iloc[0]
+    assert len(live) == 1 and live.iloc[0]["group"] == want["group"]
+    for col in SESSION_FEATURES:
+        assert live.iloc[0][col] == pytest.approx(want[col]), col

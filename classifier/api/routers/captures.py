@@ -23,10 +23,17 @@ from fastapi import APIRouter, Query, Request
 
 from classifier.api.problems import ApiProblem, problem_responses
 from classifier.api.routers import MetricsDep, ModelDep, SettingsDep, run_cpu
-from classifier.api.schemas import CaptureStats, CaptureVerdicts, ClientSummary, FlowVerdict
+from classifier.api.schemas import (
+    CaptureStats,
+    CaptureVerdicts,
+    ClientSummary,
+    FlowVerdict,
+    TimelineSpan,
+)
 from classifier.api.settings import Settings
 from classifier.errors import CaptureError
 from classifier.model.artifact import LoadedModel
+from classifier.model.session_model import SessionModel
 
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -201,11 +208,23 @@ def _records(frame: pd.DataFrame, fields: list[str]) -> list[dict[str, Any]]:
 
 _FLOW_FIELDS = list(FlowVerdict.model_fields)
 _CLIENT_FIELDS = list(ClientSummary.model_fields)
+_SPAN_FIELDS = list(TimelineSpan.model_fields)
+
+
+def _timeline(path: Path, session_model: SessionModel | None, settings: Settings,
+              skip_bad: bool) -> list[TimelineSpan]:
+    if session_model is None or settings.backend != "dpkt":
+        return []
+    from classifier.model.timeline import session_verdicts, timeline
+
+    spans = timeline(session_verdicts(session_model, path, skip_bad=skip_bad))
+    return [TimelineSpan.model_validate(r) for r in _records(spans, _SPAN_FIELDS)]
 
 
 def _classify_file(path: Path, display: str, size: int, settings: Settings,
                    model: LoadedModel, horizon: float | None, window: float | None,
-                   skip_bad: bool) -> CaptureVerdicts:
+                   skip_bad: bool, session_model: SessionModel | None = None
+                   ) -> CaptureVerdicts:
     """Featurize and classify one spooled upload (runs in a worker thread).
 
     Raises CaptureError (naming the upload, not the temp file) and ModelError.
@@ -232,6 +251,7 @@ def _classify_file(path: Path, display: str, size: int, settings: Settings,
         capture=display, model=model.info.name, horizon=horizon, window=window,
         flows=[FlowVerdict.model_validate(r) for r in _records(verdicts, _FLOW_FIELDS)],
         clients=[ClientSummary.model_validate(r) for r in _records(clients, _CLIENT_FIELDS)],
+        timeline=_timeline(path, session_model, settings, skip_bad),
         stats=CaptureStats(
             bytes=size, format=read.format, records=read.records, packets=read.packets,
             skipped=dict(read.skipped), truncated_at=read.truncated_at,
@@ -272,8 +292,8 @@ async def classify_capture(
     """Upload a capture (multipart field ``file``, or the raw bytes with
     ``Content-Type: application/octet-stream`` or ``application/vnd.tcpdump.pcap``) and
     get every flow with its label, probability, service, names, decision window and reason,
-    plus a per-client summary. A file that is not a capture answers 422 with the same
-    one-line reason the CLI gives."""
+    a per-client summary, and each client's activity timeline from the session model. A
+    file that is not a capture answers 422 with the same one-line reason the CLI gives."""
     if horizon is not None and window is not None:
         raise ApiProblem(422, "give horizon or window, not both")
     if horizon is not None and horizon not in settings.snapshots:
@@ -303,7 +323,8 @@ async def classify_capture(
         metrics.upload_bytes.inc(spool.size)
         log.debug("upload %s: %d bytes spooled to %s", display, spool.size, path)
         result = await run_cpu(request, _classify_file, path, display, spool.size, settings,
-                               model, horizon, window, skip_bad)
+                               model, horizon, window, skip_bad,
+                               getattr(request.app.state, "session_model", None))
     finally:
         path.unlink(missing_ok=True)
     metrics.count_labels((f.label for f in result.flows), source="capture")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from classifier.api.auth import TokenRequired
 from classifier.api.problems import ApiProblem, problem_responses
 from classifier.api.routers import LiveDep, run_cpu
-from classifier.api.schemas import Block, BlockRequest, Blocks, LiveFlows
+from classifier.api.schemas import Block, BlockRequest, Blocks, LiveFlows, LiveSessions
 from classifier.errors import PolicyError
 
 __all__ = ["router"]
@@ -22,6 +22,14 @@ router = APIRouter(prefix="/v1/live", tags=["live"], dependencies=[TokenRequired
 async def live_flows(live: LiveDep) -> LiveFlows:
     return LiveFlows.model_validate({"flows": live.flows(),
                                      "counters": live.counters_snapshot()})
+
+
+@router.get("/sessions", response_model=LiveSessions,
+            summary="Clients' activity per service: the session model's latest verdicts")
+async def live_sessions(live: LiveDep) -> LiveSessions:
+    """Each (client, service or server network) judged in the last two minutes, with the
+    short-form probability of its last 60 s and the reason; most recent first."""
+    return LiveSessions.model_validate({"sessions": live.sessions()})
 
 
 @router.get("/blocks", response_model=Blocks, summary="Blocks in force")

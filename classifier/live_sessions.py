@@ -1,0 +1,108 @@
+"""Live mode's session view: bytes down per flow per second, judged every ``step`` seconds.
+
+:class:`SessionTracker` is a flow-table plugin: it adds each downstream packet's IP length
+to its flow's current second, counted from the flow's first packet (what ``featurize``
+with ``window=1`` reports offline as ``bytes_down``) and keeps only the seconds of the
+last window. :meth:`SessionTracker.due` says when the next judgement is due;
+:meth:`SessionTracker.windows` returns the latest complete window of every (client,
+group) through :func:`classifier.features.session.latest_windows`, the function the
+offline view is tested against. Memory: one small dict per flow seen in the last window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from classifier.capture.packet import Packet
+from classifier.features.session import (
+    ACTIVITY_COLUMNS,
+    SessionConfig,
+    group_of,
+    latest_windows,
+)
+from classifier.flows import Flow
+from classifier.flows.flow import DOWN
+
+__all__ = ["SessionTracker"]
+
+
+@dataclass(slots=True)
+class _Activity:
+    flow: Flow
+    seconds: dict[int, float] = field(default_factory=dict)
+
+
+class SessionTracker:
+    """Per-second downstream bytes of recent flows; ``meta(flow)`` gives a flow's
+    ``service`` and ``category`` (the featurizer's names, read at judgement time)."""
+
+    def __init__(self, config: SessionConfig, meta: Callable[[Flow], dict[str, Any]]) -> None:
+        self.config = config
+        self._meta = meta
+        self._flows: dict[int, _Activity] = {}
+        self._next: float | None = None
+        self.media: dict[tuple[str, str], list[Flow]] = {}
+        """After :meth:`windows`: the flows of each (client, group) that moved at least
+        ``media_bytes`` in the window, largest first."""
+
+    def on_init(self, flow: Flow, pkt: Packet) -> None:
+        self._flows[flow.flow_id] = _Activity(flow)
+
+    def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        if direction != DOWN:
+            return
+        act = self._flows.get(flow.flow_id)
+        if act is None:  # a flow that started before a restart of the tracker
+            act = self._flows[flow.flow_id] = _Activity(flow)
+        k = math.floor(pkt.ts - flow.first_ts)  # the flow's k-th second, as offline
+        act.seconds[k] = act.seconds.get(k, 0.0) + pkt.ip_len
+
+    def due(self, now: float) -> bool:
+        """Whether a judgement is due at ``now`` (every ``step`` seconds)."""
+        if self._next is None:
+            self._next = math.floor(now) + self.config.step
+        if now < self._next:
+            return False
+        self._next = math.floor(now) + self.config.step
+        return True
+
+    def windows(self, now: float) -> pd.DataFrame:
+        """For every (client, group) that moved enough, the window that ends one second
+        before ``now`` (a flow's second that began before the end is complete by ``now``,
+        so the figures equal the offline view's); flows quiet for a whole window are
+        forgotten. Fills :attr:`media`."""
+        end = math.floor(now) - 1.0
+        start = end - self.config.window
+        rows: list[dict[str, Any]] = []
+        media: dict[tuple[str, str], list[tuple[float, Flow]]] = {}
+        for fid in list(self._flows):
+            act = self._flows[fid]
+            first = act.flow.first_ts
+            for k in [k for k in act.seconds if math.floor(first + k) < start]:
+                del act.seconds[k]
+            if not act.seconds:
+                if act.flow.end_reason or act.flow.last_ts < start:
+                    del self._flows[fid]
+                continue
+            meta = self._meta(act.flow)
+            total = sum(act.seconds.values())
+            if total >= self.config.media_bytes:
+                key = (meta["client"], group_of(meta["service"], meta["server"], self.config))
+                media.setdefault(key, []).append((total, act.flow))
+            for k, nbytes in act.seconds.items():
+                rows.append({"client": meta["client"], "server": meta["server"],
+                             "service": meta["service"], "category": meta["category"],
+                             "flow_id": fid, "first_ts": first, "window_start": float(k),
+                             "bytes_down": nbytes})
+        self.media = {k: [f for _, f in sorted(v, key=lambda t: -t[0])]
+                      for k, v in media.items()}
+        frame = pd.DataFrame(rows, columns=list(ACTIVITY_COLUMNS))
+        return latest_windows(frame, end, self.config)
+
+    def __len__(self) -> int:
+        return len(self._flows)
