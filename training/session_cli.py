@@ -129,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e = sub.add_parser("evaluate-sessions",
                        help="leave-one-source-out figures of the session-model candidates")
     _common(e)
-    e.add_argument("--candidate", choices=["all", "logreg", "hgb", "et"], default="all")
+    e.add_argument("--candidate", choices=["all", "logreg-shape", "logreg", "hgb", "et"],
+                   default="all")
     e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
     e.set_defaults(handler=_cmd_evaluate)
