@@ -35,12 +35,20 @@ def session_verdicts(model: SessionModel, capture: Path, *, skip_bad: bool = Fal
     return classify_sessions(model, session_table(activity, model.config))
 
 
+SHOWN_BYTES = 1_000_000.0
+"""A (client, group) appears in the timeline once one of its windows moved this much down
+(less is page loads, API calls and background: nothing a person watches)."""
+
+
 def timeline(verdicts: pd.DataFrame) -> pd.DataFrame:
     """Spans of consecutive windows of one (client, group) with the same verdict: start
     (the first window's end minus the step it newly covers), end, label, the highest
-    ``p_short`` and the reason of the span's last window."""
+    ``p_short`` and the reason of the span's last window. Groups that never moved
+    ``SHOWN_BYTES`` in a window are left out."""
     spans: list[list[object]] = []
     for (client, group), part in verdicts.groupby(["client", "group"], sort=True):
+        if float(part["window_bytes"].max()) < SHOWN_BYTES:
+            continue
         part = part.sort_values("window_end")
         run = (part["label"] != part["label"].shift()).cumsum()
         step = part["window_end"].diff().median() if len(part) > 1 else 10.0
