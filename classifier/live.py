@@ -218,6 +218,9 @@ class LiveRouter:
                 "window_end": row["window_end"], "media_flows": len(flows),
                 "reason": session_reason(row)})
             self.state.incr("session_verdicts")
+            log.log(logging.INFO if flows else logging.DEBUG,
+                    "session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl,
+                    session_reason(row))
             category = POLICY_CATEGORY.get(group)
             if category is None or not flows:
                 continue  # a nameless group: shown, not acted on
