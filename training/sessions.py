@@ -14,6 +14,7 @@ other (work, calls, web, idle) time wrongly called short-form.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -41,11 +42,12 @@ from classifier.model.session_model import (
 from classifier.model.timeline import ACTIVITY_CONFIG
 from classifier.parallel import ordered_map
 from training.dataset import default_cache_dir, featurize_cached, load_rows
+from training.manifest import SESSION_LABELS
 
 __all__ = [
     "SESSION_META", "source_name", "session_labels", "session_rows", "leave_one_source_out",
     "source_scores", "simulated_rows", "CANDIDATES", "CHOSEN", "scores_markdown",
-    "realism_auc", "SHAPE_FEATURES",
+    "realism_auc", "SHAPE_FEATURES", "read_timeline",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,11 +113,62 @@ def session_labels(sessions: pd.DataFrame, session_label: str, app: str) -> pd.S
     return labels.where(labels.notna(), None)
 
 
+def read_timeline(capture: Path) -> list[tuple[float, float, str]] | None:
+    """The labelled time intervals of ``capture`` from its sidecar
+    ``<capture without suffix>.timeline.json`` (the traffic lab writes them; so can anyone:
+    ``{"intervals": [{"start": unix s, "end": unix s, "label": "short-form"}, ...]}``), or
+    None when there is none. Raises :class:`DatasetError` for a malformed file."""
+    sidecar = Path(capture).with_suffix(".timeline.json")
+    if not sidecar.is_file():
+        return None
+    try:
+        doc = json.loads(sidecar.read_text(encoding="utf-8"))
+        out = [(float(iv["start"]), float(iv["end"]), str(iv["label"]))
+               for iv in doc["intervals"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{sidecar}: not a timeline (expected intervals with start, end "
+                           f"and label): {exc}") from exc
+    for start, end, label in out:
+        if end <= start or label not in SESSION_LABELS:
+            raise DatasetError(f"{sidecar}: bad interval {start}-{end} {label!r} (end after "
+                               f"start; label one of {', '.join(SESSION_LABELS)})")
+    return out
+
+
+def _interval_labels(sessions: pd.DataFrame, intervals: list[tuple[float, float, str]],
+                     step: float) -> pd.Series:
+    """Per session row: the label of the interval covering most of its last ``step``
+    seconds (what a verdict at its end newly covers), or None."""
+    lo = (sessions["window_end"] - step).to_numpy(float)
+    hi = sessions["window_end"].to_numpy(float)
+    best = np.zeros(len(sessions))
+    labels = np.full(len(sessions), None, dtype=object)
+    for start, end, label in intervals:
+        overlap = np.clip(np.minimum(hi, end) - np.maximum(lo, start), 0, None)
+        better = overlap > np.maximum(best, step / 2)
+        labels[better], best[better] = label, overlap[better]
+    return pd.Series(labels, index=sessions.index, dtype=object)
+
+
+def _labelled(sessions: pd.DataFrame, row: Any, step: float) -> pd.Series:
+    intervals = read_timeline(row.path)
+    if intervals is None:
+        return session_labels(sessions, row.label, row.app)
+    per_window = _interval_labels(sessions, intervals, step)
+    out = pd.Series([None] * len(sessions), index=sessions.index, dtype=object)
+    for label in per_window.dropna().unique():
+        part = sessions[per_window == label]
+        out[part.index] = session_labels(part, str(label), row.app)
+    return out
+
+
 def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None = None, *,
                  jobs: int = 1, cache_dir: Path | None = None,
                  progress: bool = False) -> pd.DataFrame:
     """Labelled session-view rows of every capture in ``manifests`` (rows without a label
-    are dropped). Raises :class:`DatasetError` for bad manifests or unreadable captures."""
+    are dropped). A capture with a timeline sidecar (:func:`read_timeline`) is labelled
+    per window from its intervals instead of its manifest label. Raises
+    :class:`DatasetError` for bad manifests or unreadable captures."""
     config = config or SessionConfig()
     rows = load_rows(manifests)
     cache = cache_dir if cache_dir is not None else default_cache_dir()
@@ -127,8 +180,10 @@ def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None =
         sessions = session_table(activity, config)
         if sessions.empty:
             continue
-        sessions["label"] = session_labels(sessions, row.label, row.app)
+        sessions["label"] = _labelled(sessions, row, config.step)
         sessions = sessions[sessions["label"].notna()].copy()
+        if sessions.empty:
+            continue
         sessions["capture_id"] = row.capture_id
         sessions["capture"] = row.path.name
         sessions["source"] = source_name(row.path, row.recorded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -160,3 +161,35 @@ def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> No
     run = subprocess.run([*shortflow, "classify", str(pcap)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "activity over time" in run.stdout and "client 192.168.0.100" in run.stdout
+
+
+def test_timeline_sidecar_labels_windows_by_interval(tmp_path: Path) -> None:
+    """A mixed capture with a timeline: windows take the label of their interval."""
+    import shutil
+
+    from classifier.errors import DatasetError
+    from classifier.features.fast import featurize_fast
+    from training.manifest import add_row
+    from training.sessions import read_timeline, session_rows
+
+    sample = REPO / "datasets" / "samples" / "sample.pcap"
+    capture = tmp_path / "mixed.pcap"
+    shutil.copy(sample, capture)
+    manifest = tmp_path / "m.csv"
+    add_row(manifest, capture, "mixed", "youtube")
+    with pytest.raises(DatasetError, match="no labelled session windows"):
+        session_rows([manifest], cache_dir=tmp_path)  # mixed without a timeline: nothing
+    first = float(featurize_fast(sample)["first_ts"].min())
+    (tmp_path / "mixed.timeline.json").write_text(json.dumps({"intervals": [
+        {"start": first, "end": first + 15, "label": "long-form"},
+        {"start": first + 15, "end": first + 600, "label": "web"}]}))
+    assert read_timeline(capture) == [(first, first + 15, "long-form"),
+                                      (first + 15, first + 600, "web")]
+    labelled = session_rows([manifest], cache_dir=tmp_path)
+    late = labelled[labelled["window_end"] > first + 25]
+    assert len(late) > 0 and set(late["label"]) == {"other"}
+    early = labelled[labelled["window_end"] <= first + 15]
+    assert "long-form" in set(early["label"])
+    (tmp_path / "mixed.timeline.json").write_text('{"intervals": [{"start": 1}]}')
+    with pytest.raises(DatasetError, match="not a timeline"):
+        read_timeline(capture)
