@@ -29,8 +29,9 @@ import dpkt
 
 from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
+from training.traces import default_source_dir
 
-SHARED = Path("/work/shared/pcaps")
+SHARED = default_source_dir()
 
 
 def _largest() -> Path:

@@ -121,6 +121,16 @@ def _data_summary(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def _portable(path: Path | str) -> str:
+    """A manifest's name for model.json: relative to the repository when inside it, else
+    its folder and file name (no path of the machine it was trained on)."""
+    p = Path(path).resolve()
+    root = Path(__file__).resolve().parents[1]
+    if p.is_relative_to(root):
+        return p.relative_to(root).as_posix()
+    return f"{p.parent.name}/{p.name}"
+
+
 def train(manifests: Sequence[Path | str], out_dir: Path, *,
           candidates: Sequence[str] = DEFAULT_CANDIDATES,
           config: FeaturizeConfig | None = None, jobs: int = 1, scheduler: str = "local",
@@ -153,7 +163,7 @@ def train(manifests: Sequence[Path | str], out_dir: Path, *,
         "data": _data_summary(table),
         "featurize": {"snapshots": list(config.snapshots),
                       "resegment_mss": config.flow.resegment_mss},
-        "manifests": {str(p): manifest_sha256([p]) for p in paths},
+        "manifests": {_portable(p): manifest_sha256([p]) for p in paths},
         "training_captures": sorted(table["capture_id"].unique().tolist()),
     }
     info = save_model(

@@ -28,8 +28,9 @@ from classifier.enforce.policy import PolicyHolder
 from classifier.features.schema import FEATURE_COLUMNS
 from classifier.live_state import LiveState
 from classifier.model.artifact import LABELS, save_model
+from training.traces import default_source_dir
 
-PCAPS = Path("/work/shared/pcaps")
+PCAPS = default_source_dir()
 TOKEN = "test-token-0123456789abcdef"
 
 

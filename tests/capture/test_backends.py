@@ -1,5 +1,5 @@
 """The native (dpkt) and tshark backends must agree: on hand-made captures of every link
-type, and on the real shared captures in /work/shared/pcaps.
+type, and on the real shared captures (../shared/pcaps or $SHORTFLOW_PCAPS).
 
 Explained exceptions (asserted, not ignored):
 * tshark shows no ``tcp.payload`` for a RST segment that carries data (one packet in
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from classifier.capture import Packet, ReadStats, open_capture
+from training.traces import default_source_dir
 
 from .make_captures import (
     ACK,
@@ -42,7 +43,7 @@ from .make_captures import (
     write,
 )
 
-SHARED = Path("/work/shared/pcaps")
+SHARED = default_source_dir()
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 RST_FLAG = RST
 

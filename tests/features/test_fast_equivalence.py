@@ -31,8 +31,9 @@ from classifier.features.fast import featurize_fast, featurize_many
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
 from classifier.flows import FlowConfig
 from tests.capture import make_captures as mk
+from training.traces import default_source_dir
 
-SHARED = Path("/work/shared/pcaps")
+SHARED = default_source_dir()
 CAPTURES = sorted(p for d in ("ndpi", "nfstream", "requet") if (SHARED / d).is_dir()
                   for p in (SHARED / d).iterdir() if p.suffix in (".pcap", ".pcapng"))
 needs_shared = pytest.mark.skipif(not CAPTURES, reason="shared captures not present")

@@ -32,8 +32,9 @@ from classifier.features.hello_scan import (
 from classifier.features.names import NameExtractor
 from classifier.features.tls import build_client_hello
 from tests.fuzz.harness import fuzz_settings, mutate, seeds
+from training.traces import default_source_dir
 
-SHARED = Path("/work/shared/pcaps")
+SHARED = default_source_dir()
 CAPTURES = sorted(p for p in SHARED.rglob("*") if p.suffix in (".pcap", ".pcapng"))
 needs_shared = pytest.mark.skipif(not CAPTURES, reason="shared captures not present")
 

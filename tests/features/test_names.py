@@ -24,8 +24,9 @@ from classifier.features.dns import parse_dns_response, split_tcp_dns
 from classifier.features.names import MIN_TTL, NameCache, NameExtractor
 from classifier.features.quic import QUIC_V1, encrypt_initial
 from classifier.features.tls import build_client_hello
+from training.traces import default_source_dir
 
-PCAPS = Path("/work/shared/pcaps")
+PCAPS = default_source_dir()
 CAPTURES = sorted([*PCAPS.glob("ndpi/*.pcap*"), *PCAPS.glob("nfstream/*.pcap*")])
 FLOW_PACKETS = 20  # the flow table stops feeding an extractor after ~20 packets
 

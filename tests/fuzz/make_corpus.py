@@ -3,7 +3,7 @@
 Run once by hand (the corpus is kept in the repo; this script documents where it came
 from)::
 
-    .venv/bin/python -m tests.fuzz.make_corpus /work/shared/pcaps
+    .venv/bin/python -m tests.fuzz.make_corpus ../shared/pcaps
 
 Seeds: whole TLS ClientHello records (TCP payloads), QUIC client Initial datagrams and
 their decrypted plaintext frames, DNS responses (UDP and TCP) and queries (UDP), the first
