@@ -45,14 +45,12 @@ from training.dataset import default_cache_dir, featurize_cached, load_rows
 from training.manifest import SESSION_LABELS
 
 __all__ = [
-    "SESSION_META", "source_name", "session_labels", "session_rows", "leave_one_source_out",
+    "source_name", "session_labels", "session_rows", "leave_one_source_out",
     "source_scores", "simulated_rows", "CANDIDATES", "CHOSEN", "scores_markdown",
     "realism_auc", "SHAPE_FEATURES", "read_timeline",
 ]
 
 log = logging.getLogger(__name__)
-
-SESSION_META = ("capture_id", "capture", "source", "app", "session_label", "label")
 
 MEDIA_LABELS = ("short-form", "long-form")
 _OTHER_LABELS = ("web", "call", "other", "other-video")
