@@ -165,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="shortflow: %(levelname)s: %(message)s")
+    # -v is for shortflow's own messages: numba's debug output (compiler IR dumps, tens
+    # of thousands of lines when kernels compile) would bury them
+    logging.getLogger("numba").setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -143,3 +143,29 @@ def test_featurize_fast_to_parquet_does_not_import_pandas(tmp_path: Path) -> Non
                          timeout=300)
     assert res.returncode == 0, res.stderr
     assert len(pd.read_parquet(out)) > 0
+
+
+def test_verbose_shows_shortflow_debug_but_not_numba_debug(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """-v sets shortflow's messages to DEBUG; numba's compiler debug output stays off."""
+    import logging
+
+    from classifier.cli import main
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("numba").level)
+    try:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        sample = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
+        assert main(["-v", "flows", str(sample), "--limit", "1"]) == 0
+        assert logging.getLogger("shortflow").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("numba.core.ssa").isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(saved[0])
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[1]:
+            root.addHandler(h)
+        logging.getLogger("numba").setLevel(saved[2])
+    capsys.readouterr()
