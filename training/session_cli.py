@@ -56,7 +56,13 @@ def _counts(table: Any) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.sessions import CANDIDATES, realism_auc, scores_markdown
+    from training.sessions import (
+        CANDIDATES,
+        realism_auc,
+        scores_markdown,
+        sim_to_real,
+        source_scores,
+    )
 
     _, table = _tables(args)
     names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
@@ -72,6 +78,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         parts += [f"### {name} (leave one source out; names {names_used}; short-form when "
                   f"{rule.k} of the last {rule.n} windows reach {rule.threshold:g})", "",
                   scores_markdown(scores), ""]
+    transfer = sim_to_real(table, CANDIDATES[names[0]], rule)
+    if transfer is not None:
+        parts += [f"### {names[0]}: trained on simulated sessions only, tested on every real "
+                  "source", "", scores_markdown(source_scores(transfer)), ""]
     text = "\n".join(parts)
     if args.output:
         args.output.write_text(text)
@@ -130,6 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="leave-one-source-out figures of the session-model candidates")
     _common(e)
     e.add_argument("--candidate", choices=["all", "logreg-shape", "logreg", "hgb", "et"],
-                   default="all")
+                   default="all", help="candidate(s) to evaluate; the first one is also "
+                   "trained on simulated sessions alone and tested on all real ones")
     e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
     e.set_defaults(handler=_cmd_evaluate)

@@ -47,7 +47,7 @@ from training.manifest import SESSION_LABELS
 __all__ = [
     "source_name", "session_labels", "session_rows", "leave_one_source_out",
     "source_scores", "simulated_rows", "CANDIDATES", "CHOSEN", "scores_markdown",
-    "realism_auc", "SHAPE_FEATURES", "read_timeline",
+    "realism_auc", "SHAPE_FEATURES", "read_timeline", "sim_to_real",
 ]
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,17 @@ def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
         model = factory().fit(train[list(SESSION_FEATURES)], train["label"])
         parts.append(_predict(model, test, rule or Agreement()))
     return pd.concat(parts, ignore_index=True)
+
+
+def sim_to_real(table: pd.DataFrame, factory: Callable[[], Any],
+                rule: Agreement | None = None) -> pd.DataFrame | None:
+    """Predictions for every real row from a model fitted on the simulated rows alone
+    (None without both); columns as :func:`leave_one_source_out`."""
+    sim, real = table[table["source"] == "sim"], table[table["source"] != "sim"]
+    if sim.empty or real.empty:
+        return None
+    model = factory().fit(sim[list(SESSION_FEATURES)], sim["label"])
+    return _predict(model, real, rule or Agreement())
 
 
 def _predict(model: Any, rows: pd.DataFrame, rule: Agreement) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from training.sessions import (
     CANDIDATES,
     leave_one_source_out,
     session_labels,
+    sim_to_real,
     simulated_rows,
     source_name,
     source_scores,
@@ -99,6 +100,10 @@ def test_leave_one_source_out_holds_each_source_out() -> None:
     scores = source_scores(preds).set_index("source")
     assert np.isnan(scores.loc["b", "short_detected"])
     assert 0 <= scores.loc["a", "short_detected"] <= 1
+    transfer = sim_to_real(table, CANDIDATES["logreg"])
+    assert transfer is not None and set(transfer["source"]) == {"a", "b"}
+    assert len(transfer) == len(preds)
+    assert sim_to_real(table[table["source"] == "sim"], CANDIDATES["logreg"]) is None
     leaky = table.copy()
     leaky.loc[leaky["source"] == "b", "capture_id"] = leaky.loc[
         leaky["source"] == "a", "capture_id"].iloc[0]
