@@ -67,11 +67,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _, table = _tables(args)
     names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
     parts = [f"session windows: {_counts(table)}", ""]
-    if args.sim:
-        auc = realism_auc(table)
-        parts += ["simulated vs real session windows, ROC AUC per class (grouped 5-fold CV; "
-                  "0.5 = indistinguishable): "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()), ""]
+    for synthetic, what in (("sim", "simulated"), ("lab", "traffic-lab")):
+        auc = realism_auc(table, synthetic)
+        if auc:
+            parts += [f"{what} vs real session windows, ROC AUC per class (grouped 5-fold "
+                      "CV; 0.5 = indistinguishable): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()), ""]
     rule = args.agreement
     for name, scores in _evaluate(table, names, rule).items():
         names_used = "withheld" if args.no_names else "used"

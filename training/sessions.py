@@ -56,6 +56,8 @@ MEDIA_LABELS = ("short-form", "long-form")
 _OTHER_LABELS = ("web", "call", "other", "other-video")
 _MEDIA_BYTES = 1_000_000.0  # a video window of a video session moves at least this much
 _MEDIA_SHARE = 0.10  # an unnamed group with this share of a capture's bytes may be the video
+SYNTHETIC_SOURCES = ("sim", "lab")
+"""Sources that are not real traffic: simulated sessions and traffic-lab captures."""
 
 #: source name -> pattern on the capture's file name or path (first match wins)
 _SOURCES = (
@@ -218,9 +220,10 @@ def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
 
 def sim_to_real(table: pd.DataFrame, factory: Callable[[], Any],
                 rule: Agreement | None = None) -> pd.DataFrame | None:
-    """Predictions for every real row from a model fitted on the simulated rows alone
-    (None without both); columns as :func:`leave_one_source_out`."""
-    sim, real = table[table["source"] == "sim"], table[table["source"] != "sim"]
+    """Predictions for every real row (not simulated, not lab) from a model fitted on the
+    simulated rows alone (None without both); columns as :func:`leave_one_source_out`."""
+    sim = table[table["source"] == "sim"]
+    real = table[~table["source"].isin(SYNTHETIC_SOURCES)]
     if sim.empty or real.empty:
         return None
     model = factory().fit(sim[list(SESSION_FEATURES)], sim["label"])
@@ -373,17 +376,20 @@ def scores_markdown(scores: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def realism_auc(table: pd.DataFrame, folds: int = 5) -> dict[str, float]:
-    """Per class: how well a classifier tells simulated session windows from real ones
-    (ROC AUC of grouped cross-validation by capture; 0.5 = indistinguishable)."""
+def realism_auc(table: pd.DataFrame, synthetic: str = "sim", folds: int = 5
+                ) -> dict[str, float]:
+    """Per class: how well a classifier tells the ``synthetic`` source's session windows
+    (``sim`` or ``lab``) from real ones (ROC AUC of grouped cross-validation by capture;
+    0.5 = indistinguishable)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold
 
     out: dict[str, float] = {}
+    real = ~table["source"].isin(SYNTHETIC_SOURCES)
     for label in ("short-form", "long-form", "other"):
-        part = table[table["label"] == label]
-        is_sim = (part["source"] == "sim").to_numpy()
+        part = table[(table["label"] == label) & (real | (table["source"] == synthetic))]
+        is_sim = (part["source"] == synthetic).to_numpy()
         if is_sim.all() or not is_sim.any() or part["capture_id"].nunique() < folds:
             continue
         scores = np.zeros(len(part))

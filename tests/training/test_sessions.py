@@ -26,6 +26,7 @@ from classifier.model.session_model import (
 from training.sessions import (
     CANDIDATES,
     leave_one_source_out,
+    realism_auc,
     session_labels,
     sim_to_real,
     simulated_rows,
@@ -109,6 +110,14 @@ def test_leave_one_source_out_holds_each_source_out() -> None:
         leaky["source"] == "a", "capture_id"].iloc[0]
     with pytest.raises(AssertionError, match="both sides"):
         leave_one_source_out(leaky, CANDIDATES["logreg"])
+
+
+def test_realism_auc_tells_a_shifted_synthetic_source_from_real() -> None:
+    table = _table()
+    assert realism_auc(table, "lab") == {}  # no lab rows
+    shifted = table.copy()
+    shifted.loc[shifted["source"] == "sim", "bursts"] += 100
+    assert realism_auc(shifted, "sim") == {"short-form": 1.0, "long-form": 1.0, "other": 1.0}
 
 
 def test_short_form_needs_agreeing_windows_per_session() -> None:
