@@ -19,6 +19,7 @@ __all__ = [
     "ModelCard",
     "LiveFlow",
     "LiveFlows",
+    "Enforcement",
     "Block",
     "Blocks",
     "BlockRequest",
@@ -78,6 +79,13 @@ class FlowVerdict(BaseModel):
     p_short_form: float = Field(ge=0.0, le=1.0)
     decision_window: str = Field(description="what the verdict saw, e.g. 'first 3 s'")
     reason: str
+    decided_by: Literal["name", "session", "flow"] = Field(
+        "flow", description="what decided the label: a name rule (a service that is "
+        "short-form as a whole), the session model (the flow carried media through judged "
+        "windows of its client's activity) or the flow model alone")
+    flow_label: Label | None = Field(None, description="the flow model's own label")
+    flow_probability: float | None = Field(None, ge=0.0, le=1.0,
+                                           description="the flow model's own probability")
 
 
 class ClientSummary(BaseModel):
@@ -184,9 +192,23 @@ class LiveFlow(BaseModel):
     updated: float = Field(description="time of the latest verdict, epoch seconds")
 
 
+Mode = Literal["off", "dry-run", "nft"]
+
+
+class Enforcement(BaseModel):
+    """``shortflow live --enforce`` and the policy's ``mode``: the more cautious wins."""
+
+    flag: Mode = Field(description="the --enforce flag live mode was started with")
+    policy: Mode = Field(description="the running policy's mode")
+    effective: Mode = Field(description="the mode in force: the more cautious of the two")
+    note: str | None = Field(description="what to change to get the other, when they "
+                             "disagree; null when they agree")
+
+
 class LiveFlows(BaseModel):
     flows: list[LiveFlow]
     counters: dict[str, int]
+    enforcement: Enforcement
 
 
 class LiveSession(BaseModel):

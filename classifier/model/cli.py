@@ -12,26 +12,60 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # registering the command must not import pandas (every CLI run does)
     import pandas as pd
 
+    from classifier.features.session import SessionConfig
+    from classifier.flows import FlowConfig
+    from classifier.model.timeline import CaptureSessions
+
 __all__ = ["register", "verdicts_for_capture", "summary_lines"]
 
-_SHOWN = ["client", "server", "server_port", "service", "name", "label", "probability",
-          "decision_window"]
+_SHOWN = ["client", "client_port", "server", "server_port", "service", "name", "label",
+          "probability", "decided_by", "decision_window"]
 
 
-def verdicts_for_capture(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Featurize ``args.capture`` and classify it; returns verdicts, client summary, and the
-    featurize summary line."""
+def verdicts_for_capture(args: argparse.Namespace
+                         ) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame | None]:
+    """Featurize ``args.capture`` and classify it; returns verdicts (each whole flow decided
+    by the session model where it carried media through judged windows, see
+    :mod:`classifier.model.combine`), the client summary of those verdicts, the featurize
+    summary line, and the activity timeline (None without a session model or with
+    ``--no-timeline``)."""
     from classifier.cli import engine, featurize_config
     from classifier.features.report import featurize_files
     from classifier.model.artifact import load_model
     from classifier.model.predict import classify_table, client_summary
 
     model = load_model(args.model)
-    table, summary = featurize_files([args.capture], featurize_config(args),
-                                     backend=args.backend, skip_bad=args.skip_bad,
-                                     engine=engine(args))
+    config = featurize_config(args)
+    table, summary = featurize_files([args.capture], config, backend=args.backend,
+                                     skip_bad=args.skip_bad, engine=engine(args))
     verdicts = classify_table(model, table, horizon=args.at)
-    return verdicts, client_summary(verdicts), summary
+    spans = None
+    sessions = _sessions(args, config.flow)
+    if sessions is not None:
+        from classifier.model.combine import combine_verdicts
+        from classifier.model.timeline import timeline
+
+        run, session_config = sessions
+        spans = timeline(run.windows)
+        if args.at is None and args.windows is None and args.backend == "dpkt":
+            verdicts = combine_verdicts(verdicts, run.activity, run.windows, session_config)
+    return verdicts, client_summary(verdicts), summary, spans
+
+
+def _sessions(args: argparse.Namespace, flow: FlowConfig
+              ) -> tuple[CaptureSessions, SessionConfig] | None:
+    """The capture seen by the model directory's session model, or None when the model
+    has none (or ``--no-timeline``)."""
+    from classifier.model.artifact import DEFAULT_MODEL_DIR
+    from classifier.model.session_model import has_session_model, load_session_model
+    from classifier.model.timeline import capture_sessions
+
+    directory = Path(args.model) if args.model is not None else DEFAULT_MODEL_DIR
+    if args.no_timeline or not has_session_model(directory):
+        return None
+    model = load_session_model(directory)
+    return capture_sessions(model, args.capture, skip_bad=args.skip_bad,
+                            flow=flow), model.config
 
 
 def summary_lines(clients: pd.DataFrame) -> list[str]:
@@ -43,25 +77,10 @@ def summary_lines(clients: pd.DataFrame) -> list[str]:
     ]
 
 
-def activity_timeline(args: argparse.Namespace) -> pd.DataFrame | None:
-    """The per-client timeline of ``args.capture`` from the model directory's session
-    model, or None when the model has none (or ``--no-timeline``)."""
-    from classifier.model.artifact import DEFAULT_MODEL_DIR
-    from classifier.model.session_model import has_session_model, load_session_model
-    from classifier.model.timeline import session_verdicts, timeline
-
-    directory = Path(args.model) if args.model is not None else DEFAULT_MODEL_DIR
-    if args.no_timeline or not has_session_model(directory):
-        return None
-    model = load_session_model(directory)
-    return timeline(session_verdicts(model, args.capture, skip_bad=args.skip_bad))
-
-
 def _cmd_classify(args: argparse.Namespace) -> int:
     from classifier.model.timeline import timeline_lines
 
-    verdicts, clients, summary = verdicts_for_capture(args)
-    spans = activity_timeline(args)
+    verdicts, clients, summary, spans = verdicts_for_capture(args)
     if args.json:
         cols = [c for c in verdicts.columns if not c.startswith("at") or "__" not in c]
         doc = {"flows": json.loads(verdicts[cols].to_json(orient="records")),
@@ -99,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="decide on the early snapshot at S seconds (must be one of "
                    "--snapshots) instead of the whole flow")
     p.add_argument("--no-timeline", action="store_true",
-                   help="skip the per-client activity timeline (session model)")
+                   help="flow model alone: no session model, so no activity timeline and "
+                   "every flow decided on its own")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="flows and clients as JSON")
     out.add_argument("--csv", action="store_true", help="all columns as CSV")

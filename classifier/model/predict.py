@@ -21,7 +21,8 @@ __all__ = ["MODEL_INPUT_COLUMNS", "model_inputs", "classify_table", "client_summ
 
 MODEL_INPUT_COLUMNS = (*FEATURE_COLUMNS, "service")
 SHORT_FORM_SERVICE = "short-form-service"
-VERDICT_COLUMNS = ("label", "probability", "p_short_form", "decision_window", "reason")
+VERDICT_COLUMNS = ("label", "probability", "p_short_form", "decision_window", "reason",
+                   "decided_by")
 
 
 def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFrame:
@@ -89,6 +90,7 @@ def classify_table(model: LoadedModel, table: pd.DataFrame,
     out["p_short_form"] = np.round(p_short.astype(float), 4)
     out["decision_window"] = window
     out["reason"] = reasons
+    out["decided_by"] = np.where(by_name, "name", "flow")
     return out
 
 

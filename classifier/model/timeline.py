@@ -1,6 +1,6 @@
 """Per-client activity timelines from the session model.
 
-:func:`session_verdicts` featurizes a capture as per-(flow, second) rows, builds the session
+:func:`capture_sessions` featurizes a capture as per-(flow, second) rows, builds the session
 view with the settings the session model was trained with and classifies every window;
 :func:`timeline` merges a session's consecutive windows with the same verdict into spans;
 :func:`timeline_lines` renders them for the terminal.
@@ -8,6 +8,7 @@ view with the settings the session model was trained with and classifies every w
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import pandas as pd
 
 from classifier.features.featurize import FeaturizeConfig
 from classifier.features.session import session_table
+from classifier.flows import FlowConfig
 from classifier.model.session_model import SessionModel, classify_sessions
 
-__all__ = ["ACTIVITY_CONFIG", "session_verdicts", "timeline", "timeline_lines"]
+__all__ = ["ACTIVITY_CONFIG", "CaptureSessions", "capture_sessions", "timeline",
+           "timeline_lines"]
 
 ACTIVITY_CONFIG = FeaturizeConfig(snapshots=(), window=1.0)
 """Per-(flow, second) rows: what the session view reads."""
@@ -25,14 +28,26 @@ ACTIVITY_CONFIG = FeaturizeConfig(snapshots=(), window=1.0)
 TIMELINE_COLUMNS = ("client", "group", "start", "end", "label", "p_short", "reason")
 
 
-def session_verdicts(model: SessionModel, capture: Path, *, skip_bad: bool = False
-                     ) -> pd.DataFrame:
-    """Every session window of ``capture`` with its verdict (see
-    :func:`classify_sessions`)."""
+@dataclass(frozen=True)
+class CaptureSessions:
+    """A capture seen by the session model: its per-(flow, second) ``activity`` rows and
+    every session window with its verdict (``windows``, see :func:`classify_sessions`)."""
+
+    activity: pd.DataFrame
+    windows: pd.DataFrame
+
+
+def capture_sessions(model: SessionModel, capture: Path, *, skip_bad: bool = False,
+                     flow: FlowConfig | None = None) -> CaptureSessions:
+    """Featurize ``capture`` per (flow, second) and classify its session windows.
+    ``flow``: the flow settings (default: :data:`ACTIVITY_CONFIG`'s); give those of a flow
+    table whose ``flow_id``s the activity rows must match."""
     from classifier.features.fast import featurize_fast
 
-    activity = featurize_fast(capture, ACTIVITY_CONFIG, skip_bad=skip_bad)
-    return classify_sessions(model, session_table(activity, model.config))
+    config = ACTIVITY_CONFIG if flow is None else replace(ACTIVITY_CONFIG, flow=flow)
+    activity = featurize_fast(capture, config, skip_bad=skip_bad)
+    return CaptureSessions(activity,
+                           classify_sessions(model, session_table(activity, model.config)))
 
 
 SHOWN_BYTES = 1_000_000.0

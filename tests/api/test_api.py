@@ -345,6 +345,8 @@ def test_live_flows_blocks_and_audit(live_api: RunningServer, live_parts: LivePa
         mine = [f for f in doc["flows"] if f["key"] == key]
         assert len(mine) == 1 and mine[0]["verdict"]["label"] == "short-form"
         assert doc["counters"]["packets"] >= 120 and doc["counters"]["verdicts"] >= 1
+        assert doc["enforcement"]["flag"] == "dry-run"
+        assert doc["enforcement"]["effective"] == "dry-run"
 
         r = c.post("/v1/live/blocks", json={"client": "10.77.1.2", "server": "10.77.2.2",
                                            "port": 443, "proto": "tcp", "duration_s": 120,
@@ -412,7 +414,7 @@ def test_classify_capture_returns_the_session_timeline(serve: ServerFactory, mod
 
     from classifier.features.session import SESSION_FEATURES, SessionConfig
     from classifier.model.session_model import load_session_model, save_session_model
-    from classifier.model.timeline import session_verdicts, timeline
+    from classifier.model.timeline import capture_sessions, timeline
     from training.sessions import CANDIDATES, simulated_rows
 
     directory = tmp_path / "with-sessions"
@@ -427,7 +429,7 @@ def test_classify_capture_returns_the_session_timeline(serve: ServerFactory, mod
                    headers={"content-type": "application/octet-stream"})
     assert r.status_code == 200, r.text
     got = r.json()["timeline"]
-    want = timeline(session_verdicts(load_session_model(directory), sample))
+    want = timeline(capture_sessions(load_session_model(directory), sample).windows)
     assert len(got) == len(want) > 0
     assert [(s["client"], s["group"], s["label"]) for s in got] == list(
         zip(want["client"], want["group"], want["label"], strict=True))

@@ -175,6 +175,16 @@ def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> No
     run = subprocess.run([*shortflow, "classify", str(pcap)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "activity over time" in run.stdout and "client 192.168.0.100" in run.stdout
+    run = subprocess.run([*shortflow, "classify", str(pcap), "--json"], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    # media flows are decided by the client's session, the rest by the flow model, and
+    # the per-client summary counts the final labels
+    assert {f["decided_by"] for f in doc["flows"]} == {"session", "flow"}
+    assert all(f["flow_label"] in ("short-form", "long-form", "other") for f in doc["flows"])
+    assert doc["clients"][0]["long_form_flows"] == sum(
+        f["label"] == "long-form" for f in doc["flows"])
 
 
 def test_timeline_sidecar_labels_windows_by_interval(tmp_path: Path) -> None:

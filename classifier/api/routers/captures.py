@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import anyio.to_thread
 import pandas as pd
@@ -34,6 +34,9 @@ from classifier.api.settings import Settings
 from classifier.errors import CaptureError
 from classifier.model.artifact import LoadedModel
 from classifier.model.session_model import SessionModel
+
+if TYPE_CHECKING:
+    from classifier.features.featurize import FeaturizeConfig
 
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -211,14 +214,21 @@ _CLIENT_FIELDS = list(ClientSummary.model_fields)
 _SPAN_FIELDS = list(TimelineSpan.model_fields)
 
 
-def _timeline(path: Path, session_model: SessionModel | None, settings: Settings,
-              skip_bad: bool) -> list[TimelineSpan]:
+def _with_sessions(verdicts: pd.DataFrame, path: Path, session_model: SessionModel | None,
+                   settings: Settings, config: FeaturizeConfig, horizon: float | None,
+                   skip_bad: bool) -> tuple[pd.DataFrame, list[TimelineSpan]]:
+    """The session model's view of the upload: whole-flow verdicts decided by it where the
+    flows carried media (:mod:`classifier.model.combine`), and the activity timeline."""
     if session_model is None or settings.backend != "dpkt":
-        return []
-    from classifier.model.timeline import session_verdicts, timeline
+        return verdicts, []
+    from classifier.model.combine import combine_verdicts
+    from classifier.model.timeline import capture_sessions, timeline
 
-    spans = timeline(session_verdicts(session_model, path, skip_bad=skip_bad))
-    return [TimelineSpan.model_validate(r) for r in _records(spans, _SPAN_FIELDS)]
+    run = capture_sessions(session_model, path, skip_bad=skip_bad, flow=config.flow)
+    if horizon is None and config.window is None:
+        verdicts = combine_verdicts(verdicts, run.activity, run.windows, session_model.config)
+    spans = timeline(run.windows)
+    return verdicts, [TimelineSpan.model_validate(r) for r in _records(spans, _SPAN_FIELDS)]
 
 
 def _classify_file(path: Path, display: str, size: int, settings: Settings,
@@ -244,14 +254,15 @@ def _classify_file(path: Path, display: str, size: int, settings: Settings,
                               stats=stats)
     except CaptureError as exc:
         raise CaptureError(display, exc.reason, exc.offset) from None
-    verdicts = classify_table(model, table, horizon=horizon)
+    verdicts, spans = _with_sessions(classify_table(model, table, horizon=horizon), path,
+                                     session_model, settings, config, horizon, skip_bad)
     clients = client_summary(verdicts)
     read = stats.read
     return CaptureVerdicts(
         capture=display, model=model.info.name, horizon=horizon, window=window,
         flows=[FlowVerdict.model_validate(r) for r in _records(verdicts, _FLOW_FIELDS)],
         clients=[ClientSummary.model_validate(r) for r in _records(clients, _CLIENT_FIELDS)],
-        timeline=_timeline(path, session_model, settings, skip_bad),
+        timeline=spans,
         stats=CaptureStats(
             bytes=size, format=read.format, records=read.records, packets=read.packets,
             skipped=dict(read.skipped), truncated_at=read.truncated_at,
