@@ -35,7 +35,7 @@ from classifier.enforce.audit import AuditLog
 from classifier.enforce.dns_sinkhole import DnsSinkhole
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.nft import NftTable
-from classifier.enforce.policy import Policy, PolicyHolder
+from classifier.enforce.policy import Policy, PolicyHolder, enforcement_status
 from classifier.errors import ShortflowError
 from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.schema import FEATURE_COLUMNS, compute_features
@@ -139,6 +139,9 @@ class LiveRouter:
                 self._closers.append(self.table.delete)
             self.table.add_capture(cfg.nflog_group)
         self.state = LiveState(self.enforcer, self.policy)
+        note = enforcement_status(cfg.enforce, self.policy.current.mode)["note"]
+        if note is not None:  # one line, at the default log level
+            log.warning("%s", note)
         self._schedule = _CheckSchedule(cfg.checks, cfg.recheck)
         self.tracker: SessionTracker | None = None
         plugins: list[Any] = [self._schedule]

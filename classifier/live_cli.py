@@ -77,6 +77,10 @@ def _cmd_live(args: argparse.Namespace) -> int:
         if error is not None:
             print(f"shortflow: policy not reloaded, the running policy stays: {error}",
                   file=sys.stderr)
+            return
+        note = router.state.enforcement()["note"]
+        if note is not None:
+            print(f"shortflow: {note}", file=sys.stderr)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -85,7 +89,8 @@ def _cmd_live(args: argparse.Namespace) -> int:
         if args.api is not None:
             _serve_api(router, args.api, args.model)
         print(f"shortflow: live on {', '.join(args.iface) or 'nflog'} "
-              f"(capture {args.capture}, enforcement {args.enforce}, audit log "
+              f"(capture {args.capture}, enforcement "
+              f"{router.state.enforcement()['effective']}, audit log "
               f"{args.audit_log})", file=sys.stderr, flush=True)
         router.run()
     finally:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from classifier.enforce.enforcer import BlockRecord, Enforcer
-from classifier.enforce.policy import Policy, PolicyHolder, parse_policy
+from classifier.enforce.policy import Policy, PolicyHolder, enforcement_status, parse_policy
 from classifier.errors import PolicyError
 
 __all__ = ["LiveState", "policy_doc", "COUNTERS"]
@@ -242,6 +242,11 @@ class LiveState:
         return done
 
     # -- policy ---------------------------------------------------------------------------
+
+    def enforcement(self) -> dict[str, str | None]:
+        """``--enforce`` (flag), the running policy's mode, the effective mode (the more
+        cautious of the two) and a note when they disagree (see enforcement_status)."""
+        return enforcement_status(self.enforcer.mode, self.policy_holder.current.mode)
 
     def policy(self) -> dict[str, Any]:
         """The running policy as a TOML-shaped dict (see :func:`policy_doc`)."""

@@ -50,6 +50,7 @@ __all__ = [
     "Schedule",
     "load_policy",
     "parse_policy",
+    "enforcement_status",
     "MODES",
     "CATEGORIES",
     "SINKHOLE_ANSWERS",
@@ -218,6 +219,28 @@ class Policy:
         """Whether at least ``k`` of the last ``n`` probabilities reach the threshold."""
         recent = list(probabilities)[-self.agreement_n :]
         return sum(1 for p in recent if p >= self.threshold) >= self.agreement_k
+
+
+_MODE_EFFECT = {"off": "do anything", "dry-run": "log would-be blocks", "nft": "block"}
+
+
+def enforcement_status(flag: str, policy_mode: str) -> dict[str, str | None]:
+    """How ``shortflow live --enforce FLAG`` and the policy's ``mode`` combine: the more
+    cautious wins (off < dry-run < nft, the order of :data:`MODES`).
+
+    Returns ``{"flag", "policy", "effective", "note"}``; ``note`` is None when the two
+    agree, else one line saying which is used and what to change to get the other.
+    """
+    effective = min(flag, policy_mode, key=MODES.index)
+    note = None
+    if flag != policy_mode:
+        if effective == flag:
+            fix = f"Pass --enforce {policy_mode} to {_MODE_EFFECT[policy_mode]}."
+        else:
+            fix = f'Set mode = "{flag}" in the policy to {_MODE_EFFECT[flag]}.'
+        note = (f"enforcement: --enforce {flag} and policy mode {policy_mode} disagree; "
+                f"using {effective} (the more cautious). {fix}")
+    return {"flag": flag, "policy": policy_mode, "effective": effective, "note": note}
 
 
 def clean_dns_name(raw: str) -> str | None:

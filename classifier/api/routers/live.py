@@ -20,8 +20,11 @@ router = APIRouter(prefix="/v1/live", tags=["live"], dependencies=[TokenRequired
 
 @router.get("/flows", response_model=LiveFlows, summary="Active flows and latest verdicts")
 async def live_flows(live: LiveDep) -> LiveFlows:
+    """Active flows with their latest verdict, the live counters, and how ``--enforce``
+    and the policy's ``mode`` combine (``enforcement``)."""
     return LiveFlows.model_validate({"flows": live.flows(),
-                                     "counters": live.counters_snapshot()})
+                                     "counters": live.counters_snapshot(),
+                                     "enforcement": live.enforcement()})
 
 
 @router.get("/sessions", response_model=LiveSessions,
