@@ -20,7 +20,6 @@ __all__ = [
     "LiveFlow",
     "LiveFlows",
     "Enforcement",
-    "Enforcement",
     "Block",
     "Blocks",
     "BlockRequest",
@@ -206,23 +205,9 @@ class Enforcement(BaseModel):
                              "disagree; null when they agree")
 
 
-Mode = Literal["off", "dry-run", "nft"]
-
-
-class Enforcement(BaseModel):
-    """``shortflow live --enforce`` and the policy's ``mode``: the more cautious wins."""
-
-    flag: Mode = Field(description="the --enforce flag live mode was started with")
-    policy: Mode = Field(description="the running policy's mode")
-    effective: Mode = Field(description="the mode in force: the more cautious of the two")
-    note: str | None = Field(description="what to change to get the other, when they "
-                             "disagree; null when they agree")
-
-
 class LiveFlows(BaseModel):
     flows: list[LiveFlow]
     counters: dict[str, int]
-    enforcement: Enforcement
     enforcement: Enforcement
 
 
