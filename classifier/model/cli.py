@@ -100,7 +100,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         if spans is not None:
             print()
             print("activity over time (session model: each client's traffic per service or "
-                  "server network, 60 s windows every 10 s):")
+                  "server network, 60 s windows every 10 s; judged with hindsight: a "
+                  "short-form run starts with the windows that led to it, where live mode "
+                  "decides a few windows later):")
             print("\n".join(timeline_lines(spans)))
     print(summary, file=sys.stderr)
     return 0

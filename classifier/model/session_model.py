@@ -136,13 +136,24 @@ def load_session_model(directory: Path | str) -> SessionModel:
     return SessionModel(estimator, info, directory)
 
 
-def agreed(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement) -> pd.Series:
+def agreed(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, *,
+           hindsight: bool = False) -> pd.Series:
     """Per row: whether ``rule`` holds over the session's windows up to this one. Rows
-    must be in time order within a session; ``keys`` holds the columns naming a session."""
+    must be in time order within a session; ``keys`` holds the columns naming a session.
+
+    ``hindsight`` (a capture judged after the fact, never live): a window that reached
+    the threshold also counts when the rule comes to hold within the next ``n - 1``
+    windows: it was part of the evidence."""
     hits = (p_short >= rule.threshold).astype(float)
-    grouped = hits.groupby([keys[c] for c in keys.columns], sort=False)
-    count = grouped.transform(lambda s: s.rolling(rule.n, min_periods=1).sum())
-    return count >= rule.k
+    by = [keys[c] for c in keys.columns]
+    count = hits.groupby(by, sort=False).transform(
+        lambda s: s.rolling(rule.n, min_periods=1).sum())
+    now = count >= rule.k
+    if not hindsight:
+        return now
+    soon = now.astype(float).groupby(by, sort=False).transform(
+        lambda s: s[::-1].rolling(rule.n, min_periods=1).max()[::-1])
+    return now | ((hits > 0) & (soon > 0))
 
 
 def verdicts(short: npt.NDArray[np.bool_], p_short: npt.NDArray[np.float64],
@@ -175,10 +186,12 @@ def session_reason(row: Any) -> str:
 
 
 def classify_sessions(model: SessionModel, sessions: pd.DataFrame,
-                      rule: Agreement | None = None) -> pd.DataFrame:
+                      rule: Agreement | None = None, *, hindsight: bool = False
+                      ) -> pd.DataFrame:
     """``sessions`` (a session table) sorted by (client, group, window end), with
     ``p_short``, ``p_long`` (of each window), ``label`` (:func:`agreed` with ``rule``, by
-    default :class:`Agreement`'s), ``probability`` (that of the label) and ``reason``."""
+    default :class:`Agreement`'s, and ``hindsight``), ``probability`` (that of the label)
+    and ``reason``."""
     out = sessions.sort_values(["client", "group", "window_end"], kind="stable")
     if out.empty:
         for name in ("label", "probability", "p_short", "p_long", "reason"):
@@ -186,7 +199,8 @@ def classify_sessions(model: SessionModel, sessions: pd.DataFrame,
         return out
     p_short, p_long = window_probabilities(model.estimator, out)
     out["p_short"], out["p_long"] = p_short, p_long
-    short = agreed(out["p_short"], out[["client", "group"]], rule or Agreement())
+    short = agreed(out["p_short"], out[["client", "group"]], rule or Agreement(),
+                   hindsight=hindsight)
     out["label"] = verdicts(short.to_numpy(), p_short, p_long)
     out["probability"] = np.select([out["label"] == SHORT, out["label"] == LONG],
                                    [out["p_short"], out["p_long"]], 1.0 - p_short - p_long)

@@ -39,7 +39,9 @@ class CaptureSessions:
 
 def capture_sessions(model: SessionModel, capture: Path, *, skip_bad: bool = False,
                      flow: FlowConfig | None = None) -> CaptureSessions:
-    """Featurize ``capture`` per (flow, second) and classify its session windows.
+    """Featurize ``capture`` per (flow, second) and classify its session windows with
+    hindsight (see :func:`classifier.model.session_model.agreed`: the windows that led to
+    a short-form verdict are short-form too; live mode cannot look ahead).
     ``flow``: the flow settings (default: :data:`ACTIVITY_CONFIG`'s); give those of a flow
     table whose ``flow_id``s the activity rows must match."""
     from classifier.features.fast import featurize_fast
@@ -47,7 +49,8 @@ def capture_sessions(model: SessionModel, capture: Path, *, skip_bad: bool = Fal
     config = ACTIVITY_CONFIG if flow is None else replace(ACTIVITY_CONFIG, flow=flow)
     activity = featurize_fast(capture, config, skip_bad=skip_bad)
     return CaptureSessions(activity,
-                           classify_sessions(model, session_table(activity, model.config)))
+                           classify_sessions(model, session_table(activity, model.config),
+                                             hindsight=True))
 
 
 SHOWN_BYTES = 1_000_000.0

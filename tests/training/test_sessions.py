@@ -128,6 +128,14 @@ def test_short_form_needs_agreeing_windows_per_session() -> None:
     out = verdicts(np.array([True, False, False]), np.array([0.9, 0.2, 0.2]),
                    np.array([0.05, 0.5, 0.2]))
     assert out.tolist() == ["short-form", "long-form", "other"]
+    # with hindsight the windows that led up to agreement count too, never a miss, never
+    # across sessions, never a window that stayed under the threshold
+    p = pd.Series([0.9, 0.5, 0.9, 0.9, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9])
+    keys = pd.DataFrame({"client": ["a"] * 7 + ["b"] * 3, "group": ["yt"] * 10})
+    assert agreed(p, keys, rule).tolist() == [False, False, False, True, True, False, False,
+                                              False, False, True]
+    assert agreed(p, keys, rule, hindsight=True).tolist() == [
+        True, False, True, True, True, False, False, True, True, True]
     default = Policy.default()
     assert (Agreement().k, Agreement().n, Agreement().threshold) == (
         default.agreement_k, default.agreement_n, default.threshold)
