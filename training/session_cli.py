@@ -64,7 +64,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         source_scores,
     )
 
-    _, table = _tables(args)
+    config, table = _tables(args)
     names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
     parts = [f"session windows: {_counts(table)}", ""]
     for synthetic, what in (("sim", "simulated"), ("lab", "traffic-lab")):
@@ -83,6 +83,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if transfer is not None:
         parts += [f"### {names[0]}: trained on simulated sessions only, tested on every real "
                   "source", "", scores_markdown(source_scores(transfer)), ""]
+    if args.flows:
+        from classifier.model.artifact import load_model
+        from training.flow_scores import flow_byte_scores, flow_scores_markdown
+
+        flows = flow_byte_scores(args.manifests, table, CANDIDATES[names[0]],
+                                 load_model(args.flow_model), config, rule)
+        parts += [f"### {names[0]}: bytes of each held-out source by the final label of "
+                  "their flow (what `shortflow classify` shows; sessions judged with "
+                  "hindsight; the flow model is not refitted per fold)", "",
+                  flow_scores_markdown(flows), ""]
     text = "\n".join(parts)
     if args.output:
         args.output.write_text(text)
@@ -143,5 +153,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--candidate", choices=["all", "logreg-shape", "logreg", "hgb", "et"],
                    default="all", help="candidate(s) to evaluate; the first one is also "
                    "trained on simulated sessions alone and tested on all real ones")
+    e.add_argument("--flows", action="store_true",
+                   help="also classify every capture of each held-out source as `shortflow "
+                   "classify` does and report its bytes by final flow label")
+    e.add_argument("--flow-model", type=Path, default=None, metavar="DIR",
+                   help="flow model for --flows (default: the shipped one)")
     e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
     e.set_defaults(handler=_cmd_evaluate)

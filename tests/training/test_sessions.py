@@ -173,6 +173,16 @@ def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> No
                          env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)})
     assert run.returncode == 0, run.stderr
     assert "| netpkt |" in run.stdout and (tmp_path / "m" / "session.json").is_file()
+    run = subprocess.run([*shortflow, "evaluate-sessions", str(tmp_path / "t" / "traces.csv"),
+                          "--sim", "2", "-q", "--candidate", "logreg-shape", "--flows"],
+                         capture_output=True, text=True,
+                         env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    row = next(line for line in run.stdout.splitlines() if line.startswith("| netpkt | other"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "1" and float(cells[3]) > 10  # one capture, its megabytes
+    shares = [float(c.rstrip(" %")) for c in cells[4:7]]
+    assert sum(shares) == pytest.approx(100.0, abs=0.2)
     pcap = tmp_path / "t" / "netpkt_working_packets_01.pcap"
     run = subprocess.run([*shortflow, "classify", str(pcap), "--no-timeline"],
                          capture_output=True, text=True)
