@@ -134,8 +134,8 @@ class CaptureVerdicts(BaseModel):
 
 
 class FlowRows(BaseModel):
-    """Feature rows: each row has exactly the model's input columns (``GET /v1/model``
-    ``feature_columns`` plus ``service``)."""
+    """Feature rows: each row has the model's input columns (``GET /v1/model``
+    ``feature_columns`` plus ``service``); other columns are ignored."""
 
     model_config = ConfigDict(json_schema_extra={
         "example": {"rows": [{"duration": 12.5, "bytes_down": 4.2e6, "...": 0.0,
@@ -162,6 +162,8 @@ class RowVerdicts(BaseModel):
     model: str
     horizon: float | None
     verdicts: list[RowVerdict]
+    warnings: list[str] = Field(default_factory=list, description="e.g. the request's "
+                                "columns the model does not read (ignored)")
 
 
 class ModelCard(BaseModel):

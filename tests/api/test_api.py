@@ -226,6 +226,20 @@ def test_classify_rows_matches_library(client: httpx.Client, model_dir: Path) ->
     assert client.post("/v1/flows:classify", json={"rows": []}).json()["verdicts"] == []
 
 
+def test_a_featurize_row_is_accepted_as_it_is(client: httpx.Client, model_dir: Path) -> None:
+    """Rows straight from `shortflow featurize` (names, flow keys, snapshots and all) get
+    the same verdicts as the model's input columns alone; the rest is listed as ignored."""
+    table, rows = _rows(INSTAGRAM)
+    whole = json.loads(table.to_json(orient="records"))
+    r = client.post("/v1/flows:classify", json={"rows": whole})
+    assert r.status_code == 200, r.text
+    expected = classify_table(load_model(model_dir), table)
+    assert [v["label"] for v in r.json()["verdicts"]] == list(expected["label"])
+    (warning,) = r.json()["warnings"]
+    ignored = len(set(table.columns) - set(MODEL_INPUT_COLUMNS))
+    assert warning.startswith(f"ignored {ignored} column(s)") and "alpn" in warning
+
+
 def test_rows_with_wrong_columns(client: httpx.Client) -> None:
     _, rows = _rows()
     missing = [dict(rows[0]), dict(rows[1])]
@@ -233,8 +247,11 @@ def test_rows_with_wrong_columns(client: httpx.Client) -> None:
     body = _is_problem(client.post("/v1/flows:classify", json={"rows": missing}), 422)
     assert "row 1" in str(body["detail"]) and "burst_count" in str(body["detail"])
     extra = [dict(rows[0], bogus_column=1.0)]
-    body = _is_problem(client.post("/v1/flows:classify", json={"rows": extra}), 422)
-    assert "bogus_column" in str(body["detail"])
+    r = client.post("/v1/flows:classify", json={"rows": extra})
+    assert r.status_code == 200, r.text
+    assert r.json()["warnings"] == ["ignored 1 column(s) the model does not read: "
+                                    "bogus_column"]
+    assert client.post("/v1/flows:classify", json={"rows": rows[:1]}).json()["warnings"] == []
     wrong = [dict(rows[0], duration="long")]
     body = _is_problem(client.post("/v1/flows:classify", json={"rows": wrong}), 422)
     assert "duration" in str(body["detail"])

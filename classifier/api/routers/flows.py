@@ -30,20 +30,20 @@ def _names(cols: Sequence[str], limit: int = 8) -> str:
     return shown + (f" and {len(cols) - limit} more" if len(cols) > limit else "")
 
 
-def _check_columns(rows: Sequence[dict[str, Any]]) -> None:
+def _check_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The columns of ``rows`` the model does not read (ignored, sorted). Raises a 422
+    naming the first row that lacks one the model needs."""
+    extra: set[str] = set()
     for i, row in enumerate(rows):
         if row.keys() == _EXPECTED:
             continue
         missing = sorted(_EXPECTED - row.keys())
-        extra = sorted(row.keys() - _EXPECTED)
-        parts = []
         if missing:
-            parts.append(f"missing columns {_names(missing)}")
-        if extra:
-            parts.append(f"unknown columns {_names(extra)}")
-        raise ApiProblem(422, f"row {i}: {'; '.join(parts)} (the model takes the "
-                         "feature_columns of GET /v1/model plus 'service')",
-                         title="wrong columns", kind="wrong-columns")
+            raise ApiProblem(422, f"row {i}: missing columns {_names(missing)} (the model "
+                             "takes the feature_columns of GET /v1/model plus 'service')",
+                             title="wrong columns", kind="wrong-columns")
+        extra.update(row.keys() - _EXPECTED)
+    return sorted(extra)
 
 
 def _bad_value(rows: Sequence[dict[str, Any]], column: str) -> ApiProblem:
@@ -55,8 +55,10 @@ def _bad_value(rows: Sequence[dict[str, Any]], column: str) -> ApiProblem:
     return ApiProblem(422, f"column '{column}' must hold finite numbers")
 
 
-def rows_table(rows: Sequence[dict[str, Any]], horizon: float | None) -> pd.DataFrame:
-    """A featurize-shaped table from request rows (numbers checked, ``category`` added).
+def rows_table(rows: Sequence[dict[str, Any]], horizon: float | None
+               ) -> tuple[pd.DataFrame, list[str]]:
+    """A featurize-shaped table from request rows (numbers checked, ``category`` added),
+    and the request's columns the model does not read (ignored).
 
     With ``horizon``, the feature columns get the snapshot prefix so that
     ``classify_table(..., horizon)`` reads them. Raises ApiProblem 422 naming the first
@@ -64,7 +66,7 @@ def rows_table(rows: Sequence[dict[str, Any]], horizon: float | None) -> pd.Data
     """
     from classifier.model.services import category_for
 
-    _check_columns(rows)
+    ignored = _check_columns(rows)
     flat = [row[c] for row in rows for c in _FEATURES]
     if not all(type(v) is float or type(v) is int for v in flat):
         bad = next(i for i, v in enumerate(flat) if type(v) is not float and type(v) is not int)
@@ -83,16 +85,18 @@ def rows_table(rows: Sequence[dict[str, Any]], horizon: float | None) -> pd.Data
     table["service"] = services
     table["category"] = [category_for(s) for s in services]
     table["name"] = None
-    return table
+    return table, ignored
 
 
 def _classify_rows(model: LoadedModel, rows: list[dict[str, Any]],
-                   horizon: float | None) -> list[RowVerdict]:
-    table = rows_table(rows, horizon)
+                   horizon: float | None) -> tuple[list[RowVerdict], list[str]]:
+    table, ignored = rows_table(rows, horizon)
     verdicts = classify_table(model, table, horizon=horizon)
     out = verdicts[["service", "label", "probability", "p_short_form", "decision_window",
                     "reason"]].to_dict(orient="records")
-    return [RowVerdict(index=i, **r) for i, r in enumerate(out)]
+    warnings = [f"ignored {len(ignored)} column(s) the model does not read: "
+                f"{_names(ignored)}"] if ignored else []
+    return [RowVerdict(index=i, **r) for i, r in enumerate(out)], warnings
 
 
 @router.post(
@@ -103,15 +107,19 @@ def _classify_rows(model: LoadedModel, rows: list[dict[str, Any]],
 )
 async def classify_flows(body: FlowRows, request: Request, settings: SettingsDep,
                          model: ModelDep, metrics: MetricsDep) -> RowVerdicts:
-    """One verdict per row. Each row must have exactly the model's input columns: the
-    ``feature_columns`` of ``GET /v1/model`` (numbers) plus ``service`` (text); missing or
-    unknown columns answer 422 naming them. ``horizon`` says the rows describe the first
+    """One verdict per row. Each row must have the model's input columns: the
+    ``feature_columns`` of ``GET /v1/model`` (numbers) plus ``service`` (text); a missing
+    one answers 422 naming it. Other columns (a whole `shortflow featurize` row) are
+    ignored and listed in ``warnings``. ``horizon`` says the rows describe the first
     HORIZON seconds of each flow."""
     if len(body.rows) > settings.max_rows:
         raise ApiProblem(413, f"{len(body.rows)} rows; at most {settings.max_rows} per "
                          "request (SHORTFLOW_MAX_ROWS)")
     verdicts: list[RowVerdict] = []
+    warnings: list[str] = []
     if body.rows:
-        verdicts = await run_cpu(request, _classify_rows, model, body.rows, body.horizon)
+        verdicts, warnings = await run_cpu(request, _classify_rows, model, body.rows,
+                                           body.horizon)
     metrics.count_labels((v.label for v in verdicts), source="rows")
-    return RowVerdicts(model=model.info.name, horizon=body.horizon, verdicts=verdicts)
+    return RowVerdicts(model=model.info.name, horizon=body.horizon, verdicts=verdicts,
+                       warnings=warnings)
