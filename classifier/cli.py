@@ -44,7 +44,9 @@ def add_flow_options(p: argparse.ArgumentParser) -> None:
                    help="fast (the default with the dpkt backend): the compiled featurizer; "
                    "reference: the plain Python one; same table")
     g.add_argument("--skip-bad", action="store_true",
-                   help="continue past damaged records and report how many were skipped")
+                   help="continue past damaged records and report how many were skipped; "
+                   "skip files that cannot be read as captures, one line each (an error "
+                   "only when none could be read)")
     g.add_argument("--idle-timeout", type=_positive_float, default=120.0, metavar="S")
     g.add_argument("--active-timeout", type=_positive_float, default=1800.0, metavar="S")
     g.add_argument("--max-flows", type=int, default=500_000, metavar="N",

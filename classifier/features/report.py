@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classifier.errors import ShortflowError
+from classifier.errors import CaptureError, ShortflowError
 from classifier.features.column_batch import ColumnBatch, as_frame
 from classifier.features.featurize import (
     FeaturizeConfig,
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["capture_files", "featurize_files", "featurize_to", "iter_tables",
            "flows_text", "summary_line", "CAPTURE_SUFFIXES"]
+
+log = logging.getLogger(__name__)
 
 _PROTO = {6: "tcp", 17: "udp"}
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
@@ -82,17 +85,50 @@ def featurize_files(paths: Sequence[Path], config: FeaturizeConfig, *, backend: 
                     skip_bad: bool = False, progress: bool = False,
                     engine: str = "reference") -> tuple[pd.DataFrame, str]:
     """Featurize every capture into one table held in memory; return it and a per-file
-    summary. To write a table of any size, use :func:`featurize_to`."""
+    summary. To write a table of any size, use :func:`featurize_to`. ``skip_bad``: also
+    skip files that cannot be read as captures, as :func:`featurize_to` does."""
     tables: list[pd.DataFrame] = []
     lines: list[str] = []
+    failed = _Failed(len(paths))
     for path in paths:
         stats = FeaturizeStats()
-        frames = [as_frame(t) for t in iter_tables(path, config, stats, engine=engine,
-                                                   backend=backend, skip_bad=skip_bad,
-                                                   progress=progress)]
+        frames: list[pd.DataFrame] = []
+        try:
+            for t in iter_tables(path, config, stats, engine=engine, backend=backend,
+                                 skip_bad=skip_bad, progress=progress):
+                frames.append(as_frame(t))
+        except CaptureError as exc:
+            if not skip_bad:
+                raise
+            failed.add(str(exc), rows=sum(len(f) for f in frames))
+            if not frames:
+                continue
         tables.append(concat_frames(frames, config))
         lines.append(summary_line(path, stats))
+    failed.check()
     return concat_frames(tables, config), "\n".join(lines)
+
+
+class _Failed:
+    """Files that could not be read (``skip_bad``): each is logged as one warning line;
+    :meth:`check` raises when no file was read at all."""
+
+    def __init__(self, files: int) -> None:
+        self.files = files
+        self.unread: list[str] = []
+
+    def add(self, error: str, rows: int) -> None:
+        if rows:  # cut off part way: what came before stays in the table
+            log.warning("stopped reading %s; its %d rows before that are kept", error, rows)
+        else:
+            if self.files > 1:  # a single file's reason is the error itself
+                log.warning("skipped %s", error)
+            self.unread.append(error)
+
+    def check(self) -> None:
+        if self.unread and len(self.unread) == self.files:
+            raise ShortflowError(self.unread[0] if self.files == 1 else
+                                 f"none of the {self.files} files could be read as a capture")
 
 
 def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *,
@@ -114,21 +150,34 @@ def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *
     """
     columns = row_columns(config)
     lines: list[str] = []
+    failed = _Failed(len(paths))
     with TableSink(output, columns) as sink:
         if jobs <= 1 and scheduler == "local":
             for path in paths:
-                lines.append(_stream(path, config, sink, engine, backend, skip_bad, progress))
+                before = sink.rows
+                line, error = _stream(path, config, sink, engine, backend, skip_bad, progress)
+                if error is not None:
+                    failed.add(error, rows=sink.rows - before)
+                if line is not None:
+                    lines.append(line)
+            failed.check()
             return sink.rows, len(columns), "\n".join(lines)
         parts = output.with_name(f".{output.name}.{os.getpid()}.parts")
         try:
             parts.mkdir(parents=True, exist_ok=True)
             tasks = [(path, config, engine, backend, skip_bad,
                       parts / f"{i:06d}{output.suffix}") for i, path in enumerate(paths)]
-            for part, rows, line in ordered_map(_featurize_part, tasks, jobs=jobs,
-                                                scheduler=scheduler, progress=progress):
-                sink.append_file(part, rows)
-                part.unlink()
-                lines.append(line)
+            for part, rows, line, error in ordered_map(_featurize_part, tasks, jobs=jobs,
+                                                       scheduler=scheduler,
+                                                       progress=progress):
+                if error is not None:
+                    failed.add(error, rows=rows)
+                if rows:
+                    sink.append_file(part, rows)
+                part.unlink(missing_ok=True)
+                if line is not None:
+                    lines.append(line)
+            failed.check()
         except OSError as exc:
             raise ShortflowError(f"{parts}: cannot use this folder for the workers' parts "
                                  f"({exc.strerror or exc})") from exc
@@ -138,22 +187,31 @@ def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *
 
 
 def _featurize_part(path: Path, config: FeaturizeConfig, engine: str, backend: str,
-                    skip_bad: bool, part: Path) -> tuple[Path, int, str]:
+                    skip_bad: bool, part: Path) -> tuple[Path, int, str | None, str | None]:
     """A worker's task: stream one capture's rows into the table file ``part``; return it,
-    its row count and the capture's summary line."""
+    its row count, the capture's summary line and the reason it could not be read (as
+    :func:`_stream`; text, as exceptions with their own arguments do not travel back)."""
     with TableSink(part, row_columns(config)) as sink:
-        line = _stream(path, config, sink, engine, backend, skip_bad, progress=False)
-    return part, sink.rows, line
+        line, error = _stream(path, config, sink, engine, backend, skip_bad, progress=False)
+    return part, sink.rows, line, error
 
 
 def _stream(path: Path, config: FeaturizeConfig, sink: TableSink, engine: str, backend: str,
-            skip_bad: bool, progress: bool) -> str:
-    """Append the rows of the capture ``path`` to ``sink``; return its summary line."""
+            skip_bad: bool, progress: bool) -> tuple[str | None, str | None]:
+    """Append the rows of the capture ``path`` to ``sink``; return its summary line (None
+    when nothing of it was read) and, with ``skip_bad``, why it could not be read (the
+    :class:`CaptureError` is raised without)."""
     stats = FeaturizeStats()
-    for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
-                             skip_bad=skip_bad, progress=progress):
-        sink.write(frame)
-    return summary_line(path, stats)
+    before = sink.rows
+    try:
+        for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
+                                 skip_bad=skip_bad, progress=progress):
+            sink.write(frame)
+    except CaptureError as exc:
+        if not skip_bad:
+            raise
+        return (summary_line(path, stats) if sink.rows > before else None), str(exc)
+    return summary_line(path, stats), None
 
 
 def flows_text(table: pd.DataFrame, limit: int = 50) -> str:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio.to_thread
 import pandas as pd
@@ -46,7 +46,7 @@ except ImportError:  # python-multipart < 0.0.13 names its module ``multipart``
         parse_options_header,
     )
 
-__all__ = ["router", "RAW_MEDIA_TYPES"]
+__all__ = ["router", "RAW_MEDIA_TYPES", "as_records"]
 
 log = logging.getLogger(__name__)
 
@@ -209,9 +209,14 @@ def _records(frame: pd.DataFrame, fields: list[str]) -> list[dict[str, Any]]:
     return [{k: _value(v) for k, v in row.items()} for row in sub.to_dict(orient="records")]
 
 
-_FLOW_FIELDS = list(FlowVerdict.model_fields)
-_CLIENT_FIELDS = list(ClientSummary.model_fields)
-_SPAN_FIELDS = list(TimelineSpan.model_fields)
+_Record = TypeVar("_Record", FlowVerdict, ClientSummary, TimelineSpan)
+
+
+def as_records(frame: pd.DataFrame, model: type[_Record]) -> list[_Record]:
+    """The rows of ``frame`` (verdicts, client summary or timeline) as the API's records:
+    the fields of ``model`` only, NaN as None. ``shortflow classify --json`` prints these
+    too."""
+    return [model.model_validate(r) for r in _records(frame, list(model.model_fields))]
 
 
 def _with_sessions(verdicts: pd.DataFrame, path: Path, session_model: SessionModel | None,
@@ -228,7 +233,7 @@ def _with_sessions(verdicts: pd.DataFrame, path: Path, session_model: SessionMod
     if horizon is None and config.window is None:
         verdicts = combine_verdicts(verdicts, run.activity, run.windows, session_model.config)
     spans = timeline(run.windows)
-    return verdicts, [TimelineSpan.model_validate(r) for r in _records(spans, _SPAN_FIELDS)]
+    return verdicts, as_records(spans, TimelineSpan)
 
 
 def _classify_file(path: Path, display: str, size: int, settings: Settings,
@@ -260,8 +265,8 @@ def _classify_file(path: Path, display: str, size: int, settings: Settings,
     read = stats.read
     return CaptureVerdicts(
         capture=display, model=model.info.name, horizon=horizon, window=window,
-        flows=[FlowVerdict.model_validate(r) for r in _records(verdicts, _FLOW_FIELDS)],
-        clients=[ClientSummary.model_validate(r) for r in _records(clients, _CLIENT_FIELDS)],
+        flows=as_records(verdicts, FlowVerdict),
+        clients=as_records(clients, ClientSummary),
         timeline=spans,
         stats=CaptureStats(
             bytes=size, format=read.format, records=read.records, packets=read.packets,

@@ -1,0 +1,127 @@
+"""Sharp edges a new user hit in the CLI (issue 18), each run as a user runs it: a real
+subprocess of ``shortflow`` on real capture files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from classifier.api.schemas import ClientSummary, FlowVerdict, TimelineSpan
+from classifier.model.artifact import DEFAULT_MODEL_DIR, read_info
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "datasets" / "samples" / "sample.pcap"
+MODEL_WINDOWS = [w for w in read_info(DEFAULT_MODEL_DIR).decision_windows if w is not None]
+
+
+def shortflow(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "classifier.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def errors(stderr: str) -> list[str]:
+    """stderr without the warning that the compiled kernels are older than the sources
+    (seen while someone edits them)."""
+    return [line for line in stderr.splitlines() if "ahead-of-time kernels" not in line]
+
+
+# --- classify --at: every decision window of the model, others refused -------------------
+
+@pytest.mark.parametrize("at", MODEL_WINDOWS)
+def test_classify_at_works_for_every_decision_window_of_the_model(at: float) -> None:
+    res = shortflow("classify", str(SAMPLE), "--at", f"{at:g}", "--json")
+    assert res.returncode == 0, res.stderr
+    flows = json.loads(res.stdout)["flows"]
+    assert flows and {f["decision_window"] for f in flows} == {f"first {at:g} s"}
+
+
+def test_classify_at_a_window_the_model_lacks_is_one_line_naming_the_valid_ones() -> None:
+    assert 7.0 not in MODEL_WINDOWS
+    res = shortflow("classify", str(SAMPLE), "--at", "7")
+    assert res.returncode == 2 and res.stdout == ""
+    lines = errors(res.stderr)
+    assert len(lines) == 1, res.stderr
+    assert "--at 7" in lines[0] and ", ".join(f"{w:g}" for w in MODEL_WINDOWS) in lines[0]
+
+
+# --- classify output: the table's reason, --json as the API's records --------------------
+
+def test_classify_json_is_the_api_record_and_all_columns_only_when_asked() -> None:
+    res = shortflow("classify", str(SAMPLE), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"flows", "clients", "timeline"}
+    assert doc["flows"] and doc["clients"] and doc["timeline"]
+    for flow in doc["flows"]:
+        assert list(flow) == list(FlowVerdict.model_fields)
+        FlowVerdict.model_validate(flow)
+    assert all(list(c) == list(ClientSummary.model_fields) for c in doc["clients"])
+    assert all(list(s) == list(TimelineSpan.model_fields) for s in doc["timeline"])
+    # the session model's verdicts are kept
+    assert "session" in {f["decided_by"] for f in doc["flows"]}
+
+    full = shortflow("classify", str(SAMPLE), "--json", "--all-columns")
+    assert full.returncode == 0, full.stderr
+    flows = json.loads(full.stdout)["flows"]
+    assert len(flows) == len(doc["flows"])
+    assert len(flows[0]) > 400 and "at3s__duration" in flows[0] and "burst_count" in flows[0]
+    assert {f["flow_id"]: f["label"] for f in flows} == \
+        {f["flow_id"]: f["label"] for f in doc["flows"]}
+
+    alone = shortflow("classify", str(SAMPLE), "--all-columns")
+    assert alone.returncode == 2 and "--json" in errors(alone.stderr)[0]
+
+
+def test_classify_table_has_a_short_reason_column() -> None:
+    table = shortflow("classify", str(SAMPLE), "--no-timeline")
+    doc = shortflow("classify", str(SAMPLE), "--no-timeline", "--json")
+    assert table.returncode == 0 and doc.returncode == 0, table.stderr + doc.stderr
+    header = table.stdout.splitlines()[0].split()
+    assert header[-1] == "reason" and "decided_by" in header and "client_port" in header
+    reasons = [f["reason"] for f in json.loads(doc.stdout)["flows"]]
+    assert any(len(r) > 60 for r in reasons)
+    for reason in reasons:
+        if len(reason) <= 60:
+            assert reason in table.stdout
+        else:
+            assert reason not in table.stdout and reason[:57] + "..." in table.stdout
+
+
+# --- featurize --skip-bad over several files ---------------------------------------------
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_skip_bad_skips_files_that_are_not_captures(tmp_path: Path, jobs: str) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("meeting notes, not a capture\n")
+    missing = tmp_path / "gone.pcap"
+    out = tmp_path / "t.csv"
+    res = shortflow("featurize", str(SAMPLE), str(notes), str(missing), "--skip-bad",
+                    "-o", str(out), "-q", "--jobs", jobs)
+    assert res.returncode == 0, res.stderr
+    lines = errors(res.stderr)
+    skipped = [line for line in lines if "skipped" in line and "packets" not in line]
+    assert len(skipped) == 2, res.stderr
+    assert str(notes) in skipped[0] and "not a pcap or pcapng" in skipped[0]
+    assert str(missing) in skipped[1] and "no such file" in skipped[1]
+    assert "Traceback" not in res.stderr
+    alone = tmp_path / "alone.csv"
+    assert shortflow("featurize", str(SAMPLE), "-o", str(alone), "-q").returncode == 0
+    assert len(pd.read_csv(out)) == len(pd.read_csv(alone)) > 0
+
+
+def test_skip_bad_with_no_capture_at_all_fails(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a capture\n")
+    out = tmp_path / "t.csv"
+    res = shortflow("featurize", str(notes), str(tmp_path / "gone.pcap"), "--skip-bad",
+                    "-o", str(out), "-q")
+    assert res.returncode == 2 and not out.exists()
+    assert "none of the 2 files" in errors(res.stderr)[-1]
+    # without --skip-bad the first bad file stops the run, as before
+    res = shortflow("featurize", str(SAMPLE), str(notes), "-o", str(out), "-q")
+    assert res.returncode == 2 and not out.exists() and str(notes) in res.stderr
