@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from classifier.errors import ShortflowError
 from classifier.features.column_batch import Column, ColumnBatch
-from classifier.features.schema import NAME_COLUMNS
+from classifier.features.schema import NAME_COLUMNS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,6 +36,7 @@ _TEXT = frozenset(("capture", "client", "server", "end_reason", *NAME_COLUMNS))
 _INTEGER = frozenset(("flow_id", "proto", "client_port", "server_port", "packets",
                       "wire_bytes"))
 _SUFFIXES = (".parquet", ".csv")
+_PARQUET_METADATA = {b"shortflow_schema_version": SCHEMA_VERSION.encode()}
 
 
 def arrow_schema(columns: list[str]) -> pa.Schema:
@@ -162,6 +163,8 @@ class TableSink:
         return frame if list(frame.columns) == self.columns else frame[self.columns]
 
     def _write_arrow(self, table: pa.Table) -> None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **_PARQUET_METADATA})
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.tmp, table.schema)
         self._parquet.write_table(table)
