@@ -3,7 +3,9 @@ subprocess of ``shortflow`` on real capture files."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +127,31 @@ def test_skip_bad_with_no_capture_at_all_fails(tmp_path: Path) -> None:
     # without --skip-bad the first bad file stops the run, as before
     res = shortflow("featurize", str(SAMPLE), str(notes), "-o", str(out), "-q")
     assert res.returncode == 2 and not out.exists() and str(notes) in res.stderr
+
+
+# --- a truncated .pcap.gz is read to the cut, like a truncated plain pcap ----------------
+
+def test_truncated_gzip_capture_is_read_to_the_cut(tmp_path: Path) -> None:
+    data = SAMPLE.read_bytes()
+    packed = gzip.compress(data)
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    whole = tmp_path / "whole.pcap.gz"
+    whole.write_bytes(packed)
+    for engine in ("fast", "reference"):
+        res = shortflow("featurize", str(cut), "-o", str(tmp_path / f"{engine}.csv"), "-q",
+                        "--engine", engine)
+        assert res.returncode == 0, res.stderr
+        warnings = [line for line in errors(res.stderr) if "WARNING" in line]
+        assert len(warnings) == 1 and str(cut) in warnings[0], res.stderr
+        offset = int(re.search(r"at byte (\d+)", warnings[0]).group(1))  # type: ignore[union-attr]
+        assert 0 < offset < len(data)
+        assert f"cut short at byte {offset}" in res.stderr  # the summary line
+        rows = pd.read_csv(tmp_path / f"{engine}.csv")
+        assert 0 < len(rows)
+    full = shortflow("featurize", str(whole), "-o", str(tmp_path / "whole.csv"), "-q")
+    assert full.returncode == 0 and "WARNING" not in full.stderr and "cut" not in full.stderr
+    assert len(rows) < len(pd.read_csv(tmp_path / "whole.csv"))
+    # packets before the cut were all read: the cut file's first flows match the whole's
+    first = pd.read_csv(tmp_path / "whole.csv").sort_values("first_ts")["first_ts"].iloc[0]
+    assert rows.sort_values("first_ts")["first_ts"].iloc[0] == first

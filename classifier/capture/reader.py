@@ -10,12 +10,13 @@ the native one and to read formats only Wireshark knows.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from classifier.capture.decode import decode_frame
 from classifier.capture.packet import Packet
@@ -74,9 +75,84 @@ def _check_file(path: str) -> None:
         raise CaptureError(path, "permission denied; make the file readable")
 
 
+class _GzipStream(io.RawIOBase):
+    """The decompressed bytes of a gzip file (one member or several), seekable, that ends
+    where the compressed data ends: a file cut short reads to the cut (``cut_at`` is then
+    the decompressed offset reached) where :mod:`gzip` raises EOFError and gives nothing of
+    the last block it was decompressing. Damaged compressed data raises zlib.error."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115  closed in close()
+        self.cut_at: int | None = None
+        self._rewind()
+
+    def _rewind(self) -> None:
+        self._file.seek(0)
+        self._z = zlib.decompressobj(wbits=31)
+        self._input = b""  # compressed bytes not yet given to the decompressor
+        self._output = b""  # decompressed bytes not yet read
+        self._pos = 0
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._output and not self._ended:
+            self._decompress()
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._output))
+        view[:n] = self._output[:n]
+        self._output = self._output[n:]
+        self._pos += n
+        return n
+
+    def _decompress(self) -> None:
+        if not self._input:
+            self._input = self._file.read(_BUFFER)
+            if not self._input:
+                self._ended = True
+                if not self._z.eof and self._z.unused_data == b"":
+                    self.cut_at = self._pos  # inside a member: the file was cut short
+                return
+        if self._z.eof:  # the member ended; another may follow (after zero padding)
+            self._input = self._input.lstrip(b"\0")
+            if not self._input:
+                return
+            self._z = zlib.decompressobj(wbits=31)
+        self._output = self._z.decompress(self._input, _BUFFER)
+        self._input = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._pos + offset
+        if whence not in (io.SEEK_SET, io.SEEK_CUR) or target < 0:
+            raise OSError(f"gzip stream: cannot seek to {offset} (whence {whence})")
+        if target < self._pos:
+            self._rewind()
+        while self._pos < target and not (self._ended and not self._output):
+            if not self._output:
+                self._decompress()
+                continue
+            n = min(target - self._pos, len(self._output))
+            self._output = self._output[n:]
+            self._pos += n
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _open(path: str, compressed: bool) -> IO[bytes]:
     if compressed:
-        return cast(IO[bytes], gzip.open(path, "rb"))
+        return cast(IO[bytes], io.BufferedReader(_GzipStream(path), _BUFFER))
     return open(path, "rb", buffering=_BUFFER)
 
 
@@ -131,7 +207,12 @@ def _native(
             path, f"read failed ({exc}); the file or its compression is damaged", stats.bytes_read
         ) from None
     finally:
+        cut_at = getattr(getattr(f, "raw", None), "cut_at", None)
         f.close()
+    if cut_at is not None and stats.truncated_at is None:  # cut between two records
+        stats.truncated_at = cut_at
+        logger.warning("%s: compressed capture cut short at byte %d (of the decompressed "
+                       "capture); read up to there", path, cut_at)
 
 
 def open_capture(
