@@ -264,6 +264,20 @@ class LiveState:
         log.info("policy replaced via %s (mode %s)", source, policy.mode)
         return policy_doc(policy)
 
+    def reload_policy(self) -> dict[str, Any]:
+        """Re-read the policy file, as SIGHUP does, and return the policy in force.
+
+        Raises PolicyError (the running policy stays) when live mode has no policy file or
+        the file is invalid.
+        """
+        if self.policy_holder.path is None:
+            raise PolicyError("live mode runs without --policy: there is no policy file to "
+                              "reload")
+        error = self.policy_holder.reload()
+        if error is not None:
+            raise error
+        return self.policy()
+
     def set_policy_text(self, toml: str, source: str = "<api>") -> dict[str, Any]:
         """Parse TOML policy text and put it in force; return it.
 

@@ -1,4 +1,5 @@
-"""``GET/PUT /v1/policy``: read or replace the running blocking policy (token required)."""
+"""``GET/PUT /v1/policy``: read or replace the running blocking policy;
+``POST /v1/policy:reload``: re-read the policy file (token required)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,12 @@ async def put_policy(request: Request, live: LiveDep) -> PolicyDoc:
         raise ApiProblem(415, "send the policy as application/toml (or text/plain) or as "
                          "application/json")
     return PolicyDoc.model_validate(result)
+
+
+@router.post(":reload", response_model=PolicyDoc, summary="Re-read the policy file",
+             responses=problem_responses(422))
+async def reload_policy(live: LiveDep) -> PolicyDoc:
+    """Re-read the file given to ``shortflow live --policy``, as SIGHUP does, and return
+    the policy in force. A bad file, or live mode without one, answers 422 and the running
+    policy stays."""
+    return PolicyDoc.model_validate(live.reload_policy())
