@@ -63,8 +63,9 @@ def horizon_name(horizon: float | None) -> str:
 
 
 def load_rows(manifests: Sequence[Path | str]) -> list[Any]:
-    """All manifest rows, in order. Raises :class:`DatasetError` for a bad manifest or a
-    capture listed twice."""
+    """All manifest rows, in order. Read each capture from ``row.local_path`` (the listed
+    file, else its copy fetched by ``shortflow dataset fetch``). Raises
+    :class:`DatasetError` for a bad manifest or a capture listed twice."""
     from training.manifest import load_manifest
 
     if not manifests:
@@ -163,7 +164,7 @@ def flow_table(manifests: Sequence[Path | str], config: FeaturizeConfig | None =
     if config.window is not None:
         raise DatasetError("training uses per-flow rows with snapshots; do not set window")
     rows = load_rows(manifests)
-    args = [(row.path, row.sha256, config, cache_dir) for row in rows]
+    args = [(row.local_path, row.sha256, config, cache_dir) for row in rows]
     tables = _run_parallel(args, jobs, scheduler, progress)
     labeled = [_label_flows(t, row) for t, row in zip(tables, rows, strict=True)]
     labeled = [t for t in labeled if len(t)]

@@ -49,10 +49,27 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from training.manifest import add_row
 
     row = add_row(args.manifest, args.capture, args.label, args.app, recorded=args.recorded,
-                  device=args.device, date=args.date, license=args.license, notes=args.notes)
+                  device=args.device, date=args.date, license=args.license, notes=args.notes,
+                  url=args.url)
     print(f"added {row.path.name} ({row.label}, {row.app}, sha256 {row.sha256[:16]}...) "
           f"to {args.manifest}")
     return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from training.fetch import fetch_manifest
+    from training.manifest import capture_cache_dir
+
+    cache = args.cache or capture_cache_dir()
+    failed = 0
+    for manifest in args.manifests:
+        done = fetch_manifest(manifest, cache, timeout=args.timeout)
+        failed += len(done.failed)
+        print(f"{manifest}: {len(done.downloaded)} fetched "
+              f"({done.bytes_downloaded / 1e6:.1f} MB), {len(done.present)} present, "
+              f"{len(done.no_url)} without url, {len(done.failed)} failed; cache {cache}",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cmd_import_trace(args: argparse.Namespace) -> int:
@@ -94,8 +111,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def register(sub: SubParsers) -> None:
-    """Add ``dataset`` with sub-commands verify, add, import-trace, ensure-traces, summary."""
-    p = sub.add_parser("dataset", help="dataset manifests: verify, add captures, import traces")
+    """Add ``dataset`` with sub-commands verify, add, fetch, import-trace, ensure-traces,
+    summary."""
+    p = sub.add_parser("dataset",
+                       help="dataset manifests: verify, add and fetch captures, import traces")
     dsub = p.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
 
     v = dsub.add_parser("verify", help="check that every capture exists and its sha256 matches")
@@ -112,7 +131,18 @@ def register(sub: SubParsers) -> None:
     a.add_argument("--date", default="", help="ISO date of the recording (default: today)")
     a.add_argument("--license", default="", help="license or terms of use")
     a.add_argument("--notes", default="")
+    a.add_argument("--url", default="", help="where the capture can be downloaded")
     a.set_defaults(handler=_cmd_add)
+
+    f = dsub.add_parser("fetch",
+                        help="download the captures a manifest lists by url into the cache")
+    f.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
+    f.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="capture cache (default $SHORTFLOW_CACHE/captures or "
+                        "~/.cache/shortflow/captures, where training looks)")
+    f.add_argument("--timeout", type=_positive, default=60.0, metavar="S",
+                   help="seconds without progress before a download fails (default 60)")
+    f.set_defaults(handler=_cmd_fetch)
 
     t = dsub.add_parser("import-trace",
                         help="turn a packet-metadata trace (CSV/JSON) into pcap files")

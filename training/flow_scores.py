@@ -42,8 +42,8 @@ def _capture_bytes(flow_model: LoadedModel, estimator: Any, config: SessionConfi
                    rule: Agreement, row: Any, cache: Path) -> dict[str, float]:
     from classifier.model.session_model import SessionModel, SessionModelInfo
 
-    flows = featurize_cached(row.path, row.sha256, FeaturizeConfig(), cache)
-    activity = featurize_cached(row.path, row.sha256, ACTIVITY_CONFIG, cache,
+    flows = featurize_cached(row.local_path, row.sha256, FeaturizeConfig(), cache)
+    activity = featurize_cached(row.local_path, row.sha256, ACTIVITY_CONFIG, cache,
                                 ACTIVITY_COLUMNS)
     info = SessionModelInfo(name="fold", sha256="", feature_columns=list(SESSION_FEATURES),
                             labels=[str(c) for c in estimator.classes_], config={})

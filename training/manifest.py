@@ -1,10 +1,16 @@
 """Dataset manifests: one CSV row per capture, saying how it was made and what it shows.
 
-A manifest is a CSV file with the header ``MANIFEST_COLUMNS`` (any column order, no extra
-columns). ``path`` is relative to the manifest's own folder (or absolute); ``sha256`` is the
-capture file's hash; ``label`` is the session label, one of ``SESSION_LABELS``. Labels come
-from how a capture was made, never from a model. Splits group flows by
-:attr:`ManifestRow.capture_id`, so the flows of one capture never land on both sides.
+A manifest is a CSV file with the header ``MANIFEST_COLUMNS`` plus, optionally, the
+``OPTIONAL_COLUMNS`` (any column order, no other columns). ``path`` is relative to the
+manifest's own folder (or absolute); ``sha256`` is the capture file's hash; ``label`` is the
+session label, one of ``SESSION_LABELS``; ``url`` (optional, may be empty) is where the
+capture can be downloaded (``shortflow dataset fetch``). Labels come from how a capture was
+made, never from a model. Splits group flows by :attr:`ManifestRow.capture_id`, so the flows
+of one capture never land on both sides.
+
+:attr:`ManifestRow.local_path` is the file to read: the listed path when it exists, else the
+fetched copy ``<capture cache>/<sha256>-<basename>`` (:func:`capture_cache_dir`) when that
+exists. It is the one place where rows are resolved to files.
 
 Every problem with a manifest is a :class:`classifier.errors.DatasetError` whose one-line
 message names the manifest file and, for a bad row, its line number.
@@ -29,6 +35,7 @@ from classifier.errors import DatasetError
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "OPTIONAL_COLUMNS",
     "SESSION_LABELS",
     "ManifestRow",
     "load_manifest",
@@ -36,6 +43,9 @@ __all__ = [
     "verify_manifest",
     "add_row",
     "file_sha256",
+    "capture_cache_dir",
+    "cached_capture_path",
+    "resolve_capture",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,9 +53,12 @@ log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = (
     "path", "sha256", "label", "app", "recorded", "device", "date", "license", "notes",
 )
+OPTIONAL_COLUMNS = ("url",)
+"""Columns a manifest may have; new manifests written by :func:`add_row` have them."""
 SESSION_LABELS = ("short-form", "long-form", "other-video", "web", "call", "mixed", "other")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_URL = re.compile(r"https?://\S+")
 _CHUNK = 1 << 20
 
 
@@ -63,11 +76,40 @@ class ManifestRow:
     license: str
     notes: str
     manifest: Path
+    url: str = ""
 
     @property
     def capture_id(self) -> str:
         """Stable id of the capture (first 16 hex digits of its sha256): the split group."""
         return self.sha256[:16]
+
+    @property
+    def local_path(self) -> Path:
+        """The file to read for this row (see :func:`resolve_capture`). ``path`` stays the
+        listed path: names, sources and sidecars come from it."""
+        return resolve_capture(self.path, self.sha256)
+
+
+def capture_cache_dir() -> Path:
+    """Where ``shortflow dataset fetch`` puts captures: ``$SHORTFLOW_CACHE/captures`` if set,
+    else ``~/.cache/shortflow/captures``."""
+    base = os.environ.get("SHORTFLOW_CACHE")
+    root = Path(base) if base else Path.home() / ".cache" / "shortflow"
+    return root / "captures"
+
+
+def cached_capture_path(path: Path, sha256: str, cache_dir: Path | None = None) -> Path:
+    """The fetched copy of a capture: ``<cache_dir>/<sha256>-<basename>``."""
+    return (cache_dir or capture_cache_dir()) / f"{sha256}-{Path(path).name}"
+
+
+def resolve_capture(path: Path, sha256: str, cache_dir: Path | None = None) -> Path:
+    """``path`` when it exists, else its fetched copy when that exists, else ``path``
+    (so a missing capture is reported under the name the manifest gives it)."""
+    if path.exists():
+        return path
+    cached = cached_capture_path(path, sha256, cache_dir)
+    return cached if cached.is_file() else path
 
 
 def file_sha256(path: Path) -> str:
@@ -97,6 +139,11 @@ def _check_date(value: str, where: str) -> None:
         raise DatasetError(f"{where}: date {value!r} is not an ISO date like 2025-01-31") from exc
 
 
+def _check_url(value: str, where: str) -> None:
+    if value and not _URL.fullmatch(value):
+        raise DatasetError(f"{where}: url {value!r} must start with https:// or http://")
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -113,12 +160,12 @@ def _check_header(header: list[str] | None, manifest: Path) -> list[str]:
         raise DatasetError(f"{manifest}: manifest is empty (expected a header line)")
     names = [h.strip() for h in header]
     missing = [c for c in MANIFEST_COLUMNS if c not in names]
-    extra = [c for c in names if c not in MANIFEST_COLUMNS]
+    extra = [c for c in names if c not in MANIFEST_COLUMNS + OPTIONAL_COLUMNS]
     if missing or extra or len(set(names)) != len(names):
         raise DatasetError(
             f"{manifest} line 1: header must hold exactly the columns "
-            f"{','.join(MANIFEST_COLUMNS)} (missing: {','.join(missing) or '-'}; "
-            f"unknown: {','.join(extra) or '-'})")
+            f"{','.join(MANIFEST_COLUMNS)} and optionally {','.join(OPTIONAL_COLUMNS)} "
+            f"(missing: {','.join(missing) or '-'}; unknown: {','.join(extra) or '-'})")
     return names
 
 
@@ -134,6 +181,8 @@ def _parse_row(values: list[str], names: list[str], manifest: Path, line: int) -
         raise DatasetError(f"{where}: sha256 must be 64 hex digits, got {fields['sha256']!r}")
     _check_label(fields["label"], where)
     _check_date(fields["date"], where)
+    url = fields.get("url", "")
+    _check_url(url, where)
     path = Path(os.path.expanduser(fields["path"]))
     if not path.is_absolute():
         path = manifest.parent / path
@@ -141,7 +190,7 @@ def _parse_row(values: list[str], names: list[str], manifest: Path, line: int) -
         path=Path(os.path.normpath(path.absolute())), sha256=sha, label=fields["label"],
         app=fields["app"], recorded=fields["recorded"], device=fields["device"],
         date=fields["date"], license=fields["license"], notes=fields["notes"],
-        manifest=manifest,
+        manifest=manifest, url=url,
     )
 
 
@@ -193,24 +242,27 @@ def manifest_sha256(paths: Sequence[Path]) -> str:
 
 
 def verify_manifest(path: Path) -> list[str]:
-    """Check every row's capture: it exists and its sha256 matches. Returns the problems.
+    """Check every row's capture (its :attr:`ManifestRow.local_path`): it exists and its
+    sha256 matches. Returns the problems.
 
     An empty list means all captures are present and intact. Raises :class:`DatasetError`
     only when the manifest itself cannot be parsed (see :func:`load_manifest`).
     """
     problems: list[str] = []
     for row in load_manifest(path):
-        if not row.path.is_file():
-            problems.append(f"{row.path}: missing (listed in {row.manifest.name})")
+        local = row.local_path
+        if not local.is_file():
+            hint = " (shortflow dataset fetch can download it)" if row.url else ""
+            problems.append(f"{row.path}: missing (listed in {row.manifest.name}){hint}")
             continue
         try:
-            actual = file_sha256(row.path)
+            actual = file_sha256(local)
         except DatasetError as exc:
             problems.append(str(exc))
             continue
         if actual != row.sha256:
             problems.append(
-                f"{row.path}: sha256 mismatch (manifest {row.sha256[:16]}..., "
+                f"{local}: sha256 mismatch (manifest {row.sha256[:16]}..., "
                 f"file {actual[:16]}...)")
     return problems
 
@@ -233,10 +285,13 @@ def add_row(
     date: str = "",
     license: str = "",
     notes: str = "",
+    url: str = "",
 ) -> ManifestRow:
     """Append a row for ``capture`` (hashed now) to ``manifest``, creating it with a header.
 
     ``date`` defaults to today (UTC). The path is stored relative to the manifest's folder.
+    A new manifest gets every column (``MANIFEST_COLUMNS`` and ``OPTIONAL_COLUMNS``); a
+    ``url`` for a manifest without that column is refused.
     The append holds an exclusive lock on the manifest, so parallel writers do not interleave.
     Raises :class:`DatasetError` for an unknown label, a bad date, a missing capture, a
     capture already listed, or a manifest that cannot be parsed or written.
@@ -246,13 +301,14 @@ def add_row(
     _check_label(label, str(manifest))
     date = date or _date.today().isoformat()
     _check_date(date, str(manifest))
+    _check_url(url, str(manifest))
     if not capture.is_file():
         raise DatasetError(f"{capture}: capture not found")
     sha = file_sha256(capture)
     values = {
         "path": _relative_to(capture, manifest.parent), "sha256": sha, "label": label,
         "app": app, "recorded": recorded, "device": device, "date": date,
-        "license": license, "notes": notes,
+        "license": license, "notes": notes, "url": url,
     }
     try:
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -265,8 +321,8 @@ def add_row(
     except OSError as exc:
         raise DatasetError(f"{manifest}: cannot write manifest: {exc.strerror or exc}") from exc
     log.info("added %s (%s) to %s", capture.name, label, manifest)
-    return _parse_row([values[c] for c in MANIFEST_COLUMNS], list(MANIFEST_COLUMNS),
-                      manifest, 0)
+    columns = (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
+    return _parse_row([values[c] for c in columns], list(columns), manifest, 0)
 
 
 def _append_locked(fh: io.TextIOWrapper, manifest: Path, capture: Path,
@@ -278,12 +334,14 @@ def _append_locked(fh: io.TextIOWrapper, manifest: Path, capture: Path,
             if row.path == capture:
                 raise DatasetError(f"{manifest}: {capture.name} is already listed")
         columns: Sequence[str] = [h.strip() for h in next(csv.reader([text.splitlines()[0]]))]
+        if values["url"] and "url" not in columns:
+            raise DatasetError(f"{manifest}: has no url column; add one to the header first")
     else:
-        columns = MANIFEST_COLUMNS
+        columns = (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if not text.strip():
-        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerow(columns)
     elif not text.endswith("\n"):
         buf.write("\n")
     writer.writerow([values[c] for c in columns])

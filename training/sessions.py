@@ -172,7 +172,7 @@ def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None =
     config = config or SessionConfig()
     rows = load_rows(manifests)
     cache = cache_dir if cache_dir is not None else default_cache_dir()
-    args = [(row.path, row.sha256, ACTIVITY_CONFIG, cache, ACTIVITY_COLUMNS) for row in rows]
+    args = [(row.local_path, row.sha256, ACTIVITY_CONFIG, cache, ACTIVITY_COLUMNS) for row in rows]
     tables = ordered_map(featurize_cached, args, jobs=jobs, scheduler="local",
                          progress=progress, error=DatasetError)
     parts: list[pd.DataFrame] = []

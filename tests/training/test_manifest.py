@@ -14,6 +14,7 @@ from classifier.errors import DatasetError
 from training.dataset_cli import register
 from training.manifest import (
     MANIFEST_COLUMNS,
+    OPTIONAL_COLUMNS,
     SESSION_LABELS,
     add_row,
     load_manifest,
@@ -120,7 +121,8 @@ def test_add_row_creates_appends_and_refuses_duplicates(tmp_path: Path) -> None:
     assert [r.path.name for r in rows] == ["s1.pcap", "s2.pcap"]
     assert rows[1].date  # defaults to today
     text = m.read_text().splitlines()
-    assert text[0] == HEADER and text[1].startswith("../caps/s1.pcap,")
+    assert text[0] == ",".join((*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS))
+    assert text[1].startswith("../caps/s1.pcap,")
     with pytest.raises(DatasetError, match="already listed"):
         add_row(m, cap, "web", "x")
     with pytest.raises(DatasetError, match="unknown label"):
@@ -129,6 +131,24 @@ def test_add_row_creates_appends_and_refuses_duplicates(tmp_path: Path) -> None:
         add_row(m, tmp_path / "none.pcap", "web", "x")
     assert len(load_manifest(m)) == 2
     assert verify_manifest(m) == []
+
+
+def test_url_column_is_optional_and_checked(tmp_path: Path) -> None:
+    cap, sha = _capture(tmp_path, "a.pcap", b"aaaa")
+    old = _manifest(tmp_path, [f"a.pcap,{sha},web,ff,,,,,"], "old.csv")
+    assert load_manifest(old)[0].url == ""
+    with pytest.raises(DatasetError, match="has no url column"):
+        add_row(old, _capture(tmp_path, "b.pcap", b"b")[0], "web", "ff",
+                url="https://example.org/b.pcap")
+    new = tmp_path / "new.csv"
+    new.write_text("url,path,sha256,label,app,recorded,device,date,license,notes\n"
+                   f"https://example.org/a.pcap,a.pcap,{sha},web,ff,,,,,\n", encoding="utf-8")
+    assert load_manifest(new)[0].url == "https://example.org/a.pcap"
+    new.write_text(new.read_text().replace("https://example.org", "ftp://example.org"))
+    with pytest.raises(DatasetError, match=r"new.csv line 2: url 'ftp://.*https://"):
+        load_manifest(new)
+    row = add_row(tmp_path / "added.csv", cap, "web", "ff", url="https://example.org/a.pcap")
+    assert row.url == load_manifest(tmp_path / "added.csv")[0].url == "https://example.org/a.pcap"
 
 
 def test_manifest_sha256_tracks_content_and_order(tmp_path: Path) -> None:
@@ -216,4 +236,4 @@ def test_ci_manifest_is_a_subset_with_every_public_label() -> None:
     assert {r.label for r in ci} == {r.label for r in public.values()}
     assert not any("STITCHED" in r.notes for r in ci)
     with open(DATASETS / "ci.csv", newline="") as fh:
-        assert next(csv.reader(fh)) == list(MANIFEST_COLUMNS)
+        assert next(csv.reader(fh)) == [*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS]
