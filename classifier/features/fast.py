@@ -10,7 +10,8 @@ flows, not the file size):
 3. the few packets that may carry names: a flow's first 24 entries with payload (TLS
    ClientHello / QUIC Initial) and DNS answers (port 53). A compiled scanner
    (:mod:`classifier.features.hello_scan`) settles the common case, a flow whose first
-   fed payload holds a whole ClientHello; every other packet goes through the same
+   fed payload holds a whole ClientHello (or a Google QUIC CHLO in clear with its
+   SNI); every other packet goes through the same
    Python parsers as the reference, with DNS answers and name lookups replayed in
    capture order;
 4. entries of active flows wait in a pool; ended flows are cut out of it and
@@ -311,7 +312,8 @@ class _Run:
     pool: _Pool = field(default_factory=_Pool)
     cache: NameCache = field(default_factory=NameCache)
     extractors: dict[int, NameExtractor] = field(default_factory=dict)
-    hellos: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)  # sni, alpn
+    # sni, alpn, name source
+    hellos: dict[int, tuple[str | None, str | None, str]] = field(default_factory=dict)
     max_uid: int = 0  # highest flow id seen so far
     dns_at_start: dict[int, str] = field(default_factory=dict)
     dns_final: dict[int, str] = field(default_factory=dict)
@@ -430,14 +432,16 @@ class _Run:
     def _scan_hellos(self, chunk: cc.ColumnChunk, feed: I64, fed_uid: I64, prev_max: int
                      ) -> I64:
         """Let the compiled scanner settle the flows whose first fed payload is a whole
-        ClientHello; return the packets of ``feed`` that still go to Python."""
+        ClientHello or a gQUIC CHLO; return the packets of ``feed`` that still go to Python."""
         cols = chunk.cols
         old_uid = np.unique(fed_uid[fed_uid <= prev_max])
         old_state = np.array([self._name_state(u) for u in old_uid.tolist()], np.int8)
         scan = scan_first_payloads(chunk.buffer, fed_uid, cols[cc.C_PROTO, feed],
                                    cols[cc.C_PAT, feed], cols[cc.C_PCAP, feed], prev_max,
                                    self.max_uid, old_uid, old_state)
-        self.hellos.update(zip(scan.uids, scan.names, strict=True))
+        self.hellos.update(zip(scan.uids, ((s, a, src) for (s, a), src
+                                           in zip(scan.names, scan.sources, strict=True)),
+                               strict=True))
         return feed[scan.python]
 
     def _name_state(self, u: int) -> int:
@@ -537,7 +541,7 @@ class _Run:
             d = self.dns_at_start.pop(u, None) or self.dns_final.pop(u, None)
             found: str | None
             if hello is not None:
-                s, a, found = hello[0], hello[1], "tls"
+                s, a, found = hello
             else:
                 s, a, found = (ext.sni, ext.alpn, ext.source) if ext else (None, None, None)
             if s:

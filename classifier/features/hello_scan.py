@@ -4,12 +4,16 @@
 fast path would feed to a flow's :class:`~classifier.features.names.NameExtractor`). For
 each flow it looks at the **first** payload it is fed: when that is a TCP payload whose
 first TLS record holds a complete ClientHello, it reads the server name and the ALPN list
-exactly as :mod:`classifier.features.tls` would and marks the flow's names done. Every
+exactly as :mod:`classifier.features.tls` would and marks the flow's names done; when it
+is a UDP payload that is a client Google QUIC packet (Q043 and older, Q044-Q047) whose
+CHLO carries an SNI, it reads the name exactly as
+:func:`~classifier.features.gquic.parse_gquic_packet` would (source ``gquic``). Every
 other packet goes back to Python, to the reference extractor, and so does every flow the
-scanner is not sure about: a hello spread over records or segments, QUIC and other UDP,
-a payload that is not a well-formed hello (the reference gives no name from it, but it
-may still find one in a later packet), names or protocols with bytes above 0x7F (the
-reference decodes those as UTF-8 with replacement; ASCII decodes the same either way).
+scanner is not sure about: a hello spread over records or segments, IETF QUIC, Q050 and
+other UDP, a payload that is not a well-formed hello or CHLO (the reference gives no name
+from it, but it may still find one in a later packet), names or protocols with bytes above
+0x7F (the reference decodes those as UTF-8 with replacement; ASCII decodes the same
+either way).
 
 What the scanner accepts is exactly what one fresh ``NameExtractor.feed`` of that payload
 turns into a hello (the same record checks, the same bounds on every length field, the
@@ -29,7 +33,8 @@ import numpy.typing as npt
 
 from classifier.compiled import jit
 
-__all__ = ["DONE", "PYTHON", "UNSEEN", "HelloScan", "scan_first_payloads", "scan_payload"]
+__all__ = ["DONE", "PYTHON", "SOURCES", "UNSEEN", "HelloScan", "scan_first_payloads",
+           "scan_payload"]
 
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
@@ -38,7 +43,11 @@ U8 = npt.NDArray[np.uint8]
 #: Flow states (``old_state`` of :func:`scan_first_payloads`).
 UNSEEN, DONE, PYTHON = 0, 1, 2
 
-_TCP = 6
+_TCP, _UDP = 6, 17
+#: ``name_source`` of a settled flow, by the scanner's source code.
+SOURCES = ("tls", "gquic")
+_SRC_TLS, _SRC_GQUIC = 0, 1
+_MAX_CHLO_TAGS = 128  # gquic.MAX_CHLO_TAGS
 _MAX_HELLO_BYTES = 16384  # tls.MAX_HELLO_BYTES: a longer first payload fails the reassembler
 _MAX_RECORD = 18432  # tls._handshake_bytes: larger record lengths are not TLS
 _HANDSHAKE, _CLIENT_HELLO = 22, 1
@@ -46,8 +55,8 @@ _EXT_SERVER_NAME, _EXT_ALPN = 0, 16
 _ASCII = 0x80
 
 # result rows
-_R_UID, _R_SNI_AT, _R_SNI_LEN, _R_ALPN_AT, _R_ALPN_LEN = range(5)
-_NR = 5
+_R_UID, _R_SNI_AT, _R_SNI_LEN, _R_ALPN_AT, _R_ALPN_LEN, _R_SRC = range(6)
+_NR = 6
 
 
 @jit(cache=True, nogil=True, inline="always")
@@ -195,6 +204,114 @@ def _hello(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     return w
 
 
+@jit(cache=True, nogil=True)
+def _uint_n(buf: U8, p: int, size: int, big: bool) -> int:
+    """An unsigned ``size``-byte integer (1-8 bytes) at ``p``, big- or little-endian."""
+    v = 0
+    for k in range(size):
+        v |= _u8(buf, p + (k if big else size - 1 - k)) << (8 * (size - 1 - k))
+    return v
+
+
+@jit(cache=True, nogil=True)
+def _gquic_number(buf: U8, p: int) -> int:
+    """gquic.gquic_version_number of the 4 bytes at ``p``: ``Q0dd`` -> dd, else -1."""
+    if buf[p] != 0x51 or buf[p + 1] != 0x30:
+        return -1
+    d1 = _u8(buf, p + 2) - 0x30
+    d2 = _u8(buf, p + 3) - 0x30
+    if d1 < 0 or d1 > 9 or d2 < 0 or d2 > 9:
+        return -1
+    return 10 * d1 + d2
+
+
+@jit(cache=True, nogil=True)
+def _gquic(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
+    """Scan the UDP payload ``buf[at:at+size]`` as :func:`gquic.parse_gquic_packet` reads
+    it. When that gives an SNI (ASCII), write it to ``text`` at ``w``, set ``out`` as
+    :func:`_hello` does (no ALPN) and return the new end of ``text``; else return -1."""
+    n = size
+    if n < 1:
+        return -1
+    b = at
+    first = _u8(buf, b)
+    if first & 0x80:  # long header, Q044-Q047
+        if n < 6:
+            return -1
+        number = _gquic_number(buf, b + 1)
+        if number < 44 or number > 47:
+            return -1
+        dcil = _u8(buf, b + 5) >> 4
+        scil = _u8(buf, b + 5) & 0x0F
+        pos = 6 + (dcil + 3 if dcil else 0) + (scil + 3 if scil else 0) + (first & 0x03) + 1
+    else:  # public header, Q043 and older
+        if first & 0x03 != 0x01:
+            return -1
+        cid = 8 if first & 0x08 else 0
+        if n < 5 + cid:
+            return -1
+        number = _gquic_number(buf, b + 1 + cid)
+        if number < 0 or number > 43:
+            return -1
+        pn = (first >> 4) & 0x03
+        pos = 5 + cid + (1 if pn == 0 else 2 if pn == 1 else 4 if pn == 2 else 6)
+    pos += 12 + (1 if number < 34 else 0)
+    if pos >= n:
+        return -1
+    ftype = _u8(buf, b + pos)
+    if ftype & 0x80 == 0:
+        return -1
+    big = number >= 39
+    id_len = (ftype & 0x03) + 1
+    off_len = (ftype >> 2) & 0x07
+    if off_len:
+        off_len += 1
+    pos += 1
+    if pos + id_len + off_len > n:
+        return -1
+    if _uint_n(buf, b + pos, id_len, big) != 1:
+        return -1
+    pos += id_len + off_len
+    end = n
+    if ftype & 0x20:
+        if pos + 2 > n:
+            return -1
+        end = min(n, pos + 2 + _uint_n(buf, b + pos, 2, big))
+        pos += 2
+    # the CHLO: gquic.read_chlo on buf[b+pos : b+end]
+    m = end - pos
+    if m < 8:
+        return -1
+    c = b + pos
+    if buf[c] != 0x43 or buf[c + 1] != 0x48 or buf[c + 2] != 0x4C or buf[c + 3] != 0x4F:
+        return -1
+    entries = _u8(buf, c + 4) | (_u8(buf, c + 5) << 8)
+    if entries > _MAX_CHLO_TAGS:
+        return -1
+    base = 8 + 8 * entries
+    prev = 0
+    for i in range(entries):
+        e = 8 + 8 * i
+        if e + 8 > m:
+            return -1
+        stop = _uint_n(buf, c + e + 4, 4, False)
+        if stop < prev:
+            return -1
+        if (buf[c + e] == 0x53 and buf[c + e + 1] == 0x4E and buf[c + e + 2] == 0x49
+                and buf[c + e + 3] == 0):  # "SNI\0"
+            if stop == prev or base + stop > m:
+                return -1
+            sni_at = c + base + prev
+            sni_len = stop - prev
+            if not _ascii(buf, sni_at, sni_len):
+                return -1
+            text[w : w + sni_len] = buf[sni_at : sni_at + sni_len]
+            out[0], out[1], out[2], out[3] = w, sni_len, 0, -1
+            return w + sni_len
+        prev = stop
+    return -1
+
+
 @jit("Tuple((int64[::1], int64[:, :], uint8[::1]))(Array(uint8, 1, 'C', "
      'readonly=True), int64[::1], int64[::1], int64[::1], int64[::1], int64, int64, '
      'int64[::1], int8[::1])',
@@ -222,7 +339,12 @@ def _scan(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int, new_
                 grown = np.empty(max(2 * text.shape[0], w + size[i]), np.uint8)
                 grown[:w] = text[:w]
                 text = grown
-            stop = _hello(buf, at[i], size[i], text, w, out) if proto[i] == _TCP else -1
+            if proto[i] == _TCP:
+                stop = _hello(buf, at[i], size[i], text, w, out)
+            elif proto[i] == _UDP:
+                stop = _gquic(buf, at[i], size[i], text, w, out)
+            else:
+                stop = -1
             state = DONE if stop >= 0 else PYTHON
             if old:
                 old_state[k] = state
@@ -230,7 +352,9 @@ def _scan(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int, new_
                 new_state[k] = state
             if stop >= 0:
                 found[_R_UID, n_found] = u
-                found[_R_SNI_AT:, n_found] = out
+                found[_R_SNI_AT:_R_SRC, n_found] = out
+                # UDP names come from gQUIC (_SRC_GQUIC = 1), TCP ones from TLS (0)
+                found[_R_SRC, n_found] = np.int64(proto[i] == _UDP)
                 n_found += 1
                 w = stop
                 continue
@@ -246,6 +370,7 @@ class HelloScan:
     python: I64  # positions (in the arrays passed) of the packets Python must still feed
     uids: list[int]  # flows whose names the scanner settled
     names: list[tuple[str | None, str | None]]  # their (sni, alpn), as NameExtractor's
+    sources: list[str]  # their name source, as NameExtractor.source ("tls", "gquic")
 
 
 def scan_first_payloads(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int,
@@ -263,15 +388,17 @@ def scan_first_payloads(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_
                                 max(max_uid - prev_max, 0), old_uid, old_state)
     decoded = text.tobytes().decode("ascii")
     names = [(decoded[s : s + n] if n >= 0 else None, decoded[a : a + m] if m >= 0 else None)
-             for s, n, a, m in zip(*found[_R_SNI_AT:].tolist(), strict=True)]
-    return HelloScan(python, found[_R_UID].tolist(), names)
+             for s, n, a, m in zip(*found[_R_SNI_AT:_R_SRC].tolist(), strict=True)]
+    return HelloScan(python, found[_R_UID].tolist(), names,
+                     [SOURCES[k] for k in found[_R_SRC].tolist()])
 
 
-def scan_payload(payload: bytes) -> tuple[str | None, str | None] | None:
+def scan_payload(payload: bytes, proto: int = _TCP) -> tuple[str | None, str | None] | None:
     """(sni, alpn) when the scanner settles a flow whose first fed payload is ``payload``
-    (TCP), else ``None`` (the flow would go to Python). For tests and tools."""
+    (``proto`` 6 TCP or 17 UDP), else ``None`` (the flow would go to Python). For tests
+    and tools."""
     buf = np.frombuffer(payload, np.uint8) if payload else np.zeros(0, np.uint8)
     one = np.ones(1, np.int64)
-    scan = scan_first_payloads(buf, one, one * _TCP, one * 0, one * len(payload), 0, 1,
+    scan = scan_first_payloads(buf, one, one * proto, one * 0, one * len(payload), 0, 1,
                                np.empty(0, np.int64), np.empty(0, np.int8))
     return scan.names[0] if scan.uids else None

@@ -1,8 +1,9 @@
 """Names in clear for a flow (SNI, ALPN, QUIC version) and the DNS name cache.
 
 :class:`NameExtractor` is fed the first packets of one flow and reads the server name from
-the TLS ClientHello (TCP, reassembled by sequence number) or from the decrypted QUIC client
-Initials (UDP). :class:`NameCache` remembers, from DNS answers seen on the wire, which name
+the TLS ClientHello (TCP, reassembled by sequence number), from the decrypted QUIC client
+Initials (UDP) or from a Google QUIC CHLO (UDP, :mod:`classifier.features.gquic`).
+:class:`NameCache` remembers, from DNS answers seen on the wire, which name
 a client asked for to reach an address, so flows without an SNI can still be named.
 
 Neither class raises on odd payloads: unreadable bytes are ignored.
@@ -15,6 +16,7 @@ import logging
 from collections import OrderedDict
 
 from classifier.features.dns import parse_dns_response, split_tcp_dns
+from classifier.features.gquic import parse_gquic_packet
 from classifier.features.quic import QuicInitialParser, is_long_header
 from classifier.features.tls import ClientHelloInfo, HelloReassembler
 
@@ -49,9 +51,12 @@ class NameExtractor:
 
     * ``sni``: server name from the ClientHello, or ``None``;
     * ``alpn``: offered ALPN protocols as a comma list (``"h2,http/1.1"``), or ``None``;
-    * ``source``: ``"tls"`` or ``"quic"`` once a ClientHello was parsed, else ``None``;
-    * ``quic_version``: version of the first decrypted client Initial, else ``None``;
-    * ``hello``: the full :class:`~classifier.features.tls.ClientHelloInfo`, or ``None``;
+    * ``source``: ``"tls"`` or ``"quic"`` once a ClientHello was parsed, ``"gquic"`` once a
+      Google QUIC CHLO gave the name (Q024-Q047 in clear, Q050 decrypted), else ``None``;
+    * ``quic_version``: version of the first decrypted client Initial or of the gQUIC
+      packet that gave the name, else ``None``;
+    * ``hello``: the full :class:`~classifier.features.tls.ClientHelloInfo` (``None`` for
+      gQUIC: a CHLO is not a TLS hello);
     * ``done``: True when feeding more packets cannot change the result.
     """
 
@@ -94,7 +99,12 @@ class NameExtractor:
     def _feed_udp(self, payload: bytes) -> None:
         self._udp_seen += 1
         if self._quic is None:
-            if not is_long_header(payload):
+            chlo = parse_gquic_packet(payload)
+            if chlo is not None and chlo.sni is not None:
+                self.quic_version = chlo.version
+                self._found_name(chlo.sni, "gquic")
+                return
+            if chlo is not None or not is_long_header(payload):
                 if self._udp_seen >= _UDP_GIVE_UP:
                     self.done = True
                 return
@@ -104,6 +114,8 @@ class NameExtractor:
             self.quic_version = self._quic.version
         if hello is not None:
             self._found(hello, "quic")
+        elif self._quic.chlo_sni is not None:  # Q050
+            self._found_name(self._quic.chlo_sni, "gquic")
         elif self._quic.failed:
             self.done = True
 
@@ -111,6 +123,11 @@ class NameExtractor:
         self.hello = hello
         self.sni = hello.sni
         self.alpn = ",".join(hello.alpn) if hello.alpn else None
+        self.source = source
+        self.done = True
+
+    def _found_name(self, sni: str, source: str) -> None:
+        self.sni = sni
         self.source = source
         self.done = True
 

@@ -17,8 +17,12 @@ secret. This module:
 * hands the reassembled CRYPTO stream to
   :func:`~classifier.features.tls.parse_handshake_client_hello`.
 
-Google QUIC with its own crypto handshake (Q043/Q046/Q050 ...) is not handled: those
-versions carry the name in a different, non-TLS message and are skipped.
+Google QUIC with its own crypto handshake carries a QUIC-crypto CHLO instead of a TLS
+ClientHello: Q050 protects its Initials like IETF QUIC (own salt, CRYPTO frame type 0x08),
+so this parser decrypts them and reads the CHLO's SNI with
+:func:`~classifier.features.gquic.read_chlo` (``chlo_sni``); the older versions send the
+CHLO in clear and are read by :func:`~classifier.features.gquic.parse_gquic_packet`
+(here they are given up).
 
 Nothing here raises on bad input: undecryptable or malformed packets are ignored.
 :func:`encrypt_initial` builds a protected client Initial (tests and the traffic lab).
@@ -36,10 +40,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from classifier.features.gquic import read_chlo
 from classifier.features.tls import ClientHelloInfo, parse_handshake_client_hello
 
 __all__ = [
     "MAX_CRYPTO_BYTES",
+    "QUIC_Q050",
     "QUIC_V1",
     "QUIC_V2",
     "InitialKeys",
@@ -53,6 +59,7 @@ _log = logging.getLogger(__name__)
 
 QUIC_V1 = 0x00000001
 QUIC_V2 = 0x6B3343CF
+QUIC_Q050 = 0x51303530  # "Q050": Google QUIC crypto (CHLO) in protected Initials
 
 _SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
 _SALT_V2 = bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9")
@@ -61,6 +68,7 @@ _SALT_D23 = bytes.fromhex("c3eef712c72ebb5a11a7d2432bb46365bef9f502")
 _SALT_D29 = bytes.fromhex("afbfec289993d24c9e9786f19c6111e04390a899")
 _SALT_T50 = bytes.fromhex("7ff579e5acd072915580304c43a2367c60488310")
 _SALT_T51 = bytes.fromhex("7a4edef4e7ccee5fa4506c19124fc8ccda6e033d")
+_SALT_Q50 = bytes.fromhex("504574efd066fe2f9d945cfcdbd3a7f0d3b56b45")
 
 #: Bytes of CRYPTO stream kept per connection while waiting for the ClientHello.
 MAX_CRYPTO_BYTES = 16384
@@ -96,18 +104,22 @@ def _salt_for(version: int) -> bytes:
         return _SALT_T50
     if version == 0x54303531:  # "T051"
         return _SALT_T51
+    if version == QUIC_Q050:
+        return _SALT_Q50
     if version & 0x0F0F0F0F == 0x0A0A0A0A:  # forced version negotiation: draft-29 rules
         return _SALT_D29
     return _SALT_V1
 
 
 def _crypto_frame_type(version: int) -> int:
-    return 0x08 if version >> 24 == 0x54 else 0x06  # "T05x" numbers CRYPTO as 0x08
+    # Google's "T05x" and "Q050" number CRYPTO as 0x08 (gQUIC frame types)
+    return 0x08 if version >> 24 == 0x54 or version == QUIC_Q050 else 0x06
 
 
 def _is_gquic_crypto(version: int) -> bool:
-    """Google QUIC versions with their own (non-TLS) handshake: Q0xx."""
-    return version >> 24 == 0x51  # "Q"
+    """Google QUIC versions with their own (non-TLS) handshake in packets this parser
+    cannot read: Q0xx except Q050 (whose Initials it decrypts)."""
+    return version >> 24 == 0x51 and version != QUIC_Q050  # "Q"
 
 
 def _hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
@@ -343,14 +355,17 @@ class QuicInitialParser:
     """Per-connection state: decrypts client Initials and reassembles the ClientHello.
 
     Feed each UDP payload of the connection. ``result`` holds the parsed ClientHello once the
-    CRYPTO stream has all of it; ``version`` the QUIC version of the first Initial seen;
-    ``failed`` becomes True when the flow is not one this parser can read (gQUIC crypto,
-    CRYPTO data past the cap). Never raises on odd input.
+    CRYPTO stream has all of it; for Q050, whose CRYPTO stream holds a gQUIC CHLO instead,
+    ``chlo_sni`` holds the CHLO's server name once read (``result`` stays ``None``);
+    ``version`` the QUIC version of the first Initial seen; ``failed`` becomes True when
+    the flow is not one this parser can read (gQUIC crypto in clear, CRYPTO data past the
+    cap, a CHLO without SNI). Never raises on odd input.
     """
 
     def __init__(self, max_bytes: int = MAX_CRYPTO_BYTES) -> None:
         self.max_bytes = max_bytes
         self.result: ClientHelloInfo | None = None
+        self.chlo_sni: str | None = None
         self.version: int | None = None
         self.failed = False
         self._first_dcid: bytes | None = None
@@ -361,8 +376,9 @@ class QuicInitialParser:
 
     @property
     def done(self) -> bool:
-        """True once a ClientHello was parsed or the connection was given up."""
-        return self.result is not None or self.failed
+        """True once a ClientHello (or Q050 CHLO name) was read or the connection was
+        given up."""
+        return self.result is not None or self.chlo_sni is not None or self.failed
 
     def feed(self, datagram: bytes) -> ClientHelloInfo | None:
         """Add one UDP payload; return the ClientHello once complete (else ``None``)."""
@@ -428,6 +444,13 @@ class QuicInitialParser:
             if offset + len(chunk) > len(stream):
                 stream += chunk[len(stream) - offset :]
         if len(stream) < 4:
+            return
+        if self.version == QUIC_Q050 and stream[:4] == b"CHLO":
+            settled, sni = read_chlo(bytes(stream))
+            if sni is not None:
+                self.chlo_sni = sni
+            elif settled or len(stream) >= self.max_bytes:
+                self.failed = True
             return
         if stream[0] != 1:
             self.failed = True

@@ -2,8 +2,8 @@
 
 The capture tests drive the extractor the way the flow table does (first packets of each
 bidirectional flow, the first packet's sender taken as client) with a small local dpkt
-decoder, and compare the (flow, SNI, ALPN) set and the DNS answers with what tshark 4.x
-reports for the same file.
+decoder, and compare the (flow, SNI, ALPN) set (TLS and QUIC ClientHellos, Google QUIC
+CHLOs) and the DNS answers with what tshark 4.x reports for the same file.
 """
 
 from __future__ import annotations
@@ -272,6 +272,15 @@ def _tshark_names(path: Path) -> set[tuple[Flow, str, str]]:
         proto = 6 if tsp else 17
         ends = frozenset({(src4 or src6, int(tsp or usp)), (dst4 or dst6, int(tdp or udp_))})
         got.add(((proto, ends), sni, alpn))
+    # Google QUIC: the SNI tag of the CHLO (no ALPN)
+    gquic = ["ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "udp.srcport", "udp.dstport",
+             "gquic.tag.sni"]
+    out = _tshark(path, "-Y", "gquic.tag.sni", "-T", "fields", "-E", "occurrence=f",
+                  *[a for f in gquic for a in ("-e", f)])
+    for line in out.splitlines():
+        src4, src6, dst4, dst6, usp, udp_, sni = line.split("\t")
+        ends = frozenset({(src4 or src6, int(usp)), (dst4 or dst6, int(udp_))})
+        got.add(((17, ends), sni, ""))
     return got
 
 

@@ -661,7 +661,7 @@ def check_name_extractor(packets: Sequence[tuple[int, int, bytes, int]]) -> None
     for direction, proto, payload, seq in packets:
         ext.feed(direction, proto, payload, seq % (1 << 32))
         assert ext.sni is None or isinstance(ext.sni, str)
-        assert ext.source in (None, "tls", "quic")
+        assert ext.source in (None, "tls", "quic", "gquic")
 
 
 # -- DNS sinkhole and dnsmasq snippet ---------------------------------------------------------
