@@ -57,14 +57,15 @@ RULES: tuple[ColumnDoc, ...] = (
     ColumnDoc("wire_bytes", "bytes on the wire (frame lengths as captured on the link)",
               "bytes"),
     # names in clear
-    ColumnDoc("sni", "server name of the TLS or QUIC ClientHello", "text"),
+    ColumnDoc("sni", "server name of the TLS or QUIC ClientHello (or Google QUIC CHLO)",
+              "text"),
     ColumnDoc("alpn", "application protocols the ClientHello offered", "text"),
     ColumnDoc("dns_name", "the name a DNS answer in the capture gave for the server's "
               "address", "text"),
     ColumnDoc("name", "the name used for the service rules (SNI first, else the DNS name)",
               "text"),
-    ColumnDoc("name_source", "where ``name`` came from: the ClientHello's protocol (e.g. "
-              "tls, quic) or dns", "text"),
+    ColumnDoc("name_source", "where ``name`` came from: the ClientHello's protocol (tls, "
+              "quic, gquic for a Google QUIC CHLO) or dns", "text"),
     ColumnDoc("service", "the service its name rules give (``unknown`` without a name); a "
               "model input", "text"),
     ColumnDoc("category", "the service's category (e.g. video-cdn, short-form-service)",
