@@ -165,8 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # -v: debug for everything. A command may log its own INFO lines by default
+    # (``own_log_level``: live mode tells what it does); its -q keeps warnings and errors only.
+    command_level: int | None = getattr(args, "own_log_level", None)
+    if command_level is not None and args.verbose and args.quiet:
+        parser.error("-v (debug) and -q (warnings and errors only) contradict: choose one")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="shortflow: %(levelname)s: %(message)s")
+    if command_level is not None and not args.verbose:
+        logging.getLogger("classifier").setLevel(logging.WARNING if args.quiet
+                                                 else command_level)
     # -v is for shortflow's own messages: numba's debug output (compiler IR dumps, tens
     # of thousands of lines when kernels compile) would bury them
     logging.getLogger("numba").setLevel(logging.WARNING)

@@ -12,6 +12,11 @@ the enforcer blocks a client+service only when enough recent verdicts agree (pol
 ``agreement``). Enforcement fails open: nftables entries carry timeouts, capture is a copy
 (NFLOG / AF_PACKET never holds a packet), so if this process dies or falls behind, traffic
 flows.
+
+What it does goes to the log at INFO (:mod:`classifier.live_report`): a ``verdict`` line
+when a (client, group)'s label or the action on it changes (block, would block in
+dry-run, none), an ``unblock`` line when its blocks run out or are lifted, and a
+``summary`` line every ``summary_every`` seconds and at exit.
 """
 
 from __future__ import annotations
@@ -41,11 +46,14 @@ from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.schema import FEATURE_COLUMNS, compute_features
 from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig
+from classifier.live_report import Report, VerdictLog, action_of, summary_text
 from classifier.live_sessions import SessionTracker
 from classifier.live_state import LiveState
 from classifier.model.artifact import DEFAULT_MODEL_DIR, LoadedModel, load_model
 from classifier.model.predict import SHORT_FORM_SERVICE, classify_table
+from classifier.model.services import category_for
 from classifier.model.session_model import (
+    SHORT,
     SessionModel,
     has_session_model,
     load_session_model,
@@ -68,7 +76,8 @@ class LiveConfig:
     firewall state) or ``nflog`` (shortflow's nftables table copies packets to
     ``nflog_group``: whole for a connection's first packets and DNS, headers after).
     ``decoder``: ``batch`` (compiled, many packets per call) or ``python`` (per packet,
-    the reference)."""
+    the reference). ``summary_every``: seconds between ``summary`` log lines (0: only
+    the one at exit)."""
 
     ifaces: tuple[str, ...] = ()
     capture: str = "afpacket"
@@ -83,6 +92,7 @@ class LiveConfig:
     checks: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
     recheck: float = 10.0
     tick: float = 0.2
+    summary_every: float = 300.0
     flow: FlowConfig = field(default_factory=lambda: FlowConfig(idle_timeout=60.0,
                                                                 max_flows=200_000))
 
@@ -95,6 +105,8 @@ class LiveConfig:
             raise ShortflowError("afpacket capture needs at least one --iface")
         if not self.checks or any(c <= 0 for c in self.checks) or self.recheck <= 0:
             raise ShortflowError("check points and recheck interval must be positive")
+        if not self.summary_every >= 0:
+            raise ShortflowError("the summary interval must be 0 (off) or positive")
 
 
 class LiveRouter:
@@ -138,7 +150,11 @@ class LiveRouter:
                 self.table.create()
                 self._closers.append(self.table.delete)
             self.table.add_capture(cfg.nflog_group)
-        self.state = LiveState(self.enforcer, self.policy)
+        self.state = LiveState(self.enforcer, self.policy, clock=self._clock)
+        self.reports = VerdictLog()
+        self._started = self._clock()
+        self._next_summary = self._started + (cfg.summary_every or float("inf"))
+        self._next_expiry = self._started
         note = enforcement_status(cfg.enforce, self.policy.current.mode)["note"]
         if note is not None:  # one line, at the default log level
             log.warning("%s", note)
@@ -167,10 +183,15 @@ class LiveRouter:
         # what start-up loaded (model, pandas, numba) lives as long as the process: keep it
         # out of the collector's scans, which the packets of every batch set off
         gc.freeze()
-        log.info("live: capture %s, enforcement %s, model %s, %s", cfg.capture, cfg.enforce,
-                 self.model.info.name,
-                 "decisions from the session model" if self.session_model is not None
-                 else "decisions from per-flow verdicts (the model has no session model)")
+        log.debug("live: capture %s, enforcement %s, %s", cfg.capture, cfg.enforce,
+                  self.decisions)
+
+    @property
+    def decisions(self) -> str:
+        """Which model and which of its verdicts decide, in words."""
+        return (f"model {self.model.info.name}, " + (
+            "decisions from the session model" if self.session_model is not None
+            else "decisions from per-flow verdicts (the model has no session model)"))
 
     def _on_dns_answer(self, payload: bytes, ts: float) -> None:
         with self._names_lock:
@@ -179,16 +200,36 @@ class LiveRouter:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Process packets until :meth:`stop` is called."""
-        while not self._stop.is_set():
-            self.step()
+        """Process packets until :meth:`stop` is called; then log the exit summary."""
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self.log_summary(final=True)
+
+    def summary(self) -> str:
+        """The running totals (see :func:`classifier.live_report.summary_text`)."""
+        return summary_text(self.state.counters_snapshot(), self.state.label_counts(),
+                            uptime=self._clock() - self._started,
+                            flows_open=self.state.flow_count(),
+                            sessions_open=self.state.session_count(),
+                            blocks_active=self.state.block_count(),
+                            mode=self.enforcer.effective_mode)
+
+    def log_summary(self, *, final: bool = False) -> None:
+        """Log the ``summary`` line (``exit summary`` when ``final``)."""
+        log.info("%s: %s", "exit summary" if final else "summary", self.summary())
 
     def stop(self) -> None:
         self._stop.set()
 
     def step(self) -> None:
         """Read one batch of packets, update flows, and judge the flows that are due."""
-        packets = self.source.read(self.config.tick)
+        self.process(self.source.read(self.config.tick))
+
+    def process(self, packets: list[Packet]) -> None:
+        """Add ``packets`` to the flows; judge the flows and sessions that are due at the
+        clock's time; log what changed, and the summary when it is due."""
         table = self.featurizer.table
         with self._names_lock:
             for pkt in packets:
@@ -197,12 +238,20 @@ class LiveRouter:
         table.sweep(now)
         for flow in table.pop_ended():
             self.state.remove_flow(_key(flow))
-        self.state.counters["packets"] = self.source.stats.packets
-        self.state.counters["drops"] = self.source.stats.dropped
+        stats = self.source.stats
+        self.state.counters["packets"] = stats.packets
+        self.state.counters["received"] = stats.received
+        self.state.counters["drops"] = stats.dropped
         self._judge(now)
         if self.tracker is not None and self.tracker.due(now):
             with self._names_lock:
                 self._judge_sessions(now)
+        if now >= self._next_expiry:  # blocks that ran out, or were lifted by hand
+            self.reports.expired(self.enforcer.active_blocks(), now)
+            self._next_expiry = now + 1.0
+        if now >= self._next_summary:
+            self.log_summary()
+            self._next_summary = now + self.config.summary_every
 
     def _judge_sessions(self, now: float) -> None:
         """Judge every (client, group) on the window that ends now; a short-form
@@ -210,36 +259,73 @@ class LiveRouter:
         k-of-n agreement decides), and a block covers the group's media flows."""
         assert self.tracker is not None and self.session_model is not None
         windows = self.tracker.windows(now)
+        judged: list[tuple[str, str]] = []
         if windows.empty:
+            self.state.end_sessions(judged)
             return
+        policy = self.policy.current
+        window = float(self.session_model.config.window)
         p_short, p_long = window_probabilities(self.session_model.estimator, windows)
         for row, ps, pl in zip(windows.to_dict("records"), p_short, p_long, strict=True):
             client, group = str(row["client"]), str(row["group"])
+            judged.append((client, group))
             flows = self.tracker.media.get((client, group), [])
+            reason = session_reason(row)
+            by_name = category_for(group) == SHORT_FORM_SERVICE
+            label, probability = self.reports.session_label(
+                client, group, float(ps), float(pl), k=policy.agreement_k,
+                n=policy.agreement_n, threshold=policy.threshold)
+            if by_name:
+                label, probability = SHORT, 1.0
+            log.debug("session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl,
+                      reason)
+            records = self._block_session(client, group, flows, float(ps))
+            action = action_of(records)
+            if action == "none" and label == SHORT:
+                if POLICY_CATEGORY.get(group) is None:
+                    action = "none (no service name)"  # a nameless group: shown, not acted on
+                elif not flows:
+                    action = "none (no media flows)"
             self.state.update_session(client, group, {
+                "label": label, "probability": round(probability, 4),
                 "p_short_form": round(float(ps), 4), "p_long_form": round(float(pl), 4),
                 "window_end": row["window_end"], "media_flows": len(flows),
-                "reason": session_reason(row)})
+                "action": action, "reason": reason})
             self.state.incr("session_verdicts")
-            log.log(logging.INFO if flows else logging.DEBUG,
-                    "session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl,
-                    session_reason(row))
-            category = POLICY_CATEGORY.get(group)
-            if category is None or not flows:
-                continue  # a nameless group: shown, not acted on
-            top = flows[0].key
-            record = self.enforcer.observe(client, top.server, top.server_port,
-                                           _proto(top.proto), label=category,
-                                           probability=float(ps), name=group)
-            if record is None:
-                continue
-            for flow in flows[1:]:
-                self.enforcer.block(client, flow.key.server, flow.key.server_port,
-                                    _proto(flow.key.proto), label=category,
-                                    probability=float(ps), name=group)
-            self.state.incr("blocks")
-            log.info("block %s -> %s (%d media flows; session p=%.2f: %s)", client, group,
-                     len(flows), ps, session_reason(row))
+            if by_name and not records:
+                continue  # the name decides: its flows' verdicts report it (_act)
+            name = self.featurizer.flow_meta(flows[0])["name"] if flows else None
+            self._count(self.reports.report(
+                client, group, label=label, probability=probability, action=action,
+                name=name, window=window, records=records, reason=reason,
+                media=bool(flows)))
+        self.state.end_sessions(judged)
+
+    def _block_session(self, client: str, group: str, flows: list[Flow],
+                       p_short: float) -> list[Any]:
+        """A vote for the group's policy category (``observe``: the policy's k-of-n
+        agreement decides); a block covers the group's media flows. The blocks made or
+        renewed."""
+        category = POLICY_CATEGORY.get(group)
+        if category is None or not flows:
+            return []
+        top = flows[0].key
+        record = self.enforcer.observe(client, top.server, top.server_port, _proto(top.proto),
+                                       label=category, probability=p_short, name=group)
+        if record is None:
+            return []
+        records = [record]
+        for flow in flows[1:]:
+            more = self.enforcer.block(client, flow.key.server, flow.key.server_port,
+                                       _proto(flow.key.proto), label=category,
+                                       probability=p_short, name=group)
+            if more is not None:
+                records.append(more)
+        return records
+
+    def _count(self, report: Report) -> None:
+        if report.new_blocks:
+            self.state.incr("blocks", report.new_blocks)
 
     def _judge(self, now: float) -> None:
         due = self._schedule.pop_due(now)
@@ -265,12 +351,14 @@ class LiveRouter:
             "p_short_form": v["p_short_form"], "service": v["service"], "name": v["name"],
             "window": v["decision_window"], "reason": v["reason"],
             "at": round(self._clock() - flow.first_ts, 3), "flow_start": flow.first_ts})
-        category = POLICY_CATEGORY.get(str(v["service"]))
+        service = str(v["service"])
+        category = POLICY_CATEGORY.get(service)
         if category is None:
             return  # a short-form verdict we cannot tie to a service is not acted on
-        if self.session_model is not None and v["category"] != SHORT_FORM_SERVICE:
+        by_name = v["category"] == SHORT_FORM_SERVICE
+        if self.session_model is not None and not by_name:
             return  # the session model decides; flow verdicts are shown only
-        if v["category"] == SHORT_FORM_SERVICE:
+        if by_name:
             record = self.enforcer.block(key.client, key.server, label=category,
                                          probability=1.0, name=v["name"])
         else:
@@ -278,10 +366,17 @@ class LiveRouter:
                                            label=category,
                                            probability=float(v["p_short_form"]),
                                            name=v["name"])
-        if record is not None:
-            self.state.incr("blocks")
-            log.info("block %s -> %s:%s (%s, p=%.2f)", key.client, key.server,
-                     key.server_port, v["name"], v["p_short_form"])
+            if record is None:
+                return  # without a session model, only what is done is reported
+        label = SHORT if by_name else str(v["label"])
+        probability = 1.0 if by_name else float(v["p_short_form"])
+        window = v["decision_window"]
+        self._count(self.reports.report(
+            key.client, service, label=label, probability=probability,
+            action=action_of([record] if record is not None else []), name=v["name"],
+            window=float(window) if isinstance(window, int | float) else None,
+            records=[record] if record is not None else [],
+            reason="by name" if by_name else v["reason"]))
 
     def close(self) -> None:
         """Stop the DNS server and capture, remove shortflow's nftables table. Idempotent."""

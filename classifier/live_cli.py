@@ -34,6 +34,16 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
     return host, int(port)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or positive, got {text}")
+    return value
+
+
 def _serve_api(router: object, hostport: tuple[str, int], model: Path | None) -> None:
     import uvicorn
 
@@ -65,7 +75,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
         decoder=args.decoder,
         model=args.model, policy=args.policy, enforce=args.enforce,
         audit_log=args.audit_log, dns_listen=args.dns_listen,
-        dns_upstream=args.dns_upstream)
+        dns_upstream=args.dns_upstream, summary_every=args.summary_every)
     router = LiveRouter(config)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -88,10 +98,11 @@ def _cmd_live(args: argparse.Namespace) -> int:
     try:
         if args.api is not None:
             _serve_api(router, args.api, args.model)
-        print(f"shortflow: live on {', '.join(args.iface) or 'nflog'} "
-              f"(capture {args.capture}, enforcement "
-              f"{router.state.enforcement()['effective']}, audit log "
-              f"{args.audit_log})", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"shortflow: live on {', '.join(args.iface) or 'nflog'} "
+                  f"(capture {args.capture}, enforcement "
+                  f"{router.state.enforcement()['effective']}, audit log "
+                  f"{args.audit_log}, {router.decisions})", file=sys.stderr, flush=True)
         router.run()
     finally:
         router.close()
@@ -122,4 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--api", type=parse_hostport, default=None, metavar="HOST:PORT",
                    help="also serve the HTTP API with the live state (token required "
                    "off loopback)")
-    p.set_defaults(handler=_cmd_live)
+    p.add_argument("--summary-every", type=_seconds, default=300.0, metavar="S",
+                   help="log a summary line (packets, drops, flows, verdicts, blocks) "
+                   "every S seconds (default 300; 0: only at exit)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="log only warnings and errors (no start, verdict or summary "
+                   "lines); the global -v logs everything, debug included")
+    # live mode tells what it does: its verdict and summary lines are INFO (see cli.main)
+    p.set_defaults(handler=_cmd_live, own_log_level=logging.INFO)

@@ -1,7 +1,10 @@
 """The state a live router process keeps, that the HTTP API reads and changes.
 
-:class:`LiveState` holds the active flows with their latest verdict, a few counters
-(``packets``, ``drops``, ``blocks``, ``verdicts``), and reaches the blocks and the policy
+:class:`LiveState` holds the active flows and (client, group) sessions with their latest
+verdict, the ones that ended in the last ``keep_ended`` seconds (10 minutes; at most
+``max_ended`` of each, the oldest dropped first), a few counters (``packets``,
+``received``, ``drops``, ``blocks``, ``verdicts``, ``session_verdicts``) and the verdicts
+counted by label, and reaches the blocks and the policy
 through the :class:`~classifier.enforce.Enforcer` and
 :class:`~classifier.enforce.PolicyHolder` it was given. Every method is thread-safe: the
 capture loop writes from its thread while the API reads from its own.
@@ -10,13 +13,14 @@ capture loop writes from its thread while the API reads from its own.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import threading
 import time
 import tomllib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from classifier.enforce.enforcer import BlockRecord, Enforcer
@@ -27,7 +31,7 @@ __all__ = ["LiveState", "policy_doc", "COUNTERS"]
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("packets", "drops", "blocks", "verdicts")
+COUNTERS = ("packets", "received", "drops", "blocks", "verdicts", "session_verdicts")
 _KEY_FIELDS = ("proto", "client", "client_port", "server", "server_port")
 
 FlowId = tuple[Any, ...]
@@ -93,24 +97,37 @@ def policy_doc(policy: Policy) -> dict[str, Any]:
 
 
 class LiveState:
-    """Flows, verdicts, counters, blocks and policy of a running live router.
+    """Flows, sessions, verdicts, counters, blocks and policy of a running live router.
 
-    ``max_flows`` bounds memory: beyond it the flow updated longest ago is forgotten.
+    ``max_flows`` bounds memory: beyond it the active flow (or session) updated longest ago
+    is forgotten. An ended flow or session stays, marked ``ended``, for ``keep_ended``
+    seconds; at most ``max_ended`` of each are kept (the earliest ended go first).
     """
 
     def __init__(self, enforcer: Enforcer, policy_holder: PolicyHolder, *,
-                 max_flows: int = 100_000, clock: Callable[[], float] = time.time) -> None:
+                 max_flows: int = 100_000, keep_ended: float = 600.0,
+                 max_ended: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
+        if keep_ended < 0 or max_ended < 0:
+            raise ValueError("keep_ended and max_ended must not be negative")
         self.enforcer = enforcer
         self.policy_holder = policy_holder
         self.max_flows = max_flows
+        self.keep_ended = keep_ended
+        self.max_ended = max_ended
         self._clock = clock
         self._lock = threading.RLock()
         self._flows: OrderedDict[FlowId, dict[str, Any]] = OrderedDict()
         self._sessions: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        # ended flows and sessions, earliest ended first, under a sequence number (the same
+        # flow key or session can end more than once)
+        self._ended_flows: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._ended_sessions: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._seq = itertools.count()
         self._reasons: dict[str, str] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._labels: dict[str, dict[str, int]] = {"flow": {}, "session": {}}
 
     # -- counters -------------------------------------------------------------------------
 
@@ -124,6 +141,30 @@ class LiveState:
         with self._lock:
             return dict(self.counters)
 
+    def label_counts(self) -> dict[str, dict[str, int]]:
+        """Verdicts so far by label: ``{"flow": {label: n}, "session": {label: n}}``."""
+        with self._lock:
+            return {kind: dict(counts) for kind, counts in self._labels.items()}
+
+    def _count_label(self, kind: str, verdict: Mapping[str, Any]) -> None:
+        label = verdict.get("label")
+        if isinstance(label, str):
+            counts = self._labels[kind]
+            counts[label] = counts.get(label, 0) + 1
+
+    # -- ended flows and sessions ---------------------------------------------------------
+
+    def _keep_ended(self, store: OrderedDict[int, dict[str, Any]], entry: dict[str, Any],
+                    now: float) -> None:
+        entry["ended"], entry["ended_at"] = True, now
+        store[next(self._seq)] = entry
+        self._prune(store, now)
+
+    def _prune(self, store: OrderedDict[int, dict[str, Any]], now: float) -> None:
+        while store and (len(store) > self.max_ended
+                         or now - next(iter(store.values()))["ended_at"] > self.keep_ended):
+            store.popitem(last=False)
+
     # -- flows ----------------------------------------------------------------------------
 
     def update_flow(self, flow_key: Mapping[str, Any] | tuple[Any, ...],
@@ -135,29 +176,43 @@ class LiveState:
         with self._lock:
             entry = self._flows.pop(fid, None)
             if entry is None:
-                entry = {"key": _key_dict(flow_key), "verdicts": 0, "first_verdict": clean}
+                entry = {"key": _key_dict(flow_key), "verdicts": 0, "first_verdict": clean,
+                         "ended": False, "ended_at": None}
             entry["verdict"] = clean
             entry["verdicts"] += 1
             entry["updated"] = now
             self._flows[fid] = entry  # most recent last
             self.counters["verdicts"] = self.counters.get("verdicts", 0) + 1
+            self._count_label("flow", clean)
             while len(self._flows) > self.max_flows:
                 self._flows.popitem(last=False)
 
     def remove_flow(self, key: Mapping[str, Any] | tuple[Any, ...]) -> bool:
-        """Forget an ended flow; False when it was not known."""
+        """A flow ended: it leaves the active flows and is kept, with its verdicts, among
+        the ended ones. False when it was not active (unknown, or ended already)."""
+        now = self._clock()
         with self._lock:
-            return self._flows.pop(_flow_id(key), None) is not None
+            entry = self._flows.pop(_flow_id(key), None)
+            if entry is None:
+                return False
+            self._keep_ended(self._ended_flows, entry, now)
+            return True
 
     def flows(self) -> list[dict[str, Any]]:
-        """Active flows with their latest verdict, most recently updated first."""
+        """Active flows with their latest verdict, most recently updated first, then the
+        flows that ended in the last ``keep_ended`` seconds, most recently ended first."""
+        now = self._clock()
         with self._lock:
+            self._prune(self._ended_flows, now)
+            entries = [*reversed(self._flows.values()), *reversed(self._ended_flows.values())]
             return [{"key": dict(e["key"]), "verdict": dict(e["verdict"]),
                      "first_verdict": dict(e["first_verdict"]),
-                     "verdicts": e["verdicts"], "updated": e["updated"]}
-                    for e in reversed(self._flows.values())]
+                     "verdicts": e["verdicts"], "updated": e["updated"],
+                     "ended": e["ended"], "ended_at": e["ended_at"]}
+                    for e in entries]
 
     def flow_count(self) -> int:
+        """Active flows (ended ones not counted)."""
         with self._lock:
             return len(self._flows)
 
@@ -166,21 +221,42 @@ class LiveState:
     def update_session(self, client: str, group: str, verdict: Mapping[str, Any]) -> None:
         """Record the latest session-model verdict of (client, group)."""
         now = self._clock()
+        clean = _plain(verdict)
         with self._lock:
             key = (client, group)
             self._sessions.pop(key, None)
-            self._sessions[key] = {"client": client, "group": group,
-                                   "verdict": _plain(verdict), "updated": now}
+            self._sessions[key] = {"client": client, "group": group, "verdict": clean,
+                                   "updated": now, "ended": False, "ended_at": None}
+            self._count_label("session", clean)
             while len(self._sessions) > self.max_flows:
                 self._sessions.popitem(last=False)
 
-    def sessions(self, max_age: float = 120.0) -> list[dict[str, Any]]:
-        """(client, group) sessions judged in the last ``max_age`` seconds, most recent
-        first."""
+    def end_sessions(self, keep: Iterable[tuple[str, str]] = ()) -> int:
+        """End every active session not in ``keep`` (the (client, group) pairs judged just
+        now): they are kept, with their last verdict, among the ended ones. Returns how
+        many ended."""
+        now = self._clock()
+        stay = set(keep)
+        with self._lock:
+            gone = [k for k in self._sessions if k not in stay]
+            for key in gone:
+                self._keep_ended(self._ended_sessions, self._sessions.pop(key), now)
+            return len(gone)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Active (client, group) sessions, most recently judged first, then those that
+        ended in the last ``keep_ended`` seconds, most recently ended first."""
         now = self._clock()
         with self._lock:
-            return [dict(e, verdict=dict(e["verdict"])) for e in reversed(self._sessions.values())
-                    if now - e["updated"] <= max_age]
+            self._prune(self._ended_sessions, now)
+            entries = [*reversed(self._sessions.values()),
+                       *reversed(self._ended_sessions.values())]
+            return [dict(e, verdict=dict(e["verdict"])) for e in entries]
+
+    def session_count(self) -> int:
+        """Active sessions (ended ones not counted)."""
+        with self._lock:
+            return len(self._sessions)
 
     # -- blocks ---------------------------------------------------------------------------
 

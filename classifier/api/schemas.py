@@ -192,6 +192,10 @@ class LiveFlow(BaseModel):
         description="the flow's first verdict; its `at` is seconds from flow start to verdict")
     verdicts: int = Field(description="verdicts seen for this flow")
     updated: float = Field(description="time of the latest verdict, epoch seconds")
+    ended: bool = Field(False, description="the flow has ended (kept 10 minutes with its "
+                        "verdicts)")
+    ended_at: float | None = Field(None, description="when the flow ended, epoch seconds; "
+                                   "null while active")
 
 
 Mode = Literal["off", "dry-run", "nft"]
@@ -217,9 +221,15 @@ class LiveSession(BaseModel):
     client: str
     group: str = Field(description="service, or server network when no name is known")
     verdict: dict[str, Any] = Field(
-        description="latest session-model figures: p_short_form, p_long_form, window_end, "
-                    "media_flows, reason")
+        description="latest session-model verdict: label (short-form when the policy's "
+                    "agreement holds), probability (of the label), p_short_form, "
+                    "p_long_form, window_end, media_flows, action (block, would block "
+                    "(dry-run), none ...), reason")
     updated: float = Field(description="time of the latest judgement, epoch seconds")
+    ended: bool = Field(False, description="no traffic of this client to this group at "
+                        "the last judgement (kept 10 minutes with its last verdict)")
+    ended_at: float | None = Field(None, description="when the session ended, epoch "
+                                   "seconds; null while active")
 
 
 class LiveSessions(BaseModel):

@@ -244,7 +244,7 @@ class Enforcer:
             self._audit.write(
                 {"action": "dry-run-block" if dry else "block", **rec.as_event()}
             )
-            log.info(
+            log.debug(  # live mode's verdict lines say it for an operator
                 "%s %s -> %s:%s/%s (%s, p=%.2f) for %d s", "dry-run-block" if dry else "block",
                 client, server, port, proto_n, label, probability, seconds,
             )

@@ -18,10 +18,13 @@ router = APIRouter(prefix="/v1/live", tags=["live"], dependencies=[TokenRequired
                    responses=problem_responses(401, 403, 409))
 
 
-@router.get("/flows", response_model=LiveFlows, summary="Active flows and latest verdicts")
+@router.get("/flows", response_model=LiveFlows,
+            summary="Active and recently ended flows with their latest verdicts")
 async def live_flows(live: LiveDep) -> LiveFlows:
-    """Active flows with their latest verdict, the live counters, and how ``--enforce``
-    and the policy's ``mode`` combine (``enforcement``)."""
+    """Active flows with their latest verdict (most recent first), then the flows that
+    ended in the last 10 minutes (``ended``: true, ``ended_at``; at most 10,000), the
+    live counters, and how ``--enforce`` and the policy's ``mode`` combine
+    (``enforcement``)."""
     return LiveFlows.model_validate({"flows": live.flows(),
                                      "counters": live.counters_snapshot(),
                                      "enforcement": live.enforcement()})
@@ -30,8 +33,10 @@ async def live_flows(live: LiveDep) -> LiveFlows:
 @router.get("/sessions", response_model=LiveSessions,
             summary="Clients' activity per service: the session model's latest verdicts")
 async def live_sessions(live: LiveDep) -> LiveSessions:
-    """Each (client, service or server network) judged in the last two minutes, with the
-    short-form probability of its last 60 s and the reason; most recent first."""
+    """Each (client, service or server network) judged at the latest judgement, with its
+    label, the short-form probability of its last 60 s, the action and the reason, most
+    recent first; then those that ended in the last 10 minutes (``ended``: true,
+    ``ended_at``; at most 10,000)."""
     return LiveSessions.model_validate({"sessions": live.sessions()})
 
 

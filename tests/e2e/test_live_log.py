@@ -1,0 +1,101 @@
+"""A real `shortflow live` (dry-run, shipped model) on the router of a client / router /
+server topology while the client sends UDP to the server: it logs a summary line every
+``--summary-every`` seconds and one at exit on SIGTERM; with ``-q`` it logs none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netns import Topology, requires_netns
+
+pytestmark = [requires_netns, pytest.mark.netns]
+
+ROOT = Path(__file__).resolve().parents[2]
+API_PORT = 18732
+SUMMARY = re.compile(r"^shortflow: INFO: (exit )?summary: up \d+ s; packets (\d+) \(received "
+                     r"\d+, dropped \d+ = \d+\.\d\d %\); flows open \d+; sessions open \d+, "
+                     r"judged \d+: .*; flow verdicts \d+: .*; blocks active \d+, made \d+ "
+                     r"\(mode dry-run\)$")
+
+
+# 50 UDP datagrams to the server, 0.1 s apart
+SEND = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(50):
+    s.sendto(b"x" * 200, (sys.argv[1], 9999))
+    time.sleep(0.1)
+"""
+
+
+@pytest.fixture
+def topo() -> Iterator[Topology]:
+    with Topology("sf-livelog") as t:
+        yield t
+
+
+def _live(topo: Topology, tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp / "live.log"
+    argv = [sys.executable, "-m", "classifier.cli", "live", "--iface",
+            topo.iface["router.client"], "--enforce", "dry-run", "--summary-every", "2",
+            "--audit-log", str(tmp / "audit.jsonl"), "--api", f"127.0.0.1:{API_PORT}", *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = topo.popen(topo.router, argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                      env=env, cwd=ROOT)
+    deadline = time.monotonic() + 240  # kernels may compile just in time
+    while topo.run(topo.router, ["curl", "-s", "-o", "/dev/null", "--max-time", "2",
+                                 f"http://127.0.0.1:{API_PORT}/v1/health"],
+                   check=False).returncode != 0:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    return proc, log
+
+
+def _run(topo: Topology, tmp: Path, *extra: str) -> list[str]:
+    """Start live mode, send UDP through the router for ~5 s, stop it with SIGTERM; its
+    log."""
+    proc, log = _live(topo, tmp, *extra)
+    try:
+        topo.run(topo.client, [sys.executable, "-c", SEND, topo.addr["server"]], timeout=30)
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    return text.splitlines()
+
+
+def test_summary_every_few_seconds_and_at_exit(topo: Topology, tmp_path: Path) -> None:
+    lines = _run(topo, tmp_path)
+    assert any(x.startswith("shortflow: live on to-client (capture afpacket, enforcement "
+                            "dry-run") for x in lines), lines
+    summaries = [x for x in lines if "summary:" in x]
+    for line in summaries:
+        assert SUMMARY.match(line), line
+    periodic = [x for x in summaries if ": summary:" in x]
+    exits = [x for x in summaries if "exit summary:" in x]
+    assert len(periodic) >= 2, lines  # 5 s of traffic, one every 2 s
+    assert len(exits) == 1 and summaries[-1] == exits[0], lines
+    exit_packets = int(SUMMARY.match(exits[0]).group(2))  # type: ignore[union-attr]
+    assert exit_packets >= 40  # the 50 datagrams seen on to-client (a few may be late)
+
+
+def test_quiet_logs_no_summary(topo: Topology, tmp_path: Path) -> None:
+    lines = _run(topo, tmp_path, "-q")
+    assert not any("summary" in x or "live on" in x or "INFO" in x for x in lines), lines
