@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import select
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -155,3 +162,86 @@ def test_truncated_gzip_capture_is_read_to_the_cut(tmp_path: Path) -> None:
     # packets before the cut were all read: the cut file's first flows match the whole's
     first = pd.read_csv(tmp_path / "whole.csv").sort_values("first_ts")["first_ts"].iloc[0]
     assert rows.sort_values("first_ts")["first_ts"].iloc[0] == first
+
+
+# --- shortflow serve: a busy port, and /docs offline --------------------------------------
+
+def _serve_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
+
+
+def test_serve_on_a_busy_port_is_one_line_and_no_serving_on() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "classifier.cli", "serve", "--host",
+                              "127.0.0.1", "--port", str(port)], cwd=ROOT, env=_serve_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    assert "serving on" not in res.stdout + res.stderr
+    assert errors(res.stderr) == [
+        f"shortflow: error: cannot listen on 127.0.0.1:{port}: address already in use"]
+
+
+@dataclass
+class Served:
+    url: str
+    proc: subprocess.Popen[str]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Served]:
+    """``shortflow serve`` with the shipped model, on a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "classifier.cli", "serve", "--port",
+                             str(port), "--log-level", "warning"], cwd=ROOT, env=_serve_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 120
+        line = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                line = proc.stdout.readline()
+                break
+        assert line.startswith(f"shortflow: serving on http://127.0.0.1:{port}"), \
+            line + (proc.stderr.read() if proc.poll() is not None else "")
+        # "serving on" comes once the server answers: no retry needed
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        yield Served(url, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_every_asset_from_the_app_itself(served: Served, page: str) -> None:
+    html = httpx.get(served.url + page, timeout=10)
+    assert html.status_code == 200
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html.text)
+    urls += re.findall(r"""url:\s*["']([^"']+)["']""", html.text)  # Swagger UI's spec
+    urls += re.findall(r"""spec-url\s*=\s*["']([^"']+)["']""", html.text)  # ReDoc's
+    assert any(u.endswith(".js") for u in urls), html.text
+    assert not re.search(r"https?://|//[a-z]", html.text.replace(served.url, "")), html.text
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        got = httpx.get(served.url + url, timeout=10)
+        assert got.status_code == 200 and len(got.content) > 100, url
+
+
+def test_classify_json_equals_the_api_answer(served: Served) -> None:
+    cli = shortflow("classify", str(SAMPLE), "--json")
+    assert cli.returncode == 0, cli.stderr
+    api = httpx.post(f"{served.url}/v1/captures:classify", timeout=120,
+                     files={"file": ("sample.pcap", SAMPLE.read_bytes())})
+    assert api.status_code == 200, api.text
+    doc, answer = json.loads(cli.stdout), api.json()
+    for key in ("flows", "clients", "timeline"):
+        assert doc[key] == answer[key], key

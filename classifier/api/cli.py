@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
 from classifier.errors import ShortflowError
 
-__all__ = ["register", "build_settings"]
+__all__ = ["register", "build_settings", "listen"]
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,52 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.model_dir is not None:
         read_info(Path(settings.model_dir))  # fail fast on a wrong --model; loaded in lifespan
     app = create_app(settings)
-    print(f"shortflow: serving on http://{settings.host}:{settings.port} "
-          f"(docs at /docs)")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                access_log=args.access_log)
+    sock = listen(settings.host, settings.port)
+    where = f"http://{_host_in_url(settings.host)}:{sock.getsockname()[1]}"
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # listening, and the app started (the model loaded)
+                print(f"shortflow: serving on {where} (docs at /docs)", flush=True)
+
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log)
+    try:
+        Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening. Raises ShortflowError (one
+    line: ``cannot listen on HOST:PORT: address already in use``) when it cannot."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ShortflowError(f"cannot listen on {host}:{port}: "
+                             f"{_reason(exc)}") from None
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ShortflowError(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

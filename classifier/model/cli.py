@@ -105,10 +105,12 @@ def _json_doc(verdicts: pd.DataFrame, clients: pd.DataFrame, spans: pd.DataFrame
               *, all_columns: bool = False) -> dict[str, list[dict[str, Any]]]:
     """flows, clients and timeline as ``POST /v1/captures:classify`` gives them (the fields
     of FlowVerdict, ClientSummary and TimelineSpan); ``all_columns``: every column of the
-    verdict table for each flow (the features too)."""
+    verdict table for each flow (the features too). Flows in flow_id order."""
     from classifier.api.routers.captures import as_records
     from classifier.api.schemas import ClientSummary, FlowVerdict, TimelineSpan
 
+    order = [c for c in ("flow_id", "window_start") if c in verdicts.columns]
+    verdicts = verdicts.sort_values(order, kind="stable") if order else verdicts  # as the API
     flows = (json.loads(verdicts.to_json(orient="records")) if all_columns
              else [r.model_dump(mode="json") for r in as_records(verdicts, FlowVerdict)])
     timeline = [] if spans is None else as_records(spans, TimelineSpan)
