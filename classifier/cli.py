@@ -36,7 +36,10 @@ def _horizons(text: str) -> tuple[float, ...]:
     return values
 
 
-def add_flow_options(p: argparse.ArgumentParser) -> None:
+def add_flow_options(p: argparse.ArgumentParser, *, snapshots: bool = True) -> None:
+    """The options for reading captures and making flows. ``snapshots=False``: for a
+    command that shows no snapshot columns, ``--snapshots`` is refused (see
+    :func:`refuse_snapshots`) and not listed."""
     g = p.add_argument_group("reading and flows")
     g.add_argument("--backend", choices=["dpkt", "pyshark", "tshark"], default="dpkt",
                    help="packet decoder (pyshark/tshark read through tshark; slower)")
@@ -56,8 +59,11 @@ def add_flow_options(p: argparse.ArgumentParser) -> None:
                    "one (bounds memory on very long flows; 0 = no bound)")
     g.add_argument("--resegment-mss", type=int, default=None, metavar="BYTES",
                    help="split offload-coalesced packets (GRO/TSO) into packets of this size")
-    g.add_argument("--snapshots", type=_horizons, default=(3.0, 10.0), metavar="S,S",
-                   help="early-snapshot horizons in seconds (default 3,10)")
+    if snapshots:
+        g.add_argument("--snapshots", type=_horizons, default=(3.0, 10.0), metavar="S,S",
+                       help="early-snapshot horizons in seconds (default 3,10)")
+    else:
+        g.add_argument("--snapshots", type=_horizons, default=None, help=argparse.SUPPRESS)
     g.add_argument("--windows", type=_positive_float, default=None, metavar="S",
                    help="one row per (flow, window of S seconds) instead of one per flow")
 
@@ -100,6 +106,13 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 def _cmd_flows(args: argparse.Namespace) -> int:
     from classifier.features.report import featurize_files, flows_text
 
+    if args.snapshots is not None:
+        raise ShortflowError("flows shows no snapshot columns, so --snapshots does nothing "
+                             "here; use `shortflow featurize --snapshots` or "
+                             "`shortflow classify --at`")
+    args.snapshots = ()  # nothing shows them: not computed
+    if args.limit < 1:
+        raise ShortflowError(f"--limit must be at least 1, got {args.limit}")
     config = featurize_config(args)
     table, summary = featurize_files([args.capture], config, backend=args.backend,
                                      skip_bad=args.skip_bad, progress=False,
@@ -134,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flows", help="print the flows of a capture as a readable table")
     p.add_argument("capture", type=Path)
-    p.add_argument("--limit", type=int, default=50, help="show at most this many flows")
-    add_flow_options(p)
+    p.add_argument("--limit", type=int, default=50,
+                   help="show at most this many flows (rows, with --windows)")
+    add_flow_options(p, snapshots=False)
     p.set_defaults(handler=_cmd_flows)
 
     for register in _extra_commands():

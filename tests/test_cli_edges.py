@@ -245,3 +245,29 @@ def test_classify_json_equals_the_api_answer(served: Served) -> None:
     doc, answer = json.loads(cli.stdout), api.json()
     for key in ("flows", "clients", "timeline"):
         assert doc[key] == answer[key], key
+
+
+# --- shortflow flows: --windows works, --snapshots is refused -----------------------------
+
+def test_flows_windows_shows_each_window(tmp_path: Path) -> None:
+    res = shortflow("flows", str(SAMPLE), "--windows", "10", "--limit", "1000")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:4] == ["proto", "client", "server", "window"]
+    out = tmp_path / "w.csv"
+    assert shortflow("featurize", str(SAMPLE), "--windows", "10", "-o", str(out),
+                     "-q").returncode == 0
+    table = pd.read_csv(out)
+    assert len(lines) - 1 == len(table) > table["flow_id"].nunique()
+    media = [line.split()[3] for line in lines[1:] if "googlevideo" in line]
+    assert media == ["0-10", "10-20", "20-30"]  # the media flow's windows, in time order
+    plain = shortflow("flows", str(SAMPLE), "--limit", "1000")
+    assert len(plain.stdout.splitlines()) - 1 == table["flow_id"].nunique()
+
+
+def test_flows_refuses_snapshots_in_one_line() -> None:
+    res = shortflow("flows", str(SAMPLE), "--snapshots", "5")
+    assert res.returncode == 2 and res.stdout == ""
+    lines = errors(res.stderr)
+    assert len(lines) == 1 and "--snapshots" in lines[0], res.stderr
+    assert "--snapshots" not in shortflow("flows", "--help").stdout

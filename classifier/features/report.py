@@ -215,23 +215,36 @@ def _stream(path: Path, config: FeaturizeConfig, sink: TableSink, engine: str, b
 
 
 def flows_text(table: pd.DataFrame, limit: int = 50) -> str:
-    """A readable table: client, server, service, SNI, packets, bytes, duration."""
+    """A readable table: client, server, service, SNI, packets, bytes, duration; the
+    biggest flows first. A table of windows (``--windows``) has a ``window`` column
+    (seconds from the flow's start) and each flow's windows in time order."""
     import pandas as pd
 
     if table.empty:
         return "(no TCP/UDP flows)"
+    windows = "window_start" in table.columns
     view = pd.DataFrame({
         "proto": table["proto"].map(lambda p: _PROTO.get(int(p), str(p))),
         "client": table["client"] + ":" + table["client_port"].astype(str),
         "server": table["server"] + ":" + table["server_port"].astype(str),
+        **({"window": [f"{a:g}-{b:g} s" for a, b in zip(table["window_start"],
+                                                       table["window_end"], strict=True)]}
+           if windows else {}),
         "service": table["service"],
         "name": table["name"].fillna("-"),
         "packets": (table["pkts_up"] + table["pkts_down"]).astype(int),
         "bytes": (table["bytes_up"] + table["bytes_down"]).astype(int),
         "seconds": table["duration"].round(2),
     })
-    view = view.sort_values("bytes", ascending=False)
+    if windows:
+        order = view.assign(flow=table["flow_id"], start=table["window_start"],
+                            total=view.groupby(table["flow_id"])["bytes"].transform("sum"))
+        view = view.loc[order.sort_values(["total", "flow", "start"],
+                                          ascending=[False, True, True]).index]
+    else:
+        view = view.sort_values("bytes", ascending=False)
     text = view.head(limit).to_string(index=False)
     if len(view) > limit:
-        text += f"\n... {len(view) - limit} more flows (use --limit)"
+        what = "rows" if windows else "flows"
+        text += f"\n... {len(view) - limit} more {what} (use --limit)"
     return text
