@@ -88,6 +88,12 @@ def engine(args: argparse.Namespace) -> str:
     return "fast" if args.backend == "dpkt" else "reference"
 
 
+def show_progress(quiet: bool = False) -> bool:
+    """Progress bars go to stderr when it is a terminal (and not ``-q``): a log file or a
+    pipe gets none."""
+    return not quiet and sys.stderr.isatty()
+
+
 def _cmd_featurize(args: argparse.Namespace) -> int:
     from classifier.features.report import capture_files, featurize_to
 
@@ -96,7 +102,7 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
         raise ShortflowError("--jobs must be at least 1")
     rows, columns, summary = featurize_to(
         capture_files(args.captures), config, args.output, engine=engine(args),
-        backend=args.backend, skip_bad=args.skip_bad, progress=not args.quiet,
+        backend=args.backend, skip_bad=args.skip_bad, progress=show_progress(args.quiet),
         jobs=args.jobs, scheduler=args.scheduler)
     print(summary, file=sys.stderr)
     print(f"wrote {rows} rows x {columns} columns to {args.output}", file=sys.stderr)
@@ -141,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: worker processes on this machine; dask: a local Dask "
                    "cluster of --jobs workers; or a Dask scheduler's address "
                    "(tcp://host:8786) whose workers see the same paths")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a "
+                   "terminal)")
     add_flow_options(p)
     p.set_defaults(handler=_cmd_featurize)
 

@@ -271,3 +271,72 @@ def test_flows_refuses_snapshots_in_one_line() -> None:
     lines = errors(res.stderr)
     assert len(lines) == 1 and "--snapshots" in lines[0], res.stderr
     assert "--snapshots" not in shortflow("flows", "--help").stdout
+
+
+# --- progress bars: on a terminal only ------------------------------------------------------
+
+_BAR = re.compile(r"\[\d\d:\d\d[<,]")  # tqdm's "[00:00<?, ?B/s]" or "[00:00, ? pkt/s]"
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    copy = tmp_path / "copy.pcap"
+    copy.write_bytes(SAMPLE.read_bytes())
+    for extra in ([], ["--engine", "reference"], [str(copy), "--jobs", "2"]):
+        res = shortflow("featurize", str(SAMPLE), *extra, "-o", str(tmp_path / "o.csv"))
+        assert res.returncode == 0, res.stderr
+        assert not _BAR.search(res.stderr) and "\r" not in res.stderr, (extra, res.stderr)
+        assert "wrote" in res.stderr  # the summary still comes
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run shortflow with its stderr on a pseudo-terminal; return (exit code, what it
+    wrote there)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    # a terminal of 24 x 100 (a new pty is 0 x 0, where tqdm draws nothing)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "classifier.cli", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    seen = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            seen += data
+    finally:
+        os.close(master)
+        code = proc.wait(timeout=120)
+    return code, seen.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_progress_bar_on_a_terminal(tmp_path: Path, engine: str) -> None:
+    code, text = _stderr_on_a_terminal("featurize", str(SAMPLE), "--engine", engine, "-o",
+                                       str(tmp_path / "o.csv"))
+    assert code == 0, text
+    assert _BAR.search(text) and "sample.pcap" in text, text
+    code, text = _stderr_on_a_terminal("featurize", str(SAMPLE), "--engine", engine, "-q",
+                                       "-o", str(tmp_path / "o.csv"))
+    assert code == 0 and not _BAR.search(text), text
+
+
+def test_readme_says_how_to_reach_shortflow_after_make() -> None:
+    """``make demo`` installs into .venv: the README's opening says to activate it or to
+    call .venv/bin/shortflow, before its first bare ``shortflow`` command."""
+    text = (ROOT / "README.md").read_text()
+    first_command = text.index("\nshortflow ")
+    opening = text[:first_command]
+    assert "make demo" in opening and ". .venv/bin/activate" in opening
+    assert ".venv/bin/shortflow" in opening

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from classifier.cli import show_progress
 from training.manifest import SESSION_LABELS
 
 __all__ = ["register", "register_record"]
@@ -76,7 +77,7 @@ def _cmd_import_trace(args: argparse.Namespace) -> int:
     from training.traces import import_traces
 
     rows = import_traces(args.trace, args.out, args.manifest, label=args.label, app=args.app,
-                         proto=args.proto, snaplen=args.snaplen, progress=not args.quiet)
+                         proto=args.proto, snaplen=args.snaplen, progress=show_progress(args.quiet))
     counts = Counter(r.label for r in rows)
     manifest = rows[0].manifest if rows else args.manifest
     print(f"imported {len(rows)} session(s) into {args.out} "
@@ -88,7 +89,7 @@ def _cmd_ensure_traces(args: argparse.Namespace) -> int:
     from training.traces import default_cache_dir, ensure_imported
 
     paths = ensure_imported(args.cache, source=args.source, snaplen=args.snaplen,
-                            progress=not args.quiet)
+                            progress=show_progress(args.quiet))
     cache = args.cache or default_cache_dir()
     print(f"{len(paths)} imported trace capture(s); manifest {Path(cache) / 'traces.csv'}")
     return 0

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from classifier.cli import show_progress
+
 __all__ = ["register"]
 
 _DEFAULT_SIM = 40
@@ -20,7 +22,7 @@ def _tables(args: argparse.Namespace) -> Any:
     from training.sessions import session_rows, simulated_rows
 
     config = SessionConfig(use_names=not args.no_names)
-    real = session_rows(args.manifests, config, jobs=args.jobs, progress=not args.quiet)
+    real = session_rows(args.manifests, config, jobs=args.jobs, progress=show_progress(args.quiet))
     parts = [real]
     if args.sim:
         parts.append(simulated_rows(args.sim, args.seed, config))

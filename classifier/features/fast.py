@@ -701,13 +701,14 @@ def iter_featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | 
 
 def iter_columns_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None = None,
                       *, skip_bad: bool = False, stats: FeaturizeStats | None = None,
-                      rows_per_frame: int = ROWS_PER_FRAME
+                      rows_per_frame: int = ROWS_PER_FRAME, progress: bool = False
                       ) -> Iterator[ColumnBatch | pd.DataFrame]:
     """:func:`iter_featurize_fast` without building DataFrames: the compiled path's rows
     come as :class:`ColumnBatch` es (pandas is not imported for them); after a hand-over
-    to the reference path (see the module docstring), its frames come as they are."""
+    to the reference path (see the module docstring), its frames come as they are.
+    ``progress``: a progress bar on stderr (bytes of the file read)."""
     return _tables(path, config or FeaturizeConfig(), skip_bad, stats, rows_per_frame,
-                   sort_rows=False)
+                   sort_rows=False, progress=progress)
 
 
 def _frames(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
@@ -719,8 +720,8 @@ def _frames(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: boo
 
 
 def _tables(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
-            stats: FeaturizeStats | None, rows_per_frame: int, *, sort_rows: bool
-            ) -> Iterator[ColumnBatch | pd.DataFrame]:
+            stats: FeaturizeStats | None, rows_per_frame: int, *, sort_rows: bool,
+            progress: bool = False) -> Iterator[ColumnBatch | pd.DataFrame]:
     """The rows of ``path`` in batches of about ``rows_per_frame`` rows (the reference
     path's frames if it takes over); an empty batch only when there are no rows."""
     stats = stats if stats is not None else FeaturizeStats()
@@ -728,9 +729,12 @@ def _tables(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: boo
     read = ReadStats()
     run = _Run(config, Path(path).name, rows_per_frame=rows_per_frame, sort_rows=sort_rows)
     emitted: list[I64] = []  # flow ids already handed out, should the reference take over
+    bar = _byte_bar(path) if progress else None
     try:
         for chunk in cc.iter_chunks(path, read, buffer_bytes=_BUFFER_BYTES,
                                     max_packets=_CHUNK_PACKETS, ahead=True):
+            if bar is not None:
+                bar.update(max(0, read.bytes_read - bar.n))
             for rows in run.add(chunk):
                 stats.rows += len(rows)
                 emitted.append(np.array(rows.head["flow_id"], np.int64))  # a copy
@@ -740,9 +744,14 @@ def _tables(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: boo
             yield rows
     except cc.ColumnsUnsupported as exc:
         logger.info("%s; featurizing it with the reference path", exc)
+        if bar is not None:
+            bar.close()
         done = np.concatenate(emitted) if emitted else np.empty(0, np.int64)
-        yield from _reference(path, config, skip_bad, stats, started, done)
+        yield from _reference(path, config, skip_bad, stats, started, done, progress)
         return
+    finally:
+        if bar is not None:
+            bar.close()
     rows = run.take_columns()
     stats.read = read
     stats.table = run.assigner.stats
@@ -756,14 +765,24 @@ def _order_keys(config: FeaturizeConfig) -> list[str]:
     return ["flow_id"] if config.window is None else ["flow_id", "window_start"]
 
 
+def _byte_bar(path: str | os.PathLike[str]) -> Any:
+    """A progress bar over the bytes of the file ``path`` (tqdm, imported only here)."""
+    from tqdm import tqdm
+
+    return tqdm(total=os.path.getsize(path), desc=Path(path).name, unit="B",
+                unit_scale=True, unit_divisor=1024, leave=False)
+
+
 def _reference(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
-               stats: FeaturizeStats, started: float, done: I64) -> Iterator[pd.DataFrame]:
+               stats: FeaturizeStats, started: float, done: I64,
+               progress: bool = False) -> Iterator[pd.DataFrame]:
     """The reference path's frames without the flows in ``done``
     (already handed out before the compiled reader gave up: the same rows, as flow ids
     and flows match up to the point where it stopped)."""
     fresh = FeaturizeStats()
     stats.rows = 0
-    for df in iter_featurize(os.fspath(path), config, skip_bad=skip_bad, stats=fresh):
+    for df in iter_featurize(os.fspath(path), config, skip_bad=skip_bad, stats=fresh,
+                             progress=progress):
         if len(done):
             df = df[~np.isin(df["flow_id"].to_numpy(), done)]
         stats.rows += len(df)

@@ -76,7 +76,8 @@ def iter_tables(path: Path, config: FeaturizeConfig, stats: FeaturizeStats, *,
             raise ShortflowError("--engine fast reads captures itself; drop --backend")
         from classifier.features.fast import iter_columns_fast
 
-        return iter_columns_fast(path, config, skip_bad=skip_bad, stats=stats)
+        return iter_columns_fast(path, config, skip_bad=skip_bad, stats=stats,
+                                 progress=progress)
     return iter_featurize(path, config, backend=backend, skip_bad=skip_bad, stats=stats,
                           progress=progress)
 
