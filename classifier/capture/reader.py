@@ -231,7 +231,8 @@ def open_capture(
     file, a directory, an empty file, a file that is not a capture, an unknown backend, and,
     while iterating, for a damaged record (unless ``skip_bad``) or a capture whose only
     link type is unknown. A capture cut short inside its last record is not an error:
-    ``stats.truncated_at`` is set and a warning is logged.
+    ``stats.truncated_at`` is set and a warning is logged; so is a gzip-compressed capture
+    whose compressed data stops before its end (read up to the cut).
 
     ``backend="tshark"`` (or ``"pyshark"``) decodes with a tshark subprocess instead; it
     ignores ``skip_bad`` (tshark stops at damage on its own), leaves ``stats.linktypes``
