@@ -21,6 +21,7 @@ import joblib
 from classifier import __version__
 from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, SCHEMA_VERSION
+from classifier.model.array_predict import ArrayPredictor
 
 __all__ = ["ModelInfo", "LoadedModel", "save_model", "load_model", "file_sha256",
            "DEFAULT_MODEL_DIR", "LABELS"]
@@ -55,11 +56,14 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A verified model: the scikit-learn pipeline and its sidecar."""
+    """A verified model: the scikit-learn pipeline and its sidecar; ``predictor``, the
+    pipeline's array twin (:mod:`classifier.model.array_predict`), when it has the shape
+    shortflow trains."""
 
     pipeline: Any
     info: ModelInfo
     path: Path
+    predictor: ArrayPredictor | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -176,4 +180,7 @@ def load_model(directory: Path | str | None = None) -> LoadedModel:
         raise ModelError(f"{joblib_path}: cannot load ({type(exc).__name__}: {exc})") from exc
     if not hasattr(pipeline, "predict_proba"):
         raise ModelError(f"{joblib_path}: not a classifier pipeline")
-    return LoadedModel(pipeline=pipeline, info=info, path=directory)
+    predictor = ArrayPredictor.from_pipeline(pipeline)
+    if predictor is not None and predictor.numeric != tuple(FEATURE_COLUMNS):
+        predictor = None  # inputs in another order: the pipeline selects them itself
+    return LoadedModel(pipeline=pipeline, info=info, path=directory, predictor=predictor)

@@ -8,8 +8,10 @@ name; the model's own probability is still reported as the confirmation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from classifier.errors import ModelError
@@ -17,7 +19,7 @@ from classifier.features.schema import FEATURE_COLUMNS, snapshot_prefix
 from classifier.model.artifact import LoadedModel
 
 __all__ = ["MODEL_INPUT_COLUMNS", "model_inputs", "classify_table", "client_summary",
-           "SHORT_FORM_SERVICE"]
+           "SHORT_FORM_SERVICE", "RowVerdicts", "verdict_arrays", "decision_window"]
 
 MODEL_INPUT_COLUMNS = (*FEATURE_COLUMNS, "service")
 SHORT_FORM_SERVICE = "short-form-service"
@@ -51,6 +53,55 @@ def _shape_reason(bursts: float, duration: float, bytes_down: float, burst_p50: 
             f"{burst_p50 / 1e3:.0f} kB, gap {gap_p50:.1f} s), {bytes_down / 1e6:.1f} MB down")
 
 
+@dataclass(frozen=True)
+class RowVerdicts:
+    """Verdicts of rows, as arrays (see :func:`verdict_arrays`)."""
+
+    label: npt.NDArray[np.object_]
+    probability: npt.NDArray[np.float64]
+    p_short: npt.NDArray[np.float64]
+    by_name: npt.NDArray[np.bool_]
+    reason: list[str]
+
+
+_SHAPE = [FEATURE_COLUMNS.index(c) for c in ("burst_count", "duration", "bytes_down",
+                                             "burst_bytes_p50", "burst_gap_p50")]
+
+
+def verdict_arrays(model: LoadedModel, numeric: npt.NDArray[np.float64],
+                   services: Sequence[str], categories: Sequence[str],
+                   names: Sequence[str | None]) -> RowVerdicts:
+    """Verdicts of rows given as arrays: ``numeric`` holds ``FEATURE_COLUMNS`` (rows x
+    columns), then each row's service, category and name. The pipeline's array twin
+    (``model.predictor``) computes the probabilities when the model has one, else the
+    pipeline itself on a DataFrame."""
+    if model.predictor is not None:
+        proba = model.predictor.predict_proba(numeric, services)
+        classes = list(model.predictor.classes)
+    else:
+        frame = pd.DataFrame(numeric, columns=list(FEATURE_COLUMNS))
+        frame["service"] = list(services)
+        proba = np.asarray(model.pipeline.predict_proba(frame))
+        classes = [str(c) for c in model.pipeline.classes_]
+    best = proba.argmax(axis=1)
+    labels = np.array(classes, dtype=object)[best]
+    probability = proba[np.arange(len(best)), best].astype(np.float64)
+    p_short = (proba[:, classes.index("short-form")] if "short-form" in classes
+               else np.zeros(len(best))).astype(np.float64)
+    by_name = np.array([c == SHORT_FORM_SERVICE for c in categories], dtype=bool)
+    labels[by_name] = "short-form"
+    probability[by_name] = 1.0  # decided by the name; the model's view is in the reason
+    reasons: list[str] = []
+    for i, shape_values in enumerate(numeric[:, _SHAPE].tolist()):
+        shape = _shape_reason(*shape_values)
+        if by_name[i]:
+            reasons.append(f"name rule: {services[i]} is short-form as a whole ({names[i]}); "
+                           f"model p(short-form)={p_short[i]:.2f}; {shape}")
+        else:
+            reasons.append(f"traffic shape: {shape}; service {services[i]}")
+    return RowVerdicts(labels, probability, p_short, by_name, reasons)
+
+
 def classify_table(model: LoadedModel, table: pd.DataFrame,
                    horizon: float | None = None) -> pd.DataFrame:
     """``table`` (from featurize) with the verdict columns added, one verdict per row.
@@ -63,44 +114,28 @@ def classify_table(model: LoadedModel, table: pd.DataFrame,
             out[col] = pd.Series(dtype=object)
         return out
     inputs = model_inputs(table, horizon)
-    proba = np.asarray(model.pipeline.predict_proba(inputs))
-    classes = [str(c) for c in model.pipeline.classes_]
-    best = proba.argmax(axis=1)
-    labels = np.array(classes, dtype=object)[best]
-    probability = proba[np.arange(len(best)), best]
-    p_short = proba[:, classes.index("short-form")] if "short-form" in classes else \
-        np.zeros(len(best))
-    window = _window_names(table, horizon)
-    reasons: list[str] = []
-    by_name = (table["category"] == SHORT_FORM_SERVICE).to_numpy()
-    shape_columns = ("burst_count", "duration", "bytes_down", "burst_bytes_p50", "burst_gap_p50")
-    rows = zip(*(inputs[c].to_numpy() for c in shape_columns), inputs["service"].to_numpy(),
-               table["name"].to_numpy(), strict=True)
-    for i, (*shape_values, service, name) in enumerate(rows):
-        shape = _shape_reason(*shape_values)
-        if by_name[i]:
-            labels[i] = "short-form"
-            probability[i] = 1.0  # decided by the name; the model's view is in the reason
-            reasons.append(f"name rule: {service} is short-form as a whole ({name}); "
-                           f"model p(short-form)={p_short[i]:.2f}; {shape}")
-        else:
-            reasons.append(f"traffic shape: {shape}; service {service}")
-    out["label"] = labels
-    out["probability"] = np.round(probability.astype(float), 4)
-    out["p_short_form"] = np.round(p_short.astype(float), 4)
-    out["decision_window"] = window
-    out["reason"] = reasons
-    out["decided_by"] = np.where(by_name, "name", "flow")
+    v = verdict_arrays(model, inputs[list(FEATURE_COLUMNS)].to_numpy(np.float64),
+                       inputs["service"].tolist(), table["category"].tolist(),
+                       table["name"].tolist())
+    out["label"] = v.label
+    out["probability"] = np.round(v.probability, 4)
+    out["p_short_form"] = np.round(v.p_short, 4)
+    out["decision_window"] = _window_names(table, horizon)
+    out["reason"] = v.reason
+    out["decided_by"] = np.where(v.by_name, "name", "flow")
     return out
 
 
+def decision_window(horizon: float | None) -> str:
+    """What a verdict on whole-flow rows (or their snapshot at ``horizon``) saw."""
+    return "whole flow" if horizon is None else f"first {horizon:g} s"
+
+
 def _window_names(table: pd.DataFrame, horizon: float | None) -> Sequence[str]:
-    if horizon is not None:
-        return [f"first {horizon:g} s"] * len(table)
-    if "window_start" in table.columns:
+    if horizon is None and "window_start" in table.columns:
         return [f"{a:g}-{b:g} s" for a, b in zip(table["window_start"], table["window_end"],
                                                    strict=True)]
-    return ["whole flow"] * len(table)
+    return [decision_window(horizon)] * len(table)
 
 
 def client_summary(verdicts: pd.DataFrame) -> pd.DataFrame:

@@ -4,25 +4,51 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import numpy.typing as npt
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from classifier.api.problems import ApiProblem, problem_responses
 from classifier.api.routers import MetricsDep, ModelDep, SettingsDep, run_cpu
 from classifier.api.schemas import FlowRows, RowVerdict, RowVerdicts
-from classifier.features.schema import FEATURE_COLUMNS, snapshot_prefix
+from classifier.features.schema import FEATURE_COLUMNS
 from classifier.model.artifact import LoadedModel
-from classifier.model.predict import MODEL_INPUT_COLUMNS, classify_table
+from classifier.model.predict import MODEL_INPUT_COLUMNS, decision_window, verdict_arrays
 
-__all__ = ["router", "rows_table"]
+__all__ = ["router", "rows_arrays"]
 
 router = APIRouter(tags=["flows"])
 
 _EXPECTED = frozenset(MODEL_INPUT_COLUMNS)
 _FEATURES = list(FEATURE_COLUMNS)
+_PICK = itemgetter(*_FEATURES)
+
+
+class _Body(BaseModel):
+    """What the endpoint parses: :class:`FlowRows` (the documented body) with the row
+    values left to :func:`rows_arrays`, which checks them in bulk (pydantic's per-value
+    union check costs more than the model)."""
+
+    rows: list[dict[str, Any]]
+    horizon: float | None = Field(None, gt=0)
+
+
+def _parse(raw: bytes, max_rows: int) -> _Body:
+    try:
+        body = _Body.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    if len(body.rows) > max_rows:
+        raise ApiProblem(413, f"{len(body.rows)} rows; at most {max_rows} per request "
+                         "(SHORTFLOW_MAX_ROWS)")
+    return body
 
 
 def _names(cols: Sequence[str], limit: int = 8) -> str:
@@ -55,23 +81,18 @@ def _bad_value(rows: Sequence[dict[str, Any]], column: str) -> ApiProblem:
     return ApiProblem(422, f"column '{column}' must hold finite numbers")
 
 
-def rows_table(rows: Sequence[dict[str, Any]], horizon: float | None
-               ) -> tuple[pd.DataFrame, list[str]]:
-    """A featurize-shaped table from request rows (numbers checked, ``category`` added),
-    and the request's columns the model does not read (ignored).
-
-    With ``horizon``, the feature columns get the snapshot prefix so that
-    ``classify_table(..., horizon)`` reads them. Raises ApiProblem 422 naming the first
-    bad row and column.
-    """
-    from classifier.model.services import category_for
-
+def rows_arrays(rows: Sequence[dict[str, Any]]
+                ) -> tuple[npt.NDArray[np.float64], list[str], list[str]]:
+    """The request rows as the model's arrays: ``FEATURE_COLUMNS`` values (numbers
+    checked), the services, and the request's columns the model does not read (ignored).
+    Raises ApiProblem 422 naming the first bad row and column."""
     ignored = _check_columns(rows)
-    flat = [row[c] for row in rows for c in _FEATURES]
-    if not all(type(v) is float or type(v) is int for v in flat):
-        bad = next(i for i, v in enumerate(flat) if type(v) is not float and type(v) is not int)
+    table = [_PICK(row) for row in rows]
+    if not set(map(type, chain.from_iterable(table))) <= {float, int}:
+        bad = next(i for i, v in enumerate(chain.from_iterable(table))
+                   if type(v) is not float and type(v) is not int)
         raise _bad_value(rows, _FEATURES[bad % len(_FEATURES)])
-    values = np.asarray(flat, dtype=np.float64).reshape(len(rows), len(_FEATURES))
+    values = np.array(table, dtype=np.float64).reshape(len(rows), len(_FEATURES))
     if not np.isfinite(values).all():
         bad_col = _FEATURES[int(np.argwhere(~np.isfinite(values))[0][1])]
         raise _bad_value(rows, bad_col)
@@ -80,23 +101,28 @@ def rows_table(rows: Sequence[dict[str, Any]], horizon: float | None
         if not isinstance(s, str) or not s.strip():
             raise ApiProblem(422, f"row {i}: column 'service' must be a non-empty string, "
                              f"got {s!r}"[:300], title="wrong value", kind="wrong-value")
-    names = [snapshot_prefix(horizon) + c for c in _FEATURES] if horizon else _FEATURES
-    table = pd.DataFrame(values, columns=names)
-    table["service"] = services
-    table["category"] = [category_for(s) for s in services]
-    table["name"] = None
-    return table, ignored
+    return values, services, ignored
 
 
-def _classify_rows(model: LoadedModel, rows: list[dict[str, Any]],
-                   horizon: float | None) -> tuple[list[RowVerdict], list[str]]:
-    table, ignored = rows_table(rows, horizon)
-    verdicts = classify_table(model, table, horizon=horizon)
-    out = verdicts[["service", "label", "probability", "p_short_form", "decision_window",
-                    "reason"]].to_dict(orient="records")
+def _classify_rows(model: LoadedModel, raw: bytes, max_rows: int
+                   ) -> tuple[_Body, list[RowVerdict], list[str]]:
+    from classifier.model.services import category_for
+
+    body = _parse(raw, max_rows)
+    if not body.rows:
+        return body, [], []
+    values, services, ignored = rows_arrays(body.rows)
+    v = verdict_arrays(model, values, services, [category_for(s) for s in services],
+                       [None] * len(services))
+    window = decision_window(body.horizon)
+    verdicts = [RowVerdict(index=i, service=services[i], label=str(v.label[i]),
+                           probability=round(float(v.probability[i]), 4),
+                           p_short_form=round(float(v.p_short[i]), 4),
+                           decision_window=window, reason=v.reason[i])
+                for i in range(len(services))]
     warnings = [f"ignored {len(ignored)} column(s) the model does not read: "
                 f"{_names(ignored)}"] if ignored else []
-    return [RowVerdict(index=i, **r) for i, r in enumerate(out)], warnings
+    return body, verdicts, warnings
 
 
 @router.post(
@@ -104,22 +130,20 @@ def _classify_rows(model: LoadedModel, rows: list[dict[str, Any]],
     response_model=RowVerdicts,
     summary="Classify feature rows",
     responses=problem_responses(413, 422, 503),
+    openapi_extra={"requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": FlowRows.model_json_schema()}}}},
 )
-async def classify_flows(body: FlowRows, request: Request, settings: SettingsDep,
-                         model: ModelDep, metrics: MetricsDep) -> RowVerdicts:
+async def classify_flows(request: Request, settings: SettingsDep, model: ModelDep,
+                         metrics: MetricsDep) -> RowVerdicts:
     """One verdict per row. Each row must have the model's input columns: the
     ``feature_columns`` of ``GET /v1/model`` (numbers) plus ``service`` (text); a missing
     one answers 422 naming it. Other columns (a whole `shortflow featurize` row) are
     ignored and listed in ``warnings``. ``horizon`` says the rows describe the first
     HORIZON seconds of each flow."""
-    if len(body.rows) > settings.max_rows:
-        raise ApiProblem(413, f"{len(body.rows)} rows; at most {settings.max_rows} per "
-                         "request (SHORTFLOW_MAX_ROWS)")
-    verdicts: list[RowVerdict] = []
-    warnings: list[str] = []
-    if body.rows:
-        verdicts, warnings = await run_cpu(request, _classify_rows, model, body.rows,
-                                           body.horizon)
+    raw = await request.body()
+    body, verdicts, warnings = await run_cpu(request, _classify_rows, model, raw,
+                                             settings.max_rows)
     metrics.count_labels((v.label for v in verdicts), source="rows")
     return RowVerdicts(model=model.info.name, horizon=body.horizon, verdicts=verdicts,
                        warnings=warnings)
