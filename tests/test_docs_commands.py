@@ -26,11 +26,9 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +36,7 @@ import pytest
 
 from classifier.cli import build_parser
 from classifier.enforce.policy import enforcement_status
+from tests.netns import requires_netns, run_in, scratch_netns
 
 ROOT = Path(__file__).resolve().parents[1]
 SHELL_LANGS = {"", "sh", "bash", "shell", "console"}
@@ -342,24 +341,26 @@ def test_the_systemd_unit_runs_live_mode_and_reloads() -> None:
     assert "more cautious" in text and "--enforce nft" in text and 'mode = "nft"' in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+_ENFORCEMENT_PROBE = """
+import json, sys, time, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with opener.open(f"http://{sys.argv[1]}/v1/live/flows", timeout=5) as r:
+            print(json.dumps(json.load(r)["enforcement"]))
+            break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.2)
+"""
 
 
-def _enforcement(hostport: str) -> object:
-    """``enforcement`` of ``GET /v1/live/flows`` (loopback, no token), waiting for the API."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            with opener.open(f"http://{hostport}/v1/live/flows", timeout=5) as r:
-                return json.load(r)["enforcement"]
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+def _enforcement(ns: str, hostport: str) -> object:
+    """``enforcement`` of ``GET /v1/live/flows`` from inside ``ns`` (loopback, no token)."""
+    out = run_in(ns, [sys.executable, "-c", _ENFORCEMENT_PROBE, hostport], timeout=90).stdout
+    return json.loads(out)
 
 
 def _swap(args: list[str], option: str, value: str) -> None:
@@ -367,53 +368,59 @@ def _swap(args: list[str], option: str, value: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.geteuid() != 0, reason="capturing on lo needs CAP_NET_RAW (root)")
-def test_the_systemd_unit_command_starts_and_reloads(tmp_path: Path) -> None:
-    """The unit's ExecStart, run as it is but on lo, in dry-run (nothing touches the host's
-    firewall), with its files in tmp_path: it starts, says that --enforce and the policy
-    disagree, reloads on SIGHUP and stops cleanly on SIGTERM."""
+@requires_netns
+def test_the_systemd_unit_command_starts_blocks_and_reloads(tmp_path: Path) -> None:
+    """The unit's ExecStart as it is (``--enforce nft``), in a scratch network namespace
+    on its lo, with the doc's first policy (dry-run) and its files in tmp_path: it starts,
+    says that --enforce and the policy disagree, installs its nftables table there, and
+    after the policy says nft and SIGHUP it blocks (effective nft); SIGTERM stops it and
+    removes the table."""
     start = next(d for d in DOC_LINES if d.path == "docs/deployment.md"
                  and d.kind == "unit" and " live " in d.text)
     args = shortflow_args(shlex.split(start.text))
-    assert args is not None
-    (tmp_path / "policy.toml").write_text('mode = "nft"\n')
+    assert args is not None and args[args.index("--enforce") + 1] == "nft"
+    policy = tmp_path / "policy.toml"
+    policy.write_text('mode = "dry-run"\n')
     _swap(args, "--iface", "lo")
-    _swap(args, "--enforce", "dry-run")
-    _swap(args, "--policy", str(tmp_path / "policy.toml"))
+    _swap(args, "--policy", str(policy))
     _swap(args, "--audit-log", str(tmp_path / "audit.jsonl"))
-    if "--api" in args:
-        _swap(args, "--api", f"127.0.0.1:{_free_port()}")
+    api = args[args.index("--api") + 1] if "--api" in args else None
     program = Path(sys.executable).parent / "shortflow"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
     err = tmp_path / "stderr"
-    with err.open("wb") as sink:
-        proc = subprocess.Popen([str(program), *args], stdout=subprocess.DEVNULL,
-                                stderr=sink, env=env)
+    with scratch_netns("sf-unit") as ns, err.open("wb") as sink:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, str(program), *args],
+                                stdout=subprocess.DEVNULL, stderr=sink, env=env)
         try:
             deadline = time.monotonic() + 240  # kernels may compile just in time
             while "shortflow: live on lo" not in err.read_text():
                 assert proc.poll() is None, err.read_text()
                 assert time.monotonic() < deadline, err.read_text()
                 time.sleep(0.2)
-            if "--api" in args:
-                assert _enforcement(args[args.index("--api") + 1]) == {
-                    "flag": "dry-run", "policy": "nft", "effective": "dry-run",
-                    "note": enforcement_status("dry-run", "nft")["note"]}
-            (tmp_path / "policy.toml").write_text('mode = "dry-run"\n')
+            tables = run_in(ns, ["nft", "list", "tables"]).stdout
+            assert "inet shortflow" in tables, tables
+            if api is not None:
+                assert _enforcement(ns, api) == {
+                    "flag": "nft", "policy": "dry-run", "effective": "dry-run",
+                    "note": enforcement_status("nft", "dry-run")["note"]}
+            policy.write_text('mode = "nft"\n')
             proc.send_signal(signal.SIGHUP)
-            time.sleep(1.0)
+            if api is not None:
+                deadline = time.monotonic() + 30
+                while (got := _enforcement(ns, api))["effective"] != "nft":  # type: ignore[index]
+                    assert time.monotonic() < deadline, got
+                    time.sleep(0.3)
             assert proc.poll() is None, err.read_text()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0, err.read_text()
+            assert "inet shortflow" not in run_in(ns, ["nft", "list", "tables"]).stdout
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     text = err.read_text()
     notes = [line for line in text.splitlines() if "disagree" in line]
-    assert notes == ["shortflow: WARNING: enforcement: --enforce dry-run and policy mode nft "
-                     "disagree; using dry-run (the more cautious). Pass --enforce nft to "
-                     "block."], text
+    assert notes == [f"shortflow: WARNING: {enforcement_status('nft', 'dry-run')['note']}"], text
     assert "enforcement dry-run" in text and "not reloaded" not in text, text
     assert (tmp_path / "audit.jsonl").exists()
 
