@@ -169,7 +169,7 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # 
     """Sub-command groups that live in other modules (model, API, live, training)."""
     registrars = []
     for module in ("classifier.model.cli", "classifier.api.cli", "classifier.live_cli",
-                   "classifier.control_cli", "training.cli"):
+                   "classifier.control_cli", "classifier.enforce.export_cli", "training.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -50,6 +50,7 @@ __all__ = [
     "NftTable",
     "NftBlock",
     "Backend",
+    "ruleset_text",
     "TABLE",
     "FLOW_SETS",
     "PAIR_SETS",
@@ -97,8 +98,10 @@ class NftBlock:
     expires_s: int | None
 
 
-def _ruleset_text(table: str, default_timeout_s: int, dns_timeout_s: int) -> str:
-    """Return the nft script that (re)builds the whole table in one transaction."""
+def ruleset_text(table: str = TABLE, default_timeout_s: int = 300, dns_timeout_s: int = 3600
+                 ) -> str:
+    """Return the nft script that (re)builds the whole table in one transaction (what
+    :meth:`NftTable.create` runs; ``nft -f`` takes it as it is)."""
     flow_t = "ipv{v}_addr . ipv{v}_addr . inet_service . inet_proto"
     lines = [
         f"add table inet {table}",
@@ -409,7 +412,7 @@ class NftTable:
 
         Raises EnforcementError when nftables refuses, e.g. without CAP_NET_ADMIN.
         """
-        text = _ruleset_text(self.table, self._default_timeout_s, self._dns_timeout_s)
+        text = ruleset_text(self.table, self._default_timeout_s, self._dns_timeout_s)
         self._run("create table", text, json_io=False)
         log.info("nft table inet %s created in %s", self.table, self._where())
 

@@ -1,0 +1,54 @@
+"""`shortflow dnsmasq-files`: the nftables table and the dnsmasq snippet for a router that
+runs only the DNS part of shortflow (e.g. OpenWrt, where Python is too heavy).
+
+The table is the one live mode builds (``inet shortflow``; load it with ``nft -f``); the
+snippet makes dnsmasq put the addresses it resolves for the policy's ``[sinkhole]`` names
+into the table's ``dns4``/``dns6`` sets, whose members are then blocked until they expire.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from classifier.errors import ShortflowError
+
+__all__ = ["register"]
+
+NFT_FILE = "shortflow.nft"
+DNSMASQ_FILE = "shortflow-dnsmasq.conf"
+
+
+def _cmd_dnsmasq_files(args: argparse.Namespace) -> int:
+    from classifier.enforce.dnsmasq import render_dnsmasq_conf
+    from classifier.enforce.nft import ruleset_text
+    from classifier.enforce.policy import Policy, load_policy
+
+    policy = load_policy(args.policy) if args.policy is not None else Policy.default()
+    nft = ruleset_text(default_timeout_s=policy.block_seconds,
+                       dns_timeout_s=args.dns_seconds)
+    conf = render_dnsmasq_conf(sorted(policy.sinkhole_names))
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / NFT_FILE).write_text(nft)
+        (args.out / DNSMASQ_FILE).write_text(conf)
+    except OSError as exc:
+        raise ShortflowError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {args.out / NFT_FILE} (load it with: nft -f {NFT_FILE}) and "
+          f"{args.out / DNSMASQ_FILE} ({len(policy.sinkhole_names)} names; put it in "
+          "dnsmasq's conf-dir and restart dnsmasq)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``dnsmasq-files``."""
+    p = sub.add_parser("dnsmasq-files", help="write the nftables table and a dnsmasq nftset "
+                       "snippet that block the policy's [sinkhole] names (DNS-only routers)")
+    p.add_argument("--policy", type=Path, default=None,
+                   help="policy TOML whose [sinkhole] names and block_seconds are used "
+                   "(default: the built-in policy)")
+    p.add_argument("--dns-seconds", type=int, default=3600, metavar="S",
+                   help="how long a resolved address stays blocked (default 3600)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help=f"directory for {NFT_FILE} and {DNSMASQ_FILE}")
+    p.set_defaults(handler=_cmd_dnsmasq_files)
