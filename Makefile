@@ -60,6 +60,7 @@ fuzz: venv
 
 lint: venv
 	$(VENV)/bin/ruff check classifier training tests benchmarks
+	$(VENV)/bin/ruff format --check classifier training tests benchmarks
 	$(VENV)/bin/mypy classifier training
 
 clean:

@@ -68,7 +68,7 @@ def add_flow_options(p: argparse.ArgumentParser, *, snapshots: bool = True) -> N
                    help="one row per (flow, window of S seconds) instead of one per flow")
 
 
-def featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def featurize_config(args: argparse.Namespace):
     from classifier.features.featurize import FeaturizeConfig
     from classifier.flows import FlowConfig
 
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Sub-command groups that live in other modules (model, API, live, training)."""
     registrars = []
     for module in ("classifier.model.cli", "classifier.api.cli", "classifier.live_cli",

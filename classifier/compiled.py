@@ -236,7 +236,7 @@ def build(output_dir: Path = _HERE) -> Path:
         from numba.pycc import CC
         from numba.pycc import compiler as pycc_compiler
 
-        class ReleaseGil(pycc_compiler.Flags):  # type: ignore[misc]
+        class ReleaseGil(pycc_compiler.Flags):
             """The built kernels release the GIL while they run, as the just-in-time ones
             declared ``nogil=True`` do (so a kernel in one thread does not stop the
             others)."""

@@ -146,7 +146,7 @@ def _connection(p: argparse.ArgumentParser) -> None:
                    help="file holding the API token (default $SHORTFLOW_API_TOKEN)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``blocks`` and ``policy``."""
     blocks = sub.add_parser("blocks", help="list, add or lift blocks of a running "
                             "`shortflow live --api`")

@@ -109,7 +109,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="classify flows as they start on a router; block "
                        "short-form with nftables (dry-run by default)")
     p.add_argument("--iface", action="append", default=[],

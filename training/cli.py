@@ -11,7 +11,7 @@ import argparse
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from training import dataset_cli, session_cli, train_cli
     from training.lab import cli as lab_cli
 

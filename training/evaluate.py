@@ -367,7 +367,7 @@ def evaluate_model(model_dir: Path | str | None, manifests: Sequence[Path | str]
     recipe = model.pipeline
 
     def factory() -> Pipeline:
-        return clone(recipe)  # type: ignore[no-any-return]
+        return clone(recipe)
 
     splits = grouped_splits(table, n_splits, seed)
     cv = oof_predictions(table, factory, splits)

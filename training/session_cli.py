@@ -140,7 +140,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train-sessions`` and ``evaluate-sessions``."""
     t = sub.add_parser("train-sessions",
                        help="fit the session model (client activity over time) and save it")

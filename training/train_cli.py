@@ -12,7 +12,7 @@ from classifier.errors import ShortflowError
 __all__ = ["register"]
 
 
-def _featurize_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _featurize_config(args: argparse.Namespace):
     from classifier.features.featurize import FeaturizeConfig
     from classifier.flows import FlowConfig
 
@@ -99,7 +99,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``evaluate`` sub-commands to ``sub``."""
     p = sub.add_parser("train", help="compare candidate models by grouped cross-validation "
                        "and save the best, refit on all data")

@@ -102,7 +102,7 @@ def _host_in_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``shortflow serve`` to the top-level parser."""
     p = sub.add_parser("serve", help="run the HTTP API (FastAPI/uvicorn) on 127.0.0.1:8080",
                        description="Serve the HTTP API. Settings come from SHORTFLOW_* "

@@ -566,7 +566,7 @@ class _Buffer:
             self.data[:rest] = src.data[keep_from : src.valid]
         self.base = src.base + keep_from
         self.valid = rest
-        view = memoryview(self.data)  # type: ignore[arg-type]
+        view = memoryview(self.data)
         while self.valid < len(self.data):
             got = self.f.readinto(view[self.valid :])
             if not got:

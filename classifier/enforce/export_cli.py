@@ -40,7 +40,7 @@ def _cmd_dnsmasq_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dnsmasq-files``."""
     p = sub.add_parser("dnsmasq-files", help="write the nftables table and a dnsmasq nftset "
                        "snippet that block the policy's [sinkhole] names (DNS-only routers)")

@@ -900,7 +900,7 @@ def window_views(ts: F64, offsets: I64, first_ts: F64, last_ts: F64,
     """Plan the non-empty (flow, window) views: returns (entry window index, entry order,
     view flow index, view window index); windows as the reference numbers them
     (``k * window <= t < (k + 1) * window``, ``k < ceil(duration / window)``)."""
-    return _windows_plan(ts, offsets, first_ts, last_ts, float(window))  # type: ignore[no-any-return]
+    return _windows_plan(ts, offsets, first_ts, last_ts, float(window))
 
 
 def window_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,

@@ -150,7 +150,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from classifier.cli import add_flow_options
 
     p = sub.add_parser("classify", help="label every flow of a capture short-form / "

@@ -13,7 +13,7 @@ from training.lab.scenarios import SCENARIOS
 __all__ = ["add_parser", "handle"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``lab`` command group to ``subparsers``; each leaf sets ``handler=handle``."""
     lab = subparsers.add_parser("lab", help="traffic lab: labeled captures from real stacks "
                                             "in network namespaces (root)")

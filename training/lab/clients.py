@@ -297,7 +297,7 @@ def _h3_client_class() -> type:
     from aioquic.h3.events import DataReceived, HeadersReceived
     from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
-    class _H3Client(QuicConnectionProtocol):  # type: ignore[misc]
+    class _H3Client(QuicConnectionProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.h3 = H3Connection(self._quic)
@@ -359,7 +359,7 @@ class _H3Conn(_Conn):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("0.0.0.0", 0))
         transport, proto = await loop.create_datagram_endpoint(lambda: cls(conn), sock=sock)
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         self._proto = proto
         proto.connect((self._ip, 443))
         await asyncio.wait_for(proto.wait_connected(), 10.0)

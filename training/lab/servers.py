@@ -231,7 +231,7 @@ def _h3_protocol_class() -> type:
     from aioquic.h3.events import HeadersReceived
     from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
-    class _H3Server(QuicConnectionProtocol):  # type: ignore[misc]
+    class _H3Server(QuicConnectionProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._h3: H3Connection | None = None
