@@ -48,17 +48,27 @@ def _synthetic_model(directory: Path) -> Path:
     from classifier.model.artifact import LABELS, save_model
 
     rng = np.random.default_rng(1)
-    x = pd.DataFrame(rng.gamma(2.0, 1.0, size=(600, len(FEATURE_COLUMNS))),
-                     columns=list(FEATURE_COLUMNS))
+    x = pd.DataFrame(
+        rng.gamma(2.0, 1.0, size=(600, len(FEATURE_COLUMNS))), columns=list(FEATURE_COLUMNS)
+    )
     y = np.array(LABELS, dtype=object)[rng.integers(0, len(LABELS), 600)]
     x["service"] = rng.choice(["youtube", "instagram", "unknown"], 600)
-    pre = ColumnTransformer([("num", "passthrough", list(FEATURE_COLUMNS)),
-                             ("svc", OneHotEncoder(handle_unknown="ignore"), ["service"])])
-    pipe = Pipeline([("pre", pre), ("clf", RandomForestClassifier(
-        n_estimators=50, max_depth=8, random_state=0, n_jobs=1))])
+    pre = ColumnTransformer(
+        [
+            ("num", "passthrough", list(FEATURE_COLUMNS)),
+            ("svc", OneHotEncoder(handle_unknown="ignore"), ["service"]),
+        ]
+    )
+    pipe = Pipeline(
+        [
+            ("pre", pre),
+            ("clf", RandomForestClassifier(n_estimators=50, max_depth=8, random_state=0, n_jobs=1)),
+        ]
+    )
     pipe.fit(x, y)
-    save_model(pipe, directory, name="benchmark-synthetic", labels=list(LABELS),
-               decision_windows=[None])
+    save_model(
+        pipe, directory, name="benchmark-synthetic", labels=list(LABELS), decision_windows=[None]
+    )
     return directory
 
 
@@ -76,10 +86,10 @@ class _Server:
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         app = create_app(Settings(model_dir=model_dir))
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run,
-                                       kwargs={"sockets": [self.sock]}, daemon=True)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def __enter__(self) -> str:
         self.thread.start()
@@ -96,8 +106,14 @@ class _Server:
         self.sock.close()
 
 
-def _run(name: str, send: Callable[[], httpx.Response], requests: int, seconds: float,
-         payload_bytes: int = 0, warmup: int = 2) -> dict[str, float]:
+def _run(
+    name: str,
+    send: Callable[[], httpx.Response],
+    requests: int,
+    seconds: float,
+    payload_bytes: int = 0,
+    warmup: int = 2,
+) -> dict[str, float]:
     for _ in range(warmup):
         send().raise_for_status()
     latencies: list[float] = []
@@ -111,10 +127,17 @@ def _run(name: str, send: Callable[[], httpx.Response], requests: int, seconds: 
     wall = time.perf_counter() - started
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
-    out = {"requests": len(latencies), "seconds": wall, "rps": len(latencies) / wall,
-           "p50_ms": statistics.median(latencies) * 1e3, "p99_ms": p99 * 1e3}
-    line = (f"{name:<34} {out['requests']:>5} req in {wall:6.2f} s  {out['rps']:8.1f} req/s  "
-            f"p50 {out['p50_ms']:8.1f} ms  p99 {out['p99_ms']:8.1f} ms")
+    out = {
+        "requests": len(latencies),
+        "seconds": wall,
+        "rps": len(latencies) / wall,
+        "p50_ms": statistics.median(latencies) * 1e3,
+        "p99_ms": p99 * 1e3,
+    }
+    line = (
+        f"{name:<34} {out['requests']:>5} req in {wall:6.2f} s  {out['rps']:8.1f} req/s  "
+        f"p50 {out['p50_ms']:8.1f} ms  p99 {out['p99_ms']:8.1f} ms"
+    )
     if payload_bytes:
         out["mb_per_s"] = payload_bytes * len(latencies) / wall / 1e6
         line += f"  {out['mb_per_s']:7.1f} MB/s"
@@ -125,8 +148,9 @@ def _run(name: str, send: Callable[[], httpx.Response], requests: int, seconds: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="benchmark a running server (loopback only) instead")
-    p.add_argument("--model", type=Path, help="model directory for the own server "
-                   "(default: a synthetic model)")
+    p.add_argument(
+        "--model", type=Path, help="model directory for the own server (default: a synthetic model)"
+    )
     p.add_argument("--capture", type=Path, default=DEFAULT_CAPTURE)
     p.add_argument("--requests", type=int, default=300, help="max requests per phase")
     p.add_argument("--seconds", type=float, default=15.0, help="max seconds per phase")
@@ -145,30 +169,47 @@ def main(argv: list[str] | None = None) -> int:
     def bench(url: str) -> dict[str, dict[str, float]]:
         results: dict[str, dict[str, float]] = {}
         with httpx.Client(base_url=url, timeout=120) as c:
-            print(f"server {url}, model {c.get('/v1/model').json().get('name')}, "
-                  f"capture {args.capture.name} ({len(capture) / 1e6:.2f} MB, "
-                  f"{len(rows)} flows)")
+            print(
+                f"server {url}, model {c.get('/v1/model').json().get('name')}, "
+                f"capture {args.capture.name} ({len(capture) / 1e6:.2f} MB, "
+                f"{len(rows)} flows)"
+            )
             # bodies encoded once: the figures are the server's, not the client's JSON
             json_type = {"content-type": "application/json"}
             one = json.dumps({"rows": rows[:1]}).encode()
             many = json.dumps({"rows": batch}).encode()
             results["rows_1"] = _run(
-                "flows:classify, 1 row", lambda: c.post("/v1/flows:classify", content=one,
-                                                        headers=json_type),
-                args.requests, args.seconds)
+                "flows:classify, 1 row",
+                lambda: c.post("/v1/flows:classify", content=one, headers=json_type),
+                args.requests,
+                args.seconds,
+            )
             results["rows_1000"] = _run(
-                "flows:classify, 1000 rows", lambda: c.post("/v1/flows:classify",
-                                                            content=many, headers=json_type),
-                max(1, args.requests // 10), args.seconds)
+                "flows:classify, 1000 rows",
+                lambda: c.post("/v1/flows:classify", content=many, headers=json_type),
+                max(1, args.requests // 10),
+                args.seconds,
+            )
             results["upload_raw"] = _run(
-                "captures:classify, raw body", lambda: c.post(
-                    "/v1/captures:classify", content=capture,
-                    headers={"content-type": "application/octet-stream"}),
-                max(1, args.requests // 10), args.seconds, payload_bytes=len(capture))
+                "captures:classify, raw body",
+                lambda: c.post(
+                    "/v1/captures:classify",
+                    content=capture,
+                    headers={"content-type": "application/octet-stream"},
+                ),
+                max(1, args.requests // 10),
+                args.seconds,
+                payload_bytes=len(capture),
+            )
             results["upload_multipart"] = _run(
-                "captures:classify, multipart", lambda: c.post(
-                    "/v1/captures:classify", files={"file": (args.capture.name, capture)}),
-                max(1, args.requests // 10), args.seconds, payload_bytes=len(capture))
+                "captures:classify, multipart",
+                lambda: c.post(
+                    "/v1/captures:classify", files={"file": (args.capture.name, capture)}
+                ),
+                max(1, args.requests // 10),
+                args.seconds,
+                payload_bytes=len(capture),
+            )
         return results
 
     if args.url:

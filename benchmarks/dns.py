@@ -44,8 +44,13 @@ def _query(qid: int, name: str) -> bytes:
     return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + b"\x00\x00\x01\x00\x01"
 
 
-def _serve(listen: tuple[str, int], upstream: tuple[str, int], ready: EventType,
-           stop: EventType, sinkhole_names: list[str]) -> None:
+def _serve(
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
+    ready: EventType,
+    stop: EventType,
+    sinkhole_names: list[str],
+) -> None:
     policy = parse_policy({"mode": "nft", "sinkhole": {"names": sinkhole_names}}, "bench")
     answers = [0]
 
@@ -60,8 +65,9 @@ def _serve(listen: tuple[str, int], upstream: tuple[str, int], ready: EventType,
     print(f"forwarder stats: {sink.stats}, on_answer calls: {answers[0]}", flush=True)
 
 
-def _load(target: tuple[str, int], queries: int, inflight: int, max_s: float,
-          sinkhole_share: float) -> dict[str, float]:
+def _load(
+    target: tuple[str, int], queries: int, inflight: int, max_s: float, sinkhole_share: float
+) -> dict[str, float]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.connect(target)
@@ -79,8 +85,11 @@ def _load(target: tuple[str, int], queries: int, inflight: int, max_s: float,
             next_id = (next_id + 1) & 0xFFFF
             if qid in pending:
                 break
-            name = (f"x{sent}.tiktok.com" if rnd.random() < sinkhole_share
-                    else f"h{rnd.randrange(10**6)}.lab.test")
+            name = (
+                f"x{sent}.tiktok.com"
+                if rnd.random() < sinkhole_share
+                else f"h{rnd.randrange(10**6)}.lab.test"
+            )
             sock.send(_query(qid, name))
             pending[qid] = time.monotonic()
             sent += 1
@@ -107,9 +116,13 @@ def _load(target: tuple[str, int], queries: int, inflight: int, max_s: float,
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
     return {
-        "sent": sent, "answered": len(latencies), "lost": lost, "seconds": elapsed,
+        "sent": sent,
+        "answered": len(latencies),
+        "lost": lost,
+        "seconds": elapsed,
         "qps": len(latencies) / elapsed if elapsed else 0.0,
-        "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
     }
 
 
@@ -118,18 +131,32 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=20000)
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--max-seconds", type=float, default=60.0)
-    ap.add_argument("--sinkhole-share", type=float, default=0.0,
-                    help="fraction of queries for sinkholed names (answered locally)")
+    ap.add_argument(
+        "--sinkhole-share",
+        type=float,
+        default=0.0,
+        help="fraction of queries for sinkholed names (answered locally)",
+    )
     ap.add_argument("--direct", action="store_true", help="send straight to dnsmasq")
     args = ap.parse_args()
     if shutil.which("dnsmasq") is None:
         print("dnsmasq is not installed", file=sys.stderr)
         return 2
     up_port = _free_port(UPSTREAM_HOST)
-    argv = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-            "--conf-file=/dev/null", "--address=/lab.test/10.77.0.9", f"--port={up_port}",
-            f"--listen-address={UPSTREAM_HOST}", "--bind-interfaces", "--pid-file=",
-            "--dns-forward-max=1000", *(["--user=root"] if os.geteuid() == 0 else [])]
+    argv = [
+        "dnsmasq",
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        "--address=/lab.test/10.77.0.9",
+        f"--port={up_port}",
+        f"--listen-address={UPSTREAM_HOST}",
+        "--bind-interfaces",
+        "--pid-file=",
+        "--dns-forward-max=1000",
+        *(["--user=root"] if os.geteuid() == 0 else []),
+    ]
     upstream = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
@@ -139,8 +166,9 @@ def main() -> int:
         target = (UPSTREAM_HOST, up_port)
         if not args.direct:
             target = (FORWARDER_HOST, _free_port(FORWARDER_HOST))
-            server = ctx.Process(target=_serve, args=(target, (UPSTREAM_HOST, up_port), ready,
-                                                      stop, ["tiktok.com"]))
+            server = ctx.Process(
+                target=_serve, args=(target, (UPSTREAM_HOST, up_port), ready, stop, ["tiktok.com"])
+            )
             server.start()
             if not ready.wait(10):
                 print("forwarder did not start", file=sys.stderr)
@@ -148,10 +176,12 @@ def main() -> int:
         _load(target, min(500, args.queries), args.inflight, 10, 0.0)  # warm-up
         r = _load(target, args.queries, args.inflight, args.max_seconds, args.sinkhole_share)
         what = "dnsmasq direct" if args.direct else "DnsSinkhole -> dnsmasq"
-        print(f"{what}: {r['qps']:.0f} queries/s, {int(r['answered'])}/{int(r['sent'])} "
-              f"answered, {int(r['lost'])} lost ({100 * r['lost'] / max(1, r['sent']):.2f} %), "
-              f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-              f"{args.inflight} in flight, {r['seconds']:.1f} s")
+        print(
+            f"{what}: {r['qps']:.0f} queries/s, {int(r['answered'])}/{int(r['sent'])} "
+            f"answered, {int(r['lost'])} lost ({100 * r['lost'] / max(1, r['sent']):.2f} %), "
+            f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+            f"{args.inflight} in flight, {r['seconds']:.1f} s"
+        )
     finally:
         stop.set()
         if server is not None:

@@ -56,12 +56,14 @@ def _dpkt_loop(path: Path) -> int:
     return n
 
 
-def _records(run: Callable[[Path, FeaturizeConfig, FeaturizeStats], object]
-             ) -> Callable[[Path, FeaturizeConfig], int]:
+def _records(
+    run: Callable[[Path, FeaturizeConfig, FeaturizeStats], object],
+) -> Callable[[Path, FeaturizeConfig], int]:
     def go(path: Path, config: FeaturizeConfig) -> int:
         stats = FeaturizeStats()
         run(path, config, stats)
         return stats.read.records
+
     return go
 
 
@@ -75,8 +77,12 @@ def _subset(path: Path, packets: int, tmp: Path) -> Path:
     if editcap is None:
         return path
     out = tmp / f"first{packets}{path.suffix}"
-    subprocess.run([editcap, "-r", str(path), str(out), f"1-{packets}"], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [editcap, "-r", str(path), str(out), f"1-{packets}"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return out
 
 
@@ -91,22 +97,32 @@ def _best(fn: Callable[[], int], repeat: int) -> tuple[int, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("capture", nargs="?", type=Path)
-    parser.add_argument("--windows", type=float, default=None,
-                        help="one row per flow and window of this many seconds")
+    parser.add_argument(
+        "--windows",
+        type=float,
+        default=None,
+        help="one row per flow and window of this many seconds",
+    )
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--ref-packets", type=int, default=200_000,
-                        help="run the reference on at most this many records")
+    parser.add_argument(
+        "--ref-packets",
+        type=int,
+        default=200_000,
+        help="run the reference on at most this many records",
+    )
     args = parser.parse_args()
     path: Path = args.capture or _largest()
     config = FeaturizeConfig(window=args.windows)
     featurize_fast(path, config)  # load (or compile) the compiled code once
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
         fast_n, fast_s = _best(lambda: _fast(path, config), args.repeat)
-        ref_path = path if fast_n <= args.ref_packets else _subset(path, args.ref_packets,
-                                                                   Path(tmp))
+        ref_path = (
+            path if fast_n <= args.ref_packets else _subset(path, args.ref_packets, Path(tmp))
+        )
         ref_n, ref_s = _best(lambda: _reference(ref_path, config), max(1, args.repeat - 1))
         dpkt_n, dpkt_s = _best(lambda: _dpkt_loop(path), args.repeat)
     mode = f"windows of {args.windows:g} s" if args.windows else "snapshots at 3 s and 10 s"

@@ -100,8 +100,7 @@ def _child(mode: str, path: str) -> None:
         with open(path, "rb") as f:
             magic = f.read(4)
             f.seek(0)
-            reader = (dpkt.pcapng.Reader(f) if magic == b"\x0a\x0d\x0d\x0a"
-                      else dpkt.pcap.Reader(f))
+            reader = dpkt.pcapng.Reader(f) if magic == b"\x0a\x0d\x0d\x0a" else dpkt.pcap.Reader(f)
             for _ts, buf in reader:
                 n += 1
                 ip = dpkt.ethernet.Ethernet(buf).data
@@ -155,14 +154,19 @@ def _subset(path: Path, packets: int, tmp: Path) -> Path | None:
     if editcap is None:
         return None
     out = tmp / f"first{packets}{path.suffix}"
-    subprocess.run([editcap, "-r", str(path), str(out), f"1-{packets}"], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [editcap, "-r", str(path), str(out), f"1-{packets}"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return out
 
 
 def _has_nfstream() -> bool:
-    probe = subprocess.run([sys.executable, "-c", "import nfstream"], capture_output=True,
-                           timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import nfstream"], capture_output=True, timeout=120
+    )
     return probe.returncode == 0
 
 
@@ -175,8 +179,17 @@ def _best(argv: list[str], timeout: float, repeat: int) -> tuple[float, float, f
 
 
 def _cli(path: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "classifier.cli", "featurize", str(path), "-o", str(out),
-            "-q", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "classifier.cli",
+        "featurize",
+        str(path),
+        "-o",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def bench(path: Path, ref_packets: int, timeout: float, repeat: int = 1) -> list[Result]:
@@ -201,9 +214,16 @@ def bench(path: Path, ref_packets: int, timeout: float, repeat: int = 1) -> list
         table = Path(tmp) / "flows.parquet"
         for extra in ((), ("--windows", "10")):
             wall, cpu, rss, out = _best(_cli(path, table, *extra), timeout, repeat)
-            results.append(Result(" ".join(("shortflow featurize", *extra)), records, wall,
-                                  cpu, rss, "rows streamed to Parquet" if not extra
-                                  else ("" if out != "timeout" else out)))
+            results.append(
+                Result(
+                    " ".join(("shortflow featurize", *extra)),
+                    records,
+                    wall,
+                    cpu,
+                    rss,
+                    "rows streamed to Parquet" if not extra else ("" if out != "timeout" else out),
+                )
+            )
     results += api
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
         sub = path if records <= ref_packets else _subset(path, ref_packets, Path(tmp))
@@ -214,15 +234,25 @@ def bench(path: Path, ref_packets: int, timeout: float, repeat: int = 1) -> list
             results.append(Result("shortflow --engine reference", n, wall, cpu, rss, note))
     if _has_nfstream():
         wall, cpu, rss, out = _best(_py("nfstream", path), timeout, repeat)
-        results.append(Result("nfstream (stats + nDPI)", records, wall, cpu, rss,
-                              "" if out.startswith("{") else out))
+        results.append(
+            Result(
+                "nfstream (stats + nDPI)",
+                records,
+                wall,
+                cpu,
+                rss,
+                "" if out.startswith("{") else out,
+            )
+        )
     else:
-        results.append(Result("nfstream", 0, float("nan"), float("nan"), 0.0,
-                              "not installed"))
+        results.append(Result("nfstream", 0, float("nan"), float("nan"), 0.0, "not installed"))
     tshark = shutil.which("tshark")
     if tshark:
-        wall, cpu, rss, _ = _best([tshark, "-n", "-r", str(path), "-q", "-z", "conv,tcp",
-                                   "-z", "conv,udp"], timeout, repeat)
+        wall, cpu, rss, _ = _best(
+            [tshark, "-n", "-r", str(path), "-q", "-z", "conv,tcp", "-z", "conv,udp"],
+            timeout,
+            repeat,
+        )
         results.append(Result("tshark conversations", records, wall, cpu, rss))
     wall, cpu, rss, out = _measure(_py("dpkt", path), timeout)
     results.append(Result("dpkt loop", records, wall, cpu, rss))
@@ -231,45 +261,63 @@ def bench(path: Path, ref_packets: int, timeout: float, repeat: int = 1) -> list
 
 def report(name: str, path: Path, results: list[Result]) -> None:
     fast = results[0]
-    print(f"\n== {name}: {path} ({path.stat().st_size / 1e6:.0f} MB, {fast.records} records; "
-          f"load average {os.getloadavg()[0]:.1f})")
-    print(f"{'tool':28s} {'records':>8s} {'wall s':>7s} {'pkts/s':>9s} {'fast/it':>7s} "
-          f"{'cpu s':>7s} {'pkts/cpu-s':>10s} {'fast/it':>7s} {'peak MB':>7s}")
+    print(
+        f"\n== {name}: {path} ({path.stat().st_size / 1e6:.0f} MB, {fast.records} records; "
+        f"load average {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        f"{'tool':28s} {'records':>8s} {'wall s':>7s} {'pkts/s':>9s} {'fast/it':>7s} "
+        f"{'cpu s':>7s} {'pkts/cpu-s':>10s} {'fast/it':>7s} {'peak MB':>7s}"
+    )
     for r in results:
         ratio = fast.rate / r.rate if r.rate > 0 else float("nan")
         cpu_ratio = fast.cpu_rate / r.cpu_rate if r.cpu_rate > 0 else float("nan")
-        print(f"{r.tool:28s} {r.records:8d} {r.seconds:7.2f} {r.rate:9.0f} {ratio:6.1f}x "
-              f"{r.cpu:7.2f} {r.cpu_rate:10.0f} {cpu_ratio:6.1f}x {r.rss_mb:7.0f} {r.note}")
+        print(
+            f"{r.tool:28s} {r.records:8d} {r.seconds:7.2f} {r.rate:9.0f} {ratio:6.1f}x "
+            f"{r.cpu:7.2f} {r.cpu_rate:10.0f} {cpu_ratio:6.1f}x {r.rss_mb:7.0f} {r.note}"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "sf-bench")
     parser.add_argument("--bulk", type=Path)
     parser.add_argument("--many", type=Path)
-    parser.add_argument("--generate", action="store_true",
-                        help="build missing captures with benchmarks/gen_captures.py")
+    parser.add_argument(
+        "--generate",
+        action="store_true",
+        help="build missing captures with benchmarks/gen_captures.py",
+    )
     parser.add_argument("--ref-packets", type=int, default=150_000)
     parser.add_argument("--timeout", type=float, default=300.0, help="per tool run, seconds")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per tool (not the reference or the dpkt loop); the "
-                        "fastest is shown")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per tool (not the reference or the dpkt loop); the fastest is shown",
+    )
     args = parser.parse_args()
     if args.child:
         _child(*args.child)
         return
     args.dir.mkdir(parents=True, exist_ok=True)
-    captures = {"bulk-tls": args.bulk or args.dir / "bulk-tls.pcap",
-                "many-flows": args.many or args.dir / "many-flows.pcap"}
+    captures = {
+        "bulk-tls": args.bulk or args.dir / "bulk-tls.pcap",
+        "many-flows": args.many or args.dir / "many-flows.pcap",
+    }
     for kind, path in captures.items():
         if not path.exists():
             if not args.generate:
                 sys.exit(f"{path} missing: pass --{kind.split('-')[0]} or --generate")
-            subprocess.run([sys.executable, str(HERE / "gen_captures.py"), kind, str(path)],
-                           check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                           timeout=900)
+            subprocess.run(
+                [sys.executable, str(HERE / "gen_captures.py"), kind, str(path)],
+                check=True,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                timeout=900,
+            )
     from classifier.compiled import aot_status
 
     print(f"kernels: {aot_status()} (aot = built ahead of time by `make kernels`)")

@@ -58,9 +58,12 @@ U32 = npt.NDArray[np.uint32]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
-_PCAP_HEADER = (np.array([0xA1B2C3D4], "<u4").tobytes() + np.array([2, 4], "<u2").tobytes()
-                + np.array([0, 0, 262144, 1], "<u4").tobytes())
-_ETH = bytes.fromhex("020000000002" "020000000001" "0800")
+_PCAP_HEADER = (
+    np.array([0xA1B2C3D4], "<u4").tobytes()
+    + np.array([2, 4], "<u2").tobytes()
+    + np.array([0, 0, 262144, 1], "<u4").tobytes()
+)
+_ETH = bytes.fromhex("0200000000020200000000010800")
 _CHUNK = 1 << 20
 _T0 = 1_704_067_200.0  # 2024-01-01
 _ACK, _SYN, _FIN, _PSH = 0x10, 0x02, 0x01, 0x08
@@ -81,8 +84,18 @@ def _le32(col: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(col.astype("<u4")).view(np.uint8).reshape(-1, 4)
 
 
-def write_records(fh: object, ts: F64, src: I64, dst: I64, proto: int, sport: I64,
-                  dport: I64, flags: I64, ip_len: I64, caplen: int) -> int:
+def write_records(
+    fh: object,
+    ts: F64,
+    src: I64,
+    dst: I64,
+    proto: int,
+    sport: I64,
+    dport: I64,
+    flags: I64,
+    ip_len: I64,
+    caplen: int,
+) -> int:
     """Append pcap records (Ethernet/IPv4/TCP or UDP) for arrays of equal length to the
     open binary file ``fh``; ``caplen`` bytes of each frame are stored (header-only when
     below the frame size; the rest is zero payload). Returns the bytes written."""
@@ -96,32 +109,31 @@ def write_records(fh: object, ts: F64, src: I64, dst: I64, proto: int, sport: I6
     rec[:, 8:12] = _le32(np.full(n, caplen))
     rec[:, 12:16] = _le32(ip_len + 14)
     f = 16
-    rec[:, f:f + 14] = np.frombuffer(_ETH, np.uint8)
+    rec[:, f : f + 14] = np.frombuffer(_ETH, np.uint8)
     ip = f + 14
     rec[:, ip] = 0x45
-    rec[:, ip + 2:ip + 4] = _be(ip_len, 2)
+    rec[:, ip + 2 : ip + 4] = _be(ip_len, 2)
     rec[:, ip + 8] = 64
     rec[:, ip + 9] = proto
-    rec[:, ip + 12:ip + 16] = _be(src, 4)
-    rec[:, ip + 16:ip + 20] = _be(dst, 4)
+    rec[:, ip + 12 : ip + 16] = _be(src, 4)
+    rec[:, ip + 16 : ip + 20] = _be(dst, 4)
     t = ip + 20
-    rec[:, t:t + 2] = _be(sport, 2)
-    rec[:, t + 2:t + 4] = _be(dport, 2)
+    rec[:, t : t + 2] = _be(sport, 2)
+    rec[:, t + 2 : t + 4] = _be(dport, 2)
     if proto == 6:
-        rec[:, t + 4:t + 8] = _be(np.arange(n, dtype=np.int64) * 1460 % (1 << 32), 4)
+        rec[:, t + 4 : t + 8] = _be(np.arange(n, dtype=np.int64) * 1460 % (1 << 32), 4)
         rec[:, t + 12] = 0x50
         rec[:, t + 13] = flags
-        rec[:, t + 14:t + 16] = 0xFF
+        rec[:, t + 14 : t + 16] = 0xFF
     else:
-        rec[:, t + 4:t + 6] = _be(ip_len - 20, 2)
+        rec[:, t + 4 : t + 6] = _be(ip_len - 20, 2)
     assert caplen >= head
     data = rec.tobytes()
     fh.write(data)  # type: ignore[attr-defined]
     return len(data)
 
 
-def _write(path: Path, chunks: Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]
-           ) -> int:
+def _write(path: Path, chunks: Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]) -> int:
     size = len(_PCAP_HEADER)
     with path.open("wb") as fh:
         fh.write(_PCAP_HEADER)
@@ -132,26 +144,48 @@ def _write(path: Path, chunks: Iterator[tuple[F64, I64, I64, int, I64, I64, I64,
 
 def write_syn_flood(path: Path, flows: int, pps: float = 100_000.0) -> int:
     """One SYN per distinct 5-tuple; returns the file size."""
+
     def chunks() -> Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]:
         for a in range(0, flows, _CHUNK):
             i = np.arange(a, min(flows, a + _CHUNK), dtype=np.int64)
             src = _ip(10, 77, 128, 0) + (i >> 4) % 32768
             sport = 1024 + (i & 15) + 16 * ((i >> 19) & 63)
             n = len(i)
-            yield (_T0 + i / pps, src, np.full(n, _ip(10, 77, 0, 1)), 6, sport,
-                   np.full(n, 80), np.full(n, _SYN), np.full(n, 40), 54)
+            yield (
+                _T0 + i / pps,
+                src,
+                np.full(n, _ip(10, 77, 0, 1)),
+                6,
+                sport,
+                np.full(n, 80),
+                np.full(n, _SYN),
+                np.full(n, 40),
+                54,
+            )
+
     return _write(path, chunks())
 
 
 def write_udp_scan(path: Path, flows: int, pps: float = 100_000.0) -> int:
     """One UDP datagram per distinct destination address and port."""
+
     def chunks() -> Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]:
         for a in range(0, flows, _CHUNK):
             i = np.arange(a, min(flows, a + _CHUNK), dtype=np.int64)
             n = len(i)
             dst = _ip(10, 77, 64, 0) + (i // 65535) % 16384
-            yield (_T0 + i / pps, np.full(n, _ip(10, 77, 0, 2)), dst, 17,
-                   np.full(n, 40000), 1 + i % 65535, np.zeros(n, np.int64), np.full(n, 28), 42)
+            yield (
+                _T0 + i / pps,
+                np.full(n, _ip(10, 77, 0, 2)),
+                dst,
+                17,
+                np.full(n, 40000),
+                1 + i % 65535,
+                np.zeros(n, np.int64),
+                np.full(n, 28),
+                42,
+            )
+
     return _write(path, chunks())
 
 
@@ -170,11 +204,13 @@ def write_long_flow(path: Path, packets: int, pps: float = 100_000.0) -> int:
             flags = np.where(i == 0, _SYN, _ACK)
             ip_len = np.where(up, 40, 1500)
             yield (_T0 + i / pps, src, dst, 6, sport, dport, flags, ip_len, 54)
+
     return _write(path, chunks())
 
 
-def write_sequential_flows(path: Path, megabytes: float, per_flow: int = 500,
-                           flow_seconds: float = 2.0) -> tuple[int, int]:
+def write_sequential_flows(
+    path: Path, megabytes: float, per_flow: int = 500, flow_seconds: float = 2.0
+) -> tuple[int, int]:
     """Back-to-back TCP flows of full 1514-byte frames, each closed by FIN both ways,
     until the file reaches ``megabytes``; returns (file size, flows)."""
     frame_rec = 16 + 1514
@@ -199,10 +235,12 @@ def write_sequential_flows(path: Path, megabytes: float, per_flow: int = 500,
             flags[k >= per_flow - 2] = _FIN | _ACK
             ts = _T0 + fl * (flow_seconds * 1.5) + k * (flow_seconds / per_flow)
             yield (ts, src, dst, 6, sport, dport, flags, np.full(len(k), 1500), 1514)
+
     return _write(path, chunks()), flows
 
 
 # -- measurements (each in a child process) ------------------------------------------------
+
 
 def _vm(key: str) -> float:
     with open("/proc/self/status") as fh:
@@ -219,8 +257,9 @@ def _child_table(path: str, max_flows: int, max_packets: int | None) -> dict[str
     from classifier.features.flow_names import NamesPlugin
     from classifier.flows import FlowConfig, FlowTable
 
-    table = FlowTable(FlowConfig(max_flows=max_flows, max_packets=max_packets),
-                      plugins=[NamesPlugin()])
+    table = FlowTable(
+        FlowConfig(max_flows=max_flows, max_packets=max_packets), plugins=[NamesPlugin()]
+    )
     base = _vm("VmRSS")
     start = time.perf_counter()
     cpu_start = time.process_time()
@@ -237,23 +276,37 @@ def _child_table(path: str, max_flows: int, max_packets: int | None) -> dict[str
     table.flush()
     table.pop_ended()
     st = table.stats
-    return {"packets": n, "flows": st.flows, "peak_flows": st.peak_flows, "held": held,
-            "evicted": st.evicted, "packet_capped": st.packet_capped, "seconds": seconds,
-            "us_per_packet": seconds / max(n, 1) * 1e6,
-            "cpu_us_per_packet": cpu / max(n, 1) * 1e6, "peak_rss_mib": _vm("VmHWM"),
-            "base_rss_mib": base,
-            "mib_per_held_flow": (held_rss - base) / held if held else float("nan")}
+    return {
+        "packets": n,
+        "flows": st.flows,
+        "peak_flows": st.peak_flows,
+        "held": held,
+        "evicted": st.evicted,
+        "packet_capped": st.packet_capped,
+        "seconds": seconds,
+        "us_per_packet": seconds / max(n, 1) * 1e6,
+        "cpu_us_per_packet": cpu / max(n, 1) * 1e6,
+        "peak_rss_mib": _vm("VmHWM"),
+        "base_rss_mib": base,
+        "mib_per_held_flow": (held_rss - base) / held if held else float("nan"),
+    }
 
 
 def _run_child(args: list[str]) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True,
-                         text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, __file__, "_child", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
-def measure_table(path: Path, max_flows: int, max_packets: int | None = 1_000_000
-                  ) -> dict[str, float]:
+def measure_table(
+    path: Path, max_flows: int, max_packets: int | None = 1_000_000
+) -> dict[str, float]:
     """Flow-table figures for one capture (child process)."""
     return _run_child(["table", str(path), str(max_flows), str(max_packets or 0)])
 
@@ -269,11 +322,9 @@ def _child_featurize(argv: list[str]) -> dict[str, float]:
     return {"status": status, "peak_rss_mib": _vm("VmHWM")}
 
 
-def measure_featurize(path: Path, out: Path, extra: list[str] | None = None
-                      ) -> dict[str, float]:
+def measure_featurize(path: Path, out: Path, extra: list[str] | None = None) -> dict[str, float]:
     """Run ``shortflow featurize`` on ``path`` in a child; wall seconds and peak RSS."""
-    argv = [sys.executable, __file__, "_featurize", str(path), "-o", str(out), "-q",
-            *(extra or [])]
+    argv = [sys.executable, __file__, "_featurize", str(path), "-o", str(out), "-q", *(extra or [])]
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -281,11 +332,16 @@ def measure_featurize(path: Path, out: Path, extra: list[str] | None = None
         raise RuntimeError(f"featurize failed ({proc.returncode}): {proc.stderr.strip()}")
     result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
     summary = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else ""
-    return {"seconds": seconds, "peak_rss_mib": result["peak_rss_mib"],
-            "output_mib": out.stat().st_size / 2**20, "summary": summary}  # type: ignore[dict-item]
+    return {
+        "seconds": seconds,
+        "peak_rss_mib": result["peak_rss_mib"],
+        "output_mib": out.stat().st_size / 2**20,
+        "summary": summary,
+    }  # type: ignore[dict-item]
 
 
 # -- the report --------------------------------------------------------------------------------
+
 
 def _fmt(d: dict[str, float]) -> str:
     parts = []
@@ -301,29 +357,33 @@ def _table_runs(tmp: Path, sizes: list[int], long_packets: list[int], cap: int) 
             path = tmp / f"{kind}-{n}.pcap"
             size = writer(path, n)
             r = measure_table(path, cap)
-            print(f"{kind} flood {n} flows ({size / 2**20:.0f} MiB file): {_fmt(r)}",
-                  flush=True)
+            print(f"{kind} flood {n} flows ({size / 2**20:.0f} MiB file): {_fmt(r)}", flush=True)
             path.unlink()
     for n in long_packets:
         path = tmp / f"long-{n}.pcap"
         size = write_long_flow(path, n)
         for cap_pk in (1_000_000, 0):
             r = measure_table(path, cap, cap_pk or None)
-            print(f"one flow of {n} packets ({size / 2**20:.0f} MiB file), "
-                  f"max_packets={cap_pk or None}: {_fmt(r)}", flush=True)
+            print(
+                f"one flow of {n} packets ({size / 2**20:.0f} MiB file), "
+                f"max_packets={cap_pk or None}: {_fmt(r)}",
+                flush=True,
+            )
         path.unlink()
 
 
-def _featurize_runs(tmp: Path, flows: list[int], long_packets: list[int], cap: int,
-                    engine: str) -> None:
+def _featurize_runs(
+    tmp: Path, flows: list[int], long_packets: list[int], cap: int, engine: str
+) -> None:
     print(f"## shortflow featurize --engine {engine} on floods (--max-flows {cap})")
     shapes = (("syn flood", write_syn_flood), ("udp scan", write_udp_scan))
     for n in flows:
         for kind, writer in shapes:
             path = tmp / f"{kind.split()[0]}-{n}.pcap"
             writer(path, n)
-            r = measure_featurize(path, tmp / "out.parquet",
-                                  ["--max-flows", str(cap), "--engine", engine])
+            r = measure_featurize(
+                path, tmp / "out.parquet", ["--max-flows", str(cap), "--engine", engine]
+            )
             print(f"{kind} {n} flows: {_fmt(r)}", flush=True)
             path.unlink()
     for n in long_packets:
@@ -349,15 +409,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--only", choices=["table", "featurize", "stream"], default=None)
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
-    parser.add_argument("--engine", choices=["fast", "reference"], default="fast",
-                        help="featurize engine for the featurize and stream runs")
+    parser.add_argument(
+        "--engine",
+        choices=["fast", "reference"],
+        default="fast",
+        help="featurize engine for the featurize and stream runs",
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        sizes, longs, feat, mbs, cap = [50_000, 200_000], [500_000, 2_000_000], [5_000], \
-            [30, 120], 50_000
+        sizes, longs, feat, mbs, cap = (
+            [50_000, 200_000],
+            [500_000, 2_000_000],
+            [5_000],
+            [30, 120],
+            50_000,
+        )
     else:
-        sizes, longs, feat, mbs, cap = [250_000, 1_000_000], [2_500_000, 10_000_000], \
-            [100_000, 1_000_000], [300, 1200], 200_000
+        sizes, longs, feat, mbs, cap = (
+            [250_000, 1_000_000],
+            [2_500_000, 10_000_000],
+            [100_000, 1_000_000],
+            [300, 1200],
+            200_000,
+        )
     with tempfile.TemporaryDirectory(prefix="sf-floods-", dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)
         if args.only in (None, "table"):

@@ -75,8 +75,12 @@ HARNESSES: dict[str, tuple[str, ...]] = {
 COMPILED = frozenset(("fast_capture", "fast_packets"))
 _BOUNDSCHECK_CACHE = Path(tempfile.gettempdir()) / "sf-numba-boundscheck"
 #: modules with numba kernels (not instrumented by atheris)
-_NUMBA_MODULES = ("classifier.capture.columns", "classifier.flows.assign",
-                  "classifier.features.batch", "classifier.features.fast")
+_NUMBA_MODULES = (
+    "classifier.capture.columns",
+    "classifier.flows.assign",
+    "classifier.features.batch",
+    "classifier.features.fast",
+)
 
 
 def _target(name: str) -> Callable[[bytes], object]:
@@ -111,8 +115,14 @@ def _target(name: str) -> Callable[[bytes], object]:
 
     def names(data: bytes) -> object:
         half = len(data) // 2
-        h.check_name_extractor([(1, 6, data, 1), (1, 6, data[half:], 1 + half),
-                                (-1, 17, data, 0), (1, 17, data[:half], 0)])
+        h.check_name_extractor(
+            [
+                (1, 6, data, 1),
+                (1, 6, data[half:], 1 + half),
+                (-1, 17, data, 0),
+                (1, 17, data[:half], 0),
+            ]
+        )
         return None
 
     def tshark_lines(data: bytes) -> object:  # decoded the way iter_tshark reads stdout
@@ -125,8 +135,9 @@ def _target(name: str) -> Callable[[bytes], object]:
 
     def dns_query(data: bytes) -> object:
         n = len(data)
-        return h.check_dns_query(data, sinks[n % len(sinks)],
-                                 h.SINK_CLIENTS[n % len(h.SINK_CLIENTS)], audit=n % 16 == 0)
+        return h.check_dns_query(
+            data, sinks[n % len(sinks)], h.SINK_CLIENTS[n % len(h.SINK_CLIENTS)], audit=n % 16 == 0
+        )
 
     def dnsmasq(data: bytes) -> object:  # names split at 0xff (never in UTF-8 text)
         names = [chunk.decode("utf-8", "replace") for chunk in data.split(b"\xff")]
@@ -140,11 +151,21 @@ def _target(name: str) -> Callable[[bytes], object]:
     def fast_packets(data: bytes) -> object:  # valid framing, edited frames
         return h.check_fast_packets(*h.fast_packets_from_bytes(data))
 
-    return {"capture": capture, "decode": decode, "tls": tls, "quic": quic,
-            "quic_plain": quic_plain, "dns": dns, "names": names,
-            "tshark_lines": tshark_lines, "tshark": tshark, "dns_query": dns_query,
-            "dnsmasq": dnsmasq, "fast_capture": fast_capture,
-            "fast_packets": fast_packets}[name]
+    return {
+        "capture": capture,
+        "decode": decode,
+        "tls": tls,
+        "quic": quic,
+        "quic_plain": quic_plain,
+        "dns": dns,
+        "names": names,
+        "tshark_lines": tshark_lines,
+        "tshark": tshark,
+        "dns_query": dns_query,
+        "dnsmasq": dnsmasq,
+        "fast_capture": fast_capture,
+        "fast_packets": fast_packets,
+    }[name]
 
 
 def _seeds(name: str) -> list[bytes]:
@@ -152,19 +173,23 @@ def _seeds(name: str) -> list[bytes]:
 
     out = [s for kind in HARNESSES[name] for s in seeds(kind)]
     if name == "decode":  # the first byte picks the link type; frames from the captures
-        out = [bytes([1]) + s[40:40 + 1514] for s in out if len(s) > 60]
+        out = [bytes([1]) + s[40 : 40 + 1514] for s in out if len(s) > 60]
     if name == "dnsmasq":  # name lists: the default sinkhole names, and a few odd ones
         from classifier.enforce.policy import DEFAULT_SINKHOLE_NAMES
 
-        out = [b"\xff".join(n.encode() for n in DEFAULT_SINKHOLE_NAMES),
-               "*.TikTok.com.\xffx_y.lab.test\xff{}.example".format("a" * 63).encode(),
-               b"a.com\n.\xffq/r.com\xff#x\xffs p.com"]
+        out = [
+            b"\xff".join(n.encode() for n in DEFAULT_SINKHOLE_NAMES),
+            "*.TikTok.com.\xffx_y.lab.test\xff{}.example".format("a" * 63).encode(),
+            b"a.com\n.\xffq/r.com\xff#x\xffs p.com",
+        ]
     if name == "fast_packets":  # scene, config/chunk byte, then 7-byte edits
         from tests.fuzz.harness import scenes
 
         rng = random.Random(7)
-        out = [bytes([i, (i % 3) | (i % 2) << 4]) + rng.randbytes(7 * (i % 4))
-               for i in range(len(scenes()))]
+        out = [
+            bytes([i, (i % 3) | (i % 2) << 4]) + rng.randbytes(7 * (i % 4))
+            for i in range(len(scenes()))
+        ]
     return out
 
 
@@ -191,9 +216,11 @@ def run_random(name: str, seconds: float, crashes: Path, seed: int = 1) -> tuple
         base = rng.choice(pool)
         if rng.random() < 0.1:  # splice two seeds
             other = rng.choice(pool)
-            base = base[: rng.randrange(len(base) + 1)] + other[rng.randrange(len(other) + 1):]
-        ops = [(rng.randrange(8), rng.randrange(1 << 16), rng.randrange(1 << 16))
-               for _ in range(rng.randrange(1, 9))]
+            base = base[: rng.randrange(len(base) + 1)] + other[rng.randrange(len(other) + 1) :]
+        ops = [
+            (rng.randrange(8), rng.randrange(1 << 16), rng.randrange(1 << 16))
+            for _ in range(rng.randrange(1, 9))
+        ]
         data = mutate(base, ops)
         runs += 1
         if last is not None:  # a segfault kills the process: leave the input behind
@@ -232,16 +259,38 @@ def run_atheris(name: str, seconds: float, crashes: Path) -> int:
         corpus = Path(tmp)
         for i, s in enumerate(_seeds(name)):
             (corpus / f"seed-{i:03d}").write_bytes(s)
-        argv = [sys.executable, __file__, "_atheris", name,
-                f"-max_total_time={int(seconds)}", "-max_len=65536", "-timeout=20",
-                "-rss_limit_mb=2048", f"-artifact_prefix={crashes}/{name}-",
-                "-print_final_stats=1", str(corpus)]
+        argv = [
+            sys.executable,
+            __file__,
+            "_atheris",
+            name,
+            f"-max_total_time={int(seconds)}",
+            "-max_len=65536",
+            "-timeout=20",
+            "-rss_limit_mb=2048",
+            f"-artifact_prefix={crashes}/{name}-",
+            "-print_final_stats=1",
+            str(corpus),
+        ]
         proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-        stats = [ln for ln in proc.stderr.splitlines()
-                 if ln.startswith(("stat::number_of_executed_units", "stat::peak_rss_mb",
-                                   "Done", "==", "INFO: -max_total_time"))]
-        print(f"[{name}] exit {proc.returncode}; corpus {len(list(corpus.iterdir()))} "
-              f"inputs; " + "; ".join(stats[-4:]), flush=True)
+        stats = [
+            ln
+            for ln in proc.stderr.splitlines()
+            if ln.startswith(
+                (
+                    "stat::number_of_executed_units",
+                    "stat::peak_rss_mb",
+                    "Done",
+                    "==",
+                    "INFO: -max_total_time",
+                )
+            )
+        ]
+        print(
+            f"[{name}] exit {proc.returncode}; corpus {len(list(corpus.iterdir()))} "
+            f"inputs; " + "; ".join(stats[-4:]),
+            flush=True,
+        )
         if proc.returncode != 0:
             print(proc.stderr[-4000:], flush=True)
         return proc.returncode
@@ -252,29 +301,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["auto", "atheris", "random"], default="auto")
     parser.add_argument("--seconds", type=float, default=60.0, help="budget per harness")
     parser.add_argument("--only", nargs="+", choices=sorted(HARNESSES), default=None)
-    parser.add_argument("--crashes", type=Path,
-                        default=Path(tempfile.gettempdir()) / "sf-fuzz-crashes")
-    parser.add_argument("--hypothesis", type=float, default=None, metavar="SCALE",
-                        help="run the pytest fuzz tests with this example scale instead")
-    parser.add_argument("--no-boundscheck", dest="boundscheck", action="store_false",
-                        help="run the compiled fast path without numba bounds checks")
+    parser.add_argument(
+        "--crashes", type=Path, default=Path(tempfile.gettempdir()) / "sf-fuzz-crashes"
+    )
+    parser.add_argument(
+        "--hypothesis",
+        type=float,
+        default=None,
+        metavar="SCALE",
+        help="run the pytest fuzz tests with this example scale instead",
+    )
+    parser.add_argument(
+        "--no-boundscheck",
+        dest="boundscheck",
+        action="store_false",
+        help="run the compiled fast path without numba bounds checks",
+    )
     args = parser.parse_args(argv)
     names = args.only or sorted(HARNESSES)
-    if (args.boundscheck and args.hypothesis is None and COMPILED & set(names)
-            and os.environ.get("NUMBA_BOUNDSCHECK") != "1"):
+    if (
+        args.boundscheck
+        and args.hypothesis is None
+        and COMPILED & set(names)
+        and os.environ.get("NUMBA_BOUNDSCHECK") != "1"
+    ):
         # numba reads NUMBA_BOUNDSCHECK at import: run the whole thing again in a child
-        env = dict(os.environ, NUMBA_BOUNDSCHECK="1",
-                   NUMBA_CACHE_DIR=str(_BOUNDSCHECK_CACHE))
+        env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(_BOUNDSCHECK_CACHE))
         print(f"numba bounds checks on (cache {_BOUNDSCHECK_CACHE})", flush=True)
-        return subprocess.call([sys.executable, __file__, *(sys.argv[1:] if argv is None
-                                                            else argv)], cwd=ROOT, env=env)
+        return subprocess.call(
+            [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], cwd=ROOT, env=env
+        )
     if os.environ.get("NUMBA_BOUNDSCHECK") == "1":
         _assert_bounds_checked()
     logging.disable(logging.WARNING)  # readers warn about every damaged input
     if args.hypothesis is not None:
         env = dict(os.environ, SHORTFLOW_FUZZ_SCALE=str(args.hypothesis))
-        return subprocess.call([sys.executable, "-m", "pytest", "-q", "tests/fuzz",
-                                "-p", "no:cacheprovider"], cwd=ROOT, env=env)
+        return subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "tests/fuzz", "-p", "no:cacheprovider"],
+            cwd=ROOT,
+            env=env,
+        )
     engine = args.engine
     if engine == "auto":
         engine = "atheris" if shutil.which(sys.executable) and _has_atheris() else "random"

@@ -61,15 +61,13 @@ def _ip4(a: str) -> bytes:
 
 
 def _frame(src: bytes, dst: bytes, proto: int, l4: bytes, c2s: bool) -> bytes:
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, src,
-                     dst)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, src, dst)
     eth = (_MAC_S + _MAC_C) if c2s else (_MAC_C + _MAC_S)
     return eth + b"\x08\x00" + ip + l4
 
 
 def _tcp(sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"") -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0,
-                       0) + payload
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
 
 
 def _udp(sport: int, dport: int, payload: bytes) -> bytes:
@@ -92,18 +90,22 @@ def _flow_packets(k: int, t0: float) -> list[tuple[float, bytes]]:
         reply.add_answer(RR(name, QTYPE.A, rdata=A(socket.inet_ntoa(server)), ttl=300))
         qport = 40000 + k % 20000
         out.append((t, _frame(client, resolver, 17, _udp(qport, 53, query.pack()), True)))
-        out.append((t + 0.004, _frame(resolver, client, 17, _udp(53, qport, reply.pack()),
-                                      False)))
+        out.append((t + 0.004, _frame(resolver, client, 17, _udp(53, qport, reply.pack()), False)))
         t += 0.005
     hello = build_client_hello(name, ("h2", "http/1.1"))
     cs, ss = 1000 + k, 5000 + k
     steps = [
-        (0.0, True, _SYN, b""), (rtt / 2, False, _SYN | _ACK, b""), (rtt, True, _ACK, b""),
-        (rtt, True, _PSH | _ACK, hello), (1.5 * rtt, False, _ACK, b"\x17" * 1400),
+        (0.0, True, _SYN, b""),
+        (rtt / 2, False, _SYN | _ACK, b""),
+        (rtt, True, _ACK, b""),
+        (rtt, True, _PSH | _ACK, hello),
+        (1.5 * rtt, False, _ACK, b"\x17" * 1400),
         (1.5 * rtt + 0.0002, False, _ACK, b"\x17" * 1400),
         (1.5 * rtt + 0.0004, False, _PSH | _ACK, b"\x17" * (200 + k % 900)),
-        (2 * rtt, True, _ACK, b""), (2 * rtt + 0.05, True, _FIN | _ACK, b""),
-        (2.5 * rtt + 0.05, False, _FIN | _ACK, b""), (3 * rtt + 0.05, True, _ACK, b""),
+        (2 * rtt, True, _ACK, b""),
+        (2 * rtt + 0.05, True, _FIN | _ACK, b""),
+        (2.5 * rtt + 0.05, False, _FIN | _ACK, b""),
+        (3 * rtt + 0.05, True, _ACK, b""),
     ]
     for dt, c2s, flags, payload in steps:
         if c2s:
@@ -181,19 +183,54 @@ def _namespaces() -> Iterator[tuple[str, str]]:
             for key in ("all", "default"):
                 _run(["sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=1"], ns)
         # the pair is created inside the client namespace; one end moves to the server's
-        _run(["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns",
-              server], client)
-        for ns, dev, addr in ((client, "veth0", "10.77.60.1/24"),
-                              (server, "veth1", "10.77.60.2/24")):
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                "veth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "veth1",
+                "netns",
+                server,
+            ],
+            client,
+        )
+        for ns, dev, addr in (
+            (client, "veth0", "10.77.60.1/24"),
+            (server, "veth1", "10.77.60.2/24"),
+        ):
             _run(["ip", "addr", "add", addr, "dev", dev], ns)
             _run(["ip", "link", "set", dev, "up"], ns)
-            _run(["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
-                  "rx", "off", "sg", "off"], ns)
+            _run(
+                [
+                    "ethtool",
+                    "-K",
+                    dev,
+                    "tso",
+                    "off",
+                    "gso",
+                    "off",
+                    "gro",
+                    "off",
+                    "tx",
+                    "off",
+                    "rx",
+                    "off",
+                    "sg",
+                    "off",
+                ],
+                ns,
+            )
         yield client, server
     finally:
         for ns in made:
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                                  timeout=10).stdout.split()
+            pids = subprocess.run(
+                ["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10
+            ).stdout.split()
             for pid in pids:
                 try:
                     os.kill(int(pid), signal.SIGKILL)
@@ -202,8 +239,13 @@ def _namespaces() -> Iterator[tuple[str, str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
-def capture_bulk_tls(path: Path, packets: int = 1_200_000, parallel: int = 4,
-                     snaplen: int = 262144, max_seconds: float = 240.0) -> None:
+def capture_bulk_tls(
+    path: Path,
+    packets: int = 1_200_000,
+    parallel: int = 4,
+    snaplen: int = 262144,
+    max_seconds: float = 240.0,
+) -> None:
     """Capture ``parallel`` concurrent TLS downloads totalling about ``packets`` packets."""
     for tool in ("ip", "ethtool", "openssl", "curl", "tcpdump"):
         if shutil.which(tool) is None:
@@ -213,20 +255,80 @@ def capture_bulk_tls(path: Path, packets: int = 1_200_000, parallel: int = 4,
     per_download = int(packets * 1250 / parallel)  # data segments plus their ACKs
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp, _namespaces() as (cns, sns):
         cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
-        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-              "-subj", "/CN=bench.shortflow.test", "-keyout", str(key), "-out", str(cert)])
-        server = subprocess.Popen(["ip", "netns", "exec", sns, sys.executable, "-c", _SERVER,
-                                   "10.77.60.2", str(cert), str(key)])
-        dump = subprocess.Popen(["ip", "netns", "exec", cns, "tcpdump", "-i", "veth0", "-n",
-                                 "-s", str(snaplen), "-B", "262144", "-w", str(path)],
-                                stderr=subprocess.PIPE)
+        _run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=bench.shortflow.test",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ]
+        )
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                sns,
+                sys.executable,
+                "-c",
+                _SERVER,
+                "10.77.60.2",
+                str(cert),
+                str(key),
+            ]
+        )
+        dump = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                cns,
+                "tcpdump",
+                "-i",
+                "veth0",
+                "-n",
+                "-s",
+                str(snaplen),
+                "-B",
+                "262144",
+                "-w",
+                str(path),
+            ],
+            stderr=subprocess.PIPE,
+        )
         try:
             time.sleep(1.5)  # let the server bind and tcpdump open the interface
             url = f"https://bench.shortflow.test:4433/blob?n={per_download}"
-            curls = [subprocess.Popen(["ip", "netns", "exec", cns, "curl", "-sk", "--max-time",
-                                       str(int(max_seconds)), "--resolve",
-                                       "bench.shortflow.test:4433:10.77.60.2", "-o",
-                                       os.devnull, url]) for _ in range(parallel)]
+            curls = [
+                subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        cns,
+                        "curl",
+                        "-sk",
+                        "--max-time",
+                        str(int(max_seconds)),
+                        "--resolve",
+                        "bench.shortflow.test:4433:10.77.60.2",
+                        "-o",
+                        os.devnull,
+                        url,
+                    ]
+                )
+                for _ in range(parallel)
+            ]
             deadline = time.monotonic() + max_seconds + 10
             for c in curls:
                 c.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -244,8 +346,9 @@ def capture_bulk_tls(path: Path, packets: int = 1_200_000, parallel: int = 4,
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="kind", required=True)
     p = sub.add_parser("many-flows")
     p.add_argument("out", type=Path)
@@ -259,12 +362,16 @@ def main() -> None:
     started = time.perf_counter()
     if args.kind == "many-flows":
         n = write_many_flows(args.out, args.flows)
-        print(f"wrote {args.out}: {n} packets, {args.flows} flows "
-              f"({time.perf_counter() - started:.1f} s)")
+        print(
+            f"wrote {args.out}: {n} packets, {args.flows} flows "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
     else:
         capture_bulk_tls(args.out, args.packets, args.parallel, args.snaplen)
-        print(f"wrote {args.out}: {args.out.stat().st_size} bytes "
-              f"({time.perf_counter() - started:.1f} s)")
+        print(
+            f"wrote {args.out}: {args.out.stat().st_size} bytes "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

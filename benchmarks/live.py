@@ -59,9 +59,14 @@ _ports = itertools.count(18081)
 API_PORT = 0  # set per live run: each run gets a fresh port
 
 
-def _live(topo: LabTopology, tmp: Path, mode: str, capture: str = "afpacket",
-          decoder: str = "batch", before: Path | None = None
-          ) -> tuple[subprocess.Popen[bytes], Path]:
+def _live(
+    topo: LabTopology,
+    tmp: Path,
+    mode: str,
+    capture: str = "afpacket",
+    decoder: str = "batch",
+    before: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], Path]:
     """Start `shortflow live` in the router namespace; decoder "before" runs the checkout
     ``before`` (code from before this option existed: its default path, no --decoder)."""
     global API_PORT
@@ -69,32 +74,65 @@ def _live(topo: LabTopology, tmp: Path, mode: str, capture: str = "afpacket",
     audit = tmp / f"audit-{mode}-{API_PORT}.jsonl"
     log = tmp / f"live-{mode}.log"
     policy = tmp / "policy.toml"
-    policy.write_text(f'mode = "{mode}"\nblock_seconds = 60\n[agreement]\nk = 2\nn = 3\n'
-                      'threshold = 0.5\n')
+    policy.write_text(
+        f'mode = "{mode}"\nblock_seconds = 60\n[agreement]\nk = 2\nn = 3\nthreshold = 0.5\n'
+    )
     root, env = repo_root(), child_env()
     if decoder == "before" and before is not None:
         root = before
         env["PYTHONPATH"] = str(before) + os.pathsep + env["PYTHONPATH"]
-    argv = [sys.executable, "-m", "classifier.cli", "live", "--iface", ROUTER_CLIENT_IF,
-            "--capture", capture, "--enforce", mode, "--policy", str(policy), "--audit-log",
-            str(audit), "--dns-listen", f"{ROUTER_CLIENT_IP}:53", "--dns-upstream",
-            "10.77.20.53", "--api", f"127.0.0.1:{API_PORT}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "classifier.cli",
+        "live",
+        "--iface",
+        ROUTER_CLIENT_IF,
+        "--capture",
+        capture,
+        "--enforce",
+        mode,
+        "--policy",
+        str(policy),
+        "--audit-log",
+        str(audit),
+        "--dns-listen",
+        f"{ROUTER_CLIENT_IP}:53",
+        "--dns-upstream",
+        "10.77.20.53",
+        "--api",
+        f"127.0.0.1:{API_PORT}",
+    ]
     if decoder != "before":
         argv += ["--decoder", decoder]
     proc = topo.popen(topo.router_ns, argv, log=log, env=env, cwd=root)
     wait_for_marker(proc, log, "live on", 60.0)
     for _ in range(50):  # the API thread starts after the marker
-        if topo.run(topo.router_ns, ["curl", "-s", "-o", "/dev/null", "--max-time", "1",
-                                     f"http://127.0.0.1:{API_PORT}/healthz"],
-                    check=False).returncode == 0:
+        if (
+            topo.run(
+                topo.router_ns,
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "1",
+                    f"http://127.0.0.1:{API_PORT}/healthz",
+                ],
+                check=False,
+            ).returncode
+            == 0
+        ):
             break
         time.sleep(0.2)
     return proc, audit
 
 
 def _api(topo: LabTopology, path: str) -> str:
-    return topo.run(topo.router_ns, [
-        "curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{API_PORT}{path}"]).stdout
+    return topo.run(
+        topo.router_ns, ["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{API_PORT}{path}"]
+    ).stdout
 
 
 def _metric(text: str, name: str) -> float:
@@ -113,13 +151,16 @@ def _cpu_seconds(pid: int) -> float:
 def _iperf_sent(log: Path) -> int:
     """Packets an iperf3 -J client sent, from its log (JSON, maybe after stderr lines)."""
     text = log.read_text()
-    return int(json.loads(text[text.index("{"):text.rindex("}") + 1])["end"]["sum"]["packets"])
+    return int(json.loads(text[text.index("{") : text.rindex("}") + 1])["end"]["sum"]["packets"])
 
 
 def _rx_packets(topo: LabTopology) -> int:
     """Packets the router took in on its client-facing interface: what reached the capture."""
-    return int(topo.run(topo.router_ns, [
-        "cat", f"/sys/class/net/{ROUTER_CLIENT_IF}/statistics/rx_packets"]).stdout)
+    return int(
+        topo.run(
+            topo.router_ns, ["cat", f"/sys/class/net/{ROUTER_CLIENT_IF}/statistics/rx_packets"]
+        ).stdout
+    )
 
 
 def _handled(topo: LabTopology, limit_s: float = 30.0) -> tuple[str, float]:
@@ -137,8 +178,16 @@ def _handled(topo: LabTopology, limit_s: float = 30.0) -> tuple[str, float]:
     return text, time.monotonic() - start - 1.0
 
 
-def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str, capture: str,
-                decoder: str, streams: int, before: Path | None) -> None:
+def packet_rate(
+    topo: LabTopology,
+    tmp: Path,
+    seconds: float,
+    bitrate: str,
+    capture: str,
+    decoder: str,
+    streams: int,
+    before: Path | None,
+) -> None:
     """Plain lab topology (no delay line, no rate limit); ``bitrate`` is iperf3's ``-b`` per
     stream (payload bits/s; "0" = as fast as the sender goes).
 
@@ -150,26 +199,58 @@ def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str, capt
     """
     live, _ = _live(topo, tmp, "dry-run", capture, decoder, before)
     ports = [5201 + i for i in range(streams)]
-    servers = [topo.popen(topo.server_ns, ["iperf3", "-s", "-1", "-B", SERVER_IP, "-p",
-                                           str(port)], log=tmp / f"iperf-s{port}.log")
-               for port in ports]
+    servers = [
+        topo.popen(
+            topo.server_ns,
+            ["iperf3", "-s", "-1", "-B", SERVER_IP, "-p", str(port)],
+            log=tmp / f"iperf-s{port}.log",
+        )
+        for port in ports
+    ]
     time.sleep(0.5)
     before_text, _ = _handled(topo)
     cpu_before = _cpu_seconds(live.pid)
     rx_before = _rx_packets(topo)
     logs = [tmp / f"iperf-c{port}-{capture}-{decoder}-{bitrate}.json" for port in ports]
-    clients = [topo.popen(topo.client_ns, [
-        "timeout", str(int(seconds) + 30), "iperf3", "-c", SERVER_IP, "-p", str(port), "-u",
-        "-b", bitrate, "-l", "64", "-t", str(int(seconds)), "-J"], log=log)
-        for port, log in zip(ports, logs, strict=True)]
+    clients = [
+        topo.popen(
+            topo.client_ns,
+            [
+                "timeout",
+                str(int(seconds) + 30),
+                "iperf3",
+                "-c",
+                SERVER_IP,
+                "-p",
+                str(port),
+                "-u",
+                "-b",
+                bitrate,
+                "-l",
+                "64",
+                "-t",
+                str(int(seconds)),
+                "-J",
+            ],
+            log=log,
+        )
+        for port, log in zip(ports, logs, strict=True)
+    ]
     for client in clients:
         client.wait(timeout=seconds + 40)
     rx = _rx_packets(topo) - rx_before
     _, catch_up = _handled(topo)
     # once shortflow has caught up, one more packet through the router: NFLOG counts a
     # loss at the next message's sequence number, so a loss at the very end shows only then
-    topo.run(topo.client_ns, [sys.executable, "-c", "import socket; socket.socket(socket."
-                              f"AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{SERVER_IP}', 9))"])
+    topo.run(
+        topo.client_ns,
+        [
+            sys.executable,
+            "-c",
+            "import socket; socket.socket(socket."
+            f"AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{SERVER_IP}', 9))",
+        ],
+    )
     after, _ = _handled(topo)
     cpu = _cpu_seconds(live.pid) - cpu_before
     for server in servers:
@@ -177,14 +258,19 @@ def packet_rate(topo: LabTopology, tmp: Path, seconds: float, bitrate: str, capt
     topo.stop(live)
     sent = sum(_iperf_sent(log) for log in logs)
     seen = _metric(after, "shortflow_live_packets_total") - _metric(
-        before_text, "shortflow_live_packets_total")
+        before_text, "shortflow_live_packets_total"
+    )
     drops = _metric(after, "shortflow_live_drops_total") - _metric(
-        before_text, "shortflow_live_drops_total")
-    print(f"{capture:8} {decoder:6} {streams}x -b {bitrate:>4}: sent {sent / seconds:>7,.0f}/s, "
-          f"offered {rx / seconds:>7,.0f}/s, handled {seen / seconds:>7,.0f}/s "
-          f"({seen / max(rx, 1):.3f} of offered, caught up {catch_up:.0f} s after), "
-          f"drops {drops:,.0f} = loss {drops / max(seen + drops, 1):.2%}; "
-          f"{cpu / max(seen, 1) * 1e6:.1f} CPU us/packet", flush=True)
+        before_text, "shortflow_live_drops_total"
+    )
+    print(
+        f"{capture:8} {decoder:6} {streams}x -b {bitrate:>4}: sent {sent / seconds:>7,.0f}/s, "
+        f"offered {rx / seconds:>7,.0f}/s, handled {seen / seconds:>7,.0f}/s "
+        f"({seen / max(rx, 1):.3f} of offered, caught up {catch_up:.0f} s after), "
+        f"drops {drops:,.0f} = loss {drops / max(seen + drops, 1):.2%}; "
+        f"{cpu / max(seen, 1) * 1e6:.1f} CPU us/packet",
+        flush=True,
+    )
 
 
 def verdict_times(lab: Lab, tmp: Path) -> None:
@@ -192,38 +278,66 @@ def verdict_times(lab: Lab, tmp: Path) -> None:
     plan = plan_session("shorts", 7001, duration_s=30)
     plan_file = tmp / "plan.json"
     plan_file.write_text(plan.to_json())
-    player = lab.topo.popen(lab.topo.client_ns, [
-        sys.executable, "-m", "training.lab.players", "--plan", str(plan_file), "--ca",
-        str(lab.ca), "--result", str(tmp / "result.json"), "--dns", ROUTER_CLIENT_IP],
-        log=tmp / "player.log", env=child_env(), cwd=repo_root())
+    player = lab.topo.popen(
+        lab.topo.client_ns,
+        [
+            sys.executable,
+            "-m",
+            "training.lab.players",
+            "--plan",
+            str(plan_file),
+            "--ca",
+            str(lab.ca),
+            "--result",
+            str(tmp / "result.json"),
+            "--dns",
+            ROUTER_CLIENT_IP,
+        ],
+        log=tmp / "player.log",
+        env=child_env(),
+        cwd=repo_root(),
+    )
     player.wait(timeout=120)
     flows = json.loads(_api(lab.topo, "/v1/live/flows"))["flows"]
     lab.topo.stop(live)
     firsts = [f["first_verdict"]["at"] for f in flows if f["key"]["server_port"] == 443]
-    starts = {(f["key"]["client"], f["key"]["server"], f["key"]["server_port"]):
-              f["first_verdict"]["flow_start"] for f in flows}
+    starts = {
+        (f["key"]["client"], f["key"]["server"], f["key"]["server_port"]): f["first_verdict"][
+            "flow_start"
+        ]
+        for f in flows
+    }
     to_block = []
     for e in read_audit(audit):
         start = starts.get((e["client"], e["server"], e["port"]))
         if e["action"] == "block" and start is not None and not e.get("renewed"):
             to_block.append(datetime.fromisoformat(e["time"]).timestamp() - start)
     if firsts:
-        print(f"flow start -> first verdict: median {statistics.median(firsts):.2f} s, "
-              f"max {max(firsts):.2f} s over {len(firsts)} flows (first check point 1 s)")
+        print(
+            f"flow start -> first verdict: median {statistics.median(firsts):.2f} s, "
+            f"max {max(firsts):.2f} s over {len(firsts)} flows (first check point 1 s)"
+        )
     if to_block:
-        print(f"flow start -> block: median {statistics.median(to_block):.2f} s, "
-              f"max {max(to_block):.2f} s over {len(to_block)} blocked flows")
+        print(
+            f"flow start -> block: median {statistics.median(to_block):.2f} s, "
+            f"max {max(to_block):.2f} s over {len(to_block)} blocked flows"
+        )
     else:
         print("flow start -> block: no block in this session")
 
 
-def _peer(topo: LabTopology, ns: str, tmp: Path, name: str, argv: list[str],
-          marker: str) -> subprocess.Popen[bytes]:
+def _peer(
+    topo: LabTopology, ns: str, tmp: Path, name: str, argv: list[str], marker: str
+) -> subprocess.Popen[bytes]:
     """Start ``benchmarks/paced.py`` in ``ns`` (writes ``paced-NAME.npz`` when stopped)."""
     log = tmp / f"paced-{name}.log"
-    proc = topo.popen(ns, [sys.executable, "-m", "benchmarks.paced", *argv, "--out",
-                           str(tmp / f"paced-{name}.npz")], log=log, env=child_env(),
-                      cwd=repo_root())
+    proc = topo.popen(
+        ns,
+        [sys.executable, "-m", "benchmarks.paced", *argv, "--out", str(tmp / f"paced-{name}.npz")],
+        log=log,
+        env=child_env(),
+        cwd=repo_root(),
+    )
     wait_for_marker(proc, log, marker, 30.0)
     return proc
 
@@ -236,8 +350,9 @@ def _dist(values: list[float]) -> str:
     return f"{np.median(v):.2f} / {np.percentile(v, 95):.2f} / {v.max():.2f}"
 
 
-def _drop_point(sent: np.ndarray, got: np.ndarray, t0: float, end: float
-                ) -> tuple[float, float | None] | None:
+def _drop_point(
+    sent: np.ndarray, got: np.ndarray, t0: float, end: float
+) -> tuple[float, float | None] | None:
     """For a block set at ``t0`` and lifted at ``end``: (send time of the first message that
     never arrived with nothing after it getting through, send time of the last one that got
     through after ``t0`` or None), both relative to ``t0``; None if no such drop."""
@@ -251,8 +366,15 @@ def _drop_point(sent: np.ndarray, got: np.ndarray, t0: float, end: float
     return float(lost[0]) - t0, (last - t0 if last is not None else None)
 
 
-def block_latency(topo: LabTopology, tmp: Path, repeats: int, backends: list[Backend],
-                  interval_us: float, hold_s: float = 0.1, gap_s: float = 0.25) -> None:
+def block_latency(
+    topo: LabTopology,
+    tmp: Path,
+    repeats: int,
+    backends: list[Backend],
+    interval_us: float,
+    hold_s: float = 0.1,
+    gap_s: float = 0.25,
+) -> None:
     """Set update -> first dropped packet of running UDP and TCP flows (port 443).
 
     Per backend, ``repeats`` times each: ``block_flow`` for the UDP flow, ``block_flow`` for
@@ -262,12 +384,37 @@ def block_latency(topo: LabTopology, tmp: Path, repeats: int, backends: list[Bac
     """
     cases = [("flow", "udp"), ("flow", "tcp"), ("pair", "udp+tcp")]
     limit = 30 + len(backends) * len(cases) * repeats * (hold_s + gap_s + 0.3)
-    recv = _peer(topo, topo.server_ns, tmp, "recv", [
-        "recv", "--bind", SERVER_IP, "--port", "443", "--seconds", f"{limit:.0f}"],
-        "receiving")
-    senders = [_peer(topo, topo.client_ns, tmp, proto, [
-        "send", "--to", SERVER_IP, "--port", "443", "--proto", proto, "--interval-us",
-        str(interval_us), "--seconds", f"{limit:.0f}"], "sending") for proto in ("udp", "tcp")]
+    recv = _peer(
+        topo,
+        topo.server_ns,
+        tmp,
+        "recv",
+        ["recv", "--bind", SERVER_IP, "--port", "443", "--seconds", f"{limit:.0f}"],
+        "receiving",
+    )
+    senders = [
+        _peer(
+            topo,
+            topo.client_ns,
+            tmp,
+            proto,
+            [
+                "send",
+                "--to",
+                SERVER_IP,
+                "--port",
+                "443",
+                "--proto",
+                proto,
+                "--interval-us",
+                str(interval_us),
+                "--seconds",
+                f"{limit:.0f}",
+            ],
+            "sending",
+        )
+        for proto in ("udp", "tcp")
+    ]
     time.sleep(0.5)
     events: list[tuple[str, str, str, float, float, float]] = []
     for backend in backends:
@@ -296,8 +443,10 @@ def block_latency(topo: LabTopology, tmp: Path, repeats: int, backends: list[Bac
         topo.stop(proc, wait_s=20.0)
     got = np.load(tmp / "paced-recv.npz")
     logs = {p: np.load(tmp / f"paced-{p}.npz") for p in ("udp", "tcp")}
-    print(f"set update -> first drop, {repeats} blocks per row (libnftables = lib, nft -j = "
-          f"cli); sender every {interval_us:.0f} us; ms as median / p95 / max:")
+    print(
+        f"set update -> first drop, {repeats} blocks per row (libnftables = lib, nft -j = "
+        f"cli); sender every {interval_us:.0f} us; ms as median / p95 / max:"
+    )
     for proto in ("udp", "tcp"):
         sent, seq = logs[proto]["sent_sent"], logs[proto]["sent_seq"]
         arrived = np.isin(seq, got[f"{proto}_seq"])
@@ -305,8 +454,10 @@ def block_latency(topo: LabTopology, tmp: Path, repeats: int, backends: list[Bac
         for *_, t0, _t1, end in events:
             blocked |= (sent >= t0) & (sent < end + 0.05)
         step = np.median(np.diff(sent)) * 1e6 if len(sent) > 1 else 0.0
-        print(f"  {proto}: {len(sent):,} sent, median step {step:.0f} us; lost outside block "
-              f"windows: {int((~arrived & ~blocked).sum())}")
+        print(
+            f"  {proto}: {len(sent):,} sent, median step {step:.0f} us; lost outside block "
+            f"windows: {int((~arrived & ~blocked).sum())}"
+        )
         for used in dict.fromkeys(e[0] for e in events):
             for call, protos in cases:
                 if proto not in protos:
@@ -328,32 +479,52 @@ def block_latency(topo: LabTopology, tmp: Path, repeats: int, backends: list[Bac
                     if len(seen):
                         resets.append(float(seen.min()) - t0)
                 extra = f"; reset seen by sender {_dist(resets)}" if proto == "tcp" else ""
-                print(f"  {used:3} block_{call:4} {proto}: call {_dist(calls)}; "
-                      f"T0 -> first dropped sent {_dist(firsts)}; T0 -> last through "
-                      f"{_dist(lasts)} ({len(lasts)} of {len(rows)}); last through -> "
-                      f"first dropped {_dist(gaps)}{extra}"
-                      + (f"; {missed} without a drop" if missed else ""), flush=True)
+                print(
+                    f"  {used:3} block_{call:4} {proto}: call {_dist(calls)}; "
+                    f"T0 -> first dropped sent {_dist(firsts)}; T0 -> last through "
+                    f"{_dist(lasts)} ({len(lasts)} of {len(rows)}); last through -> "
+                    f"first dropped {_dist(gaps)}{extra}"
+                    + (f"; {missed} without a drop" if missed else ""),
+                    flush=True,
+                )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--captures", default="afpacket,nflog")
-    ap.add_argument("--decoders", default="python,batch",
-                    help="live's --decoder values to compare, in the same run; \"before\" "
-                    "runs the checkout given by --before")
-    ap.add_argument("--before", type=Path, default=None,
-                    help="an older checkout (e.g. `git archive REV | tar -x -C DIR`)")
-    ap.add_argument("--rates", default="20M,40M,0",
-                    help="iperf3 -b per stream (64 B payloads: 20M ~ 39k pkt/s per stream)")
+    ap.add_argument(
+        "--decoders",
+        default="python,batch",
+        help='live\'s --decoder values to compare, in the same run; "before" '
+        "runs the checkout given by --before",
+    )
+    ap.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="an older checkout (e.g. `git archive REV | tar -x -C DIR`)",
+    )
+    ap.add_argument(
+        "--rates",
+        default="20M,40M,0",
+        help="iperf3 -b per stream (64 B payloads: 20M ~ 39k pkt/s per stream)",
+    )
     ap.add_argument("--streams", type=int, default=2, help="parallel iperf3 clients")
     ap.add_argument("--no-verdicts", action="store_true", help="skip the verdict-time phase")
-    ap.add_argument("--only", default="rate,verdicts,block-latency",
-                    help="phases to run: rate, verdicts, block-latency")
+    ap.add_argument(
+        "--only",
+        default="rate,verdicts,block-latency",
+        help="phases to run: rate, verdicts, block-latency",
+    )
     ap.add_argument("--repeats", type=int, default=20, help="block-latency: blocks per row")
     ap.add_argument("--backends", default="lib,cli", help="block-latency: NftTable backends")
-    ap.add_argument("--interval-us", type=float, default=100.0,
-                    help="block-latency: one UDP datagram / TCP record every so many us")
+    ap.add_argument(
+        "--interval-us",
+        type=float,
+        default=100.0,
+        help="block-latency: one UDP datagram / TCP record every so many us",
+    )
     args = ap.parse_args()
     phases = set(args.only.split(","))
     known: tuple[Backend, ...] = ("lib", "cli")
@@ -363,8 +534,16 @@ def main() -> int:
             for bitrate in args.rates.split(",") if "rate" in phases else []:
                 for capture in args.captures.split(","):
                     for decoder in args.decoders.split(","):
-                        packet_rate(topo, Path(tmp), args.seconds, bitrate, capture, decoder,
-                                    args.streams, args.before)
+                        packet_rate(
+                            topo,
+                            Path(tmp),
+                            args.seconds,
+                            bitrate,
+                            capture,
+                            decoder,
+                            args.streams,
+                            args.before,
+                        )
             if "block-latency" in phases:
                 block_latency(topo, Path(tmp), args.repeats, backends, args.interval_us)
         if "verdicts" in phases and not args.no_verdicts:

@@ -40,8 +40,9 @@ def _timed_names(acc: list[float]) -> Callable[..., Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("capture", type=Path)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
@@ -56,13 +57,18 @@ def main() -> None:
             t0, c0 = time.perf_counter(), time.process_time()
             rows = len(fast.featurize_fast(args.capture))
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            print(f"scanner {mode:3s}: {rows} rows, wall {wall:6.2f} s, cpu {cpu:6.2f} s, "
-                  f"names stage cpu {acc[0]:6.2f} s", flush=True)
+            print(
+                f"scanner {mode:3s}: {rows} rows, wall {wall:6.2f} s, cpu {cpu:6.2f} s, "
+                f"names stage cpu {acc[0]:6.2f} s",
+                flush=True,
+            )
             old = best.get(mode, (float("inf"), float("inf")))
             best[mode] = (min(old[0], cpu), min(old[1], acc[0]))
     (cpu_off, names_off), (cpu_on, names_on) = best["off"], best["on"]
-    print(f"best cpu s: whole call {cpu_off:.2f} -> {cpu_on:.2f} ({cpu_off / cpu_on:.1f}x), "
-          f"names stage {names_off:.2f} -> {names_on:.2f} ({names_off / names_on:.1f}x)")
+    print(
+        f"best cpu s: whole call {cpu_off:.2f} -> {cpu_on:.2f} ({cpu_off / cpu_on:.1f}x), "
+        f"names stage {names_off:.2f} -> {names_on:.2f} ({names_off / names_on:.1f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,11 @@ class _Log:
         self.at.append(at)
 
     def arrays(self, name: str) -> dict[str, Any]:
-        return {f"{name}_seq": np.frombuffer(self.seq, dtype=np.uint64),
-                f"{name}_sent": np.frombuffer(self.sent, dtype=np.float64),
-                f"{name}_at": np.frombuffer(self.at, dtype=np.float64)}
+        return {
+            f"{name}_seq": np.frombuffer(self.seq, dtype=np.uint64),
+            f"{name}_sent": np.frombuffer(self.sent, dtype=np.float64),
+            f"{name}_at": np.frombuffer(self.at, dtype=np.float64),
+        }
 
 
 def receive(bind: str, port: int, seconds: float, out: str) -> None:

@@ -68,13 +68,19 @@ def main() -> int:
                 judge_best = min(judge_best, judging)
     per = {k: v / len(packets) * 1e6 for k, v in best.items()}
     span = packets[-1].ts - packets[0].ts
-    print(f"{args.capture.name}: {len(packets)} packets over {span:.0f} s; {judgements} "
-          f"judgements, {windows} session windows")
+    print(
+        f"{args.capture.name}: {len(packets)} packets over {span:.0f} s; {judgements} "
+        f"judgements, {windows} session windows"
+    )
     print(f"adding packets, flow table alone:   {per[False]:.2f} us/packet")
-    print(f"adding packets, with the tracker:   {per[True]:.2f} us/packet "
-          f"(x{best[True] / best[False]:.2f})")
-    print(f"judging (every 10 s of capture time): "
-          f"{judge_best / max(judgements, 1) * 1e3:.1f} ms per judgement")
+    print(
+        f"adding packets, with the tracker:   {per[True]:.2f} us/packet "
+        f"(x{best[True] / best[False]:.2f})"
+    )
+    print(
+        f"judging (every 10 s of capture time): "
+        f"{judge_best / max(judgements, 1) * 1e3:.1f} ms per judgement"
+    )
     return 0
 
 

@@ -41,31 +41,67 @@ def add_flow_options(p: argparse.ArgumentParser, *, snapshots: bool = True) -> N
     command that shows no snapshot columns, ``--snapshots`` is refused (see
     :func:`refuse_snapshots`) and not listed."""
     g = p.add_argument_group("reading and flows")
-    g.add_argument("--backend", choices=["dpkt", "pyshark", "tshark"], default="dpkt",
-                   help="packet decoder (pyshark/tshark read through tshark; slower)")
-    g.add_argument("--engine", choices=["reference", "fast"], default=None,
-                   help="fast (the default with the dpkt backend): the compiled featurizer; "
-                   "reference: the plain Python one; same table")
-    g.add_argument("--skip-bad", action="store_true",
-                   help="continue past damaged records and report how many were skipped; "
-                   "skip files that cannot be read as captures, one line each (an error "
-                   "only when none could be read)")
+    g.add_argument(
+        "--backend",
+        choices=["dpkt", "pyshark", "tshark"],
+        default="dpkt",
+        help="packet decoder (pyshark/tshark read through tshark; slower)",
+    )
+    g.add_argument(
+        "--engine",
+        choices=["reference", "fast"],
+        default=None,
+        help="fast (the default with the dpkt backend): the compiled featurizer; "
+        "reference: the plain Python one; same table",
+    )
+    g.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="continue past damaged records and report how many were skipped; "
+        "skip files that cannot be read as captures, one line each (an error "
+        "only when none could be read)",
+    )
     g.add_argument("--idle-timeout", type=_positive_float, default=120.0, metavar="S")
     g.add_argument("--active-timeout", type=_positive_float, default=1800.0, metavar="S")
-    g.add_argument("--max-flows", type=int, default=500_000, metavar="N",
-                   help="hard cap on flows held at once; the least active is evicted")
-    g.add_argument("--max-packets", type=int, default=1_000_000, metavar="N",
-                   help="a flow holding N packets ends and the next packet starts a new "
-                   "one (bounds memory on very long flows; 0 = no bound)")
-    g.add_argument("--resegment-mss", type=int, default=None, metavar="BYTES",
-                   help="split offload-coalesced packets (GRO/TSO) into packets of this size")
+    g.add_argument(
+        "--max-flows",
+        type=int,
+        default=500_000,
+        metavar="N",
+        help="hard cap on flows held at once; the least active is evicted",
+    )
+    g.add_argument(
+        "--max-packets",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="a flow holding N packets ends and the next packet starts a new "
+        "one (bounds memory on very long flows; 0 = no bound)",
+    )
+    g.add_argument(
+        "--resegment-mss",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="split offload-coalesced packets (GRO/TSO) into packets of this size",
+    )
     if snapshots:
-        g.add_argument("--snapshots", type=_horizons, default=(3.0, 10.0), metavar="S,S",
-                       help="early-snapshot horizons in seconds (default 3,10)")
+        g.add_argument(
+            "--snapshots",
+            type=_horizons,
+            default=(3.0, 10.0),
+            metavar="S,S",
+            help="early-snapshot horizons in seconds (default 3,10)",
+        )
     else:
         g.add_argument("--snapshots", type=_horizons, default=None, help=argparse.SUPPRESS)
-    g.add_argument("--windows", type=_positive_float, default=None, metavar="S",
-                   help="one row per (flow, window of S seconds) instead of one per flow")
+    g.add_argument(
+        "--windows",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="one row per (flow, window of S seconds) instead of one per flow",
+    )
 
 
 def featurize_config(args: argparse.Namespace):
@@ -73,9 +109,13 @@ def featurize_config(args: argparse.Namespace):
     from classifier.flows import FlowConfig
 
     try:
-        flow = FlowConfig(idle_timeout=args.idle_timeout, active_timeout=args.active_timeout,
-                          max_flows=args.max_flows, resegment_mss=args.resegment_mss,
-                          max_packets=args.max_packets or None)
+        flow = FlowConfig(
+            idle_timeout=args.idle_timeout,
+            active_timeout=args.active_timeout,
+            max_flows=args.max_flows,
+            resegment_mss=args.resegment_mss,
+            max_packets=args.max_packets or None,
+        )
     except ValueError as exc:
         raise ShortflowError(f"bad flow option: {exc}") from exc
     return FeaturizeConfig(flow=flow, snapshots=args.snapshots, window=args.windows)
@@ -101,9 +141,16 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ShortflowError("--jobs must be at least 1")
     rows, columns, summary = featurize_to(
-        capture_files(args.captures), config, args.output, engine=engine(args),
-        backend=args.backend, skip_bad=args.skip_bad, progress=show_progress(args.quiet),
-        jobs=args.jobs, scheduler=args.scheduler)
+        capture_files(args.captures),
+        config,
+        args.output,
+        engine=engine(args),
+        backend=args.backend,
+        skip_bad=args.skip_bad,
+        progress=show_progress(args.quiet),
+        jobs=args.jobs,
+        scheduler=args.scheduler,
+    )
     print(summary, file=sys.stderr)
     print(f"wrote {rows} rows x {columns} columns to {args.output}", file=sys.stderr)
     return 0
@@ -113,16 +160,23 @@ def _cmd_flows(args: argparse.Namespace) -> int:
     from classifier.features.report import featurize_files, flows_text
 
     if args.snapshots is not None:
-        raise ShortflowError("flows shows no snapshot columns, so --snapshots does nothing "
-                             "here; use `shortflow featurize --snapshots` or "
-                             "`shortflow classify --at`")
+        raise ShortflowError(
+            "flows shows no snapshot columns, so --snapshots does nothing "
+            "here; use `shortflow featurize --snapshots` or "
+            "`shortflow classify --at`"
+        )
     args.snapshots = ()  # nothing shows them: not computed
     if args.limit < 1:
         raise ShortflowError(f"--limit must be at least 1, got {args.limit}")
     config = featurize_config(args)
-    table, summary = featurize_files([args.capture], config, backend=args.backend,
-                                     skip_bad=args.skip_bad, progress=False,
-                                     engine=engine(args))
+    table, summary = featurize_files(
+        [args.capture],
+        config,
+        backend=args.backend,
+        skip_bad=args.skip_bad,
+        progress=False,
+        engine=engine(args),
+    )
     print(flows_text(table, limit=args.limit))
     print(summary, file=sys.stderr)
     return 0
@@ -131,32 +185,56 @@ def _cmd_flows(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shortflow",
-        description="Find short-form video (Shorts, Reels, TikTok) in encrypted traffic.")
+        description="Find short-form video (Shorts, Reels, TikTok) in encrypted traffic.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("featurize", help="captures -> one feature row per flow (or window)")
-    p.add_argument("captures", nargs="+", type=Path, metavar="CAPTURE|DIR",
-                   help="capture files, or directories searched for them (recursively)")
-    p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output table: .parquet or .csv (written as flows end, so memory "
-                   "holds the active flows, not the table)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="featurize N files at once (worker processes, or Dask workers)")
-    p.add_argument("--scheduler", default="local", metavar="local|dask|ADDRESS",
-                   help="local: worker processes on this machine; dask: a local Dask "
-                   "cluster of --jobs workers; or a Dask scheduler's address "
-                   "(tcp://host:8786) whose workers see the same paths")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar (there is none either when stderr is not a "
-                   "terminal)")
+    p.add_argument(
+        "captures",
+        nargs="+",
+        type=Path,
+        metavar="CAPTURE|DIR",
+        help="capture files, or directories searched for them (recursively)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output table: .parquet or .csv (written as flows end, so memory "
+        "holds the active flows, not the table)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="featurize N files at once (worker processes, or Dask workers)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default="local",
+        metavar="local|dask|ADDRESS",
+        help="local: worker processes on this machine; dask: a local Dask "
+        "cluster of --jobs workers; or a Dask scheduler's address "
+        "(tcp://host:8786) whose workers see the same paths",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar (there is none either when stderr is not a terminal)",
+    )
     add_flow_options(p)
     p.set_defaults(handler=_cmd_featurize)
 
     p = sub.add_parser("flows", help="print the flows of a capture as a readable table")
     p.add_argument("capture", type=Path)
-    p.add_argument("--limit", type=int, default=50,
-                   help="show at most this many flows (rows, with --windows)")
+    p.add_argument(
+        "--limit", type=int, default=50, help="show at most this many flows (rows, with --windows)"
+    )
     add_flow_options(p, snapshots=False)
     p.set_defaults(handler=_cmd_flows)
 
@@ -168,8 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Sub-command groups that live in other modules (model, API, live, training)."""
     registrars = []
-    for module in ("classifier.model.cli", "classifier.api.cli", "classifier.live_cli",
-                   "classifier.control_cli", "classifier.enforce.export_cli", "training.cli"):
+    for module in (
+        "classifier.model.cli",
+        "classifier.api.cli",
+        "classifier.live_cli",
+        "classifier.control_cli",
+        "classifier.enforce.export_cli",
+        "training.cli",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -192,11 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command_level: int | None = getattr(args, "own_log_level", None)
     if command_level is not None and args.verbose and args.quiet:
         parser.error("-v (debug) and -q (warnings and errors only) contradict: choose one")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="shortflow: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="shortflow: %(levelname)s: %(message)s",
+    )
     if command_level is not None and not args.verbose:
-        logging.getLogger("classifier").setLevel(logging.WARNING if args.quiet
-                                                 else command_level)
+        logging.getLogger("classifier").setLevel(logging.WARNING if args.quiet else command_level)
     # -v is for shortflow's own messages: numba's debug output (compiler IR dumps, tens
     # of thousands of lines when kernels compile) would bury them
     logging.getLogger("numba").setLevel(logging.WARNING)

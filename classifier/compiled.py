@@ -39,9 +39,14 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: modules whose kernels the extension holds (imported by :func:`build`)
-KERNEL_MODULES = ("classifier.capture.columns", "classifier.flows.assign",
-                  "classifier.features.batch", "classifier.features.fast",
-                  "classifier.features.hello_scan", "classifier.capture.live_batch")
+KERNEL_MODULES = (
+    "classifier.capture.columns",
+    "classifier.flows.assign",
+    "classifier.features.batch",
+    "classifier.features.fast",
+    "classifier.features.hello_scan",
+    "classifier.capture.live_batch",
+)
 
 _HERE = Path(__file__).resolve().parent
 _MODULE = "_aot"
@@ -61,8 +66,9 @@ class Kernel:
     """A compiled function: the ahead-of-time build's when it fits the call, else numba's
     just-in-time dispatcher (made on first need). Called like the Python function."""
 
-    def __init__(self, func: Callable[..., Any], options: dict[str, Any],
-                 signature: str | None) -> None:
+    def __init__(
+        self, func: Callable[..., Any], options: dict[str, Any], signature: str | None
+    ) -> None:
         self.py_func = func
         self.options = options
         self.signature = signature
@@ -110,10 +116,12 @@ def jit(signature: str | None = None, **options: Any) -> Callable[[F], F]:
     """Declare a kernel (``options`` as for ``numba.njit``). Give ``signature`` (e.g.
     ``"UniTuple(int64, 2)(uint8[::1], int64)"``) for kernels that Python code calls: they
     are built ahead of time."""
+
     def wrap(func: F) -> F:
         kernel = Kernel(func, options, signature)
         _REGISTRY.append(kernel)
         return kernel  # type: ignore[return-value]
+
     return wrap
 
 
@@ -125,9 +133,13 @@ def _fits(args: Sequence[Any], specs: list[Spec]) -> bool:
         return False
     for value, spec in zip(args, specs, strict=True):
         if spec[0] == "a":
-            if (type(value) is not np.ndarray or value.dtype.str != spec[1]
-                    or value.ndim != spec[2] or (spec[3] and not value.flags.c_contiguous)
-                    or (spec[4] and not value.flags.writeable)):
+            if (
+                type(value) is not np.ndarray
+                or value.dtype.str != spec[1]
+                or value.ndim != spec[2]
+                or (spec[3] and not value.flags.c_contiguous)
+                or (spec[4] and not value.flags.writeable)
+            ):
                 return False
         elif not isinstance(value, _SCALARS[spec[0]]):
             return False
@@ -171,21 +183,22 @@ def _built() -> tuple[Any, dict[str, list[Spec]]] | None:
         logger.debug("no ahead-of-time kernels (%s): compiling just in time", _MANIFEST)
         return None
     if manifest.get("stamp") != source_stamp():
-        logger.warning("the ahead-of-time kernels are older than the sources (run `make` "
-                       "or `python -m classifier.compiled`); compiling just in time")
+        logger.warning(
+            "the ahead-of-time kernels are older than the sources (run `make` "
+            "or `python -m classifier.compiled`); compiling just in time"
+        )
         return None
     try:
         module = importlib.import_module(f"classifier.{_MODULE}")
     except ImportError as exc:
-        logger.warning("cannot load the ahead-of-time kernels (%s); compiling just in "
-                       "time", exc)
+        logger.warning("cannot load the ahead-of-time kernels (%s); compiling just in time", exc)
         return None
     _LOADED = (module, manifest["kernels"])
     return _LOADED
 
 
 def aot_status() -> str:
-    """"aot" when calls go to the ahead-of-time build, else "jit"."""
+    """ "aot" when calls go to the ahead-of-time build, else "jit"."""
     return "aot" if _built() is not None else "jit"
 
 

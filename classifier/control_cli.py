@@ -49,8 +49,9 @@ class ApiClient:
             raise ShortflowError(f"{method} {path}: {exc.code} {_detail(exc)}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ShortflowError(f"cannot reach shortflow live at {self.base} ({reason}); "
-                                 "is it running with --api?") from None
+            raise ShortflowError(
+                f"cannot reach shortflow live at {self.base} ({reason}); is it running with --api?"
+            ) from None
         return json.loads(raw) if raw else None
 
 
@@ -72,8 +73,9 @@ def _client(args: argparse.Namespace) -> ApiClient:
         try:
             token = args.token_file.read_text().strip() or None
         except OSError as exc:
-            raise ShortflowError(f"{args.token_file}: cannot read the token "
-                                 f"({exc.strerror or exc})") from None
+            raise ShortflowError(
+                f"{args.token_file}: cannot read the token ({exc.strerror or exc})"
+            ) from None
     base = args.api or os.environ.get("SHORTFLOW_API_URL") or DEFAULT_API
     return ApiClient(base, token)
 
@@ -81,15 +83,19 @@ def _client(args: argparse.Namespace) -> ApiClient:
 def _block_lines(blocks: list[dict[str, Any]], now: float) -> list[str]:
     if not blocks:
         return ["(no blocks in force)"]
-    lines = [f"{'id':<14} {'client':<16} {'server':<22} {'label':<11} {'p':>5} "
-             f"{'left':>6}  mode     reason"]
+    lines = [
+        f"{'id':<14} {'client':<16} {'server':<22} {'label':<11} {'p':>5} "
+        f"{'left':>6}  mode     reason"
+    ]
     for b in blocks:
         server = b["server"] + (f":{b['port']}/{b['proto']}" if b.get("port") else "")
         left = max(0.0, float(b["expires"]) - now)
         mode = "dry-run" if b["dry_run"] else "nft"
-        lines.append(f"{b['id']:<14} {b['client']:<16} {server:<22} {b['label']:<11} "
-                     f"{float(b['probability']):>5.2f} {left:>5.0f}s  {mode:<8} "
-                     f"{b.get('reason') or b.get('rule') or ''}")
+        lines.append(
+            f"{b['id']:<14} {b['client']:<16} {server:<22} {b['label']:<11} "
+            f"{float(b['probability']):>5.2f} {left:>5.0f}s  {mode:<8} "
+            f"{b.get('reason') or b.get('rule') or ''}"
+        )
     return lines
 
 
@@ -105,17 +111,24 @@ def _cmd_blocks_list(args: argparse.Namespace) -> int:
 
 def _cmd_blocks_add(args: argparse.Namespace) -> int:
     if (args.port is None) != (args.proto is None):
-        raise ShortflowError("give --port and --proto together, or neither to block the "
-                             "whole client+server pair")
-    body: dict[str, Any] = {"client": args.client, "server": args.server,
-                            "duration_s": args.seconds, "reason": args.reason}
+        raise ShortflowError(
+            "give --port and --proto together, or neither to block the whole client+server pair"
+        )
+    body: dict[str, Any] = {
+        "client": args.client,
+        "server": args.server,
+        "duration_s": args.seconds,
+        "reason": args.reason,
+    }
     if args.port is not None:
         body.update(port=args.port, proto=args.proto)
     rec = _client(args).call("POST", "/v1/live/blocks", body)
     what = "would block (dry-run)" if rec["dry_run"] else "blocked"
-    print(f"{what} {rec['client']} -> {rec['server']}"
-          + (f":{rec['port']}/{rec['proto']}" if rec.get("port") else "")
-          + f" for {args.seconds} s: id {rec['id']}")
+    print(
+        f"{what} {rec['client']} -> {rec['server']}"
+        + (f":{rec['port']}/{rec['proto']}" if rec.get("port") else "")
+        + f" for {args.seconds} s: id {rec['id']}"
+    )
     return 0
 
 
@@ -140,16 +153,26 @@ def _cmd_policy_reload(args: argparse.Namespace) -> int:
 
 
 def _connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api", default=None, metavar="URL",
-                   help=f"the live instance's API (default $SHORTFLOW_API_URL or {DEFAULT_API})")
-    p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
-                   help="file holding the API token (default $SHORTFLOW_API_TOKEN)")
+    p.add_argument(
+        "--api",
+        default=None,
+        metavar="URL",
+        help=f"the live instance's API (default $SHORTFLOW_API_URL or {DEFAULT_API})",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="file holding the API token (default $SHORTFLOW_API_TOKEN)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``blocks`` and ``policy``."""
-    blocks = sub.add_parser("blocks", help="list, add or lift blocks of a running "
-                            "`shortflow live --api`")
+    blocks = sub.add_parser(
+        "blocks", help="list, add or lift blocks of a running `shortflow live --api`"
+    )
     bsub = blocks.add_subparsers(dest="blocks_command", required=True, metavar="ACTION")
     p = bsub.add_parser("list", help="blocks in force (and dry-run would-be blocks)")
     p.add_argument("--json", action="store_true", help="the API's JSON as it is")
@@ -159,8 +182,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("client", help="client address")
     p.add_argument("server", help="server address")
     p.add_argument("--port", type=int, default=None, help="only this server port")
-    p.add_argument("--proto", choices=["tcp", "udp"], default=None,
-                   help="with --port: its protocol")
+    p.add_argument(
+        "--proto", choices=["tcp", "udp"], default=None, help="with --port: its protocol"
+    )
     p.add_argument("--seconds", type=int, default=300, help="how long (default 300)")
     p.add_argument("--reason", default="manual block via shortflow blocks add")
     _connection(p)
@@ -170,8 +194,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _connection(p)
     p.set_defaults(handler=_cmd_blocks_remove)
 
-    policy = sub.add_parser("policy", help="show or reload the policy of a running "
-                            "`shortflow live --api`")
+    policy = sub.add_parser(
+        "policy", help="show or reload the policy of a running `shortflow live --api`"
+    )
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
     p = psub.add_parser("show", help="the policy in force, as JSON")
     _connection(p)

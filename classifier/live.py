@@ -66,8 +66,12 @@ __all__ = ["LiveConfig", "LiveRouter", "POLICY_CATEGORY"]
 log = logging.getLogger(__name__)
 
 #: Which policy category a short-form verdict on a service falls under.
-POLICY_CATEGORY = {"youtube": "shorts", "instagram": "reels", "facebook": "reels",
-                   "tiktok": "tiktok"}
+POLICY_CATEGORY = {
+    "youtube": "shorts",
+    "instagram": "reels",
+    "facebook": "reels",
+    "tiktok": "tiktok",
+}
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,9 @@ class LiveConfig:
     recheck: float = 10.0
     tick: float = 0.2
     summary_every: float = 300.0
-    flow: FlowConfig = field(default_factory=lambda: FlowConfig(idle_timeout=60.0,
-                                                                max_flows=200_000))
+    flow: FlowConfig = field(
+        default_factory=lambda: FlowConfig(idle_timeout=60.0, max_flows=200_000)
+    )
 
     def __post_init__(self) -> None:
         if self.capture not in ("afpacket", "nflog"):
@@ -133,12 +138,14 @@ class LiveRouter:
         self.model: LoadedModel = load_model(cfg.model)
         directory = cfg.model or DEFAULT_MODEL_DIR
         self.session_model: SessionModel | None = (
-            load_session_model(directory) if has_session_model(directory) else None)
+            load_session_model(directory) if has_session_model(directory) else None
+        )
         if cfg.policy is not None:
             self.policy = PolicyHolder(cfg.policy)
         else:
-            self.policy = PolicyHolder(initial=dataclasses.replace(Policy.default(),
-                                                                   mode=cfg.enforce))
+            self.policy = PolicyHolder(
+                initial=dataclasses.replace(Policy.default(), mode=cfg.enforce)
+            )
         self.audit = AuditLog(cfg.audit_log)
         self._closers.append(self.audit.close)
         needs_table = cfg.enforce == "nft" or cfg.capture == "nflog"
@@ -162,36 +169,46 @@ class LiveRouter:
         self.tracker: SessionTracker | None = None
         plugins: list[Any] = [self._schedule]
         if self.session_model is not None:
-            self.tracker = SessionTracker(self.session_model.config,
-                                          lambda flow: self.featurizer.flow_meta(flow))
+            self.tracker = SessionTracker(
+                self.session_model.config, lambda flow: self.featurizer.flow_meta(flow)
+            )
             plugins.append(self.tracker)
-        self.featurizer = Featurizer(FeaturizeConfig(flow=cfg.flow, snapshots=()),
-                                     capture="live", plugins=plugins)
+        self.featurizer = Featurizer(
+            FeaturizeConfig(flow=cfg.flow, snapshots=()), capture="live", plugins=plugins
+        )
         self.source: LiveSource = (
-            NflogSource(cfg.nflog_group, decoder=cfg.decoder) if cfg.capture == "nflog"
-            else AfPacketSource(cfg.ifaces, decoder=cfg.decoder))
+            NflogSource(cfg.nflog_group, decoder=cfg.decoder)
+            if cfg.capture == "nflog"
+            else AfPacketSource(cfg.ifaces, decoder=cfg.decoder)
+        )
         self._closers.append(self.source.close)
         self.dns: DnsSinkhole | None = None
         if cfg.dns_listen is not None:
             if cfg.dns_upstream is None:
                 raise ShortflowError("--dns-listen needs --dns-upstream")
-            self.dns = DnsSinkhole(cfg.dns_listen, cfg.dns_upstream, policy=self.policy,
-                                   audit=self.audit, on_answer=self._on_dns_answer)
+            self.dns = DnsSinkhole(
+                cfg.dns_listen,
+                cfg.dns_upstream,
+                policy=self.policy,
+                audit=self.audit,
+                on_answer=self._on_dns_answer,
+            )
             self.dns.start()
             self._closers.append(self.dns.stop)
         self._names_lock = threading.Lock()
         # what start-up loaded (model, pandas, numba) lives as long as the process: keep it
         # out of the collector's scans, which the packets of every batch set off
         gc.freeze()
-        log.debug("live: capture %s, enforcement %s, %s", cfg.capture, cfg.enforce,
-                  self.decisions)
+        log.debug("live: capture %s, enforcement %s, %s", cfg.capture, cfg.enforce, self.decisions)
 
     @property
     def decisions(self) -> str:
         """Which model and which of its verdicts decide, in words."""
-        return (f"model {self.model.info.name}, " + (
-            "decisions from the session model" if self.session_model is not None
-            else "decisions from per-flow verdicts (the model has no session model)"))
+        return f"model {self.model.info.name}, " + (
+            "decisions from the session model"
+            if self.session_model is not None
+            else "decisions from per-flow verdicts (the model has no session model)"
+        )
 
     def _on_dns_answer(self, payload: bytes, ts: float) -> None:
         with self._names_lock:
@@ -209,12 +226,15 @@ class LiveRouter:
 
     def summary(self) -> str:
         """The running totals (see :func:`classifier.live_report.summary_text`)."""
-        return summary_text(self.state.counters_snapshot(), self.state.label_counts(),
-                            uptime=self._clock() - self._started,
-                            flows_open=self.state.flow_count(),
-                            sessions_open=self.state.session_count(),
-                            blocks_active=self.state.block_count(),
-                            mode=self.enforcer.effective_mode)
+        return summary_text(
+            self.state.counters_snapshot(),
+            self.state.label_counts(),
+            uptime=self._clock() - self._started,
+            flows_open=self.state.flow_count(),
+            sessions_open=self.state.session_count(),
+            blocks_active=self.state.block_count(),
+            mode=self.enforcer.effective_mode,
+        )
 
     def log_summary(self, *, final: bool = False) -> None:
         """Log the ``summary`` line (``exit summary`` when ``final``)."""
@@ -273,12 +293,17 @@ class LiveRouter:
             reason = session_reason(row)
             by_name = category_for(group) == SHORT_FORM_SERVICE
             label, probability = self.reports.session_label(
-                client, group, float(ps), float(pl), k=policy.agreement_k,
-                n=policy.agreement_n, threshold=policy.threshold)
+                client,
+                group,
+                float(ps),
+                float(pl),
+                k=policy.agreement_k,
+                n=policy.agreement_n,
+                threshold=policy.threshold,
+            )
             if by_name:
                 label, probability = SHORT, 1.0
-            log.debug("session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl,
-                      reason)
+            log.debug("session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl, reason)
             records = self._block_session(client, group, flows, float(ps))
             action = action_of(records)
             if action == "none" and label == SHORT:
@@ -286,23 +311,43 @@ class LiveRouter:
                     action = "none (no service name)"  # a nameless group: shown, not acted on
                 elif not flows:
                     action = "none (no media flows)"
-            self.state.update_session(client, group, {
-                "label": label, "probability": round(probability, 4),
-                "p_short_form": round(float(ps), 4), "p_long_form": round(float(pl), 4),
-                "window_end": row["window_end"], "media_flows": len(flows),
-                "action": action, "reason": reason})
+            self.state.update_session(
+                client,
+                group,
+                {
+                    "label": label,
+                    "probability": round(probability, 4),
+                    "p_short_form": round(float(ps), 4),
+                    "p_long_form": round(float(pl), 4),
+                    "window_end": row["window_end"],
+                    "media_flows": len(flows),
+                    "action": action,
+                    "reason": reason,
+                },
+            )
             self.state.incr("session_verdicts")
             if by_name and not records:
                 continue  # the name decides: its flows' verdicts report it (_act)
             name = self.featurizer.flow_meta(flows[0])["name"] if flows else None
-            self._count(self.reports.report(
-                client, group, label=label, probability=probability, action=action,
-                name=name, window=window, records=records, reason=reason,
-                media=bool(flows)))
+            self._count(
+                self.reports.report(
+                    client,
+                    group,
+                    label=label,
+                    probability=probability,
+                    action=action,
+                    name=name,
+                    window=window,
+                    records=records,
+                    reason=reason,
+                    media=bool(flows),
+                )
+            )
         self.state.end_sessions(judged)
 
-    def _block_session(self, client: str, group: str, flows: list[Flow],
-                       p_short: float) -> list[Any]:
+    def _block_session(
+        self, client: str, group: str, flows: list[Flow], p_short: float
+    ) -> list[Any]:
         """A vote for the group's policy category (``observe``: the policy's k-of-n
         agreement decides); a block covers the group's media flows. The blocks made or
         renewed."""
@@ -310,15 +355,28 @@ class LiveRouter:
         if category is None or not flows:
             return []
         top = flows[0].key
-        record = self.enforcer.observe(client, top.server, top.server_port, _proto(top.proto),
-                                       label=category, probability=p_short, name=group)
+        record = self.enforcer.observe(
+            client,
+            top.server,
+            top.server_port,
+            _proto(top.proto),
+            label=category,
+            probability=p_short,
+            name=group,
+        )
         if record is None:
             return []
         records = [record]
         for flow in flows[1:]:
-            more = self.enforcer.block(client, flow.key.server, flow.key.server_port,
-                                       _proto(flow.key.proto), label=category,
-                                       probability=p_short, name=group)
+            more = self.enforcer.block(
+                client,
+                flow.key.server,
+                flow.key.server_port,
+                _proto(flow.key.proto),
+                label=category,
+                probability=p_short,
+                name=group,
+            )
             if more is not None:
                 records.append(more)
         return records
@@ -335,8 +393,9 @@ class LiveRouter:
         for flow, end in due:
             start = 0.0 if end <= self.config.checks[-1] else end - self.config.recheck
             meta = self.featurizer.flow_meta(flow)
-            meta.update(zip(FEATURE_COLUMNS, compute_features(FlowView.of(flow, start, end)),
-                            strict=True))
+            meta.update(
+                zip(FEATURE_COLUMNS, compute_features(FlowView.of(flow, start, end)), strict=True)
+            )
             meta["window_start"], meta["window_end"] = start, end
             rows.append(meta)
         verdicts = classify_table(self.model, pd.DataFrame(rows))
@@ -346,11 +405,20 @@ class LiveRouter:
     def _act(self, flow: Flow, v: dict[str, Any]) -> None:
         key = flow.key
         proto = "tcp" if key.proto == TCP else "udp"
-        self.state.update_flow(_key(flow), {
-            "label": v["label"], "probability": v["probability"],
-            "p_short_form": v["p_short_form"], "service": v["service"], "name": v["name"],
-            "window": v["decision_window"], "reason": v["reason"],
-            "at": round(self._clock() - flow.first_ts, 3), "flow_start": flow.first_ts})
+        self.state.update_flow(
+            _key(flow),
+            {
+                "label": v["label"],
+                "probability": v["probability"],
+                "p_short_form": v["p_short_form"],
+                "service": v["service"],
+                "name": v["name"],
+                "window": v["decision_window"],
+                "reason": v["reason"],
+                "at": round(self._clock() - flow.first_ts, 3),
+                "flow_start": flow.first_ts,
+            },
+        )
         service = str(v["service"])
         category = POLICY_CATEGORY.get(service)
         if category is None:
@@ -359,24 +427,37 @@ class LiveRouter:
         if self.session_model is not None and not by_name:
             return  # the session model decides; flow verdicts are shown only
         if by_name:
-            record = self.enforcer.block(key.client, key.server, label=category,
-                                         probability=1.0, name=v["name"])
+            record = self.enforcer.block(
+                key.client, key.server, label=category, probability=1.0, name=v["name"]
+            )
         else:
-            record = self.enforcer.observe(key.client, key.server, key.server_port, proto,
-                                           label=category,
-                                           probability=float(v["p_short_form"]),
-                                           name=v["name"])
+            record = self.enforcer.observe(
+                key.client,
+                key.server,
+                key.server_port,
+                proto,
+                label=category,
+                probability=float(v["p_short_form"]),
+                name=v["name"],
+            )
             if record is None:
                 return  # without a session model, only what is done is reported
         label = SHORT if by_name else str(v["label"])
         probability = 1.0 if by_name else float(v["p_short_form"])
         window = v["decision_window"]
-        self._count(self.reports.report(
-            key.client, service, label=label, probability=probability,
-            action=action_of([record] if record is not None else []), name=v["name"],
-            window=float(window) if isinstance(window, int | float) else None,
-            records=[record] if record is not None else [],
-            reason="by name" if by_name else v["reason"]))
+        self._count(
+            self.reports.report(
+                key.client,
+                service,
+                label=label,
+                probability=probability,
+                action=action_of([record] if record is not None else []),
+                name=v["name"],
+                window=float(window) if isinstance(window, int | float) else None,
+                records=[record] if record is not None else [],
+                reason="by name" if by_name else v["reason"],
+            )
+        )
 
     def close(self) -> None:
         """Stop the DNS server and capture, remove shortflow's nftables table. Idempotent."""
@@ -419,8 +500,9 @@ class _CheckSchedule:
             if flow.end_reason:
                 continue  # ended: forget it
             due.append((flow, self._offset(done)))
-            heapq.heappush(self._heap, (flow.first_ts + self._offset(done + 1), fid, flow,
-                                        done + 1))
+            heapq.heappush(
+                self._heap, (flow.first_ts + self._offset(done + 1), fid, flow, done + 1)
+            )
         return due
 
 
@@ -430,5 +512,10 @@ def _proto(proto: int) -> str:
 
 def _key(flow: Flow) -> dict[str, Any]:
     k = flow.key
-    return {"proto": _proto(k.proto), "client": k.client,
-            "client_port": k.client_port, "server": k.server, "server_port": k.server_port}
+    return {
+        "proto": _proto(k.proto),
+        "client": k.client,
+        "client_port": k.client_port,
+        "server": k.server,
+        "server_port": k.server_port,
+    }

@@ -57,8 +57,9 @@ def _serve_api(router: object, hostport: tuple[str, int], model: Path | None) ->
     settings = Settings(**overrides)
     check_bind_safety(settings.host, settings.token(), live=True)
     app = create_app(settings, live=router.state)  # type: ignore[attr-defined]
-    server = uvicorn.Server(uvicorn.Config(app, host=hostport[0], port=hostport[1],
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=hostport[0], port=hostport[1], log_level="warning")
+    )
     threading.Thread(target=server.run, name="shortflow-api", daemon=True).start()
 
 
@@ -71,11 +72,18 @@ def _cmd_live(args: argparse.Namespace) -> int:
 
         check_bind_safety(args.api[0], Settings().token(), live=True)
     config = LiveConfig(
-        ifaces=tuple(args.iface), capture=args.capture, nflog_group=args.nflog_group,
+        ifaces=tuple(args.iface),
+        capture=args.capture,
+        nflog_group=args.nflog_group,
         decoder=args.decoder,
-        model=args.model, policy=args.policy, enforce=args.enforce,
-        audit_log=args.audit_log, dns_listen=args.dns_listen,
-        dns_upstream=args.dns_upstream, summary_every=args.summary_every)
+        model=args.model,
+        policy=args.policy,
+        enforce=args.enforce,
+        audit_log=args.audit_log,
+        dns_listen=args.dns_listen,
+        dns_upstream=args.dns_upstream,
+        summary_every=args.summary_every,
+    )
     router = LiveRouter(config)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -85,8 +93,10 @@ def _cmd_live(args: argparse.Namespace) -> int:
     def _reload(_signum: int, _frame: FrameType | None) -> None:
         error = router.policy.reload()
         if error is not None:
-            print(f"shortflow: policy not reloaded, the running policy stays: {error}",
-                  file=sys.stderr)
+            print(
+                f"shortflow: policy not reloaded, the running policy stays: {error}",
+                file=sys.stderr,
+            )
             return
         note = router.state.enforcement()["note"]
         if note is not None:
@@ -99,10 +109,14 @@ def _cmd_live(args: argparse.Namespace) -> int:
         if args.api is not None:
             _serve_api(router, args.api, args.model)
         if not args.quiet:
-            print(f"shortflow: live on {', '.join(args.iface) or 'nflog'} "
-                  f"(capture {args.capture}, enforcement "
-                  f"{router.state.enforcement()['effective']}, audit log "
-                  f"{args.audit_log}, {router.decisions})", file=sys.stderr, flush=True)
+            print(
+                f"shortflow: live on {', '.join(args.iface) or 'nflog'} "
+                f"(capture {args.capture}, enforcement "
+                f"{router.state.enforcement()['effective']}, audit log "
+                f"{args.audit_log}, {router.decisions})",
+                file=sys.stderr,
+                flush=True,
+            )
         router.run()
     finally:
         router.close()
@@ -110,34 +124,72 @@ def _cmd_live(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("live", help="classify flows as they start on a router; block "
-                       "short-form with nftables (dry-run by default)")
-    p.add_argument("--iface", action="append", default=[],
-                   help="client-facing interface to capture on (repeatable)")
-    p.add_argument("--capture", choices=["afpacket", "nflog"], default="afpacket",
-                   help="afpacket reads the interfaces; nflog lets shortflow's nftables "
-                   "table copy packets (whole for a connection's first packets and DNS)")
+    p = sub.add_parser(
+        "live",
+        help="classify flows as they start on a router; block "
+        "short-form with nftables (dry-run by default)",
+    )
+    p.add_argument(
+        "--iface",
+        action="append",
+        default=[],
+        help="client-facing interface to capture on (repeatable)",
+    )
+    p.add_argument(
+        "--capture",
+        choices=["afpacket", "nflog"],
+        default="afpacket",
+        help="afpacket reads the interfaces; nflog lets shortflow's nftables "
+        "table copy packets (whole for a connection's first packets and DNS)",
+    )
     p.add_argument("--nflog-group", type=int, default=7)
-    p.add_argument("--decoder", choices=["batch", "python"], default="batch",
-                   help="batch decodes many captured packets per compiled call (default); "
-                   "python decodes one at a time (the reference, slower)")
+    p.add_argument(
+        "--decoder",
+        choices=["batch", "python"],
+        default="batch",
+        help="batch decodes many captured packets per compiled call (default); "
+        "python decodes one at a time (the reference, slower)",
+    )
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--policy", type=Path, default=None, help="policy TOML (SIGHUP reloads)")
-    p.add_argument("--enforce", choices=["off", "dry-run", "nft"], default="dry-run",
-                   help="dry-run (default) decides and logs but changes nothing")
+    p.add_argument(
+        "--enforce",
+        choices=["off", "dry-run", "nft"],
+        default="dry-run",
+        help="dry-run (default) decides and logs but changes nothing",
+    )
     p.add_argument("--audit-log", type=Path, default=Path("shortflow-audit.jsonl"))
-    p.add_argument("--dns-listen", type=parse_hostport, default=None, metavar="ADDR:PORT",
-                   help="run the DNS forwarder/sinkhole here (clients use it as resolver)")
-    p.add_argument("--dns-upstream", type=lambda t: parse_hostport(t, 53), default=None,
-                   metavar="ADDR[:PORT]")
-    p.add_argument("--api", type=parse_hostport, default=None, metavar="HOST:PORT",
-                   help="also serve the HTTP API with the live state (token required "
-                   "off loopback)")
-    p.add_argument("--summary-every", type=_seconds, default=300.0, metavar="S",
-                   help="log a summary line (packets, drops, flows, verdicts, blocks) "
-                   "every S seconds (default 300; 0: only at exit)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="log only warnings and errors (no start, verdict or summary "
-                   "lines); the global -v logs everything, debug included")
+    p.add_argument(
+        "--dns-listen",
+        type=parse_hostport,
+        default=None,
+        metavar="ADDR:PORT",
+        help="run the DNS forwarder/sinkhole here (clients use it as resolver)",
+    )
+    p.add_argument(
+        "--dns-upstream", type=lambda t: parse_hostport(t, 53), default=None, metavar="ADDR[:PORT]"
+    )
+    p.add_argument(
+        "--api",
+        type=parse_hostport,
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the HTTP API with the live state (token required off loopback)",
+    )
+    p.add_argument(
+        "--summary-every",
+        type=_seconds,
+        default=300.0,
+        metavar="S",
+        help="log a summary line (packets, drops, flows, verdicts, blocks) "
+        "every S seconds (default 300; 0: only at exit)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="log only warnings and errors (no start, verdict or summary "
+        "lines); the global -v logs everything, debug included",
+    )
     # live mode tells what it does: its verdict and summary lines are INFO (see cli.main)
     p.set_defaults(handler=_cmd_live, own_log_level=logging.INFO)

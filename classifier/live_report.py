@@ -88,8 +88,17 @@ class VerdictLog:
             self._blocked.pop(old, None)
         return entry
 
-    def session_label(self, client: str, group: str, p_short: float, p_long: float, *,
-                      k: int, n: int, threshold: float) -> tuple[str, float]:
+    def session_label(
+        self,
+        client: str,
+        group: str,
+        p_short: float,
+        p_long: float,
+        *,
+        k: int,
+        n: int,
+        threshold: float,
+    ) -> tuple[str, float]:
         """The label of (client, group) after a window with these probabilities, and the
         probability of that label: short-form when at least ``k`` of its last ``n``
         windows reach ``threshold`` (what the enforcer's agreement asks), else long-form
@@ -109,10 +118,20 @@ class VerdictLog:
         entry = self._sessions.get((client, group))
         return None if entry is None else (entry.label, entry.action)
 
-    def report(self, client: str, group: str, *, label: str, probability: float,
-               action: str, name: str | None = None, window: float | None = None,
-               records: Sequence[BlockRecord] = (), reason: str | None = None,
-               media: bool = True) -> Report:
+    def report(
+        self,
+        client: str,
+        group: str,
+        *,
+        label: str,
+        probability: float,
+        action: str,
+        name: str | None = None,
+        window: float | None = None,
+        records: Sequence[BlockRecord] = (),
+        reason: str | None = None,
+        media: bool = True,
+    ) -> Report:
         """Note a verdict of (client, group) and the action taken on it; log a ``verdict``
         line when the label or the action differs from the last one. The line is INFO
         when it matters to an operator (the session carries media, short-form comes or
@@ -131,8 +150,7 @@ class VerdictLog:
             return Report(None, new)
         old_label, old_action = entry.label, entry.action
         entry.label, entry.action = label, action
-        line = (f"verdict {_who(client, group, name)}: {old_label} -> {label} "
-                f"p={probability:.2f}")
+        line = f"verdict {_who(client, group, name)}: {old_label} -> {label} p={probability:.2f}"
         if window is not None and math.isfinite(window):
             line += f" window {window:g} s"
         line += f"; action: {action}"
@@ -160,8 +178,13 @@ class VerdictLog:
             del self._blocked[key]
             ends, entry.gone = entry.gone, []
             expired = sum(e for e, _ in ends)
-            how = ("expired" if expired == len(ends) else "lifted" if not expired
-                   else "expired or lifted")
+            how = (
+                "expired"
+                if expired == len(ends)
+                else "lifted"
+                if not expired
+                else "expired or lifted"
+            )
             count = f"{len(ends)} block{'s' if len(ends) > 1 else ''}"
             dry = " (dry-run)" if any(d for _, d in ends) else ""
             line = f"unblock {_who(key[0], key[1], entry.name)}: {count} {how}{dry}"
@@ -180,9 +203,16 @@ def _by_label(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{lab} {counts[lab]}" for lab in labels) or "none"
 
 
-def summary_text(counters: Mapping[str, int], labels: Mapping[str, Mapping[str, int]], *,
-                 uptime: float, flows_open: int, sessions_open: int, blocks_active: int,
-                 mode: str) -> str:
+def summary_text(
+    counters: Mapping[str, int],
+    labels: Mapping[str, Mapping[str, int]],
+    *,
+    uptime: float,
+    flows_open: int,
+    sessions_open: int,
+    blocks_active: int,
+    mode: str,
+) -> str:
     """One line of live mode's running totals, for example ``up 300 s; packets 81234
     (received 81240, dropped 0 = 0.00 %); flows open 42; sessions open 3, judged 90:
     short-form 6, long-form 80, other 4; flow verdicts 500: long-form 20, other 480; blocks
@@ -192,9 +222,11 @@ def summary_text(counters: Mapping[str, int], labels: Mapping[str, Mapping[str, 
     loss = 100.0 * dropped / (received + dropped) if received + dropped else 0.0
     sessions = labels.get("session", {})
     flows = labels.get("flow", {})
-    return (f"up {uptime:.0f} s; packets {counters.get('packets', 0)} (received {received}, "
-            f"dropped {dropped} = {loss:.2f} %); flows open {flows_open}; "
-            f"sessions open {sessions_open}, judged {counters.get('session_verdicts', 0)}: "
-            f"{_by_label(sessions)}; flow verdicts {counters.get('verdicts', 0)}: "
-            f"{_by_label(flows)}; blocks active {blocks_active}, made "
-            f"{counters.get('blocks', 0)} (mode {mode})")
+    return (
+        f"up {uptime:.0f} s; packets {counters.get('packets', 0)} (received {received}, "
+        f"dropped {dropped} = {loss:.2f} %); flows open {flows_open}; "
+        f"sessions open {sessions_open}, judged {counters.get('session_verdicts', 0)}: "
+        f"{_by_label(sessions)}; flow verdicts {counters.get('verdicts', 0)}: "
+        f"{_by_label(flows)}; blocks active {blocks_active}, made "
+        f"{counters.get('blocks', 0)} (mode {mode})"
+    )

@@ -95,12 +95,19 @@ class SessionTracker:
                 key = (meta["client"], group_of(meta["service"], meta["server"], self.config))
                 media.setdefault(key, []).append((total, act.flow))
             for k, nbytes in act.seconds.items():
-                rows.append({"client": meta["client"], "server": meta["server"],
-                             "service": meta["service"], "category": meta["category"],
-                             "flow_id": fid, "first_ts": first, "window_start": float(k),
-                             "bytes_down": nbytes})
-        self.media = {k: [f for _, f in sorted(v, key=lambda t: -t[0])]
-                      for k, v in media.items()}
+                rows.append(
+                    {
+                        "client": meta["client"],
+                        "server": meta["server"],
+                        "service": meta["service"],
+                        "category": meta["category"],
+                        "flow_id": fid,
+                        "first_ts": first,
+                        "window_start": float(k),
+                        "bytes_down": nbytes,
+                    }
+                )
+        self.media = {k: [f for _, f in sorted(v, key=lambda t: -t[0])] for k, v in media.items()}
         frame = pd.DataFrame(rows, columns=list(ACTIVITY_COLUMNS))
         return latest_windows(frame, end, self.config)
 

@@ -86,10 +86,15 @@ def policy_doc(policy: Policy) -> dict[str, Any]:
         "categories": sorted(policy.categories),
         "block_seconds": policy.block_seconds,
         "schedules": [s.text for s in policy.schedules],
-        "agreement": {"k": policy.agreement_k, "n": policy.agreement_n,
-                      "threshold": policy.threshold},
-        "clients": {"only": _nets(policy.only_ips) + sorted(policy.only_macs),
-                    "never": _nets(policy.never_ips) + sorted(policy.never_macs)},
+        "agreement": {
+            "k": policy.agreement_k,
+            "n": policy.agreement_n,
+            "threshold": policy.threshold,
+        },
+        "clients": {
+            "only": _nets(policy.only_ips) + sorted(policy.only_macs),
+            "never": _nets(policy.never_ips) + sorted(policy.never_macs),
+        },
         "allow": {"names": sorted(policy.allow_names), "ips": _nets(policy.allow_ips)},
         "sinkhole": {"names": sorted(policy.sinkhole_names), "answer": policy.sinkhole_answer},
         "source": policy.source,
@@ -104,9 +109,16 @@ class LiveState:
     seconds; at most ``max_ended`` of each are kept (the earliest ended go first).
     """
 
-    def __init__(self, enforcer: Enforcer, policy_holder: PolicyHolder, *,
-                 max_flows: int = 100_000, keep_ended: float = 600.0,
-                 max_ended: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        enforcer: Enforcer,
+        policy_holder: PolicyHolder,
+        *,
+        max_flows: int = 100_000,
+        keep_ended: float = 600.0,
+        max_ended: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
         if keep_ended < 0 or max_ended < 0:
@@ -154,21 +166,25 @@ class LiveState:
 
     # -- ended flows and sessions ---------------------------------------------------------
 
-    def _keep_ended(self, store: OrderedDict[int, dict[str, Any]], entry: dict[str, Any],
-                    now: float) -> None:
+    def _keep_ended(
+        self, store: OrderedDict[int, dict[str, Any]], entry: dict[str, Any], now: float
+    ) -> None:
         entry["ended"], entry["ended_at"] = True, now
         store[next(self._seq)] = entry
         self._prune(store, now)
 
     def _prune(self, store: OrderedDict[int, dict[str, Any]], now: float) -> None:
-        while store and (len(store) > self.max_ended
-                         or now - next(iter(store.values()))["ended_at"] > self.keep_ended):
+        while store and (
+            len(store) > self.max_ended
+            or now - next(iter(store.values()))["ended_at"] > self.keep_ended
+        ):
             store.popitem(last=False)
 
     # -- flows ----------------------------------------------------------------------------
 
-    def update_flow(self, flow_key: Mapping[str, Any] | tuple[Any, ...],
-                    verdict: Mapping[str, Any]) -> None:
+    def update_flow(
+        self, flow_key: Mapping[str, Any] | tuple[Any, ...], verdict: Mapping[str, Any]
+    ) -> None:
         """Record the latest verdict (label, probability, ...) of a flow."""
         fid = _flow_id(flow_key)
         now = self._clock()
@@ -176,8 +192,13 @@ class LiveState:
         with self._lock:
             entry = self._flows.pop(fid, None)
             if entry is None:
-                entry = {"key": _key_dict(flow_key), "verdicts": 0, "first_verdict": clean,
-                         "ended": False, "ended_at": None}
+                entry = {
+                    "key": _key_dict(flow_key),
+                    "verdicts": 0,
+                    "first_verdict": clean,
+                    "ended": False,
+                    "ended_at": None,
+                }
             entry["verdict"] = clean
             entry["verdicts"] += 1
             entry["updated"] = now
@@ -205,11 +226,18 @@ class LiveState:
         with self._lock:
             self._prune(self._ended_flows, now)
             entries = [*reversed(self._flows.values()), *reversed(self._ended_flows.values())]
-            return [{"key": dict(e["key"]), "verdict": dict(e["verdict"]),
-                     "first_verdict": dict(e["first_verdict"]),
-                     "verdicts": e["verdicts"], "updated": e["updated"],
-                     "ended": e["ended"], "ended_at": e["ended_at"]}
-                    for e in entries]
+            return [
+                {
+                    "key": dict(e["key"]),
+                    "verdict": dict(e["verdict"]),
+                    "first_verdict": dict(e["first_verdict"]),
+                    "verdicts": e["verdicts"],
+                    "updated": e["updated"],
+                    "ended": e["ended"],
+                    "ended_at": e["ended_at"],
+                }
+                for e in entries
+            ]
 
     def flow_count(self) -> int:
         """Active flows (ended ones not counted)."""
@@ -225,8 +253,14 @@ class LiveState:
         with self._lock:
             key = (client, group)
             self._sessions.pop(key, None)
-            self._sessions[key] = {"client": client, "group": group, "verdict": clean,
-                                   "updated": now, "ended": False, "ended_at": None}
+            self._sessions[key] = {
+                "client": client,
+                "group": group,
+                "verdict": clean,
+                "updated": now,
+                "ended": False,
+                "ended_at": None,
+            }
             self._count_label("session", clean)
             while len(self._sessions) > self.max_flows:
                 self._sessions.popitem(last=False)
@@ -249,8 +283,7 @@ class LiveState:
         now = self._clock()
         with self._lock:
             self._prune(self._ended_sessions, now)
-            entries = [*reversed(self._sessions.values()),
-                       *reversed(self._ended_sessions.values())]
+            entries = [*reversed(self._sessions.values()), *reversed(self._ended_sessions.values())]
             return [dict(e, verdict=dict(e["verdict"])) for e in entries]
 
     def session_count(self) -> int:
@@ -277,8 +310,15 @@ class LiveState:
     def block_count(self) -> int:
         return len(self.enforcer.active_blocks())
 
-    def block(self, client: str, server: str, port: int | None, proto: str | None,
-              duration_s: int, reason: str) -> dict[str, Any]:
+    def block(
+        self,
+        client: str,
+        server: str,
+        port: int | None,
+        proto: str | None,
+        duration_s: int,
+        reason: str,
+    ) -> dict[str, Any]:
         """Block ``client`` -> ``server`` (one ``port``/``proto``, or the whole pair when
         both are None) for ``duration_s`` seconds, by hand.
 
@@ -296,15 +336,23 @@ class LiveState:
                 raise PolicyError("not blocked: enforcement mode is off")
             if running.allowed(None, server):
                 raise PolicyError(f"not blocked: server {server} is on the policy allowlist")
-            rec = self.enforcer.block_manual(client, server, port, proto,
-                                             duration_s=int(duration_s), reason=reason)
+            rec = self.enforcer.block_manual(
+                client, server, port, proto, duration_s=int(duration_s), reason=reason
+            )
             if rec is None:
-                raise PolicyError("not blocked: the enforcer declined (closed, or policy "
-                                  "mode off)")
+                raise PolicyError("not blocked: the enforcer declined (closed, or policy mode off)")
             self._reasons[rec.id] = reason
             self.counters["blocks"] = self.counters.get("blocks", 0) + 1
-            log.info("manual block %s: %s -> %s port %s/%s for %d s (%s)", rec.id, client,
-                     server, port, proto, duration_s, reason)
+            log.info(
+                "manual block %s: %s -> %s port %s/%s for %d s (%s)",
+                rec.id,
+                client,
+                server,
+                port,
+                proto,
+                duration_s,
+                reason,
+            )
             return self._record(rec)
 
     def unblock(self, block_id: str) -> bool:
@@ -347,8 +395,7 @@ class LiveState:
         the file is invalid.
         """
         if self.policy_holder.path is None:
-            raise PolicyError("live mode runs without --policy: there is no policy file to "
-                              "reload")
+            raise PolicyError("live mode runs without --policy: there is no policy file to reload")
         error = self.policy_holder.reload()
         if error is not None:
             raise error

@@ -21,20 +21,31 @@ T = TypeVar("T")
 _CONNECT_TIMEOUT_S = 10.0
 
 
-def ordered_map(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, jobs: int = 1,
-                scheduler: str = "local", progress: bool = False, desc: str = "featurize",
-                error: type[ShortflowError] = ShortflowError) -> Iterator[T]:
+def ordered_map(
+    func: Callable[..., T],
+    args: Sequence[tuple[Any, ...]],
+    *,
+    jobs: int = 1,
+    scheduler: str = "local",
+    progress: bool = False,
+    desc: str = "featurize",
+    error: type[ShortflowError] = ShortflowError,
+) -> Iterator[T]:
     """``func(*a)`` for every ``a`` in ``args``, yielded in the order of ``args`` as soon as
     each is ready and the ones before it were yielded (a result is held only until then).
 
     Raises ``error`` when Dask is missing or the scheduler cannot be reached; exceptions
     from ``func`` pass through unchanged.
     """
+
     def bar(results: Iterator[T]) -> Iterator[T]:
         from tqdm import tqdm  # here: a one-file run need not import it
 
-        return iter(tqdm(results, total=len(args), desc=desc, unit=" file",
-                         disable=not progress, leave=False))
+        return iter(
+            tqdm(
+                results, total=len(args), desc=desc, unit=" file", disable=not progress, leave=False
+            )
+        )
 
     if scheduler == "local":
         if jobs <= 1 or len(args) <= 1:
@@ -43,24 +54,34 @@ def ordered_map(func: Callable[..., T], args: Sequence[tuple[Any, ...]], *, jobs
         import joblib
 
         tasks = (joblib.delayed(func)(*a) for a in args)
-        yield from bar(joblib.Parallel(n_jobs=min(jobs, len(args)), return_as="generator")(
-            tasks))
+        yield from bar(joblib.Parallel(n_jobs=min(jobs, len(args)), return_as="generator")(tasks))
         return
     yield from bar(_dask_map(func, args, jobs, scheduler, error))
 
 
-def _dask_map(func: Callable[..., T], args: Sequence[tuple[Any, ...]], jobs: int,
-              scheduler: str, error: type[ShortflowError]) -> Iterator[T]:
+def _dask_map(
+    func: Callable[..., T],
+    args: Sequence[tuple[Any, ...]],
+    jobs: int,
+    scheduler: str,
+    error: type[ShortflowError],
+) -> Iterator[T]:
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as exc:
-        raise error("the dask scheduler needs dask[distributed]: "
-                    "pip install 'dask[distributed]'") from exc
+        raise error(
+            "the dask scheduler needs dask[distributed]: pip install 'dask[distributed]'"
+        ) from exc
     with ExitStack() as stack:
         if scheduler == "dask":
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=max(1, jobs), threads_per_worker=1, processes=True,
-                dashboard_address=None))
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=max(1, jobs),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
             client = stack.enter_context(Client(cluster))
         else:
             try:

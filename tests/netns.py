@@ -214,21 +214,52 @@ class Topology:
             self._created.append(ns)
         c, r, s = self.namespaces
         ifc = self.iface
-        run_in(c, ["ip", "link", "add", "name", ifc["client"], "type", "veth",
-                   "peer", "name", ifc["router.client"], "netns", r])
-        run_in(s, ["ip", "link", "add", "name", ifc["server"], "type", "veth",
-                   "peer", "name", ifc["router.server"], "netns", r])
-        for ns, key in ((c, "client"), (r, "router.client"), (r, "router.server"),
-                        (s, "server")):
+        run_in(
+            c,
+            [
+                "ip",
+                "link",
+                "add",
+                "name",
+                ifc["client"],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ifc["router.client"],
+                "netns",
+                r,
+            ],
+        )
+        run_in(
+            s,
+            [
+                "ip",
+                "link",
+                "add",
+                "name",
+                ifc["server"],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ifc["router.server"],
+                "netns",
+                r,
+            ],
+        )
+        for ns, key in ((c, "client"), (r, "router.client"), (r, "router.server"), (s, "server")):
             run_in(ns, ["ip", "addr", "add", f"{self.addr[key]}/24", "dev", ifc[key]])
             run_in(ns, ["ip", "link", "set", ifc[key], "up"])
             if self.offloads_off:
                 self._offloads_off(ns, ifc[key])
         run_in(r, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
-        run_in(c, ["ip", "route", "add", f"{self.server_net}.0/24",
-                   "via", self.addr["router.client"]])
-        run_in(s, ["ip", "route", "add", f"{self.client_net}.0/24",
-                   "via", self.addr["router.server"]])
+        run_in(
+            c, ["ip", "route", "add", f"{self.server_net}.0/24", "via", self.addr["router.client"]]
+        )
+        run_in(
+            s, ["ip", "route", "add", f"{self.client_net}.0/24", "via", self.addr["router.server"]]
+        )
 
     @staticmethod
     def _offloads_off(ns: str, dev: str) -> None:

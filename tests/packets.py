@@ -10,27 +10,72 @@ SERVER = "10.77.2.2"
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 
 
-def tcp(ts: float, up: bool, payload_len: int = 0, flags: int = ACK, *, cport: int = 50000,
-        sport: int = 443, payload: bytes = b"", seq: int = 0) -> Packet:
+def tcp(
+    ts: float,
+    up: bool,
+    payload_len: int = 0,
+    flags: int = ACK,
+    *,
+    cport: int = 50000,
+    sport: int = 443,
+    payload: bytes = b"",
+    seq: int = 0,
+) -> Packet:
     """A TCP packet of the CLIENT:cport <-> SERVER:sport flow; IPv4, 20+20 header bytes."""
     src, dst, sp, dp = (CLIENT, SERVER, cport, sport) if up else (SERVER, CLIENT, sport, cport)
     ip_len = 40 + payload_len
-    return Packet(ts=ts, wire_len=ip_len + 14, ip_len=ip_len, version=4, src=src, dst=dst,
-                  proto=TCP, sport=sp, dport=dp, tcp_flags=flags, seq=seq,
-                  payload_len=payload_len, payload=payload)
+    return Packet(
+        ts=ts,
+        wire_len=ip_len + 14,
+        ip_len=ip_len,
+        version=4,
+        src=src,
+        dst=dst,
+        proto=TCP,
+        sport=sp,
+        dport=dp,
+        tcp_flags=flags,
+        seq=seq,
+        payload_len=payload_len,
+        payload=payload,
+    )
 
 
-def udp(ts: float, up: bool, payload_len: int, *, cport: int = 50000, sport: int = 443,
-        payload: bytes = b"", client: str = CLIENT, server: str = SERVER) -> Packet:
+def udp(
+    ts: float,
+    up: bool,
+    payload_len: int,
+    *,
+    cport: int = 50000,
+    sport: int = 443,
+    payload: bytes = b"",
+    client: str = CLIENT,
+    server: str = SERVER,
+) -> Packet:
     """A UDP packet between client:cport and server:sport; IPv4, 20+8 header bytes."""
     src, dst, sp, dp = (client, server, cport, sport) if up else (server, client, sport, cport)
     ip_len = 28 + payload_len
-    return Packet(ts=ts, wire_len=ip_len + 14, ip_len=ip_len, version=4, src=src, dst=dst,
-                  proto=UDP, sport=sp, dport=dp, tcp_flags=0, seq=0, payload_len=payload_len,
-                  payload=payload)
+    return Packet(
+        ts=ts,
+        wire_len=ip_len + 14,
+        ip_len=ip_len,
+        version=4,
+        src=src,
+        dst=dst,
+        proto=UDP,
+        sport=sp,
+        dport=dp,
+        tcp_flags=0,
+        seq=0,
+        payload_len=payload_len,
+        payload=payload,
+    )
 
 
 def handshake(t0: float = 0.0, **kw: int) -> list[Packet]:
     """SYN, SYN+ACK, ACK."""
-    return [tcp(t0, True, 0, SYN, **kw), tcp(t0 + 0.01, False, 0, SYN | ACK, **kw),
-            tcp(t0 + 0.02, True, 0, ACK, **kw)]
+    return [
+        tcp(t0, True, 0, SYN, **kw),
+        tcp(t0 + 0.01, False, 0, SYN | ACK, **kw),
+        tcp(t0 + 0.02, True, 0, ACK, **kw),
+    ]

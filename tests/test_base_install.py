@@ -19,8 +19,9 @@ SAMPLE = REPO / "datasets" / "samples" / "sample.pcap"
 
 
 def _requirement_names(specs: list[str]) -> set[str]:
-    return {re.split(r"[<>=!\[;~ ]", s, maxsplit=1)[0].strip().lower().replace("_", "-")
-            for s in specs}
+    return {
+        re.split(r"[<>=!\[;~ ]", s, maxsplit=1)[0].strip().lower().replace("_", "-") for s in specs
+    }
 
 
 def _extra_only_modules() -> list[str]:
@@ -28,8 +29,9 @@ def _extra_only_modules() -> list[str]:
     (their own dependencies that the base also pulls in stay importable)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = _requirement_names(project["dependencies"])
-    extras = set().union(*(_requirement_names(v)
-                           for v in project["optional-dependencies"].values()))
+    extras = set().union(
+        *(_requirement_names(v) for v in project["optional-dependencies"].values())
+    )
     blocked = set()
     for module, dists in metadata.packages_distributions().items():
         names = {d.lower().replace("_", "-") for d in dists}
@@ -62,7 +64,12 @@ def test_the_extras_are_known_modules() -> None:
 
 def test_classify_runs_without_any_extra(tmp_path: Path) -> None:
     code = f"BLOCKED = {set(_extra_only_modules())!r}\n" + BLOCKER
-    run = subprocess.run([sys.executable, "-c", code, "classify", str(SAMPLE)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", code, "classify", str(SAMPLE)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "short-form is" in run.stdout

@@ -19,8 +19,9 @@ needs_shared = pytest.mark.skipif(not REQUET.exists(), reason="needs ../shared/p
 
 
 def shortflow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "classifier.cli", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "classifier.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @needs_shared
@@ -60,13 +61,17 @@ def test_flows_prints_a_readable_table() -> None:
     assert "googlevideo.com" in res.stdout and "more flows" in lines[-1]
 
 
-@pytest.mark.parametrize("content,expect", [
-    (None, "no such file"),
-    (b"", "empty"),
-    (b"this is not a capture at all, just text\n" * 10, "not a"),
-])
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, content: bytes | None,
-                                          expect: str) -> None:
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        (None, "no such file"),
+        (b"", "empty"),
+        (b"this is not a capture at all, just text\n" * 10, "not a"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, content: bytes | None, expect: str
+) -> None:
     path = tmp_path / "input.pcap"
     if content is not None:
         path.write_bytes(content)
@@ -119,14 +124,17 @@ def test_flows_uses_the_compiled_engine_unless_told_or_reading_through_tshark() 
     assert default.returncode == reference.returncode == 0, default.stderr + reference.stderr
     assert default.stdout == reference.stdout and "udp" in default.stdout
     assert "ahead-of-time" not in default.stderr  # the built kernels were used
-    code = ("import sys\nfrom classifier.cli import build_parser, engine\n"
-            "p = build_parser()\n"
-            "for argv, want in (([], 'fast'), (['--engine', 'reference'], 'reference'),"
-            " (['--backend', 'tshark'], 'reference')):\n"
-            "    assert engine(p.parse_args(['flows', 'x', *argv])) == want, argv\n"
-            "print('ok')\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=False)
+    code = (
+        "import sys\nfrom classifier.cli import build_parser, engine\n"
+        "p = build_parser()\n"
+        "for argv, want in (([], 'fast'), (['--engine', 'reference'], 'reference'),"
+        " (['--backend', 'tshark'], 'reference')):\n"
+        "    assert engine(p.parse_args(['flows', 'x', *argv])) == want, argv\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
     assert res.stdout.strip() == "ok", res.stderr
 
 
@@ -136,17 +144,19 @@ def test_featurize_fast_to_parquet_does_not_import_pandas(tmp_path: Path) -> Non
     Parquet without it (and registering the other commands must not import it)."""
     out = tmp_path / "o.parquet"
     argv = ["featurize", "-q", "--engine", "fast", str(SMALL), "-o", str(out)]
-    code = ("import sys\nfrom classifier.cli import main\n"
-            f"assert main({argv!r}) == 0\n"
-            "assert 'pandas' not in sys.modules, 'featurize --engine fast imported pandas'\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
+    code = (
+        "import sys\nfrom classifier.cli import main\n"
+        f"assert main({argv!r}) == 0\n"
+        "assert 'pandas' not in sys.modules, 'featurize --engine fast imported pandas'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert len(pd.read_parquet(out)) > 0
 
 
 def test_verbose_shows_shortflow_debug_but_not_numba_debug(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """-v sets shortflow's messages to DEBUG; numba's compiler debug output stays off."""
     import logging
 

@@ -29,8 +29,13 @@ MODEL_WINDOWS = [w for w in read_info(DEFAULT_MODEL_DIR).decision_windows if w i
 
 
 def shortflow(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "classifier.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "classifier.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def errors(stderr: str) -> list[str]:
@@ -40,6 +45,7 @@ def errors(stderr: str) -> list[str]:
 
 
 # --- classify --at: every decision window of the model, others refused -------------------
+
 
 @pytest.mark.parametrize("at", MODEL_WINDOWS)
 def test_classify_at_works_for_every_decision_window_of_the_model(at: float) -> None:
@@ -60,6 +66,7 @@ def test_classify_at_a_window_the_model_lacks_is_one_line_naming_the_valid_ones(
 
 # --- classify output: the table's reason, --json as the API's records --------------------
 
+
 def test_classify_json_is_the_api_record_and_all_columns_only_when_asked() -> None:
     res = shortflow("classify", str(SAMPLE), "--json")
     assert res.returncode == 0, res.stderr
@@ -79,8 +86,9 @@ def test_classify_json_is_the_api_record_and_all_columns_only_when_asked() -> No
     flows = json.loads(full.stdout)["flows"]
     assert len(flows) == len(doc["flows"])
     assert len(flows[0]) > 400 and "at3s__duration" in flows[0] and "burst_count" in flows[0]
-    assert {f["flow_id"]: f["label"] for f in flows} == \
-        {f["flow_id"]: f["label"] for f in doc["flows"]}
+    assert {f["flow_id"]: f["label"] for f in flows} == {
+        f["flow_id"]: f["label"] for f in doc["flows"]
+    }
 
     alone = shortflow("classify", str(SAMPLE), "--all-columns")
     assert alone.returncode == 2 and "--json" in errors(alone.stderr)[0]
@@ -103,14 +111,25 @@ def test_classify_table_has_a_short_reason_column() -> None:
 
 # --- featurize --skip-bad over several files ---------------------------------------------
 
+
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_skip_bad_skips_files_that_are_not_captures(tmp_path: Path, jobs: str) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("meeting notes, not a capture\n")
     missing = tmp_path / "gone.pcap"
     out = tmp_path / "t.csv"
-    res = shortflow("featurize", str(SAMPLE), str(notes), str(missing), "--skip-bad",
-                    "-o", str(out), "-q", "--jobs", jobs)
+    res = shortflow(
+        "featurize",
+        str(SAMPLE),
+        str(notes),
+        str(missing),
+        "--skip-bad",
+        "-o",
+        str(out),
+        "-q",
+        "--jobs",
+        jobs,
+    )
     assert res.returncode == 0, res.stderr
     lines = errors(res.stderr)
     skipped = [line for line in lines if "skipped" in line and "packets" not in line]
@@ -127,8 +146,9 @@ def test_skip_bad_with_no_capture_at_all_fails(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a capture\n")
     out = tmp_path / "t.csv"
-    res = shortflow("featurize", str(notes), str(tmp_path / "gone.pcap"), "--skip-bad",
-                    "-o", str(out), "-q")
+    res = shortflow(
+        "featurize", str(notes), str(tmp_path / "gone.pcap"), "--skip-bad", "-o", str(out), "-q"
+    )
     assert res.returncode == 2 and not out.exists()
     assert "none of the 2 files" in errors(res.stderr)[-1]
     # without --skip-bad the first bad file stops the run, as before
@@ -138,6 +158,7 @@ def test_skip_bad_with_no_capture_at_all_fails(tmp_path: Path) -> None:
 
 # --- a truncated .pcap.gz is read to the cut, like a truncated plain pcap ----------------
 
+
 def test_truncated_gzip_capture_is_read_to_the_cut(tmp_path: Path) -> None:
     data = SAMPLE.read_bytes()
     packed = gzip.compress(data)
@@ -146,8 +167,9 @@ def test_truncated_gzip_capture_is_read_to_the_cut(tmp_path: Path) -> None:
     whole = tmp_path / "whole.pcap.gz"
     whole.write_bytes(packed)
     for engine in ("fast", "reference"):
-        res = shortflow("featurize", str(cut), "-o", str(tmp_path / f"{engine}.csv"), "-q",
-                        "--engine", engine)
+        res = shortflow(
+            "featurize", str(cut), "-o", str(tmp_path / f"{engine}.csv"), "-q", "--engine", engine
+        )
         assert res.returncode == 0, res.stderr
         warnings = [line for line in errors(res.stderr) if "WARNING" in line]
         assert len(warnings) == 1 and str(cut) in warnings[0], res.stderr
@@ -166,6 +188,7 @@ def test_truncated_gzip_capture_is_read_to_the_cut(tmp_path: Path) -> None:
 
 # --- shortflow serve: a busy port, and /docs offline --------------------------------------
 
+
 def _serve_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
 
@@ -175,13 +198,28 @@ def test_serve_on_a_busy_port_is_one_line_and_no_serving_on() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        res = subprocess.run([sys.executable, "-m", "classifier.cli", "serve", "--host",
-                              "127.0.0.1", "--port", str(port)], cwd=ROOT, env=_serve_env(),
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "classifier.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=_serve_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert res.returncode != 0
     assert "serving on" not in res.stdout + res.stderr
     assert errors(res.stderr) == [
-        f"shortflow: error: cannot listen on 127.0.0.1:{port}: address already in use"]
+        f"shortflow: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    ]
 
 
 @dataclass
@@ -196,9 +234,23 @@ def served() -> Iterator[Served]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "classifier.cli", "serve", "--port",
-                             str(port), "--log-level", "warning"], cwd=ROOT, env=_serve_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=_serve_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     try:
         deadline = time.monotonic() + 120
@@ -208,8 +260,9 @@ def served() -> Iterator[Served]:
             if ready:
                 line = proc.stdout.readline()
                 break
-        assert line.startswith(f"shortflow: serving on http://127.0.0.1:{port}"), \
-            line + (proc.stderr.read() if proc.poll() is not None else "")
+        assert line.startswith(f"shortflow: serving on http://127.0.0.1:{port}"), line + (
+            proc.stderr.read() if proc.poll() is not None else ""
+        )
         # "serving on" comes once the server answers: no retry needed
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
@@ -239,8 +292,11 @@ def test_docs_pages_load_every_asset_from_the_app_itself(served: Served, page: s
 def test_classify_json_equals_the_api_answer(served: Served) -> None:
     cli = shortflow("classify", str(SAMPLE), "--json")
     assert cli.returncode == 0, cli.stderr
-    api = httpx.post(f"{served.url}/v1/captures:classify", timeout=120,
-                     files={"file": ("sample.pcap", SAMPLE.read_bytes())})
+    api = httpx.post(
+        f"{served.url}/v1/captures:classify",
+        timeout=120,
+        files={"file": ("sample.pcap", SAMPLE.read_bytes())},
+    )
     assert api.status_code == 200, api.text
     doc, answer = json.loads(cli.stdout), api.json()
     for key in ("flows", "clients", "timeline"):
@@ -249,14 +305,16 @@ def test_classify_json_equals_the_api_answer(served: Served) -> None:
 
 # --- shortflow flows: --windows works, --snapshots is refused -----------------------------
 
+
 def test_flows_windows_shows_each_window(tmp_path: Path) -> None:
     res = shortflow("flows", str(SAMPLE), "--windows", "10", "--limit", "1000")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].split()[:4] == ["proto", "client", "server", "window"]
     out = tmp_path / "w.csv"
-    assert shortflow("featurize", str(SAMPLE), "--windows", "10", "-o", str(out),
-                     "-q").returncode == 0
+    assert (
+        shortflow("featurize", str(SAMPLE), "--windows", "10", "-o", str(out), "-q").returncode == 0
+    )
     table = pd.read_csv(out)
     assert len(lines) - 1 == len(table) > table["flow_id"].nunique()
     media = [line.split()[3] for line in lines[1:] if "googlevideo" in line]
@@ -299,8 +357,13 @@ def _stderr_on_a_terminal(*args: str) -> tuple[int, str]:
     master, slave = pty.openpty()
     # a terminal of 24 x 100 (a new pty is 0 x 0, where tqdm draws nothing)
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "classifier.cli", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "classifier.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+    )
     os.close(slave)
     seen = bytearray()
     try:
@@ -323,12 +386,14 @@ def _stderr_on_a_terminal(*args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_progress_bar_on_a_terminal(tmp_path: Path, engine: str) -> None:
-    code, text = _stderr_on_a_terminal("featurize", str(SAMPLE), "--engine", engine, "-o",
-                                       str(tmp_path / "o.csv"))
+    code, text = _stderr_on_a_terminal(
+        "featurize", str(SAMPLE), "--engine", engine, "-o", str(tmp_path / "o.csv")
+    )
     assert code == 0, text
     assert _BAR.search(text) and "sample.pcap" in text, text
-    code, text = _stderr_on_a_terminal("featurize", str(SAMPLE), "--engine", engine, "-q",
-                                       "-o", str(tmp_path / "o.csv"))
+    code, text = _stderr_on_a_terminal(
+        "featurize", str(SAMPLE), "--engine", engine, "-q", "-o", str(tmp_path / "o.csv")
+    )
     assert code == 0 and not _BAR.search(text), text
 
 

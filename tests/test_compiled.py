@@ -25,14 +25,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **env}, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+        check=False,
+    )
 
 
 def test_the_build_is_there_current_and_used() -> None:
     assert compiled.aot_status() == "aot", (
         "classifier/_aot is missing or older than the sources: run `make kernels` "
-        "(or `python -m classifier.compiled`)")
+        "(or `python -m classifier.compiled`)"
+    )
 
 
 def test_featurizing_never_needs_numba() -> None:
@@ -56,8 +64,9 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("config", [FeaturizeConfig(), FeaturizeConfig(window=5.0)],
-                         ids=["flows", "windows"])
+@pytest.mark.parametrize(
+    "config", [FeaturizeConfig(), FeaturizeConfig(window=5.0)], ids=["flows", "windows"]
+)
 def test_jit_and_aot_tables_are_equal(config: FeaturizeConfig, tmp_path: Path) -> None:
     out = tmp_path / "jit.pkl"
     code = f"""
@@ -110,9 +119,10 @@ def test_built_kernels_release_the_gil() -> None:
     """A thread running built kernels lets another thread run Python code meanwhile (as
     numba's ``nogil=True`` does). With a long switch interval a thread that held the GIL
     through its kernel calls would keep it until all ten calls were done."""
-    frame = bytes.fromhex("ffffffffffff0000000000010800" "4500002e00004000401100000a4d0001"
-                          "0a4d0002d431003500190000") + bytes(18)
-    record = (np.array([1, 0, len(frame), len(frame)], "<u4").tobytes() + frame)
+    frame = bytes.fromhex(
+        "ffffffffffff00000000000108004500002e00004000401100000a4d00010a4d0002d431003500190000"
+    ) + bytes(18)
+    record = np.array([1, 0, len(frame), len(frame)], "<u4").tobytes() + frame
     n = 200_000
     buf = np.frombuffer(bytes(24) + record * n, np.uint8).copy()
     ts, cols = np.empty(n), np.empty((16, n), np.int64)
@@ -123,8 +133,11 @@ def test_built_kernels_release_the_gil() -> None:
     def run() -> None:
         started.set()
         for _ in range(10):
-            calls.append(columns._walk_pcap(buf, len(buf), 24, False, 1e6, 1, True, ts, cols,
-                                            counts, notes)[0])
+            calls.append(
+                columns._walk_pcap(buf, len(buf), 24, False, 1e6, 1, True, ts, cols, counts, notes)[
+                    0
+                ]
+            )
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(5.0)

@@ -187,10 +187,12 @@ def shortflow_args(tokens: list[str]) -> list[str] | None:
         return None
     program = tokens[i]
     if program.rsplit("/", 1)[-1] == "shortflow":
-        return tokens[i + 1:]
-    if re.fullmatch(r"(.*/)?python3?(\.\d+)?", program) and tokens[i + 1:i + 3] in (
-            ["-m", "classifier"], ["-m", "classifier.cli"]):
-        return tokens[i + 3:]
+        return tokens[i + 1 :]
+    if re.fullmatch(r"(.*/)?python3?(\.\d+)?", program) and tokens[i + 1 : i + 3] in (
+        ["-m", "classifier"],
+        ["-m", "classifier.cli"],
+    ):
+        return tokens[i + 3 :]
     return None
 
 
@@ -225,8 +227,7 @@ def usage_variants(args: list[str]) -> list[list[str]]:
             in_group = False
             token = token[:-1]
         parts = token.split("|")
-        plain.append(parts if len(parts) > 1 and all(p.startswith("-") for p in parts)
-                     else [token])
+        plain.append(parts if len(parts) > 1 and all(p.startswith("-") for p in parts) else [token])
     return [list(v) for v in itertools.product(*plain)][:16]
 
 
@@ -257,8 +258,7 @@ def command_error(args: list[str], *, names_only: bool = False) -> str | None:
         error = parse_error(variant)
         if error is None:
             continue
-        if names_only and not ("unrecognized arguments" in error
-                               or "invalid choice" in error):
+        if names_only and not ("unrecognized arguments" in error or "invalid choice" in error):
             continue
         return f"{' '.join(variant)!r}: {error}"
     return None
@@ -293,8 +293,12 @@ DOC_LINES = all_doc_lines()
 COMMANDS = doc_commands(DOC_LINES)
 BLOCK_COMMANDS = [c for c in COMMANDS if c.doc.kind != "inline"]
 INLINE_COMMANDS = [c for c in COMMANDS if c.doc.kind == "inline"]
-MAKE_USES = [(doc, targets) for doc in DOC_LINES for tokens in segments(doc.text)
-             if (targets := make_targets_named(tokens)) is not None]
+MAKE_USES = [
+    (doc, targets)
+    for doc in DOC_LINES
+    for tokens in segments(doc.text)
+    if (targets := make_targets_named(tokens)) is not None
+]
 
 
 # -- the docs ---------------------------------------------------------------------------
@@ -375,8 +379,11 @@ def test_the_systemd_unit_command_starts_blocks_and_reloads(tmp_path: Path) -> N
     says that --enforce and the policy disagree, installs its nftables table there, and
     after the policy says nft and SIGHUP it blocks (effective nft); SIGTERM stops it and
     removes the table."""
-    start = next(d for d in DOC_LINES if d.path == "docs/deployment.md"
-                 and d.kind == "unit" and " live " in d.text)
+    start = next(
+        d
+        for d in DOC_LINES
+        if d.path == "docs/deployment.md" and d.kind == "unit" and " live " in d.text
+    )
     args = shortflow_args(shlex.split(start.text))
     assert args is not None and args[args.index("--enforce") + 1] == "nft"
     policy = tmp_path / "policy.toml"
@@ -389,8 +396,12 @@ def test_the_systemd_unit_command_starts_blocks_and_reloads(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
     err = tmp_path / "stderr"
     with scratch_netns("sf-unit") as ns, err.open("wb") as sink:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, str(program), *args],
-                                stdout=subprocess.DEVNULL, stderr=sink, env=env)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, str(program), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env=env,
+        )
         try:
             deadline = time.monotonic() + 240  # kernels may compile just in time
             while "shortflow: live on lo" not in err.read_text():
@@ -401,8 +412,11 @@ def test_the_systemd_unit_command_starts_blocks_and_reloads(tmp_path: Path) -> N
             assert "inet shortflow" in tables, tables
             if api is not None:
                 assert _enforcement(ns, api) == {
-                    "flag": "nft", "policy": "dry-run", "effective": "dry-run",
-                    "note": enforcement_status("nft", "dry-run")["note"]}
+                    "flag": "nft",
+                    "policy": "dry-run",
+                    "effective": "dry-run",
+                    "note": enforcement_status("nft", "dry-run")["note"],
+                }
             policy.write_text('mode = "nft"\n')
             proc.send_signal(signal.SIGHUP)
             if api is not None:
@@ -438,40 +452,40 @@ def test_checker_rejects_an_unknown_option() -> None:
 
 
 def test_extract_reads_blocks_units_and_spans() -> None:
-    text = "\n".join([
-        "Run `shortflow live --interface wg0` or `make demo`.",  # 1
-        "```sh",
-        "shortflow live --iface wg0 \\",  # 3
-        "    --enforce nft --policy <policy.toml>   # comment",
-        "cd x && .venv/bin/shortflow flows a.pcap --limit 3 2>&1 | head",  # 5
-        "```",
-        "```text",
-        "shortflow fast    985737 records",  # output, not a command
-        "```",
-        "```console",
-        "$ shortflow classify x.pcap > out.txt",  # 11
-        "shortflow: printed output",
-        "```",
-        "```ini",
-        "ExecStart=/opt/shortflow/.venv/bin/shortflow live --iface wg0 \\",  # 15
-        "    --enforce dry-run",
-        "ExecReload=/bin/kill -HUP $MAINPID",  # 17
-        "ExecStopPost=-/usr/sbin/nft delete table inet shortflow",
-        "```",
-    ])
+    text = "\n".join(
+        [
+            "Run `shortflow live --interface wg0` or `make demo`.",  # 1
+            "```sh",
+            "shortflow live --iface wg0 \\",  # 3
+            "    --enforce nft --policy <policy.toml>   # comment",
+            "cd x && .venv/bin/shortflow flows a.pcap --limit 3 2>&1 | head",  # 5
+            "```",
+            "```text",
+            "shortflow fast    985737 records",  # output, not a command
+            "```",
+            "```console",
+            "$ shortflow classify x.pcap > out.txt",  # 11
+            "shortflow: printed output",
+            "```",
+            "```ini",
+            "ExecStart=/opt/shortflow/.venv/bin/shortflow live --iface wg0 \\",  # 15
+            "    --enforce dry-run",
+            "ExecReload=/bin/kill -HUP $MAINPID",  # 17
+            "ExecStopPost=-/usr/sbin/nft delete table inet shortflow",
+            "```",
+        ]
+    )
     lines = extract(text, "x.md")
     cmds = [(c.doc.line, c.doc.kind, list(c.args)) for c in doc_commands(lines)]
     assert cmds == [
         (1, "inline", ["live", "--interface", "wg0"]),
-        (3, "shell", ["live", "--iface", "wg0", "--enforce", "nft", "--policy",
-                      "<policy.toml>"]),
+        (3, "shell", ["live", "--iface", "wg0", "--enforce", "nft", "--policy", "<policy.toml>"]),
         (5, "shell", ["flows", "a.pcap", "--limit", "3"]),
         (11, "shell", ["classify", "x.pcap"]),
         (15, "unit", ["live", "--iface", "wg0", "--enforce", "dry-run"]),
     ]
     assert [d.text for d in lines if d.kind == "unit"][1] == "/bin/kill -HUP $MAINPID"
-    uses = [t for d in lines for s in segments(d.text)
-            if (t := make_targets_named(s)) is not None]
+    uses = [t for d in lines for s in segments(d.text) if (t := make_targets_named(s)) is not None]
     assert uses == [["demo"]]
 
 
@@ -482,7 +496,8 @@ def test_usage_notation_gives_each_variant() -> None:
         ["classify", "CAPTURE", "--model", "DIR", "--csv", "--at", "3"],
     ]
     assert usage_variants(["live", "--dns-listen", "[::1]:53"]) == [
-        ["live", "--dns-listen", "[::1]:53"]]
+        ["live", "--dns-listen", "[::1]:53"]
+    ]
     assert usage_variants(["-v", "live", "..."]) == [["-v", "live"]]
 
 

@@ -21,8 +21,10 @@ from classifier.live_state import LiveState
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
 C, S = "10.77.1.2", "10.77.2.2"
-VERDICT = re.compile(r"^verdict (\S+) (\S+)(?: \((\S+)\))?: (\S+) -> (\S+) p=(\d\.\d\d)"
-                     r"(?: window (\S+) s)?; action: ([^;]+)(?:; (.*))?$")
+VERDICT = re.compile(
+    r"^verdict (\S+) (\S+)(?: \((\S+)\))?: (\S+) -> (\S+) p=(\d\.\d\d)"
+    r"(?: window (\S+) s)?; action: ([^;]+)(?:; (.*))?$"
+)
 
 
 class Clock:
@@ -35,17 +37,26 @@ class Clock:
 
 def _enforcer(tmp: Path, clock: Clock, **policy: object) -> Enforcer:
     doc = {"mode": "dry-run", "block_seconds": 30, **policy}
-    return Enforcer("dry-run", None, AuditLog(tmp / "audit.jsonl", fsync=False),
-                    PolicyHolder(initial=parse_policy(doc, "test")), clock=clock)
+    return Enforcer(
+        "dry-run",
+        None,
+        AuditLog(tmp / "audit.jsonl", fsync=False),
+        PolicyHolder(initial=parse_policy(doc, "test")),
+        clock=clock,
+    )
 
 
 def _lines(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.INFO and r.getMessage().startswith(prefix)]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and r.getMessage().startswith(prefix)
+    ]
 
 
 def test_a_session_judged_for_an_hour_logs_its_changes_only(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = Clock()
     enforcer = _enforcer(tmp_path, clock)
     reports = VerdictLog()
@@ -55,21 +66,37 @@ def test_a_session_judged_for_an_hour_logs_its_changes_only(
 
     def judge(p_short: float, p_long: float) -> None:
         nonlocal made
-        label, p = reports.session_label(C, "youtube", p_short, p_long, k=policy.agreement_k,
-                                         n=policy.agreement_n, threshold=policy.threshold)
-        rec = enforcer.observe(C, S, 443, "udp", label="shorts", probability=p_short,
-                               name="youtube")
+        label, p = reports.session_label(
+            C,
+            "youtube",
+            p_short,
+            p_long,
+            k=policy.agreement_k,
+            n=policy.agreement_n,
+            threshold=policy.threshold,
+        )
+        rec = enforcer.observe(
+            C, S, 443, "udp", label="shorts", probability=p_short, name="youtube"
+        )
         records = [rec] if rec is not None else []
-        made += reports.report(C, "youtube", label=label, probability=p, name="rr3.gv.test",
-                               window=60.0, action="would block (dry-run)" if records else
-                               "none", records=records, reason="r").new_blocks
+        made += reports.report(
+            C,
+            "youtube",
+            label=label,
+            probability=p,
+            name="rr3.gv.test",
+            window=60.0,
+            action="would block (dry-run)" if records else "none",
+            records=records,
+            reason="r",
+        ).new_blocks
         clock.t += 10
 
     for _ in range(360):  # an hour of long-form, judged every 10 s
         judge(0.05, 0.9)
     assert _lines(caplog, "verdict") == [
-        f"verdict {C} youtube (rr3.gv.test): - -> long-form p=0.90 window 60 s; "
-        "action: none; r"]
+        f"verdict {C} youtube (rr3.gv.test): - -> long-form p=0.90 window 60 s; action: none; r"
+    ]
     for _ in range(30):  # five minutes of scrolling: 3 of 5 windows agree, then blocks
         judge(0.95, 0.04)  # long-form until 3 windows agree
     for _ in range(3):
@@ -80,31 +107,42 @@ def test_a_session_judged_for_an_hour_logs_its_changes_only(
     assert [VERDICT.match(x).group(4, 5, 8) for x in lines] == [  # type: ignore[union-attr]
         ("-", "long-form", "none"),
         ("long-form", "short-form", "would block (dry-run)"),
-        ("short-form", "long-form", "none")], lines
+        ("short-form", "long-form", "none"),
+    ], lines
     assert made == 1  # renewals are not new blocks
     assert [e["action"] for e in read_audit(tmp_path / "audit.jsonl")] == ["dry-run-block"]
 
     # the block (30 s, renewed while short-form) runs out 30 s after the last renewal
     assert reports.expired(enforcer.active_blocks(), clock.t) == [
-        f"unblock {C} youtube (rr3.gv.test): 1 block expired (dry-run)"]
+        f"unblock {C} youtube (rr3.gv.test): 1 block expired (dry-run)"
+    ]
     assert reports.expired(enforcer.active_blocks(), clock.t) == []  # said once
     assert reports.last(C, "youtube") == ("long-form", "none")
     enforcer.close()
 
 
-def test_a_block_lifted_by_hand_and_made_again(tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_a_block_lifted_by_hand_and_made_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = Clock()
     enforcer = _enforcer(tmp_path, clock)
     reports = VerdictLog()
     caplog.set_level(logging.INFO, logger="classifier")
 
     def blocked() -> list[str]:
-        records = [enforcer.block(C, s, 443, "udp", label="shorts", probability=0.9,
-                                  name="youtube") for s in (S, "10.77.2.3")]
+        records = [
+            enforcer.block(C, s, 443, "udp", label="shorts", probability=0.9, name="youtube")
+            for s in (S, "10.77.2.3")
+        ]
         assert all(r is not None for r in records)
-        reports.report(C, "youtube", label="short-form", probability=0.9,
-                       action="would block (dry-run)", records=records)  # type: ignore[arg-type]
+        reports.report(
+            C,
+            "youtube",
+            label="short-form",
+            probability=0.9,
+            action="would block (dry-run)",
+            records=records,
+        )  # type: ignore[arg-type]
         return [r.id for r in records]  # type: ignore[union-attr]
 
     first = blocked()
@@ -112,44 +150,67 @@ def test_a_block_lifted_by_hand_and_made_again(tmp_path: Path,
     assert reports.expired(enforcer.active_blocks(), clock.t) == []  # one still in force
     assert enforcer.unblock(first[1])
     assert reports.expired(enforcer.active_blocks(), clock.t) == [
-        f"unblock {C} youtube: 2 blocks lifted (dry-run)"]
+        f"unblock {C} youtube: 2 blocks lifted (dry-run)"
+    ]
     blocked()  # the same verdict, blocked again: a change from "none"
     lines = _lines(caplog, "verdict")
     assert len(lines) == 2 and lines[1].startswith(
-        f"verdict {C} youtube: short-form -> short-form p=0.90; action: would block")
+        f"verdict {C} youtube: short-form -> short-form p=0.90; action: would block"
+    )
     enforcer.close()
 
 
-def test_quiet_groups_log_at_debug_and_memory_is_bounded(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_quiet_groups_log_at_debug_and_memory_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     reports = VerdictLog(max_sessions=3)
     caplog.set_level(logging.DEBUG, logger="classifier")
     for i in range(5):
-        reports.report(C, f"net:10.77.{i}.0/24", label="other", probability=0.8,
-                       action="none", media=False)
+        reports.report(
+            C, f"net:10.77.{i}.0/24", label="other", probability=0.8, action="none", media=False
+        )
     assert len(reports) == 3 and reports.last(C, "net:10.77.0.0/24") is None
     assert _lines(caplog, "verdict") == []  # no media, no short-form: debug only
     assert len([r for r in caplog.records if r.getMessage().startswith("verdict")]) == 5
-    reports.report(C, "net:10.77.4.0/24", label="short-form", probability=0.9,
-                   action="none (no service name)", media=False)
+    reports.report(
+        C,
+        "net:10.77.4.0/24",
+        label="short-form",
+        probability=0.9,
+        action="none (no service name)",
+        media=False,
+    )
     assert _lines(caplog, "verdict") == [
-        f"verdict {C} net:10.77.4.0/24: other -> short-form p=0.90; "
-        "action: none (no service name)"]
+        f"verdict {C} net:10.77.4.0/24: other -> short-form p=0.90; action: none (no service name)"
+    ]
 
 
 def test_summary_text() -> None:
     text = summary_text(
-        {"packets": 81234, "received": 81240, "drops": 60, "verdicts": 500,
-         "session_verdicts": 90, "blocks": 3},
-        {"session": {"other": 4, "short-form": 6, "long-form": 80},
-         "flow": {"other": 480, "long-form": 20}},
-        uptime=300.2, flows_open=42, sessions_open=3, blocks_active=2, mode="dry-run")
+        {
+            "packets": 81234,
+            "received": 81240,
+            "drops": 60,
+            "verdicts": 500,
+            "session_verdicts": 90,
+            "blocks": 3,
+        },
+        {
+            "session": {"other": 4, "short-form": 6, "long-form": 80},
+            "flow": {"other": 480, "long-form": 20},
+        },
+        uptime=300.2,
+        flows_open=42,
+        sessions_open=3,
+        blocks_active=2,
+        mode="dry-run",
+    )
     assert text == (
         "up 300 s; packets 81234 (received 81240, dropped 60 = 0.07 %); flows open 42; "
         "sessions open 3, judged 90: short-form 6, long-form 80, other 4; flow verdicts "
-        "500: long-form 20, other 480; blocks active 2, made 3 (mode dry-run)")
+        "500: long-form 20, other 480; blocks active 2, made 3 (mode dry-run)"
+    )
     assert "judged 0: none; flow verdicts 0: none" in summary_text(
-        {}, {}, uptime=0, flows_open=0, sessions_open=0, blocks_active=0, mode="off")
+        {}, {}, uptime=0, flows_open=0, sessions_open=0, blocks_active=0, mode="off"
+    )
 
 
 def _state(tmp: Path, clock: Clock, **kw: float) -> tuple[LiveState, Enforcer]:
@@ -171,8 +232,7 @@ def test_ended_flows_stay_ten_minutes_with_their_verdicts(tmp_path: Path) -> Non
     assert state.remove_flow(_key(40000)) is True
     assert state.remove_flow(_key(40000)) is False  # ended already
     flows = state.flows()
-    assert [(f["key"]["client_port"], f["ended"]) for f in flows] == [(40001, False),
-                                                                     (40000, True)]
+    assert [(f["key"]["client_port"], f["ended"]) for f in flows] == [(40001, False), (40000, True)]
     ended = flows[1]
     assert ended["ended_at"] == clock.t and ended["verdict"]["label"] == "short-form"
     assert ended["first_verdict"]["label"] == "long-form" and ended["verdicts"] == 2
@@ -180,7 +240,10 @@ def test_ended_flows_stay_ten_minutes_with_their_verdicts(tmp_path: Path) -> Non
     # the same 5-tuple starts again: a new active flow, the ended one stays
     state.update_flow(_key(40000), {"label": "other", "probability": 0.7})
     assert [(f["key"]["client_port"], f["ended"]) for f in state.flows()] == [
-        (40000, False), (40001, False), (40000, True)]
+        (40000, False),
+        (40001, False),
+        (40000, True),
+    ]
     clock.t += 600
     assert len(state.flows()) == 3  # 600 s: still kept
     clock.t += 1
@@ -210,15 +273,18 @@ def test_sessions_end_when_no_longer_judged(tmp_path: Path) -> None:
     clock.t += 10
     assert state.end_sessions([(C, "youtube")]) == 1
     state.update_session(C, "youtube", {"label": "long-form", "action": "none"})
-    got = [(s["group"], s["ended"], s["ended_at"], s["verdict"]["label"])
-           for s in state.sessions()]
-    assert got == [("youtube", False, None, "long-form"),
-                   ("net:10.77.9.0/24", True, clock.t, "other")]
+    got = [(s["group"], s["ended"], s["ended_at"], s["verdict"]["label"]) for s in state.sessions()]
+    assert got == [
+        ("youtube", False, None, "long-form"),
+        ("net:10.77.9.0/24", True, clock.t, "other"),
+    ]
     assert state.session_count() == 1
     clock.t += 10
     state.end_sessions()
     assert [(s["group"], s["ended"]) for s in state.sessions()] == [
-        ("youtube", True), ("net:10.77.9.0/24", True)]
+        ("youtube", True),
+        ("net:10.77.9.0/24", True),
+    ]
     clock.t += 55  # keep_ended 60: the first ended 65 s ago, the second 55 s ago
     assert [s["group"] for s in state.sessions()] == ["youtube"]
     assert state.label_counts()["session"] == {"short-form": 1, "other": 1, "long-form": 1}
@@ -233,8 +299,9 @@ def test_verbose_and_quiet_contradict(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a live router opens an AF_PACKET socket (root)")
-def test_router_logs_changes_not_judgements(tmp_path: Path,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_router_logs_changes_not_judgements(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The live decision path (shipped session model, dry-run) on the sample capture
     replayed four times with a fake clock: every session is judged every 10 s, the log
     has a line per change only, the would-be block is said once and counted once."""
@@ -246,8 +313,12 @@ def test_router_logs_changes_not_judgements(tmp_path: Path,
     clock = Clock(packets[0].ts)
     caplog.set_level(logging.INFO, logger="classifier")
     # the socket on lo is opened but never read: only the replayed packets are seen
-    router = LiveRouter(LiveConfig(ifaces=("lo",), policy=policy, summary_every=60,
-                                   audit_log=tmp_path / "audit.jsonl"), clock=clock)
+    router = LiveRouter(
+        LiveConfig(
+            ifaces=("lo",), policy=policy, summary_every=60, audit_log=tmp_path / "audit.jsonl"
+        ),
+        clock=clock,
+    )
     try:
         batch = []
         for i in range(4):

@@ -22,8 +22,7 @@ def test_tracker_windows_equal_the_offline_windows_at_the_same_time() -> None:
     config = SessionConfig()
     holder: dict[str, Featurizer] = {}
     tracker = SessionTracker(config, lambda flow: holder["f"].flow_meta(flow))
-    holder["f"] = Featurizer(FeaturizeConfig(snapshots=()), capture="live",
-                             plugins=[tracker])
+    holder["f"] = Featurizer(FeaturizeConfig(snapshots=()), capture="live", plugins=[tracker])
     offline = featurize_fast(SAMPLE, ACTIVITY_CONFIG)
     ends: list[float] = []
     live: list[pd.DataFrame] = []

@@ -27,16 +27,36 @@ from classifier.model.predict import MODEL_INPUT_COLUMNS, model_inputs
 from classifier.parallel import ordered_map
 
 __all__ = [
-    "META_COLUMNS", "FLOW_HORIZON", "build_table", "flow_table", "expand_views",
-    "load_rows", "horizon_name", "source_of", "default_cache_dir", "featurize_cached",
+    "META_COLUMNS",
+    "FLOW_HORIZON",
+    "build_table",
+    "flow_table",
+    "expand_views",
+    "load_rows",
+    "horizon_name",
+    "source_of",
+    "default_cache_dir",
+    "featurize_cached",
 ]
 
 log = logging.getLogger(__name__)
 
 FLOW_HORIZON = "flow"
 META_COLUMNS = (
-    "capture_id", "capture", "source", "app", "session_label", "label", "horizon",
-    "flow_id", "proto", "client", "server", "server_port", "name", "category",
+    "capture_id",
+    "capture",
+    "source",
+    "app",
+    "session_label",
+    "label",
+    "horizon",
+    "flow_id",
+    "proto",
+    "client",
+    "server",
+    "server_port",
+    "name",
+    "category",
 )
 """Columns of a training row besides ``MODEL_INPUT_COLUMNS`` (never model inputs)."""
 
@@ -75,8 +95,12 @@ def load_rows(manifests: Sequence[Path | str]) -> list[Any]:
     for manifest in manifests:
         for row in load_manifest(Path(manifest)):
             if row.capture_id in seen:
-                log.warning("%s: capture %s already listed in %s; using it once",
-                            manifest, row.path.name, seen[row.capture_id])
+                log.warning(
+                    "%s: capture %s already listed in %s; using it once",
+                    manifest,
+                    row.path.name,
+                    seen[row.capture_id],
+                )
                 continue
             seen[row.capture_id] = Path(manifest)
             rows.append(row)
@@ -90,9 +114,13 @@ def _config_key(config: FeaturizeConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def featurize_cached(path: Path, sha256: str, config: FeaturizeConfig,
-                      cache_dir: Path | None, columns: Sequence[str] | None = None
-                      ) -> pd.DataFrame:
+def featurize_cached(
+    path: Path,
+    sha256: str,
+    config: FeaturizeConfig,
+    cache_dir: Path | None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Featurize one capture, reading/writing the parquet cache; with ``columns``, only
     those are kept (and cached under their own key), and the compiled path is used (same
     rows). Raises :class:`DatasetError` when the capture cannot be read."""
@@ -140,16 +168,31 @@ def _label_flows(flows: pd.DataFrame, row: Any) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _run_parallel(args: list[tuple[Any, ...]], jobs: int, scheduler: str,
-                  progress: bool) -> list[pd.DataFrame]:
+def _run_parallel(
+    args: list[tuple[Any, ...]], jobs: int, scheduler: str, progress: bool
+) -> list[pd.DataFrame]:
     """``featurize_cached(*a)`` for every ``a`` in ``args``, results in order."""
-    return list(ordered_map(featurize_cached, args, jobs=jobs, scheduler=scheduler,
-                            progress=progress, error=DatasetError))
+    return list(
+        ordered_map(
+            featurize_cached,
+            args,
+            jobs=jobs,
+            scheduler=scheduler,
+            progress=progress,
+            error=DatasetError,
+        )
+    )
 
 
-def flow_table(manifests: Sequence[Path | str], config: FeaturizeConfig | None = None, *,
-               jobs: int = 1, scheduler: str = "local", cache_dir: Path | None = None,
-               progress: bool = False) -> pd.DataFrame:
+def flow_table(
+    manifests: Sequence[Path | str],
+    config: FeaturizeConfig | None = None,
+    *,
+    jobs: int = 1,
+    scheduler: str = "local",
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """One labeled row per flow of every capture in ``manifests`` (featurize columns plus
     ``label``, ``capture_id``, ``capture``, ``source``, ``app``, ``session_label``).
 
@@ -194,15 +237,22 @@ def expand_views(flows: pd.DataFrame, horizons: Iterable[float | None]) -> pd.Da
     return out[[*MODEL_INPUT_COLUMNS, *META_COLUMNS]]
 
 
-def build_table(manifests: Sequence[Path | str], config: FeaturizeConfig | None = None, *,
-                jobs: int = 1, scheduler: str = "local", cache_dir: Path | None = None,
-                progress: bool = False) -> pd.DataFrame:
+def build_table(
+    manifests: Sequence[Path | str],
+    config: FeaturizeConfig | None = None,
+    *,
+    jobs: int = 1,
+    scheduler: str = "local",
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Training rows of every capture in ``manifests``: :func:`flow_table` then
     :func:`expand_views` for the whole flow and each snapshot of ``config``.
 
     Raises :class:`DatasetError` (see :func:`flow_table`).
     """
     config = config or FeaturizeConfig()
-    flows = flow_table(manifests, config, jobs=jobs, scheduler=scheduler,
-                       cache_dir=cache_dir, progress=progress)
+    flows = flow_table(
+        manifests, config, jobs=jobs, scheduler=scheduler, cache_dir=cache_dir, progress=progress
+    )
     return expand_views(flows, [None, *config.snapshots])

@@ -35,9 +35,21 @@ from training.dataset import FLOW_HORIZON
 from training.models import for_prediction
 
 __all__ = [
-    "LABELS", "SHORT", "grouped_splits", "check_grouped", "predict_frame", "oof_predictions",
-    "cross_validate", "lab_to_real", "scores", "score_slices", "comparison_table",
-    "horizon_order", "permutation_importance_grouped", "importance_units", "EvalResult",
+    "LABELS",
+    "SHORT",
+    "grouped_splits",
+    "check_grouped",
+    "predict_frame",
+    "oof_predictions",
+    "cross_validate",
+    "lab_to_real",
+    "scores",
+    "score_slices",
+    "comparison_table",
+    "horizon_order",
+    "permutation_importance_grouped",
+    "importance_units",
+    "EvalResult",
     "evaluate_model",
 ]
 
@@ -49,18 +61,20 @@ _CALL = "call"
 _PROBA = [f"p_{label}" for label in LABELS]
 
 
-def check_grouped(groups: Sequence[Any] | np.ndarray, train: np.ndarray,
-                  test: np.ndarray) -> None:
+def check_grouped(groups: Sequence[Any] | np.ndarray, train: np.ndarray, test: np.ndarray) -> None:
     """Raise ``AssertionError`` if any group (capture) has rows on both sides."""
     g = np.asarray(groups)
     both = set(g[train]) & set(g[test])
     if both:
-        raise AssertionError(f"grouped split leaks {len(both)} capture(s) across train and "
-                             f"test: {sorted(map(str, both))[:3]}")
+        raise AssertionError(
+            f"grouped split leaks {len(both)} capture(s) across train and "
+            f"test: {sorted(map(str, both))[:3]}"
+        )
 
 
-def grouped_splits(table: pd.DataFrame, n_splits: int = 5, seed: int = 0,
-                   group: str = "capture_id") -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_splits(
+    table: pd.DataFrame, n_splits: int = 5, seed: int = 0, group: str = "capture_id"
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Folds over whole captures (stratified by row label where possible). With fewer
     captures than ``n_splits`` this is leave-one-capture-out.
 
@@ -128,8 +142,11 @@ def _fit(factory: Callable[[], Pipeline], rows: pd.DataFrame) -> Any:
     return for_prediction(pipeline)
 
 
-def oof_predictions(table: pd.DataFrame, factory: Callable[[], Pipeline],
-                    splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+def oof_predictions(
+    table: pd.DataFrame,
+    factory: Callable[[], Pipeline],
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> pd.DataFrame:
     """Out-of-fold verdicts: fit on each training fold, predict its test fold."""
     groups = table["capture_id"].to_numpy()
     parts = []
@@ -140,8 +157,13 @@ def oof_predictions(table: pd.DataFrame, factory: Callable[[], Pipeline],
     return pd.concat(parts, ignore_index=True)
 
 
-def cross_validate(table: pd.DataFrame, factories: dict[str, Callable[[], Pipeline]], *,
-                   n_splits: int = 5, seed: int = 0) -> dict[str, pd.DataFrame]:
+def cross_validate(
+    table: pd.DataFrame,
+    factories: dict[str, Callable[[], Pipeline]],
+    *,
+    n_splits: int = 5,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
     """Out-of-fold verdicts of every candidate on the SAME grouped folds."""
     splits = grouped_splits(table, n_splits, seed)
     out: dict[str, pd.DataFrame] = {}
@@ -176,16 +198,27 @@ def scores(preds: pd.DataFrame) -> dict[str, Any]:
     y = preds["label"].astype(str).to_numpy()
     p = preds["pred"].astype(str).to_numpy()
     if len(y) == 0:
-        return {"rows": 0, "captures": 0, "macro_f1": math.nan, "accuracy": math.nan,
-                "false_block_long": math.nan, "false_block_call": math.nan,
-                "per_class": {}, "confusion": []}
+        return {
+            "rows": 0,
+            "captures": 0,
+            "macro_f1": math.nan,
+            "accuracy": math.nan,
+            "false_block_long": math.nan,
+            "false_block_call": math.nan,
+            "per_class": {},
+            "confusion": [],
+        }
     prec, rec, f1, support = precision_recall_fscore_support(
-        y, p, labels=list(LABELS), zero_division=0)
+        y, p, labels=list(LABELS), zero_division=0
+    )
     predicted = {label: int(np.sum(p == label)) for label in LABELS}
     per_class = {
-        label: {"precision": float(prec[i]) if predicted[label] else math.nan,
-                "recall": float(rec[i]) if support[i] else math.nan,
-                "f1": float(f1[i]), "support": int(support[i])}
+        label: {
+            "precision": float(prec[i]) if predicted[label] else math.nan,
+            "recall": float(rec[i]) if support[i] else math.nan,
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, label in enumerate(LABELS)
     }
     return {
@@ -217,20 +250,27 @@ def score_slices(preds: pd.DataFrame) -> list[dict[str, Any]]:
         for horizon in ["all", *horizon_order(list(part["horizon"].unique()))]:
             sub = part if horizon == "all" else part[part["horizon"] == horizon]
             s = scores(sub)
-            out.append({
-                "source": source, "horizon": horizon, "rows": s["rows"],
-                "captures": s["captures"], "macro_f1": s["macro_f1"],
-                "accuracy": s["accuracy"], "false_block_long": s["false_block_long"],
-                "false_block_call": s["false_block_call"],
-                "short_recall": s["per_class"].get(SHORT, {}).get("recall", math.nan),
-                "short_precision": s["per_class"].get(SHORT, {}).get("precision", math.nan),
-                "short_support": s["per_class"].get(SHORT, {}).get("support", 0),
-            })
+            out.append(
+                {
+                    "source": source,
+                    "horizon": horizon,
+                    "rows": s["rows"],
+                    "captures": s["captures"],
+                    "macro_f1": s["macro_f1"],
+                    "accuracy": s["accuracy"],
+                    "false_block_long": s["false_block_long"],
+                    "false_block_call": s["false_block_call"],
+                    "short_recall": s["per_class"].get(SHORT, {}).get("recall", math.nan),
+                    "short_precision": s["per_class"].get(SHORT, {}).get("precision", math.nan),
+                    "short_support": s["per_class"].get(SHORT, {}).get("support", 0),
+                }
+            )
     return out
 
 
-def comparison_table(oof: dict[str, pd.DataFrame],
-                     lab_real: dict[str, pd.DataFrame | None] | None = None) -> pd.DataFrame:
+def comparison_table(
+    oof: dict[str, pd.DataFrame], lab_real: dict[str, pd.DataFrame | None] | None = None
+) -> pd.DataFrame:
     """One row per (candidate, evaluation, source): grouped CV over all decision views
     pooled, per source, plus train-on-lab/test-on-real when available."""
     rows: list[dict[str, Any]] = []
@@ -243,14 +283,23 @@ def comparison_table(oof: dict[str, pd.DataFrame],
         if preds is None:
             continue
         s = scores(preds)
-        rows.append({"candidate": name, "evaluation": "train lab -> test real",
-                     "source": "real", "horizon": "all", "rows": s["rows"],
-                     "captures": s["captures"], "macro_f1": s["macro_f1"],
-                     "accuracy": s["accuracy"], "false_block_long": s["false_block_long"],
-                     "false_block_call": s["false_block_call"],
-                     "short_recall": s["per_class"][SHORT]["recall"],
-                     "short_precision": s["per_class"][SHORT]["precision"],
-                     "short_support": s["per_class"][SHORT]["support"]})
+        rows.append(
+            {
+                "candidate": name,
+                "evaluation": "train lab -> test real",
+                "source": "real",
+                "horizon": "all",
+                "rows": s["rows"],
+                "captures": s["captures"],
+                "macro_f1": s["macro_f1"],
+                "accuracy": s["accuracy"],
+                "false_block_long": s["false_block_long"],
+                "false_block_call": s["false_block_call"],
+                "short_recall": s["per_class"][SHORT]["recall"],
+                "short_precision": s["per_class"][SHORT]["precision"],
+                "short_support": s["per_class"][SHORT]["support"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -270,10 +319,15 @@ def importance_units() -> dict[str, list[str]]:
 
 
 def permutation_importance_grouped(
-        table: pd.DataFrame, factory: Callable[[], Pipeline],
-        splits: Sequence[tuple[np.ndarray, np.ndarray]], *, n_repeats: int = 2,
-        max_rows: int = 1500, seed: int = 0,
-        units: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    table: pd.DataFrame,
+    factory: Callable[[], Pipeline],
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    n_repeats: int = 2,
+    max_rows: int = 1500,
+    seed: int = 0,
+    units: dict[str, list[str]] | None = None,
+) -> pd.DataFrame:
     """Permutation importance on HELD-OUT folds only: fit on each training fold, then the
     drop of macro-F1 (over the labels present in the fold) on its test fold when a unit's
     columns are shuffled together.
@@ -298,13 +352,14 @@ def permutation_importance_grouped(
                 for col in cols:
                     shuffled[col] = inputs[col].to_numpy()[order]
                 drops[unit].append(base - _macro(model, shuffled, y))
-    out = pd.DataFrame({
-        "unit": list(drops),
-        "importance_mean": [float(np.mean(v)) if v else 0.0 for v in drops.values()],
-        "importance_std": [float(np.std(v)) if v else 0.0 for v in drops.values()],
-    })
-    return out.sort_values("importance_mean", ascending=False, kind="stable").reset_index(
-        drop=True)
+    out = pd.DataFrame(
+        {
+            "unit": list(drops),
+            "importance_mean": [float(np.mean(v)) if v else 0.0 for v in drops.values()],
+            "importance_std": [float(np.std(v)) if v else 0.0 for v in drops.values()],
+        }
+    )
+    return out.sort_values("importance_mean", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def _macro(model: Any, inputs: pd.DataFrame, y: np.ndarray) -> float:
@@ -314,8 +369,7 @@ def _macro(model: Any, inputs: pd.DataFrame, y: np.ndarray) -> float:
     proba = _proba_matrix(model, inputs)
     pred = np.array(LABELS, dtype=object)[proba.argmax(axis=1)]
     present = sorted(set(y))
-    return float(f1_score(y, pred.astype(str), labels=present, average="macro",
-                          zero_division=0))
+    return float(f1_score(y, pred.astype(str), labels=present, average="macro", zero_division=0))
 
 
 @dataclass
@@ -331,10 +385,19 @@ class EvalResult:
     lab_to_real: pd.DataFrame | None = None
 
 
-def evaluate_model(model_dir: Path | str | None, manifests: Sequence[Path | str],
-                   out_dir: Path, *, jobs: int = 1, scheduler: str = "local",
-                   cache_dir: Path | None = None, n_splits: int = 5, seed: int = 0,
-                   importance_repeats: int = 2, progress: bool = False) -> EvalResult:
+def evaluate_model(
+    model_dir: Path | str | None,
+    manifests: Sequence[Path | str],
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+    scheduler: str = "local",
+    cache_dir: Path | None = None,
+    n_splits: int = 5,
+    seed: int = 0,
+    importance_repeats: int = 2,
+    progress: bool = False,
+) -> EvalResult:
     """Evaluate a saved model on the captures of ``manifests`` and write ``report.md`` +
     PNG figures into ``out_dir``.
 
@@ -356,10 +419,12 @@ def evaluate_model(model_dir: Path | str | None, manifests: Sequence[Path | str]
     model = load_model(model_dir)
     fz = model.info.metrics.get("featurize", {})
     snapshots = tuple(float(h) for h in model.info.decision_windows if h is not None)
-    config = FeaturizeConfig(flow=FlowConfig(resegment_mss=fz.get("resegment_mss")),
-                             snapshots=snapshots or (3.0, 10.0))
-    flows = flow_table(manifests, config, jobs=jobs, scheduler=scheduler,
-                       cache_dir=cache_dir, progress=progress)
+    config = FeaturizeConfig(
+        flow=FlowConfig(resegment_mss=fz.get("resegment_mss")), snapshots=snapshots or (3.0, 10.0)
+    )
+    flows = flow_table(
+        manifests, config, jobs=jobs, scheduler=scheduler, cache_dir=cache_dir, progress=progress
+    )
     table = expand_views(flows, [None, *config.snapshots])
     seen = set(model.info.metrics.get("training_captures", []))
     unseen = table[~table["capture_id"].isin(seen)]
@@ -371,14 +436,29 @@ def evaluate_model(model_dir: Path | str | None, manifests: Sequence[Path | str]
 
     splits = grouped_splits(table, n_splits, seed)
     cv = oof_predictions(table, factory, splits)
-    importance = permutation_importance_grouped(table, factory, splits,
-                                                n_repeats=importance_repeats, seed=seed)
+    importance = permutation_importance_grouped(
+        table, factory, splits, n_repeats=importance_repeats, seed=seed
+    )
     n_seen = int(table.loc[table["capture_id"].isin(seen), "capture_id"].nunique())
     transfer = lab_to_real(table, factory)
     report, figures = write_evaluation_report(
-        out_dir, model_name=model.info.name, model_info=model.info.to_json(),
-        manifests=[str(m) for m in manifests], heldout=heldout, cv=cv,
-        importance=importance, seen_captures=n_seen, n_folds=len(splits),
-        lab_to_real=transfer)
-    return EvalResult(report=report, heldout=heldout, cv=cv, importance=importance,
-                      figures=figures, seen_captures=n_seen, lab_to_real=transfer)
+        out_dir,
+        model_name=model.info.name,
+        model_info=model.info.to_json(),
+        manifests=[str(m) for m in manifests],
+        heldout=heldout,
+        cv=cv,
+        importance=importance,
+        seen_captures=n_seen,
+        n_folds=len(splits),
+        lab_to_real=transfer,
+    )
+    return EvalResult(
+        report=report,
+        heldout=heldout,
+        cv=cv,
+        importance=importance,
+        figures=figures,
+        seen_captures=n_seen,
+        lab_to_real=transfer,
+    )

@@ -114,13 +114,16 @@ def _download_to_temp(url: str, folder: Path, timeout: float) -> tuple[Path, str
     return tmp, digest.hexdigest(), size
 
 
-def _fetch_row(row: ManifestRow, cache: Path, timeout: float, summary: FetchSummary,
-               say: Callable[[str], None]) -> None:
+def _fetch_row(
+    row: ManifestRow, cache: Path, timeout: float, summary: FetchSummary, say: Callable[[str], None]
+) -> None:
     name = _name(row)
     if not row.url:
         summary.no_url.append(name)
-        if not row.path.is_file() and not cached_capture_path(row.path, row.sha256,
-                                                                cache).is_file():
+        if (
+            not row.path.is_file()
+            and not cached_capture_path(row.path, row.sha256, cache).is_file()
+        ):
             say(f"no url  {name}: missing and the manifest gives no url to fetch it from")
         return
     if _matches(row.path, row.sha256):
@@ -141,8 +144,10 @@ def _fetch_row(row: ManifestRow, cache: Path, timeout: float, summary: FetchSumm
     if actual != row.sha256:
         tmp.unlink(missing_ok=True)
         summary.failed.append(name)
-        say(f"error   {name}: sha256 mismatch: manifest {row.sha256}, downloaded {actual} "
-            f"({size} bytes from {row.url}); file deleted")
+        say(
+            f"error   {name}: sha256 mismatch: manifest {row.sha256}, downloaded {actual} "
+            f"({size} bytes from {row.url}); file deleted"
+        )
         return
     try:
         os.replace(tmp, target)
@@ -153,14 +158,21 @@ def _fetch_row(row: ManifestRow, cache: Path, timeout: float, summary: FetchSumm
         return
     summary.downloaded.append(name)
     summary.bytes_downloaded += size
-    note = " (the listed file differs from the manifest; the cached copy is used " \
-           "once it is removed)" if row.path.exists() else ""
+    note = (
+        " (the listed file differs from the manifest; the cached copy is used once it is removed)"
+        if row.path.exists()
+        else ""
+    )
     say(f"fetched {name} ({size:,} bytes) -> {target}{note}")
 
 
-def fetch_manifest(manifest: Path, cache_dir: Path | None = None, *,
-                   timeout: float = DEFAULT_TIMEOUT,
-                   say: Callable[[str], None] = print) -> FetchSummary:
+def fetch_manifest(
+    manifest: Path,
+    cache_dir: Path | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    say: Callable[[str], None] = print,
+) -> FetchSummary:
     """Download the missing captures of ``manifest`` that have a url into ``cache_dir``
     (default :func:`training.manifest.capture_cache_dir`), one line per row through ``say``.
 
@@ -172,8 +184,9 @@ def fetch_manifest(manifest: Path, cache_dir: Path | None = None, *,
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DatasetError(f"{cache}: cannot create the capture cache: "
-                           f"{exc.strerror or exc}") from exc
+        raise DatasetError(
+            f"{cache}: cannot create the capture cache: {exc.strerror or exc}"
+        ) from exc
     summary = FetchSummary()
     for row in rows:
         _fetch_row(row, cache, timeout, summary, say)

@@ -38,15 +38,27 @@ __all__ = ["flow_byte_scores", "flow_scores_markdown"]
 _LABELS = ("short-form", "long-form", "other")
 
 
-def _capture_bytes(flow_model: LoadedModel, estimator: Any, config: SessionConfig,
-                   rule: Agreement, row: Any, cache: Path) -> dict[str, float]:
+def _capture_bytes(
+    flow_model: LoadedModel,
+    estimator: Any,
+    config: SessionConfig,
+    rule: Agreement,
+    row: Any,
+    cache: Path,
+) -> dict[str, float]:
     from classifier.model.session_model import SessionModel, SessionModelInfo
 
     flows = featurize_cached(row.local_path, row.sha256, FeaturizeConfig(), cache)
-    activity = featurize_cached(row.local_path, row.sha256, ACTIVITY_CONFIG, cache,
-                                ACTIVITY_COLUMNS)
-    info = SessionModelInfo(name="fold", sha256="", feature_columns=list(SESSION_FEATURES),
-                            labels=[str(c) for c in estimator.classes_], config={})
+    activity = featurize_cached(
+        row.local_path, row.sha256, ACTIVITY_CONFIG, cache, ACTIVITY_COLUMNS
+    )
+    info = SessionModelInfo(
+        name="fold",
+        sha256="",
+        feature_columns=list(SESSION_FEATURES),
+        labels=[str(c) for c in estimator.classes_],
+        config={},
+    )
     model = SessionModel(estimator, info, cache)
     windows = classify_sessions(model, session_table(activity, config), rule, hindsight=True)
     verdicts = combine_verdicts(classify_table(flow_model, flows), activity, windows, config)
@@ -58,10 +70,15 @@ def _capture_bytes(flow_model: LoadedModel, estimator: Any, config: SessionConfi
     return out
 
 
-def flow_byte_scores(manifests: Sequence[Path | str], table: pd.DataFrame,
-                     factory: Callable[[], Any], flow_model: LoadedModel,
-                     config: SessionConfig, rule: Agreement | None = None,
-                     cache_dir: Path | None = None) -> pd.DataFrame:
+def flow_byte_scores(
+    manifests: Sequence[Path | str],
+    table: pd.DataFrame,
+    factory: Callable[[], Any],
+    flow_model: LoadedModel,
+    config: SessionConfig,
+    rule: Agreement | None = None,
+    cache_dir: Path | None = None,
+) -> pd.DataFrame:
     """One row per (held-out real source, capture label): captures, MB, and the shares of
     bytes labelled short-form / long-form / other, finally and by the flow model alone.
     ``table``: labelled session rows of the same manifests plus any simulated ones (what
@@ -82,23 +99,38 @@ def flow_byte_scores(manifests: Sequence[Path | str], table: pd.DataFrame,
     if data.empty:
         return data
     sums = data.groupby(["source", "label"], sort=True).sum(numeric_only=True)
-    out = pd.DataFrame({
-        "captures": data.groupby(["source", "label"], sort=True).size(),
-        "mb": sums["bytes"] / 1e6,
-        **{label: sums[label] / sums["bytes"] for label in _LABELS},
-        **{f"flow model {label}": sums[f"flow model {label}"] / sums["bytes"]
-           for label in _LABELS},
-    })
+    out = pd.DataFrame(
+        {
+            "captures": data.groupby(["source", "label"], sort=True).size(),
+            "mb": sums["bytes"] / 1e6,
+            **{label: sums[label] / sums["bytes"] for label in _LABELS},
+            **{
+                f"flow model {label}": sums[f"flow model {label}"] / sums["bytes"]
+                for label in _LABELS
+            },
+        }
+    )
     return out.reset_index()
 
 
 def flow_scores_markdown(scores: pd.DataFrame) -> str:
     """The table of :func:`flow_byte_scores` in Markdown (shares as percentages)."""
-    head = ["held-out source", "capture label", "captures", "MB", "short-form", "long-form",
-            "other", "short-form by the flow model alone"]
+    head = [
+        "held-out source",
+        "capture label",
+        "captures",
+        "MB",
+        "short-form",
+        "long-form",
+        "other",
+        "short-form by the flow model alone",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in scores.to_dict(orient="records"):
         shares = [r[label] for label in _LABELS] + [r["flow model short-form"]]
-        lines.append(f"| {r['source']} | {r['label']} | {r['captures']} | {r['mb']:.0f} | "
-                     + " | ".join(f"{100 * v:.1f} %" for v in shares) + " |")
+        lines.append(
+            f"| {r['source']} | {r['label']} | {r['captures']} | {r['mb']:.0f} | "
+            + " | ".join(f"{100 * v:.1f} %" for v in shares)
+            + " |"
+        )
     return "\n".join(lines)

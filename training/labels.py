@@ -69,8 +69,16 @@ MEDIA_SUFFIXES: dict[str, tuple[str, ...]] = {
     "instagram": ("cdninstagram.com", "fbcdn.net"),
     "facebook": ("fbcdn.net",),
     "snapchat": ("sc-cdn.net",),
-    "tiktok": ("tiktokcdn.com", "tiktokcdn-us.com", "tiktokcdn-eu.com", "byteoversea.com",
-               "bytefcdn-oversea.com", "bytefcdn-ttpeu.com", "muscdn.com", "ibytedtos.com"),
+    "tiktok": (
+        "tiktokcdn.com",
+        "tiktokcdn-us.com",
+        "tiktokcdn-eu.com",
+        "byteoversea.com",
+        "bytefcdn-oversea.com",
+        "bytefcdn-ttpeu.com",
+        "muscdn.com",
+        "ibytedtos.com",
+    ),
 }
 """Host-name suffixes of the servers that carry an app's video segments."""
 
@@ -98,8 +106,9 @@ def _service_of(name: str) -> tuple[str, str]:
     return service, category_for(service)
 
 
-def is_media_name(name: str | None, app: str, service: str | None = None,
-                  category: str | None = None) -> bool:
+def is_media_name(
+    name: str | None, app: str, service: str | None = None, category: str | None = None
+) -> bool:
     """True if ``name`` is a server that carries ``app``'s video (rule 1 of the module doc).
 
     ``service``/``category`` are the flow's service columns; computed from ``name`` when
@@ -112,7 +121,8 @@ def is_media_name(name: str | None, app: str, service: str | None = None,
         pattern = _MEDIA_PATTERNS.get(app)
         host = name.strip().rstrip(".").lower()
         return _suffix_match(host, MEDIA_SUFFIXES[app]) or bool(
-            pattern is not None and pattern.fullmatch(host))
+            pattern is not None and pattern.fullmatch(host)
+        )
     if service is None or category is None:
         service, category = _service_of(name)
     if app in _WHOLE_SERVICE_APPS:
@@ -160,7 +170,8 @@ def flow_labels(flows: pd.DataFrame, row: ManifestRow) -> pd.Series:
     missing = [c for c in _REQUIRED if c not in flows.columns]
     if missing:
         raise DatasetError(
-            f"{row.path.name}: flow table lacks column(s) {', '.join(missing)} needed for labels")
+            f"{row.path.name}: flow table lacks column(s) {', '.join(missing)} needed for labels"
+        )
     session = row.label
     if session in _NON_VIDEO_SESSIONS:
         return pd.Series(["other"] * len(flows), index=flows.index, dtype=object)
@@ -181,8 +192,9 @@ def flow_labels(flows: pd.DataFrame, row: ManifestRow) -> pd.Series:
             labels.append(_nameless_label(flows, pos, volume, session))
         elif not _present(name):
             labels.append("other" if volume < SMALL_MAX_BYTES else None)
-        elif is_media_name(name, row.app, _opt(flows, "service", pos),
-                           _opt(flows, "category", pos)):
+        elif is_media_name(
+            name, row.app, _opt(flows, "service", pos), _opt(flows, "category", pos)
+        ):
             labels.append(_by_volume(volume, session))
         else:
             labels.append("other")

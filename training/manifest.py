@@ -51,7 +51,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = (
-    "path", "sha256", "label", "app", "recorded", "device", "date", "license", "notes",
+    "path",
+    "sha256",
+    "label",
+    "app",
+    "recorded",
+    "device",
+    "date",
+    "license",
+    "notes",
 )
 OPTIONAL_COLUMNS = ("url",)
 """Columns a manifest may have; new manifests written by :func:`add_row` have them."""
@@ -127,7 +135,8 @@ def file_sha256(path: Path) -> str:
 def _check_label(label: str, where: str) -> None:
     if label not in SESSION_LABELS:
         raise DatasetError(
-            f"{where}: unknown label {label!r} (expected one of {', '.join(SESSION_LABELS)})")
+            f"{where}: unknown label {label!r} (expected one of {', '.join(SESSION_LABELS)})"
+        )
 
 
 def _check_date(value: str, where: str) -> None:
@@ -165,7 +174,8 @@ def _check_header(header: list[str] | None, manifest: Path) -> list[str]:
         raise DatasetError(
             f"{manifest} line 1: header must hold exactly the columns "
             f"{','.join(MANIFEST_COLUMNS)} and optionally {','.join(OPTIONAL_COLUMNS)} "
-            f"(missing: {','.join(missing) or '-'}; unknown: {','.join(extra) or '-'})")
+            f"(missing: {','.join(missing) or '-'}; unknown: {','.join(extra) or '-'})"
+        )
     return names
 
 
@@ -187,10 +197,17 @@ def _parse_row(values: list[str], names: list[str], manifest: Path, line: int) -
     if not path.is_absolute():
         path = manifest.parent / path
     return ManifestRow(
-        path=Path(os.path.normpath(path.absolute())), sha256=sha, label=fields["label"],
-        app=fields["app"], recorded=fields["recorded"], device=fields["device"],
-        date=fields["date"], license=fields["license"], notes=fields["notes"],
-        manifest=manifest, url=url,
+        path=Path(os.path.normpath(path.absolute())),
+        sha256=sha,
+        label=fields["label"],
+        app=fields["app"],
+        recorded=fields["recorded"],
+        device=fields["device"],
+        date=fields["date"],
+        license=fields["license"],
+        notes=fields["notes"],
+        manifest=manifest,
+        url=url,
     )
 
 
@@ -215,7 +232,8 @@ def load_manifest(path: Path) -> list[ManifestRow]:
             if row.path in seen:
                 raise DatasetError(
                     f"{manifest} line {line}: {row.path.name} is already listed on line "
-                    f"{seen[row.path]}")
+                    f"{seen[row.path]}"
+                )
             seen[row.path] = line
             rows.append(row)
     except csv.Error as exc:
@@ -262,8 +280,8 @@ def verify_manifest(path: Path) -> list[str]:
             continue
         if actual != row.sha256:
             problems.append(
-                f"{local}: sha256 mismatch (manifest {row.sha256[:16]}..., "
-                f"file {actual[:16]}...)")
+                f"{local}: sha256 mismatch (manifest {row.sha256[:16]}..., file {actual[:16]}...)"
+            )
     return problems
 
 
@@ -306,9 +324,16 @@ def add_row(
         raise DatasetError(f"{capture}: capture not found")
     sha = file_sha256(capture)
     values = {
-        "path": _relative_to(capture, manifest.parent), "sha256": sha, "label": label,
-        "app": app, "recorded": recorded, "device": device, "date": date,
-        "license": license, "notes": notes, "url": url,
+        "path": _relative_to(capture, manifest.parent),
+        "sha256": sha,
+        "label": label,
+        "app": app,
+        "recorded": recorded,
+        "device": device,
+        "date": date,
+        "license": license,
+        "notes": notes,
+        "url": url,
     }
     try:
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -325,8 +350,9 @@ def add_row(
     return _parse_row([values[c] for c in columns], list(columns), manifest, 0)
 
 
-def _append_locked(fh: io.TextIOWrapper, manifest: Path, capture: Path,
-                   values: dict[str, str]) -> None:
+def _append_locked(
+    fh: io.TextIOWrapper, manifest: Path, capture: Path, values: dict[str, str]
+) -> None:
     fh.seek(0)
     text = fh.read()
     if text.strip():

@@ -31,8 +31,14 @@ from sklearn.utils.validation import check_is_fitted
 from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS
 
-__all__ = ["CANDIDATES", "NameRules", "make_candidate", "parse_candidates", "describe",
-           "for_prediction"]
+__all__ = [
+    "CANDIDATES",
+    "NameRules",
+    "make_candidate",
+    "parse_candidates",
+    "describe",
+    "for_prediction",
+]
 
 _SERVICE = "service"
 
@@ -66,16 +72,18 @@ class NameRules(ClassifierMixin, BaseEstimator):
             total += row
         self.prior_ = self._normalise(total)
         self.table_ = {s: self._normalise(row) for s, row in counts.items()}
-        self.majority_ = {s: str(self.classes_[int(np.argmax(p))])
-                          for s, p in self.table_.items()}
+        self.majority_ = {s: str(self.classes_[int(np.argmax(p))]) for s, p in self.table_.items()}
         self.n_features_in_ = 1
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "table_")
         services = self._services(X)
-        return np.vstack([self.table_.get(s, self.prior_) for s in services]) \
-            if len(services) else np.zeros((0, len(self.classes_)))
+        return (
+            np.vstack([self.table_.get(s, self.prior_) for s in services])
+            if len(services)
+            else np.zeros((0, len(self.classes_)))
+        )
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         proba = self.predict_proba(X)
@@ -95,7 +103,8 @@ def _columns(dense: bool) -> ColumnTransformer:
     encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=not dense)
     return ColumnTransformer(
         [("num", "passthrough", list(FEATURE_COLUMNS)), ("service", encoder, [_SERVICE])],
-        remainder="drop", sparse_threshold=0.0 if dense else 0.3,
+        remainder="drop",
+        sparse_threshold=0.0 if dense else 0.3,
         verbose_feature_names_out=False,
     )
 
@@ -107,16 +116,25 @@ def _names(seed: int) -> Pipeline:
 
 def _rf(seed: int) -> Pipeline:
     model = ExtraTreesClassifier(
-        n_estimators=150, min_samples_leaf=2, max_features="sqrt", class_weight="balanced",
-        random_state=seed, n_jobs=2,
+        n_estimators=150,
+        min_samples_leaf=2,
+        max_features="sqrt",
+        class_weight="balanced",
+        random_state=seed,
+        n_jobs=2,
     )
     return Pipeline([("columns", _columns(dense=True)), ("model", model)])
 
 
 def _hgb(seed: int) -> Pipeline:
     model = HistGradientBoostingClassifier(
-        max_iter=120, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10,
-        l2_regularization=1.0, class_weight="balanced", early_stopping=False,
+        max_iter=120,
+        learning_rate=0.1,
+        max_leaf_nodes=15,
+        min_samples_leaf=10,
+        l2_regularization=1.0,
+        class_weight="balanced",
+        early_stopping=False,
         random_state=seed,
     )
     return Pipeline([("columns", _columns(dense=True)), ("model", model)])
@@ -126,16 +144,29 @@ def _lgbm(seed: int) -> Pipeline:
     from lightgbm import LGBMClassifier
 
     model = LGBMClassifier(
-        n_estimators=200, learning_rate=0.05, num_leaves=15, min_child_samples=10,
-        subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
-        class_weight="balanced", random_state=seed, n_jobs=1, deterministic=True,
-        force_row_wise=True, verbose=-1,
+        n_estimators=200,
+        learning_rate=0.05,
+        num_leaves=15,
+        min_child_samples=10,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        reg_lambda=1.0,
+        class_weight="balanced",
+        random_state=seed,
+        n_jobs=1,
+        deterministic=True,
+        force_row_wise=True,
+        verbose=-1,
     )
     return Pipeline([("columns", _columns(dense=True)), ("model", model)])
 
 
 CANDIDATES: dict[str, Callable[[int], Pipeline]] = {
-    "names": _names, "rf": _rf, "hgb": _hgb, "lgbm": _lgbm,
+    "names": _names,
+    "rf": _rf,
+    "hgb": _hgb,
+    "lgbm": _lgbm,
 }
 """Candidate name -> factory taking the seed."""
 
@@ -153,8 +184,9 @@ def make_candidate(name: str, seed: int = 0) -> Pipeline:
     try:
         factory = CANDIDATES[name]
     except KeyError:
-        raise ModelError(f"unknown model candidate {name!r}; choose from "
-                         f"{', '.join(CANDIDATES)}") from None
+        raise ModelError(
+            f"unknown model candidate {name!r}; choose from {', '.join(CANDIDATES)}"
+        ) from None
     return factory(seed)
 
 
@@ -166,8 +198,9 @@ def parse_candidates(text: str) -> list[str]:
         raise ModelError("no model candidates given")
     for name in names:
         if name not in CANDIDATES:
-            raise ModelError(f"unknown model candidate {name!r}; choose from "
-                             f"{', '.join(CANDIDATES)}")
+            raise ModelError(
+                f"unknown model candidate {name!r}; choose from {', '.join(CANDIDATES)}"
+            )
     return list(dict.fromkeys(names))
 
 

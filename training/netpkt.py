@@ -38,12 +38,11 @@ _ETH = 14
 _IP = 20
 _UDP = 8
 _TCP_PLAIN, _TCP_TS = 20, 32
-_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40,
-          "C": 0x80}
+_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
 _TS_OPTIONS = bytes((1, 1, 8, 10)) + bytes(8)  # NOP NOP timestamps(10): 12 bytes
 _PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
 _RECORD = struct.Struct("<IIII")
-_MACS = bytes.fromhex("020000c90002" "020000c80002")
+_MACS = bytes.fromhex("020000c90002020000c80002")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +108,21 @@ def _parse(line: str, where: str) -> NetpktPacket:
     smallest = _IP + (_TCP_PLAIN if tcp else _UDP)
     if not smallest <= ip_len <= 65535 or not (0 <= sport < 65536 and 0 <= dport < 65536):
         raise DatasetError(f"{where}: impossible IP length {ip_len} or port")
-    return NetpktPacket(ts_us, src, dst, ip_len, proto, sport, dport, ip_id & 0xFFFF,
-                        ttl & 0xFF, "DF" in f[10], seq & 0xFFFFFFFF if seq >= 0 else 0,
-                        ack & 0xFFFFFFFF if ack >= 0 else 0, _flags(f[13], where) if tcp else 0)
+    return NetpktPacket(
+        ts_us,
+        src,
+        dst,
+        ip_len,
+        proto,
+        sport,
+        dport,
+        ip_id & 0xFFFF,
+        ttl & 0xFF,
+        "DF" in f[10],
+        seq & 0xFFFFFFFF if seq >= 0 else 0,
+        ack & 0xFFFFFFFF if ack >= 0 else 0,
+        _flags(f[13], where) if tcp else 0,
+    )
 
 
 def read_netpkt(path: Path) -> tuple[list[NetpktPacket], int]:
@@ -144,8 +155,9 @@ def _conn_key(p: NetpktPacket) -> tuple[int, bytes, int, bytes, int]:
     return (p.proto, lo[0], lo[1], hi[0], hi[1])
 
 
-def _tcp_header_lengths(packets: list[NetpktPacket]) -> dict[tuple[int, bytes, int, bytes, int],
-                                                              int]:
+def _tcp_header_lengths(
+    packets: list[NetpktPacket],
+) -> dict[tuple[int, bytes, int, bytes, int], int]:
     smallest: dict[tuple[int, bytes, int, bytes, int], int] = {}
     for p in packets:
         if p.proto == 6:
@@ -168,12 +180,36 @@ def _frames(packets: list[NetpktPacket]) -> Iterator[tuple[int, bytes, int]]:
             hl = min(thl[_conn_key(p)], p.ip_len - _IP)
             hl -= hl % 4
             opts = _TS_OPTIONS[: hl - _TCP_PLAIN]
-            l4 = struct.pack("!HHIIBBHHH", p.sport, p.dport, p.seq, p.ack, (hl // 4) << 4,
-                             p.flags, 65535, 0, 0) + opts
+            l4 = (
+                struct.pack(
+                    "!HHIIBBHHH",
+                    p.sport,
+                    p.dport,
+                    p.seq,
+                    p.ack,
+                    (hl // 4) << 4,
+                    p.flags,
+                    65535,
+                    0,
+                    0,
+                )
+                + opts
+            )
         else:
             l4 = struct.pack("!HHHH", p.sport, p.dport, p.ip_len - _IP, 0)
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, p.ip_len, p.ip_id,
-                         0x4000 if p.dont_fragment else 0, p.ttl, p.proto, 0, p.src, p.dst)
+        ip = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            p.ip_len,
+            p.ip_id,
+            0x4000 if p.dont_fragment else 0,
+            p.ttl,
+            p.proto,
+            0,
+            p.src,
+            p.dst,
+        )
         ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
         yield p.ts_us, _MACS + b"\x08\x00" + ip + l4, _ETH + p.ip_len
 

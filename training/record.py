@@ -58,8 +58,7 @@ class _StderrReader(threading.Thread):
 
 def _check_args(iface: str, label: str, duration: float, client: str | None) -> None:
     if label not in SESSION_LABELS:
-        raise DatasetError(
-            f"unknown label {label!r} (expected one of {', '.join(SESSION_LABELS)})")
+        raise DatasetError(f"unknown label {label!r} (expected one of {', '.join(SESSION_LABELS)})")
     if not 0 < duration <= MAX_DURATION:
         raise DatasetError(f"duration must be between 0 and {MAX_DURATION:g} s, got {duration}")
     if not iface or "/" in iface or iface.startswith("-"):
@@ -81,8 +80,9 @@ def _check_iface(iface: str, netns: str | None) -> None:
             raise CaptureError(iface, "no such network interface (iproute2 not found)")
         return
     if netns is not None:
-        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                               timeout=10, check=False).stdout.split()
+        names = subprocess.run(
+            ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.split()
         if netns not in names:
             raise CaptureError(iface, f"network namespace {netns!r} does not exist")
     cmd = ["ip", *(["-n", netns] if netns else []), "link", "show", "dev", iface]
@@ -173,8 +173,19 @@ def record(
     except OSError as exc:
         raise DatasetError(f"{out_dir}: cannot create folder: {exc.strerror or exc}") from exc
     out = _out_path(out_dir, label, app)
-    cmd = [*_ns_prefix(netns), tcpdump, "-i", iface, "-w", str(out), "-n", "-s", "0", "-U",
-           "--immediate-mode"]
+    cmd = [
+        *_ns_prefix(netns),
+        tcpdump,
+        "-i",
+        iface,
+        "-w",
+        str(out),
+        "-n",
+        "-s",
+        "0",
+        "-U",
+        "--immediate-mode",
+    ]
     if os.geteuid() == 0:
         cmd += ["-Z", "root"]  # keep root so tcpdump can write into any folder
     if client is not None:
@@ -186,7 +197,16 @@ def record(
         raise CaptureError(iface, f"recorded no packets in {duration:g} s; nothing added")
     how = f"tcpdump -i {iface}" + (f" (netns {netns})" if netns else "")
     how += (f", filter 'host {client}'" if client else "") + f", {duration:g} s"
-    row = add_row(manifest, out, label, app, recorded=how, device=device,
-                  date=started.date().isoformat(), license=license, notes=notes)
+    row = add_row(
+        manifest,
+        out,
+        label,
+        app,
+        recorded=how,
+        device=device,
+        date=started.date().isoformat(),
+        license=license,
+        notes=notes,
+    )
     log.info("recorded %s packets into %s", captured if captured >= 0 else "?", out)
     return row

@@ -24,9 +24,15 @@ from classifier.errors import ShortflowError
 from classifier.model.artifact import LABELS
 
 __all__ = [
-    "markdown_table", "comparison_markdown", "plot_confusion", "plot_pr_curves",
-    "plot_accuracy_vs_time", "plot_importance", "plot_comparison",
-    "write_evaluation_report", "SHORT_FORM_CAVEAT",
+    "markdown_table",
+    "comparison_markdown",
+    "plot_confusion",
+    "plot_pr_curves",
+    "plot_accuracy_vs_time",
+    "plot_importance",
+    "plot_comparison",
+    "write_evaluation_report",
+    "SHORT_FORM_CAVEAT",
 ]
 
 SHORT_FORM_CAVEAT = (
@@ -38,12 +44,19 @@ SHORT_FORM_CAVEAT = (
     "more real captures or lab sessions exist."
 )
 
-_COLUMNS = [("candidate", "candidate"), ("evaluation", "evaluation"), ("source", "data"),
-            ("captures", "captures"), ("rows", "rows"), ("macro_f1", "macro-F1"),
-            ("accuracy", "accuracy"), ("short_recall", "short-form recall"),
-            ("short_precision", "short-form precision"),
-            ("false_block_long", "false-block long-form"),
-            ("false_block_call", "false-block calls")]
+_COLUMNS = [
+    ("candidate", "candidate"),
+    ("evaluation", "evaluation"),
+    ("source", "data"),
+    ("captures", "captures"),
+    ("rows", "rows"),
+    ("macro_f1", "macro-F1"),
+    ("accuracy", "accuracy"),
+    ("short_recall", "short-form recall"),
+    ("short_precision", "short-form precision"),
+    ("false_block_long", "false-block long-form"),
+    ("false_block_call", "false-block calls"),
+]
 
 
 def _fmt(value: Any) -> str:
@@ -56,8 +69,10 @@ def markdown_table(frame: pd.DataFrame, columns: Sequence[tuple[str, str]] | Non
     """A GitHub Markdown table of ``frame`` (``columns``: (column, header) pairs)."""
     columns = list(columns or [(c, c) for c in frame.columns])
     columns = [(c, h) for c, h in columns if c in frame.columns]
-    lines = ["| " + " | ".join(h for _, h in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+    lines = [
+        "| " + " | ".join(h for _, h in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c]) for c, _ in columns) + " |")
     return "\n".join(lines)
@@ -100,14 +115,22 @@ def plot_confusion(preds: pd.DataFrame, path: Path, title: str) -> Path:
     fig, axes = _subplots(len(sources), (4.8 * len(sources), 3.8))
     for k, (ax, source) in enumerate(zip(axes[0], sources, strict=True)):
         part = _part(preds, source)
-        cm = confusion_matrix(part["label"].astype(str), part["pred"].astype(str),
-                              labels=list(LABELS))
+        cm = confusion_matrix(
+            part["label"].astype(str), part["pred"].astype(str), labels=list(LABELS)
+        )
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
         for i in range(len(LABELS)):
             for j in range(len(LABELS)):
-                ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center",
-                        fontsize=8, color="white" if norm[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{cm[i, j]}\n{norm[i, j]:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.6 else "black",
+                )
         ax.set_xticks(range(len(LABELS)), LABELS, rotation=20)
         ax.set_yticks(range(len(LABELS)), LABELS)
         ax.set_xlabel("verdict")
@@ -152,14 +175,16 @@ def plot_accuracy_vs_time(slices: pd.DataFrame, path: Path, title: str) -> Path:
     data = slices[slices["horizon"] != "all"]
     order = horizon_order(list(data["horizon"].unique()))
     fig, axes = _subplots(3, (12.6, 3.6))
-    metrics = [("macro_f1", "macro-F1"), ("accuracy", "accuracy"),
-               ("false_block_long", "long-form flows called short-form")]
+    metrics = [
+        ("macro_f1", "macro-F1"),
+        ("accuracy", "accuracy"),
+        ("false_block_long", "long-form flows called short-form"),
+    ]
     for ax, (col, name) in zip(axes[0], metrics, strict=True):
         for source in sorted(data["source"].unique()):
             part = data[data["source"] == source].set_index("horizon").reindex(order)
             ax.plot(range(len(order)), part[col].astype(float), marker="o", label=source)
-        ax.set_xticks(range(len(order)),
-                      [f"{h} s" if h != "flow" else "whole flow" for h in order])
+        ax.set_xticks(range(len(order)), [f"{h} s" if h != "flow" else "whole flow" for h in order])
         ax.set_xlabel("decision time")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(name, fontsize=9)
@@ -173,8 +198,7 @@ def plot_importance(importance: pd.DataFrame, path: Path, title: str, top: int =
     shown = importance.head(top).iloc[::-1]
     fig, axes = _subplots(1, (7, 0.28 * len(shown) + 1.2))
     ax = axes[0][0]
-    ax.barh(shown["unit"], shown["importance_mean"], xerr=shown["importance_std"],
-            color="#4c72b0")
+    ax.barh(shown["unit"], shown["importance_mean"], xerr=shown["importance_std"], color="#4c72b0")
     ax.set_xlabel("drop in macro-F1 when shuffled (held-out folds)")
     ax.tick_params(axis="y", labelsize=8)
     ax.set_title(title, fontsize=10)
@@ -184,19 +208,28 @@ def plot_importance(importance: pd.DataFrame, path: Path, title: str, top: int =
 def plot_comparison(comparison: pd.DataFrame, path: Path, title: str) -> Path:
     """Grouped bars: macro-F1 and long-form false-block rate per candidate and data."""
     cv = comparison.copy()
-    cv["slice"] = cv["evaluation"].where(cv["evaluation"] != "grouped CV", "CV") + ": " + \
-        cv["source"].astype(str)
+    cv["slice"] = (
+        cv["evaluation"].where(cv["evaluation"] != "grouped CV", "CV")
+        + ": "
+        + cv["source"].astype(str)
+    )
     slices = list(dict.fromkeys(cv["slice"]))
     candidates = list(dict.fromkeys(cv["candidate"]))
     fig, axes = _subplots(2, (11, 3.6))
     width = 0.8 / max(len(slices), 1)
-    for ax, (col, name) in zip(axes[0], [("macro_f1", "macro-F1"),
-                                         ("false_block_long", "false-block long-form")],
-                               strict=True):
+    for ax, (col, name) in zip(
+        axes[0],
+        [("macro_f1", "macro-F1"), ("false_block_long", "false-block long-form")],
+        strict=True,
+    ):
         for k, sl in enumerate(slices):
             part = cv[cv["slice"] == sl].set_index("candidate").reindex(candidates)
-            ax.bar(np.arange(len(candidates)) + k * width, part[col].astype(float).fillna(0),
-                   width, label=sl)
+            ax.bar(
+                np.arange(len(candidates)) + k * width,
+                part[col].astype(float).fillna(0),
+                width,
+                label=sl,
+            )
         ax.set_xticks(np.arange(len(candidates)) + width * (len(slices) - 1) / 2, candidates)
         ax.set_ylim(0, 1.02)
         ax.set_title(name, fontsize=9)
@@ -215,16 +248,26 @@ def _data_line(preds: pd.DataFrame) -> str:
     parts = []
     for source, grp in preds.groupby("source"):
         labels = grp.drop_duplicates(["capture_id", "flow_id"])["label"].value_counts()
-        parts.append(f"{source}: {grp['capture_id'].nunique()} captures, "
-                     + ", ".join(f"{n} {lab} flows" for lab, n in labels.items()))
+        parts.append(
+            f"{source}: {grp['capture_id'].nunique()} captures, "
+            + ", ".join(f"{n} {lab} flows" for lab, n in labels.items())
+        )
     return "; ".join(parts)
 
 
-def write_evaluation_report(out_dir: Path, *, model_name: str, model_info: dict[str, Any],
-                            manifests: list[str], heldout: pd.DataFrame | None,
-                            cv: pd.DataFrame, importance: pd.DataFrame, seen_captures: int,
-                            n_folds: int, lab_to_real: pd.DataFrame | None = None,
-                            ) -> tuple[Path, list[Path]]:
+def write_evaluation_report(
+    out_dir: Path,
+    *,
+    model_name: str,
+    model_info: dict[str, Any],
+    manifests: list[str],
+    heldout: pd.DataFrame | None,
+    cv: pd.DataFrame,
+    importance: pd.DataFrame,
+    seen_captures: int,
+    n_folds: int,
+    lab_to_real: pd.DataFrame | None = None,
+) -> tuple[Path, list[Path]]:
     """Write ``report.md`` and its figures into ``out_dir``; return the report path and
     the figure paths. Raises :class:`ShortflowError` when ``out_dir`` is not writable."""
     from training.evaluate import score_slices
@@ -232,72 +275,144 @@ def write_evaluation_report(out_dir: Path, *, model_name: str, model_info: dict[
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ShortflowError(f"{out_dir}: cannot create report folder ({exc.strerror})") \
-            from exc
+        raise ShortflowError(f"{out_dir}: cannot create report folder ({exc.strerror})") from exc
     figures: list[Path] = []
-    lines = [f"# Evaluation of model `{model_name}`", "",
-             f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from manifests: "
-             + ", ".join(f"`{m}`" for m in manifests) + ".", "",
-             f"Model estimator: {model_info.get('estimator', '?')}; trained on manifest hash "
-             f"`{str(model_info.get('training_manifest_sha256', ''))[:16]}`.", "",
-             "Verdicts are what `shortflow classify` gives: TikTok-category flows are "
-             "short-form by name; all other flows by the model's most likely label. "
-             "Rows are decision views: each flow after "
-             + ", ".join(f"{h} s" for h in _horizons(cv)) + " and as a whole flow.", "",
-             "## Caveat on short-form data", "", SHORT_FORM_CAVEAT, ""]
+    lines = [
+        f"# Evaluation of model `{model_name}`",
+        "",
+        f"Generated {datetime.now(UTC).isoformat(timespec='seconds')} from manifests: "
+        + ", ".join(f"`{m}`" for m in manifests)
+        + ".",
+        "",
+        f"Model estimator: {model_info.get('estimator', '?')}; trained on manifest hash "
+        f"`{str(model_info.get('training_manifest_sha256', ''))[:16]}`.",
+        "",
+        "Verdicts are what `shortflow classify` gives: TikTok-category flows are "
+        "short-form by name; all other flows by the model's most likely label. "
+        "Rows are decision views: each flow after "
+        + ", ".join(f"{h} s" for h in _horizons(cv))
+        + " and as a whole flow.",
+        "",
+        "## Caveat on short-form data",
+        "",
+        SHORT_FORM_CAVEAT,
+        "",
+    ]
     sets: list[tuple[str, str, pd.DataFrame]] = []
     if heldout is not None and len(heldout):
         sets.append(("heldout", "the saved model on captures it was not trained on", heldout))
     else:
-        lines += ["## Saved model on unseen captures", "",
-                  f"None: all {seen_captures} captures of these manifests were in the "
-                  "model's training set, so the saved model cannot be tested on them. "
-                  "Only the cross-validated figures below are honest.", ""]
-    sets.append(("cv", f"grouped {n_folds}-fold cross-validation by capture of the same "
-                       "pipeline recipe (refit per fold)", cv))
+        lines += [
+            "## Saved model on unseen captures",
+            "",
+            f"None: all {seen_captures} captures of these manifests were in the "
+            "model's training set, so the saved model cannot be tested on them. "
+            "Only the cross-validated figures below are honest.",
+            "",
+        ]
+    sets.append(
+        (
+            "cv",
+            f"grouped {n_folds}-fold cross-validation by capture of the same "
+            "pipeline recipe (refit per fold)",
+            cv,
+        )
+    )
     if lab_to_real is not None and len(lab_to_real):
-        sets.append(("lab2real", "the same recipe trained on all lab captures, tested on all "
-                                 "real captures", lab_to_real))
+        sets.append(
+            (
+                "lab2real",
+                "the same recipe trained on all lab captures, tested on all real captures",
+                lab_to_real,
+            )
+        )
     else:
-        lines += ["(No train-on-lab / test-on-real figures: these manifests do not hold "
-                  "both lab and real captures.)", ""]
+        lines += [
+            "(No train-on-lab / test-on-real figures: these manifests do not hold "
+            "both lab and real captures.)",
+            "",
+        ]
     for key, what, preds in sets:
         lines += [f"## {what[0].upper()}{what[1:]}", "", f"Data: {_data_line(preds)}.", ""]
         if key == "heldout" and seen_captures:
-            lines += [f"({seen_captures} captures were in the training set and are left "
-                      "out of this section.)", ""]
+            lines += [
+                f"({seen_captures} captures were in the training set and are left "
+                "out of this section.)",
+                "",
+            ]
         slices = pd.DataFrame(score_slices(preds))
-        lines += [markdown_table(slices, [
-            ("source", "data"), ("horizon", "decision time"), ("captures", "captures"),
-            ("rows", "rows"), ("macro_f1", "macro-F1"), ("accuracy", "accuracy"),
-            ("short_recall", "short-form recall"), ("short_precision", "short-form precision"),
-            ("false_block_long", "false-block long-form"),
-            ("false_block_call", "false-block calls")]), ""]
+        lines += [
+            markdown_table(
+                slices,
+                [
+                    ("source", "data"),
+                    ("horizon", "decision time"),
+                    ("captures", "captures"),
+                    ("rows", "rows"),
+                    ("macro_f1", "macro-F1"),
+                    ("accuracy", "accuracy"),
+                    ("short_recall", "short-form recall"),
+                    ("short_precision", "short-form precision"),
+                    ("false_block_long", "false-block long-form"),
+                    ("false_block_call", "false-block calls"),
+                ],
+            ),
+            "",
+        ]
         label = f"data: {what}"
         for name, fig in [
-            ("confusion", plot_confusion(preds, out_dir / f"{key}_confusion.png",
-                                         f"Confusion matrix; {label}")),
-            ("pr", plot_pr_curves(preds, out_dir / f"{key}_pr_curves.png",
-                                  f"Precision-recall per class; {label}")),
-            ("time", plot_accuracy_vs_time(slices, out_dir / f"{key}_accuracy_vs_time.png",
-                                           f"Accuracy vs decision time; {label}")),
+            (
+                "confusion",
+                plot_confusion(
+                    preds, out_dir / f"{key}_confusion.png", f"Confusion matrix; {label}"
+                ),
+            ),
+            (
+                "pr",
+                plot_pr_curves(
+                    preds, out_dir / f"{key}_pr_curves.png", f"Precision-recall per class; {label}"
+                ),
+            ),
+            (
+                "time",
+                plot_accuracy_vs_time(
+                    slices,
+                    out_dir / f"{key}_accuracy_vs_time.png",
+                    f"Accuracy vs decision time; {label}",
+                ),
+            ),
         ]:
             figures.append(fig)
             lines += [f"![{name}]({fig.name})", "", f"*{fig.name}: {label}.*", ""]
-    imp = plot_importance(importance, out_dir / "feature_importance.png",
-                          "Permutation importance, held-out folds of grouped CV")
+    imp = plot_importance(
+        importance,
+        out_dir / "feature_importance.png",
+        "Permutation importance, held-out folds of grouped CV",
+    )
     figures.append(imp)
-    lines += ["## Feature importance", "",
-              "Permutation importance measured on held-out folds only (the drop in "
-              "macro-F1 when one feature, or the SPLT block, is shuffled). Data: the "
-              "grouped cross-validation above.", "", f"![importance]({imp.name})", "",
-              markdown_table(importance.head(15), [("unit", "feature"),
-                                                   ("importance_mean", "mean drop"),
-                                                   ("importance_std", "std")]), ""]
+    lines += [
+        "## Feature importance",
+        "",
+        "Permutation importance measured on held-out folds only (the drop in "
+        "macro-F1 when one feature, or the SPLT block, is shuffled). Data: the "
+        "grouped cross-validation above.",
+        "",
+        f"![importance]({imp.name})",
+        "",
+        markdown_table(
+            importance.head(15),
+            [("unit", "feature"), ("importance_mean", "mean drop"), ("importance_std", "std")],
+        ),
+        "",
+    ]
     metrics = model_info.get("metrics", {})
     if metrics.get("comparison"):
-        lines += ["## Comparison recorded at training time", "",
-                  comparison_markdown(pd.DataFrame(metrics["comparison"])), ""]
+        lines += [
+            "## Comparison recorded at training time",
+            "",
+            comparison_markdown(pd.DataFrame(metrics["comparison"])),
+            "",
+        ]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report, figures

@@ -38,8 +38,7 @@ def _agreement(text: str) -> Any:
         k, n = (int(x) for x in kn.split("/"))
         rule = Agreement(k, n, float(thr))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected K/N@T such as 3/5@0.8, got {text!r}"
-                                         ) from exc
+        raise argparse.ArgumentTypeError(f"expected K/N@T such as 3/5@0.8, got {text!r}") from exc
     if not (1 <= rule.k <= rule.n and 0 < rule.threshold <= 1):
         raise argparse.ArgumentTypeError(f"need 1 <= K <= N and 0 < T <= 1, got {text!r}")
     return rule
@@ -48,8 +47,7 @@ def _agreement(text: str) -> Any:
 def _evaluate(table: Any, names: list[str], rule: Any) -> dict[str, Any]:
     from training.sessions import CANDIDATES, leave_one_source_out, source_scores
 
-    return {n: source_scores(leave_one_source_out(table, CANDIDATES[n], rule=rule))
-            for n in names}
+    return {n: source_scores(leave_one_source_out(table, CANDIDATES[n], rule=rule)) for n in names}
 
 
 def _counts(table: Any) -> str:
@@ -72,29 +70,45 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for synthetic, what in (("sim", "simulated"), ("lab", "traffic-lab")):
         auc = realism_auc(table, synthetic)
         if auc:
-            parts += [f"{what} vs real session windows, ROC AUC per class (grouped 5-fold "
-                      "CV; 0.5 = indistinguishable): "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()), ""]
+            parts += [
+                f"{what} vs real session windows, ROC AUC per class (grouped 5-fold "
+                "CV; 0.5 = indistinguishable): "
+                + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()),
+                "",
+            ]
     rule = args.agreement
     for name, scores in _evaluate(table, names, rule).items():
         names_used = "withheld" if args.no_names else "used"
-        parts += [f"### {name} (leave one source out; names {names_used}; short-form when "
-                  f"{rule.k} of the last {rule.n} windows reach {rule.threshold:g})", "",
-                  scores_markdown(scores), ""]
+        parts += [
+            f"### {name} (leave one source out; names {names_used}; short-form when "
+            f"{rule.k} of the last {rule.n} windows reach {rule.threshold:g})",
+            "",
+            scores_markdown(scores),
+            "",
+        ]
     transfer = sim_to_real(table, CANDIDATES[names[0]], rule)
     if transfer is not None:
-        parts += [f"### {names[0]}: trained on simulated sessions only, tested on every real "
-                  "source", "", scores_markdown(source_scores(transfer)), ""]
+        parts += [
+            f"### {names[0]}: trained on simulated sessions only, tested on every real source",
+            "",
+            scores_markdown(source_scores(transfer)),
+            "",
+        ]
     if args.flows:
         from classifier.model.artifact import load_model
         from training.flow_scores import flow_byte_scores, flow_scores_markdown
 
-        flows = flow_byte_scores(args.manifests, table, CANDIDATES[names[0]],
-                                 load_model(args.flow_model), config, rule)
-        parts += [f"### {names[0]}: bytes of each held-out source by the final label of "
-                  "their flow (what `shortflow classify` shows; sessions judged with "
-                  "hindsight; the flow model is not refitted per fold)", "",
-                  flow_scores_markdown(flows), ""]
+        flows = flow_byte_scores(
+            args.manifests, table, CANDIDATES[names[0]], load_model(args.flow_model), config, rule
+        )
+        parts += [
+            f"### {names[0]}: bytes of each held-out source by the final label of "
+            "their flow (what `shortflow classify` shows; sessions judged with "
+            "hindsight; the flow model is not refitted per fold)",
+            "",
+            flow_scores_markdown(flows),
+            "",
+        ]
     text = "\n".join(parts)
     if args.output:
         args.output.write_text(text)
@@ -113,13 +127,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     estimator = CANDIDATES[CHOSEN]().fit(table[list(SESSION_FEATURES)], table["label"])
     created = datetime.now(UTC).isoformat(timespec="seconds")
     rule = args.agreement
-    metrics = {"leave_one_source_out": scores.to_dict(orient="records"),
-               "agreement": {"k": rule.k, "n": rule.n, "threshold": rule.threshold},
-               "training_windows": {f"{s}/{lab}": int(n) for (s, lab), n
-                                    in table.groupby(["source", "label"]).size().items()},
-               "simulated_sessions_per_kind": args.sim, "seed": args.seed}
-    save_session_model(estimator, args.output, name=args.name, config=config,
-                       estimator_name=CHOSEN, created=created, metrics=metrics)
+    metrics = {
+        "leave_one_source_out": scores.to_dict(orient="records"),
+        "agreement": {"k": rule.k, "n": rule.n, "threshold": rule.threshold},
+        "training_windows": {
+            f"{s}/{lab}": int(n)
+            for (s, lab), n in table.groupby(["source", "label"]).size().items()
+        },
+        "simulated_sessions_per_kind": args.sim,
+        "seed": args.seed,
+    }
+    save_session_model(
+        estimator,
+        args.output,
+        name=args.name,
+        config=config,
+        estimator_name=CHOSEN,
+        created=created,
+        metrics=metrics,
+    )
     print(scores_markdown(scores))
     print(f"wrote the session model to {args.output} ({_counts(table)})", file=sys.stderr)
     return 0
@@ -127,38 +153,70 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifests", nargs="+", type=Path, metavar="MANIFEST")
-    p.add_argument("--sim", type=int, default=_DEFAULT_SIM, metavar="N",
-                   help=f"simulated sessions per kind added to training (default {_DEFAULT_SIM};"
-                        " 0: none)")
+    p.add_argument(
+        "--sim",
+        type=int,
+        default=_DEFAULT_SIM,
+        metavar="N",
+        help=f"simulated sessions per kind added to training (default {_DEFAULT_SIM}; 0: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated sessions")
-    p.add_argument("--no-names", action="store_true",
-                   help="withhold every name: group flows by server network only")
+    p.add_argument(
+        "--no-names",
+        action="store_true",
+        help="withhold every name: group flows by server network only",
+    )
     p.add_argument("--jobs", type=int, default=1, help="featurize processes")
-    p.add_argument("--agreement", type=_agreement, default="3/5@0.8", metavar="K/N@T",
-                   help="short-form when K of a session's last N windows reach probability "
-                        "T (the policy's [agreement]; default 3/5@0.8)")
+    p.add_argument(
+        "--agreement",
+        type=_agreement,
+        default="3/5@0.8",
+        metavar="K/N@T",
+        help="short-form when K of a session's last N windows reach probability "
+        "T (the policy's [agreement]; default 3/5@0.8)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train-sessions`` and ``evaluate-sessions``."""
-    t = sub.add_parser("train-sessions",
-                       help="fit the session model (client activity over time) and save it")
+    t = sub.add_parser(
+        "train-sessions", help="fit the session model (client activity over time) and save it"
+    )
     _common(t)
-    t.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
-                   help="model directory (session.joblib + session.json are written)")
+    t.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="model directory (session.joblib + session.json are written)",
+    )
     t.add_argument("--name", default="session", help="model name in session.json")
     t.set_defaults(handler=_cmd_train)
-    e = sub.add_parser("evaluate-sessions",
-                       help="leave-one-source-out figures of the session-model candidates")
+    e = sub.add_parser(
+        "evaluate-sessions", help="leave-one-source-out figures of the session-model candidates"
+    )
     _common(e)
-    e.add_argument("--candidate", choices=["all", "logreg-shape", "logreg", "hgb", "et"],
-                   default="all", help="candidate(s) to evaluate; the first one is also "
-                   "trained on simulated sessions alone and tested on all real ones")
-    e.add_argument("--flows", action="store_true",
-                   help="also classify every capture of each held-out source as `shortflow "
-                   "classify` does and report its bytes by final flow label")
-    e.add_argument("--flow-model", type=Path, default=None, metavar="DIR",
-                   help="flow model for --flows (default: the shipped one)")
+    e.add_argument(
+        "--candidate",
+        choices=["all", "logreg-shape", "logreg", "hgb", "et"],
+        default="all",
+        help="candidate(s) to evaluate; the first one is also "
+        "trained on simulated sessions alone and tested on all real ones",
+    )
+    e.add_argument(
+        "--flows",
+        action="store_true",
+        help="also classify every capture of each held-out source as `shortflow "
+        "classify` does and report its bytes by final flow label",
+    )
+    e.add_argument(
+        "--flow-model",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="flow model for --flows (default: the shipped one)",
+    )
     e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
     e.set_defaults(handler=_cmd_evaluate)

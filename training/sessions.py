@@ -45,9 +45,19 @@ from training.dataset import default_cache_dir, featurize_cached, load_rows
 from training.manifest import SESSION_LABELS
 
 __all__ = [
-    "source_name", "session_labels", "session_rows", "leave_one_source_out",
-    "source_scores", "simulated_rows", "CANDIDATES", "CHOSEN", "scores_markdown",
-    "realism_auc", "SHAPE_FEATURES", "read_timeline", "sim_to_real",
+    "source_name",
+    "session_labels",
+    "session_rows",
+    "leave_one_source_out",
+    "source_scores",
+    "simulated_rows",
+    "CANDIDATES",
+    "CHOSEN",
+    "scores_markdown",
+    "realism_auc",
+    "SHAPE_FEATURES",
+    "read_timeline",
+    "sim_to_real",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,20 +133,23 @@ def read_timeline(capture: Path) -> list[tuple[float, float, str]] | None:
         return None
     try:
         doc = json.loads(sidecar.read_text(encoding="utf-8"))
-        out = [(float(iv["start"]), float(iv["end"]), str(iv["label"]))
-               for iv in doc["intervals"]]
+        out = [(float(iv["start"]), float(iv["end"]), str(iv["label"])) for iv in doc["intervals"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"{sidecar}: not a timeline (expected intervals with start, end "
-                           f"and label): {exc}") from exc
+        raise DatasetError(
+            f"{sidecar}: not a timeline (expected intervals with start, end and label): {exc}"
+        ) from exc
     for start, end, label in out:
         if end <= start or label not in SESSION_LABELS:
-            raise DatasetError(f"{sidecar}: bad interval {start}-{end} {label!r} (end after "
-                               f"start; label one of {', '.join(SESSION_LABELS)})")
+            raise DatasetError(
+                f"{sidecar}: bad interval {start}-{end} {label!r} (end after "
+                f"start; label one of {', '.join(SESSION_LABELS)})"
+            )
     return out
 
 
-def _interval_labels(sessions: pd.DataFrame, intervals: list[tuple[float, float, str]],
-                     step: float) -> pd.Series:
+def _interval_labels(
+    sessions: pd.DataFrame, intervals: list[tuple[float, float, str]], step: float
+) -> pd.Series:
     """Per session row: the label of the interval covering most of its last ``step``
     seconds (what a verdict at its end newly covers), or None."""
     lo = (sessions["window_end"] - step).to_numpy(float)
@@ -162,9 +175,14 @@ def _labelled(sessions: pd.DataFrame, row: Any, step: float) -> pd.Series:
     return out
 
 
-def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None = None, *,
-                 jobs: int = 1, cache_dir: Path | None = None,
-                 progress: bool = False) -> pd.DataFrame:
+def session_rows(
+    manifests: Sequence[Path | str],
+    config: SessionConfig | None = None,
+    *,
+    jobs: int = 1,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Labelled session-view rows of every capture in ``manifests`` (rows without a label
     are dropped). A capture with a timeline sidecar (:func:`read_timeline`) is labelled
     per window from its intervals instead of its manifest label. Raises
@@ -173,8 +191,9 @@ def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None =
     rows = load_rows(manifests)
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     args = [(row.local_path, row.sha256, ACTIVITY_CONFIG, cache, ACTIVITY_COLUMNS) for row in rows]
-    tables = ordered_map(featurize_cached, args, jobs=jobs, scheduler="local",
-                         progress=progress, error=DatasetError)
+    tables = ordered_map(
+        featurize_cached, args, jobs=jobs, scheduler="local", progress=progress, error=DatasetError
+    )
     parts: list[pd.DataFrame] = []
     for activity, row in zip(tables, rows, strict=True):
         sessions = session_table(activity, config)
@@ -195,16 +214,18 @@ def session_rows(manifests: Sequence[Path | str], config: SessionConfig | None =
     return pd.concat(parts, ignore_index=True)
 
 
-def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
-                         sources: Sequence[str] | None = None,
-                         rule: Agreement | None = None) -> pd.DataFrame:
+def leave_one_source_out(
+    table: pd.DataFrame,
+    factory: Callable[[], Any],
+    sources: Sequence[str] | None = None,
+    rule: Agreement | None = None,
+) -> pd.DataFrame:
     """Predictions for every row of each held-out source, from a model fitted on all the
     other sources (``factory()`` gives a fresh, unfitted estimator). Simulated rows
     (source ``sim``) are always on the training side unless ``sources`` names them. Adds
     ``p_short``, ``p_long`` and ``verdict`` (production's rule: :func:`agreed` with
     ``rule``, by default the policy's defaults)."""
-    held = (list(sources) if sources is not None
-            else sorted(set(table["source"].unique()) - {"sim"}))
+    held = list(sources) if sources is not None else sorted(set(table["source"].unique()) - {"sim"})
     parts = []
     for source in held:
         test = table[table["source"] == source]
@@ -218,8 +239,9 @@ def leave_one_source_out(table: pd.DataFrame, factory: Callable[[], Any],
     return pd.concat(parts, ignore_index=True)
 
 
-def sim_to_real(table: pd.DataFrame, factory: Callable[[], Any],
-                rule: Agreement | None = None) -> pd.DataFrame | None:
+def sim_to_real(
+    table: pd.DataFrame, factory: Callable[[], Any], rule: Agreement | None = None
+) -> pd.DataFrame | None:
     """Predictions for every real row (not simulated, not lab) from a model fitted on the
     simulated rows alone (None without both); columns as :func:`leave_one_source_out`."""
     sim = table[table["source"] == "sim"]
@@ -245,8 +267,9 @@ def _first_short_delay(preds: pd.DataFrame) -> float:
     delays = []
     for _, part in preds[preds["label"] == SHORT].groupby(["capture_id", "client", "group"]):
         hit = part[part["verdict"] == SHORT]
-        delays.append(float((hit["window_end"] - hit["session_start"]).min())
-                      if len(hit) else float("inf"))
+        delays.append(
+            float((hit["window_end"] - hit["session_start"]).min()) if len(hit) else float("inf")
+        )
     return float(np.median(delays)) if delays else float("nan")
 
 
@@ -268,19 +291,25 @@ def source_scores(preds: pd.DataFrame, step: float = 10.0) -> pd.DataFrame:
         short = part[part["label"] == SHORT]
         long_ = part[part["label"] == "long-form"]
         other = part[part["label"] == "other"]
-        out.append({
-            "source": source,
-            "short_min": len(short) * step / 60, "long_min": len(long_) * step / 60,
-            "other_min": len(other) * step / 60,
-            "short_detected": _share(short), "short_bytes_detected": _share(short, "bytes_step"),
-            "first_short_s": _first_short_delay(part),
-            "long_as_short": _share(long_), "other_as_short": _share(other),
-        })
+        out.append(
+            {
+                "source": source,
+                "short_min": len(short) * step / 60,
+                "long_min": len(long_) * step / 60,
+                "other_min": len(other) * step / 60,
+                "short_detected": _share(short),
+                "short_bytes_detected": _share(short, "bytes_step"),
+                "first_short_s": _first_short_delay(part),
+                "long_as_short": _share(long_),
+                "other_as_short": _share(other),
+            }
+        )
     return pd.DataFrame(out)
 
 
-def simulated_rows(sessions_per_kind: int, seed: int = 0,
-                   config: SessionConfig | None = None) -> pd.DataFrame:
+def simulated_rows(
+    sessions_per_kind: int, seed: int = 0, config: SessionConfig | None = None
+) -> pd.DataFrame:
     """Labelled session-view rows of simulated sessions (:mod:`training.simulate`),
     ``sessions_per_kind`` of each kind, source ``sim``. Deterministic for ``seed``."""
     from training.simulate import SIM_KINDS, simulate
@@ -309,12 +338,23 @@ def _logreg() -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    return make_pipeline(FunctionTransformer(np.log1p), StandardScaler(),
-                         LogisticRegression(C=0.3, class_weight="balanced", max_iter=2000))
+    return make_pipeline(
+        FunctionTransformer(np.log1p),
+        StandardScaler(),
+        LogisticRegression(C=0.3, class_weight="balanced", max_iter=2000),
+    )
 
 
-SHAPE_FEATURES = ("active_share", "bursts", "burst_gap_median", "burst_gap_cv", "media_flows",
-                  "new_media_flows", "media_age_median", "top_flow_share")
+SHAPE_FEATURES = (
+    "active_share",
+    "bursts",
+    "burst_gap_median",
+    "burst_gap_cv",
+    "media_flows",
+    "new_media_flows",
+    "media_age_median",
+    "top_flow_share",
+)
 """The session features that describe how a player fetches (timing, connections), not how
 much: rates and burst sizes follow the video's bitrate and the link, which change with
 the device and the network, not with what the person watches."""
@@ -326,39 +366,51 @@ def _logreg_shape() -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    return make_pipeline(ColumnTransformer([("shape", "passthrough", list(SHAPE_FEATURES))]),
-                         FunctionTransformer(np.log1p), StandardScaler(),
-                         LogisticRegression(C=0.3, class_weight="balanced", max_iter=2000))
+    return make_pipeline(
+        ColumnTransformer([("shape", "passthrough", list(SHAPE_FEATURES))]),
+        FunctionTransformer(np.log1p),
+        StandardScaler(),
+        LogisticRegression(C=0.3, class_weight="balanced", max_iter=2000),
+    )
 
 
 def _hgb() -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    return HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=7, min_samples_leaf=10,
-                                          class_weight="balanced", random_state=0)
+    return HistGradientBoostingClassifier(
+        max_iter=100, max_leaf_nodes=7, min_samples_leaf=10, class_weight="balanced", random_state=0
+    )
 
 
 def _extra_trees() -> Any:
     from sklearn.ensemble import ExtraTreesClassifier
 
-    return ExtraTreesClassifier(n_estimators=200, min_samples_leaf=5, class_weight="balanced",
-                                random_state=0)
+    return ExtraTreesClassifier(
+        n_estimators=200, min_samples_leaf=5, class_weight="balanced", random_state=0
+    )
 
 
 CANDIDATES: dict[str, Callable[[], Any]] = {
-    "logreg-shape": _logreg_shape, "logreg": _logreg, "hgb": _hgb, "et": _extra_trees}
+    "logreg-shape": _logreg_shape,
+    "logreg": _logreg,
+    "hgb": _hgb,
+    "et": _extra_trees,
+}
 """Session-model candidates; hyper-parameters fixed here, never tuned on reported folds."""
 CHOSEN = "logreg-shape"
 """The shipped candidate: the fewest degrees of freedom for the least real short-form data,
 and no input that follows bitrate or link speed."""
 
-_SCORE_HEADER = ("| held-out source | short-form min | long-form min | other min | short-form "
-                 "time detected | short-form bytes detected | first short-form verdict (s, "
-                 "median) | long-form time called short | other time called short |")
+_SCORE_HEADER = (
+    "| held-out source | short-form min | long-form min | other min | short-form "
+    "time detected | short-form bytes detected | first short-form verdict (s, "
+    "median) | long-form time called short | other time called short |"
+)
 
 
 def scores_markdown(scores: pd.DataFrame) -> str:
     """``source_scores`` as a Markdown table (``-`` where a class is absent)."""
+
     def fmt(v: Any, pct: bool) -> str:
         if isinstance(v, float) and math.isnan(v):
             return "-"
@@ -372,12 +424,12 @@ def scores_markdown(scores: pd.DataFrame) -> str:
             f"| {r.source} | {fmt(r.short_min, False)} | {fmt(r.long_min, False)} | "
             f"{fmt(r.other_min, False)} | {fmt(r.short_detected, True)} | "
             f"{fmt(r.short_bytes_detected, True)} | {fmt(r.first_short_s, False)} | "
-            f"{fmt(r.long_as_short, True)} | {fmt(r.other_as_short, True)} |")
+            f"{fmt(r.long_as_short, True)} | {fmt(r.other_as_short, True)} |"
+        )
     return "\n".join(lines)
 
 
-def realism_auc(table: pd.DataFrame, synthetic: str = "sim", folds: int = 5
-                ) -> dict[str, float]:
+def realism_auc(table: pd.DataFrame, synthetic: str = "sim", folds: int = 5) -> dict[str, float]:
     """Per class: how well a classifier tells the ``synthetic`` source's session windows
     (``sim`` or ``lab``) from real ones (ROC AUC of grouped cross-validation by capture;
     0.5 = indistinguishable)."""

@@ -161,9 +161,14 @@ def _idle(s: _Session) -> None:
 
 
 _KINDS: dict[str, tuple[str, Callable[[_Session], None]]] = {
-    "shorts": ("short-form", _short), "long": ("long-form", _long),
-    "audio": ("other", _audio), "call": ("other", _call), "web": ("other", _web),
-    "bulk": ("other", _bulk), "live": ("other", _live), "idle": ("other", _idle),
+    "shorts": ("short-form", _short),
+    "long": ("long-form", _long),
+    "audio": ("other", _audio),
+    "call": ("other", _call),
+    "web": ("other", _web),
+    "bulk": ("other", _bulk),
+    "live": ("other", _live),
+    "idle": ("other", _idle),
 }
 SIM_KINDS = tuple(_KINDS)
 

@@ -95,8 +95,16 @@ _CLIENT_MAC = bytes.fromhex("020000c80002")
 _SERVER_MAC = bytes.fromhex("020000c90002")
 _CLIENT_PORT_BASE = 50000
 _CSV_BASE_US = 1_600_000_000 * 1_000_000  # 2020-09-13T12:26:40Z: a fixed, arbitrary epoch
-_FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40,
-              "C": 0x80}
+_FLAG_BITS = {
+    "F": 0x01,
+    "S": 0x02,
+    "R": 0x04,
+    "P": 0x08,
+    "A": 0x10,
+    "U": 0x20,
+    "E": 0x40,
+    "C": 0x80,
+}
 _ACK = 0x10
 _SYN = 0x02
 _SYN_FIN = 0x03
@@ -125,47 +133,62 @@ class TraceSpec:
 TRACE_SPECS: tuple[TraceSpec, ...] = (
     TraceSpec(
         pattern=r"uuvideo_youtube_.*\.csv",
-        label="long-form", app="youtube", proto=UDP,
+        label="long-form",
+        app="youtube",
+        proto=UDP,
         recorded="packet trace (UUuUUuUUo/Video-traffic-dataset @8cdaeb4), imported",
         device="unknown client, 100 Mbit/s access link",
         license="research use (no license file in the source repo; do not redistribute)",
         notes="YouTube long-form over QUIC, first 30 s after playback start, 480p; "
-              "no names, no handshake",
+        "no names, no handshake",
     ),
     TraceSpec(
         pattern=r"uuvideo_twitch_.*\.csv",
-        label="other-video", app="twitch", proto=TCP,
+        label="other-video",
+        app="twitch",
+        proto=TCP,
         recorded="packet trace (UUuUUuUUo/Video-traffic-dataset @8cdaeb4), imported",
         device="unknown client, 100 Mbit/s access link",
         license="research use (no license file in the source repo; do not redistribute)",
         notes="Twitch live over TLS 1.3, first 30 s after playback start, 480p; "
-              "no names, no handshake, TCP flags synthetic (ACK)",
+        "no names, no handshake, TCP flags synthetic (ACK)",
     ),
-    *(TraceSpec(
-        pattern=rf"netpkt_{name}\.txt(\.gz)?",
-        label=label, app=app, proto=UDP,
-        recorded="packet trace (eusoubrasileiro/netpkt_vidcls @33e1111 python/data), imported",
-        device="Linux laptop, browser, home Wi-Fi (Brazil, 2024-09)",
-        license="research use (no license file in the source repo; do not redistribute)",
-        notes=f"{what}; real addresses, ports, TCP flags and timing; header-only "
-              "(wire lengths kept); no payload, no names",
-    ) for name, label, app, what in (
-        ("youtube_packets_03", "short-form", "youtube", "YouTube Shorts, first 300 s"),
-        ("youtube_packets_01", "long-form", "youtube", "YouTube long-form, 11 minutes"),
-        ("insta_packets_01", "mixed", "instagram",
-         "Instagram web, feed scrolling with videos (Reels share unknown)"),
-        ("working_packets_01", "other", "work", "Spotify, Teams, WhatsApp"),
-        ("working_packets_03", "other", "idle", "nothing: locked screen"),
-    )),
+    *(
+        TraceSpec(
+            pattern=rf"netpkt_{name}\.txt(\.gz)?",
+            label=label,
+            app=app,
+            proto=UDP,
+            recorded="packet trace (eusoubrasileiro/netpkt_vidcls @33e1111 python/data), imported",
+            device="Linux laptop, browser, home Wi-Fi (Brazil, 2024-09)",
+            license="research use (no license file in the source repo; do not redistribute)",
+            notes=f"{what}; real addresses, ports, TCP flags and timing; header-only "
+            "(wire lengths kept); no payload, no names",
+        )
+        for name, label, app, what in (
+            ("youtube_packets_03", "short-form", "youtube", "YouTube Shorts, first 300 s"),
+            ("youtube_packets_01", "long-form", "youtube", "YouTube long-form, 11 minutes"),
+            (
+                "insta_packets_01",
+                "mixed",
+                "instagram",
+                "Instagram web, feed scrolling with videos (Reels share unknown)",
+            ),
+            ("working_packets_01", "other", "work", "Spotify, Teams, WhatsApp"),
+            ("working_packets_03", "other", "idle", "nothing: locked screen"),
+        )
+    ),
     TraceSpec(
         pattern=r"sdrdray_reels_.*\.json",
-        label="short-form", app="instagram", proto=TCP,
+        label="short-form",
+        app="instagram",
+        proto=TCP,
         recorded="packet-metadata JSON (sdrdray/samsung-ennovatex-traffic-detection "
-                 "@808d590 data/data-old), imported",
+        "@808d590 data/data-old), imported",
         device="phone (per the author), receive offload on",
         license="Apache-2.0",
         notes="Instagram Reels per its author; no IPs or names; 288 GRO-coalesced frames "
-              "above 1514 B kept as they are (use resegment_mss); capped at 10000 packets",
+        "above 1514 B kept as they are (use resegment_mss); capped at 10000 packets",
     ),
 )
 
@@ -209,7 +232,8 @@ def _check_length(length: int, proto: int, where: str) -> None:
     if length < smallest or length > _MAX_FRAME:
         raise DatasetError(
             f"{where}: packet length {length} impossible for {_proto_name(proto)} "
-            f"(frames are {smallest}..{_MAX_FRAME} bytes)")
+            f"(frames are {smallest}..{_MAX_FRAME} bytes)"
+        )
 
 
 def _proto_name(proto: int) -> str:
@@ -250,8 +274,9 @@ def read_csv_trace(path: Path, proto: int) -> list[TraceSession]:
     return sessions
 
 
-def _parse_csv_lines(lines: Iterable[str], path: Path, proto: int,
-                     sessions: list[TraceSession]) -> None:
+def _parse_csv_lines(
+    lines: Iterable[str], path: Path, proto: int, sessions: list[TraceSession]
+) -> None:
     current: TraceSession | None = None
     for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
@@ -275,7 +300,8 @@ def _parse_csv_lines(lines: Iterable[str], path: Path, proto: int,
             ts_us, signed = int(parts[0]), int(parts[1])
         except ValueError as exc:
             raise DatasetError(
-                f"{where}: expected 'rel_ts_us,len' integers, got {line[:40]!r}") from exc
+                f"{where}: expected 'rel_ts_us,len' integers, got {line[:40]!r}"
+            ) from exc
         if ts_us < 0:
             raise DatasetError(f"{where}: negative time {ts_us}")
         _check_length(abs(signed), proto, where)
@@ -387,8 +413,11 @@ def _frame(state: _ConnState, pkt: TracePacket) -> tuple[bytes, int]:
     side = 0 if pkt.to_server else 1
     client = bytes(_CLIENT_ADDR)
     src, dst = (client, state.server) if pkt.to_server else (state.server, client)
-    sport, dport = ((conn.client_port, conn.server_port) if pkt.to_server
-                    else (conn.server_port, conn.client_port))
+    sport, dport = (
+        (conn.client_port, conn.server_port)
+        if pkt.to_server
+        else (conn.server_port, conn.client_port)
+    )
     ip_len = pkt.length - ETH_LEN
     if conn.proto == TCP and pkt.length == _ETH_MIN_FRAME:
         ip_len = _IP_LEN + _L4_LEN[TCP]  # padded minimum frame: a bare ACK
@@ -401,25 +430,40 @@ def _frame(state: _ConnState, pkt: TracePacket) -> tuple[bytes, int]:
             size = min(payload - payload % 4, _MAX_TCP_OPTIONS)
             options = (_MSS_OPTION + b"\x01" * (size - 4)) if size >= 4 else b"\x01" * size
             payload -= size
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, seq, ack if flags & _ACK else 0,
-                         (5 + len(options) // 4) << 4, flags, 65535, 0, 0) + options
+        l4 = (
+            struct.pack(
+                "!HHIIBBHHH",
+                sport,
+                dport,
+                seq,
+                ack if flags & _ACK else 0,
+                (5 + len(options) // 4) << 4,
+                flags,
+                65535,
+                0,
+                0,
+            )
+            + options
+        )
         state.seq[side] = (seq + payload + (1 if flags & _SYN_FIN else 0)) & 0xFFFFFFFF
     else:
         l4 = struct.pack("!HHHH", sport, dport, _L4_LEN[UDP] + payload, 0)
     ip_id = state.ip_id[side]
     state.ip_id[side] = (ip_id + 1) & 0xFFFF
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, ip_id, 0x4000, 64, conn.proto, 0,
-                     src, dst)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, ip_id, 0x4000, 64, conn.proto, 0, src, dst)
     ip = ip[:10] + struct.pack("!H", _ip_checksum(ip)) + ip[12:]
-    eth = ((_SERVER_MAC + _CLIENT_MAC) if pkt.to_server else (_CLIENT_MAC + _SERVER_MAC))
+    eth = (_SERVER_MAC + _CLIENT_MAC) if pkt.to_server else (_CLIENT_MAC + _SERVER_MAC)
     return eth + b"\x08\x00" + ip + l4, pkt.length - ETH_LEN - _IP_LEN - len(l4)
 
 
-def _write_records(fh: BinaryIO, session: TraceSession, base_us: int,
-                   snaplen: int | None) -> None:
+def _write_records(fh: BinaryIO, session: TraceSession, base_us: int, snaplen: int | None) -> None:
     states = [
-        _ConnState(c, _server_addr(i), [_ISN_CLIENT + i * 0x10000, _ISN_SERVER + i * 0x10000],
-                   [0x1000 + i, 0x8000 + i])
+        _ConnState(
+            c,
+            _server_addr(i),
+            [_ISN_CLIENT + i * 0x10000, _ISN_SERVER + i * 0x10000],
+            [0x1000 + i, 0x8000 + i],
+        )
         for i, c in enumerate(session.conns)
     ]
     zeros = bytes(_MAX_FRAME)
@@ -435,8 +479,9 @@ def _write_records(fh: BinaryIO, session: TraceSession, base_us: int,
             fh.write(zeros[: kept - len(data)])
 
 
-def write_session_pcap(session: TraceSession, out: Path, *, base_us: int = 0,
-                       snaplen: int | None = None) -> None:
+def write_session_pcap(
+    session: TraceSession, out: Path, *, base_us: int = 0, snaplen: int | None = None
+) -> None:
     """Write one session as an Ethernet pcap (microsecond timestamps) at ``out``, atomically.
 
     Packet times are ``base_us + ts_us``. ``snaplen`` keeps only that many bytes per frame
@@ -464,7 +509,8 @@ def _spec_for(path: Path, label: str | None, app: str | None, proto: str | None)
     if spec is None:
         if label is None or app is None:
             raise DatasetError(
-                f"{path}: unknown trace source; give its label and app (and proto for CSV)")
+                f"{path}: unknown trace source; give its label and app (and proto for CSV)"
+            )
         spec = TraceSpec("", label, app, TCP, "packet trace, imported", "", "", "")
     chosen_proto = spec.proto
     if proto is not None:
@@ -474,9 +520,18 @@ def _spec_for(path: Path, label: str | None, app: str | None, proto: str | None)
     chosen_label = label or spec.label
     if chosen_label not in SESSION_LABELS:
         raise DatasetError(
-            f"unknown label {chosen_label!r} (expected one of {', '.join(SESSION_LABELS)})")
-    return TraceSpec(spec.pattern, chosen_label, app or spec.app, chosen_proto, spec.recorded,
-                     spec.device, spec.license, spec.notes)
+            f"unknown label {chosen_label!r} (expected one of {', '.join(SESSION_LABELS)})"
+        )
+    return TraceSpec(
+        spec.pattern,
+        chosen_label,
+        app or spec.app,
+        chosen_proto,
+        spec.recorded,
+        spec.device,
+        spec.license,
+        spec.notes,
+    )
 
 
 def _is_trace(path: Path) -> bool:
@@ -492,8 +547,9 @@ def _trace_files(src: Path) -> list[Path]:
     if not src.is_file():
         raise DatasetError(f"{src}: trace not found")
     if not _is_trace(src):
-        raise DatasetError(f"{src}: not a packet trace (expected a .csv, .json, or netpkt "
-                           ".txt/.txt.gz file)")
+        raise DatasetError(
+            f"{src}: not a packet trace (expected a .csv, .json, or netpkt .txt/.txt.gz file)"
+        )
     return [src]
 
 
@@ -510,19 +566,27 @@ def _pcap_name(path: Path, session: TraceSession) -> str:
     return f"{path.stem}__{safe}.pcap"
 
 
-def _row_values(out: Path, manifest: Path, spec: TraceSpec, session: TraceSession,
-                source: Path) -> dict[str, str]:
+def _row_values(
+    out: Path, manifest: Path, spec: TraceSpec, session: TraceSession, source: Path
+) -> dict[str, str]:
     notes = spec.notes
     if session.reordered:
         notes += f"; {session.reordered} out-of-order timestamps sorted"
-    where = source.name if source.suffix.lower() == ".json" else (
-        f"{source.name} session {session.name}")
+    where = (
+        source.name
+        if source.suffix.lower() == ".json"
+        else (f"{source.name} session {session.name}")
+    )
     return {
         "path": Path(os.path.relpath(out, manifest.parent)).as_posix(),
-        "sha256": file_sha256(out), "label": spec.label, "app": spec.app,
-        "recorded": f"{spec.recorded}: {where}", "device": spec.device,
+        "sha256": file_sha256(out),
+        "label": spec.label,
+        "app": spec.app,
+        "recorded": f"{spec.recorded}: {where}",
+        "device": spec.device,
         "date": session.start.date().isoformat() if session.start else "",
-        "license": spec.license, "notes": notes,
+        "license": spec.license,
+        "notes": notes,
     }
 
 
@@ -579,8 +643,9 @@ def import_traces(
             values.append(_import_netpkt(path, out_dir, manifest, spec))
             continue
         sessions = _sessions(path, spec)
-        for session in tqdm(sessions, desc=path.name, unit=" session", disable=not progress,
-                            leave=False):
+        for session in tqdm(
+            sessions, desc=path.name, unit=" session", disable=not progress, leave=False
+        ):
             out = out_dir / _pcap_name(path, session)
             base = 0 if session.start is not None else _CSV_BASE_US
             write_session_pcap(session, out, base_us=base, snaplen=snaplen)
@@ -601,9 +666,14 @@ def _import_netpkt(path: Path, out_dir: Path, manifest: Path, spec: TraceSpec) -
     log.info("imported %d packets from %s", len(packets), path.name)
     return {
         "path": Path(os.path.relpath(out, manifest.parent)).as_posix(),
-        "sha256": file_sha256(out), "label": spec.label, "app": spec.app,
-        "recorded": f"{spec.recorded}: {path.name}", "device": spec.device,
-        "date": start.date().isoformat(), "license": spec.license, "notes": notes,
+        "sha256": file_sha256(out),
+        "label": spec.label,
+        "app": spec.app,
+        "recorded": f"{spec.recorded}: {path.name}",
+        "device": spec.device,
+        "date": start.date().isoformat(),
+        "license": spec.license,
+        "notes": notes,
     }
 
 
@@ -624,8 +694,11 @@ def default_source_dir() -> Path:
 
 
 def _source_traces(source: Path) -> list[Path]:
-    files = (sorted((source / "traces").glob("*.csv")) + sorted((source / "other").glob("*.json"))
-             + sorted((source / "traces" / "netpkt").glob("*.txt.gz")))
+    files = (
+        sorted((source / "traces").glob("*.csv"))
+        + sorted((source / "other").glob("*.json"))
+        + sorted((source / "traces" / "netpkt").glob("*.txt.gz"))
+    )
     return [f for f in files if any(re.fullmatch(s.pattern, f.name) for s in TRACE_SPECS)]
 
 
@@ -653,8 +726,13 @@ def _cached(cache_dir: Path, stamp: str) -> list[Path] | None:
     return [r.path for r in rows]
 
 
-def ensure_imported(cache_dir: Path | None = None, *, source: Path | None = None,
-                    snaplen: int | None = None, progress: bool = True) -> list[Path]:
+def ensure_imported(
+    cache_dir: Path | None = None,
+    *,
+    source: Path | None = None,
+    snaplen: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
     """Import every known public trace into ``cache_dir`` once; return the pcap paths.
 
     ``cache_dir`` defaults to :func:`default_cache_dir`, ``source`` to
@@ -680,8 +758,9 @@ def ensure_imported(cache_dir: Path | None = None, *, source: Path | None = None
         (cache_dir / "traces.csv").unlink(missing_ok=True)
         rows: list[ManifestRow] = []
         for path in _iter_progress(files, progress):
-            rows += import_traces(path, cache_dir, cache_dir / "traces.csv", snaplen=snaplen,
-                                  progress=progress)
+            rows += import_traces(
+                path, cache_dir, cache_dir / "traces.csv", snaplen=snaplen, progress=progress
+            )
         (cache_dir / ".import-stamp").write_text(stamp, encoding="utf-8")
     return [r.path for r in rows]
 

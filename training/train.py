@@ -27,8 +27,7 @@ from training.dataset import build_table
 from training.evaluate import comparison_table, cross_validate, lab_to_real, score_slices
 from training.models import describe, for_prediction, make_candidate
 
-__all__ = ["DEFAULT_CANDIDATES", "train", "train_table", "choose", "fit_final",
-           "TrainOutcome"]
+__all__ = ["DEFAULT_CANDIDATES", "train", "train_table", "choose", "fit_final", "TrainOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,13 @@ class TrainOutcome:
     """What :func:`train_table` produced: the refit pipeline, the chosen candidate, the
     comparison table and the out-of-fold verdicts of every candidate."""
 
-    def __init__(self, pipeline: Pipeline, chosen: str, comparison: pd.DataFrame,
-                 oof: dict[str, pd.DataFrame]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        chosen: str,
+        comparison: pd.DataFrame,
+        oof: dict[str, pd.DataFrame],
+    ) -> None:
         self.pipeline = pipeline
         self.chosen = chosen
         self.comparison = comparison
@@ -58,8 +62,12 @@ def choose(comparison: pd.DataFrame, order: Sequence[str]) -> str:
         def nz(v: Any) -> float:
             return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
-        return (-round(nz(row["macro_f1"]), 3), round(nz(row["false_block_long"]), 3),
-                round(nz(row["false_block_call"]), 3), list(order).index(row["candidate"]))
+        return (
+            -round(nz(row["macro_f1"]), 3),
+            round(nz(row["false_block_long"]), 3),
+            round(nz(row["false_block_call"]), 3),
+            list(order).index(row["candidate"]),
+        )
 
     best = min((row for _, row in cv.iterrows()), key=key)
     return str(best["candidate"])
@@ -72,8 +80,13 @@ def fit_final(name: str, table: pd.DataFrame, seed: int = 0) -> Pipeline:
     return for_prediction(pipeline)
 
 
-def train_table(table: pd.DataFrame, candidates: Sequence[str] = DEFAULT_CANDIDATES, *,
-                n_splits: int = 5, seed: int = 0) -> TrainOutcome:
+def train_table(
+    table: pd.DataFrame,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    *,
+    n_splits: int = 5,
+    seed: int = 0,
+) -> TrainOutcome:
     """Compare ``candidates`` on grouped folds of a training table (from
     :func:`training.dataset.build_table`), choose one and refit it on all rows.
 
@@ -83,10 +96,13 @@ def train_table(table: pd.DataFrame, candidates: Sequence[str] = DEFAULT_CANDIDA
     for name in candidates:
         make_candidate(name, seed)  # raises for unknown names
     if table["label"].nunique() < 2:
-        raise DatasetError("training needs flows of at least two labels; got only "
-                           f"{table['label'].iloc[0] if len(table) else 'none'}")
+        raise DatasetError(
+            "training needs flows of at least two labels; got only "
+            f"{table['label'].iloc[0] if len(table) else 'none'}"
+        )
     factories: dict[str, Callable[[], Pipeline]] = {
-        n: partial(make_candidate, n, seed) for n in candidates}
+        n: partial(make_candidate, n, seed) for n in candidates
+    }
     oof = cross_validate(table, factories, n_splits=n_splits, seed=seed)
     lab_real = {n: lab_to_real(table, f) for n, f in factories.items()}
     comparison = comparison_table(oof, lab_real)
@@ -114,9 +130,12 @@ def _data_summary(table: pd.DataFrame) -> dict[str, Any]:
         out[str(source)] = {
             "captures": int(grp["capture_id"].nunique()),
             "flows": {str(k): int(v) for k, v in grp["label"].value_counts().items()},
-            "sessions": {str(k): int(v) for k, v in
-                         grp.drop_duplicates("capture_id")["session_label"]
-                         .value_counts().items()},
+            "sessions": {
+                str(k): int(v)
+                for k, v in grp.drop_duplicates("capture_id")["session_label"]
+                .value_counts()
+                .items()
+            },
         }
     return out
 
@@ -131,11 +150,20 @@ def _portable(path: Path | str) -> str:
     return f"{p.parent.name}/{p.name}"
 
 
-def train(manifests: Sequence[Path | str], out_dir: Path, *,
-          candidates: Sequence[str] = DEFAULT_CANDIDATES,
-          config: FeaturizeConfig | None = None, jobs: int = 1, scheduler: str = "local",
-          cache_dir: Path | None = None, n_splits: int = 5, seed: int = 0,
-          name: str | None = None, progress: bool = False) -> ModelInfo:
+def train(
+    manifests: Sequence[Path | str],
+    out_dir: Path,
+    *,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES,
+    config: FeaturizeConfig | None = None,
+    jobs: int = 1,
+    scheduler: str = "local",
+    cache_dir: Path | None = None,
+    n_splits: int = 5,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool = False,
+) -> ModelInfo:
     """Featurize ``manifests``, compare ``candidates`` by grouped cross-validation, refit
     the best on everything and save it into ``out_dir`` (``model.joblib`` + ``model.json``).
 
@@ -147,13 +175,14 @@ def train(manifests: Sequence[Path | str], out_dir: Path, *,
     config = config or FeaturizeConfig()
     for cand in candidates:
         make_candidate(cand, seed)
-    table = build_table(manifests, config, jobs=jobs, scheduler=scheduler,
-                        cache_dir=cache_dir, progress=progress)
+    table = build_table(
+        manifests, config, jobs=jobs, scheduler=scheduler, cache_dir=cache_dir, progress=progress
+    )
     outcome = train_table(table, candidates, n_splits=n_splits, seed=seed)
     paths = [Path(m) for m in manifests]
     metrics = {
         "selection": "max macro-F1 (grouped CV, all decision views, all data); ties -> "
-                     "lower long-form false-block rate",
+        "lower long-form false-block rate",
         "chosen": outcome.chosen,
         "candidates": {c: describe(c) for c in candidates},
         "comparison": outcome.comparison.to_dict("records"),
@@ -161,16 +190,22 @@ def train(manifests: Sequence[Path | str], out_dir: Path, *,
         "folds": int(outcome.oof[outcome.chosen]["fold"].nunique()),
         "seed": seed,
         "data": _data_summary(table),
-        "featurize": {"snapshots": list(config.snapshots),
-                      "resegment_mss": config.flow.resegment_mss},
+        "featurize": {
+            "snapshots": list(config.snapshots),
+            "resegment_mss": config.flow.resegment_mss,
+        },
         "manifests": {_portable(p): manifest_sha256([p]) for p in paths},
         "training_captures": sorted(table["capture_id"].unique().tolist()),
     }
     info = save_model(
-        outcome.pipeline, out_dir, name=name or out_dir.name, labels=list(LABELS),
-        decision_windows=[None, *config.snapshots], estimator=describe(outcome.chosen),
-        training_manifest_sha256=manifest_sha256(paths), metrics=_jsonable(metrics),
+        outcome.pipeline,
+        out_dir,
+        name=name or out_dir.name,
+        labels=list(LABELS),
+        decision_windows=[None, *config.snapshots],
+        estimator=describe(outcome.chosen),
+        training_manifest_sha256=manifest_sha256(paths),
+        metrics=_jsonable(metrics),
     )
     log.info("saved %s (%s) to %s", info.name, outcome.chosen, out_dir)
     return info
-

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
     from classifier.api.auth import check_bind_safety
     from classifier.api.settings import Settings
 
-_HOME = {"create_app": "classifier.api.app", "check_bind_safety": "classifier.api.auth",
-         "Settings": "classifier.api.settings"}
+_HOME = {
+    "create_app": "classifier.api.app",
+    "check_bind_safety": "classifier.api.auth",
+    "Settings": "classifier.api.settings",
+}
 
 
 def __getattr__(name: str) -> Any:

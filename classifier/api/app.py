@@ -56,8 +56,9 @@ Errors are `application/problem+json` (type, title, status, detail).
 
 class _BodyTooLarge(StarletteHTTPException):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body exceeds the limit of {limit} bytes "
-                         "(SHORTFLOW_MAX_UPLOAD_BYTES)")
+        super().__init__(
+            413, f"request body exceeds the limit of {limit} bytes (SHORTFLOW_MAX_UPLOAD_BYTES)"
+        )
 
 
 class _BodyLimit:
@@ -105,8 +106,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with the Problem schema that error responses refer to."""
     if app.openapi_schema:
         return app.openapi_schema
-    doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                      routes=app.routes)
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     app.openapi_schema = doc
@@ -140,21 +142,25 @@ def _add_docs(app: FastAPI) -> None:
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = str(request.scope.get("root_path", "")).rstrip("/")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{_DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{_DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{root}{_DOCS_ASSETS}/favicon.png",
             oauth2_redirect_url=None,
-            swagger_ui_parameters={"validatorUrl": None})  # no online validator badge
+            swagger_ui_parameters={"validatorUrl": None},
+        )  # no online validator badge
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = str(request.scope.get("root_path", "")).rstrip("/")
         return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{_DOCS_ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{_DOCS_ASSETS}/favicon.png",
-            with_google_fonts=False)
+            with_google_fonts=False,
+        )
 
 
 def create_app(settings: Settings | None = None, live: LiveState | None = None) -> FastAPI:
@@ -178,8 +184,7 @@ def create_app(settings: Settings | None = None, live: LiveState | None = None) 
             app.state.model = loaded
             metrics.model_loaded.set(1)
             log.info("model %s loaded from %s", loaded.info.name, loaded.path)
-            app.state.session_model = await anyio.to_thread.run_sync(_session_model,
-                                                                     loaded.path)
+            app.state.session_model = await anyio.to_thread.run_sync(_session_model, loaded.path)
         try:
             yield
         finally:
@@ -187,8 +192,14 @@ def create_app(settings: Settings | None = None, live: LiveState | None = None) 
             app.state.session_model = None
             metrics.model_loaded.set(0)
 
-    app = FastAPI(title="shortflow", version=__version__, description=_DESCRIPTION,
-                  lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="shortflow",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     _add_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics

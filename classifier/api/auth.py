@@ -25,8 +25,7 @@ __all__ = ["check_bind_safety", "is_loopback", "require_token", "TokenRequired"]
 
 log = logging.getLogger(__name__)
 
-_bearer = HTTPBearer(auto_error=False, description="SHORTFLOW_API_TOKEN",
-                     scheme_name="bearerToken")
+_bearer = HTTPBearer(auto_error=False, description="SHORTFLOW_API_TOKEN", scheme_name="bearerToken")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="shortflow"'}
 
 
@@ -59,12 +58,17 @@ def check_bind_safety(host: str, token: str | None, live: bool) -> None:
         if live:
             raise ShortflowError(
                 f"refusing to serve live mode on {host} without an API token; set "
-                "SHORTFLOW_API_TOKEN or bind to 127.0.0.1")
-        log.warning("serving on non-loopback address %s: anyone who can reach it may "
-                    "classify captures", host)
+                "SHORTFLOW_API_TOKEN or bind to 127.0.0.1"
+            )
+        log.warning(
+            "serving on non-loopback address %s: anyone who can reach it may classify captures",
+            host,
+        )
     elif len(token.strip()) < 16:
-        log.warning("SHORTFLOW_API_TOKEN is shorter than 16 characters; use a long random "
-                    "token on a non-loopback address")
+        log.warning(
+            "SHORTFLOW_API_TOKEN is shorter than 16 characters; use a long random "
+            "token on a non-loopback address"
+        )
 
 
 async def require_token(
@@ -81,15 +85,23 @@ async def require_token(
         peer = request.client.host if request.client is not None else None
         if is_loopback(peer):
             return
-        raise ApiProblem(403, "no API token is configured, so this endpoint answers loopback "
-                         "clients only; set SHORTFLOW_API_TOKEN")
+        raise ApiProblem(
+            403,
+            "no API token is configured, so this endpoint answers loopback "
+            "clients only; set SHORTFLOW_API_TOKEN",
+        )
     if credentials is None:
-        raise ApiProblem(401, "this endpoint needs Authorization: Bearer <SHORTFLOW_API_TOKEN>",
-                         headers=_CHALLENGE)
+        raise ApiProblem(
+            401,
+            "this endpoint needs Authorization: Bearer <SHORTFLOW_API_TOKEN>",
+            headers=_CHALLENGE,
+        )
     if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise ApiProblem(401, "the bearer token is not valid",
-                         headers={"WWW-Authenticate":
-                                  'Bearer realm="shortflow", error="invalid_token"'})
+        raise ApiProblem(
+            401,
+            "the bearer token is not valid",
+            headers={"WWW-Authenticate": 'Bearer realm="shortflow", error="invalid_token"'},
+        )
 
 
 TokenRequired = Depends(require_token)

@@ -38,8 +38,9 @@ def build_settings(args: argparse.Namespace) -> Any:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        raise ShortflowError(f"bad setting {where} (SHORTFLOW_{where.upper()}): "
-                             f"{err.get('msg', 'invalid')}") from None
+        raise ShortflowError(
+            f"bad setting {where} (SHORTFLOW_{where.upper()}): {err.get('msg', 'invalid')}"
+        ) from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -75,11 +76,9 @@ def listen(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host``:``port`` and listening. Raises ShortflowError (one
     line: ``cannot listen on HOST:PORT: address already in use``) when it cannot."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as exc:
-        raise ShortflowError(f"cannot listen on {host}:{port}: "
-                             f"{_reason(exc)}") from None
+        raise ShortflowError(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
     family, kind, proto, _name, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -104,17 +103,30 @@ def _host_in_url(host: str) -> str:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``shortflow serve`` to the top-level parser."""
-    p = sub.add_parser("serve", help="run the HTTP API (FastAPI/uvicorn) on 127.0.0.1:8080",
-                       description="Serve the HTTP API. Settings come from SHORTFLOW_* "
-                       "environment variables; options here override them. Live and policy "
-                       "endpoints need SHORTFLOW_API_TOKEN as a bearer token.")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP API (FastAPI/uvicorn) on 127.0.0.1:8080",
+        description="Serve the HTTP API. Settings come from SHORTFLOW_* "
+        "environment variables; options here override them. Live and policy "
+        "endpoints need SHORTFLOW_API_TOKEN as a bearer token.",
+    )
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 8080)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="model directory (default: the model shipped with shortflow)")
-    p.add_argument("--max-upload-bytes", type=int, default=None, metavar="N",
-                   help="largest upload accepted (default 256 MiB)")
-    p.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model directory (default: the model shipped with shortflow)",
+    )
+    p.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest upload accepted (default 256 MiB)",
+    )
+    p.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(handler=_cmd_serve)

@@ -29,8 +29,23 @@ __all__ = ["ApiMetrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
 
 log = logging.getLogger(__name__)
 
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0, 60.0)
+_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 _UNMATCHED = "<unmatched>"
 
 
@@ -43,15 +58,15 @@ class _LiveCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         counters = self._live.counters_snapshot()
         for name, value in sorted(counters.items()):
-            fam = CounterMetricFamily(f"shortflow_live_{name}",
-                                      f"live mode: {name} since start")
+            fam = CounterMetricFamily(f"shortflow_live_{name}", f"live mode: {name} since start")
             fam.add_metric([], float(value))
             yield fam
         flows = GaugeMetricFamily("shortflow_live_active_flows", "flows with a live verdict")
         flows.add_metric([], float(self._live.flow_count()))
         yield flows
-        blocks = GaugeMetricFamily("shortflow_live_active_blocks",
-                                   "blocks (or dry-run blocks) in force")
+        blocks = GaugeMetricFamily(
+            "shortflow_live_active_blocks", "blocks (or dry-run blocks) in force"
+        )
         blocks.add_metric([], float(self._live.block_count()))
         yield blocks
 
@@ -61,18 +76,31 @@ class ApiMetrics:
 
     def __init__(self, live: LiveState | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("shortflow_http_requests", "HTTP requests answered",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("shortflow_http_request_duration_seconds",
-                                 "time from request to the end of the response",
-                                 ["method", "route"], buckets=_BUCKETS,
-                                 registry=self.registry)
-        self.flows = Counter("shortflow_flows_classified", "verdicts given, by label",
-                             ["label", "source"], registry=self.registry)
-        self.upload_bytes = Counter("shortflow_upload_bytes", "capture bytes received",
-                                    registry=self.registry)
-        self.model_loaded = Gauge("shortflow_model_loaded", "1 when a model is loaded",
-                                  registry=self.registry)
+        self.requests = Counter(
+            "shortflow_http_requests",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shortflow_http_request_duration_seconds",
+            "time from request to the end of the response",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.flows = Counter(
+            "shortflow_flows_classified",
+            "verdicts given, by label",
+            ["label", "source"],
+            registry=self.registry,
+        )
+        self.upload_bytes = Counter(
+            "shortflow_upload_bytes", "capture bytes received", registry=self.registry
+        )
+        self.model_loaded = Gauge(
+            "shortflow_model_loaded", "1 when a model is loaded", registry=self.registry
+        )
         if live is not None:
             self.registry.register(_LiveCollector(live))
 
@@ -130,6 +158,5 @@ class MetricsMiddleware:
             route = _route_of(scope, self.router.routes)
             self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
             self.metrics.latency.labels(method=method, route=route).observe(
-                time.perf_counter() - started)
-
-
+                time.perf_counter() - started
+            )

@@ -67,14 +67,22 @@ class Problem(BaseModel):
     status: int = Field(description="the HTTP status code")
     detail: str = Field(description="one line: what went wrong in this request")
     errors: list[dict[str, Any]] | None = Field(
-        default=None, description="validation errors, one per bad field")
+        default=None, description="validation errors, one per bad field"
+    )
 
 
 class ApiProblem(Exception):
     """Raise from a route to answer with a problem response."""
 
-    def __init__(self, status: int, detail: str, *, title: str | None = None,
-                 kind: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -88,9 +96,15 @@ def _one_line(text: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def problem_response(status: int, detail: str, *, title: str | None = None,
-                     kind: str | None = None, headers: Mapping[str, str] | None = None,
-                     errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    kind: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
     """A ``application/problem+json`` response."""
     title = title or _TITLES.get(status, "error")
     body: dict[str, Any] = {
@@ -101,8 +115,7 @@ def problem_response(status: int, detail: str, *, title: str | None = None,
     }
     if errors is not None:
         body["errors"] = errors
-    return JSONResponse(body, status_code=status, headers=headers,
-                        media_type=PROBLEM_MEDIA_TYPE)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -136,8 +149,13 @@ def _validation_errors(exc: RequestValidationError) -> tuple[str, list[dict[str,
     errors: list[dict[str, Any]] = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()))
-        errors.append({"loc": loc, "msg": _one_line(str(err.get("msg", "invalid")), 200),
-                       "type": str(err.get("type", ""))})
+        errors.append(
+            {
+                "loc": loc,
+                "msg": _one_line(str(err.get("msg", "invalid")), 200),
+                "type": str(err.get("type", "")),
+            }
+        )
     if not errors:
         return "invalid request", errors
     first = errors[0]
@@ -150,8 +168,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def _api_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiProblem)
-        return problem_response(exc.status, exc.detail, title=exc.title, kind=exc.kind,
-                                headers=exc.headers)
+        return problem_response(
+            exc.status, exc.detail, title=exc.title, kind=exc.kind, headers=exc.headers
+        )
 
     async def _shortflow(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ShortflowError)
@@ -161,8 +180,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def _http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code,
-                                                                             "error")
+        detail = (
+            exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "error")
+        )
         return problem_response(exc.status_code, detail, headers=exc.headers)
 
     async def _validation(request: Request, exc: Exception) -> JSONResponse:

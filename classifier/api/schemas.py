@@ -33,8 +33,12 @@ __all__ = [
 Label = str
 """One of the model's labels: short-form, long-form, other."""
 
-IpAddress = Annotated[IPvAnyAddress, WithJsonSchema(
-    {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]})]
+IpAddress = Annotated[
+    IPvAnyAddress,
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
+    ),
+]
 """An IPv4 or IPv6 address (documented with the standard string formats)."""
 
 
@@ -80,12 +84,15 @@ class FlowVerdict(BaseModel):
     decision_window: str = Field(description="what the verdict saw, e.g. 'first 3 s'")
     reason: str
     decided_by: Literal["name", "session", "flow"] = Field(
-        "flow", description="what decided the label: a name rule (a service that is "
+        "flow",
+        description="what decided the label: a name rule (a service that is "
         "short-form as a whole), the session model (the flow carried media through judged "
-        "windows of its client's activity) or the flow model alone")
+        "windows of its client's activity) or the flow model alone",
+    )
     flow_label: Label | None = Field(None, description="the flow model's own label")
-    flow_probability: float | None = Field(None, ge=0.0, le=1.0,
-                                           description="the flow model's own probability")
+    flow_probability: float | None = Field(
+        None, ge=0.0, le=1.0, description="the flow model's own probability"
+    )
 
 
 class ClientSummary(BaseModel):
@@ -128,8 +135,9 @@ class CaptureVerdicts(BaseModel):
     timeline: list[TimelineSpan] = Field(
         default_factory=list,
         description="each client's activity over time from the session model (60 s "
-                    "windows every 10 s, consecutive windows with one verdict merged); "
-                    "empty when the model has no session model")
+        "windows every 10 s, consecutive windows with one verdict merged); "
+        "empty when the model has no session model",
+    )
     stats: CaptureStats
 
 
@@ -137,15 +145,24 @@ class FlowRows(BaseModel):
     """Feature rows: each row has the model's input columns (``GET /v1/model``
     ``feature_columns`` plus ``service``); other columns are ignored."""
 
-    model_config = ConfigDict(json_schema_extra={
-        "example": {"rows": [{"duration": 12.5, "bytes_down": 4.2e6, "...": 0.0,
-                              "service": "youtube"}], "horizon": None}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "rows": [{"duration": 12.5, "bytes_down": 4.2e6, "...": 0.0, "service": "youtube"}],
+                "horizon": None,
+            }
+        }
+    )
 
     rows: list[dict[str, float | str | None]] = Field(
-        description="one object per flow: feature column -> number, 'service' -> text")
+        description="one object per flow: feature column -> number, 'service' -> text"
+    )
     horizon: float | None = Field(
-        None, gt=0, description="the rows describe the first HORIZON seconds of each flow "
-        "(an early snapshot); only changes decision_window")
+        None,
+        gt=0,
+        description="the rows describe the first HORIZON seconds of each flow "
+        "(an early snapshot); only changes decision_window",
+    )
 
 
 class RowVerdict(BaseModel):
@@ -162,8 +179,10 @@ class RowVerdicts(BaseModel):
     model: str
     horizon: float | None
     verdicts: list[RowVerdict]
-    warnings: list[str] = Field(default_factory=list, description="e.g. the request's "
-                                "columns the model does not read (ignored)")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="e.g. the request's columns the model does not read (ignored)",
+    )
 
 
 class ModelCard(BaseModel):
@@ -186,16 +205,18 @@ class ModelCard(BaseModel):
 
 class LiveFlow(BaseModel):
     key: dict[str, str | int | float | None] = Field(
-        description="proto, client, client_port, server, server_port")
+        description="proto, client, client_port, server, server_port"
+    )
     verdict: dict[str, Any] = Field(description="latest verdict: label, probability, ...")
     first_verdict: dict[str, Any] = Field(
-        description="the flow's first verdict; its `at` is seconds from flow start to verdict")
+        description="the flow's first verdict; its `at` is seconds from flow start to verdict"
+    )
     verdicts: int = Field(description="verdicts seen for this flow")
     updated: float = Field(description="time of the latest verdict, epoch seconds")
-    ended: bool = Field(False, description="the flow has ended (kept 10 minutes with its "
-                        "verdicts)")
-    ended_at: float | None = Field(None, description="when the flow ended, epoch seconds; "
-                                   "null while active")
+    ended: bool = Field(False, description="the flow has ended (kept 10 minutes with its verdicts)")
+    ended_at: float | None = Field(
+        None, description="when the flow ended, epoch seconds; null while active"
+    )
 
 
 Mode = Literal["off", "dry-run", "nft"]
@@ -207,8 +228,9 @@ class Enforcement(BaseModel):
     flag: Mode = Field(description="the --enforce flag live mode was started with")
     policy: Mode = Field(description="the running policy's mode")
     effective: Mode = Field(description="the mode in force: the more cautious of the two")
-    note: str | None = Field(description="what to change to get the other, when they "
-                             "disagree; null when they agree")
+    note: str | None = Field(
+        description="what to change to get the other, when they disagree; null when they agree"
+    )
 
 
 class LiveFlows(BaseModel):
@@ -222,14 +244,19 @@ class LiveSession(BaseModel):
     group: str = Field(description="service, or server network when no name is known")
     verdict: dict[str, Any] = Field(
         description="latest session-model verdict: label (short-form when the policy's "
-                    "agreement holds), probability (of the label), p_short_form, "
-                    "p_long_form, window_end, media_flows, action (block, would block "
-                    "(dry-run), none ...), reason")
+        "agreement holds), probability (of the label), p_short_form, "
+        "p_long_form, window_end, media_flows, action (block, would block "
+        "(dry-run), none ...), reason"
+    )
     updated: float = Field(description="time of the latest judgement, epoch seconds")
-    ended: bool = Field(False, description="no traffic of this client to this group at "
-                        "the last judgement (kept 10 minutes with its last verdict)")
-    ended_at: float | None = Field(None, description="when the session ended, epoch "
-                                   "seconds; null while active")
+    ended: bool = Field(
+        False,
+        description="no traffic of this client to this group at "
+        "the last judgement (kept 10 minutes with its last verdict)",
+    )
+    ended_at: float | None = Field(
+        None, description="when the session ended, epoch seconds; null while active"
+    )
 
 
 class LiveSessions(BaseModel):

@@ -55,19 +55,52 @@ I64 = npt.NDArray[np.int64]
 
 #: Rows of :attr:`ColumnChunk.cols` (int64 each), in order.
 COLUMNS: tuple[str, ...] = (
-    "wire_len", "ip_len", "version", "src_hi", "src_lo", "dst_hi", "dst_lo", "proto",
-    "sport", "dport", "tcp_flags", "seq", "payload_len", "payload_at", "payload_cap",
+    "wire_len",
+    "ip_len",
+    "version",
+    "src_hi",
+    "src_lo",
+    "dst_hi",
+    "dst_lo",
+    "proto",
+    "sport",
+    "dport",
+    "tcp_flags",
+    "seq",
+    "payload_len",
+    "payload_at",
+    "payload_cap",
 )
 (
-    C_WIRE, C_IPLEN, C_VER, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_PROTO, C_SPORT, C_DPORT,
-    C_FLAGS, C_SEQ, C_PLEN, C_PAT, C_PCAP,
+    C_WIRE,
+    C_IPLEN,
+    C_VER,
+    C_SRC_HI,
+    C_SRC_LO,
+    C_DST_HI,
+    C_DST_LO,
+    C_PROTO,
+    C_SPORT,
+    C_DPORT,
+    C_FLAGS,
+    C_SEQ,
+    C_PLEN,
+    C_PAT,
+    C_PCAP,
 ) = range(len(COLUMNS))
 _NCOL = len(COLUMNS)
 
 #: Skip-reason codes of the walker (index -> ReadStats.skipped key); 0 means decoded.
 SKIP_REASONS: tuple[str, ...] = (
-    "", "unknown-linktype", "non-ip", "arp", "icmp", "other-l4", "ip-fragment",
-    "truncated-header", "bad-packet",
+    "",
+    "unknown-linktype",
+    "non-ip",
+    "arp",
+    "icmp",
+    "other-l4",
+    "ip-fragment",
+    "truncated-header",
+    "bad-packet",
 )
 _NOTES = ("ip-fragment-first", "ip-len-from-wire")
 
@@ -170,8 +203,9 @@ def _u64be(b: npt.NDArray[np.uint8], p: int) -> int:
 
 
 @jit(cache=True, inline="always")
-def _from_ethertype(b: npt.NDArray[np.uint8], s: int, n: int, etype: int,
-                    off: int) -> tuple[int, int]:
+def _from_ethertype(
+    b: npt.NDArray[np.uint8], s: int, n: int, etype: int, off: int
+) -> tuple[int, int]:
     """(version, IP offset) or (-reason, 0); offsets relative to the frame start ``s``."""
     while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100 or etype == 0x9200:
         if off + 4 > n:
@@ -257,8 +291,9 @@ def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int,
 
 
 @jit(cache=True, inline="always")
-def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int, proto: int,
-               cols: I64, k: int) -> int:
+def _transport(
+    b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int, proto: int, cols: I64, k: int
+) -> int:
     """Fill transport columns of packet ``k``; return 0 or a skip-reason code."""
     if proto == 6:
         if l4off + 20 > n:
@@ -293,8 +328,16 @@ def _transport(b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int,
 
 
 @jit(cache=True, _nrt=False)
-def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: int,
-            cols: I64, k: int, notes: I64) -> int:
+def _decode(
+    b: npt.NDArray[np.uint8],
+    s: int,
+    n: int,
+    linktype: int,
+    wire_len: int,
+    cols: I64,
+    k: int,
+    notes: I64,
+) -> int:
     """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code.
 
     Compiled without numba's reference counting (it allocates nothing): the helpers
@@ -398,12 +441,25 @@ def _decode(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int, wire_len: i
 # compiled record walkers
 
 
-@jit('UniTuple(int64, 3)(uint8[::1], int64, int64, boolean, float64, int64, boolean, '
-     'float64[::1], int64[:, ::1], int64[::1], int64[::1])',
-     cache=True, nogil=True)
-def _walk_pcap(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, divisor: float,
-               linktype: int, eof: bool, ts: npt.NDArray[np.float64], cols: I64,
-               counts: I64, notes: I64) -> tuple[int, int, int]:
+@jit(
+    "UniTuple(int64, 3)(uint8[::1], int64, int64, boolean, float64, int64, boolean, "
+    "float64[::1], int64[:, ::1], int64[::1], int64[::1])",
+    cache=True,
+    nogil=True,
+)
+def _walk_pcap(
+    b: npt.NDArray[np.uint8],
+    valid: int,
+    pos: int,
+    big: bool,
+    divisor: float,
+    linktype: int,
+    eof: bool,
+    ts: npt.NDArray[np.float64],
+    cols: I64,
+    counts: I64,
+    notes: I64,
+) -> tuple[int, int, int]:
     """Walk pcap records in ``b[pos:valid]``; return (packets, position, status).
 
     ``counts[0]`` counts records, ``counts[1 + reason]`` skipped frames by reason code.
@@ -436,15 +492,31 @@ def _walk_pcap(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, diviso
         pos += 16 + incl
 
 
-@jit('UniTuple(int64, 3)(uint8[::1], int64, int64, boolean, boolean, int64[::1], '
-     'uint64[::1], int64[::1], int64[::1], int64, boolean, float64[::1], float64[::1],'
-     ' int64[:, ::1], int64[::1], int64[::1])',
-     cache=True, nogil=True)
-def _walk_pcapng(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, eof: bool,
-                 if_link: I64, if_units: npt.NDArray[np.uint64], if_offset: I64,
-                 if_snap: I64, n_if: int, any_known: bool, state: npt.NDArray[np.float64],
-                 ts: npt.NDArray[np.float64], cols: I64, counts: I64,
-                 notes: I64) -> tuple[int, int, int]:
+@jit(
+    "UniTuple(int64, 3)(uint8[::1], int64, int64, boolean, boolean, int64[::1], "
+    "uint64[::1], int64[::1], int64[::1], int64, boolean, float64[::1], float64[::1],"
+    " int64[:, ::1], int64[::1], int64[::1])",
+    cache=True,
+    nogil=True,
+)
+def _walk_pcapng(
+    b: npt.NDArray[np.uint8],
+    valid: int,
+    pos: int,
+    big: bool,
+    eof: bool,
+    if_link: I64,
+    if_units: npt.NDArray[np.uint64],
+    if_offset: I64,
+    if_snap: I64,
+    n_if: int,
+    any_known: bool,
+    state: npt.NDArray[np.float64],
+    ts: npt.NDArray[np.float64],
+    cols: I64,
+    counts: I64,
+    notes: I64,
+) -> tuple[int, int, int]:
     """Walk pcapng blocks in ``b[pos:valid]``; stop at section headers and interface blocks
     (status _ST_CONTROL) so that the caller parses them. ``state[0]`` is the timestamp of
     the last packet (for Simple Packet Blocks)."""
@@ -509,14 +581,24 @@ def _walk_pcapng(b: npt.NDArray[np.uint8], valid: int, pos: int, big: bool, eof:
                 if whole > np.uint64(1 << 62):
                     return k, pos, _ST_DAMAGED
                 t = np.float64(np.int64(whole) + if_offset[iface]) + (
-                    np.float64(part) / np.float64(units))
+                    np.float64(part) / np.float64(units)
+                )
                 state[0] = t
                 data_at = body + 20
                 orig = orig if orig >= caplen else caplen
             linktype = if_link[iface]
-            known = (linktype == 0 or linktype == 1 or linktype == 12 or linktype == 14
-                     or linktype == 101 or linktype == 108 or linktype == 113
-                     or linktype == 228 or linktype == 229 or linktype == 276)
+            known = (
+                linktype == 0
+                or linktype == 1
+                or linktype == 12
+                or linktype == 14
+                or linktype == 101
+                or linktype == 108
+                or linktype == 113
+                or linktype == 228
+                or linktype == 229
+                or linktype == 276
+            )
             if not known:
                 if not any_known:
                     return k, pos, _ST_DAMAGED
@@ -608,8 +690,9 @@ class _Chunker:
         self._wait(self.made - self.depth + 1)
         return self.sets[self.made % self.depth]
 
-    def chunk(self, buf: _Buffer, ts: npt.NDArray[np.float64], cols: I64, k: int,
-              start: int) -> ColumnChunk:
+    def chunk(
+        self, buf: _Buffer, ts: npt.NDArray[np.float64], cols: I64, k: int, start: int
+    ) -> ColumnChunk:
         buf.last_chunk = self.made
         self.made += 1
         return ColumnChunk(ts[:k], cols[:, :k], buf.data, start)
@@ -661,8 +744,12 @@ class _Ifaces:
 
     @classmethod
     def empty(cls, size: int = 16) -> _Ifaces:
-        return cls(np.zeros(size, np.int64), np.ones(size, np.uint64), np.zeros(size, np.int64),
-                   np.zeros(size, np.int64))
+        return cls(
+            np.zeros(size, np.int64),
+            np.ones(size, np.uint64),
+            np.zeros(size, np.int64),
+            np.zeros(size, np.int64),
+        )
 
     def add(self, linktype: int, snaplen: int, units: int, offset: int) -> None:
         if self.n == len(self.link):
@@ -677,8 +764,9 @@ class _Ifaces:
 
 
 def _unsupported(path: str, what: str, offset: int | None = None) -> ColumnsUnsupported:
-    return ColumnsUnsupported(path, f"{what}; the compiled reader leaves this file to the "
-                              "reference reader", offset)
+    return ColumnsUnsupported(
+        path, f"{what}; the compiled reader leaves this file to the reference reader", offset
+    )
 
 
 def _parse_idb(path: str, body: bytes, order: str, at: int) -> tuple[int, int, int, int]:
@@ -717,8 +805,9 @@ def _new_arrays(packets: int) -> tuple[npt.NDArray[np.float64], I64]:
 
 def _fill_stats(stats: ReadStats, counts: I64, notes: I64) -> None:
     stats.records = int(counts[0])
-    skipped = {SKIP_REASONS[i]: int(counts[1 + i]) for i in range(1, len(SKIP_REASONS))
-               if counts[1 + i]}
+    skipped = {
+        SKIP_REASONS[i]: int(counts[1 + i]) for i in range(1, len(SKIP_REASONS)) if counts[1 + i]
+    }
     stats.skipped.clear()
     stats.skipped.update(skipped)
     noted = {_NOTES[i]: int(notes[i]) for i in range(len(_NOTES)) if notes[i]}
@@ -726,10 +815,14 @@ def _fill_stats(stats: ReadStats, counts: I64, notes: I64) -> None:
     stats.noted.update(noted)
 
 
-def iter_chunks(path: str | os.PathLike[str], stats: ReadStats | None = None, *,
-                buffer_bytes: int = _DEFAULT_BUFFER,
-                max_packets: int = _DEFAULT_PACKETS, ahead: bool = False
-                ) -> Iterator[ColumnChunk]:
+def iter_chunks(
+    path: str | os.PathLike[str],
+    stats: ReadStats | None = None,
+    *,
+    buffer_bytes: int = _DEFAULT_BUFFER,
+    max_packets: int = _DEFAULT_PACKETS,
+    ahead: bool = False,
+) -> Iterator[ColumnChunk]:
     """Decode the TCP/UDP packets of a pcap or pcapng file into column chunks.
 
     Each chunk holds at most ``max_packets`` packets; its arrays and ``buffer`` (and so
@@ -821,8 +914,19 @@ def _pcap_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[Column
     while True:
         start = buf.base + pos
         ts, cols = chunker.arrays()
-        k, pos, status = _walk_pcap(buf.data, buf.valid, pos, order == ">", divisor, linktype,
-                                    buf.eof, ts, cols, counts, notes)
+        k, pos, status = _walk_pcap(
+            buf.data,
+            buf.valid,
+            pos,
+            order == ">",
+            divisor,
+            linktype,
+            buf.eof,
+            ts,
+            cols,
+            counts,
+            notes,
+        )
         _fill_stats(st, counts, notes)
         st.packets += k
         st.bytes_read = buf.base + pos
@@ -850,9 +954,23 @@ def _pcapng_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[Colu
         start = buf.base + pos
         ts, cols = chunker.arrays()
         k, pos, status = _walk_pcapng(
-            buf.data, buf.valid, pos, order == ">", buf.eof, ifaces.link, ifaces.units,
-            ifaces.offset, ifaces.snap, ifaces.n, ifaces.any_known, state, ts, cols, counts,
-            notes)
+            buf.data,
+            buf.valid,
+            pos,
+            order == ">",
+            buf.eof,
+            ifaces.link,
+            ifaces.units,
+            ifaces.offset,
+            ifaces.snap,
+            ifaces.n,
+            ifaces.any_known,
+            state,
+            ts,
+            cols,
+            counts,
+            notes,
+        )
         _fill_stats(st, counts, notes)
         st.packets += k
         st.bytes_read = buf.base + pos
@@ -889,8 +1007,9 @@ def _pcapng_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[Colu
             st.bytes_read = buf.base + pos
 
 
-def _control_block(name: str, buf: _Buffer, pos: int, order: str, ifaces: _Ifaces,
-                   first: bool) -> tuple[str, int]:
+def _control_block(
+    name: str, buf: _Buffer, pos: int, order: str, ifaces: _Ifaces, first: bool
+) -> tuple[str, int]:
     """Parse the section header or interface block at ``pos``; return (byte order, block
     length), length 0 when the block is not wholly in the buffer."""
     at = buf.base + pos

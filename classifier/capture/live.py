@@ -37,8 +37,15 @@ from classifier.capture.live_batch import (
 from classifier.capture.packet import Packet
 from classifier.errors import CaptureError
 
-__all__ = ["DECODERS", "LiveSource", "LiveStats", "AfPacketSource", "NflogBatch", "NflogParser",
-           "NflogSource"]
+__all__ = [
+    "DECODERS",
+    "LiveSource",
+    "LiveStats",
+    "AfPacketSource",
+    "NflogBatch",
+    "NflogParser",
+    "NflogSource",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +54,13 @@ _LINKTYPE_ETHERNET = 1
 _LINKTYPE_RAW = 101
 # ARPHRD device types (linux/if_arp.h) -> what an AF_PACKET SOCK_RAW frame starts with
 _ARPHRD_LINKTYPES = {
-    1: _LINKTYPE_ETHERNET, 772: _LINKTYPE_ETHERNET,  # Ethernet; loopback (zeroed Ethernet)
-    65534: _LINKTYPE_RAW, 768: _LINKTYPE_RAW, 769: _LINKTYPE_RAW,  # none (WireGuard, tun),
-    776: _LINKTYPE_RAW, 519: _LINKTYPE_RAW,  # IP-in-IP tunnels, raw IP
+    1: _LINKTYPE_ETHERNET,
+    772: _LINKTYPE_ETHERNET,  # Ethernet; loopback (zeroed Ethernet)
+    65534: _LINKTYPE_RAW,
+    768: _LINKTYPE_RAW,
+    769: _LINKTYPE_RAW,  # none (WireGuard, tun),
+    776: _LINKTYPE_RAW,
+    519: _LINKTYPE_RAW,  # IP-in-IP tunnels, raw IP
 }
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
@@ -96,8 +107,7 @@ def _linktype(iface: str, arphrd: int) -> int:
     """The pcap link type of frames read on ``iface`` (device type ``arphrd``)."""
     linktype = _ARPHRD_LINKTYPES.get(arphrd)
     if linktype is None:
-        raise OSError(0, f"device type {arphrd} (ARPHRD) is neither Ethernet nor plain IP",
-                      iface)
+        raise OSError(0, f"device type {arphrd} (ARPHRD) is neither Ethernet nor plain IP", iface)
     return linktype
 
 
@@ -129,11 +139,13 @@ class AfPacketSource:
     exist or the process lacks CAP_NET_RAW.
     """
 
-    def __init__(self, ifaces: Sequence[str], max_batch: int = 4096,
-                 decoder: str = "batch") -> None:
+    def __init__(
+        self, ifaces: Sequence[str], max_batch: int = 4096, decoder: str = "batch"
+    ) -> None:
         if decoder not in DECODERS:
-            raise CaptureError(", ".join(ifaces), f"decoder {decoder!r}: use "
-                               + " or ".join(DECODERS))
+            raise CaptureError(
+                ", ".join(ifaces), f"decoder {decoder!r}: use " + " or ".join(DECODERS)
+            )
         self.stats = LiveStats()
         self._max_batch = max_batch
         self._socks: list[socket.socket] = []
@@ -156,8 +168,9 @@ class AfPacketSource:
                 raise CaptureError(iface, "capturing needs root or CAP_NET_RAW") from exc
             except OSError as exc:
                 self.close()
-                raise CaptureError(iface, f"cannot capture on this interface ({exc.strerror})"
-                                   ) from exc
+                raise CaptureError(
+                    iface, f"cannot capture on this interface ({exc.strerror})"
+                ) from exc
         self._arrays = BatchArrays(_RING_ROWS)
         self._builder = PacketBuilder()
 
@@ -215,23 +228,45 @@ class _Ring:
     def __init__(self, sock: socket.socket, linktype: int) -> None:
         self._linktype = linktype
         sock.setsockopt(_SOL_PACKET, _PACKET_VERSION, _TPACKET_V3)
-        req = struct.pack("=7I", _RING_BLOCK, _RING_BLOCKS, _RING_FRAME,
-                          _RING_BLOCK * _RING_BLOCKS // _RING_FRAME, _RING_RETIRE_MS, 0, 0)
+        req = struct.pack(
+            "=7I",
+            _RING_BLOCK,
+            _RING_BLOCKS,
+            _RING_FRAME,
+            _RING_BLOCK * _RING_BLOCKS // _RING_FRAME,
+            _RING_RETIRE_MS,
+            0,
+            0,
+        )
         sock.setsockopt(_SOL_PACKET, _PACKET_RX_RING, req)
-        self._map = mmap.mmap(sock.fileno(), _RING_BLOCK * _RING_BLOCKS, mmap.MAP_SHARED,
-                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self._map = mmap.mmap(
+            sock.fileno(),
+            _RING_BLOCK * _RING_BLOCKS,
+            mmap.MAP_SHARED,
+            mmap.PROT_READ | mmap.PROT_WRITE,
+        )
         self._ring = np.frombuffer(self._map, np.uint8)
         self._view = memoryview(self._map)
         self._next = 0  # the block the kernel fills next
         # load (or compile) the walker now, not at the first packet: an empty ring
-        walk_tpacket(np.zeros(_RING_BLOCK, np.uint8), _RING_BLOCK, 1, 0, False, linktype,
-                     *_empty_columns())
+        walk_tpacket(
+            np.zeros(_RING_BLOCK, np.uint8), _RING_BLOCK, 1, 0, False, linktype, *_empty_columns()
+        )
 
     def read(self, arrays: BatchArrays, builder: PacketBuilder, out: list[Packet]) -> None:
         """Decode the ready blocks into ``out`` and hand them back to the kernel."""
-        k, walked = walk_tpacket(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next,
-                                 arrays.big, self._linktype, arrays.ts, arrays.cols,
-                                 arrays.counts, arrays.notes)
+        k, walked = walk_tpacket(
+            self._ring,
+            _RING_BLOCK,
+            _RING_BLOCKS,
+            self._next,
+            arrays.big,
+            self._linktype,
+            arrays.ts,
+            arrays.cols,
+            arrays.counts,
+            arrays.notes,
+        )
         builder.build(arrays, k, self._view, out)  # copies payloads out of the blocks
         release_blocks(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next, walked)
         self._next = (self._next + walked) % _RING_BLOCKS
@@ -292,7 +327,7 @@ class NflogParser:
             if length < 16 or off + length > len(data):
                 break
             if kind == _MSG_PACKET:
-                self._packet(data[off + 16: off + length], out)
+                self._packet(data[off + 16 : off + length], out)
             off += (length + 3) & ~3
 
     def _packet(self, body: bytes, out: list[Packet]) -> None:
@@ -303,7 +338,7 @@ class NflogParser:
             alen, akind = struct.unpack_from("=HH", body, pos)
             if alen < 4:
                 break
-            value = body[pos + 4: pos + alen]
+            value = body[pos + 4 : pos + alen]
             akind &= 0x7FFF
             if akind == _ATTR_PAYLOAD:
                 payload = value
@@ -324,8 +359,9 @@ class NflogBatch:
     """The compiled batch decoder of NFLOG datagrams: :meth:`decode` walks every datagram
     read into :attr:`arrays` (``segments`` of them) in one call."""
 
-    def __init__(self, stats: LiveStats, buffer_bytes: int = _READ_BUFFER,
-                 max_segments: int = 4096) -> None:
+    def __init__(
+        self, stats: LiveStats, buffer_bytes: int = _READ_BUFFER, max_segments: int = 4096
+    ) -> None:
         self.stats = stats
         self.buffer = np.zeros(buffer_bytes, np.uint8)
         self.view = memoryview(self.buffer)  # type: ignore[arg-type]
@@ -338,8 +374,18 @@ class NflogBatch:
     def decode(self, segments: int, out: list[Packet]) -> None:
         """Decode the datagrams in ``buffer`` that ``segs[:segments]`` delimit."""
         a = self.arrays
-        k = walk_nflog(self.buffer, self.segs, segments, a.big, time.time(), a.ts, a.cols,
-                       a.counts, self._seq_state, a.notes)
+        k = walk_nflog(
+            self.buffer,
+            self.segs,
+            segments,
+            a.big,
+            time.time(),
+            a.ts,
+            a.cols,
+            a.counts,
+            self._seq_state,
+            a.notes,
+        )
         _add_counts(self.stats, a, k)
         self.stats.dropped = int(self._seq_state[1])
         self._builder.build(a, k, self.view, out)
@@ -357,8 +403,9 @@ class NflogSource:
 
     def __init__(self, group: int, max_batch: int = 4096, decoder: str = "batch") -> None:
         if decoder not in DECODERS:
-            raise CaptureError(f"nflog group {group}", f"decoder {decoder!r}: use "
-                               + " or ".join(DECODERS))
+            raise CaptureError(
+                f"nflog group {group}", f"decoder {decoder!r}: use " + " or ".join(DECODERS)
+            )
         self.stats = LiveStats()
         self.group = group
         self._max_batch = max_batch
@@ -383,8 +430,12 @@ class NflogSource:
     def _config(self, attrs: bytes) -> None:
         self._seq += 1
         body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(self.group)) + attrs
-        msg = struct.pack("=IHHII", 16 + len(body), _MSG_CONFIG, _NLM_F_REQUEST | _NLM_F_ACK,
-                          self._seq, 0) + body
+        msg = (
+            struct.pack(
+                "=IHHII", 16 + len(body), _MSG_CONFIG, _NLM_F_REQUEST | _NLM_F_ACK, self._seq, 0
+            )
+            + body
+        )
         self._sock.send(msg)
         for _ in range(1000):  # packet messages may arrive before the acknowledgement
             reply = self._sock.recv(1 << 20)

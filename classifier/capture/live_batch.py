@@ -86,9 +86,19 @@ def _wire_len(b: U8, s: int, n: int) -> int:
 
 
 @jit(cache=True)
-def _nflog_packet(b: U8, body: int, end: int, big: bool, now: float,
-                  ts: npt.NDArray[np.float64], cols: I64, k: int, counts: I64, state: I64,
-                  notes: I64) -> int:
+def _nflog_packet(
+    b: U8,
+    body: int,
+    end: int,
+    big: bool,
+    now: float,
+    ts: npt.NDArray[np.float64],
+    cols: I64,
+    k: int,
+    counts: I64,
+    state: I64,
+    notes: I64,
+) -> int:
     """Decode the NFLOG packet message body ``b[body:end]`` into row ``k``; return the
     next free row."""
     pos = body + 4  # after nfgenmsg
@@ -117,8 +127,9 @@ def _nflog_packet(b: U8, body: int, end: int, big: bool, now: float,
     if pay_at < 0:
         counts[1 + _TRUNCATED] += 1
         return k
-    reason = _decode(b, pay_at, pay_len, _LINKTYPE_RAW, _wire_len(b, pay_at, pay_len), cols,
-                     k, notes)
+    reason = _decode(
+        b, pay_at, pay_len, _LINKTYPE_RAW, _wire_len(b, pay_at, pay_len), cols, k, notes
+    )
     if reason:
         counts[1 + reason] += 1
         return k
@@ -126,12 +137,24 @@ def _nflog_packet(b: U8, body: int, end: int, big: bool, now: float,
     return k + 1
 
 
-@jit('int64(uint8[::1], int64[:, ::1], int64, boolean, float64, float64[::1], int64[:,'
-     ' ::1], int64[::1], int64[::1], int64[::1])',
-     cache=True, nogil=True)
-def walk_nflog(b: U8, segs: I64, nseg: int, big: bool, now: float,
-               ts: npt.NDArray[np.float64], cols: I64, counts: I64, state: I64,
-               notes: I64) -> int:
+@jit(
+    "int64(uint8[::1], int64[:, ::1], int64, boolean, float64, float64[::1], int64[:,"
+    " ::1], int64[::1], int64[::1], int64[::1])",
+    cache=True,
+    nogil=True,
+)
+def walk_nflog(
+    b: U8,
+    segs: I64,
+    nseg: int,
+    big: bool,
+    now: float,
+    ts: npt.NDArray[np.float64],
+    cols: I64,
+    counts: I64,
+    state: I64,
+    notes: I64,
+) -> int:
     """Walk the netlink messages in the segments ``b[segs[i, 0]:segs[i, 1]]`` and decode
     the NFLOG packet messages; return how many TCP/UDP packets were written.
 
@@ -154,8 +177,9 @@ def walk_nflog(b: U8, segs: I64, nseg: int, big: bool, now: float,
                 break
             if _u16n(b, off + 4, big) == _MSG_PACKET:
                 counts[0] += 1
-                k = _nflog_packet(b, off + 16, off + length, big, now, ts, cols, k, counts,
-                                  state, notes)
+                k = _nflog_packet(
+                    b, off + 16, off + length, big, now, ts, cols, k, counts, state, notes
+                )
             off += (length + 3) & ~3
     return k
 
@@ -176,16 +200,30 @@ class BatchArrays:
 
     def take_counts(self) -> tuple[int, dict[str, int]]:
         """(messages, skipped by reason) since the last call; resets the counters."""
-        skipped = {LIVE_SKIP_REASONS[i]: int(n) for i, n in enumerate(self.counts[1:].tolist())
-                   if n}
+        skipped = {
+            LIVE_SKIP_REASONS[i]: int(n) for i, n in enumerate(self.counts[1:].tolist()) if n
+        }
         messages = int(self.counts[0])
         self.counts[:] = 0
         return messages, skipped
 
 
 _NEW = object.__new__
-(_S_TS, _S_WIRE, _S_IPLEN, _S_VER, _S_SRC, _S_DST, _S_PROTO, _S_SPORT, _S_DPORT, _S_FLAGS,
- _S_SEQ, _S_PLEN, _S_PAYLOAD) = (getattr(Packet, name).__set__ for name in Packet.__slots__)
+(
+    _S_TS,
+    _S_WIRE,
+    _S_IPLEN,
+    _S_VER,
+    _S_SRC,
+    _S_DST,
+    _S_PROTO,
+    _S_SPORT,
+    _S_DPORT,
+    _S_FLAGS,
+    _S_SEQ,
+    _S_PLEN,
+    _S_PAYLOAD,
+) = (getattr(Packet, name).__set__ for name in Packet.__slots__)
 
 
 class PacketBuilder:
@@ -211,8 +249,9 @@ class PacketBuilder:
     def _name6(self, hi: int, lo: int) -> str:
         if len(self._v6) >= self._max:
             self._v6.clear()
-        raw = (hi & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big") + (
-            lo & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+        raw = (hi & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big") + (lo & 0xFFFFFFFFFFFFFFFF).to_bytes(
+            8, "big"
+        )
         name = self._v6[(hi, lo)] = socket.inet_ntop(socket.AF_INET6, raw)
         return name
 
@@ -224,8 +263,24 @@ class PacketBuilder:
         v4 = self._v4
         v6 = self._v6
         rows = arrays.cols[:, :k].tolist()
-        for (t, wire, ip_len, ver, shi, slo, dhi, dlo, proto, sport, dport, flags, seq, plen,
-             at, cap) in zip(arrays.ts[:k].tolist(), *rows, strict=True):
+        for (
+            t,
+            wire,
+            ip_len,
+            ver,
+            shi,
+            slo,
+            dhi,
+            dlo,
+            proto,
+            sport,
+            dport,
+            flags,
+            seq,
+            plen,
+            at,
+            cap,
+        ) in zip(arrays.ts[:k].tolist(), *rows, strict=True):
             if ver == 4:
                 src = v4.get(slo) or self._name4(slo)
                 dst = v4.get(dlo) or self._name4(dlo)
@@ -245,7 +300,7 @@ class PacketBuilder:
             _S_FLAGS(p, flags)
             _S_SEQ(p, seq)
             _S_PLEN(p, plen)
-            _S_PAYLOAD(p, view[at:at + cap].tobytes() if cap else b"")
+            _S_PAYLOAD(p, view[at : at + cap].tobytes() if cap else b"")
             out.append(p)
 
 
@@ -255,12 +310,24 @@ _BLOCK_STATUS, _BLOCK_NUM_PKTS, _BLOCK_FIRST = 8, 12, 16
 TP3_HEADER = 48  # sizeof(struct tpacket3_hdr): no frame slot is shorter
 
 
-@jit('UniTuple(int64, 2)(uint8[::1], int64, int64, int64, boolean, int64, '
-     'float64[::1], int64[:, ::1], int64[::1], int64[::1])',
-     cache=True, nogil=True)
-def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool,
-                 linktype: int, ts: npt.NDArray[np.float64], cols: I64, counts: I64, notes: I64
-                 ) -> tuple[int, int]:
+@jit(
+    "UniTuple(int64, 2)(uint8[::1], int64, int64, int64, boolean, int64, "
+    "float64[::1], int64[:, ::1], int64[::1], int64[::1])",
+    cache=True,
+    nogil=True,
+)
+def walk_tpacket(
+    ring: U8,
+    block_size: int,
+    n_blocks: int,
+    first: int,
+    big: bool,
+    linktype: int,
+    ts: npt.NDArray[np.float64],
+    cols: I64,
+    counts: I64,
+    notes: I64,
+) -> tuple[int, int]:
     """Decode the frames (of pcap link type ``linktype``) of the ready blocks from block
     ``first`` on (in ring order,
     stopping at the first block the kernel still owns, and before a block that might not
@@ -296,8 +363,9 @@ def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool
             if reason:
                 counts[1 + reason] += 1
             else:
-                ts[k] = np.float64(_u32n(ring, p + 4, big)) + np.float64(
-                    _u32n(ring, p + 8, big)) / 1e9
+                ts[k] = (
+                    np.float64(_u32n(ring, p + 4, big)) + np.float64(_u32n(ring, p + 8, big)) / 1e9
+                )
                 k += 1
             nxt = _u32n(ring, p, big)
             if nxt == 0:
@@ -306,8 +374,7 @@ def walk_tpacket(ring: U8, block_size: int, n_blocks: int, first: int, big: bool
     return k, walked
 
 
-@jit('none(uint8[::1], int64, int64, int64, int64)',
-     cache=True, nogil=True)
+@jit("none(uint8[::1], int64, int64, int64, int64)", cache=True, nogil=True)
 def release_blocks(ring: U8, block_size: int, n_blocks: int, first: int, count: int) -> None:
     """Hand ``count`` blocks from ``first`` on back to the kernel (TP_STATUS_KERNEL)."""
     for i in range(count):

@@ -168,10 +168,7 @@ def iter_pcap(
                 if plausible.find(data, 0, len(data)) is None:
                     _truncated(path, stats, offset, "record")
                     return
-                bad = (
-                    f"record length {incl} runs past the end of the file "
-                    "while records follow"
-                )
+                bad = f"record length {incl} runs past the end of the file while records follow"
         if bad is None:
             stats.records += 1
             offset += _RECORD_LEN + incl

@@ -217,8 +217,9 @@ class _Walker:
             iface = self.ifaces[iface_id]
             ts = _ts(iface, high, low)
             self.last_ts = ts
-            return self._frame(iface, ts, orig if orig >= caplen else caplen,
-                               body[data_at : data_at + caplen])
+            return self._frame(
+                iface, ts, orig if orig >= caplen else caplen, body[data_at : data_at + caplen]
+            )
         if btype == _SPB:
             stats.records += 1
             if len(body) < 4:

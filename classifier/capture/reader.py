@@ -211,8 +211,12 @@ def _native(
         f.close()
     if cut_at is not None and stats.truncated_at is None:  # cut between two records
         stats.truncated_at = cut_at
-        logger.warning("%s: compressed capture cut short at byte %d (of the decompressed "
-                       "capture); read up to there", path, cut_at)
+        logger.warning(
+            "%s: compressed capture cut short at byte %d (of the decompressed "
+            "capture); read up to there",
+            path,
+            cut_at,
+        )
 
 
 def open_capture(

@@ -28,8 +28,17 @@ log = logging.getLogger(__name__)
 
 ACTIONS = ("block", "unblock", "dry-run-block", "sinkhole", "dry-run-sinkhole", "expire")
 FIELDS = (
-    "time", "action", "client", "server", "port", "proto", "name", "label", "probability",
-    "rule", "expiry",
+    "time",
+    "action",
+    "client",
+    "server",
+    "port",
+    "proto",
+    "name",
+    "label",
+    "probability",
+    "rule",
+    "expiry",
 )
 
 

@@ -171,8 +171,14 @@ class DnsSinkhole:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.stats: dict[str, int] = {
-            "queries": 0, "forwarded": 0, "answered": 0, "sinkholed": 0,
-            "dry_run_sinkholed": 0, "servfail": 0, "malformed": 0, "late": 0,
+            "queries": 0,
+            "forwarded": 0,
+            "answered": 0,
+            "sinkholed": 0,
+            "dry_run_sinkholed": 0,
+            "servfail": 0,
+            "malformed": 0,
+            "late": 0,
         }
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -221,7 +227,9 @@ class DnsSinkhole:
         self._thread.start()
         log.info(
             "DNS sinkhole on %s:%d -> %s:%d",
-            *self.address, self._upstream_addr[0], self._upstream_addr[1],
+            *self.address,
+            self._upstream_addr[0],
+            self._upstream_addr[1],
         )
 
     def stop(self) -> None:
@@ -320,13 +328,18 @@ class DnsSinkhole:
         if why is None:
             return QueryOutcome("forward", None, qend, None)
         event = {
-            "client": client_ip, "name": name, "label": "tiktok",
-            "rule": f"sinkhole {rule} ({why})", "qtype": QTYPE.get(qtype, qtype),
+            "client": client_ip,
+            "name": name,
+            "label": "tiktok",
+            "rule": f"sinkhole {rule} ({why})",
+            "qtype": QTYPE.get(qtype, qtype),
         }
         if policy.mode == "nft":
             reply = self._sinkhole_answer(data, qend, qtype, policy)
             return QueryOutcome(
-                "sinkhole", reply, qend,
+                "sinkhole",
+                reply,
+                qend,
                 {"action": "sinkhole", "answer": policy.sinkhole_answer, **event},
             )
         return QueryOutcome("forward", None, qend, {"action": "dry-run-sinkhole", **event})
@@ -395,7 +408,10 @@ class DnsSinkhole:
             return
         self.stats["forwarded"] += 1
         self._pending[qid] = _Pending(
-            data[:2], addr, time.monotonic() + self._timeout_s, data[12:qend].lower(),
+            data[:2],
+            addr,
+            time.monotonic() + self._timeout_s,
+            data[12:qend].lower(),
             data[:qend],
         )
 

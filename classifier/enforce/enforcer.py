@@ -64,10 +64,16 @@ class BlockRecord:
     def as_event(self) -> dict[str, Any]:
         """The audit-log fields of this record."""
         return {
-            "client": self.client, "server": self.server, "port": self.port,
-            "proto": self.proto, "name": self.name, "label": self.label,
-            "probability": round(self.probability, 4), "rule": self.rule,
-            "expiry": self.expires, "block_id": self.id,
+            "client": self.client,
+            "server": self.server,
+            "port": self.port,
+            "proto": self.proto,
+            "name": self.name,
+            "label": self.label,
+            "probability": round(self.probability, 4),
+            "rule": self.rule,
+            "expiry": self.expires,
+            "block_id": self.id,
         }
 
 
@@ -153,8 +159,15 @@ class Enforcer:
             if not policy.agrees(votes):
                 return None
         return self.block(
-            client, server, port, proto, label=label, probability=probability, name=name,
-            client_mac=client_mac, now=now,
+            client,
+            server,
+            port,
+            proto,
+            label=label,
+            probability=probability,
+            name=name,
+            client_mac=client_mac,
+            now=now,
         )
 
     def block(
@@ -191,12 +204,29 @@ class Enforcer:
             return None
         agree = f"{policy.agreement_k}/{policy.agreement_n}"
         rule = f"{label} p>={policy.threshold:g} {agree}; {why}"
-        return self._put(client, server, port, proto, name, label, probability,
-                         policy.block_seconds, rule, dry=mode == "dry-run")
+        return self._put(
+            client,
+            server,
+            port,
+            proto,
+            name,
+            label,
+            probability,
+            policy.block_seconds,
+            rule,
+            dry=mode == "dry-run",
+        )
 
-    def block_manual(self, client: str, server: str, port: int | None = None,
-                     proto: str | None = None, *, duration_s: int,
-                     reason: str) -> BlockRecord | None:
+    def block_manual(
+        self,
+        client: str,
+        server: str,
+        port: int | None = None,
+        proto: str | None = None,
+        *,
+        duration_s: int,
+        reason: str,
+    ) -> BlockRecord | None:
         """Block by hand for ``duration_s`` seconds: ignores the policy's categories, client
         lists and schedules, but not its mode (off: nothing; dry-run: only logged) nor its
         allowlist. Returns None when nothing is done. Raises EnforcementError when nftables
@@ -206,12 +236,33 @@ class Enforcer:
         mode = self.effective_mode
         if self._closed or mode == "off" or self._policy.current.allowed(None, server):
             return None
-        return self._put(client, server, port, proto, None, "manual", 1.0, int(duration_s),
-                         f"manual: {reason}", dry=mode == "dry-run")
+        return self._put(
+            client,
+            server,
+            port,
+            proto,
+            None,
+            "manual",
+            1.0,
+            int(duration_s),
+            f"manual: {reason}",
+            dry=mode == "dry-run",
+        )
 
-    def _put(self, client: str, server: str, port: int | None, proto: str | None,
-             name: str | None, label: str, probability: float, seconds: int, rule: str, *,
-             dry: bool) -> BlockRecord | None:
+    def _put(
+        self,
+        client: str,
+        server: str,
+        port: int | None,
+        proto: str | None,
+        name: str | None,
+        label: str,
+        probability: float,
+        seconds: int,
+        rule: str,
+        *,
+        dry: bool,
+    ) -> BlockRecord | None:
         """Create or renew the block record for this key, apply it unless ``dry``, log it."""
         proto_n = proto.lower() if proto is not None else None
         key: _Key = (client, server, port, proto_n)
@@ -231,9 +282,18 @@ class Enforcer:
                 self._records[rec.id] = rec
                 return rec
             rec = BlockRecord(
-                id=f"b{next(self._ids)}", client=client, server=server, port=port,
-                proto=proto_n, name=name, label=label, probability=float(probability),
-                created=nowt, expires=expires, rule=rule, dry_run=dry,
+                id=f"b{next(self._ids)}",
+                client=client,
+                server=server,
+                port=port,
+                proto=proto_n,
+                name=name,
+                label=label,
+                probability=float(probability),
+                created=nowt,
+                expires=expires,
+                rule=rule,
+                dry_run=dry,
             )
             if not dry:
                 self._apply(rec, seconds)
@@ -241,12 +301,17 @@ class Enforcer:
                 self._records.pop(old.id, None)
             self._records[rec.id] = rec
             self._by_key[key] = rec.id
-            self._audit.write(
-                {"action": "dry-run-block" if dry else "block", **rec.as_event()}
-            )
+            self._audit.write({"action": "dry-run-block" if dry else "block", **rec.as_event()})
             log.debug(  # live mode's verdict lines say it for an operator
-                "%s %s -> %s:%s/%s (%s, p=%.2f) for %d s", "dry-run-block" if dry else "block",
-                client, server, port, proto_n, label, probability, seconds,
+                "%s %s -> %s:%s/%s (%s, p=%.2f) for %d s",
+                "dry-run-block" if dry else "block",
+                client,
+                server,
+                port,
+                proto_n,
+                label,
+                probability,
+                seconds,
             )
             return rec
 

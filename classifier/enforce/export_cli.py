@@ -25,8 +25,7 @@ def _cmd_dnsmasq_files(args: argparse.Namespace) -> int:
     from classifier.enforce.policy import Policy, load_policy
 
     policy = load_policy(args.policy) if args.policy is not None else Policy.default()
-    nft = ruleset_text(default_timeout_s=policy.block_seconds,
-                       dns_timeout_s=args.dns_seconds)
+    nft = ruleset_text(default_timeout_s=policy.block_seconds, dns_timeout_s=args.dns_seconds)
     conf = render_dnsmasq_conf(sorted(policy.sinkhole_names))
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -34,21 +33,40 @@ def _cmd_dnsmasq_files(args: argparse.Namespace) -> int:
         (args.out / DNSMASQ_FILE).write_text(conf)
     except OSError as exc:
         raise ShortflowError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
-    print(f"wrote {args.out / NFT_FILE} (load it with: nft -f {NFT_FILE}) and "
-          f"{args.out / DNSMASQ_FILE} ({len(policy.sinkhole_names)} names; put it in "
-          "dnsmasq's conf-dir and restart dnsmasq)")
+    print(
+        f"wrote {args.out / NFT_FILE} (load it with: nft -f {NFT_FILE}) and "
+        f"{args.out / DNSMASQ_FILE} ({len(policy.sinkhole_names)} names; put it in "
+        "dnsmasq's conf-dir and restart dnsmasq)"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``dnsmasq-files``."""
-    p = sub.add_parser("dnsmasq-files", help="write the nftables table and a dnsmasq nftset "
-                       "snippet that block the policy's [sinkhole] names (DNS-only routers)")
-    p.add_argument("--policy", type=Path, default=None,
-                   help="policy TOML whose [sinkhole] names and block_seconds are used "
-                   "(default: the built-in policy)")
-    p.add_argument("--dns-seconds", type=int, default=3600, metavar="S",
-                   help="how long a resolved address stays blocked (default 3600)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help=f"directory for {NFT_FILE} and {DNSMASQ_FILE}")
+    p = sub.add_parser(
+        "dnsmasq-files",
+        help="write the nftables table and a dnsmasq nftset "
+        "snippet that block the policy's [sinkhole] names (DNS-only routers)",
+    )
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        help="policy TOML whose [sinkhole] names and block_seconds are used "
+        "(default: the built-in policy)",
+    )
+    p.add_argument(
+        "--dns-seconds",
+        type=int,
+        default=3600,
+        metavar="S",
+        help="how long a resolved address stays blocked (default 3600)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help=f"directory for {NFT_FILE} and {DNSMASQ_FILE}",
+    )
     p.set_defaults(handler=_cmd_dnsmasq_files)

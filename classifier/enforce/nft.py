@@ -98,8 +98,9 @@ class NftBlock:
     expires_s: int | None
 
 
-def ruleset_text(table: str = TABLE, default_timeout_s: int = 300, dns_timeout_s: int = 3600
-                 ) -> str:
+def ruleset_text(
+    table: str = TABLE, default_timeout_s: int = 300, dns_timeout_s: int = 3600
+) -> str:
     """Return the nft script that (re)builds the whole table in one transaction (what
     :meth:`NftTable.create` runs; ``nft -f`` takes it as it is)."""
     flow_t = "ipv{v}_addr . ipv{v}_addr . inet_service . inet_proto"
@@ -146,8 +147,7 @@ def _enable_conntrack_accounting() -> None:
     try:
         path.write_text("1\n")
     except OSError as exc:
-        log.warning("cannot enable conntrack accounting (%s): every packet is copied whole",
-                    exc)
+        log.warning("cannot enable conntrack accounting (%s): every packet is copied whole", exc)
 
 
 def _first_error_line(text: str) -> str:
@@ -219,9 +219,7 @@ class _LibBackend:
         lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         self._lib = lib
         self._netns = netns
-        self._jobs: queue.SimpleQueue[tuple[str, bool, Future[str]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._jobs: queue.SimpleQueue[tuple[str, bool, Future[str]] | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._init_error: EnforcementError | None = None
         self._thread = threading.Thread(
@@ -315,9 +313,7 @@ def _pair(client: str, server: str) -> tuple[Address, Address, str]:
     c = _addr(client, "client")
     s = _addr(server, "server")
     if c.version != s.version:
-        raise EnforcementError(
-            f"client {client} and server {server} are not of one address family"
-        )
+        raise EnforcementError(f"client {client} and server {server} are not of one address family")
     return c, s, str(c.version)
 
 
@@ -430,14 +426,21 @@ class NftTable:
             raise EnforcementError("capture: bad nflog group, packet count or snaplen")
         if self.netns is None:
             _enable_conntrack_accounting()
-        text = "\n".join([
-            f"add chain inet {self.table} {CAPTURE_CHAIN} "
-            "{ type filter hook forward priority filter - 10; policy accept; }",
-            f"add rule inet {self.table} {CAPTURE_CHAIN} udp sport 53 log group {group} accept",
-            f"add rule inet {self.table} {CAPTURE_CHAIN} ct packets < {full_packets} "
-            f"log group {group} accept",
-            f"add rule inet {self.table} {CAPTURE_CHAIN} log group {group} snaplen {snaplen}",
-        ]) + "\n"
+        text = (
+            "\n".join(
+                [
+                    f"add chain inet {self.table} {CAPTURE_CHAIN} "
+                    "{ type filter hook forward priority filter - 10; policy accept; }",
+                    f"add rule inet {self.table} {CAPTURE_CHAIN} udp sport 53 "
+                    f"log group {group} accept",
+                    f"add rule inet {self.table} {CAPTURE_CHAIN} ct packets < {full_packets} "
+                    f"log group {group} accept",
+                    f"add rule inet {self.table} {CAPTURE_CHAIN} log group {group} "
+                    f"snaplen {snaplen}",
+                ]
+            )
+            + "\n"
+        )
         self._run("add capture chain", text, json_io=False)
         log.info("nft capture chain -> nflog group %d in %s", group, self._where())
 
@@ -475,9 +478,7 @@ class NftTable:
         delete = {"delete": {"element": {**base, "elem": [key]}}}
         return [add, delete, add]
 
-    def block_flow(
-        self, client: str, server: str, port: int, proto: str, timeout_s: float
-    ) -> None:
+    def block_flow(self, client: str, server: str, port: int, proto: str, timeout_s: float) -> None:
         """Block one flow (both directions) for ``timeout_s`` seconds; renews if present.
 
         TCP gets a reset, UDP is dropped. Raises EnforcementError on a bad address, port,

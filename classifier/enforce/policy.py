@@ -95,7 +95,13 @@ _NAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(\.{_LABEL})*\Z")
 _TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 _TOP_KEYS = {
-    "mode", "categories", "block_seconds", "schedules", "agreement", "clients", "allow",
+    "mode",
+    "categories",
+    "block_seconds",
+    "schedules",
+    "agreement",
+    "clients",
+    "allow",
     "sinkhole",
 }
 _TABLE_KEYS = {
@@ -238,8 +244,10 @@ def enforcement_status(flag: str, policy_mode: str) -> dict[str, str | None]:
             fix = f"Pass --enforce {policy_mode} to {_MODE_EFFECT[policy_mode]}."
         else:
             fix = f'Set mode = "{flag}" in the policy to {_MODE_EFFECT[flag]}.'
-        note = (f"enforcement: --enforce {flag} and policy mode {policy_mode} disagree; "
-                f"using {effective} (the more cautious). {fix}")
+        note = (
+            f"enforcement: --enforce {flag} and policy mode {policy_mode} disagree; "
+            f"using {effective} (the more cautious). {fix}"
+        )
     return {"flag": flag, "policy": policy_mode, "effective": effective, "note": note}
 
 
@@ -387,9 +395,7 @@ def parse_policy(doc: Mapping[str, Any], source: str = "<policy>") -> Policy:
         cats = [c.lower() for c in chk.str_list("categories", doc["categories"])]
         bad = [c for c in cats if c not in CATEGORIES]
         if bad:
-            raise chk.fail(
-                "categories", f"has {bad[0]!r}; choose from {', '.join(CATEGORIES)}"
-            )
+            raise chk.fail("categories", f"has {bad[0]!r}; choose from {', '.join(CATEGORIES)}")
         kw["categories"] = frozenset(cats)
     if "block_seconds" in doc:
         kw["block_seconds"] = chk.int_in("block_seconds", doc["block_seconds"], 1, 86400)

@@ -40,28 +40,54 @@ I8 = npt.NDArray[np.int8]
 _SUMMARY = ("min", "max", "mean", "std", "p10", "p50", "p90")
 _IAT = ("min", "max", "mean", "std", "p50", "p90")
 _BURSTS = (
-    "burst_count", "bursts_per_s",
-    "burst_bytes_min", "burst_bytes_max", "burst_bytes_mean", "burst_bytes_std",
-    "burst_bytes_p50", "burst_bytes_cv",
-    "burst_dur_mean", "burst_dur_max", "burst_dur_p50",
-    "burst_gap_mean", "burst_gap_std", "burst_gap_max", "burst_gap_p50",
-    "req_bytes_mean", "req_bytes_max", "req_bytes_p50", "req_count",
-    "first_burst_bytes", "first_burst_dur", "idle_frac",
+    "burst_count",
+    "bursts_per_s",
+    "burst_bytes_min",
+    "burst_bytes_max",
+    "burst_bytes_mean",
+    "burst_bytes_std",
+    "burst_bytes_p50",
+    "burst_bytes_cv",
+    "burst_dur_mean",
+    "burst_dur_max",
+    "burst_dur_p50",
+    "burst_gap_mean",
+    "burst_gap_std",
+    "burst_gap_max",
+    "burst_gap_p50",
+    "req_bytes_mean",
+    "req_bytes_max",
+    "req_bytes_p50",
+    "req_count",
+    "first_burst_bytes",
+    "first_burst_dur",
+    "idle_frac",
 )
 _SPLT_N = 32
 _LAYOUT: tuple[str, ...] = (
-    "duration", "pkts_up", "pkts_down", "bytes_up", "bytes_down",
-    "payload_up", "payload_down", "down_up_byte_ratio", "pkts_per_s", "bytes_per_s",
+    "duration",
+    "pkts_up",
+    "pkts_down",
+    "bytes_up",
+    "bytes_down",
+    "payload_up",
+    "payload_down",
+    "down_up_byte_ratio",
+    "pkts_per_s",
+    "bytes_per_s",
     *(f"size_{d}_{s}" for d in ("up", "down") for s in _SUMMARY),
     *(f"iat_{d}_{s}" for d in ("up", "down", "all") for s in _IAT),
     *_BURSTS,
     *(f"{d}_bytes_first_{h}s" for d in ("up", "down") for h in (1, 3, 10)),
     *(f"flag_{n}" for n in ("fin", "syn", "rst", "psh", "ack", "urg")),
-    *(f"splt_size_{i}" for i in range(_SPLT_N)), *(f"splt_iat_{i}" for i in range(_SPLT_N)),
+    *(f"splt_size_{i}" for i in range(_SPLT_N)),
+    *(f"splt_iat_{i}" for i in range(_SPLT_N)),
 )
 if _LAYOUT != tuple(FEATURE_COLUMNS):  # pragma: no cover - guards against schema drift
-    raise ImportError("classifier.features.batch is out of date with the feature schema "
-                      "(FEATURE_COLUMNS changed); update its compiled groups")
+    raise ImportError(
+        "classifier.features.batch is out of date with the feature schema "
+        "(FEATURE_COLUMNS changed); update its compiled groups"
+    )
 
 #: Number of feature columns of one view.
 N_FEATURES = len(_LAYOUT)
@@ -281,8 +307,9 @@ def _select(a: F64, k: int, lo: int, hi: int) -> int:
 
 
 @jit(cache=True)
-def _read_ranks(srt: F64, ranks: I64, nr: int, region: I64, within: I64, start: I64,
-                out: F64) -> None:
+def _read_ranks(
+    srt: F64, ranks: I64, nr: int, region: I64, within: I64, start: I64, out: F64
+) -> None:
     """``out[r]`` = the value of rank ``within[r]`` among the values in region
     ``region[r]`` of ``srt`` (``srt[start[j]:start[j+1]]``), for ranks ascending within a
     region. Each region keeps a front: the positions from the last rank read up to it
@@ -325,8 +352,9 @@ def _bucket_counts(a: F64, n: int, hist: I64) -> bool:
 
 
 @jit(cache=True)
-def _gather_buckets(a: F64, n: int, srt: F64, hist: I64, ranks: I64, nr: int, region: I64,
-                    within: I64, start: I64) -> None:
+def _gather_buckets(
+    a: F64, n: int, srt: F64, hist: I64, ranks: I64, nr: int, region: I64, within: I64, start: I64
+) -> None:
     """From the bucket counts of :func:`_bucket_counts`: the bucket of each rank, one
     region of ``srt`` per bucket read (``start``), the values of those buckets copied into
     their regions, and each rank's region and rank within it. Uses up ``hist``."""
@@ -358,8 +386,9 @@ def _gather_buckets(a: F64, n: int, srt: F64, hist: I64, ranks: I64, nr: int, re
 
 
 @jit(cache=True)
-def _percentiles(a: F64, n: int, srt: F64, hist: I64, q1: float, q2: float,
-                 q3: float) -> tuple[float, float, float]:
+def _percentiles(
+    a: F64, n: int, srt: F64, hist: I64, q1: float, q2: float, q3: float
+) -> tuple[float, float, float]:
     """numpy's linear percentiles ``q1 < q2 < q3`` (negative: unused, 0.0) of ``a[:n]``,
     ``n > 0``, using ``srt`` (and ``hist``, :data:`_BUCKETS` entries) as scratch.
 
@@ -371,9 +400,11 @@ def _percentiles(a: F64, n: int, srt: F64, hist: I64, q1: float, q2: float,
         for i in range(n):
             srt[i] = a[i]
         _sort(srt, n)
-        return (_pct(srt, n, q1) if q1 >= 0.0 else 0.0,
-                _pct(srt, n, q2) if q2 >= 0.0 else 0.0,
-                _pct(srt, n, q3) if q3 >= 0.0 else 0.0)
+        return (
+            _pct(srt, n, q1) if q1 >= 0.0 else 0.0,
+            _pct(srt, n, q2) if q2 >= 0.0 else 0.0,
+            _pct(srt, n, q3) if q3 >= 0.0 else 0.0,
+        )
     qs = (q1, q2, q3)
     ranks = np.empty(6, np.int64)  # the ranks read, ascending
     nr = 0
@@ -433,8 +464,9 @@ def _summary(a: F64, n: int, srt: F64, hist: I64, out: F64, o: int, which: int) 
     ``which``: 0 = min max mean std p10 p50 p90; 1 = min max mean std p50 p90;
     2 = min max mean std p50; 3 = mean max p50; 4 = mean std max p50.
     """
-    width = 7 if which == 0 else (6 if which == 1 else (5 if which == 2 else (
-        4 if which == 4 else 3)))
+    width = (
+        7 if which == 0 else (6 if which == 1 else (5 if which == 2 else (4 if which == 4 else 3)))
+    )
     if n == 0:
         for i in range(width):
             out[o + i] = 0.0
@@ -499,8 +531,20 @@ def _searchsorted_right(arr: F64, na: int, keys: F64, nk: int, out: I64) -> None
 
 
 @jit(cache=True)
-def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float,
-          out: F64, o: int, sf: F64, si: I64, hist: I64) -> None:
+def _view(
+    t: F64,
+    size: I64,
+    dirn: I8,
+    flags: I64,
+    pay: I64,
+    n: int,
+    span: float,
+    out: F64,
+    o: int,
+    sf: F64,
+    si: I64,
+    hist: I64,
+) -> None:
     """All feature groups of one view (``t`` relative to the view's start) into
     ``out[o:o+N_FEATURES]``. ``sf`` (10 rows) and ``si`` (4 rows) are scratch arrays of at
     least ``n + 1`` columns, ``hist`` one of :data:`_BUCKETS` entries."""
@@ -599,8 +643,9 @@ def _view(t: F64, size: I64, dirn: I8, flags: I64, pay: I64, n: int, span: float
 
 
 @jit(cache=True)
-def _bursts(t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, sf: F64,
-            si: I64, hist: I64) -> None:
+def _bursts(
+    t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, sf: F64, si: I64, hist: I64
+) -> None:
     srt = sf[1]  # summary scratch
     w4 = sf[2]  # server->client data times, later client->server data times
     w5, w6 = sf[3], sf[4]  # burst start / end times
@@ -683,17 +728,36 @@ def _bursts(t: F64, dirn: I8, pay: I64, n: int, span: float, out: F64, o: int, s
 def _scratch(m: int) -> tuple[F64, I64, I64, F64, F64, I64, I8, I64, I64]:
     """(float scratch rows, int scratch rows, bucket counts, t, t2, size, direction,
     flags, payload)."""
-    return (np.empty((10, m), np.float64), np.empty((4, m), np.int64),
-            np.empty(_BUCKETS if m > _BUCKET_MIN else 0, np.int64), np.empty(m, np.float64),
-            np.empty(m, np.float64), np.empty(m, np.int64), np.empty(m, np.int8),
-            np.empty(m, np.int64), np.empty(m, np.int64))
+    return (
+        np.empty((10, m), np.float64),
+        np.empty((4, m), np.int64),
+        np.empty(_BUCKETS if m > _BUCKET_MIN else 0, np.int64),
+        np.empty(m, np.float64),
+        np.empty(m, np.float64),
+        np.empty(m, np.int64),
+        np.empty(m, np.int8),
+        np.empty(m, np.int64),
+        np.empty(m, np.int64),
+    )
 
 
-@jit('none(float64[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64[::1], '
-     'float64[::1], float64[::1], float64[:, ::1])',
-     cache=True, nogil=True)
-def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
-                  first_ts: F64, horizons: F64, out: F64) -> None:
+@jit(
+    "none(float64[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64[::1], "
+    "float64[::1], float64[::1], float64[:, ::1])",
+    cache=True,
+    nogil=True,
+)
+def _flows_kernel(
+    ts: F64,
+    size: I64,
+    dirn: I8,
+    flags: I64,
+    pay: I64,
+    offsets: I64,
+    first_ts: F64,
+    horizons: F64,
+    out: F64,
+) -> None:
     nf = offsets.shape[0] - 1
     longest = 1
     for j in range(nf):
@@ -738,8 +802,16 @@ def _flows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
             _view(tt, sv, dv, fv, pv, m, max(stop - 0.0, 0.0), row, o, sf, si, hist)
 
 
-def flow_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
-                  first_ts: F64, horizons: tuple[float, ...]) -> F64:
+def flow_features(
+    ts: F64,
+    size: I64,
+    dirn: I8,
+    flags: I64,
+    pay: I64,
+    offsets: I64,
+    first_ts: F64,
+    horizons: tuple[float, ...],
+) -> F64:
     """Feature rows of whole flows and their early snapshots.
 
     Entries of flow ``j`` are ``[offsets[j], offsets[j+1])`` of the per-entry arrays
@@ -754,8 +826,7 @@ def flow_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I
     hz = np.asarray(horizons, np.float64)
 
     def part(a: int, b: int) -> None:
-        _flows_kernel(ts, size, dirn, flags, pay, offsets[a : b + 1], first_ts[a:b], hz,
-                      out[a:b])
+        _flows_kernel(ts, size, dirn, flags, pay, offsets[a : b + 1], first_ts[a:b], hz, out[a:b])
 
     if nf:
         _in_two(part, nf, _split(offsets))
@@ -788,11 +859,14 @@ def _in_two(part: Callable[[int, int], None], nf: int, cut: int) -> None:
         later.result()
 
 
-@jit('UniTuple(int64[::1], 4)(float64[::1], int64[::1], float64[::1], float64[::1], '
-     'float64)',
-     cache=True, nogil=True)
-def _windows_plan(ts: F64, offsets: I64, first_ts: F64, last_ts: F64,
-                  window: float) -> tuple[I64, I64, I64, I64]:
+@jit(
+    "UniTuple(int64[::1], 4)(float64[::1], int64[::1], float64[::1], float64[::1], float64)",
+    cache=True,
+    nogil=True,
+)
+def _windows_plan(
+    ts: F64, offsets: I64, first_ts: F64, last_ts: F64, window: float
+) -> tuple[I64, I64, I64, I64]:
     """Window index of every entry (-1: in no window) and the (flow, window) pairs that
     have entries: returns (entry window, entry order, view flow, view window)."""
     n_all = ts.shape[0]
@@ -846,11 +920,25 @@ def _windows_plan(ts: F64, offsets: I64, first_ts: F64, last_ts: F64,
     return kk, order, views_f[:nv].copy(), views_k[:nv].copy()
 
 
-@jit('none(float64[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64[::1], '
-     'float64[::1], float64, int64[::1], int64[::1], float64[:, ::1])',
-     cache=True, nogil=True)
-def _windows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
-                    first_ts: F64, window: float, kk: I64, order: I64, out: F64) -> None:
+@jit(
+    "none(float64[::1], int64[::1], int8[::1], int64[::1], int64[::1], int64[::1], "
+    "float64[::1], float64, int64[::1], int64[::1], float64[:, ::1])",
+    cache=True,
+    nogil=True,
+)
+def _windows_kernel(
+    ts: F64,
+    size: I64,
+    dirn: I8,
+    flags: I64,
+    pay: I64,
+    offsets: I64,
+    first_ts: F64,
+    window: float,
+    kk: I64,
+    order: I64,
+    out: F64,
+) -> None:
     nf = offsets.shape[0] - 1
     longest = 1
     for j in range(nf):
@@ -895,16 +983,26 @@ def _windows_kernel(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets:
             row += 1
 
 
-def window_views(ts: F64, offsets: I64, first_ts: F64, last_ts: F64,
-                 window: float) -> tuple[I64, I64, I64, I64]:
+def window_views(
+    ts: F64, offsets: I64, first_ts: F64, last_ts: F64, window: float
+) -> tuple[I64, I64, I64, I64]:
     """Plan the non-empty (flow, window) views: returns (entry window index, entry order,
     view flow index, view window index); windows as the reference numbers them
     (``k * window <= t < (k + 1) * window``, ``k < ceil(duration / window)``)."""
     return _windows_plan(ts, offsets, first_ts, last_ts, float(window))
 
 
-def window_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets: I64,
-                    first_ts: F64, window: float, plan: tuple[I64, I64, I64, I64]) -> F64:
+def window_features(
+    ts: F64,
+    size: I64,
+    dirn: I8,
+    flags: I64,
+    pay: I64,
+    offsets: I64,
+    first_ts: F64,
+    window: float,
+    plan: tuple[I64, I64, I64, I64],
+) -> F64:
     """Feature rows of the views planned by :func:`window_views`, in plan order."""
     kk, order, views_f, _views_k = plan
     out = np.empty((len(views_f), N_FEATURES), np.float64)
@@ -912,8 +1010,19 @@ def window_features(ts: F64, size: I64, dirn: I8, flags: I64, pay: I64, offsets:
 
     def part(a: int, b: int) -> None:
         lo, hi = np.searchsorted(views_f, [a, b])  # the views of flows a..b-1
-        _windows_kernel(ts, size, dirn, flags, pay, offsets[a : b + 1], first_ts[a:b],
-                        float(window), kk, order, out[lo:hi])
+        _windows_kernel(
+            ts,
+            size,
+            dirn,
+            flags,
+            pay,
+            offsets[a : b + 1],
+            first_ts[a:b],
+            float(window),
+            kk,
+            order,
+            out[lo:hi],
+        )
 
     if len(views_f):
         _in_two(part, nf, _split(offsets))

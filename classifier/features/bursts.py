@@ -23,13 +23,28 @@ class Bursts:
 
     name = "bursts"
     columns = (
-        "burst_count", "bursts_per_s",
-        "burst_bytes_min", "burst_bytes_max", "burst_bytes_mean", "burst_bytes_std",
-        "burst_bytes_p50", "burst_bytes_cv",
-        "burst_dur_mean", "burst_dur_max", "burst_dur_p50",
-        "burst_gap_mean", "burst_gap_std", "burst_gap_max", "burst_gap_p50",
-        "req_bytes_mean", "req_bytes_max", "req_bytes_p50", "req_count",
-        "first_burst_bytes", "first_burst_dur", "idle_frac",
+        "burst_count",
+        "bursts_per_s",
+        "burst_bytes_min",
+        "burst_bytes_max",
+        "burst_bytes_mean",
+        "burst_bytes_std",
+        "burst_bytes_p50",
+        "burst_bytes_cv",
+        "burst_dur_mean",
+        "burst_dur_max",
+        "burst_dur_p50",
+        "burst_gap_mean",
+        "burst_gap_std",
+        "burst_gap_max",
+        "burst_gap_p50",
+        "req_bytes_mean",
+        "req_bytes_max",
+        "req_bytes_p50",
+        "req_count",
+        "first_burst_bytes",
+        "first_burst_dur",
+        "idle_frac",
     )
 
     def __init__(self, gap: float = 0.5) -> None:
@@ -54,18 +69,23 @@ class Bursts:
         prev_end = np.concatenate(([-np.inf], end_t[:-1]))
         # upstream payload sent after the previous burst ended, up to this burst's start
         cum = np.concatenate(([0], np.cumsum(up_bytes)))
-        requests = (cum[np.searchsorted(up_t, start_t, side="right")]
-                    - cum[np.searchsorted(up_t, prev_end, side="right")]).astype(np.float64)
+        requests = (
+            cum[np.searchsorted(up_t, start_t, side="right")]
+            - cum[np.searchsorted(up_t, prev_end, side="right")]
+        ).astype(np.float64)
         n = len(sizes)
         mean = float(sizes.mean())
         span = max(view.span, 1e-3)
         return [
-            float(n), n / span,
+            float(n),
+            n / span,
             *summary(sizes, ("min", "max", "mean", "std", "p50")),
             float(sizes.std()) / mean if mean > 0 else 0.0,
             *summary(durations, ("mean", "max", "p50")),
             *summary(gaps, ("mean", "std", "max", "p50")),
-            *summary(requests, ("mean", "max", "p50")), float(np.count_nonzero(requests)),
-            float(sizes[0]), float(durations[0]),
+            *summary(requests, ("mean", "max", "p50")),
+            float(np.count_nonzero(requests)),
+            float(sizes[0]),
+            float(durations[0]),
             float(gaps.sum()) / span,
         ]

@@ -39,8 +39,9 @@ class ColumnBatch:
         """A batch of no rows with ``columns`` (all, in table order, ending with
         ``feature_names``)."""
         head = columns[: len(columns) - len(feature_names)]
-        return cls({c: [] for c in head}, feature_names,
-                   np.empty((0, len(feature_names)), np.float64))
+        return cls(
+            {c: [] for c in head}, feature_names, np.empty((0, len(feature_names)), np.float64)
+        )
 
     def __len__(self) -> int:
         return int(self.features.shape[0])

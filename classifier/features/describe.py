@@ -33,8 +33,15 @@ class ColumnDoc:
     unit: str
 
 
-_STATS = {"min": "smallest", "max": "largest", "mean": "mean", "std": "standard deviation",
-          "p10": "10th percentile", "p50": "median", "p90": "90th percentile"}
+_STATS = {
+    "min": "smallest",
+    "max": "largest",
+    "mean": "mean",
+    "std": "standard deviation",
+    "p10": "10th percentile",
+    "p50": "median",
+    "p90": "90th percentile",
+}
 _DIRS = {"up": "client -> server", "down": "server -> client", "all": "both directions"}
 _S = "(" + "|".join(_STATS) + ")"
 _D = "(up|down|all)"
@@ -44,76 +51,103 @@ RULES: tuple[ColumnDoc, ...] = (
     ColumnDoc("capture", "the capture file the flow came from", "text"),
     ColumnDoc("flow_id", "the flow's number within its capture (1, 2, ...)", "count"),
     ColumnDoc("proto", "IP protocol: 6 TCP, 17 UDP", "number"),
-    ColumnDoc("client", "the client's address: the side that sent the SYN, else the side on "
-              "the ephemeral port, else the first sender", "IP address"),
+    ColumnDoc(
+        "client",
+        "the client's address: the side that sent the SYN, else the side on "
+        "the ephemeral port, else the first sender",
+        "IP address",
+    ),
     ColumnDoc("client_port", "the client's port", "port"),
     ColumnDoc("server", "the server's address", "IP address"),
     ColumnDoc("server_port", "the server's port", "port"),
     ColumnDoc("first_ts", "the flow's first packet", "epoch seconds"),
     ColumnDoc("last_ts", "the flow's last packet", "epoch seconds"),
-    ColumnDoc("end_reason", "why the flow ended: idle, active (timeouts), fin, rst, evicted "
-              "(--max-flows), packets (--max-packets) or end (end of the capture)", "text"),
+    ColumnDoc(
+        "end_reason",
+        "why the flow ended: idle, active (timeouts), fin, rst, evicted "
+        "(--max-flows), packets (--max-packets) or end (end of the capture)",
+        "text",
+    ),
     ColumnDoc("packets", "packets in the flow (both directions)", "count"),
-    ColumnDoc("wire_bytes", "bytes on the wire (frame lengths as captured on the link)",
-              "bytes"),
+    ColumnDoc("wire_bytes", "bytes on the wire (frame lengths as captured on the link)", "bytes"),
     # names in clear
-    ColumnDoc("sni", "server name of the TLS or QUIC ClientHello (or Google QUIC CHLO)",
-              "text"),
+    ColumnDoc("sni", "server name of the TLS or QUIC ClientHello (or Google QUIC CHLO)", "text"),
     ColumnDoc("alpn", "application protocols the ClientHello offered", "text"),
-    ColumnDoc("dns_name", "the name a DNS answer in the capture gave for the server's "
-              "address", "text"),
-    ColumnDoc("name", "the name used for the service rules (SNI first, else the DNS name)",
-              "text"),
-    ColumnDoc("name_source", "where ``name`` came from: the ClientHello's protocol (tls, "
-              "quic, gquic for a Google QUIC CHLO) or dns", "text"),
-    ColumnDoc("service", "the service its name rules give (``unknown`` without a name); a "
-              "model input", "text"),
-    ColumnDoc("category", "the service's category (e.g. video-cdn, short-form-service)",
-              "text"),
+    ColumnDoc(
+        "dns_name", "the name a DNS answer in the capture gave for the server's address", "text"
+    ),
+    ColumnDoc("name", "the name used for the service rules (SNI first, else the DNS name)", "text"),
+    ColumnDoc(
+        "name_source",
+        "where ``name`` came from: the ClientHello's protocol (tls, "
+        "quic, gquic for a Google QUIC CHLO) or dns",
+        "text",
+    ),
+    ColumnDoc(
+        "service",
+        "the service its name rules give (``unknown`` without a name); a model input",
+        "text",
+    ),
+    ColumnDoc("category", "the service's category (e.g. video-cdn, short-form-service)", "text"),
     # windows
-    ColumnDoc("window_start", "with ``--windows``: where the row's slice starts, after the "
-              "flow's first packet", "seconds"),
+    ColumnDoc(
+        "window_start",
+        "with ``--windows``: where the row's slice starts, after the flow's first packet",
+        "seconds",
+    ),
     ColumnDoc("window_end", "with ``--windows``: where the row's slice ends", "seconds"),
     # volume
     ColumnDoc("duration", "from the first to the last packet", "seconds"),
     ColumnDoc("pkts_(up|down)", "packets {d}", "count"),
     ColumnDoc("bytes_(up|down)", "IP bytes {d} (IP total lengths)", "bytes"),
     ColumnDoc("payload_(up|down)", "transport payload bytes {d}", "bytes"),
-    ColumnDoc("down_up_byte_ratio", "bytes down / bytes up (up counted as at least 1)",
-              "ratio"),
+    ColumnDoc("down_up_byte_ratio", "bytes down / bytes up (up counted as at least 1)", "ratio"),
     ColumnDoc("pkts_per_s", "packets per second over the duration", "1/s"),
-    ColumnDoc("bytes_per_s", "IP bytes (both directions) per second over the duration",
-              "bytes/s"),
+    ColumnDoc("bytes_per_s", "IP bytes (both directions) per second over the duration", "bytes/s"),
     # sizes and timing
     ColumnDoc(f"size_(up|down)_{_S}", "{s} of the IP packet sizes {d}", "bytes"),
-    ColumnDoc(f"iat_{_D}_{_S}", "{s} of the times between consecutive packets ({d})",
-              "seconds"),
+    ColumnDoc(f"iat_{_D}_{_S}", "{s} of the times between consecutive packets ({d})", "seconds"),
     # bursts
-    ColumnDoc("burst_count", "download bursts: runs of server -> client payload with no gap "
-              "over 0.5 s", "count"),
+    ColumnDoc(
+        "burst_count",
+        "download bursts: runs of server -> client payload with no gap over 0.5 s",
+        "count",
+    ),
     ColumnDoc("bursts_per_s", "download bursts per second over the duration", "1/s"),
     ColumnDoc(f"burst_bytes_{_S}", "{s} of the bursts' payload bytes", "bytes"),
-    ColumnDoc("burst_bytes_cv", "standard deviation / mean of the bursts' payload bytes",
-              "ratio"),
+    ColumnDoc("burst_bytes_cv", "standard deviation / mean of the bursts' payload bytes", "ratio"),
     ColumnDoc(f"burst_dur_{_S}", "{s} of the bursts' durations", "seconds"),
     ColumnDoc(f"burst_gap_{_S}", "{s} of the idle gaps between bursts", "seconds"),
-    ColumnDoc(f"req_bytes_{_S}", "{s} of the client -> server payload sent between one "
-              "burst's end and the next one's start (the request for it)", "bytes"),
+    ColumnDoc(
+        f"req_bytes_{_S}",
+        "{s} of the client -> server payload sent between one "
+        "burst's end and the next one's start (the request for it)",
+        "bytes",
+    ),
     ColumnDoc("req_count", "bursts that had such a request before them", "count"),
     ColumnDoc("first_burst_bytes", "payload bytes of the first download burst", "bytes"),
     ColumnDoc("first_burst_dur", "duration of the first download burst", "seconds"),
     ColumnDoc("idle_frac", "share of the duration spent in gaps between bursts", "ratio"),
     # throughput
-    ColumnDoc("(up|down)_bytes_first_(?P<h>1|3|10)s", "IP bytes {d} in the flow's first {h} s",
-              "bytes"),
+    ColumnDoc(
+        "(up|down)_bytes_first_(?P<h>1|3|10)s", "IP bytes {d} in the flow's first {h} s", "bytes"
+    ),
     # flags
-    ColumnDoc("flag_(fin|syn|rst|psh|ack|urg)", "packets that carried this TCP flag (0 for "
-              "UDP)", "count"),
+    ColumnDoc(
+        "flag_(fin|syn|rst|psh|ack|urg)", "packets that carried this TCP flag (0 for UDP)", "count"
+    ),
     # first packets
-    ColumnDoc(r"splt_size_\d+", "the k-th packet's IP size, positive client -> server, "
-              "negative server -> client; 0 past the flow's last packet", "bytes (signed)"),
-    ColumnDoc(r"splt_iat_\d+", "time from the (k-1)-th to the k-th packet (0 for the first "
-              "and past the last)", "seconds"),
+    ColumnDoc(
+        r"splt_size_\d+",
+        "the k-th packet's IP size, positive client -> server, "
+        "negative server -> client; 0 past the flow's last packet",
+        "bytes (signed)",
+    ),
+    ColumnDoc(
+        r"splt_iat_\d+",
+        "time from the (k-1)-th to the k-th packet (0 for the first and past the last)",
+        "seconds",
+    ),
 )
 
 

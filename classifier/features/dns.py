@@ -83,8 +83,7 @@ def _hint_addresses(params: list[tuple[int, bytes]]) -> list[str]:
             ]
         elif key == _KEY_IPV6HINT:
             out += [
-                str(ipaddress.IPv6Address(value[i : i + 16]))
-                for i in range(0, len(value) - 15, 16)
+                str(ipaddress.IPv6Address(value[i : i + 16])) for i in range(0, len(value) - 15, 16)
             ]
     return out
 

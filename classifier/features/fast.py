@@ -75,8 +75,19 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
-_ROWS = (cc.C_VER, cc.C_SRC_HI, cc.C_SRC_LO, cc.C_DST_HI, cc.C_DST_LO, cc.C_PROTO,
-         cc.C_SPORT, cc.C_DPORT, cc.C_FLAGS, cc.C_PLEN, cc.C_WIRE)
+_ROWS = (
+    cc.C_VER,
+    cc.C_SRC_HI,
+    cc.C_SRC_LO,
+    cc.C_DST_HI,
+    cc.C_DST_LO,
+    cc.C_PROTO,
+    cc.C_SPORT,
+    cc.C_DPORT,
+    cc.C_FLAGS,
+    cc.C_PLEN,
+    cc.C_WIRE,
+)
 _MAX_NAME_PACKETS = 24  # as classifier.features.flow_names
 _BUFFER_BYTES = 16 * 1024 * 1024  # read buffer (file bytes held at once)
 _CHUNK_PACKETS = cc.CHUNK_PACKETS  # packets decoded per compiled call
@@ -87,21 +98,51 @@ _UDP = 17
 #: Settle whole ClientHellos in compiled code (off: every name packet goes to Python;
 #: benchmarks turn it off to time the Python-only path in the same run).
 _SCAN_HELLOS = True
-_META = ("capture", "flow_id", "proto", "client", "client_port", "server", "server_port",
-         "first_ts", "last_ts", "end_reason", "packets", "wire_bytes", "sni", "alpn",
-         "dns_name", "name", "name_source", "service", "category")  # FLOW + NAME columns
+_META = (
+    "capture",
+    "flow_id",
+    "proto",
+    "client",
+    "client_port",
+    "server",
+    "server_port",
+    "first_ts",
+    "last_ts",
+    "end_reason",
+    "packets",
+    "wire_bytes",
+    "sni",
+    "alpn",
+    "dns_name",
+    "name",
+    "name_source",
+    "service",
+    "category",
+)  # FLOW + NAME columns
 
 
 # ---------------------------------------------------------------------------------------
 # compiled helpers
 
 
-@jit('Tuple((float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
-     'int64[::1]))(float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
-     'int64[::1], int64[::1], int64, int64)',
-     cache=True, nogil=True)
-def _expand(ts: F64, ip_len: I64, plen: I64, flags: I64, dirn: I8, uid: I64,
-            entries: I64, total: int, mss: int) -> tuple[F64, I64, I64, I64, I8, I64]:
+@jit(
+    "Tuple((float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], "
+    "int64[::1]))(float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], "
+    "int64[::1], int64[::1], int64, int64)",
+    cache=True,
+    nogil=True,
+)
+def _expand(
+    ts: F64,
+    ip_len: I64,
+    plen: I64,
+    flags: I64,
+    dirn: I8,
+    uid: I64,
+    entries: I64,
+    total: int,
+    mss: int,
+) -> tuple[F64, I64, I64, I64, I8, I64]:
     """Resegment packets whose payload exceeds ``mss`` into MSS-sized entries, as
     :meth:`FlowTable._append` does."""
     o_ts = np.empty(total, np.float64)
@@ -130,7 +171,7 @@ def _expand(ts: F64, ip_len: I64, plen: I64, flags: I64, dirn: I8, uid: I64,
     return o_ts, o_size, o_pay, o_flags, o_dir, o_uid
 
 
-@jit('none(int64[::1], int64[::1], int64, int64[::1])', cache=True, nogil=True)
+@jit("none(int64[::1], int64[::1], int64, int64[::1])", cache=True, nogil=True)
 def _count_ended(uid: I64, rank: I64, base: int, counts: I64) -> None:
     """Add to ``counts[r + 1]`` the entries of ``uid`` whose flow has rank ``r >= 0``
     (``rank[uid - base]``; flows outside ``rank`` have not ended)."""
@@ -141,12 +182,29 @@ def _count_ended(uid: I64, rank: I64, base: int, counts: I64) -> None:
             counts[rank[r] + 1] += 1
 
 
-@jit('int64(int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], '
-     'int64[::1], int64, int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], '
-     'int8[::1])', cache=True, nogil=True)
-def _move_ended(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, rank: I64,
-                base: int, pos: I64, o_ts: F64, o_size: I64, o_pay: I64, o_flags: I64,
-                o_dir: I8) -> int:
+@jit(
+    "int64(int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], int8[::1], "
+    "int64[::1], int64, int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], "
+    "int8[::1])",
+    cache=True,
+    nogil=True,
+)
+def _move_ended(
+    uid: I64,
+    ts: F64,
+    size: I64,
+    pay: I64,
+    flags: I64,
+    dirn: I8,
+    rank: I64,
+    base: int,
+    pos: I64,
+    o_ts: F64,
+    o_size: I64,
+    o_pay: I64,
+    o_flags: I64,
+    o_dir: I8,
+) -> int:
     """Move the entries of ended flows out of one block, each to ``pos[rank]`` (then one
     further), in arrival order; compact the other entries to the block's front. Returns
     how many it kept."""
@@ -157,12 +215,23 @@ def _move_ended(uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8, ra
         if 0 <= r < span and rank[r] >= 0:
             p = pos[rank[r]]
             o_ts[p], o_size[p], o_pay[p], o_flags[p], o_dir[p] = (
-                ts[i], size[i], pay[i], flags[i], dirn[i])
+                ts[i],
+                size[i],
+                pay[i],
+                flags[i],
+                dirn[i],
+            )
             pos[rank[r]] = p + 1
         else:
             if w != i:
                 uid[w], ts[w], size[w], pay[w], flags[w], dirn[w] = (
-                    uid[i], ts[i], size[i], pay[i], flags[i], dirn[i])
+                    uid[i],
+                    ts[i],
+                    size[i],
+                    pay[i],
+                    flags[i],
+                    dirn[i],
+                )
             w += 1
     return w
 
@@ -184,8 +253,9 @@ class _Pool:
 
     def append(self, uid: I64, ts: F64, size: I64, pay: I64, flags: I64, dirn: I8) -> None:
         if len(uid):
-            self.blocks.append((uid.copy(), ts.copy(), size.copy(), pay.copy(), flags.copy(),
-                                dirn.copy()))
+            self.blocks.append(
+                (uid.copy(), ts.copy(), size.copy(), pay.copy(), flags.copy(), dirn.copy())
+            )
 
     def cut(self, ended_uid: I64) -> tuple[I64, F64, I64, I64, I64, I8]:
         """Remove and return the entries of the flows ``ended_uid`` (grouped in that
@@ -198,8 +268,13 @@ class _Pool:
             _count_ended(block[0], rank, base, offsets)
         np.cumsum(offsets, out=offsets)
         total = int(offsets[-1])
-        out = (np.empty(total, np.float64), np.empty(total, np.int64),
-               np.empty(total, np.int64), np.empty(total, np.int64), np.empty(total, np.int8))
+        out = (
+            np.empty(total, np.float64),
+            np.empty(total, np.int64),
+            np.empty(total, np.int64),
+            np.empty(total, np.int64),
+            np.empty(total, np.int8),
+        )
         pos = offsets[:-1].copy()
         kept: list[_Entries] = []
         for block in self.blocks:
@@ -341,8 +416,9 @@ class _Run:
         mss = self.config.flow.resegment_mss
         total = int(a.entries.sum())
         if mss is not None and total != len(chunk):
-            ts, size, pay, fl, dirn, uid = _expand(chunk.ts, ip_len, plen, flags, a.direction,
-                                                   a.uid, a.entries, total, mss)
+            ts, size, pay, fl, dirn, uid = _expand(
+                chunk.ts, ip_len, plen, flags, a.direction, a.uid, a.entries, total, mss
+            )
             self.pool.append(uid, ts, size, pay, fl, dirn)
         else:
             self.pool.append(a.uid, chunk.ts, ip_len, plen, flags, a.direction)
@@ -359,8 +435,15 @@ class _Run:
 
     # --- names
 
-    def _names(self, chunk: cc.ColumnChunk, uid: I64, dirn: I8, count_after: I64,
-               started: npt.NDArray[np.bool_], ended: EndedFlows) -> None:
+    def _names(
+        self,
+        chunk: cc.ColumnChunk,
+        uid: I64,
+        dirn: I8,
+        count_after: I64,
+        started: npt.NDArray[np.bool_],
+        ended: EndedFlows,
+    ) -> None:
         cols = chunk.cols
         proto = cols[cc.C_PROTO]
         has_payload = cols[cc.C_PCAP] > 0
@@ -374,9 +457,14 @@ class _Run:
         extractors = self.extractors
         raw = memoryview(chunk.buffer)  # type: ignore[arg-type]
         for u, d, p, sq, at, size in zip(
-                uid[feed].tolist(), dirn[feed].tolist(), proto[feed].tolist(),
-                cols[cc.C_SEQ, feed].tolist(), cols[cc.C_PAT, feed].tolist(),
-                cols[cc.C_PCAP, feed].tolist(), strict=True):
+            uid[feed].tolist(),
+            dirn[feed].tolist(),
+            proto[feed].tolist(),
+            cols[cc.C_SEQ, feed].tolist(),
+            cols[cc.C_PAT, feed].tolist(),
+            cols[cc.C_PCAP, feed].tolist(),
+            strict=True,
+        ):
             ext = extractors.get(u)
             if ext is None:
                 ext = extractors[u] = NameExtractor()
@@ -399,11 +487,9 @@ class _Run:
         # Only flows whose server address some answer carried can get a name.
         events: list[tuple[int, int, int]] = []
         first = np.flatnonzero(started)
-        server_lo = np.where(dirn[first] == 1, cols[cc.C_DST_LO, first],
-                             cols[cc.C_SRC_LO, first])
+        server_lo = np.where(dirn[first] == 1, cols[cc.C_DST_LO, first], cols[cc.C_SRC_LO, first])
         for i in first[self._lo_carried(server_lo)].tolist():
-            if self._may_be_cached(int(cols[cc.C_VER, i]),
-                                   *self._server_of(cols, i, int(dirn[i]))):
+            if self._may_be_cached(int(cols[cc.C_VER, i]), *self._server_of(cols, i, int(dirn[i]))):
                 events.append((i, 0, i))
         events += [(i, 1, k) for k, i in enumerate(dns)]
         shi, slo, _ = ended.server
@@ -418,30 +504,40 @@ class _Run:
             if kind == 0:
                 if len(cache):
                     v = int(cols[cc.C_VER, ref])
-                    found = cache.lookup(self._addr(v, *self._server_of(cols, ref,
-                                                                         int(dirn[ref]))),
-                                         float(ts[ref]))
+                    found = cache.lookup(
+                        self._addr(v, *self._server_of(cols, ref, int(dirn[ref]))), float(ts[ref])
+                    )
                     if found:
                         self.dns_at_start[int(uid[ref])] = found
             elif kind == 1:
-                cache.feed_dns(payloads[ref], float(ts[dns[ref]]),
-                               tcp=int(proto[dns[ref]]) != _UDP)
+                cache.feed_dns(payloads[ref], float(ts[dns[ref]]), tcp=int(proto[dns[ref]]) != _UDP)
             else:
                 self._end_name(ended, ref)
 
-    def _scan_hellos(self, chunk: cc.ColumnChunk, feed: I64, fed_uid: I64, prev_max: int
-                     ) -> I64:
+    def _scan_hellos(self, chunk: cc.ColumnChunk, feed: I64, fed_uid: I64, prev_max: int) -> I64:
         """Let the compiled scanner settle the flows whose first fed payload is a whole
         ClientHello or a gQUIC CHLO; return the packets of ``feed`` that still go to Python."""
         cols = chunk.cols
         old_uid = np.unique(fed_uid[fed_uid <= prev_max])
         old_state = np.array([self._name_state(u) for u in old_uid.tolist()], np.int8)
-        scan = scan_first_payloads(chunk.buffer, fed_uid, cols[cc.C_PROTO, feed],
-                                   cols[cc.C_PAT, feed], cols[cc.C_PCAP, feed], prev_max,
-                                   self.max_uid, old_uid, old_state)
-        self.hellos.update(zip(scan.uids, ((s, a, src) for (s, a), src
-                                           in zip(scan.names, scan.sources, strict=True)),
-                               strict=True))
+        scan = scan_first_payloads(
+            chunk.buffer,
+            fed_uid,
+            cols[cc.C_PROTO, feed],
+            cols[cc.C_PAT, feed],
+            cols[cc.C_PCAP, feed],
+            prev_max,
+            self.max_uid,
+            old_uid,
+            old_state,
+        )
+        self.hellos.update(
+            zip(
+                scan.uids,
+                ((s, a, src) for (s, a), src in zip(scan.names, scan.sources, strict=True)),
+                strict=True,
+            )
+        )
         return feed[scan.python]
 
     def _name_state(self, u: int) -> int:
@@ -465,8 +561,7 @@ class _Run:
         fresh = carried - self.dns_raw
         if fresh:
             self.dns_raw |= fresh
-            self.dns_lo = np.union1d(self.dns_lo, np.array([_low_half(r) for r in fresh],
-                                                           np.int64))
+            self.dns_lo = np.union1d(self.dns_lo, np.array([_low_half(r) for r in fresh], np.int64))
 
     def _lo_carried(self, lo: I64) -> npt.NDArray[np.bool_]:
         """Which addresses (by low half) some DNS answer may have carried: a superset of
@@ -523,13 +618,15 @@ class _Run:
         window = self.config.window
         text = self._text(ended)
         if window is None:
-            feats = batch.flow_features(ts, size, dirn, flags, pay, offsets, ended.first_ts,
-                                        tuple(self.config.snapshots))
+            feats = batch.flow_features(
+                ts, size, dirn, flags, pay, offsets, ended.first_ts, tuple(self.config.snapshots)
+            )
             self.batches.append(_Batch(ended.ints, ended.times, text, feats))
             return
         plan = batch.window_views(ts, offsets, ended.first_ts, ended.last_ts, window)
-        feats = batch.window_features(ts, size, dirn, flags, pay, offsets, ended.first_ts,
-                                      window, plan)
+        feats = batch.window_features(
+            ts, size, dirn, flags, pay, offsets, ended.first_ts, window, plan
+        )
         self.batches.append(_Batch(ended.ints, ended.times, text, feats, plan[2], plan[3]))
 
     def _text(self, ended: EndedFlows) -> dict[str, list[Any]]:
@@ -576,17 +673,25 @@ class _Run:
         if not batches:
             return ColumnBatch.empty(columns, feature_names)
         # per-row flow fields (a flow repeats once per window in window mode)
-        ints = np.concatenate([b.ints if b.views is None else b.ints[:, b.views]
-                               for b in batches], axis=1)
-        times = np.concatenate([b.times if b.views is None else b.times[:, b.views]
-                                for b in batches], axis=1)
+        ints = np.concatenate(
+            [b.ints if b.views is None else b.ints[:, b.views] for b in batches], axis=1
+        )
+        times = np.concatenate(
+            [b.times if b.views is None else b.times[:, b.views] for b in batches], axis=1
+        )
         window = self.config.window
-        ks = (np.concatenate([b.ks for b in batches if b.ks is not None])
-              if window is not None else None)
+        ks = (
+            np.concatenate([b.ks for b in batches if b.ks is not None])
+            if window is not None
+            else None
+        )
         order = None
         if self.sort_rows:
-            order = (np.argsort(ints[_I_UID], kind="stable") if ks is None
-                     else np.lexsort((ks, ints[_I_UID])))
+            order = (
+                np.argsort(ints[_I_UID], kind="stable")
+                if ks is None
+                else np.lexsort((ks, ints[_I_UID]))
+            )
             ints, times = ints[:, order], times[:, order]
             ks = None if ks is None else ks[order]
         features = [b.features for b in batches]
@@ -600,22 +705,25 @@ class _Run:
                 text[k] += b.text[k] if views is None else [b.text[k][j] for j in views]
         if order is not None:
             pick = itemgetter(*order.tolist())
-            text = {k: list(pick(v)) if len(order) > 1 else [v[order[0]]]
-                    for k, v in text.items()}
+            text = {k: list(pick(v)) if len(order) > 1 else [v[order[0]]] for k, v in text.items()}
         n = ints.shape[1]
         version = ints[_I_VER].tolist()
         chi, clo = ints[_I_CHI].tolist(), ints[_I_CLO].tolist()
         shi, slo = ints[_I_SHI].tolist(), ints[_I_SLO].tolist()
         reasons = np.asarray(END_REASONS, dtype=object)[ints[_I_REASON]].tolist()
         head: dict[str, Column] = {
-            "capture": [self.capture] * n, "flow_id": ints[_I_UID], "proto": ints[_I_PROTO],
-            "client": [self._addr(v, h, lo) for v, h, lo in zip(version, chi, clo,
-                                                                strict=True)],
+            "capture": [self.capture] * n,
+            "flow_id": ints[_I_UID],
+            "proto": ints[_I_PROTO],
+            "client": [self._addr(v, h, lo) for v, h, lo in zip(version, chi, clo, strict=True)],
             "client_port": ints[_I_CPORT],
-            "server": [self._addr(v, h, lo) for v, h, lo in zip(version, shi, slo,
-                                                                strict=True)],
-            "server_port": ints[_I_SPORT], "first_ts": times[0], "last_ts": times[1],
-            "end_reason": reasons, "packets": ints[_I_NPK], "wire_bytes": ints[_I_WIRE],
+            "server": [self._addr(v, h, lo) for v, h, lo in zip(version, shi, slo, strict=True)],
+            "server_port": ints[_I_SPORT],
+            "first_ts": times[0],
+            "last_ts": times[1],
+            "end_reason": reasons,
+            "packets": ints[_I_NPK],
+            "wire_bytes": ints[_I_WIRE],
             **{k: text[k] for k in _TEXT},
         }
         if window is not None and ks is not None:
@@ -644,8 +752,21 @@ def _stack(features: list[F64], order: I64 | None) -> F64:
 
 _WINDOW = ("window_start", "window_end")
 _EMPTY = np.empty((0, 0), np.float64)
-(_I_UID, _I_REASON, _I_AT, _I_PROTO, _I_VER, _I_CHI, _I_CLO, _I_CPORT, _I_SHI, _I_SLO,
- _I_SPORT, _I_NPK, _I_WIRE) = range(13)
+(
+    _I_UID,
+    _I_REASON,
+    _I_AT,
+    _I_PROTO,
+    _I_VER,
+    _I_CHI,
+    _I_CLO,
+    _I_CPORT,
+    _I_SHI,
+    _I_SLO,
+    _I_SPORT,
+    _I_NPK,
+    _I_WIRE,
+) = range(13)
 
 
 def _low_half(raw: bytes) -> int:
@@ -658,16 +779,21 @@ def _raw(version: int, hi: int, lo: int) -> bytes:
     if version == 4:
         return (lo & 0xFFFFFFFF).to_bytes(4, "big")
     return (hi & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big") + (lo & 0xFFFFFFFFFFFFFFFF).to_bytes(
-        8, "big")
+        8, "big"
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # entry points
 
 
-def featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None = None, *,
-                   skip_bad: bool = False, stats: FeaturizeStats | None = None
-                   ) -> pd.DataFrame:
+def featurize_fast(
+    path: str | os.PathLike[str],
+    config: FeaturizeConfig | None = None,
+    *,
+    skip_bad: bool = False,
+    stats: FeaturizeStats | None = None,
+) -> pd.DataFrame:
     """One row per flow (or per flow and window) of the capture at ``path``: the same
     columns, dtypes and values as :func:`classifier.features.featurize.featurize`, rows
     sorted by ``flow_id`` (then ``window_start``).
@@ -688,40 +814,72 @@ def featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None 
     return df
 
 
-def iter_featurize_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None = None,
-                        *, skip_bad: bool = False, stats: FeaturizeStats | None = None,
-                        rows_per_frame: int = ROWS_PER_FRAME) -> Iterator[pd.DataFrame]:
+def iter_featurize_fast(
+    path: str | os.PathLike[str],
+    config: FeaturizeConfig | None = None,
+    *,
+    skip_bad: bool = False,
+    stats: FeaturizeStats | None = None,
+    rows_per_frame: int = ROWS_PER_FRAME,
+) -> Iterator[pd.DataFrame]:
     """:func:`featurize_fast` as a stream of frames of about ``rows_per_frame`` rows, flows
     in the order they end (not sorted), so that memory holds one frame and the active
     flows. Together the frames hold exactly the rows of :func:`featurize_fast`. Raises
     as :func:`featurize_fast` does, possibly after some frames."""
-    return _frames(path, config or FeaturizeConfig(), skip_bad, stats, rows_per_frame,
-                   sort_rows=False)
+    return _frames(
+        path, config or FeaturizeConfig(), skip_bad, stats, rows_per_frame, sort_rows=False
+    )
 
 
-def iter_columns_fast(path: str | os.PathLike[str], config: FeaturizeConfig | None = None,
-                      *, skip_bad: bool = False, stats: FeaturizeStats | None = None,
-                      rows_per_frame: int = ROWS_PER_FRAME, progress: bool = False
-                      ) -> Iterator[ColumnBatch | pd.DataFrame]:
+def iter_columns_fast(
+    path: str | os.PathLike[str],
+    config: FeaturizeConfig | None = None,
+    *,
+    skip_bad: bool = False,
+    stats: FeaturizeStats | None = None,
+    rows_per_frame: int = ROWS_PER_FRAME,
+    progress: bool = False,
+) -> Iterator[ColumnBatch | pd.DataFrame]:
     """:func:`iter_featurize_fast` without building DataFrames: the compiled path's rows
     come as :class:`ColumnBatch` es (pandas is not imported for them); after a hand-over
     to the reference path (see the module docstring), its frames come as they are.
     ``progress``: a progress bar on stderr (bytes of the file read)."""
-    return _tables(path, config or FeaturizeConfig(), skip_bad, stats, rows_per_frame,
-                   sort_rows=False, progress=progress)
+    return _tables(
+        path,
+        config or FeaturizeConfig(),
+        skip_bad,
+        stats,
+        rows_per_frame,
+        sort_rows=False,
+        progress=progress,
+    )
 
 
-def _frames(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
-            stats: FeaturizeStats | None, rows_per_frame: int, *, sort_rows: bool
-            ) -> Iterator[pd.DataFrame]:
+def _frames(
+    path: str | os.PathLike[str],
+    config: FeaturizeConfig,
+    skip_bad: bool,
+    stats: FeaturizeStats | None,
+    rows_per_frame: int,
+    *,
+    sort_rows: bool,
+) -> Iterator[pd.DataFrame]:
     """:func:`_tables` as DataFrames."""
-    return map(as_frame, _tables(path, config, skip_bad, stats, rows_per_frame,
-                                 sort_rows=sort_rows))
+    return map(
+        as_frame, _tables(path, config, skip_bad, stats, rows_per_frame, sort_rows=sort_rows)
+    )
 
 
-def _tables(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
-            stats: FeaturizeStats | None, rows_per_frame: int, *, sort_rows: bool,
-            progress: bool = False) -> Iterator[ColumnBatch | pd.DataFrame]:
+def _tables(
+    path: str | os.PathLike[str],
+    config: FeaturizeConfig,
+    skip_bad: bool,
+    stats: FeaturizeStats | None,
+    rows_per_frame: int,
+    *,
+    sort_rows: bool,
+    progress: bool = False,
+) -> Iterator[ColumnBatch | pd.DataFrame]:
     """The rows of ``path`` in batches of about ``rows_per_frame`` rows (the reference
     path's frames if it takes over); an empty batch only when there are no rows."""
     stats = stats if stats is not None else FeaturizeStats()
@@ -731,8 +889,9 @@ def _tables(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: boo
     emitted: list[I64] = []  # flow ids already handed out, should the reference take over
     bar = _byte_bar(path) if progress else None
     try:
-        for chunk in cc.iter_chunks(path, read, buffer_bytes=_BUFFER_BYTES,
-                                    max_packets=_CHUNK_PACKETS, ahead=True):
+        for chunk in cc.iter_chunks(
+            path, read, buffer_bytes=_BUFFER_BYTES, max_packets=_CHUNK_PACKETS, ahead=True
+        ):
             if bar is not None:
                 bar.update(max(0, read.bytes_read - bar.n))
             for rows in run.add(chunk):
@@ -769,20 +928,33 @@ def _byte_bar(path: str | os.PathLike[str]) -> Any:
     """A progress bar over the bytes of the file ``path`` (tqdm, imported only here)."""
     from tqdm import tqdm
 
-    return tqdm(total=os.path.getsize(path), desc=Path(path).name, unit="B",
-                unit_scale=True, unit_divisor=1024, leave=False)
+    return tqdm(
+        total=os.path.getsize(path),
+        desc=Path(path).name,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+    )
 
 
-def _reference(path: str | os.PathLike[str], config: FeaturizeConfig, skip_bad: bool,
-               stats: FeaturizeStats, started: float, done: I64,
-               progress: bool = False) -> Iterator[pd.DataFrame]:
+def _reference(
+    path: str | os.PathLike[str],
+    config: FeaturizeConfig,
+    skip_bad: bool,
+    stats: FeaturizeStats,
+    started: float,
+    done: I64,
+    progress: bool = False,
+) -> Iterator[pd.DataFrame]:
     """The reference path's frames without the flows in ``done``
     (already handed out before the compiled reader gave up: the same rows, as flow ids
     and flows match up to the point where it stopped)."""
     fresh = FeaturizeStats()
     stats.rows = 0
-    for df in iter_featurize(os.fspath(path), config, skip_bad=skip_bad, stats=fresh,
-                             progress=progress):
+    for df in iter_featurize(
+        os.fspath(path), config, skip_bad=skip_bad, stats=fresh, progress=progress
+    ):
         if len(done):
             df = df[~np.isin(df["flow_id"].to_numpy(), done)]
         stats.rows += len(df)
@@ -796,9 +968,13 @@ def _one(path: str, config: FeaturizeConfig, skip_bad: bool) -> pd.DataFrame:
     return featurize_fast(path, config, skip_bad=skip_bad)
 
 
-def featurize_many(paths: Iterable[str | os.PathLike[str]],
-                   config: FeaturizeConfig | None = None, jobs: int = 1, *,
-                   skip_bad: bool = False) -> pd.DataFrame:
+def featurize_many(
+    paths: Iterable[str | os.PathLike[str]],
+    config: FeaturizeConfig | None = None,
+    jobs: int = 1,
+    *,
+    skip_bad: bool = False,
+) -> pd.DataFrame:
     """:func:`featurize_fast` over many captures, ``jobs`` worker processes at a time
     (:func:`classifier.parallel.ordered_map`; ``jobs <= 1`` runs in this process). Tables
     are concatenated in the order of ``paths`` (each sorted by ``flow_id``), with a fresh

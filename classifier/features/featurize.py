@@ -30,8 +30,17 @@ if TYPE_CHECKING:
     # imported where frames are built: the fast engine writes tables without pandas
     import pandas as pd
 
-__all__ = ["FeaturizeConfig", "FeaturizeStats", "Featurizer", "featurize", "featurize_packets",
-           "iter_featurize", "concat_frames", "row_columns", "ROWS_PER_FRAME"]
+__all__ = [
+    "FeaturizeConfig",
+    "FeaturizeStats",
+    "Featurizer",
+    "featurize",
+    "featurize_packets",
+    "iter_featurize",
+    "concat_frames",
+    "row_columns",
+    "ROWS_PER_FRAME",
+]
 
 _ROW_CHUNK = 512
 ROWS_PER_FRAME = 16384  # rows per streamed frame (<= ~60 MiB of features)
@@ -78,8 +87,12 @@ def row_columns(config: FeaturizeConfig) -> list[str]:
 class Featurizer:
     """Streams packets through a flow table and turns every ended flow into rows."""
 
-    def __init__(self, config: FeaturizeConfig | None = None, capture: str = "",
-                 plugins: Sequence[FlowPlugin] = ()) -> None:
+    def __init__(
+        self,
+        config: FeaturizeConfig | None = None,
+        capture: str = "",
+        plugins: Sequence[FlowPlugin] = (),
+    ) -> None:
         self.config = config or FeaturizeConfig()
         self.capture = capture
         self.names = NamesPlugin()
@@ -99,11 +112,18 @@ class Featurizer:
         """Identity and name columns of a flow."""
         key = flow.key
         meta: dict[str, Any] = {
-            "capture": self.capture, "flow_id": flow.flow_id, "proto": key.proto,
-            "client": key.client, "client_port": key.client_port, "server": key.server,
-            "server_port": key.server_port, "first_ts": flow.first_ts,
-            "last_ts": flow.last_ts, "end_reason": flow.end_reason,
-            "packets": flow.packets, "wire_bytes": flow.wire_bytes,
+            "capture": self.capture,
+            "flow_id": flow.flow_id,
+            "proto": key.proto,
+            "client": key.client,
+            "client_port": key.client_port,
+            "server": key.server,
+            "server_port": key.server_port,
+            "first_ts": flow.first_ts,
+            "last_ts": flow.last_ts,
+            "end_reason": flow.end_reason,
+            "packets": flow.packets,
+            "wire_bytes": flow.wire_bytes,
         }
         meta.update(flow_names(flow, self.names.cache))
         service = service_for(meta["name"])
@@ -147,12 +167,14 @@ def _windows_with_packets(flow: Flow, window: float, n_windows: int) -> list[int
     empty window: billions for a flow whose times jump by years in a hostile capture."""
     t = np.frombuffer(flow.ts, dtype=np.float64) - flow.first_ts
     near = np.unique(np.floor(t[(t >= 0.0) & (t < (n_windows + 1) * window)] / window))
-    return sorted({k for g in near.tolist() for k in (int(g) - 1, int(g), int(g) + 1)
-                   if 0 <= k < n_windows})
+    return sorted(
+        {k for g in near.tolist() for k in (int(g) - 1, int(g), int(g) + 1) if 0 <= k < n_windows}
+    )
 
 
-def featurize_packets(packets: Iterable[Packet], config: FeaturizeConfig | None = None,
-                      capture: str = "") -> Iterator[dict[str, Any]]:
+def featurize_packets(
+    packets: Iterable[Packet], config: FeaturizeConfig | None = None, capture: str = ""
+) -> Iterator[dict[str, Any]]:
     """Rows for every flow in ``packets`` (in the order flows end)."""
     featurizer = Featurizer(config, capture)
     for pkt in packets:
@@ -160,10 +182,16 @@ def featurize_packets(packets: Iterable[Packet], config: FeaturizeConfig | None 
     yield from featurizer.finish()
 
 
-def iter_featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
-                   backend: str = "dpkt", skip_bad: bool = False,
-                   stats: FeaturizeStats | None = None, progress: bool = False,
-                   rows_per_frame: int = ROWS_PER_FRAME) -> Iterator[pd.DataFrame]:
+def iter_featurize(
+    path: str | Path,
+    config: FeaturizeConfig | None = None,
+    *,
+    backend: str = "dpkt",
+    skip_bad: bool = False,
+    stats: FeaturizeStats | None = None,
+    progress: bool = False,
+    rows_per_frame: int = ROWS_PER_FRAME,
+) -> Iterator[pd.DataFrame]:
     """The rows of :func:`featurize` as a stream of frames of about ``rows_per_frame`` rows
     (flows in the order they end), so a caller that writes them out holds only one frame
     and the active flows, never the whole table. ``stats`` is complete once the stream is.
@@ -198,8 +226,14 @@ def iter_featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
             chunks, held = [], 0
 
     packets = open_capture(path, backend=backend, skip_bad=skip_bad, stats=stats.read)
-    for pkt in tqdm(packets, desc=Path(path).name, unit=" pkt", disable=not progress,
-                    mininterval=0.5, leave=False):
+    for pkt in tqdm(
+        packets,
+        desc=Path(path).name,
+        unit=" pkt",
+        disable=not progress,
+        mininterval=0.5,
+        leave=False,
+    ):
         rows.extend(featurizer.add(pkt))
         yield from spill()
     featurizer.table.flush()  # as Featurizer.finish, but flow by flow into chunks
@@ -211,9 +245,15 @@ def iter_featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
     yield from spill(force=True)
 
 
-def featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
-              backend: str = "dpkt", skip_bad: bool = False,
-              stats: FeaturizeStats | None = None, progress: bool = False) -> pd.DataFrame:
+def featurize(
+    path: str | Path,
+    config: FeaturizeConfig | None = None,
+    *,
+    backend: str = "dpkt",
+    skip_bad: bool = False,
+    stats: FeaturizeStats | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
     """One row per flow (or per flow and window) of the capture at ``path``.
 
     ``progress`` shows a progress bar (packets) on stderr.
@@ -221,8 +261,11 @@ def featurize(path: str | Path, config: FeaturizeConfig | None = None, *,
     Raises :class:`classifier.errors.CaptureError` when the file cannot be read.
     """
     config = config or FeaturizeConfig()
-    frames = list(iter_featurize(path, config, backend=backend, skip_bad=skip_bad,
-                                 stats=stats, progress=progress))
+    frames = list(
+        iter_featurize(
+            path, config, backend=backend, skip_bad=skip_bad, stats=stats, progress=progress
+        )
+    )
     return concat_frames(frames, config)
 
 

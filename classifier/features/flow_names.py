@@ -36,8 +36,7 @@ class NamesPlugin:
 def flow_names(flow: Flow, cache: NameCache) -> dict[str, str | None]:
     """SNI, ALPN, DNS name and the best name of a flow (SNI first, then DNS)."""
     extractor: NameExtractor | None = flow.ext.get("names")
-    dns_name: str | None = flow.ext.get("dns_name") or cache.lookup(flow.key.server,
-                                                                     flow.first_ts)
+    dns_name: str | None = flow.ext.get("dns_name") or cache.lookup(flow.key.server, flow.first_ts)
     sni = extractor.sni if extractor else None
     alpn = extractor.alpn if extractor else None
     if sni:
@@ -46,5 +45,4 @@ def flow_names(flow: Flow, cache: NameCache) -> dict[str, str | None]:
         name, source = dns_name, "dns"
     else:
         name, source = None, None
-    return {"sni": sni, "alpn": alpn, "dns_name": dns_name, "name": name,
-            "name_source": source}
+    return {"sni": sni, "alpn": alpn, "dns_name": dns_name, "name": name, "name_source": source}

@@ -27,8 +27,9 @@ class FeatureGroup(Protocol):
     def compute(self, view: FlowView) -> Sequence[float]: ...
 
 
-def summary(values: npt.NDArray[np.float64] | npt.NDArray[np.int64],
-            stats: Sequence[str] = SUMMARY_STATS) -> list[float]:
+def summary(
+    values: npt.NDArray[np.float64] | npt.NDArray[np.int64], stats: Sequence[str] = SUMMARY_STATS
+) -> list[float]:
     """The named statistics of ``values``; every one is 0.0 for an empty array."""
     if len(values) == 0:
         return [0.0] * len(stats)
@@ -36,8 +37,11 @@ def summary(values: npt.NDArray[np.float64] | npt.NDArray[np.int64],
     out: list[float] = []
     pct = {"p10": 10.0, "p50": 50.0, "p90": 90.0}
     wanted = [pct[s] for s in stats if s in pct]
-    q = dict(zip([s for s in stats if s in pct], np.percentile(v, wanted), strict=True)) \
-        if wanted else {}
+    q = (
+        dict(zip([s for s in stats if s in pct], np.percentile(v, wanted), strict=True))
+        if wanted
+        else {}
+    )
     for s in stats:
         if s == "min":
             out.append(float(v.min()))

@@ -33,8 +33,15 @@ import numpy.typing as npt
 
 from classifier.compiled import jit
 
-__all__ = ["DONE", "PYTHON", "SOURCES", "UNSEEN", "HelloScan", "scan_first_payloads",
-           "scan_payload"]
+__all__ = [
+    "DONE",
+    "PYTHON",
+    "SOURCES",
+    "UNSEEN",
+    "HelloScan",
+    "scan_first_payloads",
+    "scan_payload",
+]
 
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
@@ -297,8 +304,12 @@ def _gquic(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
         stop = _uint_n(buf, c + e + 4, 4, False)
         if stop < prev:
             return -1
-        if (buf[c + e] == 0x53 and buf[c + e + 1] == 0x4E and buf[c + e + 2] == 0x49
-                and buf[c + e + 3] == 0):  # "SNI\0"
+        if (
+            buf[c + e] == 0x53
+            and buf[c + e + 1] == 0x4E
+            and buf[c + e + 2] == 0x49
+            and buf[c + e + 3] == 0
+        ):  # "SNI\0"
             if stop == prev or base + stop > m:
                 return -1
             sni_at = c + base + prev
@@ -312,12 +323,24 @@ def _gquic(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     return -1
 
 
-@jit("Tuple((int64[::1], int64[:, :], uint8[::1]))(Array(uint8, 1, 'C', "
-     'readonly=True), int64[::1], int64[::1], int64[::1], int64[::1], int64, int64, '
-     'int64[::1], int8[::1])',
-     cache=True, nogil=True)
-def _scan(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int, new_span: int,
-          old_uid: I64, old_state: I8) -> tuple[I64, I64, U8]:
+@jit(
+    "Tuple((int64[::1], int64[:, :], uint8[::1]))(Array(uint8, 1, 'C', "
+    "readonly=True), int64[::1], int64[::1], int64[::1], int64[::1], int64, int64, "
+    "int64[::1], int8[::1])",
+    cache=True,
+    nogil=True,
+)
+def _scan(
+    buf: U8,
+    uid: I64,
+    proto: I64,
+    at: I64,
+    size: I64,
+    prev_max: int,
+    new_span: int,
+    old_uid: I64,
+    old_state: I8,
+) -> tuple[I64, I64, U8]:
     n = uid.shape[0]
     new_state = np.zeros(new_span, np.int8)
     text = np.empty(1 << 16, np.uint8)  # grown below: a hello writes at most its size
@@ -373,8 +396,17 @@ class HelloScan:
     sources: list[str]  # their name source, as NameExtractor.source ("tls", "gquic")
 
 
-def scan_first_payloads(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_max: int,
-                        max_uid: int, old_uid: I64, old_state: I8) -> HelloScan:
+def scan_first_payloads(
+    buf: U8,
+    uid: I64,
+    proto: I64,
+    at: I64,
+    size: I64,
+    prev_max: int,
+    max_uid: int,
+    old_uid: I64,
+    old_state: I8,
+) -> HelloScan:
     """Scan the name-carrying packets of one chunk, in capture order.
 
     ``buf[at[i]:at[i]+size[i]]`` is packet ``i``'s payload, ``uid[i]`` its flow. Flows with
@@ -384,13 +416,17 @@ def scan_first_payloads(buf: U8, uid: I64, proto: I64, at: I64, size: I64, prev_
     unseen packet is scanned; the flow is then done (names found here) or Python's: its
     packets from there on are returned in ``python``, to feed in order.
     """
-    python, found, text = _scan(buf, uid, proto, at, size, prev_max,
-                                max(max_uid - prev_max, 0), old_uid, old_state)
+    python, found, text = _scan(
+        buf, uid, proto, at, size, prev_max, max(max_uid - prev_max, 0), old_uid, old_state
+    )
     decoded = text.tobytes().decode("ascii")
-    names = [(decoded[s : s + n] if n >= 0 else None, decoded[a : a + m] if m >= 0 else None)
-             for s, n, a, m in zip(*found[_R_SNI_AT:_R_SRC].tolist(), strict=True)]
-    return HelloScan(python, found[_R_UID].tolist(), names,
-                     [SOURCES[k] for k in found[_R_SRC].tolist()])
+    names = [
+        (decoded[s : s + n] if n >= 0 else None, decoded[a : a + m] if m >= 0 else None)
+        for s, n, a, m in zip(*found[_R_SNI_AT:_R_SRC].tolist(), strict=True)
+    ]
+    return HelloScan(
+        python, found[_R_UID].tolist(), names, [SOURCES[k] for k in found[_R_SRC].tolist()]
+    )
 
 
 def scan_payload(payload: bytes, proto: int = _TCP) -> tuple[str | None, str | None] | None:
@@ -399,6 +435,15 @@ def scan_payload(payload: bytes, proto: int = _TCP) -> tuple[str | None, str | N
     and tools."""
     buf = np.frombuffer(payload, np.uint8) if payload else np.zeros(0, np.uint8)
     one = np.ones(1, np.int64)
-    scan = scan_first_payloads(buf, one, one * proto, one * 0, one * len(payload), 0, 1,
-                               np.empty(0, np.int64), np.empty(0, np.int8))
+    scan = scan_first_payloads(
+        buf,
+        one,
+        one * proto,
+        one * 0,
+        one * len(payload),
+        0,
+        1,
+        np.empty(0, np.int64),
+        np.empty(0, np.int8),
+    )
     return scan.names[0] if scan.uids else None

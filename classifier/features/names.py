@@ -179,8 +179,12 @@ class NameCache:
         if tcp is None:
             # TCP when the length-prefixed messages tile the payload exactly; a UDP message
             # can look like that by chance, so the raw form wins if only it parses.
-            tcp = bool(framed) and sum(2 + len(m) for m in framed) == len(data) and not (
-                parse_dns_response(framed[0]) is None and parse_dns_response(data) is not None
+            tcp = (
+                bool(framed)
+                and sum(2 + len(m) for m in framed) == len(data)
+                and not (
+                    parse_dns_response(framed[0]) is None and parse_dns_response(data) is not None
+                )
             )
         messages = framed if tcp else [data]
         for msg in messages:

@@ -24,8 +24,15 @@ from classifier.parallel import ordered_map
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["capture_files", "featurize_files", "featurize_to", "iter_tables",
-           "flows_text", "summary_line", "CAPTURE_SUFFIXES"]
+__all__ = [
+    "capture_files",
+    "featurize_files",
+    "featurize_to",
+    "iter_tables",
+    "flows_text",
+    "summary_line",
+    "CAPTURE_SUFFIXES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +48,10 @@ def summary_line(path: Path, stats: FeaturizeStats) -> str:
     if table.packet_capped:
         evicted += f", {table.packet_capped} cut at the packet cap"
     cut = f"; capture cut short at byte {read.truncated_at}" if read.truncated_at else ""
-    return (f"{path}: {read.packets} packets, {table.flows} flows{evicted}, {stats.rows} rows;"
-            f" skipped: {skipped}{cut}; {stats.seconds:.2f} s")
+    return (
+        f"{path}: {read.packets} packets, {table.flows} flows{evicted}, {stats.rows} rows;"
+        f" skipped: {skipped}{cut}; {stats.seconds:.2f} s"
+    )
 
 
 def capture_files(paths: Sequence[Path]) -> list[Path]:
@@ -53,18 +62,28 @@ def capture_files(paths: Sequence[Path]) -> list[Path]:
         if not path.is_dir():
             out.append(path)
             continue
-        found = sorted(f for f in path.rglob("*") if f.is_file()
-                       and f.name.lower().endswith(CAPTURE_SUFFIXES))
+        found = sorted(
+            f for f in path.rglob("*") if f.is_file() and f.name.lower().endswith(CAPTURE_SUFFIXES)
+        )
         if not found:
-            raise ShortflowError(f"{path}: no capture files in this directory (looked for "
-                                 f"{', '.join(CAPTURE_SUFFIXES)})")
+            raise ShortflowError(
+                f"{path}: no capture files in this directory (looked for "
+                f"{', '.join(CAPTURE_SUFFIXES)})"
+            )
         out.extend(found)
     return out
 
 
-def iter_tables(path: Path, config: FeaturizeConfig, stats: FeaturizeStats, *,
-                engine: str = "reference", backend: str = "dpkt", skip_bad: bool = False,
-                progress: bool = False) -> Iterator[ColumnBatch | pd.DataFrame]:
+def iter_tables(
+    path: Path,
+    config: FeaturizeConfig,
+    stats: FeaturizeStats,
+    *,
+    engine: str = "reference",
+    backend: str = "dpkt",
+    skip_bad: bool = False,
+    progress: bool = False,
+) -> Iterator[ColumnBatch | pd.DataFrame]:
     """The feature rows of one capture as a stream of frames (see
     :func:`classifier.features.featurize.iter_featurize`), as
     :class:`~classifier.features.table_sink.TableSink` takes them. ``engine="fast"`` uses
@@ -76,15 +95,21 @@ def iter_tables(path: Path, config: FeaturizeConfig, stats: FeaturizeStats, *,
             raise ShortflowError("--engine fast reads captures itself; drop --backend")
         from classifier.features.fast import iter_columns_fast
 
-        return iter_columns_fast(path, config, skip_bad=skip_bad, stats=stats,
-                                 progress=progress)
-    return iter_featurize(path, config, backend=backend, skip_bad=skip_bad, stats=stats,
-                          progress=progress)
+        return iter_columns_fast(path, config, skip_bad=skip_bad, stats=stats, progress=progress)
+    return iter_featurize(
+        path, config, backend=backend, skip_bad=skip_bad, stats=stats, progress=progress
+    )
 
 
-def featurize_files(paths: Sequence[Path], config: FeaturizeConfig, *, backend: str = "dpkt",
-                    skip_bad: bool = False, progress: bool = False,
-                    engine: str = "reference") -> tuple[pd.DataFrame, str]:
+def featurize_files(
+    paths: Sequence[Path],
+    config: FeaturizeConfig,
+    *,
+    backend: str = "dpkt",
+    skip_bad: bool = False,
+    progress: bool = False,
+    engine: str = "reference",
+) -> tuple[pd.DataFrame, str]:
     """Featurize every capture into one table held in memory; return it and a per-file
     summary. To write a table of any size, use :func:`featurize_to`. ``skip_bad``: also
     skip files that cannot be read as captures, as :func:`featurize_to` does."""
@@ -95,8 +120,15 @@ def featurize_files(paths: Sequence[Path], config: FeaturizeConfig, *, backend: 
         stats = FeaturizeStats()
         frames: list[pd.DataFrame] = []
         try:
-            for t in iter_tables(path, config, stats, engine=engine, backend=backend,
-                                 skip_bad=skip_bad, progress=progress):
+            for t in iter_tables(
+                path,
+                config,
+                stats,
+                engine=engine,
+                backend=backend,
+                skip_bad=skip_bad,
+                progress=progress,
+            ):
                 frames.append(as_frame(t))
         except CaptureError as exc:
             if not skip_bad:
@@ -128,14 +160,25 @@ class _Failed:
 
     def check(self) -> None:
         if self.unread and len(self.unread) == self.files:
-            raise ShortflowError(self.unread[0] if self.files == 1 else
-                                 f"none of the {self.files} files could be read as a capture")
+            raise ShortflowError(
+                self.unread[0]
+                if self.files == 1
+                else f"none of the {self.files} files could be read as a capture"
+            )
 
 
-def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *,
-                 engine: str = "reference", backend: str = "dpkt", skip_bad: bool = False,
-                 progress: bool = False, jobs: int = 1, scheduler: str = "local"
-                 ) -> tuple[int, int, str]:
+def featurize_to(
+    paths: Sequence[Path],
+    config: FeaturizeConfig,
+    output: Path,
+    *,
+    engine: str = "reference",
+    backend: str = "dpkt",
+    skip_bad: bool = False,
+    progress: bool = False,
+    jobs: int = 1,
+    scheduler: str = "local",
+) -> tuple[int, int, str]:
     """Featurize every capture into the table file ``output`` (.parquet or .csv), frame by
     frame. Return (rows, columns, per-file summary).
 
@@ -166,11 +209,13 @@ def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *
         parts = output.with_name(f".{output.name}.{os.getpid()}.parts")
         try:
             parts.mkdir(parents=True, exist_ok=True)
-            tasks = [(path, config, engine, backend, skip_bad,
-                      parts / f"{i:06d}{output.suffix}") for i, path in enumerate(paths)]
-            for part, rows, line, error in ordered_map(_featurize_part, tasks, jobs=jobs,
-                                                       scheduler=scheduler,
-                                                       progress=progress):
+            tasks = [
+                (path, config, engine, backend, skip_bad, parts / f"{i:06d}{output.suffix}")
+                for i, path in enumerate(paths)
+            ]
+            for part, rows, line, error in ordered_map(
+                _featurize_part, tasks, jobs=jobs, scheduler=scheduler, progress=progress
+            ):
                 if error is not None:
                     failed.add(error, rows=rows)
                 if rows:
@@ -180,15 +225,17 @@ def featurize_to(paths: Sequence[Path], config: FeaturizeConfig, output: Path, *
                     lines.append(line)
             failed.check()
         except OSError as exc:
-            raise ShortflowError(f"{parts}: cannot use this folder for the workers' parts "
-                                 f"({exc.strerror or exc})") from exc
+            raise ShortflowError(
+                f"{parts}: cannot use this folder for the workers' parts ({exc.strerror or exc})"
+            ) from exc
         finally:
             shutil.rmtree(parts, ignore_errors=True)
     return sink.rows, len(columns), "\n".join(lines)
 
 
-def _featurize_part(path: Path, config: FeaturizeConfig, engine: str, backend: str,
-                    skip_bad: bool, part: Path) -> tuple[Path, int, str | None, str | None]:
+def _featurize_part(
+    path: Path, config: FeaturizeConfig, engine: str, backend: str, skip_bad: bool, part: Path
+) -> tuple[Path, int, str | None, str | None]:
     """A worker's task: stream one capture's rows into the table file ``part``; return it,
     its row count, the capture's summary line and the reason it could not be read (as
     :func:`_stream`; text, as exceptions with their own arguments do not travel back)."""
@@ -197,16 +244,30 @@ def _featurize_part(path: Path, config: FeaturizeConfig, engine: str, backend: s
     return part, sink.rows, line, error
 
 
-def _stream(path: Path, config: FeaturizeConfig, sink: TableSink, engine: str, backend: str,
-            skip_bad: bool, progress: bool) -> tuple[str | None, str | None]:
+def _stream(
+    path: Path,
+    config: FeaturizeConfig,
+    sink: TableSink,
+    engine: str,
+    backend: str,
+    skip_bad: bool,
+    progress: bool,
+) -> tuple[str | None, str | None]:
     """Append the rows of the capture ``path`` to ``sink``; return its summary line (None
     when nothing of it was read) and, with ``skip_bad``, why it could not be read (the
     :class:`CaptureError` is raised without)."""
     stats = FeaturizeStats()
     before = sink.rows
     try:
-        for frame in iter_tables(path, config, stats, engine=engine, backend=backend,
-                                 skip_bad=skip_bad, progress=progress):
+        for frame in iter_tables(
+            path,
+            config,
+            stats,
+            engine=engine,
+            backend=backend,
+            skip_bad=skip_bad,
+            progress=progress,
+        ):
             sink.write(frame)
     except CaptureError as exc:
         if not skip_bad:
@@ -224,24 +285,37 @@ def flows_text(table: pd.DataFrame, limit: int = 50) -> str:
     if table.empty:
         return "(no TCP/UDP flows)"
     windows = "window_start" in table.columns
-    view = pd.DataFrame({
-        "proto": table["proto"].map(lambda p: _PROTO.get(int(p), str(p))),
-        "client": table["client"] + ":" + table["client_port"].astype(str),
-        "server": table["server"] + ":" + table["server_port"].astype(str),
-        **({"window": [f"{a:g}-{b:g} s" for a, b in zip(table["window_start"],
-                                                       table["window_end"], strict=True)]}
-           if windows else {}),
-        "service": table["service"],
-        "name": table["name"].fillna("-"),
-        "packets": (table["pkts_up"] + table["pkts_down"]).astype(int),
-        "bytes": (table["bytes_up"] + table["bytes_down"]).astype(int),
-        "seconds": table["duration"].round(2),
-    })
+    view = pd.DataFrame(
+        {
+            "proto": table["proto"].map(lambda p: _PROTO.get(int(p), str(p))),
+            "client": table["client"] + ":" + table["client_port"].astype(str),
+            "server": table["server"] + ":" + table["server_port"].astype(str),
+            **(
+                {
+                    "window": [
+                        f"{a:g}-{b:g} s"
+                        for a, b in zip(table["window_start"], table["window_end"], strict=True)
+                    ]
+                }
+                if windows
+                else {}
+            ),
+            "service": table["service"],
+            "name": table["name"].fillna("-"),
+            "packets": (table["pkts_up"] + table["pkts_down"]).astype(int),
+            "bytes": (table["bytes_up"] + table["bytes_down"]).astype(int),
+            "seconds": table["duration"].round(2),
+        }
+    )
     if windows:
-        order = view.assign(flow=table["flow_id"], start=table["window_start"],
-                            total=view.groupby(table["flow_id"])["bytes"].transform("sum"))
-        view = view.loc[order.sort_values(["total", "flow", "start"],
-                                          ascending=[False, True, True]).index]
+        order = view.assign(
+            flow=table["flow_id"],
+            start=table["window_start"],
+            total=view.groupby(table["flow_id"])["bytes"].transform("sum"),
+        )
+        view = view.loc[
+            order.sort_values(["total", "flow", "start"], ascending=[False, True, True]).index
+        ]
     else:
         view = view.sort_values("bytes", ascending=False)
     text = view.head(limit).to_string(index=False)

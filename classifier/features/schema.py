@@ -13,14 +13,27 @@ from classifier.features.view import FlowView
 from classifier.features.volume import InterArrival, Sizes, TcpFlags, Throughput, Volume
 
 __all__ = [
-    "SCHEMA_VERSION", "GROUPS", "FEATURE_COLUMNS", "NAME_COLUMNS", "FLOW_COLUMNS",
-    "WINDOW_COLUMNS", "compute_features", "snapshot_columns", "snapshot_prefix",
+    "SCHEMA_VERSION",
+    "GROUPS",
+    "FEATURE_COLUMNS",
+    "NAME_COLUMNS",
+    "FLOW_COLUMNS",
+    "WINDOW_COLUMNS",
+    "compute_features",
+    "snapshot_columns",
+    "snapshot_prefix",
 ]
 
 SCHEMA_VERSION = "1"
 
 GROUPS: tuple[FeatureGroup, ...] = (
-    Volume(), Sizes(), InterArrival(), Bursts(), Throughput(), TcpFlags(), Splt(),
+    Volume(),
+    Sizes(),
+    InterArrival(),
+    Bursts(),
+    Throughput(),
+    TcpFlags(),
+    Splt(),
 )
 
 FEATURE_COLUMNS: tuple[str, ...] = tuple(c for g in GROUPS for c in g.columns)
@@ -30,8 +43,18 @@ NAME_COLUMNS = ("sni", "alpn", "dns_name", "name", "name_source", "service", "ca
 """Text columns from names in clear; ``service`` is also a model input (categorical)."""
 
 FLOW_COLUMNS = (
-    "capture", "flow_id", "proto", "client", "client_port", "server", "server_port",
-    "first_ts", "last_ts", "end_reason", "packets", "wire_bytes",
+    "capture",
+    "flow_id",
+    "proto",
+    "client",
+    "client_port",
+    "server",
+    "server_port",
+    "first_ts",
+    "last_ts",
+    "end_reason",
+    "packets",
+    "wire_bytes",
 )
 """Columns that identify a flow (not model inputs)."""
 

@@ -36,20 +36,43 @@ import numpy.typing as npt
 import pandas as pd
 
 __all__ = [
-    "SessionConfig", "SESSION_FEATURES", "SESSION_KEYS", "ACTIVITY_COLUMNS",
-    "session_groups", "session_table", "latest_windows", "group_of",
+    "SessionConfig",
+    "SESSION_FEATURES",
+    "SESSION_KEYS",
+    "ACTIVITY_COLUMNS",
+    "session_groups",
+    "session_table",
+    "latest_windows",
+    "group_of",
 ]
 
 SESSION_FEATURES = (
-    "down_mbps", "active_share", "bursts", "burst_mb_median", "burst_mb_max",
-    "burst_gap_median", "burst_gap_cv", "media_flows", "new_media_flows",
-    "media_age_median", "mb_per_media_flow", "top_flow_share",
+    "down_mbps",
+    "active_share",
+    "bursts",
+    "burst_mb_median",
+    "burst_mb_max",
+    "burst_gap_median",
+    "burst_gap_cv",
+    "media_flows",
+    "new_media_flows",
+    "media_age_median",
+    "mb_per_media_flow",
+    "top_flow_share",
 )
 """Model inputs of the session view, in order."""
 
 SESSION_KEYS = ("client", "group", "window_start", "window_end")
-ACTIVITY_COLUMNS = ("client", "server", "service", "category", "flow_id", "first_ts",
-                    "window_start", "bytes_down")
+ACTIVITY_COLUMNS = (
+    "client",
+    "server",
+    "service",
+    "category",
+    "flow_id",
+    "first_ts",
+    "window_start",
+    "bytes_down",
+)
 """Columns of the per-(flow, second) rows the view reads."""
 
 _UNNAMED = "unnamed"
@@ -97,8 +120,7 @@ def group_of(service: str | None, server: str, config: SessionConfig) -> str:
 def session_groups(rows: pd.DataFrame, config: SessionConfig) -> pd.Series:
     """The session group of each row: its service, or ``"unnamed"`` / its server network."""
     service = rows["service"].fillna("").astype(str)
-    named = ~service.isin(_NO_SERVICE) if config.use_names else pd.Series(False,
-                                                                           index=rows.index)
+    named = ~service.isin(_NO_SERVICE) if config.use_names else pd.Series(False, index=rows.index)
     if config.unnamed_prefix:
         nets = {s: _net(s, config.unnamed_prefix) for s in rows["server"].unique()}
         other = rows["server"].map(nets)
@@ -149,8 +171,7 @@ def _features(g: _Group, lo: int, hi: int, config: SessionConfig) -> list[float]
     sizes = np.array([down[s:e].sum() for s, e in zip(starts, ends, strict=True)])
     gaps = np.diff(starts).astype(float)
     in_win = (g.flow_bins >= lo) & (g.flow_bins < hi)
-    per_flow = np.bincount(g.flow_idx[in_win], weights=g.flow_bytes[in_win],
-                           minlength=len(g.first))
+    per_flow = np.bincount(g.flow_idx[in_win], weights=g.flow_bytes[in_win], minlength=len(g.first))
     media = np.flatnonzero(per_flow >= config.media_bytes)
     new_media = int(np.count_nonzero(g.first[media] >= lo)) if len(media) else 0
     last_bin = np.full(len(g.first), -1, dtype=np.int64)
@@ -205,13 +226,14 @@ def session_table(rows: pd.DataFrame, config: SessionConfig | None = None) -> pd
             if total < config.min_bytes:
                 continue
             feats = _features(g, lo, hi, config)
-            recent = float(g.down[max(lo, hi - step):top].sum())
+            recent = float(g.down[max(lo, hi - step) : top].sum())
             out.append([client, group, g.t0 + lo, g.t0 + hi, g.t0, total, recent, *feats])
     return pd.DataFrame(out, columns=columns)
 
 
-def latest_windows(rows: pd.DataFrame, end: float, config: SessionConfig | None = None
-                   ) -> pd.DataFrame:
+def latest_windows(
+    rows: pd.DataFrame, end: float, config: SessionConfig | None = None
+) -> pd.DataFrame:
     """One row per (client, group) for the window ``[end - window, end)`` (live mode: the
     window that ends now), with the columns of :func:`session_table`; groups that moved
     less than ``min_bytes`` down in it are left out. ``session_start`` is the window's
@@ -233,6 +255,6 @@ def latest_windows(rows: pd.DataFrame, end: float, config: SessionConfig | None 
         if total < config.min_bytes:
             continue
         feats = _features(g, 0, width, config)
-        recent = float(g.down[width - step:].sum())
+        recent = float(g.down[width - step :].sum())
         out.append([client, group, t0, t0 + width, t0, total, recent, *feats])
     return pd.DataFrame(out, columns=columns)

@@ -20,7 +20,8 @@ class Splt:
     def __init__(self, n: int = 32) -> None:
         self.n = n
         self.columns = tuple(f"splt_size_{i}" for i in range(n)) + tuple(
-            f"splt_iat_{i}" for i in range(n))
+            f"splt_iat_{i}" for i in range(n)
+        )
 
     def compute(self, view: FlowView) -> Sequence[float]:
         k = min(self.n, len(view))

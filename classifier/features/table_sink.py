@@ -33,14 +33,14 @@ if TYPE_CHECKING:
 __all__ = ["TableSink", "arrow_schema"]
 
 _TEXT = frozenset(("capture", "client", "server", "end_reason", *NAME_COLUMNS))
-_INTEGER = frozenset(("flow_id", "proto", "client_port", "server_port", "packets",
-                      "wire_bytes"))
+_INTEGER = frozenset(("flow_id", "proto", "client_port", "server_port", "packets", "wire_bytes"))
 _SUFFIXES = (".parquet", ".csv")
 _PARQUET_METADATA = {b"shortflow_schema_version": SCHEMA_VERSION.encode()}
 
 
 def arrow_schema(columns: list[str]) -> pa.Schema:
     """Text for identity and name columns, int64 for counts and ports, float64 else."""
+
     def kind(name: str) -> pa.DataType:
         if name in _TEXT:
             return pa.string()
@@ -71,8 +71,9 @@ def _text_array(values: Column) -> pa.Array:
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
     present = np.fromiter((v is not None for v in values), np.bool_, len(encoded))
     valid = None if present.all() else _bitmap(present)
-    return pa.Array.from_buffers(pa.string(), len(encoded),
-                                 [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    return pa.Array.from_buffers(
+        pa.string(), len(encoded), [valid, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    )
 
 
 def _bitmap(flags: npt.NDArray[np.bool_]) -> pa.Buffer:
@@ -111,8 +112,9 @@ class TableSink:
             return
         missing = set(self.columns) ^ set(frame.columns)
         if missing:
-            raise ShortflowError(f"{self.output}: frame columns differ "
-                                 f"({', '.join(sorted(missing)[:5])})")
+            raise ShortflowError(
+                f"{self.output}: frame columns differ ({', '.join(sorted(missing)[:5])})"
+            )
         try:
             if self.suffix == ".parquet":
                 self._write_arrow(self._arrow(frame))
@@ -148,14 +150,13 @@ class TableSink:
         metadata, which pandas does not need to read the file back the same)."""
         if isinstance(frame, ColumnBatch):
             columns = frame.by_name()
-            return pa.Table.from_arrays([_arrow_array(columns[f.name], f.type)
-                                         for f in self.schema], schema=self.schema)
-        return pa.Table.from_pandas(self._ordered(frame), schema=self.schema,
-                                    preserve_index=False)
+            return pa.Table.from_arrays(
+                [_arrow_array(columns[f.name], f.type) for f in self.schema], schema=self.schema
+            )
+        return pa.Table.from_pandas(self._ordered(frame), schema=self.schema, preserve_index=False)
 
     def _write_csv(self, frame: pd.DataFrame) -> None:
-        self._ordered(frame).to_csv(self.tmp, index=False, mode="a",
-                                    header=not self._csv_started)
+        self._ordered(frame).to_csv(self.tmp, index=False, mode="a", header=not self._csv_started)
         self._csv_started = True
 
     def _ordered(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -163,8 +164,9 @@ class TableSink:
         return frame if list(frame.columns) == self.columns else frame[self.columns]
 
     def _write_arrow(self, table: pa.Table) -> None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               **_PARQUET_METADATA})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **_PARQUET_METADATA}
+        )
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.tmp, table.schema)
         self._parquet.write_table(table)
@@ -197,8 +199,9 @@ class TableSink:
     def __enter__(self) -> TableSink:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if kind is None:
             self.close()
         else:

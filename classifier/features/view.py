@@ -46,8 +46,14 @@ class FlowView:
         if end is not None:
             mask &= t < end
         stop = last if end is None else min(end, last)
-        return cls(t[mask] - start, size[mask], direction[mask], flags[mask], payload[mask],
-                   max(stop - start, 0.0))
+        return cls(
+            t[mask] - start,
+            size[mask],
+            direction[mask],
+            flags[mask],
+            payload[mask],
+            max(stop - start, 0.0),
+        )
 
     def __len__(self) -> int:
         return len(self.t)

@@ -13,8 +13,14 @@ __all__ = ["Volume", "Sizes", "InterArrival", "Throughput", "TcpFlags"]
 
 _DIRS = (("up", 1), ("down", -1))
 _HORIZONS = (1.0, 3.0, 10.0)
-_FLAG_BITS = (("fin", 0x01), ("syn", 0x02), ("rst", 0x04), ("psh", 0x08), ("ack", 0x10),
-              ("urg", 0x20))
+_FLAG_BITS = (
+    ("fin", 0x01),
+    ("syn", 0x02),
+    ("rst", 0x04),
+    ("psh", 0x08),
+    ("ack", 0x10),
+    ("urg", 0x20),
+)
 
 
 class Volume:
@@ -22,8 +28,16 @@ class Volume:
 
     name = "volume"
     columns = (
-        "duration", "pkts_up", "pkts_down", "bytes_up", "bytes_down",
-        "payload_up", "payload_down", "down_up_byte_ratio", "pkts_per_s", "bytes_per_s",
+        "duration",
+        "pkts_up",
+        "pkts_down",
+        "bytes_up",
+        "bytes_down",
+        "payload_up",
+        "payload_down",
+        "down_up_byte_ratio",
+        "pkts_per_s",
+        "bytes_per_s",
     )
 
     def compute(self, view: FlowView) -> Sequence[float]:
@@ -34,9 +48,15 @@ class Volume:
         duration = view.span
         rate_base = max(duration, 1e-3)
         return [
-            duration, float(up.sum()), float(down.sum()), bytes_up, bytes_down,
-            float(view.payload[up].sum()), float(view.payload[down].sum()),
-            bytes_down / max(bytes_up, 1.0), len(view) / rate_base,
+            duration,
+            float(up.sum()),
+            float(down.sum()),
+            bytes_up,
+            bytes_down,
+            float(view.payload[up].sum()),
+            float(view.payload[down].sum()),
+            bytes_down / max(bytes_up, 1.0),
+            len(view) / rate_base,
             (bytes_up + bytes_down) / rate_base,
         ]
 

@@ -5,6 +5,14 @@ from classifier.flows.key import FlowKey, canonical_key, orient
 from classifier.flows.table import FlowConfig, FlowPlugin, FlowTable, TableStats
 
 __all__ = [
-    "DOWN", "UP", "Flow", "FlowConfig", "FlowKey", "FlowPlugin", "FlowTable", "TableStats",
-    "canonical_key", "orient",
+    "DOWN",
+    "UP",
+    "Flow",
+    "FlowConfig",
+    "FlowKey",
+    "FlowPlugin",
+    "FlowTable",
+    "TableStats",
+    "canonical_key",
+    "orient",
 ]

@@ -36,17 +36,62 @@ END_REASONS: tuple[str, ...] = ("idle", "active", "fin", "rst", "evicted", "end"
 _R_IDLE, _R_ACTIVE, _R_FIN, _R_RST, _R_EVICTED, _R_END, _R_PACKETS = range(7)
 
 # slot fields (rows of the int64 slot matrix)
-(_PROTO, _VER, _AHI, _ALO, _APORT, _BHI, _BLO, _BPORT, _CISA, _UID, _NPK, _WIRE, _FINUP,
- _FINDN, _CREASON, _CLPOS, _APREV, _ANEXT, _SPREV, _SNEXT, _HASH) = range(21)
+(
+    _PROTO,
+    _VER,
+    _AHI,
+    _ALO,
+    _APORT,
+    _BHI,
+    _BLO,
+    _BPORT,
+    _CISA,
+    _UID,
+    _NPK,
+    _WIRE,
+    _FINUP,
+    _FINDN,
+    _CREASON,
+    _CLPOS,
+    _APREV,
+    _ANEXT,
+    _SPREV,
+    _SNEXT,
+    _HASH,
+) = range(21)
 _NSLOT = 21
 # globals (int64 vector)
-(_G_AHEAD, _G_ATAIL, _G_SHEAD, _G_STAIL, _G_NACT, _G_UID, _G_NCLOSE, _G_PEAK, _G_NFREE,
- _G_PACKETS, _G_NEV) = range(11)
+(
+    _G_AHEAD,
+    _G_ATAIL,
+    _G_SHEAD,
+    _G_STAIL,
+    _G_NACT,
+    _G_UID,
+    _G_NCLOSE,
+    _G_PEAK,
+    _G_NFREE,
+    _G_PACKETS,
+    _G_NEV,
+) = range(11)
 _G_ENDED = 11
 _NG = _G_ENDED + len(END_REASONS)
 # event fields
-(_E_UID, _E_REASON, _E_AT, _E_PROTO, _E_VER, _E_CHI, _E_CLO, _E_CPORT, _E_SHI, _E_SLO,
- _E_SPORT, _E_NPK, _E_WIRE) = range(13)
+(
+    _E_UID,
+    _E_REASON,
+    _E_AT,
+    _E_PROTO,
+    _E_VER,
+    _E_CHI,
+    _E_CLO,
+    _E_CPORT,
+    _E_SHI,
+    _E_SLO,
+    _E_SPORT,
+    _E_NPK,
+    _E_WIRE,
+) = range(13)
 _NEV = 13
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
@@ -127,8 +172,10 @@ class EndedFlows:
             return cls(np.empty((_NEV, 0), np.int64), np.empty((2, 0), np.float64))
         if len(parts) == 1:
             return parts[0]
-        return cls(np.concatenate([p.ints for p in parts], axis=1),
-                   np.concatenate([p.times for p in parts], axis=1))
+        return cls(
+            np.concatenate([p.ints for p in parts], axis=1),
+            np.concatenate([p.times for p in parts], axis=1),
+        )
 
 
 @dataclass(slots=True)
@@ -150,8 +197,9 @@ class Assignment:
 
 
 @jit(cache=True, inline="always")
-def _mix(proto: int, ver: int, ahi: int, alo: int, aport: int, bhi: int, blo: int,
-         bport: int) -> np.uint64:
+def _mix(
+    proto: int, ver: int, ahi: int, alo: int, aport: int, bhi: int, blo: int, bport: int
+) -> np.uint64:
     m = np.uint64(0x9E3779B97F4A7C15)
     h = np.uint64(proto * 256 + ver) * m
     h = (h ^ np.uint64(ahi)) * m
@@ -221,8 +269,19 @@ def _append_act(sl: I64, g: I64, s: int) -> None:
 
 
 @jit(cache=True)
-def _end(sl: I64, sf: F64, g: I64, table: I64, free: I64, closing: I64, ev: I64, evf: F64,
-         s: int, reason: int, at: int) -> None:
+def _end(
+    sl: I64,
+    sf: F64,
+    g: I64,
+    table: I64,
+    free: I64,
+    closing: I64,
+    ev: I64,
+    evf: F64,
+    s: int,
+    reason: int,
+    at: int,
+) -> None:
     _hash_delete(table, sl, s)
     _unlink(sl, g, s)
     prv, nxt = sl[_SPREV, s], sl[_SNEXT, s]
@@ -270,9 +329,23 @@ def _close_reason(sl: I64, s: int) -> int:
 
 
 @jit(cache=True)
-def _sweep(sl: I64, sf: F64, g: I64, gf: F64, table: I64, free: I64, closing: I64, ev: I64,
-           evf: F64, now: float, at: int, idle: float, active: float, linger: float,
-           interval: float) -> None:
+def _sweep(
+    sl: I64,
+    sf: F64,
+    g: I64,
+    gf: F64,
+    table: I64,
+    free: I64,
+    closing: I64,
+    ev: I64,
+    evf: F64,
+    now: float,
+    at: int,
+    idle: float,
+    active: float,
+    linger: float,
+    interval: float,
+) -> None:
     gf[0] = now + interval
     while g[_G_NACT] > 0:
         s = g[_G_AHEAD]
@@ -292,16 +365,41 @@ def _sweep(sl: I64, sf: F64, g: I64, gf: F64, table: I64, free: I64, closing: I6
         i -= 1
 
 
-@jit('UniTuple(int64, 2)(int64, float64[::1], int64[:, :], int64[::1], int64[:, ::1], '
-     'float64[:, ::1], int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], '
-     'int64[:, ::1], float64[:, ::1], int64[::1], int8[::1], int64[::1], int64[::1], '
-     'boolean[::1], float64, float64, float64, float64, int64, int64, int64)',
-     cache=True, nogil=True)
-def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf: F64,
-            table: I64, free: I64, closing: I64, ev: I64, evf: F64, out_uid: I64,
-            out_dir: npt.NDArray[np.int8], out_ent: I64, out_cnt: I64,
-            out_started: npt.NDArray[np.bool_], idle: float, active: float, linger: float,
-            interval: float, max_flows: int, mss: int, max_packets: int) -> tuple[int, int]:
+@jit(
+    "UniTuple(int64, 2)(int64, float64[::1], int64[:, :], int64[::1], int64[:, ::1], "
+    "float64[:, ::1], int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], "
+    "int64[:, ::1], float64[:, ::1], int64[::1], int8[::1], int64[::1], int64[::1], "
+    "boolean[::1], float64, float64, float64, float64, int64, int64, int64)",
+    cache=True,
+    nogil=True,
+)
+def _assign(
+    i0: int,
+    ts: F64,
+    cols: I64,
+    rows: I64,
+    sl: I64,
+    sf: F64,
+    g: I64,
+    gf: F64,
+    table: I64,
+    free: I64,
+    closing: I64,
+    ev: I64,
+    evf: F64,
+    out_uid: I64,
+    out_dir: npt.NDArray[np.int8],
+    out_ent: I64,
+    out_cnt: I64,
+    out_started: npt.NDArray[np.bool_],
+    idle: float,
+    active: float,
+    linger: float,
+    interval: float,
+    max_flows: int,
+    mss: int,
+    max_packets: int,
+) -> tuple[int, int]:
     """Assign packets ``i0..`` of a chunk; return (next packet index, status). ``rows``:
     row indices in ``cols`` of version, src hi/lo, dst hi/lo, proto, ports, flags, payload
     length, wire length. ``max_packets`` 0: no per-flow packet cap."""
@@ -321,8 +419,9 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
         if np.isnan(gf[0]):
             gf[0] = now + interval
         elif now >= gf[0]:
-            _sweep(sl, sf, g, gf, table, free, closing, ev, evf, now, i, idle, active, linger,
-                   interval)
+            _sweep(
+                sl, sf, g, gf, table, free, closing, ev, evf, now, i, idle, active, linger, interval
+            )
         ver = cols[ver_row, i]
         shi, slo, sport = cols[shi_row, i], cols[slo_row, i], cols[sport_row, i]
         dhi, dlo, dport = cols[dhi_row, i], cols[dlo_row, i], cols[dport_row, i]
@@ -338,10 +437,17 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
         s = -1
         while table[p] != 0:
             c = table[p] - 1
-            if (sl[_HASH, c] == h and sl[_ALO, c] == alo and sl[_BLO, c] == blo
-                    and sl[_APORT, c] == aport and sl[_BPORT, c] == bport
-                    and sl[_AHI, c] == ahi and sl[_BHI, c] == bhi and sl[_PROTO, c] == proto
-                    and sl[_VER, c] == ver):
+            if (
+                sl[_HASH, c] == h
+                and sl[_ALO, c] == alo
+                and sl[_BLO, c] == blo
+                and sl[_APORT, c] == aport
+                and sl[_BPORT, c] == bport
+                and sl[_AHI, c] == ahi
+                and sl[_BHI, c] == bhi
+                and sl[_PROTO, c] == proto
+                and sl[_VER, c] == ver
+            ):
                 s = c
                 break
             p = (p + 1) & mask
@@ -374,8 +480,9 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
                 src_eph = sport >= _EPHEMERAL_MIN
                 dst_eph = dport >= _EPHEMERAL_MIN
                 sender_is_client = src_eph if src_eph != dst_eph else True
-            sl[_CISA, s] = (1 if sender_is_client == src_is_a else 0) if keep_cisa < 0 \
-                else keep_cisa
+            sl[_CISA, s] = (
+                (1 if sender_is_client == src_is_a else 0) if keep_cisa < 0 else keep_cisa
+            )
             sl[_UID, s] = g[_G_UID]
             sl[_NPK, s] = 0
             sl[_WIRE, s] = 0
@@ -439,19 +546,21 @@ def _assign(i0: int, ts: F64, cols: I64, rows: I64, sl: I64, sf: F64, g: I64, gf
     return n, _DONE
 
 
-@jit('none(int64[:, ::1], float64[:, ::1], int64[::1], int64[::1], int64[::1], '
-     'int64[::1], int64[:, ::1], float64[:, ::1])',
-     cache=True)
-def _flush(sl: I64, sf: F64, g: I64, table: I64, free: I64, closing: I64, ev: I64,
-           evf: F64) -> None:
+@jit(
+    "none(int64[:, ::1], float64[:, ::1], int64[::1], int64[::1], int64[::1], "
+    "int64[::1], int64[:, ::1], float64[:, ::1])",
+    cache=True,
+)
+def _flush(
+    sl: I64, sf: F64, g: I64, table: I64, free: I64, closing: I64, ev: I64, evf: F64
+) -> None:
     while g[_G_NACT] > 0:
         s = g[_G_AHEAD]
         reason = _close_reason(sl, s) if sl[_CLPOS, s] >= 0 else _R_END
         _end(sl, sf, g, table, free, closing, ev, evf, s, reason, -1)
 
 
-@jit('none(int64[::1], int64[:, ::1], int64[::1])',
-     cache=True)
+@jit("none(int64[::1], int64[:, ::1], int64[::1])", cache=True)
 def _rehash(table: I64, sl: I64, g: I64) -> None:
     s = g[_G_AHEAD]
     while s >= 0:
@@ -502,10 +611,32 @@ class FlowAssigner:
         row_index = np.asarray(rows, np.int64)
         while True:
             i, status = _assign(
-                i, ts, cols, row_index, self._sl, self._sf, self._g, self._gf, self._table,
-                self._free, self._closing, ev, evf, out_uid, out_dir, out_ent, out_cnt,
-                out_started, cfg.idle_timeout, cfg.active_timeout, cfg.close_linger,
-                cfg.sweep_interval, cfg.max_flows, mss, cfg.max_packets or 0)
+                i,
+                ts,
+                cols,
+                row_index,
+                self._sl,
+                self._sf,
+                self._g,
+                self._gf,
+                self._table,
+                self._free,
+                self._closing,
+                ev,
+                evf,
+                out_uid,
+                out_dir,
+                out_ent,
+                out_cnt,
+                out_started,
+                cfg.idle_timeout,
+                cfg.active_timeout,
+                cfg.close_linger,
+                cfg.sweep_interval,
+                cfg.max_flows,
+                mss,
+                cfg.max_packets or 0,
+            )
             if status == _DONE:
                 break
             if status == _NEED_SLOTS:
@@ -515,8 +646,7 @@ class FlowAssigner:
                 ev, evf = self._new_events(n)
         parts.append(self._take_events(ev, evf))
         self._sync_stats()
-        return Assignment(out_uid, out_dir, out_ent, out_cnt, out_started,
-                          EndedFlows.concat(parts))
+        return Assignment(out_uid, out_dir, out_ent, out_cnt, out_started, EndedFlows.concat(parts))
 
     def flush(self) -> EndedFlows:
         """End every flow still held (end of capture); ``at`` is -1 for all of them."""
@@ -565,8 +695,9 @@ class FlowAssigner:
         st.packets = int(g[_G_PACKETS])
         st.flows = int(g[_G_UID])
         st.peak_flows = int(g[_G_PEAK])
-        st.ended = {name: int(g[_G_ENDED + i]) for i, name in enumerate(END_REASONS)
-                    if g[_G_ENDED + i]}
+        st.ended = {
+            name: int(g[_G_ENDED + i]) for i, name in enumerate(END_REASONS) if g[_G_ENDED + i]
+        }
 
 
 def _table_size(cap: int) -> int:

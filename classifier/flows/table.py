@@ -95,8 +95,9 @@ class FlowTable:
     :meth:`pop_ended`; call :meth:`flush` at the end of input.
     """
 
-    def __init__(self, config: FlowConfig | None = None,
-                 plugins: Sequence[FlowPlugin] = ()) -> None:
+    def __init__(
+        self, config: FlowConfig | None = None, plugins: Sequence[FlowPlugin] = ()
+    ) -> None:
         self.config = config or FlowConfig()
         self.stats = TableStats()
         self._plugins = tuple(plugins)
@@ -122,8 +123,12 @@ class FlowTable:
             self.sweep(pkt.ts)
         ck = canonical_key(pkt)
         flow = self._by_activity.get(ck)
-        if flow is not None and ck in self._closing and pkt.proto == TCP \
-                and pkt.tcp_flags & (_SYN | _ACK) == _SYN:
+        if (
+            flow is not None
+            and ck in self._closing
+            and pkt.proto == TCP
+            and pkt.tcp_flags & (_SYN | _ACK) == _SYN
+        ):
             self._end(ck, _close_reason(flow))
             flow = None
         if flow is None:

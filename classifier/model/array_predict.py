@@ -45,8 +45,7 @@ class ArrayPredictor:
         if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
             return None
         columns, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
-        if not isinstance(columns, ColumnTransformer) or not hasattr(estimator,
-                                                                     "predict_proba"):
+        if not isinstance(columns, ColumnTransformer) or not hasattr(estimator, "predict_proba"):
             return None
         fitted = [t for t in columns.transformers_ if t[0] != "remainder"]
         remainder = [t for t in columns.transformers_ if t[0] == "remainder"]
@@ -54,24 +53,36 @@ class ArrayPredictor:
             return None
         (_, num, num_cols), (_, onehot, cat_cols) = fitted
         passthrough = num == "passthrough" or (
-            getattr(num, "func", 0) is None and getattr(num, "inverse_func", 0) is None
-            and not getattr(num, "validate", True))
-        if (not passthrough or not isinstance(onehot, OneHotEncoder)
-                or list(cat_cols) != ["service"] or onehot.handle_unknown != "ignore"
-                or onehot.drop is not None or len(onehot.categories_) != 1
-                or getattr(onehot, "min_frequency", None) is not None
-                or getattr(onehot, "max_categories", None) is not None):
+            getattr(num, "func", 0) is None
+            and getattr(num, "inverse_func", 0) is None
+            and not getattr(num, "validate", True)
+        )
+        if (
+            not passthrough
+            or not isinstance(onehot, OneHotEncoder)
+            or list(cat_cols) != ["service"]
+            or onehot.handle_unknown != "ignore"
+            or onehot.drop is not None
+            or len(onehot.categories_) != 1
+            or getattr(onehot, "min_frequency", None) is not None
+            or getattr(onehot, "max_categories", None) is not None
+        ):
             return None
-        return cls(tuple(num_cols), tuple(str(c) for c in onehot.categories_[0]), estimator,
-                   tuple(str(c) for c in estimator.classes_))
+        return cls(
+            tuple(num_cols),
+            tuple(str(c) for c in onehot.categories_[0]),
+            estimator,
+            tuple(str(c) for c in estimator.classes_),
+        )
 
-    def matrix(self, numeric: npt.NDArray[np.float64], service: Sequence[str]
-               ) -> npt.NDArray[np.float64]:
+    def matrix(
+        self, numeric: npt.NDArray[np.float64], service: Sequence[str]
+    ) -> npt.NDArray[np.float64]:
         """The estimator's input: ``numeric`` (rows x ``self.numeric``) beside the
         service one-hot."""
         n = len(numeric)
         out = np.zeros((n, len(self.numeric) + len(self.categories)), dtype=np.float64)
-        out[:, :len(self.numeric)] = numeric
+        out[:, : len(self.numeric)] = numeric
         index = {c: i for i, c in enumerate(self.categories)}
         for row, s in enumerate(service):
             hit = index.get(s)
@@ -79,8 +90,9 @@ class ArrayPredictor:
                 out[row, len(self.numeric) + hit] = 1.0
         return out
 
-    def predict_proba(self, numeric: npt.NDArray[np.float64], service: Sequence[str]
-                      ) -> npt.NDArray[np.float64]:
+    def predict_proba(
+        self, numeric: npt.NDArray[np.float64], service: Sequence[str]
+    ) -> npt.NDArray[np.float64]:
         """Probabilities per class (``self.classes`` order) for each row."""
         matrix = self.matrix(numeric, service)
         return np.asarray(self.estimator.predict_proba(matrix), dtype=np.float64)

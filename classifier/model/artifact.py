@@ -23,8 +23,15 @@ from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, SCHEMA_VERSION
 from classifier.model.array_predict import ArrayPredictor
 
-__all__ = ["ModelInfo", "LoadedModel", "save_model", "load_model", "file_sha256",
-           "DEFAULT_MODEL_DIR", "LABELS"]
+__all__ = [
+    "ModelInfo",
+    "LoadedModel",
+    "save_model",
+    "load_model",
+    "file_sha256",
+    "DEFAULT_MODEL_DIR",
+    "LABELS",
+]
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
 LABELS = ("short-form", "long-form", "other")
@@ -74,10 +81,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(pipeline: Any, directory: Path, *, name: str, labels: list[str],
-               decision_windows: list[float | None], estimator: str = "",
-               training_manifest_sha256: str = "",
-               metrics: dict[str, Any] | None = None) -> ModelInfo:
+def save_model(
+    pipeline: Any,
+    directory: Path,
+    *,
+    name: str,
+    labels: list[str],
+    decision_windows: list[float | None],
+    estimator: str = "",
+    training_manifest_sha256: str = "",
+    metrics: dict[str, Any] | None = None,
+) -> ModelInfo:
     """Write ``model.joblib`` and ``model.json`` into ``directory`` and return the sidecar."""
     import sklearn
 
@@ -85,10 +99,15 @@ def save_model(pipeline: Any, directory: Path, *, name: str, labels: list[str],
     joblib_path = directory / _JOBLIB
     joblib.dump(pipeline, joblib_path, compress=3)
     info = ModelInfo(
-        name=name, sha256=file_sha256(joblib_path), schema_version=SCHEMA_VERSION,
-        feature_columns=list(FEATURE_COLUMNS), labels=list(labels),
-        decision_windows=list(decision_windows), sklearn_version=sklearn.__version__,
-        estimator=estimator, training_manifest_sha256=training_manifest_sha256,
+        name=name,
+        sha256=file_sha256(joblib_path),
+        schema_version=SCHEMA_VERSION,
+        feature_columns=list(FEATURE_COLUMNS),
+        labels=list(labels),
+        decision_windows=list(decision_windows),
+        sklearn_version=sklearn.__version__,
+        estimator=estimator,
+        training_manifest_sha256=training_manifest_sha256,
         metrics=metrics or {},
     )
     (directory / _JSON).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
@@ -101,7 +120,8 @@ def _is_str_list(value: object) -> bool:
 
 def _is_window_list(value: object) -> bool:
     return isinstance(value, list) and all(
-        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value)
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value
+    )
 
 
 #: model.json field -> (check, what it must be); fields with defaults may be absent.
@@ -129,21 +149,24 @@ def read_info(directory: Path) -> ModelInfo:
     try:
         raw = json.loads(sidecar.read_text())
     except FileNotFoundError as exc:
-        raise ModelError(f"{sidecar}: missing; a model directory holds model.joblib and "
-                         "model.json") from exc
+        raise ModelError(
+            f"{sidecar}: missing; a model directory holds model.joblib and model.json"
+        ) from exc
     except OSError as exc:
         raise ModelError(f"{sidecar}: cannot read ({exc.strerror or exc})") from exc
     except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise ModelError(f"{sidecar}: not a shortflow model.json ({reason})") from exc
     if not isinstance(raw, dict):
-        raise ModelError(f"{sidecar}: not a shortflow model.json (expected an object, got "
-                         f"{type(raw).__name__})")
+        raise ModelError(
+            f"{sidecar}: not a shortflow model.json (expected an object, got {type(raw).__name__})"
+        )
     for key, value in raw.items():
         check = _FIELD_CHECKS.get(key)
         if check is not None and not check[0](value):
-            raise ModelError(f"{sidecar}: field {key!r} must be {check[1]}, got "
-                             f"{type(value).__name__}")
+            raise ModelError(
+                f"{sidecar}: field {key!r} must be {check[1]}, got {type(value).__name__}"
+            )
     try:
         return ModelInfo(**raw)
     except TypeError as exc:  # missing or unknown fields
@@ -168,12 +191,15 @@ def load_model(directory: Path | str | None = None) -> LoadedModel:
         raise ModelError(f"{joblib_path}: missing")
     actual = file_sha256(joblib_path)
     if actual != info.sha256:
-        raise ModelError(f"{joblib_path}: sha256 {actual[:12]}... does not match model.json "
-                         f"({info.sha256[:12]}...); refusing to unpickle a changed model file")
-    if info.schema_version != SCHEMA_VERSION or list(info.feature_columns) != list(
-            FEATURE_COLUMNS):
-        raise ModelError(f"{directory}: model built for feature schema {info.schema_version}, "
-                         f"this shortflow computes schema {SCHEMA_VERSION}; retrain the model")
+        raise ModelError(
+            f"{joblib_path}: sha256 {actual[:12]}... does not match model.json "
+            f"({info.sha256[:12]}...); refusing to unpickle a changed model file"
+        )
+    if info.schema_version != SCHEMA_VERSION or list(info.feature_columns) != list(FEATURE_COLUMNS):
+        raise ModelError(
+            f"{directory}: model built for feature schema {info.schema_version}, "
+            f"this shortflow computes schema {SCHEMA_VERSION}; retrain the model"
+        )
     try:
         pipeline = joblib.load(joblib_path)
     except Exception as exc:  # a verified file that still fails to unpickle

@@ -19,13 +19,25 @@ if TYPE_CHECKING:  # registering the command must not import pandas (every CLI r
 
 __all__ = ["register", "verdicts_for_capture", "summary_lines"]
 
-_SHOWN = ["client", "client_port", "server", "server_port", "service", "name", "label",
-          "probability", "decided_by", "decision_window", "reason"]
+_SHOWN = [
+    "client",
+    "client_port",
+    "server",
+    "server_port",
+    "service",
+    "name",
+    "label",
+    "probability",
+    "decided_by",
+    "decision_window",
+    "reason",
+]
 _REASON_CHARS = 60  # the table's reason is cut to this; --json and --csv carry it whole
 
 
-def verdicts_for_capture(args: argparse.Namespace
-                         ) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame | None]:
+def verdicts_for_capture(
+    args: argparse.Namespace,
+) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame | None]:
     """Featurize ``args.capture`` and classify it; returns verdicts (each whole flow decided
     by the session model where it carried media through judged windows, see
     :mod:`classifier.model.combine`), the client summary of those verdicts, the featurize
@@ -40,8 +52,9 @@ def verdicts_for_capture(args: argparse.Namespace
     if args.at is not None:
         args.snapshots = _snapshots_for(args.at, args.snapshots, model.info.decision_windows)
     config = featurize_config(args)
-    table, summary = featurize_files([args.capture], config, backend=args.backend,
-                                     skip_bad=args.skip_bad, engine=engine(args))
+    table, summary = featurize_files(
+        [args.capture], config, backend=args.backend, skip_bad=args.skip_bad, engine=engine(args)
+    )
     verdicts = classify_table(model, table, horizon=args.at)
     spans = None
     sessions = _sessions(args, config.flow)
@@ -56,8 +69,9 @@ def verdicts_for_capture(args: argparse.Namespace
     return verdicts, client_summary(verdicts), summary, spans
 
 
-def _snapshots_for(at: float, snapshots: tuple[float, ...],
-                   decision_windows: list[float | None]) -> tuple[float, ...]:
+def _snapshots_for(
+    at: float, snapshots: tuple[float, ...], decision_windows: list[float | None]
+) -> tuple[float, ...]:
     """The snapshot horizons to compute for ``--at AT``: ``snapshots`` plus AT. Raises
     :class:`ShortflowError` (one line naming the valid values) when the model has no
     decision window of AT seconds."""
@@ -66,13 +80,15 @@ def _snapshots_for(at: float, snapshots: tuple[float, ...],
     known = sorted(w for w in decision_windows if w is not None)
     if not any(math.isclose(at, w) for w in known):
         valid = ", ".join(f"{w:g}" for w in known) or "none (whole flows only)"
-        raise ShortflowError(f"--at {at:g}: the model has no {at:g} s decision window; "
-                             f"valid values: {valid}")
+        raise ShortflowError(
+            f"--at {at:g}: the model has no {at:g} s decision window; valid values: {valid}"
+        )
     return snapshots if any(math.isclose(at, s) for s in snapshots) else (*snapshots, at)
 
 
-def _sessions(args: argparse.Namespace, flow: FlowConfig
-              ) -> tuple[CaptureSessions, SessionConfig] | None:
+def _sessions(
+    args: argparse.Namespace, flow: FlowConfig
+) -> tuple[CaptureSessions, SessionConfig] | None:
     """The capture seen by the model directory's session model, or None when the model
     has none (or ``--no-timeline``)."""
     from classifier.model.artifact import DEFAULT_MODEL_DIR
@@ -83,12 +99,11 @@ def _sessions(args: argparse.Namespace, flow: FlowConfig
     if args.no_timeline or not has_session_model(directory):
         return None
     model = load_session_model(directory)
-    return capture_sessions(model, args.capture, skip_bad=args.skip_bad,
-                            flow=flow), model.config
+    return capture_sessions(model, args.capture, skip_bad=args.skip_bad, flow=flow), model.config
 
 
 def summary_lines(clients: pd.DataFrame) -> list[str]:
-    """"client 10.0.0.5: 12 short-form flows, 63% of video bytes" per client."""
+    """ "client 10.0.0.5: 12 short-form flows, 63% of video bytes" per client."""
     return [
         f"client {r.client}: {r.short_form_flows} short-form flows, {r.long_form_flows} "
         f"long-form flows, short-form is {r.short_form_share_of_video_bytes:.0%} of video bytes"
@@ -98,11 +113,16 @@ def summary_lines(clients: pd.DataFrame) -> list[str]:
 
 def _short_reason(reason: str) -> str:
     text = str(reason)
-    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 3] + "..."
 
 
-def _json_doc(verdicts: pd.DataFrame, clients: pd.DataFrame, spans: pd.DataFrame | None,
-              *, all_columns: bool = False) -> dict[str, list[dict[str, Any]]]:
+def _json_doc(
+    verdicts: pd.DataFrame,
+    clients: pd.DataFrame,
+    spans: pd.DataFrame | None,
+    *,
+    all_columns: bool = False,
+) -> dict[str, list[dict[str, Any]]]:
     """flows, clients and timeline as ``POST /v1/captures:classify`` gives them (the fields
     of FlowVerdict, ClientSummary and TimelineSpan); ``all_columns``: every column of the
     verdict table for each flow (the features too). Flows in flow_id order."""
@@ -111,12 +131,17 @@ def _json_doc(verdicts: pd.DataFrame, clients: pd.DataFrame, spans: pd.DataFrame
 
     order = [c for c in ("flow_id", "window_start") if c in verdicts.columns]
     verdicts = verdicts.sort_values(order, kind="stable") if order else verdicts  # as the API
-    flows = (json.loads(verdicts.to_json(orient="records")) if all_columns
-             else [r.model_dump(mode="json") for r in as_records(verdicts, FlowVerdict)])
+    flows = (
+        json.loads(verdicts.to_json(orient="records"))
+        if all_columns
+        else [r.model_dump(mode="json") for r in as_records(verdicts, FlowVerdict)]
+    )
     timeline = [] if spans is None else as_records(spans, TimelineSpan)
-    return {"flows": flows,
-            "clients": [r.model_dump(mode="json") for r in as_records(clients, ClientSummary)],
-            "timeline": [r.model_dump(mode="json") for r in timeline]}
+    return {
+        "flows": flows,
+        "clients": [r.model_dump(mode="json") for r in as_records(clients, ClientSummary)],
+        "timeline": [r.model_dump(mode="json") for r in timeline],
+    }
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
@@ -127,24 +152,28 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         raise ShortflowError("--all-columns goes with --json (--csv always has every column)")
     verdicts, clients, summary, spans = verdicts_for_capture(args)
     if args.json:
-        json.dump(_json_doc(verdicts, clients, spans, all_columns=args.all_columns),
-                  sys.stdout, indent=1)
+        json.dump(
+            _json_doc(verdicts, clients, spans, all_columns=args.all_columns), sys.stdout, indent=1
+        )
         print()
     elif args.csv:
         verdicts.to_csv(sys.stdout, index=False)
     else:
         shown = verdicts.sort_values("probability", ascending=False)[_SHOWN]
-        shown = shown.assign(name=shown["name"].fillna("-"),
-                             reason=shown["reason"].map(_short_reason))
+        shown = shown.assign(
+            name=shown["name"].fillna("-"), reason=shown["reason"].map(_short_reason)
+        )
         print(shown.to_string(index=False) if not shown.empty else "(no TCP/UDP flows)")
         print()
         print("\n".join(summary_lines(clients)))
         if spans is not None:
             print()
-            print("activity over time (session model: each client's traffic per service or "
-                  "server network, 60 s windows every 10 s; judged with hindsight: a "
-                  "short-form run starts with the windows that led to it, where live mode "
-                  "decides a few windows later):")
+            print(
+                "activity over time (session model: each client's traffic per service or "
+                "server network, 60 s windows every 10 s; judged with hindsight: a "
+                "short-form run starts with the windows that led to it, where live mode "
+                "decides a few windows later):"
+            )
             print("\n".join(timeline_lines(spans)))
     print(summary, file=sys.stderr)
     return 0
@@ -153,24 +182,44 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from classifier.cli import add_flow_options
 
-    p = sub.add_parser("classify", help="label every flow of a capture short-form / "
-                       "long-form / other, with probability and reason")
+    p = sub.add_parser(
+        "classify",
+        help="label every flow of a capture short-form / "
+        "long-form / other, with probability and reason",
+    )
     p.add_argument("capture", type=Path)
-    p.add_argument("--model", type=Path, default=None,
-                   help="model directory (default: the model shipped with shortflow)")
-    p.add_argument("--at", type=float, default=None, metavar="S",
-                   help="decide on the early snapshot of the first S seconds (one of the "
-                   "model's decision windows, 1, 3, 5 or 10 for the shipped model) instead "
-                   "of the whole flow")
-    p.add_argument("--no-timeline", action="store_true",
-                   help="flow model alone: no session model, so no activity timeline and "
-                   "every flow decided on its own")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model directory (default: the model shipped with shortflow)",
+    )
+    p.add_argument(
+        "--at",
+        type=float,
+        default=None,
+        metavar="S",
+        help="decide on the early snapshot of the first S seconds (one of the "
+        "model's decision windows, 1, 3, 5 or 10 for the shipped model) instead "
+        "of the whole flow",
+    )
+    p.add_argument(
+        "--no-timeline",
+        action="store_true",
+        help="flow model alone: no session model, so no activity timeline and "
+        "every flow decided on its own",
+    )
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true",
-                     help="flows, clients and timeline as JSON, the records "
-                     "POST /v1/captures:classify returns")
+    out.add_argument(
+        "--json",
+        action="store_true",
+        help="flows, clients and timeline as JSON, the records POST /v1/captures:classify returns",
+    )
     out.add_argument("--csv", action="store_true", help="all columns as CSV")
-    p.add_argument("--all-columns", action="store_true",
-                   help="with --json: every column of each flow (the ~440 features too)")
+    p.add_argument(
+        "--all-columns",
+        action="store_true",
+        help="with --json: every column of each flow (the ~440 features too)",
+    )
     add_flow_options(p)
     p.set_defaults(handler=_cmd_classify)

@@ -29,8 +29,9 @@ DECIDED_BY = ("name", "session", "flow")
 _LABELS = (SHORT, LONG, OTHER)
 
 
-def session_bytes(activity: pd.DataFrame, windows: pd.DataFrame, config: SessionConfig
-                  ) -> pd.DataFrame:
+def session_bytes(
+    activity: pd.DataFrame, windows: pd.DataFrame, config: SessionConfig
+) -> pd.DataFrame:
     """Per ``flow_id``: bytes down that fell in judged session windows, by the window's
     label (columns ``short-form``, ``long-form``, ``other``), and the probability of each
     label weighted by those bytes (``p:<label>``).
@@ -42,8 +43,9 @@ def session_bytes(activity: pd.DataFrame, windows: pd.DataFrame, config: Session
     columns = ["flow_id", *_LABELS, *(f"p:{label}" for label in _LABELS)]
     if activity.empty or windows.empty:
         return pd.DataFrame(columns=columns)
-    data = activity.loc[:, ["client", "server", "service", "flow_id", "first_ts",
-                            "window_start", "bytes_down"]].copy()
+    data = activity.loc[
+        :, ["client", "server", "service", "flow_id", "first_ts", "window_start", "bytes_down"]
+    ].copy()
     data["group"] = session_groups(data, config)
     t_abs = data["first_ts"].to_numpy(float) + data["window_start"].to_numpy(float)
     data["t_abs"] = t_abs
@@ -57,20 +59,27 @@ def session_bytes(activity: pd.DataFrame, windows: pd.DataFrame, config: Session
     if merged.empty:
         return pd.DataFrame(columns=columns)
     merged["weighted"] = merged["probability"] * merged["bytes_down"]
-    sums = merged.pivot_table(index="flow_id", columns="label",
-                              values=["bytes_down", "weighted"], aggfunc="sum", fill_value=0.0)
+    sums = merged.pivot_table(
+        index="flow_id",
+        columns="label",
+        values=["bytes_down", "weighted"],
+        aggfunc="sum",
+        fill_value=0.0,
+    )
     out = pd.DataFrame(index=sums.index)
     for label in _LABELS:
         got = ("bytes_down", label) in sums.columns
         nbytes = sums[("bytes_down", label)] if got else 0.0
         out[label] = nbytes
-        out[f"p:{label}"] = (sums[("weighted", label)] / nbytes).where(nbytes > 0, 0.0) \
-            if got else 0.0
+        out[f"p:{label}"] = (
+            (sums[("weighted", label)] / nbytes).where(nbytes > 0, 0.0) if got else 0.0
+        )
     return out.reset_index()[columns]
 
 
-def combine_verdicts(flows: pd.DataFrame, activity: pd.DataFrame, windows: pd.DataFrame,
-                     config: SessionConfig) -> pd.DataFrame:
+def combine_verdicts(
+    flows: pd.DataFrame, activity: pd.DataFrame, windows: pd.DataFrame, config: SessionConfig
+) -> pd.DataFrame:
     """``flows`` (whole-flow rows with the verdict columns of
     :func:`classifier.model.predict.classify_table`) with the final ``label`` /
     ``probability`` / ``reason`` / ``decided_by`` (``session`` where the session model
@@ -84,8 +93,7 @@ def combine_verdicts(flows: pd.DataFrame, activity: pd.DataFrame, windows: pd.Da
     if out.empty:
         return out
     per_flow = session_bytes(activity, windows, config).set_index("flow_id")
-    judged = per_flow[list(_LABELS)].sum(axis=1) if not per_flow.empty else pd.Series(
-        dtype=float)
+    judged = per_flow[list(_LABELS)].sum(axis=1) if not per_flow.empty else pd.Series(dtype=float)
     take = judged[judged >= config.media_bytes].index
     rows = out["flow_id"].isin(take) & (out["decided_by"] == "flow")
     if not rows.any():
@@ -110,10 +118,12 @@ def combine_verdicts(flows: pd.DataFrame, activity: pd.DataFrame, windows: pd.Da
     out.loc[mine, "reason"] = [
         f"session: {c:.0%} of its {t / 1e6:.1f} MB came in {lab} windows of its "
         f"client's activity; flow model alone: {fl} {fp:.2f}"
-        for c, t, lab, (fl, fp, _) in zip(covered[decide], total[decide], label[decide],
-                                          old[decide], strict=True)]
+        for c, t, lab, (fl, fp, _) in zip(
+            covered[decide], total[decide], label[decide], old[decide], strict=True
+        )
+    ]
     out.loc[where[~decide], "reason"] = [
-        f"{why}; session: not short-form ({s:.0%} of its {t / 1e6:.1f} MB in short-form "
-        "windows)" for s, t, (_, _, why) in zip(share[~decide], total[~decide],
-                                                old[~decide], strict=True)]
+        f"{why}; session: not short-form ({s:.0%} of its {t / 1e6:.1f} MB in short-form windows)"
+        for s, t, (_, _, why) in zip(share[~decide], total[~decide], old[~decide], strict=True)
+    ]
     return out

@@ -18,13 +18,27 @@ from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, snapshot_prefix
 from classifier.model.artifact import LoadedModel
 
-__all__ = ["MODEL_INPUT_COLUMNS", "model_inputs", "classify_table", "client_summary",
-           "SHORT_FORM_SERVICE", "RowVerdicts", "verdict_arrays", "decision_window"]
+__all__ = [
+    "MODEL_INPUT_COLUMNS",
+    "model_inputs",
+    "classify_table",
+    "client_summary",
+    "SHORT_FORM_SERVICE",
+    "RowVerdicts",
+    "verdict_arrays",
+    "decision_window",
+]
 
 MODEL_INPUT_COLUMNS = (*FEATURE_COLUMNS, "service")
 SHORT_FORM_SERVICE = "short-form-service"
-VERDICT_COLUMNS = ("label", "probability", "p_short_form", "decision_window", "reason",
-                   "decided_by")
+VERDICT_COLUMNS = (
+    "label",
+    "probability",
+    "p_short_form",
+    "decision_window",
+    "reason",
+    "decided_by",
+)
 
 
 def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFrame:
@@ -38,8 +52,9 @@ def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFr
         source = [prefix + c for c in FEATURE_COLUMNS]
     missing = [c for c in [*source, "service"] if c not in table.columns]
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5
-                                          else "")
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
         raise ModelError(f"feature table lacks columns the model needs: {shown}")
     out = table[source].astype(np.float64)
     out.columns = list(FEATURE_COLUMNS)
@@ -47,10 +62,13 @@ def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFr
     return out
 
 
-def _shape_reason(bursts: float, duration: float, bytes_down: float, burst_p50: float,
-                  gap_p50: float) -> str:
-    return (f"{int(bursts)} download bursts in {duration:.0f} s (median "
-            f"{burst_p50 / 1e3:.0f} kB, gap {gap_p50:.1f} s), {bytes_down / 1e6:.1f} MB down")
+def _shape_reason(
+    bursts: float, duration: float, bytes_down: float, burst_p50: float, gap_p50: float
+) -> str:
+    return (
+        f"{int(bursts)} download bursts in {duration:.0f} s (median "
+        f"{burst_p50 / 1e3:.0f} kB, gap {gap_p50:.1f} s), {bytes_down / 1e6:.1f} MB down"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,13 +82,19 @@ class RowVerdicts:
     reason: list[str]
 
 
-_SHAPE = [FEATURE_COLUMNS.index(c) for c in ("burst_count", "duration", "bytes_down",
-                                             "burst_bytes_p50", "burst_gap_p50")]
+_SHAPE = [
+    FEATURE_COLUMNS.index(c)
+    for c in ("burst_count", "duration", "bytes_down", "burst_bytes_p50", "burst_gap_p50")
+]
 
 
-def verdict_arrays(model: LoadedModel, numeric: npt.NDArray[np.float64],
-                   services: Sequence[str], categories: Sequence[str],
-                   names: Sequence[str | None]) -> RowVerdicts:
+def verdict_arrays(
+    model: LoadedModel,
+    numeric: npt.NDArray[np.float64],
+    services: Sequence[str],
+    categories: Sequence[str],
+    names: Sequence[str | None],
+) -> RowVerdicts:
     """Verdicts of rows given as arrays: ``numeric`` holds ``FEATURE_COLUMNS`` (rows x
     columns), then each row's service, category and name. The pipeline's array twin
     (``model.predictor``) computes the probabilities when the model has one, else the
@@ -86,8 +110,9 @@ def verdict_arrays(model: LoadedModel, numeric: npt.NDArray[np.float64],
     best = proba.argmax(axis=1)
     labels = np.array(classes, dtype=object)[best]
     probability = proba[np.arange(len(best)), best].astype(np.float64)
-    p_short = (proba[:, classes.index("short-form")] if "short-form" in classes
-               else np.zeros(len(best))).astype(np.float64)
+    p_short = (
+        proba[:, classes.index("short-form")] if "short-form" in classes else np.zeros(len(best))
+    ).astype(np.float64)
     by_name = np.array([c == SHORT_FORM_SERVICE for c in categories], dtype=bool)
     labels[by_name] = "short-form"
     probability[by_name] = 1.0  # decided by the name; the model's view is in the reason
@@ -95,15 +120,18 @@ def verdict_arrays(model: LoadedModel, numeric: npt.NDArray[np.float64],
     for i, shape_values in enumerate(numeric[:, _SHAPE].tolist()):
         shape = _shape_reason(*shape_values)
         if by_name[i]:
-            reasons.append(f"name rule: {services[i]} is short-form as a whole ({names[i]}); "
-                           f"model p(short-form)={p_short[i]:.2f}; {shape}")
+            reasons.append(
+                f"name rule: {services[i]} is short-form as a whole ({names[i]}); "
+                f"model p(short-form)={p_short[i]:.2f}; {shape}"
+            )
         else:
             reasons.append(f"traffic shape: {shape}; service {services[i]}")
     return RowVerdicts(labels, probability, p_short, by_name, reasons)
 
 
-def classify_table(model: LoadedModel, table: pd.DataFrame,
-                   horizon: float | None = None) -> pd.DataFrame:
+def classify_table(
+    model: LoadedModel, table: pd.DataFrame, horizon: float | None = None
+) -> pd.DataFrame:
     """``table`` (from featurize) with the verdict columns added, one verdict per row.
 
     ``horizon`` picks an early snapshot (e.g. 3.0) instead of the whole flow/window.
@@ -114,9 +142,13 @@ def classify_table(model: LoadedModel, table: pd.DataFrame,
             out[col] = pd.Series(dtype=object)
         return out
     inputs = model_inputs(table, horizon)
-    v = verdict_arrays(model, inputs[list(FEATURE_COLUMNS)].to_numpy(np.float64),
-                       inputs["service"].tolist(), table["category"].tolist(),
-                       table["name"].tolist())
+    v = verdict_arrays(
+        model,
+        inputs[list(FEATURE_COLUMNS)].to_numpy(np.float64),
+        inputs["service"].tolist(),
+        table["category"].tolist(),
+        table["name"].tolist(),
+    )
     out["label"] = v.label
     out["probability"] = np.round(v.probability, 4)
     out["p_short_form"] = np.round(v.p_short, 4)
@@ -133,26 +165,40 @@ def decision_window(horizon: float | None) -> str:
 
 def _window_names(table: pd.DataFrame, horizon: float | None) -> Sequence[str]:
     if horizon is None and "window_start" in table.columns:
-        return [f"{a:g}-{b:g} s" for a, b in zip(table["window_start"], table["window_end"],
-                                                   strict=True)]
+        return [
+            f"{a:g}-{b:g} s"
+            for a, b in zip(table["window_start"], table["window_end"], strict=True)
+        ]
     return [decision_window(horizon)] * len(table)
 
 
 def client_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
     """Per client: flows by label and the short-form share of video bytes."""
     if verdicts.empty:
-        return pd.DataFrame(columns=["client", "flows", "short_form_flows",
-                                     "long_form_flows", "short_form_share_of_video_bytes"])
+        return pd.DataFrame(
+            columns=[
+                "client",
+                "flows",
+                "short_form_flows",
+                "long_form_flows",
+                "short_form_share_of_video_bytes",
+            ]
+        )
     v = verdicts.assign(bytes=verdicts["bytes_up"] + verdicts["bytes_down"])
     rows = []
     for client, grp in v.groupby("client", sort=True):
         short = grp[grp["label"] == "short-form"]
         long_ = grp[grp["label"] == "long-form"]
         video = float(short["bytes"].sum() + long_["bytes"].sum())
-        rows.append({
-            "client": client, "flows": len(grp), "short_form_flows": len(short),
-            "long_form_flows": len(long_),
-            "short_form_share_of_video_bytes": round(float(short["bytes"].sum()) / video, 4)
-            if video else 0.0,
-        })
+        rows.append(
+            {
+                "client": client,
+                "flows": len(grp),
+                "short_form_flows": len(short),
+                "long_form_flows": len(long_),
+                "short_form_share_of_video_bytes": round(float(short["bytes"].sum()) / video, 4)
+                if video
+                else 0.0,
+            }
+        )
     return pd.DataFrame(rows)

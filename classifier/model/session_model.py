@@ -32,9 +32,20 @@ from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 
 __all__ = [
-    "SHORT", "LONG", "OTHER", "Agreement", "SessionModel", "SessionModelInfo", "agreed",
-    "verdicts", "load_session_model", "save_session_model", "classify_sessions",
-    "has_session_model", "window_probabilities", "session_reason",
+    "SHORT",
+    "LONG",
+    "OTHER",
+    "Agreement",
+    "SessionModel",
+    "SessionModelInfo",
+    "agreed",
+    "verdicts",
+    "load_session_model",
+    "save_session_model",
+    "classify_sessions",
+    "has_session_model",
+    "window_probabilities",
+    "session_reason",
 ]
 
 SHORT = "short-form"
@@ -85,17 +96,30 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_session_model(estimator: Any, directory: Path, *, name: str, config: SessionConfig,
-                       estimator_name: str = "", created: str = "",
-                       metrics: dict[str, Any] | None = None) -> SessionModelInfo:
+def save_session_model(
+    estimator: Any,
+    directory: Path,
+    *,
+    name: str,
+    config: SessionConfig,
+    estimator_name: str = "",
+    created: str = "",
+    metrics: dict[str, Any] | None = None,
+) -> SessionModelInfo:
     """Write ``session.joblib`` and ``session.json`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / _JOBLIB
     joblib.dump(estimator, path, compress=3)
-    info = SessionModelInfo(name=name, sha256=_sha256(path),
-                            feature_columns=list(SESSION_FEATURES),
-                            labels=[str(c) for c in estimator.classes_], config=asdict(config),
-                            estimator=estimator_name, created=created, metrics=metrics or {})
+    info = SessionModelInfo(
+        name=name,
+        sha256=_sha256(path),
+        feature_columns=list(SESSION_FEATURES),
+        labels=[str(c) for c in estimator.classes_],
+        config=asdict(config),
+        estimator=estimator_name,
+        created=created,
+        metrics=metrics or {},
+    )
     (directory / _JSON).write_text(json.dumps(asdict(info), indent=2, sort_keys=True) + "\n")
     return info
 
@@ -115,19 +139,21 @@ def load_session_model(directory: Path | str) -> SessionModel:
         raw = json.loads(sidecar.read_text())
         info = SessionModelInfo(**raw)
     except FileNotFoundError as exc:
-        raise ModelError(f"{sidecar}: missing; this model has no session model "
-                         "(train one with `shortflow train-sessions`)") from exc
+        raise ModelError(
+            f"{sidecar}: missing; this model has no session model "
+            "(train one with `shortflow train-sessions`)"
+        ) from exc
     except (OSError, ValueError, TypeError) as exc:
         raise ModelError(f"{sidecar}: not a shortflow session.json ({exc})") from exc
     path = directory / _JOBLIB
     if not path.is_file():
         raise ModelError(f"{path}: missing")
     if _sha256(path) != info.sha256:
-        raise ModelError(f"{path}: sha256 does not match session.json; refusing to unpickle "
-                         "a changed model file")
+        raise ModelError(
+            f"{path}: sha256 does not match session.json; refusing to unpickle a changed model file"
+        )
     if list(info.feature_columns) != list(SESSION_FEATURES):
-        raise ModelError(f"{directory}: session model built for other session features; "
-                         "retrain it")
+        raise ModelError(f"{directory}: session model built for other session features; retrain it")
     try:
         estimator = joblib.load(path)
         SessionConfig(**info.config)
@@ -136,8 +162,9 @@ def load_session_model(directory: Path | str) -> SessionModel:
     return SessionModel(estimator, info, directory)
 
 
-def agreed(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, *,
-           hindsight: bool = False) -> pd.Series:
+def agreed(
+    p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, *, hindsight: bool = False
+) -> pd.Series:
     """Per row: whether ``rule`` holds over the session's windows up to this one. Rows
     must be in time order within a session; ``keys`` holds the columns naming a session.
 
@@ -146,18 +173,21 @@ def agreed(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, *,
     windows: it was part of the evidence."""
     hits = (p_short >= rule.threshold).astype(float)
     by = [keys[c] for c in keys.columns]
-    count = hits.groupby(by, sort=False).transform(
-        lambda s: s.rolling(rule.n, min_periods=1).sum())
+    count = hits.groupby(by, sort=False).transform(lambda s: s.rolling(rule.n, min_periods=1).sum())
     now = count >= rule.k
     if not hindsight:
         return now
-    soon = now.astype(float).groupby(by, sort=False).transform(
-        lambda s: s[::-1].rolling(rule.n, min_periods=1).max()[::-1])
+    soon = (
+        now.astype(float)
+        .groupby(by, sort=False)
+        .transform(lambda s: s[::-1].rolling(rule.n, min_periods=1).max()[::-1])
+    )
     return now | ((hits > 0) & (soon > 0))
 
 
-def verdicts(short: npt.NDArray[np.bool_], p_short: npt.NDArray[np.float64],
-             p_long: npt.NDArray[np.float64]) -> npt.NDArray[np.object_]:
+def verdicts(
+    short: npt.NDArray[np.bool_], p_short: npt.NDArray[np.float64], p_long: npt.NDArray[np.float64]
+) -> npt.NDArray[np.object_]:
     """Labels: short-form where ``short``, else long-form when ``p_long >= p_other``,
     else other."""
     p_other = 1.0 - p_short - p_long
@@ -166,8 +196,9 @@ def verdicts(short: npt.NDArray[np.bool_], p_short: npt.NDArray[np.float64],
     return out
 
 
-def window_probabilities(estimator: Any, rows: pd.DataFrame
-                         ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def window_probabilities(
+    estimator: Any, rows: pd.DataFrame
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """``p_short`` and ``p_long`` of each session row."""
     proba = estimator.predict_proba(rows[list(SESSION_FEATURES)])
     classes = list(estimator.classes_)
@@ -180,14 +211,20 @@ def window_probabilities(estimator: Any, rows: pd.DataFrame
 
 def session_reason(row: Any) -> str:
     """The session figures behind a window's probability, in words."""
-    return (f"{row['media_flows']:.0f} media conn ({row['new_media_flows']:.0f} new), "
-            f"{row['bursts']:.0f} bursts of {row['burst_mb_median']:.1f} MB, "
-            f"gap cv {row['burst_gap_cv']:.2f}, {row['down_mbps']:.1f} Mbit/s")
+    return (
+        f"{row['media_flows']:.0f} media conn ({row['new_media_flows']:.0f} new), "
+        f"{row['bursts']:.0f} bursts of {row['burst_mb_median']:.1f} MB, "
+        f"gap cv {row['burst_gap_cv']:.2f}, {row['down_mbps']:.1f} Mbit/s"
+    )
 
 
-def classify_sessions(model: SessionModel, sessions: pd.DataFrame,
-                      rule: Agreement | None = None, *, hindsight: bool = False
-                      ) -> pd.DataFrame:
+def classify_sessions(
+    model: SessionModel,
+    sessions: pd.DataFrame,
+    rule: Agreement | None = None,
+    *,
+    hindsight: bool = False,
+) -> pd.DataFrame:
     """``sessions`` (a session table) sorted by (client, group, window end), with
     ``p_short``, ``p_long`` (of each window), ``label`` (:func:`agreed` with ``rule``, by
     default :class:`Agreement`'s, and ``hindsight``), ``probability`` (that of the label)
@@ -199,10 +236,14 @@ def classify_sessions(model: SessionModel, sessions: pd.DataFrame,
         return out
     p_short, p_long = window_probabilities(model.estimator, out)
     out["p_short"], out["p_long"] = p_short, p_long
-    short = agreed(out["p_short"], out[["client", "group"]], rule or Agreement(),
-                   hindsight=hindsight)
+    short = agreed(
+        out["p_short"], out[["client", "group"]], rule or Agreement(), hindsight=hindsight
+    )
     out["label"] = verdicts(short.to_numpy(), p_short, p_long)
-    out["probability"] = np.select([out["label"] == SHORT, out["label"] == LONG],
-                                   [out["p_short"], out["p_long"]], 1.0 - p_short - p_long)
+    out["probability"] = np.select(
+        [out["label"] == SHORT, out["label"] == LONG],
+        [out["p_short"], out["p_long"]],
+        1.0 - p_short - p_long,
+    )
     out["reason"] = out.apply(session_reason, axis=1)
     return out

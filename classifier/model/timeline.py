@@ -19,8 +19,7 @@ from classifier.features.session import session_table
 from classifier.flows import FlowConfig
 from classifier.model.session_model import SessionModel, classify_sessions
 
-__all__ = ["ACTIVITY_CONFIG", "CaptureSessions", "capture_sessions", "timeline",
-           "timeline_lines"]
+__all__ = ["ACTIVITY_CONFIG", "CaptureSessions", "capture_sessions", "timeline", "timeline_lines"]
 
 ACTIVITY_CONFIG = FeaturizeConfig(snapshots=(), window=1.0)
 """Per-(flow, second) rows: what the session view reads."""
@@ -37,8 +36,9 @@ class CaptureSessions:
     windows: pd.DataFrame
 
 
-def capture_sessions(model: SessionModel, capture: Path, *, skip_bad: bool = False,
-                     flow: FlowConfig | None = None) -> CaptureSessions:
+def capture_sessions(
+    model: SessionModel, capture: Path, *, skip_bad: bool = False, flow: FlowConfig | None = None
+) -> CaptureSessions:
     """Featurize ``capture`` per (flow, second) and classify its session windows with
     hindsight (see :func:`classifier.model.session_model.agreed`: the windows that led to
     a short-form verdict are short-form too; live mode cannot look ahead).
@@ -48,9 +48,9 @@ def capture_sessions(model: SessionModel, capture: Path, *, skip_bad: bool = Fal
 
     config = ACTIVITY_CONFIG if flow is None else replace(ACTIVITY_CONFIG, flow=flow)
     activity = featurize_fast(capture, config, skip_bad=skip_bad)
-    return CaptureSessions(activity,
-                           classify_sessions(model, session_table(activity, model.config),
-                                             hindsight=True))
+    return CaptureSessions(
+        activity, classify_sessions(model, session_table(activity, model.config), hindsight=True)
+    )
 
 
 SHOWN_BYTES = 1_000_000.0
@@ -72,9 +72,17 @@ def timeline(verdicts: pd.DataFrame) -> pd.DataFrame:
         step = part["window_end"].diff().median() if len(part) > 1 else 10.0
         for _, seg in part.groupby(run, sort=False):
             last = seg.iloc[-1]
-            spans.append([client, group, float(seg["window_end"].iloc[0]) - float(step),
-                          float(last["window_end"]), last["label"],
-                          float(seg["p_short"].max()), last["reason"]])
+            spans.append(
+                [
+                    client,
+                    group,
+                    float(seg["window_end"].iloc[0]) - float(step),
+                    float(last["window_end"]),
+                    last["label"],
+                    float(seg["p_short"].max()),
+                    last["reason"],
+                ]
+            )
     out = pd.DataFrame(spans, columns=list(TIMELINE_COLUMNS))
     return out.sort_values(["client", "start"], kind="stable").reset_index(drop=True)
 
@@ -93,6 +101,8 @@ def timeline_lines(spans: pd.DataFrame) -> list[str]:
         minutes = float((short["end"] - short["start"]).sum()) / 60
         lines.append(f"client {client}: short-form for {minutes:.1f} min")
         for r in part.itertuples():
-            lines.append(f"  {_clock(r.start)}-{_clock(r.end)} UTC  {r.label:<10}  "
-                         f"p_short {r.p_short:.2f}  {r.group}  ({r.reason})")
+            lines.append(
+                f"  {_clock(r.start)}-{_clock(r.end)} UTC  {r.label:<10}  "
+                f"p_short {r.p_short:.2f}  {r.group}  ({r.reason})"
+            )
     return lines

@@ -38,22 +38,32 @@ def train_small_model(directory: Path) -> Path:
     """Fit a small real pipeline on synthetic rows and save it as a model artifact."""
     rng = np.random.default_rng(7)
     n = 240
-    x = pd.DataFrame(rng.gamma(2.0, 1.0, size=(n, len(FEATURE_COLUMNS))),
-                     columns=list(FEATURE_COLUMNS))
+    x = pd.DataFrame(
+        rng.gamma(2.0, 1.0, size=(n, len(FEATURE_COLUMNS))), columns=list(FEATURE_COLUMNS)
+    )
     labels = np.array(LABELS, dtype=object)[rng.integers(0, len(LABELS), n)]
     x.loc[labels == "short-form", "burst_count"] += 8.0
     x.loc[labels == "long-form", "duration"] += 50.0
     x["service"] = rng.choice(["youtube", "instagram", "unknown"], n)
-    pre = ColumnTransformer([
-        ("num", "passthrough", list(FEATURE_COLUMNS)),
-        ("svc", OneHotEncoder(handle_unknown="ignore"), ["service"]),
-    ])
-    pipe = Pipeline([("pre", pre), ("clf", RandomForestClassifier(
-        n_estimators=8, max_depth=4, random_state=0))])
+    pre = ColumnTransformer(
+        [
+            ("num", "passthrough", list(FEATURE_COLUMNS)),
+            ("svc", OneHotEncoder(handle_unknown="ignore"), ["service"]),
+        ]
+    )
+    pipe = Pipeline(
+        [("pre", pre), ("clf", RandomForestClassifier(n_estimators=8, max_depth=4, random_state=0))]
+    )
     pipe.fit(x, labels)
-    save_model(pipe, directory, name="api-test-model", labels=list(LABELS),
-               decision_windows=[None, 3.0, 10.0], estimator="RandomForestClassifier",
-               metrics={"note": "synthetic rows, for API tests only"})
+    save_model(
+        pipe,
+        directory,
+        name="api-test-model",
+        labels=list(LABELS),
+        decision_windows=[None, 3.0, 10.0],
+        estimator="RandomForestClassifier",
+        metrics={"note": "synthetic rows, for API tests only"},
+    )
     return directory
 
 
@@ -89,8 +99,9 @@ def start_server(app: FastAPI) -> RunningServer:
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name=f"uvicorn-{port}")
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}"
+    )
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -110,8 +121,11 @@ def serve() -> Iterator[ServerFactory]:
     end of the module)."""
     running: list[RunningServer] = []
 
-    def _serve(settings: Settings, live: LiveState | None = None,
-               app_hook: Callable[[FastAPI], None] | None = None) -> RunningServer:
+    def _serve(
+        settings: Settings,
+        live: LiveState | None = None,
+        app_hook: Callable[[FastAPI], None] | None = None,
+    ) -> RunningServer:
         app = create_app(settings, live)
         if app_hook is not None:
             app_hook(app)

@@ -59,6 +59,7 @@ def client(api: RunningServer) -> Iterator[httpx.Client]:
 
 # -- health and model -------------------------------------------------------------------
 
+
 def test_health_ready_and_model(client: httpx.Client, model_dir: Path) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
@@ -84,19 +85,24 @@ def test_openapi_is_served(client: httpx.Client) -> None:
     doc = client.get("/openapi.json").json()
     assert "/v1/captures:classify" in doc["paths"]
     body = doc["paths"]["/v1/captures:classify"]["post"]["requestBody"]["content"]
-    assert {"multipart/form-data", "application/octet-stream",
-            "application/vnd.tcpdump.pcap"} <= set(body)
+    assert {
+        "multipart/form-data",
+        "application/octet-stream",
+        "application/vnd.tcpdump.pcap",
+    } <= set(body)
     assert "Problem" in doc["components"]["schemas"]
     assert client.get("/docs").status_code == 200
 
 
 # -- captures ---------------------------------------------------------------------------
 
-def test_classify_capture_multipart_matches_library(client: httpx.Client,
-                                                    model_dir: Path) -> None:
+
+def test_classify_capture_multipart_matches_library(client: httpx.Client, model_dir: Path) -> None:
     with YOUTUBE.open("rb") as fh:
-        r = client.post("/v1/captures:classify",
-                        files={"file": ("youtube_quic.pcap", fh, "application/octet-stream")})
+        r = client.post(
+            "/v1/captures:classify",
+            files={"file": ("youtube_quic.pcap", fh, "application/octet-stream")},
+        )
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["capture"] == "youtube_quic.pcap"
@@ -116,16 +122,22 @@ def test_classify_capture_multipart_matches_library(client: httpx.Client,
 
 
 def test_classify_capture_raw_body_and_pcapng(client: httpx.Client, model_dir: Path) -> None:
-    r = client.post("/v1/captures:classify", content=INSTAGRAM.read_bytes(),
-                    headers={"content-type": "application/vnd.tcpdump.pcap"})
+    r = client.post(
+        "/v1/captures:classify",
+        content=INSTAGRAM.read_bytes(),
+        headers={"content-type": "application/vnd.tcpdump.pcap"},
+    )
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["capture"] == "upload"
     table = featurize(INSTAGRAM)
     assert len(doc["flows"]) == len(table) > 10
     assert sum(c["flows"] for c in doc["clients"]) == len(table)
-    r = client.post("/v1/captures:classify", content=PCAPNG.read_bytes(),
-                    headers={"content-type": "application/octet-stream"})
+    r = client.post(
+        "/v1/captures:classify",
+        content=PCAPNG.read_bytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["stats"]["format"] == "pcapng"
 
@@ -136,19 +148,19 @@ def test_capture_horizon_and_windows(client: httpx.Client) -> None:
     r = client.post("/v1/captures:classify", params={"horizon": 3}, content=data, headers=raw)
     assert r.status_code == 200, r.text
     assert {f["decision_window"] for f in r.json()["flows"]} == {"first 3 s"}
-    r = client.post("/v1/captures:classify", params={"window": 0.25}, content=data,
-                    headers=raw)
+    r = client.post("/v1/captures:classify", params={"window": 0.25}, content=data, headers=raw)
     assert r.status_code == 200, r.text
     flows = r.json()["flows"]
     assert len(flows) > 3 and all(f["window_end"] - f["window_start"] == 0.25 for f in flows)
-    body = _is_problem(client.post("/v1/captures:classify", params={"horizon": 7},
-                                   content=data, headers=raw), 422)
+    body = _is_problem(
+        client.post("/v1/captures:classify", params={"horizon": 7}, content=data, headers=raw), 422
+    )
     assert "3, 10" in str(body["detail"])
 
 
-def test_garbage_gets_the_cli_reason(client: httpx.Client, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str],
-                                     model_dir: Path) -> None:
+def test_garbage_gets_the_cli_reason(
+    client: httpx.Client, tmp_path: Path, capsys: pytest.CaptureFixture[str], model_dir: Path
+) -> None:
     garbage = bytes(range(256)) * 8
     r = client.post("/v1/captures:classify", files={"file": ("junk.bin", garbage)})
     body = _is_problem(r, 422)
@@ -163,15 +175,30 @@ def test_garbage_gets_the_cli_reason(client: httpx.Client, tmp_path: Path,
 
 
 def test_empty_and_wrong_bodies(client: httpx.Client, upload_dir: Path) -> None:
-    body = _is_problem(client.post("/v1/captures:classify", content=b"",
-                                   headers={"content-type": "application/octet-stream"}), 422)
+    body = _is_problem(
+        client.post(
+            "/v1/captures:classify",
+            content=b"",
+            headers={"content-type": "application/octet-stream"},
+        ),
+        422,
+    )
     assert body["detail"] == "upload: empty file (0 bytes); nothing to read"
-    _is_problem(client.post("/v1/captures:classify", content=b"x",
-                            headers={"content-type": "text/plain"}), 415)
+    _is_problem(
+        client.post("/v1/captures:classify", content=b"x", headers={"content-type": "text/plain"}),
+        415,
+    )
     body = _is_problem(client.post("/v1/captures:classify", files={"other": ("a", b"b")}), 422)
     assert "'file'" in str(body["detail"])
-    _is_problem(client.post("/v1/captures:classify", params={"horizon": -1}, content=b"x",
-                            headers={"content-type": "application/octet-stream"}), 422)
+    _is_problem(
+        client.post(
+            "/v1/captures:classify",
+            params={"horizon": -1},
+            content=b"x",
+            headers={"content-type": "application/octet-stream"},
+        ),
+        422,
+    )
     # every upload, good or bad, left no temporary file behind
     assert list(upload_dir.iterdir()) == []
 
@@ -189,7 +216,7 @@ def test_upload_limit(serve: ServerFactory, model_dir: Path, tmp_path: Path) -> 
 
         def chunks() -> Iterator[bytes]:
             for i in range(0, len(data), 16_384):
-                yield data[i:i + 16_384]
+                yield data[i : i + 16_384]
 
         _is_problem(c.post("/v1/captures:classify", content=chunks(), headers=raw), 413)
         with YOUTUBE.open("rb") as fh:
@@ -204,6 +231,7 @@ def test_upload_limit(serve: ServerFactory, model_dir: Path, tmp_path: Path) -> 
 
 
 # -- flows ------------------------------------------------------------------------------
+
 
 def _rows(path: Path = YOUTUBE) -> tuple[pd.DataFrame, list[dict[str, object]]]:
     table = featurize(path)
@@ -249,8 +277,7 @@ def test_rows_with_wrong_columns(client: httpx.Client) -> None:
     extra = [dict(rows[0], bogus_column=1.0)]
     r = client.post("/v1/flows:classify", json={"rows": extra})
     assert r.status_code == 200, r.text
-    assert r.json()["warnings"] == ["ignored 1 column(s) the model does not read: "
-                                    "bogus_column"]
+    assert r.json()["warnings"] == ["ignored 1 column(s) the model does not read: bogus_column"]
     assert client.post("/v1/flows:classify", json={"rows": rows[:1]}).json()["warnings"] == []
     wrong = [dict(rows[0], duration="long")]
     body = _is_problem(client.post("/v1/flows:classify", json={"rows": wrong}), 422)
@@ -258,12 +285,17 @@ def test_rows_with_wrong_columns(client: httpx.Client) -> None:
     body = _is_problem(client.post("/v1/flows:classify", json={"rows": [{"a": 1}]}), 422)
     assert "missing columns" in str(body["detail"])
     assert len(MODEL_INPUT_COLUMNS) > 100
-    body = _is_problem(client.post("/v1/flows:classify", content=b"{not json",
-                                   headers={"content-type": "application/json"}), 422)
+    body = _is_problem(
+        client.post(
+            "/v1/flows:classify", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        422,
+    )
     _is_problem(client.post("/v1/flows:classify", json={"nothing": []}), 422)
 
 
 # -- metrics and errors -----------------------------------------------------------------
+
 
 def test_metrics_change_after_requests(client: httpx.Client) -> None:
     before = client.get("/metrics")
@@ -276,8 +308,7 @@ def test_metrics_change_after_requests(client: httpx.Client) -> None:
         assert client.post(route, json={"rows": rows}).status_code == 200
     after = client.get("/metrics").text
     assert _metric(after, "shortflow_http_requests_total", route=route, status="200") == n0 + 3
-    assert _metric(after, "shortflow_flows_classified_total", source="rows") == \
-        f0 + 3 * len(rows)
+    assert _metric(after, "shortflow_flows_classified_total", source="rows") == f0 + 3 * len(rows)
     assert _metric(after, "shortflow_http_request_duration_seconds_count", route=route) >= 3
     assert _metric(after, "shortflow_model_loaded") == 1.0
 
@@ -301,15 +332,21 @@ def test_unexpected_error_is_a_bare_500(serve: ServerFactory, model_dir: Path) -
 
 # -- live, auth and policy --------------------------------------------------------------
 
+
 def test_live_endpoints_without_live_mode(client: httpx.Client) -> None:
-    for method, path in (("GET", "/v1/live/flows"), ("GET", "/v1/live/blocks"),
-                         ("GET", "/v1/policy"), ("DELETE", "/v1/live/blocks/b1")):
+    for method, path in (
+        ("GET", "/v1/live/flows"),
+        ("GET", "/v1/live/blocks"),
+        ("GET", "/v1/policy"),
+        ("DELETE", "/v1/live/blocks/b1"),
+    ):
         body = _is_problem(client.request(method, path), 409)
         assert body["title"] == "live mode is not running"
 
 
-@pytest.mark.parametrize("path", ["/v1/live/flows", "/v1/live/sessions", "/v1/live/blocks",
-                                  "/v1/policy"])
+@pytest.mark.parametrize(
+    "path", ["/v1/live/flows", "/v1/live/sessions", "/v1/live/blocks", "/v1/policy"]
+)
 def test_auth_required_refused_accepted(live_api: RunningServer, path: str) -> None:
     with live_api.client() as c:
         r = c.get(path)
@@ -322,8 +359,9 @@ def test_auth_required_refused_accepted(live_api: RunningServer, path: str) -> N
         assert c.get("/v1/model").status_code == 200
 
 
-def test_no_token_means_loopback_only(serve: ServerFactory, model_dir: Path,
-                                      tmp_path: Path) -> None:
+def test_no_token_means_loopback_only(
+    serve: ServerFactory, model_dir: Path, tmp_path: Path
+) -> None:
     from tests.api.conftest import make_live
 
     parts, close = make_live(tmp_path)
@@ -335,8 +373,9 @@ def test_no_token_means_loopback_only(serve: ServerFactory, model_dir: Path,
         close()
 
 
-def test_live_sessions_show_the_latest_judgement(live_api: RunningServer,
-                                                live_parts: LiveParts) -> None:
+def test_live_sessions_show_the_latest_judgement(
+    live_api: RunningServer, live_parts: LiveParts
+) -> None:
     state = live_parts.state
     state.update_session("10.77.1.2", "youtube", {"p_short_form": 0.2, "reason": "first"})
     state.update_session("10.77.1.2", "youtube", {"p_short_form": 0.93, "reason": "<b>x"})
@@ -344,16 +383,20 @@ def test_live_sessions_show_the_latest_judgement(live_api: RunningServer,
     with live_api.client(headers=AUTH) as c:
         doc = c.get("/v1/live/sessions").json()
     mine = {(s["client"], s["group"]): s for s in doc["sessions"]}
-    assert mine[("10.77.1.2", "youtube")]["verdict"] == {"p_short_form": 0.93,
-                                                         "reason": "<b>x"}
+    assert mine[("10.77.1.2", "youtube")]["verdict"] == {"p_short_form": 0.93, "reason": "<b>x"}
     assert ("10.77.1.3", "net:10.77.9.0/24") in mine
     assert doc["sessions"][0]["client"] == "10.77.1.3"  # most recent first
 
 
 def test_live_flows_blocks_and_audit(live_api: RunningServer, live_parts: LiveParts) -> None:
     state = live_parts.state
-    key = {"proto": 6, "client": "10.77.1.2", "client_port": 50000, "server": "10.77.2.2",
-           "server_port": 443}
+    key = {
+        "proto": 6,
+        "client": "10.77.1.2",
+        "client_port": 50000,
+        "server": "10.77.2.2",
+        "server_port": 443,
+    }
     state.update_flow(key, {"label": "short-form", "probability": 0.91, "service": "youtube"})
     state.incr("packets", 120)
     state.incr("drops", 2)
@@ -365,9 +408,17 @@ def test_live_flows_blocks_and_audit(live_api: RunningServer, live_parts: LivePa
         assert doc["enforcement"]["flag"] == "dry-run"
         assert doc["enforcement"]["effective"] == "dry-run"
 
-        r = c.post("/v1/live/blocks", json={"client": "10.77.1.2", "server": "10.77.2.2",
-                                           "port": 443, "proto": "tcp", "duration_s": 120,
-                                           "reason": "test block"})
+        r = c.post(
+            "/v1/live/blocks",
+            json={
+                "client": "10.77.1.2",
+                "server": "10.77.2.2",
+                "port": 443,
+                "proto": "tcp",
+                "duration_s": 120,
+                "reason": "test block",
+            },
+        )
         assert r.status_code == 201, r.text
         block = r.json()
         assert block["dry_run"] is True and block["reason"] == "test block"
@@ -388,10 +439,15 @@ def test_live_flows_blocks_and_audit(live_api: RunningServer, live_parts: LivePa
         _is_problem(c.delete(f"/v1/live/blocks/{block['id']}"), 404)
         assert list(read_audit(live_parts.audit_path))[-1]["action"] == "unblock"
 
-        _is_problem(c.post("/v1/live/blocks", json={"client": "10.77.1.2",
-                                                    "server": "not-an-ip"}), 422)
-        _is_problem(c.post("/v1/live/blocks", json={"client": "10.77.1.2",
-                                                    "server": "10.77.2.2", "port": 443}), 422)
+        _is_problem(
+            c.post("/v1/live/blocks", json={"client": "10.77.1.2", "server": "not-an-ip"}), 422
+        )
+        _is_problem(
+            c.post(
+                "/v1/live/blocks", json={"client": "10.77.1.2", "server": "10.77.2.2", "port": 443}
+            ),
+            422,
+        )
     assert state.remove_flow(key) is True
 
 
@@ -403,28 +459,37 @@ def test_policy_get_put(live_api: RunningServer) -> None:
         r = c.put("/v1/policy", content=toml, headers={"content-type": "application/toml"})
         assert r.status_code == 200, r.text
         assert r.json()["block_seconds"] == 600 and r.json()["agreement"]["k"] == 2
-        body = _is_problem(c.put("/v1/policy", content='mode = "loud"\n',
-                                 headers={"content-type": "text/plain"}), 422)
+        body = _is_problem(
+            c.put("/v1/policy", content='mode = "loud"\n', headers={"content-type": "text/plain"}),
+            422,
+        )
         assert "mode" in str(body["detail"])
-        _is_problem(c.put("/v1/policy", content="this is = = not toml",
-                          headers={"content-type": "application/toml"}), 422)
+        _is_problem(
+            c.put(
+                "/v1/policy",
+                content="this is = = not toml",
+                headers={"content-type": "application/toml"},
+            ),
+            422,
+        )
         _is_problem(c.put("/v1/policy", json={"block_seconds": 0}), 422)
         _is_problem(c.put("/v1/policy", json=[1, 2]), 422)
-        _is_problem(c.put("/v1/policy", content=b"x", headers={"content-type": "image/png"}),
-                    415)
+        _is_problem(c.put("/v1/policy", content=b"x", headers={"content-type": "image/png"}), 415)
         assert c.get("/v1/policy").json()["block_seconds"] == 600  # running policy stayed
         # GET's document goes back through PUT as JSON
         doc = dict(before)
         r = c.put("/v1/policy", json=doc)
         assert r.status_code == 200, r.text
         got = r.json()
-        assert {k: v for k, v in got.items() if k != "source"} == \
-            {k: v for k, v in before.items() if k != "source"}
+        assert {k: v for k, v in got.items() if k != "source"} == {
+            k: v for k, v in before.items() if k != "source"
+        }
     assert re.match(r"^PUT", got["source"])
 
 
-def test_classify_capture_returns_the_session_timeline(serve: ServerFactory, model_dir: Path,
-                                                       tmp_path: Path) -> None:
+def test_classify_capture_returns_the_session_timeline(
+    serve: ServerFactory, model_dir: Path, tmp_path: Path
+) -> None:
     """With a session model beside the flow model, the upload's answer carries the same
     per-client timeline as the library (and the CLI) computes."""
     import shutil
@@ -442,12 +507,16 @@ def test_classify_capture_returns_the_session_timeline(serve: ServerFactory, mod
     sample = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "sample.pcap"
     srv = serve(Settings(model_dir=directory))
     with srv.client() as c:
-        r = c.post("/v1/captures:classify", content=sample.read_bytes(),
-                   headers={"content-type": "application/octet-stream"})
+        r = c.post(
+            "/v1/captures:classify",
+            content=sample.read_bytes(),
+            headers={"content-type": "application/octet-stream"},
+        )
     assert r.status_code == 200, r.text
     got = r.json()["timeline"]
     want = timeline(capture_sessions(load_session_model(directory), sample).windows)
     assert len(got) == len(want) > 0
     assert [(s["client"], s["group"], s["label"]) for s in got] == list(
-        zip(want["client"], want["group"], want["label"], strict=True))
+        zip(want["client"], want["group"], want["label"], strict=True)
+    )
     assert all(s["reason"] and s["end"] > s["start"] for s in got)

@@ -24,16 +24,18 @@ POLICY = 'mode = "dry-run"\nblock_seconds = 120\n'
 
 
 @pytest.fixture(scope="module")
-def control(serve: ServerFactory, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[RunningServer, Path]]:
+def control(
+    serve: ServerFactory, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, Path]]:
     directory = tmp_path_factory.mktemp("control")
     policy = directory / "policy.toml"
     policy.write_text(POLICY)
     audit = AuditLog(directory / "audit.jsonl", fsync=False)
     holder = PolicyHolder(policy)
     enforcer = Enforcer("dry-run", None, audit, holder)
-    srv = serve(Settings(model_dir=model_dir, api_token=SecretStr(TOKEN)),
-                LiveState(enforcer, holder))
+    srv = serve(
+        Settings(model_dir=model_dir, api_token=SecretStr(TOKEN)), LiveState(enforcer, holder)
+    )
     try:
         yield srv, policy
     finally:
@@ -45,8 +47,13 @@ def _run(*args: str, url: str, token: str | None = TOKEN) -> subprocess.Complete
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_API")}
     if token is not None:
         env["SHORTFLOW_API_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "classifier.cli", *args, "--api", url],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "classifier.cli", *args, "--api", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_blocks_add_list_remove(control: tuple[RunningServer, Path]) -> None:
@@ -54,8 +61,19 @@ def test_blocks_add_list_remove(control: tuple[RunningServer, Path]) -> None:
     run = _run("blocks", "list", url=srv.url)
     assert run.returncode == 0, run.stderr
     assert "(no blocks in force)" in run.stdout
-    run = _run("blocks", "add", "10.77.1.2", "10.77.2.2", "--port", "443", "--proto", "udp",
-               "--seconds", "60", url=srv.url)
+    run = _run(
+        "blocks",
+        "add",
+        "10.77.1.2",
+        "10.77.2.2",
+        "--port",
+        "443",
+        "--proto",
+        "udp",
+        "--seconds",
+        "60",
+        url=srv.url,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("would block (dry-run) 10.77.1.2 -> 10.77.2.2:443/udp")
     block_id = run.stdout.split()[-1]
@@ -64,14 +82,17 @@ def test_blocks_add_list_remove(control: tuple[RunningServer, Path]) -> None:
     assert _run("blocks", "remove", block_id, url=srv.url).stdout == f"lifted {block_id}\n"
     again = _run("blocks", "remove", block_id, url=srv.url)
     assert again.returncode == 2
-    assert again.stderr.strip() == (f"shortflow: error: DELETE /v1/live/blocks/{block_id}: "
-                                    f"404 no block {block_id!r} is in force")
+    assert again.stderr.strip() == (
+        f"shortflow: error: DELETE /v1/live/blocks/{block_id}: "
+        f"404 no block {block_id!r} is in force"
+    )
     bad = _run("blocks", "add", "10.77.1.2", "10.77.2.2", "--port", "443", url=srv.url)
     assert bad.returncode == 2 and "--port and --proto together" in bad.stderr
 
 
-def test_token_and_reachability_errors_are_one_line(control: tuple[RunningServer, Path],
-                                                    tmp_path: Path) -> None:
+def test_token_and_reachability_errors_are_one_line(
+    control: tuple[RunningServer, Path], tmp_path: Path
+) -> None:
     srv, _ = control
     run = _run("blocks", "list", url=srv.url, token="wrong-token")
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
@@ -103,15 +124,18 @@ def test_policy_reload_reads_the_file_again(control: tuple[RunningServer, Path])
     assert '"block_seconds": 900' in _run("policy", "show", url=srv.url).stdout  # kept
 
 
-def test_policy_reload_without_a_policy_file(serve: ServerFactory, model_dir: Path,
-                                             tmp_path: Path) -> None:
+def test_policy_reload_without_a_policy_file(
+    serve: ServerFactory, model_dir: Path, tmp_path: Path
+) -> None:
     parts, close = make_live(tmp_path)
     try:
         srv = serve(Settings(model_dir=model_dir, api_token=SecretStr(TOKEN)), parts.state)
         run = _run("policy", "reload", url=srv.url)
         assert run.returncode == 2
-        assert run.stderr.strip() == ("shortflow: error: POST /v1/policy:reload: 422 live "
-                                      "mode runs without --policy: there is no policy file "
-                                      "to reload")
+        assert run.stderr.strip() == (
+            "shortflow: error: POST /v1/policy:reload: 422 live "
+            "mode runs without --policy: there is no policy file "
+            "to reload"
+        )
     finally:
         close()

@@ -43,9 +43,16 @@ def test_live_state_flows_threads_and_cap(tmp_path: Path) -> None:
 
         def writer(t: int) -> None:
             for i in range(200):
-                state.update_flow({"proto": 6, "client": f"10.77.1.{t}", "client_port": i,
-                                   "server": "10.77.2.2", "server_port": 443},
-                                  {"label": "other", "probability": float("nan")})
+                state.update_flow(
+                    {
+                        "proto": 6,
+                        "client": f"10.77.1.{t}",
+                        "client_port": i,
+                        "server": "10.77.2.2",
+                        "server_port": 443,
+                    },
+                    {"label": "other", "probability": float("nan")},
+                )
                 state.incr("packets")
 
         threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
@@ -107,10 +114,23 @@ def test_serve_command_runs_uvicorn(model_dir: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "classifier.cli", "serve", "--port", str(port), "--model",
-         str(model_dir), "--log-level", "warning"],
-        cwd=Path(__file__).resolve().parents[2], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--model",
+            str(model_dir),
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         ready = None
@@ -130,8 +150,9 @@ def test_serve_command_runs_uvicorn(model_dir: Path) -> None:
         proc.stderr.close()
 
 
-def test_serve_command_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_command_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert cli_main(["serve", "--model", str(tmp_path / "nope")]) == 2
     assert "model.json" in capsys.readouterr().err
     monkeypatch.setenv("SHORTFLOW_MAX_UPLOAD_BYTES", "lots")

@@ -16,7 +16,8 @@ _METHODS = {"get", "put", "post", "delete", "patch"}
 OPERATIONS = sorted(
     (method.upper(), path)
     for path, item in create_app(Settings()).openapi()["paths"].items()
-    for method in item if method in _METHODS
+    for method in item
+    if method in _METHODS
 )
 
 
@@ -35,21 +36,29 @@ def test_every_operation_is_covered(api_schema: schemathesis.schemas.BaseSchema)
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_operation_conforms(api_schema: schemathesis.schemas.BaseSchema, method: str,
-                            path: str) -> None:
+def test_operation_conforms(
+    api_schema: schemathesis.schemas.BaseSchema, method: str, path: str
+) -> None:
     operation = api_schema[path][method]
     statuses: list[int] = []
 
     @given(case=operation.as_strategy())
-    @settings(max_examples=20, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                     HealthCheck.data_too_large])
+    @settings(
+        max_examples=20,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
+    )
     def run(case: schemathesis.Case) -> None:
         # every check but "schema-valid data is accepted": the schema cannot say which
         # bytes are a capture or which text is a valid policy, so those answer 422
         response = case.call_and_validate(
-            headers=AUTH, timeout=30,
-            excluded_checks=[schemathesis.checks.positive_data_acceptance])
+            headers=AUTH, timeout=30, excluded_checks=[schemathesis.checks.positive_data_acceptance]
+        )
         statuses.append(response.status_code)
 
     run()

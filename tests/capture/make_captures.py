@@ -210,9 +210,7 @@ def pcapng_opb(
     iface: int, ticks: int, data: bytes, orig: int | None = None, order: str = "<"
 ) -> bytes:
     wire = len(data) if orig is None else orig
-    body = struct.pack(
-        order + "HHIIII", iface, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data), wire
-    )
+    body = struct.pack(order + "HHIIII", iface, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(data), wire)
     return pcapng_block(2, body + data, order)
 
 

@@ -41,15 +41,18 @@ def packet_message(ip: bytes, ts: float | None, seq: int | None, snaplen: int = 
     return nlmsg(MSG_PACKET, body, NLM_F_MULTI)
 
 
-def datagrams(ips: Sequence[tuple[float, bytes]], per_datagram: int, snaplen: int = 0xFFFF,
-              first_seq: int = 0) -> list[bytes]:
+def datagrams(
+    ips: Sequence[tuple[float, bytes]], per_datagram: int, snaplen: int = 0xFFFF, first_seq: int = 0
+) -> list[bytes]:
     """Messages for ``(ts, ip)`` pairs, ``per_datagram`` to a datagram, numbered from
     ``first_seq`` (wrapping at 2**32 as the kernel does)."""
     out = []
     for start in range(0, len(ips), per_datagram):
-        chunk = ips[start:start + per_datagram]
-        data = b"".join(packet_message(ip, ts, (first_seq + start + i) & 0xFFFFFFFF, snaplen)
-                        for i, (ts, ip) in enumerate(chunk))
+        chunk = ips[start : start + per_datagram]
+        data = b"".join(
+            packet_message(ip, ts, (first_seq + start + i) & 0xFFFFFFFF, snaplen)
+            for i, (ts, ip) in enumerate(chunk)
+        )
         if len(chunk) > 1:
             data += nlmsg(NLMSG_DONE, b"\0" * 4, NLM_F_MULTI)
         out.append(data)
@@ -66,7 +69,7 @@ def pcap_ip_packets(path: Path) -> Iterator[tuple[float, bytes]]:
     pos = 24
     while pos + 16 <= len(data):
         sec, frac, incl, _orig = struct.unpack_from(order + "IIII", data, pos)
-        frame = data[pos + 16: pos + 16 + incl]
+        frame = data[pos + 16 : pos + 16 + incl]
         pos += 16 + incl
         ip = _ip_of(frame, linktype)
         if ip:

@@ -49,8 +49,20 @@ RST_FLAG = RST
 
 
 def _key(p: Packet) -> tuple[object, ...]:
-    return (round(p.ts * 1e6), p.src, p.dst, p.proto, p.sport, p.dport, p.ip_len,
-            p.payload_len, p.tcp_flags, p.seq, p.wire_len, p.version)
+    return (
+        round(p.ts * 1e6),
+        p.src,
+        p.dst,
+        p.proto,
+        p.sport,
+        p.dport,
+        p.ip_len,
+        p.payload_len,
+        p.tcp_flags,
+        p.seq,
+        p.wire_len,
+        p.version,
+    )
 
 
 def _both(path: Path) -> tuple[list[Packet], ReadStats, list[Packet], ReadStats]:
@@ -102,8 +114,11 @@ def _packets_v6() -> list[bytes]:
 def _framed(linktype: int) -> list[bytes]:
     v4, v6 = _packets_v4(), _packets_v6()
     if linktype == 1:
-        return ([ether(p) for p in v4] + [ether(p, 0x86DD, vlans=[(0x8100, 7)]) for p in v6]
-                + [ether(v4[0], vlans=[(0x88A8, 1), (0x8100, 2)]), ether(b"\x00" * 28, 0x0806)])
+        return (
+            [ether(p) for p in v4]
+            + [ether(p, 0x86DD, vlans=[(0x8100, 7)]) for p in v6]
+            + [ether(v4[0], vlans=[(0x88A8, 1), (0x8100, 2)]), ether(b"\x00" * 28, 0x0806)]
+        )
     if linktype == 113:
         return [sll(p) for p in v4] + [sll(p, 0x86DD) for p in v6]
     if linktype == 276:
@@ -122,8 +137,9 @@ def _framed(linktype: int) -> list[bytes]:
 @pytest.mark.parametrize("linktype", [0, 1, 101, 108, 113, 228, 229, 276])
 def test_handmade_link_types_agree(tmp_path: Path, linktype: int) -> None:
     frames = _framed(linktype)
-    content = pcap_file([(1700000000 + i, i * 1111, f) for i, f in enumerate(frames)],
-                        linktype=linktype)
+    content = pcap_file(
+        [(1700000000 + i, i * 1111, f) for i, f in enumerate(frames)], linktype=linktype
+    )
     native, stats = _assert_same(write(tmp_path, f"l{linktype}.pcap", content))
     assert len(native) >= 3 and stats.records == len(frames)
 
@@ -132,17 +148,22 @@ def test_handmade_link_types_agree(tmp_path: Path, linktype: int) -> None:
 def test_handmade_pcapng_agrees(tmp_path: Path) -> None:
     v4 = _packets_v4()
     full = ether(ipv4(tcp(443, 5, b"v" * 1400)))
-    content = b"".join([
-        pcapng_shb(),
-        pcapng_idb(1, tsresol=9),
-        pcapng_idb(101, tsresol=0x80 | 20),
-        *[pcapng_epb(0, 1_700_000_000_000_000_000 + i * 1000, ether(p)) for i, p in enumerate(v4)],
-        *[pcapng_epb(1, (1_700_000_000 << 20) + i * 4096, p) for i, p in enumerate(v4)],
-        pcapng_epb(0, 1_700_000_000_000_000_001, full[:54], len(full)),
-        pcapng_shb(">"),
-        pcapng_idb(113, order=">"),
-        pcapng_epb(0, 1_700_000_001_000_000, sll(v4[0]), order=">"),
-    ])
+    content = b"".join(
+        [
+            pcapng_shb(),
+            pcapng_idb(1, tsresol=9),
+            pcapng_idb(101, tsresol=0x80 | 20),
+            *[
+                pcapng_epb(0, 1_700_000_000_000_000_000 + i * 1000, ether(p))
+                for i, p in enumerate(v4)
+            ],
+            *[pcapng_epb(1, (1_700_000_000 << 20) + i * 4096, p) for i, p in enumerate(v4)],
+            pcapng_epb(0, 1_700_000_000_000_000_001, full[:54], len(full)),
+            pcapng_shb(">"),
+            pcapng_idb(113, order=">"),
+            pcapng_epb(0, 1_700_000_001_000_000, sll(v4[0]), order=">"),
+        ]
+    )
     native, _ = _assert_same(write(tmp_path, "m.pcapng", content))
     assert any(p.payload_len == 1400 and p.payload == b"" for p in native)
 
@@ -180,10 +201,26 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared captures n
 
 def _tshark_count(path: Path, display_filter: str) -> int:
     out = subprocess.run(
-        ["tshark", "-n", "-r", str(path), "-o", "ip.defragment:FALSE",
-         "-o", "ipv6.defragment:FALSE", "-Y", display_filter, "-T", "fields",
-         "-e", "frame.number"],
-        capture_output=True, text=True, check=True, timeout=120,
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(path),
+            "-o",
+            "ip.defragment:FALSE",
+            "-o",
+            "ipv6.defragment:FALSE",
+            "-Y",
+            display_filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     return len(out.splitlines())
 

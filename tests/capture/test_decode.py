@@ -44,8 +44,22 @@ UDP6 = ipv6(udp(5353, 443, b"quic!"), nxt=17)
         (108, null(TCP4, 2, ">")),
         (108, null(TCP4, 2, "<")),
     ],
-    ids=["eth", "dot1q", "qinq-88a8", "qinq-9100", "sll", "sll2", "raw101", "raw12", "raw14",
-         "ipv4-228", "null-le", "null-be", "loop-be", "loop-le"],
+    ids=[
+        "eth",
+        "dot1q",
+        "qinq-88a8",
+        "qinq-9100",
+        "sll",
+        "sll2",
+        "raw101",
+        "raw12",
+        "raw14",
+        "ipv4-228",
+        "null-le",
+        "null-be",
+        "loop-be",
+        "loop-le",
+    ],
 )
 def test_link_types_ipv4_tcp(linktype: int, frame: bytes) -> None:
     p = _ok(linktype, frame)
@@ -70,8 +84,19 @@ def test_link_types_ipv4_tcp(linktype: int, frame: bytes) -> None:
         (0, null(UDP6, 10, "<")),
         (108, null(UDP6, 30, ">")),
     ],
-    ids=["eth", "dot1q", "sll", "sll2", "raw101", "ipv6-229", "null-24", "null-28-be",
-         "null-30", "null-10", "loop-30"],
+    ids=[
+        "eth",
+        "dot1q",
+        "sll",
+        "sll2",
+        "raw101",
+        "ipv6-229",
+        "null-24",
+        "null-28-be",
+        "null-30",
+        "null-10",
+        "loop-30",
+    ],
 )
 def test_link_types_ipv6_udp(linktype: int, frame: bytes) -> None:
     p = _ok(linktype, frame)
@@ -111,9 +136,23 @@ def test_mpls_and_pppoe() -> None:
         (276, b"\x08\x00" * 4, "truncated-header"),
         (1, ether(TCP4, vlans=[(0x8100, 1)])[:15], "truncated-header"),
     ],
-    ids=["arp", "lldp", "802.3", "icmp", "gre", "icmpv6", "v6-no-next", "null-af7",
-         "raw-v5", "v4-in-229", "short-eth", "short-ip", "short-ipv6", "short-sll2",
-         "short-vlan"],
+    ids=[
+        "arp",
+        "lldp",
+        "802.3",
+        "icmp",
+        "gre",
+        "icmpv6",
+        "v6-no-next",
+        "null-af7",
+        "raw-v5",
+        "v4-in-229",
+        "short-eth",
+        "short-ip",
+        "short-ipv6",
+        "short-sll2",
+        "short-vlan",
+    ],
 )
 def test_skip_reasons(linktype: int, frame: bytes, reason: str) -> None:
     assert decode_frame(linktype, frame, TS, len(frame)) == reason
@@ -228,7 +267,13 @@ def test_decode_never_raises(linktype: int, prefix: bytes, body: bytes, wire: in
         assert len(got.payload) <= got.payload_len
     else:
         assert got in {
-            "non-ip", "arp", "icmp", "other-l4", "ip-fragment", "truncated-header", "bad-packet"
+            "non-ip",
+            "arp",
+            "icmp",
+            "other-l4",
+            "ip-fragment",
+            "truncated-header",
+            "bad-packet",
         }
 
 

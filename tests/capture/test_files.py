@@ -49,8 +49,9 @@ def _read(path: Path, **kw: object) -> tuple[list[Packet], ReadStats]:
 @pytest.mark.parametrize("nano", [False, True])
 def test_pcap_magics(tmp_path: Path, order: str, nano: bool) -> None:
     frac = 123456789 if nano else 123456
-    content = pcap_file([(1700000000, frac, F1), (1700000001, 0, ARP), (1700000002, 5, F2)],
-                        nano=nano, order=order)
+    content = pcap_file(
+        [(1700000000, frac, F1), (1700000001, 0, ARP), (1700000002, 5, F2)], nano=nano, order=order
+    )
     packets, stats = _read(write(tmp_path, "a.pcap", content))
     assert [p.payload for p in packets] == [b"one", b"two!"]
     want = 1700000000 + (0.123456789 if nano else 0.123456)
@@ -77,8 +78,12 @@ def test_gzip_pcap(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("linktype", "frame"),
-    [(0, null(ipv4(tcp(1, 2)), 2)), (108, null(ipv4(tcp(1, 2)), 2, ">")),
-     (276, sll2(ipv4(tcp(1, 2)))), (229, ipv6(tcp(1, 2)))],
+    [
+        (0, null(ipv4(tcp(1, 2)), 2)),
+        (108, null(ipv4(tcp(1, 2)), 2, ">")),
+        (276, sll2(ipv4(tcp(1, 2)))),
+        (229, ipv6(tcp(1, 2))),
+    ],
 )
 def test_pcap_other_link_types(tmp_path: Path, linktype: int, frame: bytes) -> None:
     (p,), stats = _read(write(tmp_path, "l.pcap", pcap_file([(1, 0, frame)], linktype)))
@@ -90,20 +95,22 @@ def test_pcap_other_link_types(tmp_path: Path, linktype: int, frame: bytes) -> N
 
 def test_pcapng_interfaces_resolutions_and_blocks(tmp_path: Path) -> None:
     raw4 = ipv4(tcp(1, 2, b"raw"))
-    content = b"".join([
-        pcapng_shb(),
-        pcapng_idb(1),  # iface 0: Ethernet, default microseconds
-        pcapng_block(0x0BAD, b"custom block, skipped"),
-        pcapng_idb(228, tsresol=9),  # iface 1: raw IPv4, nanoseconds
-        pcapng_idb(1, tsresol=0x80 | 10, tsoffset=100),  # iface 2: 2^-10 s, +100 s
-        pcapng_epb(0, 1700000000_500000, F1),
-        pcapng_block(5, b"\x00" * 12),  # interface statistics block, skipped
-        pcapng_epb(1, 1700000001_250000000, raw4),
-        pcapng_spb(F2),  # interface 0, no timestamp: previous packet's
-        pcapng_epb(2, 1024 * 7 + 512, F3),
-        pcapng_opb(0, 42_000001, F1),
-        pcapng_epb(0, 3, ARP),
-    ])
+    content = b"".join(
+        [
+            pcapng_shb(),
+            pcapng_idb(1),  # iface 0: Ethernet, default microseconds
+            pcapng_block(0x0BAD, b"custom block, skipped"),
+            pcapng_idb(228, tsresol=9),  # iface 1: raw IPv4, nanoseconds
+            pcapng_idb(1, tsresol=0x80 | 10, tsoffset=100),  # iface 2: 2^-10 s, +100 s
+            pcapng_epb(0, 1700000000_500000, F1),
+            pcapng_block(5, b"\x00" * 12),  # interface statistics block, skipped
+            pcapng_epb(1, 1700000001_250000000, raw4),
+            pcapng_spb(F2),  # interface 0, no timestamp: previous packet's
+            pcapng_epb(2, 1024 * 7 + 512, F3),
+            pcapng_opb(0, 42_000001, F1),
+            pcapng_epb(0, 3, ARP),
+        ]
+    )
     packets, stats = _read(write(tmp_path, "m.pcapng", content))
     assert [p.payload for p in packets] == [b"one", b"raw", b"two!", b"three", b"one"]
     ts = [p.ts for p in packets]
@@ -118,17 +125,18 @@ def test_pcapng_interfaces_resolutions_and_blocks(tmp_path: Path) -> None:
 
 
 def test_pcapng_sections_and_byte_orders(tmp_path: Path) -> None:
-    content = b"".join([
-        pcapng_shb("<"),
-        pcapng_idb(1),
-        pcapng_epb(0, 1_000000, F1),
-        pcapng_shb(">"),  # new section: interfaces reset, big-endian now
-        pcapng_idb(276, order=">"),
-        pcapng_epb(0, 2_000000, sll2(ipv4(tcp(7, 8, b"be"))), order=">"),
-    ])
+    content = b"".join(
+        [
+            pcapng_shb("<"),
+            pcapng_idb(1),
+            pcapng_epb(0, 1_000000, F1),
+            pcapng_shb(">"),  # new section: interfaces reset, big-endian now
+            pcapng_idb(276, order=">"),
+            pcapng_epb(0, 2_000000, sll2(ipv4(tcp(7, 8, b"be"))), order=">"),
+        ]
+    )
     packets, stats = _read(write(tmp_path, "s.pcapng", content))
-    assert [(p.sport, p.payload, p.ts) for p in packets] == [
-        (40000, b"one", 1.0), (7, b"be", 2.0)]
+    assert [(p.sport, p.payload, p.ts) for p in packets] == [(40000, b"one", 1.0), (7, b"be", 2.0)]
     assert stats.linktypes == {1, 276}
 
 
@@ -140,8 +148,15 @@ def test_pcapng_interface_from_old_section_is_gone(tmp_path: Path) -> None:
 
 
 def test_pcapng_unknown_linktype_skipped_when_others_known(tmp_path: Path) -> None:
-    content = b"".join([pcapng_shb(), pcapng_idb(1), pcapng_idb(147),
-                        pcapng_epb(1, 1, b"whatever"), pcapng_epb(0, 2, F1)])
+    content = b"".join(
+        [
+            pcapng_shb(),
+            pcapng_idb(1),
+            pcapng_idb(147),
+            pcapng_epb(1, 1, b"whatever"),
+            pcapng_epb(0, 2, F1),
+        ]
+    )
     packets, stats = _read(write(tmp_path, "u.pcapng", content))
     assert len(packets) == 1 and stats.skipped == {"unknown-linktype": 1}
     assert stats.linktypes == {1, 147}

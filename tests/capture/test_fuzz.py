@@ -30,8 +30,12 @@ FRAMES = [
     ether(ipv6(tcp(5, 6, b"c"), nxt=6), 0x86DD),
 ]
 PCAP = pcap_file([(1700000000 + i, i, f) for i, f in enumerate(FRAMES * 3)])
-PCAPNG = (pcapng_shb() + pcapng_idb(1) + b"".join(pcapng_epb(0, i, f) for i, f in
-                                                 enumerate(FRAMES * 2)) + pcapng_spb(FRAMES[0]))
+PCAPNG = (
+    pcapng_shb()
+    + pcapng_idb(1)
+    + b"".join(pcapng_epb(0, i, f) for i, f in enumerate(FRAMES * 2))
+    + pcapng_spb(FRAMES[0])
+)
 
 
 def _run(content: bytes, skip_bad: bool) -> None:

@@ -33,21 +33,26 @@ from classifier.capture.packet import Packet
 from .nflog_messages import datagrams, nlmsg, packet_message, pcap_ip_packets
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
-CAPTURES = ["ndpi/quic.pcap", "ndpi/googledns_android10.pcap", "ndpi/443-firefox.pcap",
-            "ndpi/dns_doh.pcap", "ndpi/reddit.pcap", "nfstream/instagram.pcap",
-            "ndpi/iphone.pcap"]
+CAPTURES = [
+    "ndpi/quic.pcap",
+    "ndpi/googledns_android10.pcap",
+    "ndpi/443-firefox.pcap",
+    "ndpi/dns_doh.pcap",
+    "ndpi/reddit.pcap",
+    "nfstream/instagram.pcap",
+    "ndpi/iphone.pcap",
+]
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/pcaps")
 
 
-def _batch(data: list[bytes], batch: NflogBatch | None = None) -> tuple[list[Packet],
-                                                                       LiveStats]:
+def _batch(data: list[bytes], batch: NflogBatch | None = None) -> tuple[list[Packet], LiveStats]:
     """Decode ``data`` (datagrams) as the batch source does after one drain; the buffer
     around them holds 0xAA bytes, so that reading past a datagram shows."""
     batch = batch or NflogBatch(LiveStats(), buffer_bytes=max(1 << 16, 2 * sum(map(len, data))))
     batch.buffer[:] = 0xAA
     used = 0
     for i, d in enumerate(data):
-        batch.buffer[used:used + len(d)] = np.frombuffer(d, np.uint8)
+        batch.buffer[used : used + len(d)] = np.frombuffer(d, np.uint8)
         batch.segs[i] = used, used + len(d)
         used += (len(d) + 3) & ~3
     out: list[Packet] = []
@@ -82,8 +87,10 @@ def test_batch_nflog_decodes_like_the_reference(name: str, snaplen: int) -> None
 def test_sequence_gaps_count_lost_messages_in_both_decoders() -> None:
     ip = bytes.fromhex("4500002000004000401100000a4d01020a4d02020400050000080000")[:28]
     kept = [0, 1, 2, 7, 8, 20, 21]  # 4 + 11 lost
-    data = [b"".join(packet_message(ip, 1.5, seq) for seq in kept[:4]),
-            b"".join(packet_message(ip, 1.5, seq) for seq in kept[4:])]
+    data = [
+        b"".join(packet_message(ip, 1.5, seq) for seq in kept[:4]),
+        b"".join(packet_message(ip, 1.5, seq) for seq in kept[4:]),
+    ]
     for packets, stats in (_batch(data), _reference(data)):
         assert len(packets) == 7 and stats.dropped == 15 and stats.received == 7
 
@@ -92,7 +99,7 @@ def test_attribute_running_past_its_message_is_counted_and_skipped() -> None:
     good = packet_message(_IP4_UDP, 2.0, 1)
     bad = bytearray(packet_message(_IP4_UDP, 2.0, 2))
     at = bad.index(_IP4_UDP) - 4  # the payload attribute's header
-    bad[at:at + 2] = struct.pack("=H", len(bad) - at + 8)  # 8 bytes longer than its message
+    bad[at : at + 2] = struct.pack("=H", len(bad) - at + 8)  # 8 bytes longer than its message
     packets, stats = _batch([good + bytes(bad) + good])
     assert len(packets) == 2 and stats.skipped == {"bad-netlink": 1} and stats.received == 3
 
@@ -108,12 +115,17 @@ def test_address_cache_gives_the_same_strings() -> None:
     builder = PacketBuilder(max_addresses=2)
     arrays = BatchArrays(4)
     arrays.cols[:, :] = 0
-    arrays.cols[2:8, :4] = [[6] * 4, [0x20010DB8_00000000] * 4, [1, 2, 3, 1], [0] * 4,
-                            [0xFF] * 4, [17] * 4]  # version, src hi/lo, dst hi/lo, proto
+    arrays.cols[2:8, :4] = [
+        [6] * 4,
+        [0x20010DB8_00000000] * 4,
+        [1, 2, 3, 1],
+        [0] * 4,
+        [0xFF] * 4,
+        [17] * 4,
+    ]  # version, src hi/lo, dst hi/lo, proto
     out: list[Packet] = []
     builder.build(arrays, 4, memoryview(b""), out)
-    assert [p.src for p in out] == ["2001:db8::1", "2001:db8::2", "2001:db8::3",
-                                    "2001:db8::1"]
+    assert [p.src for p in out] == ["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::1"]
     assert {p.dst for p in out} == {"::ff"}
 
 
@@ -131,10 +143,13 @@ def _ring(frames: list[tuple[float, bytes, int]], blocks: int = 2) -> np.ndarray
         mac = 66  # as the kernel does: the IP header 16-byte aligned behind the link header
         nxt = 0 if i == len(frames) - 1 else (mac + len(frame) + 15) & ~15
         sec = int(ts)
-        ring[p:p + 28] = np.frombuffer(struct.pack("=IIIIIIHH", nxt, sec,
-                                                   round((ts - sec) * 1e9), len(frame), wire,
-                                                   1, mac, mac + 14), np.uint8)
-        ring[p + mac:p + mac + len(frame)] = np.frombuffer(frame, np.uint8)
+        ring[p : p + 28] = np.frombuffer(
+            struct.pack(
+                "=IIIIIIHH", nxt, sec, round((ts - sec) * 1e9), len(frame), wire, 1, mac, mac + 14
+            ),
+            np.uint8,
+        )
+        ring[p + mac : p + mac + len(frame)] = np.frombuffer(frame, np.uint8)
         p += nxt
     ring[:24] = np.frombuffer(struct.pack("=IIIIII", 3, 0, 1, len(frames), first, p), np.uint8)
     return ring
@@ -142,8 +157,18 @@ def _ring(frames: list[tuple[float, bytes, int]], blocks: int = 2) -> np.ndarray
 
 def _walk(ring: np.ndarray, blocks: int = 2) -> tuple[list[Packet], LiveStats, int]:
     arrays = BatchArrays(4 * BLOCK // TP3_HEADER)
-    k, walked = walk_tpacket(ring, BLOCK, blocks, 0, arrays.big, LINKTYPE_ETHERNET, arrays.ts,
-                             arrays.cols, arrays.counts, arrays.notes)
+    k, walked = walk_tpacket(
+        ring,
+        BLOCK,
+        blocks,
+        0,
+        arrays.big,
+        LINKTYPE_ETHERNET,
+        arrays.ts,
+        arrays.cols,
+        arrays.counts,
+        arrays.notes,
+    )
     out: list[Packet] = []
     PacketBuilder().build(arrays, k, memoryview(ring), out)
     messages, skipped = arrays.take_counts()
@@ -153,10 +178,14 @@ def _walk(ring: np.ndarray, blocks: int = 2) -> tuple[list[Packet], LiveStats, i
 @needs_shared
 def test_ring_blocks_decode_like_decode_frame() -> None:
     ips = list(pcap_ip_packets(SHARED / "ndpi/googledns_android10.pcap"))[:60]
-    frames = [(ts, b"\x02" * 12 + (b"\x08\x00" if ip[0] >> 4 == 4 else b"\x86\xdd") + ip,
-               len(ip) + 14) for ts, ip in ips]
-    frames = [(ts, f[:snap], wire) for (ts, f, wire), snap in
-              zip(frames, [9999, 80, 40, 20] * 15, strict=True)]  # some cut like a snaplen
+    frames = [
+        (ts, b"\x02" * 12 + (b"\x08\x00" if ip[0] >> 4 == 4 else b"\x86\xdd") + ip, len(ip) + 14)
+        for ts, ip in ips
+    ]
+    frames = [
+        (ts, f[:snap], wire)
+        for (ts, f, wire), snap in zip(frames, [9999, 80, 40, 20] * 15, strict=True)
+    ]  # some cut like a snaplen
     got, stats, walked = _walk(_ring(frames))
     want = []
     for ts, f, wire in frames:
@@ -176,12 +205,15 @@ def test_released_blocks_go_back_to_the_kernel() -> None:
 
 # -- fuzzing (bounded) ---------------------------------------------------------------------
 
-_IP4_UDP = bytes.fromhex("4500002400004000401100000a4d01020a4d0202d43100350010000001020304"
-                         "05060708")
-_SEED = [packet_message(_IP4_UDP, 2.25, 9), nlmsg(3, b"\0" * 4),
-         packet_message(_IP4_UDP[:20], None, 10)]
-_FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
-                 suppress_health_check=[HealthCheck.too_slow])
+_IP4_UDP = bytes.fromhex("4500002400004000401100000a4d01020a4d0202d4310035001000000102030405060708")
+_SEED = [
+    packet_message(_IP4_UDP, 2.25, 9),
+    nlmsg(3, b"\0" * 4),
+    packet_message(_IP4_UDP[:20], None, 10),
+]
+_FUZZ = settings(
+    max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _mutated() -> st.SearchStrategy[bytes]:
@@ -194,9 +226,13 @@ def _mutated() -> st.SearchStrategy[bytes]:
         return bytes(b)
 
     cut = st.integers(0, len(seed)).map(lambda n: seed[:n])
-    return st.one_of(st.binary(max_size=400), cut,
-                     st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
-                              min_size=1, max_size=8).map(flip))
+    return st.one_of(
+        st.binary(max_size=400),
+        cut,
+        st.lists(
+            st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8
+        ).map(flip),
+    )
 
 
 @_FUZZ
@@ -217,7 +253,7 @@ def test_fuzz_batch_nflog_never_raises_and_agrees_when_well_formed(data: list[by
 @given(st.binary(min_size=0, max_size=4096))
 def test_fuzz_ring_walk_stays_in_its_blocks(noise: bytes) -> None:
     ring = np.zeros(2 * BLOCK, np.uint8)
-    ring[:len(noise)] = np.frombuffer(noise, np.uint8)
+    ring[: len(noise)] = np.frombuffer(noise, np.uint8)
     ring[8] |= 1  # the first block is ready, whatever else it says
     got, stats, walked = _walk(ring)
     assert walked >= 1 and len(got) == stats.packets <= stats.received

@@ -40,8 +40,9 @@ def _probe(ns: str, source: str) -> dict:
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[2])
-    out = run_in(ns, [sys.executable, "-c", _PROBE.format(root=root, source=source)],
-                 timeout=60).stdout
+    out = run_in(
+        ns, [sys.executable, "-c", _PROBE.format(root=root, source=source)], timeout=60
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -49,10 +50,28 @@ def _probe(ns: str, source: str) -> dict:
 def test_nflog_source_gets_headers_with_true_lengths(decoder: str) -> None:
     with scratch_netns("sf-nflog") as ns:
         run_in(ns, ["nft", "add", "table", "inet", "t"])
-        run_in(ns, ["nft", "add", "chain", "inet", "t", "c",
-                    "{ type filter hook output priority 0; }"])
-        run_in(ns, ["nft", "add", "rule", "inet", "t", "c", "udp", "dport", "9999", "log",
-                    "group", "5", "snaplen", "60"])
+        run_in(
+            ns, ["nft", "add", "chain", "inet", "t", "c", "{ type filter hook output priority 0; }"]
+        )
+        run_in(
+            ns,
+            [
+                "nft",
+                "add",
+                "rule",
+                "inet",
+                "t",
+                "c",
+                "udp",
+                "dport",
+                "9999",
+                "log",
+                "group",
+                "5",
+                "snaplen",
+                "60",
+            ],
+        )
         res = _probe(ns, f"NflogSource(5, decoder={decoder!r})")
     assert res["n"] == 200 and res["dropped"] == 0
     assert res["ip_len"] == [528] and res["payload_len"] == [500]
@@ -97,7 +116,8 @@ def test_afpacket_source_reads_interfaces_without_link_header(decoder: str) -> N
 
     root = str(Path(__file__).resolve().parents[2])
     with scratch_netns("sf-tun") as ns:
-        out = run_in(ns, [sys.executable, "-c", _TUN_PROBE.format(root=root, decoder=decoder)],
-                     timeout=60).stdout
+        out = run_in(
+            ns, [sys.executable, "-c", _TUN_PROBE.format(root=root, decoder=decoder)], timeout=60
+        ).stdout
     res = json.loads(out.strip().splitlines()[-1])
     assert res == {"n": 50, "src": ["10.77.9.2"], "ip_len": [128]}

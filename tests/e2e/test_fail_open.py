@@ -112,8 +112,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x = rng.normal(size=(30, len(FEATURE_COLUMNS)))
     y = np.array(["short-form", "long-form", "other"] * 10)
     directory = tmp_path_factory.mktemp("failopen") / "model"
-    save_model(LogisticRegression(max_iter=100).fit(x, y), directory, name="fail-open",
-               labels=["short-form", "long-form", "other"], decision_windows=[3.0])
+    save_model(
+        LogisticRegression(max_iter=100).fit(x, y),
+        directory,
+        name="fail-open",
+        labels=["short-form", "long-form", "other"],
+        decision_windows=[3.0],
+    )
     return directory
 
 
@@ -125,8 +130,9 @@ def test_blocking_run_leaves_other_tables_untouched(ns: str, tmp_path: Path) -> 
     table = NftTable(ns)
     enforcer = Enforcer("nft", table, AuditLog(audit), PolicyHolder(initial=policy))
     try:
-        flow = enforcer.block(C, S, 443, "udp", label="shorts", probability=0.97,
-                              name="rr1.googlevideo.com")
+        flow = enforcer.block(
+            C, S, 443, "udp", label="shorts", probability=0.97, name="rr1.googlevideo.com"
+        )
         pair = enforcer.block(C, "10.77.2.3", label="reels", probability=0.95)
         assert flow is not None and pair is not None and not flow.dry_run
         during = _ruleset(ns)
@@ -140,8 +146,7 @@ def test_blocking_run_leaves_other_tables_untouched(ns: str, tmp_path: Path) -> 
     finally:
         enforcer.close()
     assert _ruleset(ns) == before
-    assert [e["action"] for e in read_audit(audit)] == ["block", "block", "unblock",
-                                                        "unblock"]
+    assert [e["action"] for e in read_audit(audit)] == ["block", "block", "unblock", "unblock"]
 
 
 BAD_POLICIES = {  # every start costs seconds of imports: a few kinds of damage only
@@ -152,46 +157,75 @@ BAD_POLICIES = {  # every start costs seconds of imports: a few kinds of damage 
 
 
 def _live_argv(policy: Path, model: Path, tmp: Path, capture: str, enforce: str) -> list[str]:
-    argv = [sys.executable, "-m", "classifier.cli", "live", "--capture", capture,
-            "--enforce", enforce, "--policy", str(policy), "--model", str(model),
-            "--audit-log", str(tmp / "audit.jsonl")]
+    argv = [
+        sys.executable,
+        "-m",
+        "classifier.cli",
+        "live",
+        "--capture",
+        capture,
+        "--enforce",
+        enforce,
+        "--policy",
+        str(policy),
+        "--model",
+        str(model),
+        "--audit-log",
+        str(tmp / "audit.jsonl"),
+    ]
     if capture == "afpacket":
         argv += ["--iface", "sf0"]
     return argv
 
 
 # Both start paths that would create nftables state: nft enforcement, and NFLOG capture.
-@pytest.mark.parametrize("case,capture,enforce", [
-    *[(case, "afpacket", "nft") for case in sorted(BAD_POLICIES)],
-    ("not-toml", "nflog", "dry-run"),
-])
-def test_malformed_policy_refused_at_start(ns: str, tmp_path: Path, model_dir: Path,
-                                           case: str, capture: str, enforce: str) -> None:
+@pytest.mark.parametrize(
+    "case,capture,enforce",
+    [
+        *[(case, "afpacket", "nft") for case in sorted(BAD_POLICIES)],
+        ("not-toml", "nflog", "dry-run"),
+    ],
+)
+def test_malformed_policy_refused_at_start(
+    ns: str, tmp_path: Path, model_dir: Path, case: str, capture: str, enforce: str
+) -> None:
     before = _ruleset(ns)
     policy = tmp_path / "bad.toml"
     policy.write_bytes(BAD_POLICIES[case].encode("utf-8", "surrogateescape"))
-    proc = run_in(ns, _live_argv(policy, model_dir, tmp_path, capture, enforce),
-                  check=False, timeout=120)
+    proc = run_in(
+        ns, _live_argv(policy, model_dir, tmp_path, capture, enforce), check=False, timeout=120
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "bad.toml" in lines[0]
     assert _ruleset(ns) == before  # no table, no chain, no set created
-    assert not (tmp_path / "audit.jsonl").exists() or \
-        (tmp_path / "audit.jsonl").read_text() == ""
+    assert not (tmp_path / "audit.jsonl").exists() or (tmp_path / "audit.jsonl").read_text() == ""
 
 
 def _get_policy(ns: str) -> dict[str, object]:
     import json
 
-    out = run_in(ns, ["curl", "-sS", "--max-time", "5", "-H", f"Authorization: Bearer {TOKEN}",
-                      f"http://127.0.0.1:{API_PORT}/v1/policy"], timeout=15).stdout
+    out = run_in(
+        ns,
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+            f"http://127.0.0.1:{API_PORT}/v1/policy",
+        ],
+        timeout=15,
+    ).stdout
     doc: dict[str, object] = json.loads(out)
     return doc
 
 
-def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float,
-              count: int = 1) -> str:
+def _wait_for(
+    path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float, count: int = 1
+) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         content = path.read_text(errors="replace") if path.exists() else ""
@@ -206,8 +240,20 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: flo
 def _wait_api(ns: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        res = run_in(ns, ["curl", "-s", "-o", "/dev/null", "--max-time", "2",
-                          f"http://127.0.0.1:{API_PORT}/v1/health"], check=False, timeout=10)
+        res = run_in(
+            ns,
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "2",
+                f"http://127.0.0.1:{API_PORT}/v1/health",
+            ],
+            check=False,
+            timeout=10,
+        )
         if res.returncode == 0:
             return
         assert proc.poll() is None, "live exited"
@@ -215,18 +261,28 @@ def _wait_api(ns: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> 
     raise AssertionError("API did not come up")
 
 
-def test_sighup_with_broken_policy_keeps_the_old_one(ns: str, tmp_path: Path,
-                                                      model_dir: Path) -> None:
+def test_sighup_with_broken_policy_keeps_the_old_one(
+    ns: str, tmp_path: Path, model_dir: Path
+) -> None:
     before = _ruleset(ns)
     policy = tmp_path / "p.toml"
     policy.write_text('mode = "dry-run"\nblock_seconds = 111\n')
     log = tmp_path / "live.log"
-    argv = [*_live_argv(policy, model_dir, tmp_path, "afpacket", "dry-run"),
-            "--api", f"127.0.0.1:{API_PORT}"]
+    argv = [
+        *_live_argv(policy, model_dir, tmp_path, "afpacket", "dry-run"),
+        "--api",
+        f"127.0.0.1:{API_PORT}",
+    ]
     env = dict(os.environ, SHORTFLOW_API_TOKEN=TOKEN, PYTHONPATH=str(ROOT))
     with log.open("wb") as fh:
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=fh, stderr=fh,
-                                cwd=ROOT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=fh,
+            stderr=fh,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
     try:
         _wait_for(log, "live on", proc, 60)
         _wait_api(ns, proc)

@@ -22,10 +22,12 @@ pytestmark = [requires_netns, pytest.mark.netns]
 
 ROOT = Path(__file__).resolve().parents[2]
 API_PORT = 18732
-SUMMARY = re.compile(r"^shortflow: INFO: (exit )?summary: up \d+ s; packets (\d+) \(received "
-                     r"\d+, dropped \d+ = \d+\.\d\d %\); flows open \d+; sessions open \d+, "
-                     r"judged \d+: .*; flow verdicts \d+: .*; blocks active \d+, made \d+ "
-                     r"\(mode dry-run\)$")
+SUMMARY = re.compile(
+    r"^shortflow: INFO: (exit )?summary: up \d+ s; packets (\d+) \(received "
+    r"\d+, dropped \d+ = \d+\.\d\d %\); flows open \d+; sessions open \d+, "
+    r"judged \d+: .*; flow verdicts \d+: .*; blocks active \d+, made \d+ "
+    r"\(mode dry-run\)$"
+)
 
 
 # 50 UDP datagrams to the server, 0.1 s apart
@@ -46,17 +48,45 @@ def topo() -> Iterator[Topology]:
 
 def _live(topo: Topology, tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp / "live.log"
-    argv = [sys.executable, "-m", "classifier.cli", "live", "--iface",
-            topo.iface["router.client"], "--enforce", "dry-run", "--summary-every", "2",
-            "--audit-log", str(tmp / "audit.jsonl"), "--api", f"127.0.0.1:{API_PORT}", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "classifier.cli",
+        "live",
+        "--iface",
+        topo.iface["router.client"],
+        "--enforce",
+        "dry-run",
+        "--summary-every",
+        "2",
+        "--audit-log",
+        str(tmp / "audit.jsonl"),
+        "--api",
+        f"127.0.0.1:{API_PORT}",
+        *extra,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
     env["PYTHONPATH"] = str(ROOT)
-    proc = topo.popen(topo.router, argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                      env=env, cwd=ROOT)
+    proc = topo.popen(
+        topo.router, argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT
+    )
     deadline = time.monotonic() + 240  # kernels may compile just in time
-    while topo.run(topo.router, ["curl", "-s", "-o", "/dev/null", "--max-time", "2",
-                                 f"http://127.0.0.1:{API_PORT}/v1/health"],
-                   check=False).returncode != 0:
+    while (
+        topo.run(
+            topo.router,
+            [
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "2",
+                f"http://127.0.0.1:{API_PORT}/v1/health",
+            ],
+            check=False,
+        ).returncode
+        != 0
+    ):
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
@@ -83,8 +113,10 @@ def _run(topo: Topology, tmp: Path, *extra: str) -> list[str]:
 
 def test_summary_every_few_seconds_and_at_exit(topo: Topology, tmp_path: Path) -> None:
     lines = _run(topo, tmp_path)
-    assert any(x.startswith("shortflow: live on to-client (capture afpacket, enforcement "
-                            "dry-run") for x in lines), lines
+    assert any(
+        x.startswith("shortflow: live on to-client (capture afpacket, enforcement dry-run")
+        for x in lines
+    ), lines
     summaries = [x for x in lines if "summary:" in x]
     for line in summaries:
         assert SUMMARY.match(line), line

@@ -76,25 +76,61 @@ def _start_live(the_lab: Any, tmp: Path, mode: str, block: int = 20) -> tuple[An
     policy.write_text(POLICY.format(block=block).replace('"nft"', f'"{mode}"'))
     audit = tmp / f"audit-{mode}.jsonl"
     log = tmp / f"live-{mode}.log"
-    proc = the_lab.topo.popen(the_lab.topo.router_ns, [
-        sys.executable, "-m", "classifier.cli", "-v", "live", "--iface", ROUTER_CLIENT_IF,
-        "--enforce", mode, "--policy", str(policy), "--audit-log", str(audit),
-        "--dns-listen", f"{ROUTER_CLIENT_IP}:53", "--dns-upstream", DNS_IP],
-        log=log, env=child_env(), cwd=repo_root())
+    proc = the_lab.topo.popen(
+        the_lab.topo.router_ns,
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "-v",
+            "live",
+            "--iface",
+            ROUTER_CLIENT_IF,
+            "--enforce",
+            mode,
+            "--policy",
+            str(policy),
+            "--audit-log",
+            str(audit),
+            "--dns-listen",
+            f"{ROUTER_CLIENT_IP}:53",
+            "--dns-upstream",
+            DNS_IP,
+        ],
+        log=log,
+        env=child_env(),
+        cwd=repo_root(),
+    )
     wait_for_marker(proc, log, "live on", 60.0)
     return proc, audit
 
 
-def _play(the_lab: Any, tmp: Path, scenario: str, seed: int, seconds: float,
-          dns: str = ROUTER_CLIENT_IP) -> dict[str, Any]:
+def _play(
+    the_lab: Any, tmp: Path, scenario: str, seed: int, seconds: float, dns: str = ROUTER_CLIENT_IP
+) -> dict[str, Any]:
     plan = plan_session(scenario, seed, duration_s=seconds)
     plan_file = tmp / f"{scenario}-{seed}.plan.json"
     plan_file.write_text(plan.to_json())
     result = tmp / f"{scenario}-{seed}.result.json"
-    proc = the_lab.topo.popen(the_lab.topo.client_ns, [
-        sys.executable, "-m", "training.lab.players", "--plan", str(plan_file), "--ca",
-        str(the_lab.ca), "--result", str(result), "--dns", dns],
-        log=tmp / f"{scenario}-{seed}.log", env=child_env(), cwd=repo_root())
+    proc = the_lab.topo.popen(
+        the_lab.topo.client_ns,
+        [
+            sys.executable,
+            "-m",
+            "training.lab.players",
+            "--plan",
+            str(plan_file),
+            "--ca",
+            str(the_lab.ca),
+            "--result",
+            str(result),
+            "--dns",
+            dns,
+        ],
+        log=tmp / f"{scenario}-{seed}.log",
+        env=child_env(),
+        cwd=repo_root(),
+    )
     proc.wait(timeout=seconds + 90)
     assert proc.returncode == 0, (tmp / f"{scenario}-{seed}.log").read_text()[-2000:]
     return json.loads(result.read_text())
@@ -106,11 +142,14 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 
 def _resolve(the_lab: Any, name: str) -> str:
-    code = ("import dnslib,sys; q=dnslib.DNSRecord.question(sys.argv[1]); "
-            f"r=dnslib.DNSRecord.parse(q.send('{ROUTER_CLIENT_IP}', 53, timeout=3)); "
-            "print(r.a.rdata if r.rr else dnslib.RCODE[r.header.rcode])")
-    return the_lab.topo.run(the_lab.topo.client_ns, [sys.executable, "-c", code, name]
-                            ).stdout.strip()
+    code = (
+        "import dnslib,sys; q=dnslib.DNSRecord.question(sys.argv[1]); "
+        f"r=dnslib.DNSRecord.parse(q.send('{ROUTER_CLIENT_IP}', 53, timeout=3)); "
+        "print(r.a.rdata if r.rr else dnslib.RCODE[r.header.rcode])"
+    )
+    return the_lab.topo.run(
+        the_lab.topo.client_ns, [sys.executable, "-c", code, name]
+    ).stdout.strip()
 
 
 def test_live_router_blocks_shorts_and_keeps_long_videos(tmp_path: Path) -> None:
@@ -133,8 +172,9 @@ def test_live_router_blocks_shorts_and_keeps_long_videos(tmp_path: Path) -> None
             assert blocks, "the Shorts session was not blocked"
             first = blocks[0]
             assert first["label"] == "shorts" and first["rule"] and first["client"]
-            assert datetime.fromisoformat(first["time"]).timestamp() - t_start < BLOCK_BY_S, \
+            assert datetime.fromisoformat(first["time"]).timestamp() - t_start < BLOCK_BY_S, (
                 "block came too late"
+            )
             stats = short_result["stats"]
             assert stats.get("failed", 0) + stats.get("errors", 0) > 0, stats
         finally:
@@ -164,10 +204,10 @@ def test_dry_run_changes_no_rules_and_sigkill_fails_open(tmp_path: Path) -> None
         assert any(e["action"] == "block" for e in read_audit(audit))
         _stop(live, signal.SIGKILL)  # no cleanup runs: the entries must time out alone
         time.sleep(5)
-        listing = the_lab.topo.run(the_lab.topo.router_ns,
-                                   ["nft", "-j", "list", "table", "inet", "shortflow"]).stdout
-        elems = [s for s in json.loads(listing)["nftables"]
-                 if "set" in s and s["set"].get("elem")]
+        listing = the_lab.topo.run(
+            the_lab.topo.router_ns, ["nft", "-j", "list", "table", "inet", "shortflow"]
+        ).stdout
+        elems = [s for s in json.loads(listing)["nftables"] if "set" in s and s["set"].get("elem")]
         assert elems == [], f"entries left after their timeout: {elems}"
         # shortflow's DNS forwarder died with it: resolve at the lab's server directly (a
         # deployment restarts shortflow, see docs/deployment.md)

@@ -35,9 +35,17 @@ def dnsmasq_upstream(
     assert exe is not None, "dnsmasq is not installed"
     port = free_udp_port(host) if netns is None else 5353
     argv = [
-        exe, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-        f"--address=/lab.test/{LAB_ADDRESS}", f"--port={port}", f"--listen-address={host}",
-        "--bind-interfaces", "--pid-file=", "--log-facility=-",
+        exe,
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        f"--address=/lab.test/{LAB_ADDRESS}",
+        f"--port={port}",
+        f"--listen-address={host}",
+        "--bind-interfaces",
+        "--pid-file=",
+        "--log-facility=-",
         *(f"--address=/{name}/{addr}" for name, addr in (extra or {}).items()),
     ]
     if os.geteuid() == 0:

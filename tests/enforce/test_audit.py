@@ -17,11 +17,21 @@ from classifier.errors import EnforcementError
 def test_write_and_read_back(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "audit.jsonl"
     with AuditLog(path) as audit:
-        rec = audit.write({
-            "action": "block", "client": "10.77.1.2", "server": "10.77.2.2", "port": 443,
-            "proto": "udp", "name": "rr1.googlevideo.com", "label": "shorts",
-            "probability": 0.93, "rule": "test", "expiry": 1_700_000_300.0, "extra": 1,
-        })
+        rec = audit.write(
+            {
+                "action": "block",
+                "client": "10.77.1.2",
+                "server": "10.77.2.2",
+                "port": 443,
+                "proto": "udp",
+                "name": "rr1.googlevideo.com",
+                "label": "shorts",
+                "probability": 0.93,
+                "rule": "test",
+                "expiry": 1_700_000_300.0,
+                "extra": 1,
+            }
+        )
     assert list(rec)[: len(FIELDS)] == list(FIELDS)
     events = list(read_audit(path))
     assert len(events) == 1

@@ -50,13 +50,18 @@ class _Answers:
             self.items.append((payload, ts))
 
 
-def _start(upstream: tuple[str, int], tmp_path: Path, policy: Policy | PolicyHolder,
-           **kw: object) -> tuple[DnsSinkhole, _Answers, Path]:
+def _start(
+    upstream: tuple[str, int], tmp_path: Path, policy: Policy | PolicyHolder, **kw: object
+) -> tuple[DnsSinkhole, _Answers, Path]:
     answers = _Answers()
     audit_path = tmp_path / "audit.jsonl"
     sink = DnsSinkhole(
-        (LISTEN_HOST, 0), upstream, policy=policy, audit=AuditLog(audit_path),
-        on_answer=answers, **kw,  # type: ignore[arg-type]
+        (LISTEN_HOST, 0),
+        upstream,
+        policy=policy,
+        audit=AuditLog(audit_path),
+        on_answer=answers,
+        **kw,  # type: ignore[arg-type]
     )
     sink.start()
     return sink, answers, audit_path
@@ -194,7 +199,8 @@ def test_burst_keeps_ids_straight(upstream: tuple[str, int], tmp_path: Path) -> 
         # reply can reach us before its bookkeeping is done
         deadline = time.monotonic() + 2.0
         while (len(answers.items) < 300 or sink.stats["answered"] < 300) and (
-                time.monotonic() < deadline):
+            time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         assert len(answers.items) == 300 and sink.stats["answered"] == 300
     finally:

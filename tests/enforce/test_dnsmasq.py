@@ -21,9 +21,7 @@ from tests.netns import requires_netns, run_in, scratch_netns
 def test_render_lines() -> None:
     text = render_dnsmasq_conf(["TikTok.com.", "*.tiktokcdn.com", "tiktok.com"])
     lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
-    assert lines == [
-        "nftset=/tiktok.com/tiktokcdn.com/4#inet#shortflow#dns4,6#inet#shortflow#dns6"
-    ]
+    assert lines == ["nftset=/tiktok.com/tiktokcdn.com/4#inet#shortflow#dns4,6#inet#shortflow#dns6"]
 
 
 def test_long_lists_are_split() -> None:
@@ -76,11 +74,25 @@ def test_dnsmasq_fills_our_set(tmp_path: Path) -> None:
             extra = {"tiktok.com": "10.77.0.10"}
             with dnsmasq_upstream("127.0.0.2", netns=ns, extra=extra) as up:
                 fwd = subprocess.Popen(
-                    ["ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground",
-                     "--no-resolv", "--no-hosts", f"--conf-file={conf}",
-                     f"--server={up[0]}#{up[1]}", "--port=5354", "--listen-address=127.0.0.3",
-                     "--bind-interfaces", "--pid-file=", "--user=root"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns,
+                        "dnsmasq",
+                        "--keep-in-foreground",
+                        "--no-resolv",
+                        "--no-hosts",
+                        f"--conf-file={conf}",
+                        f"--server={up[0]}#{up[1]}",
+                        "--port=5354",
+                        "--listen-address=127.0.0.3",
+                        "--bind-interfaces",
+                        "--pid-file=",
+                        "--user=root",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
                 try:
                     code = (
@@ -90,8 +102,12 @@ def test_dnsmasq_fills_our_set(tmp_path: Path) -> None:
                     )
                     deadline = time.monotonic() + 5
                     while True:
-                        proc = run_in(ns, [sys.executable, "-c", code, "www.tiktok.com",
-                                           "other.lab.test"], check=False, timeout=10)
+                        proc = run_in(
+                            ns,
+                            [sys.executable, "-c", code, "www.tiktok.com", "other.lab.test"],
+                            check=False,
+                            timeout=10,
+                        )
                         if proc.returncode == 0 or time.monotonic() > deadline:
                             break
                         time.sleep(0.2)

@@ -17,9 +17,12 @@ from classifier.live_state import LiveState
 def test_dry_run_flag_and_nft_policy_disagree_in_one_line() -> None:
     status = enforcement_status("dry-run", "nft")
     assert status == {
-        "flag": "dry-run", "policy": "nft", "effective": "dry-run",
+        "flag": "dry-run",
+        "policy": "nft",
+        "effective": "dry-run",
         "note": "enforcement: --enforce dry-run and policy mode nft disagree; using dry-run "
-                "(the more cautious). Pass --enforce nft to block."}
+        "(the more cautious). Pass --enforce nft to block.",
+    }
 
 
 def test_nft_flag_and_dry_run_policy_point_at_the_policy_file() -> None:
@@ -31,8 +34,7 @@ def test_nft_flag_and_dry_run_policy_point_at_the_policy_file() -> None:
 
 @pytest.mark.parametrize("flag", MODES)
 @pytest.mark.parametrize("policy", MODES)
-def test_the_more_cautious_wins_like_the_enforcer(flag: str, policy: str,
-                                                  tmp_path: Path) -> None:
+def test_the_more_cautious_wins_like_the_enforcer(flag: str, policy: str, tmp_path: Path) -> None:
     status = enforcement_status(flag, policy)
     assert status["effective"] == min(flag, policy, key=MODES.index)
     assert (status["note"] is None) == (flag == policy)
@@ -62,4 +64,3 @@ def test_live_state_follows_a_policy_change(tmp_path: Path) -> None:
     finally:
         enforcer.close()
         audit.close()
-

@@ -34,8 +34,11 @@ class _Clock:
 
 
 def _policy(**doc: object) -> Policy:
-    base: dict[str, object] = {"mode": "nft", "block_seconds": 30,
-                               "allow": {"names": ["ok.lab.test"], "ips": ["10.77.2.99"]}}
+    base: dict[str, object] = {
+        "mode": "nft",
+        "block_seconds": 30,
+        "allow": {"names": ["ok.lab.test"], "ips": ["10.77.2.99"]},
+    }
     base.update(doc)
     return parse_policy(base, "test")
 
@@ -67,7 +70,12 @@ def test_off_and_dry_run_without_firewall(tmp_path: Path) -> None:
     assert [e["action"] for e in _events(path)] == ["dry-run-block"]
     ev = _events(path)[0]
     assert (ev["client"], ev["server"], ev["port"], ev["proto"], ev["name"], ev["label"]) == (
-        C, S, 443, "udp", "rr.lab.test", "shorts"
+        C,
+        S,
+        443,
+        "udp",
+        "rr.lab.test",
+        "shorts",
     )
     assert ev["probability"] == 0.91 and "shorts" in str(ev["rule"])
     assert [r.id for r in dry.active_blocks()] == [rec.id]
@@ -79,13 +87,15 @@ def test_off_and_dry_run_without_firewall(tmp_path: Path) -> None:
 
 def test_policy_gates(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    holder = PolicyHolder(initial=_policy(categories=["shorts"],
-                                          clients={"only": ["10.77.1.0/24"]}))
+    holder = PolicyHolder(
+        initial=_policy(categories=["shorts"], clients={"only": ["10.77.1.0/24"]})
+    )
     e = Enforcer("dry-run", None, AuditLog(path), holder)
     assert e.block(C, S, 443, "udp", label="reels", probability=0.99) is None  # category
     assert e.block("10.77.5.5", S, 443, "udp", label="shorts", probability=0.99) is None
-    assert e.block(C, S, 443, "udp", label="shorts", probability=0.99, name="a.ok.lab.test") \
-        is None  # allowlisted name
+    assert (
+        e.block(C, S, 443, "udp", label="shorts", probability=0.99, name="a.ok.lab.test") is None
+    )  # allowlisted name
     assert e.block(C, "10.77.2.99", 443, "udp", label="shorts", probability=0.99) is None
     with pytest.raises(EnforcementError, match="both port and proto"):
         e.block(C, S, 443, None, label="shorts", probability=0.99)
@@ -104,8 +114,12 @@ def test_observe_needs_k_of_n(tmp_path: Path) -> None:
     args = (C, S, 443, "udp")
     assert e.observe(*args, label="shorts", probability=0.9, name="v.lab.test") is None
     assert e.observe(*args, label="shorts", probability=0.3, name="v.lab.test") is None
-    assert e.observe(C, "10.77.2.3", 443, "udp", label="shorts", probability=0.95,
-                     name="other.lab.test") is None  # another service: its own votes
+    assert (
+        e.observe(
+            C, "10.77.2.3", 443, "udp", label="shorts", probability=0.95, name="other.lab.test"
+        )
+        is None
+    )  # another service: its own votes
     rec = e.observe(*args, label="shorts", probability=0.85, name="v.lab.test")
     assert rec is not None and rec.probability == 0.85
     assert [x["action"] for x in _events(path)] == ["dry-run-block"]
@@ -124,8 +138,12 @@ def router_ns() -> Iterator[str]:
 @pytest.mark.netns
 def test_dry_run_leaves_ruleset_unchanged(router_ns: str, tmp_path: Path) -> None:
     before = run_in(router_ns, ["nft", "list", "ruleset"]).stdout
-    e = Enforcer("dry-run", NftTable(router_ns), AuditLog(tmp_path / "a.jsonl"),
-                 PolicyHolder(initial=_policy()))
+    e = Enforcer(
+        "dry-run",
+        NftTable(router_ns),
+        AuditLog(tmp_path / "a.jsonl"),
+        PolicyHolder(initial=_policy()),
+    )
     assert e.block(C, S, 443, "tcp", label="shorts", probability=0.97) is not None
     assert e.block(C, "10.77.2.3", label="reels", probability=0.97) is not None
     assert run_in(router_ns, ["nft", "list", "ruleset"]).stdout == before
@@ -183,8 +201,12 @@ SIGTERM_SCRIPT = textwrap.dedent(
 @pytest.mark.netns
 def test_sigterm_removes_table(router_ns: str, tmp_path: Path) -> None:
     audit = tmp_path / "a.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, router_ns, str(audit)],
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_SCRIPT, router_ns, str(audit)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"

@@ -22,9 +22,21 @@ names = ["tiktok.com", "shorts-only.example"]
 def _export(tmp_path: Path) -> Path:
     (tmp_path / "policy.toml").write_text(POLICY)
     out = tmp_path / "files"
-    run = subprocess.run([sys.executable, "-m", "classifier.cli", "dnsmasq-files",
-                          "--policy", str(tmp_path / "policy.toml"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "dnsmasq-files",
+            "--policy",
+            str(tmp_path / "policy.toml"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert "nft -f shortflow.nft" in run.stdout and "2 names" in run.stdout
     return out
@@ -45,15 +57,28 @@ def test_nft_loads_the_table(tmp_path: Path) -> None:
 def test_dnsmasq_accepts_the_snippet(tmp_path: Path) -> None:
     conf = _export(tmp_path) / "shortflow-dnsmasq.conf"
     assert "nftset=/shorts-only.example/tiktok.com/4#inet#shortflow#dns4" in conf.read_text()
-    check = subprocess.run(["dnsmasq", "--test", "-C", str(conf)], capture_output=True,
-                           text=True, timeout=20)
+    check = subprocess.run(
+        ["dnsmasq", "--test", "-C", str(conf)], capture_output=True, text=True, timeout=20
+    )
     assert check.returncode == 0 and "syntax check OK" in check.stdout + check.stderr
 
 
 def test_a_bad_policy_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "p.toml").write_text("[sinkhole]\nnames = ['a b']\n")
-    run = subprocess.run([sys.executable, "-m", "classifier.cli", "dnsmasq-files",
-                          "--policy", str(tmp_path / "p.toml"), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "dnsmasq-files",
+            "--policy",
+            str(tmp_path / "p.toml"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()

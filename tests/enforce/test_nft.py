@@ -69,12 +69,25 @@ def test_create_builds_sets_and_chains(table: NftTable, ns: str) -> None:
     chains = _objects(ns, "chain")
     fwd = chains["forward"]
     assert (fwd["hook"], fwd["prio"], fwd["policy"], fwd["type"]) == (
-        "forward", -5, "accept", "filter",
+        "forward",
+        -5,
+        "accept",
+        "filter",
     )
     assert "hook" not in chains["reset_or_drop"]
     text = run_in(ns, ["nft", "list", "table", "inet", "shortflow"]).stdout
-    for needle in ("@flows4", "@flows6", "@pairs4", "@pairs6", "@dns4", "@dns6",
-                   "th sport", "th dport", "reject with tcp reset", "drop"):
+    for needle in (
+        "@flows4",
+        "@flows6",
+        "@pairs4",
+        "@pairs6",
+        "@dns4",
+        "@dns6",
+        "th sport",
+        "th dport",
+        "reject with tcp reset",
+        "drop",
+    ):
         assert needle in text, needle
     assert table.exists()
     table.block_flow("10.77.1.2", "10.77.2.2", 443, "tcp", 30)

@@ -134,9 +134,19 @@ print(json.dumps({"end": end, "t_end": time.monotonic(), "bytes": total, "marks"
 
 
 def _stream(topo: Topology, duration: float) -> subprocess.Popen[str]:
-    return topo.popen(topo.client, [sys.executable, "-c", TCP_STREAM_CLIENT, topo.addr["server"],
-                                    str(TCP_PORT), str(duration)],
-                      stdout=subprocess.PIPE, text=True)
+    return topo.popen(
+        topo.client,
+        [
+            sys.executable,
+            "-c",
+            TCP_STREAM_CLIENT,
+            topo.addr["server"],
+            str(TCP_PORT),
+            str(duration),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -146,11 +156,13 @@ def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 def test_tcp_stream_is_reset_then_flows_after_expiry(
-    topology: Topology, router_table: NftTable  # noqa: F811
+    topology: Topology,  # noqa: F811
+    router_table: NftTable,
 ) -> None:
     topo = topology
-    topo.popen(topo.server, [sys.executable, "-c", TCP_STREAM_SERVER, topo.addr["server"],
-                             str(TCP_PORT)])
+    topo.popen(
+        topo.server, [sys.executable, "-c", TCP_STREAM_SERVER, topo.addr["server"], str(TCP_PORT)]
+    )
     topo.wait_listening(topo.server, TCP_PORT)
     client = _stream(topo, 8.0)
     assert client.stdout is not None and client.stdout.readline().strip() == "ready"
@@ -161,8 +173,10 @@ def test_tcp_stream_is_reset_then_flows_after_expiry(
     before = [b for t, b in res["marks"] if t < t_block]
     late = [b for t, b in res["marks"] if t > t_block + 0.05]
     bytes_late = (late[-1] - before[-1]) if late else 0
-    print(f"\nTCP: stream ended '{res['end']}' {(res['t_end'] - t_block) * 1000:.0f} ms after "
-          f"block_flow() returned; {before[-1]} bytes before, {bytes_late} bytes after +50 ms")
+    print(
+        f"\nTCP: stream ended '{res['end']}' {(res['t_end'] - t_block) * 1000:.0f} ms after "
+        f"block_flow() returned; {before[-1]} bytes before, {bytes_late} bytes after +50 ms"
+    )
     assert before and before[-1] > 1_000_000  # it really was streaming
     assert res["end"] == "reset"  # the client's next packet drew a RST
     assert res["t_end"] - t_block < 1.0
@@ -180,14 +194,18 @@ def test_tcp_stream_is_reset_then_flows_after_expiry(
 
 
 def test_udp_flow_dropped_then_expires(
-    topology: Topology, router_table: NftTable  # noqa: F811
+    topology: Topology,  # noqa: F811
+    router_table: NftTable,
 ) -> None:
     topo = topology
-    topo.popen(topo.server, [sys.executable, "-c", UDP_ECHO, topo.addr["server"],
-                             str(UDP_PORT)])
+    topo.popen(topo.server, [sys.executable, "-c", UDP_ECHO, topo.addr["server"], str(UDP_PORT)])
     topo.wait_listening(topo.server, UDP_PORT, proto="udp")
-    client = topo.popen(topo.client, [sys.executable, "-c", UDP_CLIENT, topo.addr["server"],
-                                      str(UDP_PORT), "5.0"], stdout=subprocess.PIPE, text=True)
+    client = topo.popen(
+        topo.client,
+        [sys.executable, "-c", UDP_CLIENT, topo.addr["server"], str(UDP_PORT), "5.0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert client.stdout is not None
     assert client.stdout.readline().strip() == "ready"
     time.sleep(1.0)
@@ -203,9 +221,11 @@ def test_udp_flow_dropped_then_expires(
     after = [s for s, r in rel.items() if r > 3.0]
     through = [rel[s] for s in got if rel[s] < 1.0]
     resumed = min(rel[s] for s in got if rel[s] > 0.5)
-    print(f"\nUDP: last packet through was sent {max(through) * 1000:+.1f} ms after "
-          f"block_flow() returned; traffic resumed {resumed:.2f} s later (timeout 2 s); "
-          f"{len(sent)} sent, {len(got)} echoed")
+    print(
+        f"\nUDP: last packet through was sent {max(through) * 1000:+.1f} ms after "
+        f"block_flow() returned; traffic resumed {resumed:.2f} s later (timeout 2 s); "
+        f"{len(sent)} sent, {len(got)} echoed"
+    )
     assert len(before) > 200 and sum(s in got for s in before) >= 0.95 * len(before)
     assert blocked and not any(s in got for s in blocked)
     assert after and sum(s in got for s in after) >= 0.9 * len(after)
@@ -215,18 +235,22 @@ def test_udp_flow_dropped_then_expires(
 
 
 def test_pair_block_refuses_new_connections(
-    topology: Topology, router_table: NftTable  # noqa: F811
+    topology: Topology,  # noqa: F811
+    router_table: NftTable,
 ) -> None:
     topo = topology
-    topo.popen(topo.server, [sys.executable, "-m", "http.server", "--bind",
-                             topo.addr["server"], str(HTTP_PORT)])
+    topo.popen(
+        topo.server,
+        [sys.executable, "-m", "http.server", "--bind", topo.addr["server"], str(HTTP_PORT)],
+    )
     topo.wait_listening(topo.server, HTTP_PORT)
     url = f"http://{topo.addr['server']}:{HTTP_PORT}/"
     assert topo.run(topo.client, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url])
     router_table.block_pair(topo.addr["client"], topo.addr["server"], 30)
     t0 = time.monotonic()
-    res = topo.run(topo.client, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url],
-                   check=False)
+    res = topo.run(
+        topo.client, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url], check=False
+    )
     assert res.returncode == 7 and time.monotonic() - t0 < 2  # reset at once, no timeout
     assert router_table.unblock(topo.addr["client"], topo.addr["server"])
     assert topo.run(topo.client, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url])

@@ -13,8 +13,9 @@ CID = bytes.fromhex("b4a1c2d3e4f50617")
 HASH = bytes(range(0xA0, 0xAC))  # the 12-byte message authentication hash (unchecked)
 
 
-def chlo(tags: list[tuple[bytes, bytes]], *, entries: int | None = None,
-         ends: list[int] | None = None) -> bytes:
+def chlo(
+    tags: list[tuple[bytes, bytes]], *, entries: int | None = None, ends: list[int] | None = None
+) -> bytes:
     """A CHLO message with ``tags`` (tag, value) in the order given. ``entries`` and
     ``ends`` override the entry count and the end offsets written (to make them lie)."""
     table = b""
@@ -32,28 +33,46 @@ def chrome_chlo(sni: str | bytes | None, pad: int = 400) -> bytes:
     tags: list[tuple[bytes, bytes]] = [(b"PAD", b"-" * pad)]
     if sni is not None:
         tags.append((b"SNI", sni.encode() if isinstance(sni, str) else sni))
-    tags += [(b"STK", bytes(range(54))), (b"VER", b"Q043"), (b"CCS", b"\x01\xe8" * 8),
-             (b"PDMD", b"X509"), (b"ICSL", b"\x1e\x00\x00\x00"), (b"CFCW", b"\x00\xc0\x00\x00")]
+    tags += [
+        (b"STK", bytes(range(54))),
+        (b"VER", b"Q043"),
+        (b"CCS", b"\x01\xe8" * 8),
+        (b"PDMD", b"X509"),
+        (b"ICSL", b"\x1e\x00\x00\x00"),
+        (b"CFCW", b"\x00\xc0\x00\x00"),
+    ]
     return chlo(tags)
 
 
-def stream_frame(data: bytes, *, big: bool, stream_id: int = 1, id_len: int = 1,
-                 offset: int = 0, off_len: int = 0, data_len: int | None = -1) -> bytes:
+def stream_frame(
+    data: bytes,
+    *,
+    big: bool,
+    stream_id: int = 1,
+    id_len: int = 1,
+    offset: int = 0,
+    off_len: int = 0,
+    data_len: int | None = -1,
+) -> bytes:
     """A gQUIC STREAM frame. ``data_len`` -1: the real length, ``None``: no length field
     (data to the end of the packet), else the value written (may lie)."""
     order = "big" if big else "little"
     ftype = 0x80 | (id_len - 1) | ((off_len - 1 if off_len else 0) << 2)
     if data_len is not None:
         ftype |= 0x20
-    out = bytes([ftype]) + stream_id.to_bytes(id_len, order) + (
-        offset.to_bytes(off_len, order) if off_len else b"")
+    out = (
+        bytes([ftype])
+        + stream_id.to_bytes(id_len, order)
+        + (offset.to_bytes(off_len, order) if off_len else b"")
+    )
     if data_len is not None:
         out += (len(data) if data_len == -1 else data_len).to_bytes(2, order)
     return out + data
 
 
-def public_packet(version: str, frames: bytes, *, pn: int = 1, pn_len: int = 1,
-                  flags: int = 0x0C) -> bytes:
+def public_packet(
+    version: str, frames: bytes, *, pn: int = 1, pn_len: int = 1, flags: int = 0x0C
+) -> bytes:
     """A client packet with the public header (Q043 and older): version flag, ``flags``
     (0x0C: 8-byte connection ID as Chrome set it), packet number, hash, private flags
     before Q034, then ``frames``."""
@@ -66,13 +85,21 @@ def public_packet(version: str, frames: bytes, *, pn: int = 1, pn_len: int = 1,
     return bytes([first]) + cid + version.encode() + pn_bytes + HASH + private + frames
 
 
-def long_packet(version: str, frames: bytes, *, pn: int = 1, pn_len: int = 4,
-                cid_lens: int = 0x50) -> bytes:
+def long_packet(
+    version: str, frames: bytes, *, pn: int = 1, pn_len: int = 4, cid_lens: int = 0x50
+) -> bytes:
     """A Q044-Q047 long-header Initial: 4-bit connection ID lengths (``cid_lens``)."""
     dcil, scil = cid_lens >> 4, cid_lens & 0x0F
     ids = bytes(dcil + 3 if dcil else 0) + bytes(scil + 3 if scil else 0)
-    return (bytes([0xC0 | (pn_len - 1)]) + version.encode() + bytes([cid_lens]) + ids
-            + pn.to_bytes(pn_len, "big") + HASH + frames)
+    return (
+        bytes([0xC0 | (pn_len - 1)])
+        + version.encode()
+        + bytes([cid_lens])
+        + ids
+        + pn.to_bytes(pn_len, "big")
+        + HASH
+        + frames
+    )
 
 
 def packet(version: str, sni: str | bytes | None, *, pad_to: int = 1350) -> bytes:

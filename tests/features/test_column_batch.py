@@ -20,13 +20,13 @@ from classifier.features.schema import FLOW_COLUMNS, NAME_COLUMNS
 from classifier.features.table_sink import TableSink, arrow_schema
 
 NDPI = Path(__file__).resolve().parents[3] / "shared" / "pcaps" / "ndpi"
-CAPTURES = ("android.pcap", "iphone.pcap", "quic.pcap", "reddit.pcap", "waze.pcap",
-            "wechat.pcap")
+CAPTURES = ("android.pcap", "iphone.pcap", "quic.pcap", "reddit.pcap", "waze.pcap", "wechat.pcap")
 needs_shared = pytest.mark.skipif(not NDPI.is_dir(), reason="needs ../shared/pcaps")
 
 
-def _write(out: Path, columns: list[str], tables: list[ColumnBatch] | list[pd.DataFrame]
-           ) -> pq.ParquetFile:
+def _write(
+    out: Path, columns: list[str], tables: list[ColumnBatch] | list[pd.DataFrame]
+) -> pq.ParquetFile:
     with TableSink(out, columns) as sink:
         for table in tables:
             sink.write(table)
@@ -35,16 +35,16 @@ def _write(out: Path, columns: list[str], tables: list[ColumnBatch] | list[pd.Da
 
 def _assert_same_file(got: pq.ParquetFile, expected: pq.ParquetFile) -> None:
     assert got.schema_arrow.equals(expected.schema_arrow)  # fields (not pandas metadata)
-    groups = [expected.metadata.row_group(i).num_rows
-              for i in range(expected.num_row_groups)]
+    groups = [expected.metadata.row_group(i).num_rows for i in range(expected.num_row_groups)]
     assert [got.metadata.row_group(i).num_rows for i in range(got.num_row_groups)] == groups
     assert got.read().equals(expected.read())
 
 
 @needs_shared
 @pytest.mark.parametrize("window", [None, 10.0])
-def test_batches_write_the_file_frames_write(tmp_path: Path, window: float | None,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batches_write_the_file_frames_write(
+    tmp_path: Path, window: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fast, "_CHUNK_PACKETS", 500)  # several batches, so row groups
     config = FeaturizeConfig(window=window)
     columns = row_columns(config)
@@ -68,12 +68,15 @@ def test_batch_nulls_nans_and_text_write_as_from_pandas(tmp_path: Path) -> None:
     columns = row_columns(FeaturizeConfig())
     schema = arrow_schema(columns)
     head_names = [*FLOW_COLUMNS, *NAME_COLUMNS]
-    examples = {pa.string(): ["é.example", None], pa.int64(): np.array([1, -2]),
-                pa.float64(): np.array([0.5, np.nan])}
+    examples = {
+        pa.string(): ["é.example", None],
+        pa.int64(): np.array([1, -2]),
+        pa.float64(): np.array([0.5, np.nan]),
+    }
     head = {c: examples[schema.field(c).type] for c in head_names}
     head["alpn"] = [None, None]
     head["capture"] = ["a.pcap", ""]
-    feature_names = columns[len(head_names):]
+    feature_names = columns[len(head_names) :]
     features = np.arange(2.0 * len(feature_names)).reshape(2, -1)
     features[0, 3], features[1, 5], features[1, 6] = np.nan, np.inf, -0.0
     batch = ColumnBatch(head, feature_names, features)
@@ -85,7 +88,7 @@ def test_batch_nulls_nans_and_text_write_as_from_pandas(tmp_path: Path) -> None:
 
 def test_empty_batch_writes_an_empty_table(tmp_path: Path) -> None:
     columns = row_columns(FeaturizeConfig())
-    feature_names = columns[len(FLOW_COLUMNS) + len(NAME_COLUMNS):]
+    feature_names = columns[len(FLOW_COLUMNS) + len(NAME_COLUMNS) :]
     empty = ColumnBatch.empty(columns, feature_names)
     assert len(empty) == 0 and empty.columns == columns
     pd.testing.assert_frame_equal(empty.frame(), pd.DataFrame([], columns=columns))

@@ -13,8 +13,10 @@ def _response(
     qname: str, records: list[str], qtype: str = "A", extra: tuple[str, ...] = ()
 ) -> bytes:
     """A response built from zone-file lines (answers, then additional records)."""
-    rec = dnslib.DNSRecord(dnslib.DNSHeader(id=7, qr=1, aa=0, ra=1),
-                           q=dnslib.DNSQuestion(qname, getattr(dnslib.QTYPE, qtype)))
+    rec = dnslib.DNSRecord(
+        dnslib.DNSHeader(id=7, qr=1, aa=0, ra=1),
+        q=dnslib.DNSQuestion(qname, getattr(dnslib.QTYPE, qtype)),
+    )
     for line in records:
         for rr in dnslib.RR.fromZone(line):
             rec.add_answer(rr)
@@ -25,12 +27,15 @@ def _response(
 
 
 def test_cname_chain_to_addresses() -> None:
-    msg = _response("www.youtube.com", [
-        "www.youtube.com. 300 IN CNAME youtube-ui.l.google.com.",
-        "youtube-ui.l.google.com. 60 IN CNAME alt.l.google.com.",
-        "alt.l.google.com. 30 IN A 142.250.1.1",
-        "alt.l.google.com. 30 IN A 142.250.1.2",
-    ])
+    msg = _response(
+        "www.youtube.com",
+        [
+            "www.youtube.com. 300 IN CNAME youtube-ui.l.google.com.",
+            "youtube-ui.l.google.com. 60 IN CNAME alt.l.google.com.",
+            "alt.l.google.com. 30 IN A 142.250.1.1",
+            "alt.l.google.com. 30 IN A 142.250.1.2",
+        ],
+    )
     ans = parse_dns_response(msg)
     assert ans == DnsAnswer(
         "www.youtube.com",
@@ -48,20 +53,26 @@ def test_aaaa_canonical_and_case_folded() -> None:
 
 
 def test_https_record_hints() -> None:
-    msg = _response("discord.com", [
-        "discord.com. 300 IN HTTPS 1 . alpn=h3,h2 ipv4hint=162.159.128.233,162.159.135.232 "
-        "ipv6hint=2606:4700::6810:84e5",
-    ], "HTTPS")
+    msg = _response(
+        "discord.com",
+        [
+            "discord.com. 300 IN HTTPS 1 . alpn=h3,h2 ipv4hint=162.159.128.233,162.159.135.232 "
+            "ipv6hint=2606:4700::6810:84e5",
+        ],
+        "HTTPS",
+    )
     ans = parse_dns_response(msg)
     assert ans is not None
     assert sorted(ans.addresses) == [
-        ("162.159.128.233", 300), ("162.159.135.232", 300), ("2606:4700::6810:84e5", 300),
+        ("162.159.128.233", 300),
+        ("162.159.135.232", 300),
+        ("2606:4700::6810:84e5", 300),
     ]
 
 
 def test_svcb_raw_rdata_hints() -> None:
     # SVCB (type 64): priority 1, target ".", ipv4hint 10.0.0.1 -- dnslib keeps this raw.
-    rdata = bytes.fromhex("0001" "00" "0004" "0004" "0a000001")
+    rdata = bytes.fromhex("000100000400040a000001")
     rec = dnslib.DNSRecord(dnslib.DNSHeader(id=1, qr=1), q=dnslib.DNSQuestion("_dns.r.example", 64))
     rec.add_answer(dnslib.RR("_dns.r.example", 64, ttl=99, rdata=dnslib.RD(rdata)))
     ans = parse_dns_response(bytes(rec.pack()))
@@ -79,9 +90,13 @@ def test_glue_and_unrelated_records_ignored() -> None:
 
 
 def test_cname_loop_terminates() -> None:
-    msg = _response("x.example", [
-        "x.example. 60 IN CNAME y.example.", "y.example. 60 IN CNAME x.example.",
-    ])
+    msg = _response(
+        "x.example",
+        [
+            "x.example. 60 IN CNAME y.example.",
+            "y.example. 60 IN CNAME x.example.",
+        ],
+    )
     ans = parse_dns_response(msg)
     assert ans is not None and ans.addresses == [] and ans.cname_chain == ["y.example"]
 

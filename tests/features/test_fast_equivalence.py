@@ -34,16 +34,28 @@ from tests.capture import make_captures as mk
 from training.traces import default_source_dir
 
 SHARED = default_source_dir()
-CAPTURES = sorted(p for d in ("ndpi", "nfstream", "requet") if (SHARED / d).is_dir()
-                  for p in (SHARED / d).iterdir() if p.suffix in (".pcap", ".pcapng"))
+CAPTURES = sorted(
+    p
+    for d in ("ndpi", "nfstream", "requet")
+    if (SHARED / d).is_dir()
+    for p in (SHARED / d).iterdir()
+    if p.suffix in (".pcap", ".pcapng")
+)
 needs_shared = pytest.mark.skipif(not CAPTURES, reason="shared captures not present")
 
 WINDOWS = FeaturizeConfig(window=5.0)
-SMALL_TABLE = FeaturizeConfig(flow=FlowConfig(resegment_mss=536, idle_timeout=10.0,
-                                              active_timeout=30.0, max_flows=20,
-                                              close_linger=0.2, sweep_interval=0.5,
-                                              max_packets=300),
-                              snapshots=(1.0, 3.0, 10.0))
+SMALL_TABLE = FeaturizeConfig(
+    flow=FlowConfig(
+        resegment_mss=536,
+        idle_timeout=10.0,
+        active_timeout=30.0,
+        max_flows=20,
+        close_linger=0.2,
+        sweep_interval=0.5,
+        max_packets=300,
+    ),
+    snapshots=(1.0, 3.0, 10.0),
+)
 
 
 def _sorted(df: pd.DataFrame, config: FeaturizeConfig) -> pd.DataFrame:
@@ -64,10 +76,21 @@ def _check(path: Path, config: FeaturizeConfig, *, exact: bool = False) -> pd.Da
                 assert np.array_equal(got[col].to_numpy(), ref[col].to_numpy()), col
     r, g = ref_stats.read, got_stats.read
     assert (g.records, g.packets, g.skipped, g.noted, g.bytes_read, g.linktypes, g.format) == (
-        r.records, r.packets, r.skipped, r.noted, r.bytes_read, r.linktypes, r.format)
+        r.records,
+        r.packets,
+        r.skipped,
+        r.noted,
+        r.bytes_read,
+        r.linktypes,
+        r.format,
+    )
     rt, gt = ref_stats.table, got_stats.table
     assert (gt.packets, gt.flows, gt.peak_flows, gt.ended) == (
-        rt.packets, rt.flows, rt.peak_flows, rt.ended)
+        rt.packets,
+        rt.flows,
+        rt.peak_flows,
+        rt.ended,
+    )
     assert got_stats.rows == ref_stats.rows == len(ref)
     return got
 
@@ -82,8 +105,11 @@ def test_shared_capture_default(path: Path) -> None:
 
 
 WINDOW_SET = [p for p in CAPTURES if p.parent.name == "requet"][:2] + [
-    p for p in CAPTURES if p.name in ("alexa-app.pcapng", "quic.pcap", "ookla.pcap",
-                                      "telegram_videocall.pcapng", "wa_video.pcap")]
+    p
+    for p in CAPTURES
+    if p.name
+    in ("alexa-app.pcapng", "quic.pcap", "ookla.pcap", "telegram_videocall.pcapng", "wa_video.pcap")
+]
 
 
 @needs_shared
@@ -113,9 +139,15 @@ def _chunks(path: Path, ahead: bool, **kw: int) -> tuple[list[tuple[bytes, ...]]
     """Every chunk's arrays and payload bytes, copied as it comes (a chunk is only valid
     until the next one), and the read counters."""
     stats = ReadStats()
-    got = [(ch.ts.tobytes(), ch.cols.tobytes(), ch.first_record_offset.to_bytes(8, "big"),
-            *(ch.payload(i) for i in range(len(ch))))
-           for ch in cc.iter_chunks(path, stats, ahead=ahead, **kw)]
+    got = [
+        (
+            ch.ts.tobytes(),
+            ch.cols.tobytes(),
+            ch.first_record_offset.to_bytes(8, "big"),
+            *(ch.payload(i) for i in range(len(ch))),
+        )
+        for ch in cc.iter_chunks(path, stats, ahead=ahead, **kw)
+    ]
     return got, stats
 
 
@@ -130,15 +162,19 @@ def test_reading_ahead_gives_the_same_chunks(name: str) -> None:
         one, one_stats = _chunks(path, False, **kw)
         two, two_stats = _chunks(path, True, **kw)
         assert one == two and len(one) > 0
-        assert (two_stats.records, two_stats.packets, two_stats.skipped,
-                two_stats.bytes_read) == (one_stats.records, one_stats.packets,
-                                          one_stats.skipped, one_stats.bytes_read)
+        assert (two_stats.records, two_stats.packets, two_stats.skipped, two_stats.bytes_read) == (
+            one_stats.records,
+            one_stats.packets,
+            one_stats.skipped,
+            one_stats.bytes_read,
+        )
 
 
 def test_reading_ahead_stops_with_its_caller_and_raises_in_order(tmp_path: Path) -> None:
     frame = mk.ether(_v4())
-    path = mk.write(tmp_path, "many.pcap", mk.pcap_file(
-        [(1_700_000_000, i, frame) for i in range(5000)]))
+    path = mk.write(
+        tmp_path, "many.pcap", mk.pcap_file([(1_700_000_000, i, frame) for i in range(5000)])
+    )
     chunks = cc.iter_chunks(path, ReadStats(), max_packets=10, ahead=True)
     assert len(next(chunks)) == 10
     chunks.close()  # the reading thread is waiting for a free set: it must end
@@ -155,8 +191,9 @@ def test_reading_ahead_stops_with_its_caller_and_raises_in_order(tmp_path: Path)
 
 @needs_shared
 @pytest.mark.parametrize("config", [FeaturizeConfig(), WINDOWS], ids=["flows", "windows"])
-def test_features_in_two_threads_are_the_same(config: FeaturizeConfig,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_features_in_two_threads_are_the_same(
+    config: FeaturizeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Large batches of ended flows are cut in two runs computed in two threads."""
     for path in WINDOW_SET[:4]:
         one = featurize_fast(path, config)
@@ -177,8 +214,9 @@ def many_flows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_names_and_dns_on_generated_capture(many_flows: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_names_and_dns_on_generated_capture(
+    many_flows: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fast, "_CHUNK_PACKETS", 1000)
     got = _check(many_flows, FeaturizeConfig(), exact=True)
     assert got["sni"].notna().sum() == 600  # every TCP flow has a ClientHello
@@ -202,24 +240,29 @@ def _soup(seed: int, n: int) -> bytes:
         payload = bytes(rng.randrange(256) for _ in range(rng.choice((0, 0, 5, 300, 1400))))
         sport, dport = rng.choice((53, 443, 5000, 40000, 50001)), rng.choice((53, 443, 40000))
         if rng.random() < 0.6:
-            l4 = mk.tcp(sport, dport, payload, seq=rng.randrange(2**32),
-                        flags=rng.choice((0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x01)))
+            l4 = mk.tcp(
+                sport,
+                dport,
+                payload,
+                seq=rng.randrange(2**32),
+                flags=rng.choice((0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x01)),
+            )
             proto = 6
         else:
             l4, proto = mk.udp(sport, dport, payload), 17
         if rng.random() < 0.8:
             frame = mk.ether(mk.ipv4(l4, proto, rng.choice(hosts4), rng.choice(hosts4)))
         else:
-            frame = mk.ether(mk.ipv6(l4, proto, rng.choice(hosts6), rng.choice(hosts6)),
-                             0x86DD)
+            frame = mk.ether(mk.ipv6(l4, proto, rng.choice(hosts6), rng.choice(hosts6)), 0x86DD)
         sec = int(t)
         records.append((sec, int(round((t - sec) * 1e6)) % 1_000_000, frame))
     return mk.pcap_file(records)
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("config", [FeaturizeConfig(), WINDOWS, SMALL_TABLE],
-                         ids=["default", "windows", "small-table"])
+@pytest.mark.parametrize(
+    "config", [FeaturizeConfig(), WINDOWS, SMALL_TABLE], ids=["default", "windows", "small-table"]
+)
 def test_random_packet_soup(tmp_path: Path, seed: int, config: FeaturizeConfig) -> None:
     path = mk.write(tmp_path, "soup.pcap", _soup(seed, 400))
     _check(path, config)
@@ -265,9 +308,24 @@ FRAMES: list[tuple[int, bytes]] = [
 
 def _same_packets(path: Path) -> None:
     ref_stats = ReadStats()
-    ref = [(p.ts, p.wire_len, p.ip_len, p.version, p.src, p.dst, p.proto, p.sport, p.dport,
-            p.tcp_flags, p.seq, p.payload_len, p.payload)
-           for p in open_capture(path, stats=ref_stats)]
+    ref = [
+        (
+            p.ts,
+            p.wire_len,
+            p.ip_len,
+            p.version,
+            p.src,
+            p.dst,
+            p.proto,
+            p.sport,
+            p.dport,
+            p.tcp_flags,
+            p.seq,
+            p.payload_len,
+            p.payload,
+        )
+        for p in open_capture(path, stats=ref_stats)
+    ]
     got_stats = ReadStats()
     got = []
     for ch in cc.iter_chunks(path, got_stats, max_packets=3):
@@ -277,22 +335,49 @@ def _same_packets(path: Path) -> None:
             fam = socket.AF_INET if v == 4 else socket.AF_INET6
 
             def addr(hi: int, lo: int, v: int = v, fam: int = fam) -> str:
-                raw = ((lo & 0xFFFFFFFF).to_bytes(4, "big") if v == 4 else
-                       (hi & (2**64 - 1)).to_bytes(8, "big") + (lo & (2**64 - 1)).to_bytes(
-                           8, "big"))
+                raw = (
+                    (lo & 0xFFFFFFFF).to_bytes(4, "big")
+                    if v == 4
+                    else (hi & (2**64 - 1)).to_bytes(8, "big")
+                    + (lo & (2**64 - 1)).to_bytes(8, "big")
+                )
                 return socket.inet_ntop(fam, raw)
 
-            got.append((float(ch.ts[i]), int(c[cc.C_WIRE, i]), int(c[cc.C_IPLEN, i]), v,
-                        addr(int(c[cc.C_SRC_HI, i]), int(c[cc.C_SRC_LO, i])),
-                        addr(int(c[cc.C_DST_HI, i]), int(c[cc.C_DST_LO, i])),
-                        int(c[cc.C_PROTO, i]), int(c[cc.C_SPORT, i]), int(c[cc.C_DPORT, i]),
-                        int(c[cc.C_FLAGS, i]), int(c[cc.C_SEQ, i]), int(c[cc.C_PLEN, i]),
-                        ch.payload(i)))
+            got.append(
+                (
+                    float(ch.ts[i]),
+                    int(c[cc.C_WIRE, i]),
+                    int(c[cc.C_IPLEN, i]),
+                    v,
+                    addr(int(c[cc.C_SRC_HI, i]), int(c[cc.C_SRC_LO, i])),
+                    addr(int(c[cc.C_DST_HI, i]), int(c[cc.C_DST_LO, i])),
+                    int(c[cc.C_PROTO, i]),
+                    int(c[cc.C_SPORT, i]),
+                    int(c[cc.C_DPORT, i]),
+                    int(c[cc.C_FLAGS, i]),
+                    int(c[cc.C_SEQ, i]),
+                    int(c[cc.C_PLEN, i]),
+                    ch.payload(i),
+                )
+            )
     assert got == ref
-    assert (got_stats.records, got_stats.packets, got_stats.skipped, got_stats.noted,
-            got_stats.bytes_read, got_stats.linktypes, got_stats.format) == (
-        ref_stats.records, ref_stats.packets, ref_stats.skipped, ref_stats.noted,
-        ref_stats.bytes_read, ref_stats.linktypes, ref_stats.format)
+    assert (
+        got_stats.records,
+        got_stats.packets,
+        got_stats.skipped,
+        got_stats.noted,
+        got_stats.bytes_read,
+        got_stats.linktypes,
+        got_stats.format,
+    ) == (
+        ref_stats.records,
+        ref_stats.packets,
+        ref_stats.skipped,
+        ref_stats.noted,
+        ref_stats.bytes_read,
+        ref_stats.linktypes,
+        ref_stats.format,
+    )
 
 
 @pytest.mark.parametrize("linktype", sorted({lt for lt, _ in FRAMES}))
@@ -308,10 +393,13 @@ def test_pcap_link_types(tmp_path: Path, linktype: int, order: str, nano: bool) 
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_pcapng_interfaces_sections_and_blocks(tmp_path: Path, order: str) -> None:
     eth = [f for lt, f in FRAMES if lt == 1]
-    data = (mk.pcapng_shb(order) + mk.pcapng_idb(1, order=order)
-            + mk.pcapng_idb(113, tsresol=9, tsoffset=-100, order=order)
-            + mk.pcapng_idb(147, order=order)  # unknown link type: its packets are skipped
-            + mk.pcapng_idb(101, tsresol=0x80 | 20, order=order))
+    data = (
+        mk.pcapng_shb(order)
+        + mk.pcapng_idb(1, order=order)
+        + mk.pcapng_idb(113, tsresol=9, tsoffset=-100, order=order)
+        + mk.pcapng_idb(147, order=order)  # unknown link type: its packets are skipped
+        + mk.pcapng_idb(101, tsresol=0x80 | 20, order=order)
+    )
     for i, f in enumerate(eth):
         data += mk.pcapng_epb(0, 1_700_000_000_000_000 + i * 1000, f, order=order)
     data += mk.pcapng_epb(1, 1_700_000_000_123_456_789, mk.sll(_v4()), order=order)
@@ -350,8 +438,12 @@ def test_damaged_record_same_error_and_skip_bad(tmp_path: Path) -> None:
     frame = mk.ether(_v4())
     bad = mk.pcap_file([(1_700_000_000, 0, frame), (1_700_000_000, 1, frame, 60)])
     # second record claims an absurd captured length, good records follow
-    damaged = bad[:24 + 16 + len(frame) + 8] + (10**6).to_bytes(4, "little") + bad[
-        24 + 16 + len(frame) + 12:] + good[24:]
+    damaged = (
+        bad[: 24 + 16 + len(frame) + 8]
+        + (10**6).to_bytes(4, "little")
+        + bad[24 + 16 + len(frame) + 12 :]
+        + good[24:]
+    )
     path = mk.write(tmp_path, "bad.pcap", damaged)
     with pytest.raises(CaptureError) as ref_err:
         featurize(path)
@@ -398,8 +490,15 @@ def test_featurize_many_in_processes() -> None:
 # --- the DNS shortcut: lookups are skipped only for addresses no answer carried ----------
 
 
-DNS_RICH = ("dns.pcap", "android.pcap", "iphone.pcap", "alexa-app.pcapng", "1kxun.pcap",
-            "wechat.pcap", "sites.pcapng")
+DNS_RICH = (
+    "dns.pcap",
+    "android.pcap",
+    "iphone.pcap",
+    "alexa-app.pcapng",
+    "1kxun.pcap",
+    "wechat.pcap",
+    "sites.pcapng",
+)
 
 
 def _dns_payloads() -> list[bytes]:

@@ -94,14 +94,19 @@ def test_chlo_without_sni_and_other_gquic_packets() -> None:
 
 def test_frame_and_header_variants() -> None:
     msg = gp.chrome_chlo("v.example")
-    for big, version in ((False, "Q033"), (False, "Q035"), (False, "Q037"), (True, "Q039"),
-                         (True, "Q043")):
+    for big, version in (
+        (False, "Q033"),
+        (False, "Q035"),
+        (False, "Q037"),
+        (True, "Q039"),
+        (True, "Q043"),
+    ):
         cases = [
             gp.stream_frame(msg, big=big, data_len=None),  # no length: to the packet end
             gp.stream_frame(msg, big=big, id_len=2),  # byte order of the stream ID
             # byte order of the data length: padding after a 0x0100-byte CHLO
-            gp.stream_frame(gp.chlo([(b"PAD", b"-" * 223), (b"SNI", b"v.example")]),
-                            big=big) + bytes(300),
+            gp.stream_frame(gp.chlo([(b"PAD", b"-" * 223), (b"SNI", b"v.example")]), big=big)
+            + bytes(300),
             gp.stream_frame(msg, big=big, offset=1024, off_len=2),  # a second CHLO
             gp.stream_frame(msg, big=big, id_len=4, offset=7, off_len=8),
             gp.stream_frame(msg, big=big, data_len=60000),  # lying: cut to the packet
@@ -115,28 +120,38 @@ def test_frame_and_header_variants() -> None:
                     assert _check(pkt) == ("v.example", None)
     for cid_lens in (0x50, 0x00, 0x05, 0xFF, 0x5F):
         for pn_len in (1, 2, 3, 4):
-            pkt = gp.long_packet("Q046", gp.stream_frame(msg, big=True), cid_lens=cid_lens,
-                                 pn_len=pn_len)
+            pkt = gp.long_packet(
+                "Q046", gp.stream_frame(msg, big=True), cid_lens=cid_lens, pn_len=pn_len
+            )
             assert _check(pkt) == ("v.example", None)
 
 
-@pytest.mark.parametrize("payload", [
-    gp.public_packet("Q043", gp.stream_frame(gp.chrome_chlo("x.example"), big=True,
-                                             stream_id=3)),  # not the crypto stream
-    gp.public_packet("Q043", b"\x07" + gp.stream_frame(gp.chrome_chlo("x.example"),
-                                                       big=True)),  # PING first
-    gp.public_packet("Q043", b"\x00" * 200),  # padding only
-    gp.public_packet("Q043", gp.stream_frame(b"SHLO" + gp.chrome_chlo("x.example")[4:],
-                                             big=True)),  # not a CHLO
-    gp.public_packet("Q048", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
-    gp.public_packet("Q0x3", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
-    gp.public_packet("Q043", gp.stream_frame(gp.chrome_chlo("x.example"), big=True),
-                     flags=0x0C | 0x02),  # public reset
-    bytes([0x05]) + gp.public_packet("Q043", gp.stream_frame(gp.chrome_chlo("x.example"),
-                                                             big=True))[1:],  # CID flag off
-    gp.long_packet("Q043", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
-    gp.long_packet("Q050", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        gp.public_packet(
+            "Q043", gp.stream_frame(gp.chrome_chlo("x.example"), big=True, stream_id=3)
+        ),  # not the crypto stream
+        gp.public_packet(
+            "Q043", b"\x07" + gp.stream_frame(gp.chrome_chlo("x.example"), big=True)
+        ),  # PING first
+        gp.public_packet("Q043", b"\x00" * 200),  # padding only
+        gp.public_packet(
+            "Q043", gp.stream_frame(b"SHLO" + gp.chrome_chlo("x.example")[4:], big=True)
+        ),  # not a CHLO
+        gp.public_packet("Q048", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
+        gp.public_packet("Q0x3", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
+        gp.public_packet(
+            "Q043", gp.stream_frame(gp.chrome_chlo("x.example"), big=True), flags=0x0C | 0x02
+        ),  # public reset
+        bytes([0x05])
+        + gp.public_packet("Q043", gp.stream_frame(gp.chrome_chlo("x.example"), big=True))[
+            1:
+        ],  # CID flag off
+        gp.long_packet("Q043", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
+        gp.long_packet("Q050", gp.stream_frame(gp.chrome_chlo("x.example"), big=True)),
+    ],
+)
 def test_packets_that_give_no_name(payload: bytes) -> None:
     got = parse_gquic_packet(payload)
     assert got is None or got.sni is None
@@ -155,7 +170,7 @@ def test_lying_chlo_lengths() -> None:
         "SNI end past the data": (gp.chlo([pad, sni, ver], ends=[40, 4000, 4004]), None),
         "SNI end before its start": (gp.chlo([pad, sni, ver], ends=[40, 30, 55]), None),
         "empty SNI": (gp.chlo([pad, (b"SNI", b""), ver]), None),
-        "only the table": (gp.chlo([pad, sni, ver])[:8 + 24], None),
+        "only the table": (gp.chlo([pad, sni, ver])[: 8 + 24], None),
     }
     for label, (msg, want) in cases.items():
         for version in ("Q035", "Q043", "Q046"):
@@ -253,9 +268,26 @@ needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark
 
 
 def _tshark_snis(path: Path) -> dict[int, str]:
-    out = subprocess.run(["tshark", "-n", "-r", str(path), "-Y", "gquic.tag.sni", "-T",
-                          "fields", "-e", "udp.srcport", "-e", "gquic.tag.sni"],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(path),
+            "-Y",
+            "gquic.tag.sni",
+            "-T",
+            "fields",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "gquic.tag.sni",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return {int(port): sni for port, sni in (line.split("\t") for line in out.splitlines())}
 
 
@@ -263,11 +295,14 @@ def _tshark_snis(path: Path) -> dict[int, str]:
 def test_built_packets_read_by_tshark(tmp_path: Path) -> None:
     """The builders are not only self-consistent: tshark finds the same names (for Q050
     this checks the salt and the CRYPTO framing)."""
-    packets = {4000 + i: (v, gp.packet(v, f"{v.lower()}.example.com"))
-               for i, v in enumerate(VERSIONS)}
+    packets = {
+        4000 + i: (v, gp.packet(v, f"{v.lower()}.example.com")) for i, v in enumerate(VERSIONS)
+    }
     packets[5000] = ("Q050", gp.q050_initials("q050.example.com")[0])
-    recs = [(1000 + k, 0, mk.ether(mk.ipv4(mk.udp(port, 443, pkt), proto=17)))
-            for k, (port, (_, pkt)) in enumerate(packets.items())]
+    recs = [
+        (1000 + k, 0, mk.ether(mk.ipv4(mk.udp(port, 443, pkt), proto=17)))
+        for k, (port, (_, pkt)) in enumerate(packets.items())
+    ]
     path = tmp_path / "gquic.pcap"
     path.write_bytes(mk.pcap_file(recs))
     theirs = _tshark_snis(path)
@@ -275,8 +310,9 @@ def test_built_packets_read_by_tshark(tmp_path: Path) -> None:
     table = featurize(path, FeaturizeConfig())
     ours = {int(r.client_port): (r.sni, r.name_source) for r in table.itertuples()}
     assert ours == {port: (sni, "gquic") for port, sni in theirs.items()}
-    pd.testing.assert_frame_equal(featurize_fast(path),
-                                  table.sort_values("flow_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        featurize_fast(path), table.sort_values("flow_id").reset_index(drop=True)
+    )
 
 
 # --- fuzzing: mutated built packets; the twins agree, nothing raises -------------------------
@@ -291,8 +327,12 @@ def test_mutated_packets(seed: int, ops: list[tuple[int, int, int]]) -> None:
 
 
 @fuzz_settings(500)
-@given(version=st.sampled_from(VERSIONS), body=st.binary(max_size=120),
-       entries=st.integers(0, 140), ends=st.lists(st.integers(0, (1 << 32) - 1), max_size=4))
+@given(
+    version=st.sampled_from(VERSIONS),
+    body=st.binary(max_size=120),
+    entries=st.integers(0, 140),
+    ends=st.lists(st.integers(0, (1 << 32) - 1), max_size=4),
+)
 def test_random_chlo_tables(version: str, body: bytes, entries: int, ends: list[int]) -> None:
     tags = [(b"SNI" if i == 1 else b"T%d" % i, b"v" * 5) for i in range(len(ends))]
     msg = gp.chlo(tags, entries=entries, ends=ends) + body
@@ -307,25 +347,57 @@ SHARED = default_source_dir()
 #: captures with gQUIC client hellos: Q024-Q033 (quic), Q035 (wechat, youtube_quic),
 #: Q039 (youtubeupload; Requet A: header-only), Q043 (Requet B1: header-only, no SNI),
 #: Q046 (quic046)
-GQUIC_CAPTURES = [SHARED / p for p in (
-    "ndpi/quic.pcap", "ndpi/quic046.pcap", "ndpi/wechat.pcap", "ndpi/youtube_quic.pcap",
-    "ndpi/youtubeupload.pcap", "ndpi/gquic_only_from_server.pcap",
-    "requet/A_baseline_Mar15_exp_160.pcap", "requet/B1_baseline_apartment_exp_288.pcap")]
+GQUIC_CAPTURES = [
+    SHARED / p
+    for p in (
+        "ndpi/quic.pcap",
+        "ndpi/quic046.pcap",
+        "ndpi/wechat.pcap",
+        "ndpi/youtube_quic.pcap",
+        "ndpi/youtubeupload.pcap",
+        "ndpi/gquic_only_from_server.pcap",
+        "requet/A_baseline_Mar15_exp_160.pcap",
+        "requet/B1_baseline_apartment_exp_288.pcap",
+    )
+]
 NO_TIMEOUTS = FeaturizeConfig(
-    flow=FlowConfig(idle_timeout=1e12, active_timeout=1e12, close_linger=1e12), snapshots=())
+    flow=FlowConfig(idle_timeout=1e12, active_timeout=1e12, close_linger=1e12), snapshots=()
+)
 needs_captures = pytest.mark.skipif(
     shutil.which("tshark") is None or not all(p.is_file() for p in GQUIC_CAPTURES),
-    reason="needs tshark and the gQUIC captures of ../shared/pcaps")
+    reason="needs tshark and the gQUIC captures of ../shared/pcaps",
+)
 
 Ends = frozenset[tuple[str, int]]
 
 
 def _tshark_flow_names(path: Path) -> dict[Ends, set[str]]:
     out = subprocess.run(
-        ["tshark", "-n", "-r", str(path), "-Y", "gquic.tag.sni", "-T", "fields",
-         "-e", "ip.src", "-e", "udp.srcport", "-e", "ip.dst", "-e", "udp.dstport",
-         "-e", "gquic.tag.sni"],
-        capture_output=True, text=True, timeout=300, check=True).stdout
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(path),
+            "-Y",
+            "gquic.tag.sni",
+            "-T",
+            "fields",
+            "-e",
+            "ip.src",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "gquic.tag.sni",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     names: dict[Ends, set[str]] = {}
     for line in out.splitlines():
         src, sport, dst, dport, sni = line.split("\t")
@@ -344,13 +416,20 @@ def test_flow_names_match_tshark(path: Path) -> None:
     for r in table.itertuples():
         if int(r.proto) == 17:
             ours[frozenset({(r.client, int(r.client_port)), (r.server, int(r.server_port))})] = (
-                r.sni, r.name_source)
+                r.sni,
+                r.name_source,
+            )
     for ends, names in theirs.items():
         assert len(names) == 1, (ends, names)
         assert ours.get(ends) == (next(iter(names)), "gquic"), ends
     assert {e for e, (_, src) in ours.items() if src == "gquic"} == set(theirs)
-    if path.name in ("quic.pcap", "quic046.pcap", "wechat.pcap", "youtube_quic.pcap",
-                     "youtubeupload.pcap"):
+    if path.name in (
+        "quic.pcap",
+        "quic046.pcap",
+        "wechat.pcap",
+        "youtube_quic.pcap",
+        "youtubeupload.pcap",
+    ):
         assert theirs  # these do carry names: the comparison is not vacuous
 
 

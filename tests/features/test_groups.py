@@ -31,8 +31,10 @@ def _named(group, view):
 def simple():
     # t=0.00 SYN up 40B, 0.01 SYN/ACK down 40B, 0.02 ACK up 40B,
     # 0.10 req up 140B (100 payload), 0.20 down 1040B, 0.40 down 1040B
-    return _flow(handshake() + [tcp(0.10, True, 100, ACK | PSH), tcp(0.20, False, 1000),
-                                tcp(0.40, False, 1000)])
+    return _flow(
+        handshake()
+        + [tcp(0.10, True, 100, ACK | PSH), tcp(0.20, False, 1000), tcp(0.40, False, 1000)]
+    )
 
 
 def test_volume(simple):
@@ -87,7 +89,7 @@ def _segment_flow(coalesce: bool):
         times = [start + 0.05 + i * 0.002 for i in range(100)]
         chunk = 44 if coalesce else 1
         for i in range(0, 100, chunk):
-            part = times[i:i + chunk]
+            part = times[i : i + chunk]
             pkts.append(tcp(part[-1], False, 1448 * len(part)))
     return pkts
 
@@ -106,8 +108,13 @@ def test_byte_based_bursts_survive_segmentation_offload():
     normal = FlowView.of(_flow(_segment_flow(False)))
     gro = FlowView.of(_flow(_segment_flow(True)))
     bn, bg = _named(Bursts(), normal), _named(Bursts(), gro)
-    for col in ("burst_count", "burst_bytes_mean", "burst_bytes_max", "req_bytes_mean",
-                "first_burst_bytes"):
+    for col in (
+        "burst_count",
+        "burst_bytes_mean",
+        "burst_bytes_max",
+        "req_bytes_mean",
+        "first_burst_bytes",
+    ):
         assert bn[col] == bg[col], col
     # gaps shift by at most the time one GRO packet spans (here 86 ms of 4.8 s)
     assert bn["burst_gap_mean"] == pytest.approx(bg["burst_gap_mean"], rel=0.02)
@@ -121,8 +128,7 @@ def test_byte_based_bursts_survive_segmentation_offload():
 
 def test_snapshot_view_only_sees_first_seconds():
     flow = _flow(_segment_flow(False))
-    early = dict(zip(FEATURE_COLUMNS, compute_features(FlowView.of(flow, 0.0, 3.0)),
-                     strict=True))
+    early = dict(zip(FEATURE_COLUMNS, compute_features(FlowView.of(flow, 0.0, 3.0)), strict=True))
     whole = dict(zip(FEATURE_COLUMNS, compute_features(FlowView.of(flow)), strict=True))
     assert early["burst_count"] == 1 and whole["burst_count"] == 2
     assert early["duration"] == 3.0 < whole["duration"]

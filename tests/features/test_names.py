@@ -39,6 +39,7 @@ TSHARK_EXTRA_ARGS: dict[str, list[str]] = {
 
 # --- unit tests --------------------------------------------------------------------------------
 
+
 def _dns(qname: str, lines: list[str], txid: int = 9) -> bytes:
     rec = dnslib.DNSRecord(dnslib.DNSHeader(id=txid, qr=1, ra=1), q=dnslib.DNSQuestion(qname))
     for line in lines:
@@ -49,10 +50,16 @@ def _dns(qname: str, lines: list[str], txid: int = 9) -> bytes:
 
 def test_cache_follows_cname_and_keeps_query_name() -> None:
     cache = NameCache()
-    cache.feed_dns(_dns("www.youtube.com", [
-        "www.youtube.com. 300 IN CNAME youtube-ui.l.google.com.",
-        "youtube-ui.l.google.com. 300 IN A 1.2.3.4",
-    ]), ts=100.0)
+    cache.feed_dns(
+        _dns(
+            "www.youtube.com",
+            [
+                "www.youtube.com. 300 IN CNAME youtube-ui.l.google.com.",
+                "youtube-ui.l.google.com. 300 IN A 1.2.3.4",
+            ],
+        ),
+        ts=100.0,
+    )
     assert cache.lookup("1.2.3.4", 150.0) == "www.youtube.com"
     assert cache.lookup("1.2.3.5", 150.0) is None
     assert cache.names_seen == ["www.youtube.com"]
@@ -110,8 +117,7 @@ def test_cache_tcp_framing_and_garbage() -> None:
 
 
 def test_extractor_tcp_split_hello() -> None:
-    hello = build_client_hello("scontent.cdninstagram.com", ("h2", "http/1.1"),
-                               key_share_len=1216)
+    hello = build_client_hello("scontent.cdninstagram.com", ("h2", "http/1.1"), key_share_len=1216)
     ex = NameExtractor()
     ex.feed(+1, 6, b"", 999)  # SYN/ACK-only packets carry nothing
     ex.feed(+1, 6, hello[700:], 1000 + 700)
@@ -202,8 +208,16 @@ def _packets(path: Path) -> Iterator[tuple[float, str, str, int, int, int, int, 
                 proto, seq = 17, 0
             else:
                 continue
-            yield (float(ts), socket.inet_ntop(family, ip.src), socket.inet_ntop(family, ip.dst),
-                   proto, l4.sport, l4.dport, seq, bytes(l4.data))
+            yield (
+                float(ts),
+                socket.inet_ntop(family, ip.src),
+                socket.inet_ntop(family, ip.dst),
+                proto,
+                l4.sport,
+                l4.dport,
+                seq,
+                bytes(l4.data),
+            )
 
 
 Answer = tuple[float, str, frozenset[str]]
@@ -249,18 +263,42 @@ def _our_names(path: Path) -> tuple[set[tuple[Flow, str, str]], list[Answer], Na
 
 def _tshark(path: Path, *args: str) -> str:
     extra = TSHARK_EXTRA_ARGS.get(path.name, [])
-    run = subprocess.run(["tshark", "-n", "-r", str(path), *extra, *args],
-                         capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        ["tshark", "-n", "-r", str(path), *extra, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     return run.stdout
 
 
 def _tshark_names(path: Path) -> set[tuple[Flow, str, str]]:
-    fields = ["ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "tcp.srcport", "tcp.dstport",
-              "udp.srcport", "udp.dstport", "tls.handshake.extensions_server_name",
-              "tls.handshake.extensions_alpn_str"]
-    out = _tshark(path, "-Y", "tls.handshake.type==1", "-T", "fields", "-E", "occurrence=a",
-                  "-E", "aggregator=,", *[a for f in fields for a in ("-e", f)])
+    fields = [
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "tcp.srcport",
+        "tcp.dstport",
+        "udp.srcport",
+        "udp.dstport",
+        "tls.handshake.extensions_server_name",
+        "tls.handshake.extensions_alpn_str",
+    ]
+    out = _tshark(
+        path,
+        "-Y",
+        "tls.handshake.type==1",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+        *[a for f in fields for a in ("-e", f)],
+    )
     got: set[tuple[Flow, str, str]] = set()
     for line in out.splitlines():
         # Address and port fields can repeat (ICMP quoting a packet): the first is the frame's.
@@ -273,10 +311,25 @@ def _tshark_names(path: Path) -> set[tuple[Flow, str, str]]:
         ends = frozenset({(src4 or src6, int(tsp or usp)), (dst4 or dst6, int(tdp or udp_))})
         got.add(((proto, ends), sni, alpn))
     # Google QUIC: the SNI tag of the CHLO (no ALPN)
-    gquic = ["ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "udp.srcport", "udp.dstport",
-             "gquic.tag.sni"]
-    out = _tshark(path, "-Y", "gquic.tag.sni", "-T", "fields", "-E", "occurrence=f",
-                  *[a for f in gquic for a in ("-e", f)])
+    gquic = [
+        "ip.src",
+        "ipv6.src",
+        "ip.dst",
+        "ipv6.dst",
+        "udp.srcport",
+        "udp.dstport",
+        "gquic.tag.sni",
+    ]
+    out = _tshark(
+        path,
+        "-Y",
+        "gquic.tag.sni",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=f",
+        *[a for f in gquic for a in ("-e", f)],
+    )
     for line in out.splitlines():
         src4, src6, dst4, dst6, usp, udp_, sni = line.split("\t")
         ends = frozenset({(src4 or src6, int(usp)), (dst4 or dst6, int(udp_))})
@@ -285,8 +338,15 @@ def _tshark_names(path: Path) -> set[tuple[Flow, str, str]]:
 
 
 def _tshark_dns(path: Path) -> list[tuple[str, frozenset[str]]]:
-    out = _tshark(path, "-Y", "dns.flags.response==1 && dns.flags.rcode==0 && "
-                  "(udp.port==53 || tcp.port==53)", "-T", "json", "-J", "dns")
+    out = _tshark(
+        path,
+        "-Y",
+        "dns.flags.response==1 && dns.flags.rcode==0 && (udp.port==53 || tcp.port==53)",
+        "-T",
+        "json",
+        "-J",
+        "dns",
+    )
     answers: list[tuple[str, frozenset[str]]] = []
     for pkt in json.loads(out or "[]"):
         layer = pkt["_source"]["layers"]["dns"]
@@ -346,5 +406,10 @@ def test_capture_set_covers_quic_versions() -> None:
     if not CAPTURES:
         pytest.skip("shared captures not present")
     names = {p.name for p in CAPTURES}
-    assert {"quic-28.pcap", "quic-mvfst-22.pcap", "quic_interop_V.pcapng",
-            "quic_t51.pcap", "sites.pcapng"} <= names
+    assert {
+        "quic-28.pcap",
+        "quic-mvfst-22.pcap",
+        "quic_interop_V.pcapng",
+        "quic_t51.pcap",
+        "sites.pcapng",
+    } <= names

@@ -27,14 +27,23 @@ def test_cuts_give_each_ended_flow_its_entries_in_arrival_order(seed: int) -> No
         pool.append(uid, ts, size, pay, flags, dirn)
         for i in range(n):
             held.setdefault(int(uid[i]), []).append(
-                (ts[i], int(size[i]), int(pay[i]), int(flags[i]), int(dirn[i])))
+                (ts[i], int(size[i]), int(pay[i]), int(flags[i]), int(dirn[i]))
+            )
         if rng.random() < 0.5 and held:
             ended = rng.permutation(sorted(held))[: int(rng.integers(1, len(held) + 1))]
             offsets, o_ts, o_size, o_pay, o_flags, o_dir = pool.cut(ended.astype(np.int64))
             for j, u in enumerate(ended.tolist()):
                 a, b = offsets[j], offsets[j + 1]
-                got = list(zip(o_ts[a:b].tolist(), o_size[a:b].tolist(), o_pay[a:b].tolist(),
-                               o_flags[a:b].tolist(), o_dir[a:b].tolist(), strict=True))
+                got = list(
+                    zip(
+                        o_ts[a:b].tolist(),
+                        o_size[a:b].tolist(),
+                        o_pay[a:b].tolist(),
+                        o_flags[a:b].tolist(),
+                        o_dir[a:b].tolist(),
+                        strict=True,
+                    )
+                )
                 assert got == held.pop(u)
             assert offsets[-1] == len(o_ts)
             sizes = [len(b[0]) for b in pool.blocks]  # neighbours that fit together merged

@@ -113,8 +113,11 @@ RFC9369_A2_PACKET = bytes.fromhex(
 SCID = bytes.fromhex("c0ffee01")
 # A hello with a post-quantum key share: too big for one 1200-byte Initial.
 BIG_HELLO = build_client_hello(
-    "rr1---sn-q4fl6n6s.googlevideo.com", ("h3",), key_share_len=1216,
-    extra_extensions=((57, b"\x01\x02\x03" * 120),), record=False,
+    "rr1---sn-q4fl6n6s.googlevideo.com",
+    ("h3",),
+    key_share_len=1216,
+    extra_extensions=((57, b"\x01\x02\x03" * 120),),
+    record=False,
 )
 
 
@@ -171,11 +174,13 @@ def test_decrypt_rfc_sample_packets() -> None:
 def test_two_initials_out_of_order_with_ping_ack_padding() -> None:
     assert len(BIG_HELLO) > 1500
     half = 1000
-    first = encrypt_initial(QUIC_V1, b"\x11" * 8, SCID, 0,
-                            b"\x01" + _crypto(0, BIG_HELLO[:half]), pad_to=1250)
+    first = encrypt_initial(
+        QUIC_V1, b"\x11" * 8, SCID, 0, b"\x01" + _crypto(0, BIG_HELLO[:half]), pad_to=1250
+    )
     ack = b"\x02\x00\x00\x00\x00"  # largest 0, delay 0, 0 extra ranges, first range 0
-    second = encrypt_initial(QUIC_V1, b"\x11" * 8, SCID, 1,
-                             ack + _crypto(half, BIG_HELLO[half:]) + b"\x01", pad_to=1250)
+    second = encrypt_initial(
+        QUIC_V1, b"\x11" * 8, SCID, 1, ack + _crypto(half, BIG_HELLO[half:]) + b"\x01", pad_to=1250
+    )
     p = QuicInitialParser()
     assert p.feed(second) is None and not p.done
     info = p.feed(first)
@@ -227,8 +232,9 @@ def test_second_initial_with_new_dcid_uses_first_dcid_keys() -> None:
     # Initial keys stay derived from its first DCID.
     half = 900
     first = encrypt_initial(QUIC_V1, b"\x55" * 8, SCID, 0, _crypto(0, BIG_HELLO[:half]))
-    second = encrypt_initial(QUIC_V1, b"\x66" * 5, SCID, 1, _crypto(half, BIG_HELLO[half:]),
-                             key_dcid=b"\x55" * 8)
+    second = encrypt_initial(
+        QUIC_V1, b"\x66" * 5, SCID, 1, _crypto(half, BIG_HELLO[half:]), key_dcid=b"\x55" * 8
+    )
     p = QuicInitialParser()
     assert p.feed(first) is None
     info = p.feed(second)

@@ -20,23 +20,29 @@ def _rows(flows: list[tuple[int, str, str, float, dict[int, float]]]) -> pd.Data
     recs = []
     for fid, server, service, opened, per_sec in flows:
         for sec, nbytes in per_sec.items():
-            recs.append({"client": "10.77.0.2", "server": server, "service": service,
-                         "category": "video", "flow_id": fid, "first_ts": T0 + opened,
-                         "window_start": sec - opened,
-                         "bytes_down": nbytes})
+            recs.append(
+                {
+                    "client": "10.77.0.2",
+                    "server": server,
+                    "service": service,
+                    "category": "video",
+                    "flow_id": fid,
+                    "first_ts": T0 + opened,
+                    "window_start": sec - opened,
+                    "bytes_down": nbytes,
+                }
+            )
     return pd.DataFrame(recs)
 
 
 def _steady() -> pd.DataFrame:
     """One connection fetching 3 MB every 20 s for 200 s (a long-form player)."""
-    return _rows([(1, "10.77.9.1", "unknown", 0.0,
-                   {s: 3e6 for s in range(0, 200, 20)})])
+    return _rows([(1, "10.77.9.1", "unknown", 0.0, {s: 3e6 for s in range(0, 200, 20)})])
 
 
 def _churn() -> pd.DataFrame:
     """A new connection every 15 s, each pulling 2 MB in its first second (swipes)."""
-    return _rows([(i, f"10.77.9.{i}", "unknown", 15.0 * i, {15 * i: 2e6})
-                  for i in range(1, 13)])
+    return _rows([(i, f"10.77.9.{i}", "unknown", 15.0 * i, {15 * i: 2e6}) for i in range(1, 13)])
 
 
 def _last_full(table: pd.DataFrame) -> pd.Series:
@@ -68,14 +74,19 @@ def test_windows_step_and_cover_the_end_and_skip_quiet_ones() -> None:
     assert table["bytes_step"].sum() == pytest.approx(30e6)  # every byte counted once
     quiet = session_table(_rows([(1, "10.77.9.1", "unknown", 0.0, {0: 50_000.0})]))
     assert quiet.empty
-    assert list(session_table(_steady()).columns[-len(SESSION_FEATURES):]) == list(
-        SESSION_FEATURES)
+    assert list(session_table(_steady()).columns[-len(SESSION_FEATURES) :]) == list(
+        SESSION_FEATURES
+    )
 
 
 def test_groups_named_flows_by_service_unless_names_are_withheld() -> None:
-    rows = _rows([(1, "10.77.9.1", "youtube", 0.0, {0: 2e6}),
-                  (2, "10.77.8.1", "youtube", 5.0, {5: 2e6}),
-                  (3, "10.77.7.1", "unknown", 5.0, {6: 2e6})])
+    rows = _rows(
+        [
+            (1, "10.77.9.1", "youtube", 0.0, {0: 2e6}),
+            (2, "10.77.8.1", "youtube", 5.0, {5: 2e6}),
+            (3, "10.77.7.1", "unknown", 5.0, {6: 2e6}),
+        ]
+    )
     named = session_table(rows)
     assert sorted(named["group"].unique()) == ["net:10.77.7.0/24", "youtube"]
     assert named[named["group"] == "youtube"]["media_flows"].max() == 2

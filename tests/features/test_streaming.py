@@ -53,8 +53,9 @@ def test_reference_frames_add_up_to_the_table(many: Path) -> None:
     frames = list(iter_featurize(many, rows_per_frame=100, stats=stats))
     assert len(frames) >= 3  # 400+ flows in frames of >= 100 rows
     whole = featurize(many)
-    pd.testing.assert_frame_equal(_by_flow(concat_frames(frames, FeaturizeConfig())),
-                                  _by_flow(whole))
+    pd.testing.assert_frame_equal(
+        _by_flow(concat_frames(frames, FeaturizeConfig())), _by_flow(whole)
+    )
     assert stats.rows == len(whole) and stats.read.packets > 0
 
 
@@ -84,7 +85,8 @@ def _damage_last_record(capture: Path, out: Path) -> Path:
 
 
 def test_handover_to_reference_mid_file_neither_loses_nor_repeats_rows(
-        many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A damaged record near the end: the compiled reader has already handed out the
     flows that ended before it; the reference re-reads the file with skip_bad and only
     the rows not yet handed out are added."""
@@ -103,7 +105,8 @@ def test_handover_to_reference_mid_file_neither_loses_nor_repeats_rows(
 
 
 def test_handover_writes_batches_then_frames_into_one_table(
-        many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The fast engine's column batches until the damaged record, the reference's frames
     after it: one Parquet table with the reference's rows."""
     bad = _damage_last_record(many, tmp_path / "bad.pcap")
@@ -122,8 +125,19 @@ def test_handover_writes_batches_then_frames_into_one_table(
 def test_sink_keeps_text_columns_text_when_a_frame_has_no_names(tmp_path: Path) -> None:
     columns = row_columns(FeaturizeConfig())
     frame = pd.DataFrame([[0.0] * len(columns)], columns=columns)
-    for c in ("capture", "client", "server", "end_reason", "sni", "alpn", "dns_name", "name",
-              "name_source", "service", "category"):
+    for c in (
+        "capture",
+        "client",
+        "server",
+        "end_reason",
+        "sni",
+        "alpn",
+        "dns_name",
+        "name",
+        "name_source",
+        "service",
+        "category",
+    ):
         frame[c] = None
     for c in ("flow_id", "proto", "client_port", "server_port", "packets", "wire_bytes"):
         frame[c] = 1
@@ -154,8 +168,12 @@ def test_sink_failure_leaves_the_old_output(tmp_path: Path) -> None:
 
 
 def _featurize(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "classifier.cli", "featurize", *args, "-q"],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "classifier.cli", "featurize", *args, "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @needs_shared
@@ -167,11 +185,15 @@ def test_directory_jobs_and_dask_write_the_same_rows(tmp_path: Path) -> None:
         shutil.copy(p, (corpus / "sub" if i % 2 else corpus) / p.name)
     (corpus / "README.txt").write_text("not a capture")
     outs = {}
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
-    runs = (("one", []), ("jobs", ["--jobs", "2"]),
-            ("dask", ["--jobs", "2", "--scheduler", "dask"]),
-            ("cluster", ["--scheduler", cluster.scheduler_address, "--engine", "fast"]))
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
+    runs = (
+        ("one", []),
+        ("jobs", ["--jobs", "2"]),
+        ("dask", ["--jobs", "2", "--scheduler", "dask"]),
+        ("cluster", ["--scheduler", cluster.scheduler_address, "--engine", "fast"]),
+    )
     with cluster:
         for name, extra in runs:
             outs[name] = tmp_path / f"{name}.parquet"
@@ -192,7 +214,8 @@ def test_directory_jobs_and_dask_write_the_same_rows(tmp_path: Path) -> None:
     by_flow = ["capture", "flow_id"]
     pd.testing.assert_frame_equal(
         pd.read_parquet(outs["cluster"]).sort_values(by_flow, ignore_index=True),
-        one.sort_values(by_flow, ignore_index=True))
+        one.sort_values(by_flow, ignore_index=True),
+    )
 
 
 def test_featurize_errors_are_one_line_and_leave_no_output(tmp_path: Path) -> None:

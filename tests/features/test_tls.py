@@ -17,8 +17,12 @@ from classifier.features.tls import (
 
 # A post-quantum sized hello: hybrid key share + padding extension -> ~1.8 KB.
 _PAD = ((21, b"\x00" * 400),)
-BIG = build_client_hello("rr3---sn-4g5e6nzz.googlevideo.com", ("h2", "http/1.1"),
-                         key_share_len=1216, extra_extensions=_PAD)
+BIG = build_client_hello(
+    "rr3---sn-4g5e6nzz.googlevideo.com",
+    ("h2", "http/1.1"),
+    key_share_len=1216,
+    extra_extensions=_PAD,
+)
 
 
 def _segments(data: bytes, cuts: list[int]) -> list[tuple[int, bytes]]:

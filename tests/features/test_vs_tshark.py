@@ -22,25 +22,53 @@ from classifier.flows import FlowConfig
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
 CAPTURES = sorted(p for d in ("ndpi", "nfstream", "requet") for p in (SHARED / d).glob("*.pcap*"))
 NO_TIMEOUTS = FeaturizeConfig(
-    flow=FlowConfig(idle_timeout=1e12, active_timeout=1e12, close_linger=1e12), snapshots=())
+    flow=FlowConfig(idle_timeout=1e12, active_timeout=1e12, close_linger=1e12), snapshots=()
+)
 # Differences that are understood, by capture name.
 EXPLAINED = {
     "rtmp.pcap": "GTP-U tunnel (UDP 2152): tshark counts the inner TCP conversations, "
-                 "shortflow the outer UDP flow (no tunnel decapsulation)",
+    "shortflow the outer UDP flow (no tunnel decapsulation)",
     "rtsp.pcap": "a SYN resent with the same ISN after an RST: tshark keeps one "
-                 "conversation, shortflow starts a new flow at a SYN after a close",
+    "conversation, shortflow starts a new flow at a SYN after a close",
 }
 
-pytestmark = pytest.mark.skipif(shutil.which("tshark") is None or not CAPTURES,
-                                reason="needs tshark and ../shared/pcaps")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tshark") is None or not CAPTURES, reason="needs tshark and ../shared/pcaps"
+)
 
 
 def _tshark_conversations(path: Path) -> Counter[tuple]:
-    fields = ["frame.len", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport",
-              "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.stream", "udp.stream"]
-    cmd = ["tshark", "-r", str(path), "-n", "-o", "ip.defragment:FALSE",
-           "-o", "ipv6.defragment:FALSE", "-Y", "(tcp or udp) and not icmp and not icmpv6",
-           "-T", "fields", "-E", "separator=|", "-E", "occurrence=f"]
+    fields = [
+        "frame.len",
+        "ip.src",
+        "ip.dst",
+        "ipv6.src",
+        "ipv6.dst",
+        "tcp.srcport",
+        "tcp.dstport",
+        "udp.srcport",
+        "udp.dstport",
+        "tcp.stream",
+        "udp.stream",
+    ]
+    cmd = [
+        "tshark",
+        "-r",
+        str(path),
+        "-n",
+        "-o",
+        "ip.defragment:FALSE",
+        "-o",
+        "ipv6.defragment:FALSE",
+        "-Y",
+        "(tcp or udp) and not icmp and not icmpv6",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=f",
+    ]
     for f in fields:
         cmd += ["-e", f]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
@@ -61,10 +89,14 @@ def _tshark_conversations(path: Path) -> Counter[tuple]:
 def _shortflow_conversations(path: Path) -> Counter[tuple]:
     table = featurize(path, NO_TIMEOUTS)
     return Counter(
-        (int(r.proto), tuple(sorted([(r.client, int(r.client_port)),
-                                     (r.server, int(r.server_port))])),
-         int(r.packets), int(r.wire_bytes))
-        for r in table.itertuples())
+        (
+            int(r.proto),
+            tuple(sorted([(r.client, int(r.client_port)), (r.server, int(r.server_port))])),
+            int(r.packets),
+            int(r.wire_bytes),
+        )
+        for r in table.itertuples()
+    )
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -75,4 +107,5 @@ def test_flows_match_tshark_conversations(capture: Path) -> None:
     theirs = _tshark_conversations(capture)
     assert ours == theirs, (
         f"only shortflow: {list((ours - theirs).items())[:5]}; "
-        f"only tshark: {list((theirs - ours).items())[:5]}")
+        f"only tshark: {list((theirs - ours).items())[:5]}"
+    )

@@ -21,8 +21,19 @@ from classifier.capture.packet import Packet
 from classifier.flows import FlowConfig, FlowTable
 from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
 
-ROWS = (cc.C_VER, cc.C_SRC_HI, cc.C_SRC_LO, cc.C_DST_HI, cc.C_DST_LO, cc.C_PROTO, cc.C_SPORT,
-        cc.C_DPORT, cc.C_FLAGS, cc.C_PLEN, cc.C_WIRE)
+ROWS = (
+    cc.C_VER,
+    cc.C_SRC_HI,
+    cc.C_SRC_LO,
+    cc.C_DST_HI,
+    cc.C_DST_LO,
+    cc.C_PROTO,
+    cc.C_SPORT,
+    cc.C_DPORT,
+    cc.C_FLAGS,
+    cc.C_PLEN,
+    cc.C_WIRE,
+)
 V4 = ("10.77.0.1", "10.77.0.2", "10.77.0.3")
 V6 = ("fe80::1", "fe80::2", "::ffff:10.77.0.1")
 PORTS = (53, 80, 443, 1024, 5000, 40000, 50000, 60000)
@@ -36,8 +47,7 @@ def _halves(addr: str) -> tuple[int, int, int]:
     if ":" not in addr:
         return 4, 0, int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
     raw = socket.inet_pton(socket.AF_INET6, addr)
-    hi, lo = (int(np.uint64(int.from_bytes(x, "big")).astype(np.int64)) for x in (raw[:8],
-                                                                                   raw[8:]))
+    hi, lo = (int(np.uint64(int.from_bytes(x, "big")).astype(np.int64)) for x in (raw[:8], raw[8:]))
     return 6, hi, lo
 
 
@@ -74,8 +84,23 @@ def _packets(rng: random.Random, n: int) -> list[Packet]:
         proto = rng.choice((6, 6, 17))
         flags = rng.choice(TCP_FLAGS) if proto == 6 else 0
         plen = rng.choice((0, 0, 10, 1400, 3000, 9000))
-        out.append(Packet(t, plen + 54, plen + 40, 6 if ":" in a else 4, a, b, proto,
-                          rng.choice(PORTS), rng.choice(PORTS), flags, 0, plen, b""))
+        out.append(
+            Packet(
+                t,
+                plen + 54,
+                plen + 40,
+                6 if ":" in a else 4,
+                a,
+                b,
+                proto,
+                rng.choice(PORTS),
+                rng.choice(PORTS),
+                flags,
+                0,
+                plen,
+                b"",
+            )
+        )
     return out
 
 
@@ -86,23 +111,48 @@ def _ended_rows(e: EndedFlows, offset: int) -> list[Ended]:
     for j in range(len(e)):
         at = int(e.at[j])
         v = int(e.version[j])
-        rows.append((int(e.uid[j]), END_REASONS[int(e.reason[j])], at + offset if at >= 0 else -1,
-                     float(e.first_ts[j]), float(e.last_ts[j]), int(e.packets[j]),
-                     int(e.wire_bytes[j]), _name(v, int(chi[j]), int(clo[j])), int(cport[j]),
-                     _name(v, int(shi[j]), int(slo[j])), int(sport[j])))
+        rows.append(
+            (
+                int(e.uid[j]),
+                END_REASONS[int(e.reason[j])],
+                at + offset if at >= 0 else -1,
+                float(e.first_ts[j]),
+                float(e.last_ts[j]),
+                int(e.packets[j]),
+                int(e.wire_bytes[j]),
+                _name(v, int(chi[j]), int(clo[j])),
+                int(cport[j]),
+                _name(v, int(shi[j]), int(slo[j])),
+                int(sport[j]),
+            )
+        )
     return rows
 
 
-def _reference(pkts: list[Packet], cfg: FlowConfig
-               ) -> tuple[list[int], list[int], list[Ended], FlowTable]:
+def _reference(
+    pkts: list[Packet], cfg: FlowConfig
+) -> tuple[list[int], list[int], list[Ended], FlowTable]:
     table = FlowTable(cfg)
     uid, direction, ended = [], [], []
 
     def collect(at: int) -> None:
         for f in table.pop_ended():
             k = f.key
-            ended.append((f.flow_id, f.end_reason, at, f.first_ts, f.last_ts, f.packets,
-                          f.wire_bytes, k.client, k.client_port, k.server, k.server_port))
+            ended.append(
+                (
+                    f.flow_id,
+                    f.end_reason,
+                    at,
+                    f.first_ts,
+                    f.last_ts,
+                    f.packets,
+                    f.wire_bytes,
+                    k.client,
+                    k.client_port,
+                    k.server,
+                    k.server_port,
+                )
+            )
 
     for i, p in enumerate(pkts):
         flow = table.add(p)
@@ -114,8 +164,9 @@ def _reference(pkts: list[Packet], cfg: FlowConfig
     return uid, direction, ended, table
 
 
-def _compiled(pkts: list[Packet], cfg: FlowConfig, chunk: int
-              ) -> tuple[list[int], list[int], list[Ended], FlowAssigner]:
+def _compiled(
+    pkts: list[Packet], cfg: FlowConfig, chunk: int
+) -> tuple[list[int], list[int], list[Ended], FlowAssigner]:
     ts, cols = _columns(pkts)
     fa = FlowAssigner(cfg, capacity=16)
     uid: list[int] = []
@@ -134,12 +185,15 @@ def _configs() -> list[tuple[int, FlowConfig, int]]:
     out = []
     for seed in range(60):
         r = random.Random(seed)
-        cfg = FlowConfig(idle_timeout=r.choice((1.0, 5.0, 120.0)),
-                         active_timeout=r.choice((2.0, 30.0, 1800.0)),
-                         close_linger=r.choice((0.0, 1.0)), max_flows=r.choice((3, 20, 1000)),
-                         sweep_interval=r.choice((0.5, 1.0, 10.0)),
-                         resegment_mss=r.choice((None, 1448, 64)),
-                         max_packets=r.choice((None, 1_000_000, 4, 30)))
+        cfg = FlowConfig(
+            idle_timeout=r.choice((1.0, 5.0, 120.0)),
+            active_timeout=r.choice((2.0, 30.0, 1800.0)),
+            close_linger=r.choice((0.0, 1.0)),
+            max_flows=r.choice((3, 20, 1000)),
+            sweep_interval=r.choice((0.5, 1.0, 10.0)),
+            resegment_mss=r.choice((None, 1448, 64)),
+            max_packets=r.choice((None, 1_000_000, 4, 30)),
+        )
         out.append((seed, cfg, r.choice((7, 50, 1000))))
     return out
 
@@ -155,7 +209,11 @@ def test_same_flows_as_flow_table(seed: int, cfg: FlowConfig, chunk: int) -> Non
     assert sorted(ended) == sorted(ref_end)
     st, got = table.stats, fa.stats
     assert (got.packets, got.flows, got.peak_flows, got.ended) == (
-        st.packets, st.flows, st.peak_flows, st.ended)
+        st.packets,
+        st.flows,
+        st.peak_flows,
+        st.ended,
+    )
     assert len(fa) == 0
 
 
@@ -166,8 +224,9 @@ def _scripted() -> list[Packet]:
     t = 100.0
 
     def tcp(src: str, dst: str, sport: int, dport: int, flags: int, plen: int = 0) -> None:
-        out.append(Packet(t, plen + 54, plen + 40, 4, src, dst, 6, sport, dport, flags, 0,
-                          plen, b""))
+        out.append(
+            Packet(t, plen + 54, plen + 40, 4, src, dst, 6, sport, dport, flags, 0, plen, b"")
+        )
 
     c, s = "10.77.1.2", "10.77.2.2"
     for k in range(6):
@@ -215,8 +274,12 @@ def test_reasons_are_exercised() -> None:
 
 def test_grows_past_initial_capacity_and_evicts_at_cap() -> None:
     cfg = FlowConfig(max_flows=100)
-    pkts = [Packet(float(i) * 0.001, 60, 46, 4, "10.77.0.1", "10.77.0.2", 17, 40000 + i, 53, 0,
-                   0, 18, b"") for i in range(500)]
+    pkts = [
+        Packet(
+            float(i) * 0.001, 60, 46, 4, "10.77.0.1", "10.77.0.2", 17, 40000 + i, 53, 0, 0, 18, b""
+        )
+        for i in range(500)
+    ]
     uid, _, ended, fa = _compiled(pkts, cfg, 128)
     assert uid == list(range(1, 501))
     assert fa.stats.peak_flows == 100

@@ -42,11 +42,14 @@ def _rss_mib() -> float:
 
 def _entry_bytes(flow: Flow) -> int:
     """Bytes held in a flow's packet arrays (allocated, not just used)."""
-    return sum(a.buffer_info()[1] * a.itemsize for a in (flow.ts, flow.size, flow.direction,
-                                                          flow.flags, flow.payload_len))
+    return sum(
+        a.buffer_info()[1] * a.itemsize
+        for a in (flow.ts, flow.size, flow.direction, flow.flags, flow.payload_len)
+    )
 
 
 # -- per-flow packet cap ---------------------------------------------------------------------
+
 
 def test_max_packets_cuts_a_flow_and_the_next_continues_it() -> None:
     table = FlowTable(FlowConfig(max_packets=4))
@@ -61,8 +64,12 @@ def test_max_packets_cuts_a_flow_and_the_next_continues_it() -> None:
     # the continuation keeps the client and server of the flow it continues, even though
     # its first packet goes server -> client and carries no SYN
     for f in flows:
-        assert (f.key.client, f.key.client_port, f.key.server, f.key.server_port) == \
-            (CLIENT, 50000, SERVER, 443)
+        assert (f.key.client, f.key.client_port, f.key.server, f.key.server_port) == (
+            CLIENT,
+            50000,
+            SERVER,
+            443,
+        )
     assert list(flows[1].direction)[:2] == [DOWN, UP]
     assert sum(f.packets for f in flows) == len(pkts)
     assert flows[1].first_ts == pkts[4].ts
@@ -103,11 +110,23 @@ def test_one_flow_of_a_million_packets_stays_bounded() -> None:
     half = 0.0
     for i in range(n):
         up = i % 3 == 2
-        table.add(Packet(ts=1e9 + i * 1e-5, wire_len=1514, ip_len=1500, version=4,
-                         src=CLIENT if up else SERVER, dst=SERVER if up else CLIENT,
-                         proto=TCP, sport=50000 if up else 443, dport=443 if up else 50000,
-                         tcp_flags=SYN if i == 0 else ACK, seq=i, payload_len=1460,
-                         payload=b""))
+        table.add(
+            Packet(
+                ts=1e9 + i * 1e-5,
+                wire_len=1514,
+                ip_len=1500,
+                version=4,
+                src=CLIENT if up else SERVER,
+                dst=SERVER if up else CLIENT,
+                proto=TCP,
+                sport=50000 if up else 443,
+                dport=443 if up else 50000,
+                tcp_flags=SYN if i == 0 else ACK,
+                seq=i,
+                payload_len=1460,
+                payload=b"",
+            )
+        )
         if i % 50_000 == 0:
             flow = next(table.active_flows())
             worst_entries = max(worst_entries, flow.packets)
@@ -129,6 +148,7 @@ def test_one_flow_of_a_million_packets_stays_bounded() -> None:
 
 
 # -- many flows --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["syn", "udp"])
 def test_flood_of_distinct_flows_is_held_to_max_flows(tmp_path: Path, kind: str) -> None:
@@ -163,9 +183,24 @@ def test_featurize_flood_reports_evictions_and_keeps_every_flow(tmp_path: Path) 
     path = tmp_path / "syn.pcap"
     write_syn_flood(path, n)
     out = tmp_path / "out.parquet"
-    proc = subprocess.run([sys.executable, "-m", "classifier.cli", "featurize", str(path),
-                           "-o", str(out), "-q", "--max-flows", str(cap)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "featurize",
+            str(path),
+            "-o",
+            str(out),
+            "-q",
+            "--max-flows",
+            str(cap),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"{n} flows, {n - cap} evicted (flow cap), {n} rows" in proc.stderr
     table = pd.read_parquet(out)
@@ -181,9 +216,10 @@ def test_featurize_builds_the_table_in_chunks_without_changing_it(tmp_path: Path
     config = FeaturizeConfig(flow=FlowConfig(max_flows=300), snapshots=())
     stats = FeaturizeStats()
     chunked = featurize(path, config, stats=stats)
-    whole = pd.DataFrame(list(featurize_packets(open_capture(path), config,
-                                                capture=path.name)),
-                         columns=row_columns(config))
+    whole = pd.DataFrame(
+        list(featurize_packets(open_capture(path), config, capture=path.name)),
+        columns=row_columns(config),
+    )
     assert stats.rows == len(chunked) == 2_100
     pd.testing.assert_frame_equal(chunked, whole)
 
@@ -204,15 +240,28 @@ def test_featurize_cli_packet_cap_option(tmp_path: Path) -> None:
     path = tmp_path / "long.pcap"
     write_long_flow(path, 25_000)
     out = tmp_path / "out.csv"
-    base = [sys.executable, "-m", "classifier.cli", "featurize", str(path), "-o", str(out),
-            "-q", "--snapshots", "3"]
-    proc = subprocess.run([*base, "--max-packets", "10000"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    base = [
+        sys.executable,
+        "-m",
+        "classifier.cli",
+        "featurize",
+        str(path),
+        "-o",
+        str(out),
+        "-q",
+        "--snapshots",
+        "3",
+    ]
+    proc = subprocess.run(
+        [*base, "--max-packets", "10000"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "3 flows, 2 cut at the packet cap, 3 rows" in proc.stderr
     assert list(pd.read_csv(out)["packets"]) == [10_000, 10_000, 5_000]
-    proc = subprocess.run([*base, "--max-packets", "-3"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [*base, "--max-packets", "-3"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "shortflow: error: bad flow option: max_packets must be at least 1"]
+        "shortflow: error: bad flow option: max_packets must be at least 1"
+    ]

@@ -20,8 +20,12 @@ def test_bidirectional_packets_form_one_flow_with_client_from_syn():
     _, flows = _run(pkts)
     assert len(flows) == 1
     f = flows[0]
-    assert (f.key.client, f.key.client_port, f.key.server, f.key.server_port) == \
-        (CLIENT, 50000, SERVER, 443)
+    assert (f.key.client, f.key.client_port, f.key.server, f.key.server_port) == (
+        CLIENT,
+        50000,
+        SERVER,
+        443,
+    )
     assert f.packets == 6
     assert list(f.direction) == [UP, DOWN, UP, UP, DOWN, DOWN]
 
@@ -64,8 +68,12 @@ def test_active_timeout_splits_a_long_flow():
 
 
 def test_fin_close_keeps_trailing_ack_then_new_syn_starts_new_flow():
-    pkts = handshake() + [tcp(0.1, False, 500), tcp(0.2, True, 0, FIN | ACK),
-                          tcp(0.21, False, 0, FIN | ACK), tcp(0.22, True, 0, ACK)]
+    pkts = handshake() + [
+        tcp(0.1, False, 500),
+        tcp(0.2, True, 0, FIN | ACK),
+        tcp(0.21, False, 0, FIN | ACK),
+        tcp(0.22, True, 0, ACK),
+    ]
     pkts += handshake(5.0)
     table, flows = _run(pkts, FlowConfig(close_linger=1.0))
     assert [f.end_reason for f in flows] == ["fin", "end"]
@@ -103,7 +111,6 @@ def test_bad_config_is_refused():
         FlowConfig(idle_timeout=0)
     with pytest.raises(ValueError):
         FlowConfig(max_flows=0)
-
 
 
 def test_ns_flag_does_not_break_the_flow():

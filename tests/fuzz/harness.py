@@ -115,20 +115,29 @@ __all__ = [
 
 CORPUS = Path(__file__).parent / "corpus"
 
-SKIP_REASONS = frozenset((
-    "unknown-linktype", "non-ip", "arp", "icmp", "other-l4", "ip-fragment",
-    "truncated-header", "bad-packet",
-))
+SKIP_REASONS = frozenset(
+    (
+        "unknown-linktype",
+        "non-ip",
+        "arp",
+        "icmp",
+        "other-l4",
+        "ip-fragment",
+        "truncated-header",
+        "bad-packet",
+    )
+)
 #: the skip reasons tshark's output lets the tshark backend tell apart
-TSHARK_SKIP_REASONS = frozenset(("non-ip", "arp", "icmp", "other-l4", "ip-fragment",
-                                 "bad-packet"))
+TSHARK_SKIP_REASONS = frozenset(("non-ip", "arp", "icmp", "other-l4", "ip-fragment", "bad-packet"))
 
 #: One edit: (kind, position, value); kinds are listed in :func:`mutate`.
 Op = tuple[int, int, int]
 _N_OPS = 8
 #: hypothesis strategy for the edit list :func:`mutate` takes
-OPS = st.lists(st.tuples(st.integers(0, _N_OPS - 1), st.integers(0, 1 << 16),
-                         st.integers(0, 1 << 16)), max_size=8)
+OPS = st.lists(
+    st.tuples(st.integers(0, _N_OPS - 1), st.integers(0, 1 << 16), st.integers(0, 1 << 16)),
+    max_size=8,
+)
 _MAX_INPUT = 1 << 16
 _FEATURIZE = FeaturizeConfig(flow=FlowConfig(max_flows=64, max_packets=50), snapshots=(3.0,))
 _COLUMNS = row_columns(_FEATURIZE)
@@ -140,10 +149,16 @@ def fuzz_settings(examples: int) -> settings:
     environment variable ``SHORTFLOW_FUZZ_SCALE`` (default 1; benchmarks/fuzz.py raises
     it), no deadline (the machine is shared), no database writes in CI."""
     scale = float(os.environ.get("SHORTFLOW_FUZZ_SCALE", "1"))
-    return settings(max_examples=max(1, int(examples * scale)), deadline=None,
-                    database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+    return settings(
+        max_examples=max(1, int(examples * scale)),
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
 
 
 def seeds(kind: str) -> list[bytes]:
@@ -205,8 +220,9 @@ def _scratch() -> Path:
     return Path(_tmpdir.name) / f"in-{os.getpid()}.cap"
 
 
-def check_capture(data: bytes, skip_bad: bool = False, featurize: bool = True,
-                  backend: str = "dpkt") -> int:
+def check_capture(
+    data: bytes, skip_bad: bool = False, featurize: bool = True, backend: str = "dpkt"
+) -> int:
     """Read ``data`` as a capture file with ``backend``; return the number of packets read.
 
     Asserts: only CaptureError escapes (one line); every packet has sane fields; the
@@ -276,8 +292,7 @@ def _check_packet(pkt: Packet) -> None:
 def check_decode(linktype: int, data: bytes, wire_len: int | None = None) -> Packet | str:
     """Decode one frame: a sane Packet or a documented skip reason."""
     notes: dict[str, int] = {}
-    found = decode_frame(linktype, data, 1.0, len(data) if wire_len is None else wire_len,
-                         notes)
+    found = decode_frame(linktype, data, 1.0, len(data) if wire_len is None else wire_len, notes)
     if isinstance(found, str):
         assert found in SKIP_REASONS, found
         if linktype not in KNOWN_LINKTYPES:
@@ -295,9 +310,18 @@ def check_decode(linktype: int, data: bytes, wire_len: int | None = None) -> Pac
 FAST_CONFIGS: tuple[FeaturizeConfig, ...] = (
     _FEATURIZE,
     FeaturizeConfig(window=0.5, snapshots=(1.0,)),
-    FeaturizeConfig(flow=FlowConfig(resegment_mss=536, idle_timeout=1.0, active_timeout=3.0,
-                                    max_flows=4, close_linger=0.05, sweep_interval=0.1,
-                                    max_packets=6), snapshots=(0.01, 1.0)),
+    FeaturizeConfig(
+        flow=FlowConfig(
+            resegment_mss=536,
+            idle_timeout=1.0,
+            active_timeout=3.0,
+            max_flows=4,
+            close_linger=0.05,
+            sweep_interval=0.1,
+            max_packets=6,
+        ),
+        snapshots=(0.01, 1.0),
+    ),
 )
 #: Packets per compiled chunk (``chunk`` picks one): the default, and 3, so that flows,
 #: names and ended-flow events straddle chunk boundaries.
@@ -355,15 +379,26 @@ def check_fast_capture(data: bytes, config: int = 0, chunk: int = 0) -> pd.DataF
             assert type(got) is type(ref), (skip_bad, repr(got), repr(ref))
             assert str(got) == str(ref), (skip_bad, str(got), str(ref))
             continue
-        pd.testing.assert_frame_equal(got, _fast_order(ref, cfg), check_exact=False,
-                                      rtol=1e-9, atol=0.0)
+        pd.testing.assert_frame_equal(
+            got, _fast_order(ref, cfg), check_exact=False, rtol=1e-9, atol=0.0
+        )
         r, g = ref_stats.read, got_stats.read
-        assert (g.records, g.packets, g.skipped, g.noted, g.bytes_read, g.linktypes,
-                g.format) == (r.records, r.packets, r.skipped, r.noted, r.bytes_read,
-                              r.linktypes, r.format), (skip_bad, g, r)
+        assert (g.records, g.packets, g.skipped, g.noted, g.bytes_read, g.linktypes, g.format) == (
+            r.records,
+            r.packets,
+            r.skipped,
+            r.noted,
+            r.bytes_read,
+            r.linktypes,
+            r.format,
+        ), (skip_bad, g, r)
         rt, gt = ref_stats.table, got_stats.table
         assert (gt.packets, gt.flows, gt.peak_flows, gt.ended) == (
-            rt.packets, rt.flows, rt.peak_flows, rt.ended), (skip_bad, gt, rt)
+            rt.packets,
+            rt.flows,
+            rt.peak_flows,
+            rt.ended,
+        ), (skip_bad, gt, rt)
         assert got_stats.rows == ref_stats.rows == len(ref)
         table = got
     return table
@@ -398,9 +433,14 @@ class Scene:
 #: headers, 1 the payload, 2 the whole frame (a :func:`mutate` op each), 3 the record's
 #: time (even kind) or wire length (odd kind), 4 duplicate the record, 5 drop it
 FrameEdit = tuple[int, int, Op]
-FRAME_EDITS = st.lists(st.tuples(st.integers(0, 63), st.integers(0, 5),
-                                 st.tuples(st.integers(0, _N_OPS - 1), st.integers(0, 1 << 16),
-                                           st.integers(0, 1 << 16))), max_size=8)
+FRAME_EDITS = st.lists(
+    st.tuples(
+        st.integers(0, 63),
+        st.integers(0, 5),
+        st.tuples(st.integers(0, _N_OPS - 1), st.integers(0, 1 << 16), st.integers(0, 1 << 16)),
+    ),
+    max_size=8,
+)
 _LINKS = (1, 1, 113, 101, 276, 0)
 
 
@@ -433,12 +473,19 @@ def _scene(i: int) -> Scene:
     t = 1_700_000_000.0 + i
 
     def add(dt: float, src: str, dst: str, proto: int, l4: bytes, payload: bytes) -> None:
-        ip = (mk.ipv6(l4, proto, src, dst) if v6 else mk.ipv4(l4, proto, src, dst))
+        ip = mk.ipv6(l4, proto, src, dst) if v6 else mk.ipv4(l4, proto, src, dst)
         frame = _link_frame(linktype, i, ip, v6)
         records.append(Record(t + dt, frame, len(frame) - len(payload)))
 
-    def tcp(dt: float, up: bool, flags: int, payload: bytes = b"", sport: int = 50000,
-            dport: int = 443, to: str = server) -> None:
+    def tcp(
+        dt: float,
+        up: bool,
+        flags: int,
+        payload: bytes = b"",
+        sport: int = 50000,
+        dport: int = 443,
+        to: str = server,
+    ) -> None:
         seq = 1000 + len(records) * 1400
         if up:
             add(dt, client, to, 6, mk.tcp(sport, dport, payload, seq, flags), payload)
@@ -514,13 +561,15 @@ def scene_bytes(scene: Scene, edits: Sequence[FrameEdit] = ()) -> bytes:
     for r in records:
         micros = round(r.ts * 1e6)
         sec, usec = divmod(micros, 1_000_000)
-        rows.append((sec % (1 << 32), usec, r.frame, len(r.frame) if r.orig is None
-                     else r.orig % (1 << 32)))
+        rows.append(
+            (sec % (1 << 32), usec, r.frame, len(r.frame) if r.orig is None else r.orig % (1 << 32))
+        )
     return mk.pcap_file(rows, scene.linktype)
 
 
-def check_fast_packets(scene: int, edits: Sequence[FrameEdit], config: int = 0,
-                       chunk: int = 0) -> bytes:
+def check_fast_packets(
+    scene: int, edits: Sequence[FrameEdit], config: int = 0, chunk: int = 0
+) -> bytes:
     """Scene number ``scene`` (wrapping) with ``edits`` through :func:`check_fast_capture`;
     returns the capture bytes (to save a failing input)."""
     all_scenes = scenes()
@@ -545,6 +594,7 @@ def fast_packets_from_bytes(data: bytes) -> tuple[int, list[FrameEdit], int, int
 
 # -- names in clear ----------------------------------------------------------------------------
 
+
 def _check_hello(info: ClientHelloInfo | None) -> None:
     if info is None:
         return
@@ -564,8 +614,9 @@ def check_tls(data: bytes) -> ClientHelloInfo | None:
     return info
 
 
-def check_tls_segments(data: bytes, cuts: Iterable[int], seq0: int,
-                       order: Iterable[int] = ()) -> ClientHelloInfo | None:
+def check_tls_segments(
+    data: bytes, cuts: Iterable[int], seq0: int, order: Iterable[int] = ()
+) -> ClientHelloInfo | None:
     """Feed ``data`` cut at ``cuts`` into a HelloReassembler, in the permuted ``order``
     (indices; missing ones follow in order), with TCP sequence numbers from ``seq0``
     (wrapping at 2**32). The result must be None, or, when it parsed, the same hello the
@@ -604,8 +655,9 @@ def check_quic_datagrams(datagrams: Sequence[bytes]) -> ClientHelloInfo | None:
     return result
 
 
-def check_quic_plain(plain: bytes, version_index: int, dcid: bytes, pn: int,
-                     split: int = 0) -> ClientHelloInfo | None:
+def check_quic_plain(
+    plain: bytes, version_index: int, dcid: bytes, pn: int, split: int = 0
+) -> ClientHelloInfo | None:
     """Wrap fuzzed plaintext frames in valid protected Initials (so decryption succeeds and
     the frame walker, CRYPTO reassembly and hello parser see the fuzzed bytes). With
     ``split``, the plaintext goes out as two Initials cut at that offset, second first."""
@@ -619,8 +671,9 @@ def check_quic_plain(plain: bytes, version_index: int, dcid: bytes, pn: int,
     datagrams = []
     for i, part in enumerate(parts):
         try:
-            datagrams.append(encrypt_initial(version, dcid, b"\x01\x02", (pn + i) % (1 << 30),
-                                             part, pad_to=1200))
+            datagrams.append(
+                encrypt_initial(version, dcid, b"\x01\x02", (pn + i) % (1 << 30), part, pad_to=1200)
+            )
         except ValueError:
             return None  # documented refusal of the builder (payload too large)
     return check_quic_datagrams(datagrams)
@@ -675,9 +728,9 @@ def dns_sinks() -> list[DnsSinkhole]:
     """Sinkholes that are never started (``decide`` needs no socket), one per policy
     shape: zero answers with an allowlisted subdomain, NXDOMAIN, the default names,
     dry-run, clients limited to 10.77.1.0/24, off."""
+
     def sink(**doc: object) -> DnsSinkhole:
-        return DnsSinkhole(("127.0.0.1", 0), ("127.0.0.1", 53),
-                           policy=parse_policy(doc, "fuzz"))
+        return DnsSinkhole(("127.0.0.1", 0), ("127.0.0.1", 53), policy=parse_policy(doc, "fuzz"))
 
     names = list(SINK_NAMES)
     return [
@@ -708,8 +761,9 @@ def _plain_name(labels: Sequence[bytes]) -> str | None:
     return ".".join(text) if ok and text else None
 
 
-def check_dns_query(data: bytes, sink: DnsSinkhole, client_ip: str,
-                    audit: bool = False) -> QueryOutcome:
+def check_dns_query(
+    data: bytes, sink: DnsSinkhole, client_ip: str, audit: bool = False
+) -> QueryOutcome:
     """One client datagram through ``sink.decide`` (the sinkhole's whole request path
     short of the sockets). Asserts:
 
@@ -762,8 +816,7 @@ def check_dns_query(data: bytes, sink: DnsSinkhole, client_ip: str,
             assert rec.rr == []
     if out.event is not None:
         json.dumps(out.event, allow_nan=False)
-        assert out.event["name"] == ".".join(
-            lb.decode("ascii", "replace").lower() for lb in labels)
+        assert out.event["name"] == ".".join(lb.decode("ascii", "replace").lower() for lb in labels)
         if audit:
             path = _scratch().with_suffix(".jsonl")
             path.unlink(missing_ok=True)
@@ -803,7 +856,8 @@ def _not_utf8(label: bytes) -> bool:
 
 #: a line the dnsmasq snippet may contain, and the names in an nftset= line
 _SNIPPET_LINE = re.compile(
-    r"# [ -~]*|nftset=/((?:[a-z0-9_.-]+/)+)4#inet#(\w+)#(\w+),6#inet#\2#(\w+)")
+    r"# [ -~]*|nftset=/((?:[a-z0-9_.-]+/)+)4#inet#(\w+)#(\w+),6#inet#\2#(\w+)"
+)
 
 
 def check_dnsmasq_names(names: Sequence[str]) -> list[str] | None:

@@ -43,14 +43,30 @@ log = logging.getLogger(__name__)
 CORPUS = Path(__file__).parent / "corpus"
 
 #: (kind, max seeds kept of that kind)
-_LIMITS = {"tls": 24, "quic": 16, "quic_plain": 16, "dns": 40, "capture": 10,
-           "dns_query": 24, "tshark": 32}
+_LIMITS = {
+    "tls": 24,
+    "quic": 16,
+    "quic_plain": 16,
+    "dns": 40,
+    "capture": 10,
+    "dns_query": 24,
+    "tshark": 32,
+}
 #: kind -> max seeds of that kind from one capture (variety over volume)
 _PER_ORIGIN = {"dns_query": 3, "tshark": 4}
 _HEAD_BYTES = 6000
-_HEADS = ("ndpi/443-safari.pcap", "ndpi/cachefly.pcapng", "ndpi/dns.pcap", "ndpi/hls.pcapng",
-          "ndpi/quic-28.pcap", "nfstream/quic_t51.pcap", "ndpi/youtube_quic.pcap",
-          "ndpi/sites.pcapng", "ndpi/spotify_tcp.pcap", "requet/A_baseline_Jan17_exp_41.pcap")
+_HEADS = (
+    "ndpi/443-safari.pcap",
+    "ndpi/cachefly.pcapng",
+    "ndpi/dns.pcap",
+    "ndpi/hls.pcapng",
+    "ndpi/quic-28.pcap",
+    "nfstream/quic_t51.pcap",
+    "ndpi/youtube_quic.pcap",
+    "ndpi/sites.pcapng",
+    "ndpi/spotify_tcp.pcap",
+    "requet/A_baseline_Jan17_exp_41.pcap",
+)
 
 
 def _quic_plain(datagram: bytes) -> bytes | None:
@@ -89,8 +105,9 @@ def extract(pcaps: Path, out: Path = CORPUS) -> dict[str, int]:
                     continue
                 if pkt.proto == 6 and len(p) > 5 and p[0] == 22 and p[5] == 1:
                     keep("tls", p, origin)
-                elif pkt.proto == 17 and 53 in (pkt.sport, pkt.dport) and len(p) > 12 \
-                        and p[2] & 0x80:
+                elif (
+                    pkt.proto == 17 and 53 in (pkt.sport, pkt.dport) and len(p) > 12 and p[2] & 0x80
+                ):
                     keep("dns", p, origin)
                 elif pkt.proto == 6 and pkt.sport == 53 and len(p) > 14:
                     keep("dns", p, origin)
@@ -122,8 +139,14 @@ def _tshark_lines(head: bytes) -> list[str]:
     with tempfile.NamedTemporaryFile(suffix=".cap") as tmp:
         tmp.write(head)
         tmp.flush()
-        proc = subprocess.run(tshark_command(tmp.name), capture_output=True, text=True,
-                              errors="replace", timeout=120, check=False)
+        proc = subprocess.run(
+            tshark_command(tmp.name),
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=120,
+            check=False,
+        )
     lines = proc.stdout.splitlines()
     by_shape: dict[str, str] = {}
     for line in lines:

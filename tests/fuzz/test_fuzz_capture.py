@@ -39,15 +39,26 @@ def _frames() -> list[tuple[int, bytes]]:
         proto = 6 if i % 2 == 0 else 17
         v4 = ipv4(l4, proto=proto)
         v6 = ipv6(l4, nxt=proto) if i % 3 else ipv6(v6_ext(0, proto) + l4, nxt=0)
-        out += [(1, ether(v4)), (1, ether(v6, 0x86DD)), (1, ether(v4, vlans=[(0x8100, 7)])),
-                (113, sll(v4)), (276, sll2(v6, 0x86DD)), (0, null(v4, 2)), (101, v4),
-                (229, v6), (108, null(v6, 30, ">"))]
+        out += [
+            (1, ether(v4)),
+            (1, ether(v6, 0x86DD)),
+            (1, ether(v4, vlans=[(0x8100, 7)])),
+            (113, sll(v4)),
+            (276, sll2(v6, 0x86DD)),
+            (0, null(v4, 2)),
+            (101, v4),
+            (229, v6),
+            (108, null(v6, 30, ">")),
+        ]
     return out
 
 
 _FRAME_SEEDS = _frames()
-_PCAPNG = pcapng_shb() + pcapng_idb(1) + b"".join(
-    pcapng_epb(0, i, f) for i, (lt, f) in enumerate(_FRAME_SEEDS[:20]) if lt == 1)
+_PCAPNG = (
+    pcapng_shb()
+    + pcapng_idb(1)
+    + b"".join(pcapng_epb(0, i, f) for i, (lt, f) in enumerate(_FRAME_SEEDS[:20]) if lt == 1)
+)
 
 
 @fuzz_settings(1500)
@@ -58,19 +69,24 @@ def test_capture_readers(seed: int, ops: list[tuple[int, int, int]], skip_bad: b
 
 
 @fuzz_settings(600)
-@given(st.binary(max_size=300), st.sampled_from([b"\xd4\xc3\xb2\xa1", b"\x0a\x0d\x0d\x0a",
-                                                 b"\xa1\xb2\x3c\x4d", b"\x1f\x8b"]))
+@given(
+    st.binary(max_size=300),
+    st.sampled_from([b"\xd4\xc3\xb2\xa1", b"\x0a\x0d\x0d\x0a", b"\xa1\xb2\x3c\x4d", b"\x1f\x8b"]),
+)
 def test_capture_readers_random_after_magic(tail: bytes, magic: bytes) -> None:
     check_capture(magic + tail, skip_bad=True, featurize=False)
 
 
 @fuzz_settings(4000)
-@given(seed=st.integers(0, len(_FRAME_SEEDS) - 1), ops=OPS,
-       linktype=st.one_of(st.none(), st.sampled_from(sorted(KNOWN_LINKTYPES)),
-                          st.integers(0, 300)),
-       wire_delta=st.integers(-100, 100_000))
-def test_decode_frame(seed: int, ops: list[tuple[int, int, int]], linktype: int | None,
-                      wire_delta: int) -> None:
+@given(
+    seed=st.integers(0, len(_FRAME_SEEDS) - 1),
+    ops=OPS,
+    linktype=st.one_of(st.none(), st.sampled_from(sorted(KNOWN_LINKTYPES)), st.integers(0, 300)),
+    wire_delta=st.integers(-100, 100_000),
+)
+def test_decode_frame(
+    seed: int, ops: list[tuple[int, int, int]], linktype: int | None, wire_delta: int
+) -> None:
     lt, frame = _FRAME_SEEDS[seed]
     data = mutate(frame, ops)
     check_decode(lt if linktype is None else linktype, data, max(0, len(data) + wire_delta))

@@ -44,11 +44,18 @@ def _made_queries() -> list[bytes]:
     """Queries for listed, allowlisted and other names, several types, with and without
     EDNS, upper case: the seeds that reach the sinkhole answer and the allowlist."""
     out = []
-    for i, (name, qtype) in enumerate([
-        ("v16.TikTok.com", "A"), ("x.bytecdn.lab.test", "AAAA"), ("tiktok.com", "HTTPS"),
-        ("ok.bytecdn.lab.test", "A"), ("www.lab.test", "A"), ("p16-sign.tiktokcdn.com", "A"),
-        ("TIKTOKV.com", "AAAA"), ("tiktok.com", "TXT"),
-    ]):
+    for i, (name, qtype) in enumerate(
+        [
+            ("v16.TikTok.com", "A"),
+            ("x.bytecdn.lab.test", "AAAA"),
+            ("tiktok.com", "HTTPS"),
+            ("ok.bytecdn.lab.test", "A"),
+            ("www.lab.test", "A"),
+            ("p16-sign.tiktokcdn.com", "A"),
+            ("TIKTOKV.com", "AAAA"),
+            ("tiktok.com", "TXT"),
+        ]
+    ):
         q = DNSRecord.question(name, qtype)
         q.header.id = 0x1000 + i
         if i % 2:
@@ -62,39 +69,61 @@ _ANSWERS = seeds("dns")
 
 
 @fuzz_settings(1500)
-@given(seed=st.integers(0, len(_QUERIES) + len(_ANSWERS) - 1), ops=OPS,
-       sink=st.integers(0, len(_SINKS) - 1), client=st.sampled_from(_CLIENTS))
-def test_sinkhole_decides_on_mutated_queries(seed: int, ops: list[tuple[int, int, int]],
-                                             sink: int, client: str) -> None:
+@given(
+    seed=st.integers(0, len(_QUERIES) + len(_ANSWERS) - 1),
+    ops=OPS,
+    sink=st.integers(0, len(_SINKS) - 1),
+    client=st.sampled_from(_CLIENTS),
+)
+def test_sinkhole_decides_on_mutated_queries(
+    seed: int, ops: list[tuple[int, int, int]], sink: int, client: str
+) -> None:
     base = (_QUERIES + _ANSWERS)[seed]
     check_dns_query(mutate(base, ops), _SINKS[sink], client)
 
 
 _HEADER = st.builds(
     lambda qid, flags, counts: qid.to_bytes(2, "big") + flags.to_bytes(2, "big") + counts,
-    st.integers(0, 0xFFFF), st.sampled_from([0x0100, 0x0000, 0x8180, 0x7F00, 0x010F]),
-    st.sampled_from([b"\x00\x01\x00\x00\x00\x00\x00\x00", b"\x00\x01\x00\x00\x00\x00\x00\x01",
-                     b"\x00\x02\x00\x00\x00\x00\x00\x00", b"\xff\xff\xff\xff\xff\xff\xff\xff"]),
+    st.integers(0, 0xFFFF),
+    st.sampled_from([0x0100, 0x0000, 0x8180, 0x7F00, 0x010F]),
+    st.sampled_from(
+        [
+            b"\x00\x01\x00\x00\x00\x00\x00\x00",
+            b"\x00\x01\x00\x00\x00\x00\x00\x01",
+            b"\x00\x02\x00\x00\x00\x00\x00\x00",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff",
+        ]
+    ),
 )
 
 
-_FLAGS_SWAPPED = st.builds(lambda q, flags: q[:2] + flags.to_bytes(2, "big") + q[4:],
-                           st.sampled_from(_made_queries()), st.integers(0, 0xFFFF))
+_FLAGS_SWAPPED = st.builds(
+    lambda q, flags: q[:2] + flags.to_bytes(2, "big") + q[4:],
+    st.sampled_from(_made_queries()),
+    st.integers(0, 0xFFFF),
+)
 
 
 @fuzz_settings(1000)
-@given(data=st.one_of(st.binary(max_size=300),
-                      st.tuples(_HEADER, st.binary(max_size=300)).map(b"".join),
-                      _FLAGS_SWAPPED),
-       sink=st.integers(0, len(_SINKS) - 1), client=st.sampled_from(_CLIENTS))
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.tuples(_HEADER, st.binary(max_size=300)).map(b"".join),
+        _FLAGS_SWAPPED,
+    ),
+    sink=st.integers(0, len(_SINKS) - 1),
+    client=st.sampled_from(_CLIENTS),
+)
 def test_sinkhole_decides_on_random_datagrams(data: bytes, sink: int, client: str) -> None:
     check_dns_query(data, _SINKS[sink], client)
 
 
 @fuzz_settings(300)
-@given(labels=st.lists(st.binary(min_size=1, max_size=63), min_size=1, max_size=5),
-       suffix=st.sampled_from([b"", b"\x06tiktok\x03com", b"\x03lab\x04test"]),
-       qtype=st.sampled_from([1, 28, 65, 255, 0]))
+@given(
+    labels=st.lists(st.binary(min_size=1, max_size=63), min_size=1, max_size=5),
+    suffix=st.sampled_from([b"", b"\x06tiktok\x03com", b"\x03lab\x04test"]),
+    qtype=st.sampled_from([1, 28, 65, 255, 0]),
+)
 def test_sinkhole_audits_odd_names(labels: list[bytes], suffix: bytes, qtype: int) -> None:
     """Any bytes in a label (dots, NUL, newlines, non-ASCII) under a listed suffix: a
     sinkhole answer with the same raw question, and one audit line that reads back."""
@@ -108,19 +137,30 @@ def test_sinkhole_audits_odd_names(labels: list[bytes], suffix: bytes, qtype: in
 
 # -- one real server on loopback under a garbage burst -----------------------------------------
 
+
 def _garbage(rng: random.Random, n: int) -> list[bytes]:
     out = []
     for i in range(n):
         kind = i % 4
         if kind == 0:
-            out.append(mutate(rng.choice(_QUERIES), [
-                (rng.randrange(8), rng.randrange(1 << 16), rng.randrange(1 << 16))
-                for _ in range(rng.randrange(1, 6))]))
+            out.append(
+                mutate(
+                    rng.choice(_QUERIES),
+                    [
+                        (rng.randrange(8), rng.randrange(1 << 16), rng.randrange(1 << 16))
+                        for _ in range(rng.randrange(1, 6))
+                    ],
+                )
+            )
         elif kind == 1:
             out.append(rng.randbytes(rng.randrange(0, 600)))
         elif kind == 2:  # a query header, then noise: reaches the question reader
-            out.append(rng.randbytes(2) + b"\x01\x00\x00\x01" + b"\x00" * 6
-                       + rng.randbytes(rng.randrange(0, 80)))
+            out.append(
+                rng.randbytes(2)
+                + b"\x01\x00\x00\x01"
+                + b"\x00" * 6
+                + rng.randbytes(rng.randrange(0, 80))
+            )
         else:  # answers sent to the server as if they were queries
             out.append(mutate(rng.choice(_ANSWERS), [(rng.randrange(8), rng.randrange(999), 7)]))
     return out
@@ -180,18 +220,61 @@ def test_real_sinkhole_survives_a_garbage_burst(caplog: pytest.LogCaptureFixture
 
 _BASES = ["tiktok.com", "a.b.c.example", "x_y.lab.test", "*.tiktokcdn.com", "q.", "1.2"]
 _HOSTILE = [
-    "\n", "\r", "\n.", "\r\n", "\nserver=1.2.3.4", "\nconf-file=/etc/shadow", "/", "/#",
-    "#", " ", "\t", "\x00", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029", "é", "İ",
-    "\u212a", "ß", "\uff0e", "..", "*", "*.", "a" * 64, "=", ",", "\\", "-", "'", '"', "$",
-    "%", ":", "\ufeff", ".\n",
+    "\n",
+    "\r",
+    "\n.",
+    "\r\n",
+    "\nserver=1.2.3.4",
+    "\nconf-file=/etc/shadow",
+    "/",
+    "/#",
+    "#",
+    " ",
+    "\t",
+    "\x00",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "é",
+    "İ",
+    "\u212a",
+    "ß",
+    "\uff0e",
+    "..",
+    "*",
+    "*.",
+    "a" * 64,
+    "=",
+    ",",
+    "\\",
+    "-",
+    "'",
+    '"',
+    "$",
+    "%",
+    ":",
+    "\ufeff",
+    ".\n",
 ]
 _HOSTILE_NAME = st.builds(
-    lambda base, bad, at: base[: at % (len(base) + 1)] + bad + base[at % (len(base) + 1):],
-    st.sampled_from(_BASES), st.sampled_from(_HOSTILE), st.integers(0, 40),
+    lambda base, bad, at: base[: at % (len(base) + 1)] + bad + base[at % (len(base) + 1) :],
+    st.sampled_from(_BASES),
+    st.sampled_from(_HOSTILE),
+    st.integers(0, 40),
 )
-_NAMES = st.lists(st.one_of(_HOSTILE_NAME, st.text(max_size=30), st.sampled_from(_BASES),
-                            st.builds(lambda n: ".".join(["a" * 63] * n), st.integers(1, 5))),
-                  min_size=1, max_size=6)
+_NAMES = st.lists(
+    st.one_of(
+        _HOSTILE_NAME,
+        st.text(max_size=30),
+        st.sampled_from(_BASES),
+        st.builds(lambda n: ".".join(["a" * 63] * n), st.integers(1, 5)),
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 @fuzz_settings(1000)
@@ -208,12 +291,20 @@ def test_policy_names_are_safe_for_dnsmasq(names: list[str]) -> None:
 
 @pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="dnsmasq not installed")
 def test_dnsmasq_accepts_the_oddest_names_we_write(tmp_path: Path) -> None:
-    odd = ["_dmarc.x_y.example", "0.1.2.3.example", "a" * 63 + ".example",
-           ".".join(["b" * 63] * 3) + "." + "c" * 61, "*.WILD.Example.", "xn--bcher-kva.example",
-           "a-b--c.example", "\u212aelvin.example"]
+    odd = [
+        "_dmarc.x_y.example",
+        "0.1.2.3.example",
+        "a" * 63 + ".example",
+        ".".join(["b" * 63] * 3) + "." + "c" * 61,
+        "*.WILD.Example.",
+        "xn--bcher-kva.example",
+        "a-b--c.example",
+        "\u212aelvin.example",
+    ]
     assert check_dnsmasq_names(odd) is not None
     path = write_dnsmasq_conf(tmp_path / "odd.conf", odd)
-    proc = subprocess.run(["dnsmasq", "--test", "-C", str(path)], capture_output=True,
-                          text=True, timeout=20)
+    proc = subprocess.run(
+        ["dnsmasq", "--test", "-C", str(path)], capture_output=True, text=True, timeout=20
+    )
     assert proc.returncode == 0, proc.stderr
     assert "kelvin.example" in path.read_text()

@@ -39,8 +39,7 @@ def test_scenes_reach_the_name_stage() -> None:
     # parsers: the hello's SNI on the TLS flow, the DNS answer's name on the port-80 flow.
     tls_named = dns_named = 0
     for i, scene in enumerate(scenes()):
-        table = check_fast_capture(scene_bytes(scene), i % len(FAST_CONFIGS),
-                                   i % len(FAST_CHUNKS))
+        table = check_fast_capture(scene_bytes(scene), i % len(FAST_CONFIGS), i % len(FAST_CHUNKS))
         assert table is not None and len(table) >= 4
         tls_named += bool(table["sni"].notna().any())
         dns_named += bool((table["name_source"] == "dns").any())
@@ -50,14 +49,14 @@ def test_scenes_reach_the_name_stage() -> None:
 
 @fuzz_settings(100)
 @given(seed=st.integers(0, len(_CAPTURES) - 1), ops=OPS, config=_CONFIG, chunk=_CHUNK)
-def test_fast_capture_heads(seed: int, ops: list[tuple[int, int, int]], config: int,
-                            chunk: int) -> None:
+def test_fast_capture_heads(
+    seed: int, ops: list[tuple[int, int, int]], config: int, chunk: int
+) -> None:
     check_fast_capture(mutate(_CAPTURES[seed], ops), config, chunk)
 
 
 @fuzz_settings(220)
-@given(scene=st.integers(0, len(scenes()) - 1), edits=FRAME_EDITS, config=_CONFIG,
-       chunk=_CHUNK)
+@given(scene=st.integers(0, len(scenes()) - 1), edits=FRAME_EDITS, config=_CONFIG, chunk=_CHUNK)
 def test_fast_packets(scene: int, edits: list[FrameEdit], config: int, chunk: int) -> None:
     check_fast_packets(scene, edits, config, chunk)
 

@@ -32,11 +32,20 @@ def test_tls_client_hello(seed: int, ops: list[tuple[int, int, int]]) -> None:
 
 
 @fuzz_settings(1500)
-@given(seed=st.integers(0, len(_TLS) - 1), ops=st.lists(OPS.map(tuple), max_size=1),
-       cuts=st.lists(st.integers(0, 4000), max_size=8),
-       order=st.lists(st.integers(0, 16), max_size=9), seq0=st.integers(0, (1 << 32) - 1))
-def test_tls_reassembly(seed: int, ops: list[tuple[tuple[int, int, int], ...]],
-                        cuts: list[int], order: list[int], seq0: int) -> None:
+@given(
+    seed=st.integers(0, len(_TLS) - 1),
+    ops=st.lists(OPS.map(tuple), max_size=1),
+    cuts=st.lists(st.integers(0, 4000), max_size=8),
+    order=st.lists(st.integers(0, 16), max_size=9),
+    seq0=st.integers(0, (1 << 32) - 1),
+)
+def test_tls_reassembly(
+    seed: int,
+    ops: list[tuple[tuple[int, int, int], ...]],
+    cuts: list[int],
+    order: list[int],
+    seq0: int,
+) -> None:
     data = mutate(_TLS[seed], ops[0] if ops else ())
     got = check_tls_segments(data, cuts, seq0, order)
     if not ops and not order:  # an intact hello cut anywhere (in order) is always found
@@ -44,20 +53,31 @@ def test_tls_reassembly(seed: int, ops: list[tuple[tuple[int, int, int], ...]],
 
 
 @fuzz_settings(1500)
-@given(seed=st.integers(0, len(_QUIC) - 1), ops=OPS, other=st.integers(0, len(_QUIC) - 1),
-       twice=st.booleans())
-def test_quic_datagrams(seed: int, ops: list[tuple[int, int, int]], other: int,
-                        twice: bool) -> None:
+@given(
+    seed=st.integers(0, len(_QUIC) - 1),
+    ops=OPS,
+    other=st.integers(0, len(_QUIC) - 1),
+    twice=st.booleans(),
+)
+def test_quic_datagrams(
+    seed: int, ops: list[tuple[int, int, int]], other: int, twice: bool
+) -> None:
     mutated = mutate(_QUIC[seed], ops)
     check_quic_datagrams([mutated, _QUIC[other]] if twice else [mutated])
 
 
 @fuzz_settings(1800)
-@given(seed=st.integers(0, len(_PLAIN) - 1), ops=OPS, version=st.integers(0, 5),
-       dcid=st.binary(min_size=0, max_size=20), pn=st.integers(0, 1 << 30),
-       split=st.integers(0, 3000))
-def test_quic_decrypted_frames(seed: int, ops: list[tuple[int, int, int]], version: int,
-                               dcid: bytes, pn: int, split: int) -> None:
+@given(
+    seed=st.integers(0, len(_PLAIN) - 1),
+    ops=OPS,
+    version=st.integers(0, 5),
+    dcid=st.binary(min_size=0, max_size=20),
+    pn=st.integers(0, 1 << 30),
+    split=st.integers(0, 3000),
+)
+def test_quic_decrypted_frames(
+    seed: int, ops: list[tuple[int, int, int]], version: int, dcid: bytes, pn: int, split: int
+) -> None:
     plain = mutate(_PLAIN[seed], ops)
     got = check_quic_plain(plain, version, dcid, pn, split)
     if not ops and not split and version in (0, 1) and seed in _PLAIN_COMPLETE:
@@ -78,10 +98,20 @@ def test_dns_random_responses(data: bytes) -> None:
 
 
 @fuzz_settings(800)
-@given(st.lists(st.tuples(st.sampled_from([1, -1]), st.sampled_from([6, 17, 1]),
-                          st.integers(0, len(_TLS) + len(_QUIC) - 1), OPS,
-                          st.integers(0, (1 << 32) - 1)), max_size=10))
-def test_name_extractor(packets: list[tuple[int, int, int, list[tuple[int, int, int]], int]]
-                        ) -> None:
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, -1]),
+            st.sampled_from([6, 17, 1]),
+            st.integers(0, len(_TLS) + len(_QUIC) - 1),
+            OPS,
+            st.integers(0, (1 << 32) - 1),
+        ),
+        max_size=10,
+    )
+)
+def test_name_extractor(
+    packets: list[tuple[int, int, int, list[tuple[int, int, int]], int]],
+) -> None:
     pool = _TLS + _QUIC
     check_name_extractor([(d, p, mutate(pool[i], ops), seq) for d, p, i, ops, seq in packets])

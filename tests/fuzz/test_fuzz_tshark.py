@@ -26,16 +26,53 @@ _N = len(FIELDS)
 
 #: values tshark never writes but a damaged or hostile line may hold, per field kind
 _ODD_VALUES = (
-    "", "0", "-1", "0x", "0x-1", "0xzz", "1_0", "\u0663", "\uff11", " 1", "1.5", "1,2",
-    "nan", "inf", "-inf", "1e400", "65536", "4294967296", "9" * 5000, "True", "False",
-    "::", "::1", "1.2.3.4", "300.1.1.1", "fe80::1%eth0", "1.2.3.4/24", "ab:cd:e", "a",
-    "eth:ethertype:ipv6:ipv6.hopopts:ipv6.fraghdr:udp", "eth:ethertype:ip:data",
-    "ip:icmp", "sll:arp", "ipv6:tcp", "ip:ip:udp", "raw:ipv6:ah:tcp", ":", "ip:", "\x00",
-    "\ufffd", "\r", "\x85",
+    "",
+    "0",
+    "-1",
+    "0x",
+    "0x-1",
+    "0xzz",
+    "1_0",
+    "\u0663",
+    "\uff11",
+    " 1",
+    "1.5",
+    "1,2",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "65536",
+    "4294967296",
+    "9" * 5000,
+    "True",
+    "False",
+    "::",
+    "::1",
+    "1.2.3.4",
+    "300.1.1.1",
+    "fe80::1%eth0",
+    "1.2.3.4/24",
+    "ab:cd:e",
+    "a",
+    "eth:ethertype:ipv6:ipv6.hopopts:ipv6.fraghdr:udp",
+    "eth:ethertype:ip:data",
+    "ip:icmp",
+    "sll:arp",
+    "ipv6:tcp",
+    "ip:ip:udp",
+    "raw:ipv6:ah:tcp",
+    ":",
+    "ip:",
+    "\x00",
+    "\ufffd",
+    "\r",
+    "\x85",
 )
 _FIELD_EDITS = st.lists(
-    st.tuples(st.integers(0, _N + 2),
-              st.one_of(st.sampled_from(_ODD_VALUES), st.text(max_size=20))),
+    st.tuples(
+        st.integers(0, _N + 2), st.one_of(st.sampled_from(_ODD_VALUES), st.text(max_size=20))
+    ),
     max_size=6,
 )
 
@@ -57,18 +94,21 @@ def test_parser_on_edited_fields(seed: int, edits: list[tuple[int, str]]) -> Non
 
 @fuzz_settings(1000)
 @given(seed=st.integers(0, len(_LINES) - 1), ops=OPS, last_ts=st.floats(allow_nan=False))
-def test_parser_on_mutated_bytes(seed: int, ops: list[tuple[int, int, int]],
-                                 last_ts: float) -> None:
+def test_parser_on_mutated_bytes(
+    seed: int, ops: list[tuple[int, int, int]], last_ts: float
+) -> None:
     # decoded the way iter_tshark reads tshark's stdout
     line = mutate(_LINES[seed].encode(), ops).decode("utf-8", "replace")
     check_tshark_line(line, last_ts)
 
 
 @fuzz_settings(800)
-@given(st.one_of(
-    st.lists(st.text(max_size=12), max_size=_N + 4).map("\t".join),
-    st.binary(max_size=400).map(lambda b: b.decode("utf-8", "replace")),
-))
+@given(
+    st.one_of(
+        st.lists(st.text(max_size=12), max_size=_N + 4).map("\t".join),
+        st.binary(max_size=400).map(lambda b: b.decode("utf-8", "replace")),
+    )
+)
 def test_parser_on_arbitrary_text(line: str) -> None:
     check_tshark_line(line)
 

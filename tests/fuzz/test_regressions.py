@@ -47,13 +47,25 @@ def test_tshark_line_values_tshark_never_writes_are_bad_packets() -> None:
     # parser's try); the others came out as Packets with a NaN time, a negative payload
     # length, a port of -1 or 65536, or an address that is none.
     base = next(s.decode() for s in seeds("tshark") if s.split(b"\t")[2].endswith(b":udp:dns"))
-    udp_v6 = edit_fields(base, [(2, "eth:ethertype:ipv6:udp"), (9, "2001:db8::1"),
-                                (10, "2001:db8::2"), (11, "0"), (23, "0")])
+    udp_v6 = edit_fields(
+        base,
+        [
+            (2, "eth:ethertype:ipv6:udp"),
+            (9, "2001:db8::1"),
+            (10, "2001:db8::2"),
+            (11, "0"),
+            (23, "0"),
+        ],
+    )
     cases = {
         "ip-data with a bad fragment offset": (
-            edit_fields(base, [(2, "eth:ethertype:ip:data"), (7, "0x")]), "bad-packet"),
+            edit_fields(base, [(2, "eth:ethertype:ip:data"), (7, "0x")]),
+            "bad-packet",
+        ),
         "ip-data, fragment offset 0": (
-            edit_fields(base, [(2, "eth:ethertype:ip:data"), (7, "0")]), "other-l4"),
+            edit_fields(base, [(2, "eth:ethertype:ip:data"), (7, "0")]),
+            "other-l4",
+        ),
         "NaN time": (edit_fields(base, [(0, "nan")]), "bad-packet"),
         "infinite time": (edit_fields(base, [(0, "1e400")]), "bad-packet"),
         "UDP length 0 over IPv6": (udp_v6, "bad-packet"),
@@ -96,8 +108,11 @@ def test_sinkhole_answer_does_not_copy_the_query_rcode() -> None:
 def _window_rows(ts: list[float], window: float) -> np.ndarray:
     n = len(ts)
     t = np.asarray(ts, np.float64)
-    size, pay, flags = (np.full(n, 100, np.int64), np.full(n, 60, np.int64),
-                        np.full(n, 0x10, np.int64))
+    size, pay, flags = (
+        np.full(n, 100, np.int64),
+        np.full(n, 60, np.int64),
+        np.full(n, 0x10, np.int64),
+    )
     dirn = np.ones(n, np.int8)
     offsets = np.array([0, n], np.int64)
     first, last = np.array([t[0]]), np.array([t[-1]])
@@ -144,10 +159,18 @@ def test_time_jump_inside_a_flow_same_windows_as_the_reference(tmp_path: Path) -
     # The capture the packet fuzzer found it with, reduced: the SYN/ACK of a TLS flow
     # 30 s late, the flow's other packets at their times.
     t = 1_700_000_000.0
-    data = _tcp_flow([(t, True, mk.SYN), (t + 30.3, False, mk.SYN | mk.ACK),
-                      (t + 0.02, True, mk.ACK), (t + 0.03, True, mk.PSH | mk.ACK),
-                      (t + 0.05, False, mk.ACK), (t + 0.30, True, mk.FIN),
-                      (t + 0.31, False, mk.FIN | mk.ACK), (t + 0.32, True, mk.ACK)])
+    data = _tcp_flow(
+        [
+            (t, True, mk.SYN),
+            (t + 30.3, False, mk.SYN | mk.ACK),
+            (t + 0.02, True, mk.ACK),
+            (t + 0.03, True, mk.PSH | mk.ACK),
+            (t + 0.05, False, mk.ACK),
+            (t + 0.30, True, mk.FIN),
+            (t + 0.31, False, mk.FIN | mk.ACK),
+            (t + 0.32, True, mk.ACK),
+        ]
+    )
     for chunk in (0, 1):
         table = check_fast_capture(data, _WINDOWS, chunk)
         assert table is not None and len(table) == 1
@@ -162,8 +185,15 @@ def test_flow_spanning_decades_windows_in_time() -> None:
     # half-second windows of its "duration" (libFuzzer timeout, hours of CPU); it now
     # visits only windows near a packet. The fast path always did.
     t = 1_700_000_000.0
-    data = _tcp_flow([(1.0, True, mk.SYN), (t + 0.01, False, mk.SYN | mk.ACK),
-                      (t + 0.02, True, mk.PSH | mk.ACK), (t + 0.03, False, mk.ACK)], lead=t)
+    data = _tcp_flow(
+        [
+            (1.0, True, mk.SYN),
+            (t + 0.01, False, mk.SYN | mk.ACK),
+            (t + 0.02, True, mk.PSH | mk.ACK),
+            (t + 0.03, False, mk.ACK),
+        ],
+        lead=t,
+    )
     table = check_fast_capture(data, _WINDOWS, 0)
     assert table is not None
     tcp = table[table["proto"] == 6]

@@ -63,5 +63,4 @@ def test_capture_heads_read() -> None:
 def test_corpus_file_names_say_where_they_came_from() -> None:
     for p in CORPUS.rglob("*.bin"):
         assert p.parent.name in _KINDS
-        assert Path(p.name).stem.rsplit("-", 1)[0].split("_")[0] in (
-            "ndpi", "nfstream", "requet")
+        assert Path(p.name).stem.rsplit("-", 1)[0].split("_")[0] in ("ndpi", "nfstream", "requet")

@@ -52,8 +52,13 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pipe = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=200))])
     pipe.fit(x, y)
     directory = tmp_path_factory.mktemp("model") / "good"
-    save_model(pipe, directory, name="fuzz-test", labels=["short-form", "long-form", "other"],
-               decision_windows=[3.0])
+    save_model(
+        pipe,
+        directory,
+        name="fuzz-test",
+        labels=["short-form", "long-form", "other"],
+        decision_windows=[3.0],
+    )
     return directory
 
 
@@ -129,9 +134,13 @@ def test_foreign_pickle_through_the_cli_never_runs(copy: Path, tmp_path: Path) -
     head = sorted(capture.glob("ndpi_443-safari-*.bin"))[0]
     pcap = tmp_path / "in.pcap"
     pcap.write_bytes(head.read_bytes())
-    proc = subprocess.run([sys.executable, "-m", "classifier.cli", "classify", str(pcap),
-                           "--model", str(copy)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "classifier.cli", "classify", str(pcap), "--model", str(copy)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "sha256" in lines[0] and "Traceback" not in proc.stderr
@@ -157,12 +166,15 @@ def test_verified_file_that_is_garbage(copy: Path) -> None:
     _refused(copy, "cannot load")
 
 
-@pytest.mark.parametrize("change", [
-    {"schema_version": "0"},
-    {"schema_version": "999"},
-    {"feature_columns": list(reversed(FEATURE_COLUMNS))},
-    {"feature_columns": list(FEATURE_COLUMNS)[:-1]},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"schema_version": "0"},
+        {"schema_version": "999"},
+        {"feature_columns": list(reversed(FEATURE_COLUMNS))},
+        {"feature_columns": list(FEATURE_COLUMNS)[:-1]},
+    ],
+)
 def test_wrong_schema(copy: Path, change: dict[str, Any]) -> None:
     doc = _sidecar(copy)
     doc.update(change)
@@ -170,24 +182,56 @@ def test_wrong_schema(copy: Path, change: dict[str, Any]) -> None:
     _refused(copy, "schema")
 
 
-@pytest.mark.parametrize("content", [
-    b"", b"{", b"not json", b"[]", b"null", b"42", b'"text"', b"\xff\xfe\x00garbage",
-    b"[" * 100_000 + b"]" * 100_000,
-    b'{"name": "x"}',
-    b'{"unknown_field": 1}',
-], ids=["empty", "cut", "text", "list", "null", "number", "string", "binary", "deep",
-        "missing-fields", "unknown-field"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b"[]",
+        b"null",
+        b"42",
+        b'"text"',
+        b"\xff\xfe\x00garbage",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"name": "x"}',
+        b'{"unknown_field": 1}',
+    ],
+    ids=[
+        "empty",
+        "cut",
+        "text",
+        "list",
+        "null",
+        "number",
+        "string",
+        "binary",
+        "deep",
+        "missing-fields",
+        "unknown-field",
+    ],
+)
 def test_sidecar_not_a_model_json(copy: Path, content: bytes) -> None:
     (copy / "model.json").write_bytes(content)
     _refused(copy, "model.json")
 
 
-@pytest.mark.parametrize("field,value", [
-    ("sha256", None), ("sha256", 12345), ("sha256", ["a"]),
-    ("schema_version", None), ("schema_version", 1),
-    ("feature_columns", None), ("feature_columns", "abc"), ("feature_columns", 7),
-    ("labels", None), ("name", {"a": 1}), ("decision_windows", "3"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("sha256", None),
+        ("sha256", 12345),
+        ("sha256", ["a"]),
+        ("schema_version", None),
+        ("schema_version", 1),
+        ("feature_columns", None),
+        ("feature_columns", "abc"),
+        ("feature_columns", 7),
+        ("labels", None),
+        ("name", {"a": 1}),
+        ("decision_windows", "3"),
+    ],
+)
 def test_sidecar_fields_of_the_wrong_type(copy: Path, field: str, value: object) -> None:
     doc = _sidecar(copy)
     doc[field] = value

@@ -129,10 +129,14 @@ def test_custom_file_loads(tmp_path: Path) -> None:
         (_GOOD.replace('["a.example"]', '["a..example"]'), "bad suffix"),
         (_GOOD.replace('["a.example"]', "[]"), "non-empty suffixes"),
         (_GOOD.replace('["a.example"]', "[3]"), "bad suffix"),
-        (_GOOD + '[[service]]\nname = "b"\ncategory = "video"\nsuffixes = ["a.example"]\n',
-         "in both"),
-        (_GOOD + '[[service]]\nname = "a"\ncategory = "video"\nsuffixes = ["b.example"]\n',
-         "defined twice"),
+        (
+            _GOOD + '[[service]]\nname = "b"\ncategory = "video"\nsuffixes = ["a.example"]\n',
+            "in both",
+        ),
+        (
+            _GOOD + '[[service]]\nname = "a"\ncategory = "video"\nsuffixes = ["b.example"]\n',
+            "defined twice",
+        ),
         (_GOOD.replace('name = "a"', 'name = "unknown"'), "bad name"),
         (_GOOD.replace('name = "a"', 'name = "a"\nport = 3'), "unknown keys"),
         ("schema = 1\n[categories]\nv = 'x'\n", "[[service]]"),

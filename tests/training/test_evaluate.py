@@ -18,8 +18,9 @@ from tests.training.test_train import make_dataset
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(training manifest, manifest with unseen captures)."""
     root = tmp_path_factory.mktemp("eval")
-    return make_dataset(root / "train", per_kind=3), make_dataset(root / "new", per_kind=2,
-                                                                  seed0=100)
+    return make_dataset(root / "train", per_kind=3), make_dataset(
+        root / "new", per_kind=2, seed0=100
+    )
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +34,26 @@ def model_dir(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory)
 
 def _preds(label: list[str], pred: list[str], session: list[str]) -> pd.DataFrame:
     n = len(label)
-    return pd.DataFrame({"label": label, "pred": pred, "session_label": session,
-                         "capture_id": [f"c{i}" for i in range(n)], "source": ["real"] * n,
-                         "horizon": ["flow"] * n})
+    return pd.DataFrame(
+        {
+            "label": label,
+            "pred": pred,
+            "session_label": session,
+            "capture_id": [f"c{i}" for i in range(n)],
+            "source": ["real"] * n,
+            "horizon": ["flow"] * n,
+        }
+    )
 
 
 def test_scores_and_false_block_rates() -> None:
     from training.evaluate import scores
 
-    p = _preds(["long-form", "long-form", "long-form", "long-form", "other", "short-form"],
-               ["short-form", "long-form", "long-form", "long-form", "short-form",
-                "short-form"],
-               ["long-form"] * 4 + ["call", "short-form"])
+    p = _preds(
+        ["long-form", "long-form", "long-form", "long-form", "other", "short-form"],
+        ["short-form", "long-form", "long-form", "long-form", "short-form", "short-form"],
+        ["long-form"] * 4 + ["call", "short-form"],
+    )
     s = scores(p)
     assert s["false_block_long"] == pytest.approx(0.25)
     assert s["false_block_call"] == pytest.approx(1.0)
@@ -59,16 +68,42 @@ def test_scores_and_false_block_rates() -> None:
 def test_choose_breaks_ties_on_false_blocks() -> None:
     from training.train import choose
 
-    comp = pd.DataFrame([
-        {"candidate": "a", "evaluation": "grouped CV", "source": "all", "macro_f1": 0.9001,
-         "false_block_long": 0.2, "false_block_call": 0.0},
-        {"candidate": "b", "evaluation": "grouped CV", "source": "all", "macro_f1": 0.9003,
-         "false_block_long": 0.1, "false_block_call": 0.0},
-        {"candidate": "c", "evaluation": "grouped CV", "source": "all", "macro_f1": 0.85,
-         "false_block_long": 0.0, "false_block_call": 0.0},
-        {"candidate": "c", "evaluation": "grouped CV", "source": "lab", "macro_f1": 0.99,
-         "false_block_long": 0.0, "false_block_call": 0.0},
-    ])
+    comp = pd.DataFrame(
+        [
+            {
+                "candidate": "a",
+                "evaluation": "grouped CV",
+                "source": "all",
+                "macro_f1": 0.9001,
+                "false_block_long": 0.2,
+                "false_block_call": 0.0,
+            },
+            {
+                "candidate": "b",
+                "evaluation": "grouped CV",
+                "source": "all",
+                "macro_f1": 0.9003,
+                "false_block_long": 0.1,
+                "false_block_call": 0.0,
+            },
+            {
+                "candidate": "c",
+                "evaluation": "grouped CV",
+                "source": "all",
+                "macro_f1": 0.85,
+                "false_block_long": 0.0,
+                "false_block_call": 0.0,
+            },
+            {
+                "candidate": "c",
+                "evaluation": "grouped CV",
+                "source": "lab",
+                "macro_f1": 0.99,
+                "false_block_long": 0.0,
+                "false_block_call": 0.0,
+            },
+        ]
+    )
     assert choose(comp, ["a", "b", "c"]) == "b"
 
 
@@ -81,10 +116,15 @@ def test_permutation_importance_on_heldout_folds(data: tuple[Path, Path]) -> Non
 
     table = build_table([data[0]])
     splits = grouped_splits(table, n_splits=3)
-    units = {"duration": ["duration"], "burst_count": ["burst_count"], "service": ["service"],
-             "flag_urg": ["flag_urg"]}
-    imp = permutation_importance_grouped(table, partial(make_candidate, "rf", 0), splits,
-                                         n_repeats=2, units=units)
+    units = {
+        "duration": ["duration"],
+        "burst_count": ["burst_count"],
+        "service": ["service"],
+        "flag_urg": ["flag_urg"],
+    }
+    imp = permutation_importance_grouped(
+        table, partial(make_candidate, "rf", 0), splits, n_repeats=2, units=units
+    )
     assert list(imp.columns) == ["unit", "importance_mean", "importance_std"]
     assert set(imp["unit"]) == set(units)
     by = imp.set_index("unit")["importance_mean"]
@@ -92,18 +132,23 @@ def test_permutation_importance_on_heldout_folds(data: tuple[Path, Path]) -> Non
     assert imp["importance_mean"].is_monotonic_decreasing
 
 
-def test_evaluate_writes_report(model_dir: Path, data: tuple[Path, Path],
-                                tmp_path: Path) -> None:
+def test_evaluate_writes_report(model_dir: Path, data: tuple[Path, Path], tmp_path: Path) -> None:
     from training.evaluate import evaluate_model
 
     out = tmp_path / "report"
-    result = evaluate_model(model_dir, [data[0], data[1]], out, n_splits=3,
-                            importance_repeats=1)
+    result = evaluate_model(model_dir, [data[0], data[1]], out, n_splits=3, importance_repeats=1)
     text = (out / "report.md").read_text()
-    for name in ("heldout_confusion.png", "heldout_pr_curves.png",
-                 "heldout_accuracy_vs_time.png", "cv_confusion.png", "cv_pr_curves.png",
-                 "cv_accuracy_vs_time.png", "lab2real_confusion.png",
-                 "lab2real_accuracy_vs_time.png", "feature_importance.png"):
+    for name in (
+        "heldout_confusion.png",
+        "heldout_pr_curves.png",
+        "heldout_accuracy_vs_time.png",
+        "cv_confusion.png",
+        "cv_pr_curves.png",
+        "cv_accuracy_vs_time.png",
+        "lab2real_confusion.png",
+        "lab2real_accuracy_vs_time.png",
+        "feature_importance.png",
+    ):
         png = out / name
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"({name})" in text
@@ -120,16 +165,29 @@ def test_evaluate_writes_report(model_dir: Path, data: tuple[Path, Path],
     assert np.mean(result.heldout["label"] == result.heldout["pred"]) > 0.8
 
 
-def test_evaluate_only_seen_captures_says_so(model_dir: Path, data: tuple[Path, Path],
-                                            tmp_path: Path) -> None:
+def test_evaluate_only_seen_captures_says_so(
+    model_dir: Path, data: tuple[Path, Path], tmp_path: Path
+) -> None:
     from training.train_cli import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "r"
-    args = parser.parse_args(["evaluate", str(model_dir), str(data[0]), "-o", str(out),
-                              "--folds", "3", "--importance-repeats", "1", "-q",
-                              "--no-cache"])
+    args = parser.parse_args(
+        [
+            "evaluate",
+            str(model_dir),
+            str(data[0]),
+            "-o",
+            str(out),
+            "--folds",
+            "3",
+            "--importance-repeats",
+            "1",
+            "-q",
+            "--no-cache",
+        ]
+    )
     assert args.handler(args) == 0
     text = (out / "report.md").read_text()
     assert "all 9 captures of these manifests were in the model's training set" in text

@@ -33,8 +33,22 @@ def _tiny_pcap() -> bytes:
     """A valid one-packet pcap: Ethernet / IPv4 / UDP 10.0.0.1:5000 -> 10.0.0.2:443."""
     payload = b"shortflow fetch test"
     udp = struct.pack("!HHHH", 5000, 443, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
-                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) + udp
+    ip = (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(udp),
+            1,
+            0,
+            64,
+            17,
+            0,
+            bytes([10, 0, 0, 1]),
+            bytes([10, 0, 0, 2]),
+        )
+        + udp
+    )
     frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
     header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
     record = struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame))
@@ -63,11 +77,11 @@ def server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     www.mkdir()
     requests: list[str] = []
     handler = type("Handler", (_Handler,), {"requests": requests})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            partial(handler, directory=str(www)))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(www)))
     httpd.timeout = 5
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
@@ -94,14 +108,19 @@ def _write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def _run(*args: str | Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SHORTFLOW, *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=REPO,
-                          env={**os.environ, "SHORTFLOW_CACHE": str(cache)})
+    return subprocess.run(
+        [*SHORTFLOW, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "SHORTFLOW_CACHE": str(cache)},
+    )
 
 
 def test_fetch_downloads_verifies_and_resolves(
-        tmp_path: Path, server: tuple[str, list[str]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, server: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, requests = server
     www = tmp_path / "www"
     shutil.copyfile(SAMPLE, www / "sample.pcap")
@@ -115,22 +134,52 @@ def test_fetch_downloads_verifies_and_resolves(
     listed.mkdir()
     (listed / "here.pcap").write_bytes(tiny + b"\x00")  # present locally, no download
     good = [
-        {"path": "../shared/web/sample.pcap", "sha256": sample_sha, "label": "web",
-         "app": "sample", "url": f"{base}/sample.pcap"},
-        {"path": "../shared/other/tiny.pcap", "sha256": tiny_sha, "label": "other",
-         "app": "tiny", "url": f"{base}/tiny.pcap"},
+        {
+            "path": "../shared/web/sample.pcap",
+            "sha256": sample_sha,
+            "label": "web",
+            "app": "sample",
+            "url": f"{base}/sample.pcap",
+        },
+        {
+            "path": "../shared/other/tiny.pcap",
+            "sha256": tiny_sha,
+            "label": "other",
+            "app": "tiny",
+            "url": f"{base}/tiny.pcap",
+        },
     ]
     bad = [
-        {"path": "../shared/other/wrong.pcap", "sha256": _sha(b"what the manifest expects"),
-         "label": "other", "app": "wrong", "url": f"{base}/wrong.pcap"},
-        {"path": "../shared/other/gone.pcap", "sha256": "1" * 64, "label": "other",
-         "app": "gone", "url": f"{base}/gone.pcap"},
-        {"path": "../shared/other/refused.pcap", "sha256": "2" * 64, "label": "other",
-         "app": "refused", "url": f"http://127.0.0.1:{_closed_port()}/refused.pcap"},
+        {
+            "path": "../shared/other/wrong.pcap",
+            "sha256": _sha(b"what the manifest expects"),
+            "label": "other",
+            "app": "wrong",
+            "url": f"{base}/wrong.pcap",
+        },
+        {
+            "path": "../shared/other/gone.pcap",
+            "sha256": "1" * 64,
+            "label": "other",
+            "app": "gone",
+            "url": f"{base}/gone.pcap",
+        },
+        {
+            "path": "../shared/other/refused.pcap",
+            "sha256": "2" * 64,
+            "label": "other",
+            "app": "refused",
+            "url": f"http://127.0.0.1:{_closed_port()}/refused.pcap",
+        },
     ]
     local = [
-        {"path": "here.pcap", "sha256": _sha(tiny + b"\x00"), "label": "web", "app": "x",
-         "url": f"{base}/never-requested.pcap"},
+        {
+            "path": "here.pcap",
+            "sha256": _sha(tiny + b"\x00"),
+            "label": "web",
+            "app": "x",
+            "url": f"{base}/never-requested.pcap",
+        },
         {"path": "mine.pcap", "sha256": "3" * 64, "label": "web", "app": "household"},
     ]
     manifest = _write_manifest(listed / "m.csv", good + bad + local)
@@ -142,7 +191,8 @@ def test_fetch_downloads_verifies_and_resolves(
     assert len(lines) == len(good + bad + local)
     captures = cache / "captures"
     assert sorted(p.name for p in captures.iterdir()) == sorted(
-        [f"{sample_sha}-sample.pcap", f"{tiny_sha}-tiny.pcap"])  # nothing partial is left
+        [f"{sample_sha}-sample.pcap", f"{tiny_sha}-tiny.pcap"]
+    )  # nothing partial is left
     assert _sha((captures / f"{sample_sha}-sample.pcap").read_bytes()) == sample_sha
     assert (captures / f"{tiny_sha}-tiny.pcap").read_bytes() == tiny
     fetched = [line for line in lines if line.startswith("fetched")]
@@ -176,8 +226,10 @@ def test_fetch_downloads_verifies_and_resolves(
     assert _run("dataset", "verify", ok_manifest, cache=tmp_path / "empty").returncode == 1
     monkeypatch.setenv("SHORTFLOW_CACHE", str(cache))
     rows = load_rows([ok_manifest])
-    assert [r.local_path for r in rows] == [captures / f"{sample_sha}-sample.pcap",
-                                           captures / f"{tiny_sha}-tiny.pcap"]
+    assert [r.local_path for r in rows] == [
+        captures / f"{sample_sha}-sample.pcap",
+        captures / f"{tiny_sha}-tiny.pcap",
+    ]
     assert [r.path.name for r in rows] == ["sample.pcap", "tiny.pcap"]  # names stay
     assert load_manifest(manifest)[5].local_path == listed / "here.pcap"
     # without a fetched copy a row reads its listed path (and errors name it)
@@ -190,13 +242,23 @@ def test_fetch_times_out_in_one_line(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1)  # accepts the connection, never answers
         port = sock.getsockname()[1]
-        manifest = _write_manifest(tmp_path / "m.csv", [
-            {"path": "slow.pcap", "sha256": "4" * 64, "label": "web", "app": "x",
-             "url": f"http://127.0.0.1:{port}/slow.pcap"}])
+        manifest = _write_manifest(
+            tmp_path / "m.csv",
+            [
+                {
+                    "path": "slow.pcap",
+                    "sha256": "4" * 64,
+                    "label": "web",
+                    "app": "x",
+                    "url": f"http://127.0.0.1:{port}/slow.pcap",
+                }
+            ],
+        )
         run = _run("dataset", "fetch", manifest, "--timeout", "1", cache=tmp_path / "c")
     assert run.returncode == 1
     assert run.stdout.splitlines() == [
-        f"error   slow.pcap: http://127.0.0.1:{port}/slow.pcap: timed out after 1 s"]
+        f"error   slow.pcap: http://127.0.0.1:{port}/slow.pcap: timed out after 1 s"
+    ]
     assert "Traceback" not in run.stderr
     assert list((tmp_path / "c" / "captures").iterdir()) == []
 

@@ -69,8 +69,7 @@ def _read(path: Path) -> list[Pkt]:
     return out
 
 
-def _bursts(pkts: list[Pkt], gap: float = 0.5, min_bytes: int = 50_000
-            ) -> list[tuple[float, int]]:
+def _bursts(pkts: list[Pkt], gap: float = 0.5, min_bytes: int = 50_000) -> list[tuple[float, int]]:
     """Downstream bursts (start time, bytes) separated by idle gaps > ``gap`` seconds."""
     bursts: list[list[float]] = []
     last = -1e9
@@ -93,10 +92,15 @@ def _seed_where(scenario: str, duration: float, pred: Callable[[SessionPlan], bo
 
 def _swipes_within(n: int, limit: float) -> Callable[[SessionPlan], bool]:
     """Plans whose first ``n`` clips are each watched 2.5-7 s and all within ``limit`` s."""
+
     def pred(plan: SessionPlan) -> bool:
         dwell = [c["dwell_s"] for c in plan.params["clips"]]
-        return (sum(dwell[:n]) < limit and all(2.5 <= d <= 7.0 for d in dwell[:n])
-                and plan.params["lookahead_s"] <= 12)
+        return (
+            sum(dwell[:n]) < limit
+            and all(2.5 <= d <= 7.0 for d in dwell[:n])
+            and plan.params["lookahead_s"] <= 12
+        )
+
     return pred
 
 
@@ -105,8 +109,15 @@ _CASES: dict[str, tuple[float, Callable[[SessionPlan], bool]]] = {
     "shorts": (15.0, lambda p: p.protocol == "h3" and _swipes_within(3, 13.0)(p)),
     "reels": (14.0, lambda p: p.protocol == "h2" and _swipes_within(3, 13.0)(p)),
     "tiktok": (14.0, lambda p: p.protocol == "h1" and _swipes_within(3, 13.0)(p)),
-    "longform": (20.0, lambda p: p.params["mode"] == "segment" and p.params["rung"] >= 2
-                 and not p.params["seeks"] and p.protocol == "h2"),
+    "longform": (
+        20.0,
+        lambda p: (
+            p.params["mode"] == "segment"
+            and p.params["rung"] >= 2
+            and not p.params["seeks"]
+            and p.protocol == "h2"
+        ),
+    ),
     "feed": (10.0, lambda p: p.protocol == "h3"),
     "web": (10.0, lambda p: p.protocol == "h2"),
     "call": (10.0, lambda p: True),
@@ -159,14 +170,20 @@ def test_manifest_rows_and_hashes(recorded: Recorded) -> None:
         rows = list(reader)
     assert len(rows) == len(_CASES)
     labels = {r["path"].split("-")[0]: r["label"] for r in rows}
-    assert labels == {"shorts": "short-form", "reels": "short-form", "tiktok": "short-form",
-                      "longform": "long-form", "feed": "other-video", "web": "web",
-                      "call": "call", "mixed": "mixed"}
+    assert labels == {
+        "shorts": "short-form",
+        "reels": "short-form",
+        "tiktok": "short-form",
+        "longform": "long-form",
+        "feed": "other-video",
+        "web": "web",
+        "call": "call",
+        "mixed": "mixed",
+    }
     for r in rows:
         data = (recorded.out / r["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == r["sha256"]
-        assert (r["recorded"], r["device"], r["license"]) == ("lab", "lab-emulator",
-                                                              "generated")
+        assert (r["recorded"], r["device"], r["license"]) == ("lab", "lab-emulator", "generated")
         assert "profile=wifi" in r["notes"] and "session_seed=" in r["notes"]
         assert len(r["date"]) == 10 and r["date"][4] == "-"
 
@@ -185,9 +202,22 @@ def test_every_capture_has_dns_and_frames_no_larger_than_mtu(recorded: Recorded)
 
 def _quic_sni(path: Path) -> set[str]:
     out = subprocess.run(
-        ["tshark", "-r", str(path), "-Y", "quic", "-T", "fields",
-         "-e", "tls.handshake.extensions_server_name"],
-        capture_output=True, text=True, timeout=120, check=True).stdout
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-Y",
+            "quic",
+            "-T",
+            "fields",
+            "-e",
+            "tls.handshake.extensions_server_name",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
@@ -229,8 +259,7 @@ def test_longform_is_a_big_fill_then_periodic_bursts(recorded: Recorded) -> None
 
 
 def test_call_is_steady_udp_both_ways(recorded: Recorded) -> None:
-    pkts = [p for p in _pcap(recorded, "call") if p.proto == 17 and p.sport != 53
-            and p.dport != 53]
+    pkts = [p for p in _pcap(recorded, "call") if p.proto == 17 and p.sport != 53 and p.dport != 53]
     span = pkts[-1].ts - pkts[0].ts
     up = sum(not p.down for p in pkts) / span
     down = sum(p.down for p in pkts) / span
@@ -240,8 +269,14 @@ def test_call_is_steady_udp_both_ways(recorded: Recorded) -> None:
 
 def test_web_has_tls_to_the_web_names(recorded: Recorded) -> None:
     pkts = _pcap(recorded, "web")
-    hellos = [p.payload for p in pkts if p.proto == 6 and p.dport == 443 and p.payload[:1]
-              == b"\x16" and p.payload[5:6] == b"\x01"]
+    hellos = [
+        p.payload
+        for p in pkts
+        if p.proto == 6
+        and p.dport == 443
+        and p.payload[:1] == b"\x16"
+        and p.payload[5:6] == b"\x01"
+    ]
     assert len(hellos) >= 2
     assert any(b"www.lab-web.test" in h for h in hellos)
 
@@ -261,8 +296,11 @@ def test_router_applies_drop_delay_and_rate(recorded: Recorded) -> None:
     profile = PROFILES["wifi"]
     assert f"numgen random mod 1000 < {profile.loss_per_mille} drop" in recorded.nft_ruleset
     pkts = _pcap(recorded, "web")
-    syn_t = {p.sport: p.ts for p in pkts if p.proto == 6 and p.dport == 443 and not p.down
-             and p.flags & 0x12 == 0x02}
+    syn_t = {
+        p.sport: p.ts
+        for p in pkts
+        if p.proto == 6 and p.dport == 443 and not p.down and p.flags & 0x12 == 0x02
+    }
     rtts = []
     for p in pkts:
         if p.proto == 6 and p.sport == 443 and p.flags & 0x12 == 0x12 and p.dport in syn_t:
@@ -282,11 +320,16 @@ def test_router_applies_drop_delay_and_rate(recorded: Recorded) -> None:
 
 
 def test_sigterm_mid_session_removes_everything(tmp_path: Path) -> None:
-    code = ("import sys; from pathlib import Path; from training.lab.generate import generate;"
-            "generate('call', 1, 0, Path(sys.argv[1]), duration_s=30)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
-                            cwd=Path(__file__).resolve().parents[2],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    code = (
+        "import sys; from pathlib import Path; from training.lab.generate import generate;"
+        "generate('call', 1, 0, Path(sys.argv[1]), duration_s=30)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     prefix = f"{NS_PREFIX}{proc.pid}-"
     try:
         deadline = time.monotonic() + 30
@@ -320,8 +363,7 @@ def test_cleanup_stale_removes_only_dead_labs() -> None:
         for ns in (stale, alive):
             subprocess.run(["ip", "netns", "add", ns], check=True)
         removed = cleanup_stale()
-        listing = subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                 text=True).stdout
+        listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert stale in removed and stale not in listing
         assert alive in listing and alive not in removed
     finally:

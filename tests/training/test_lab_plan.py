@@ -62,8 +62,9 @@ def test_swipe_plans_cover_each_clip_with_contiguous_ranges(scenario: str) -> No
 
 
 def test_swipe_dwell_times_are_short_and_some_swipes_are_quick() -> None:
-    dwells = [c["dwell_s"] for s in range(40) for c in plan_session("shorts", s, 30)
-              .params["clips"]]
+    dwells = [
+        c["dwell_s"] for s in range(40) for c in plan_session("shorts", s, 30).params["clips"]
+    ]
     dwells.sort()
     assert 3.0 < dwells[len(dwells) // 2] < 15.0
     assert sum(d < 3.0 for d in dwells) / len(dwells) > 0.2
@@ -152,8 +153,22 @@ def test_cli_parser_and_scenarios_listing(capsys: pytest.CaptureFixture[str]) ->
     assert handle(args) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in EXPECTED)
-    args = parser.parse_args(["lab", "generate", "--scenario", "shorts", "--sessions", "2",
-                              "--seed", "5", "--out", "/tmp/x", "--profile", "lte"])
+    args = parser.parse_args(
+        [
+            "lab",
+            "generate",
+            "--scenario",
+            "shorts",
+            "--sessions",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            "/tmp/x",
+            "--profile",
+            "lte",
+        ]
+    )
     assert (args.scenario, args.sessions, args.seed, args.profile) == ("shorts", 2, 5, "lte")
     with pytest.raises(SystemExit):
         parser.parse_args(["lab", "generate", "--scenario", "nope", "--out", "/tmp/x"])

@@ -25,16 +25,30 @@ MEDIUM = (MEDIA_MIN_BYTES + SMALL_MAX_BYTES) // 2
 
 
 def _row(label: str, app: str) -> ManifestRow:
-    return ManifestRow(path=Path("/x/s.pcap"), sha256="a" * 64, label=label, app=app,
-                       recorded="", device="", date="", license="", notes="",
-                       manifest=Path("/x/m.csv"))
+    return ManifestRow(
+        path=Path("/x/s.pcap"),
+        sha256="a" * 64,
+        label=label,
+        app=app,
+        recorded="",
+        device="",
+        date="",
+        license="",
+        notes="",
+        manifest=Path("/x/m.csv"),
+    )
 
 
 def _flows(*rows: tuple[str | None, float], port: int = 443, proto: int = 17) -> pd.DataFrame:
     return pd.DataFrame(
-        {"name": [n for n, _ in rows], "bytes_down": [b for _, b in rows],
-         "server_port": [port] * len(rows), "proto": [proto] * len(rows)},
-        index=[10 + i for i in range(len(rows))])
+        {
+            "name": [n for n, _ in rows],
+            "bytes_down": [b for _, b in rows],
+            "server_port": [port] * len(rows),
+            "proto": [proto] * len(rows),
+        },
+        index=[10 + i for i in range(len(rows))],
+    )
 
 
 def _labels(flows: pd.DataFrame, label: str, app: str) -> list[str | None]:
@@ -46,17 +60,25 @@ def _labels(flows: pd.DataFrame, label: str, app: str) -> list[str | None]:
 
 def test_youtube_shorts_session() -> None:
     flows = _flows(
-        ("rr3---sn-abc.googlevideo.com", BIG),      # the video
-        ("rr3---sn-abc.googlevideo.com", SMALL),    # a probe
-        ("rr1---sn-xyz.googlevideo.com", MEDIUM),   # cannot tell
-        ("www.youtube.com", BIG),                   # page/API, even if big
-        ("i.ytimg.com", BIG),                       # thumbnails
-        ("googleads.g.doubleclick.net", SMALL),     # ads
-        (None, SMALL),                              # unnamed small
-        (None, BIG),                                # unnamed big: maybe the video
+        ("rr3---sn-abc.googlevideo.com", BIG),  # the video
+        ("rr3---sn-abc.googlevideo.com", SMALL),  # a probe
+        ("rr1---sn-xyz.googlevideo.com", MEDIUM),  # cannot tell
+        ("www.youtube.com", BIG),  # page/API, even if big
+        ("i.ytimg.com", BIG),  # thumbnails
+        ("googleads.g.doubleclick.net", SMALL),  # ads
+        (None, SMALL),  # unnamed small
+        (None, BIG),  # unnamed big: maybe the video
     )
     assert _labels(flows, "short-form", "youtube") == [
-        "short-form", "other", None, "other", "other", "other", "other", None]
+        "short-form",
+        "other",
+        None,
+        "other",
+        "other",
+        "other",
+        "other",
+        None,
+    ]
 
 
 def test_long_form_session_uses_same_rules() -> None:
@@ -65,21 +87,39 @@ def test_long_form_session_uses_same_rules() -> None:
 
 
 def test_instagram_reels_cdns() -> None:
-    flows = _flows(("scontent-mxp1-1.cdninstagram.com", BIG),
-                   ("video.fmxp1-1.fna.fbcdn.net", BIG),
-                   ("i.instagram.com", BIG),
-                   ("graph.instagram.com", SMALL),
-                   ("rr3---sn-abc.googlevideo.com", BIG))  # another app's CDN
+    flows = _flows(
+        ("scontent-mxp1-1.cdninstagram.com", BIG),
+        ("video.fmxp1-1.fna.fbcdn.net", BIG),
+        ("i.instagram.com", BIG),
+        ("graph.instagram.com", SMALL),
+        ("rr3---sn-abc.googlevideo.com", BIG),
+    )  # another app's CDN
     assert _labels(flows, "short-form", "instagram") == [
-        "short-form", "short-form", "other", "other", "other"]
+        "short-form",
+        "short-form",
+        "other",
+        "other",
+        "other",
+    ]
 
 
 def test_tiktok_whole_service_and_unknown_app() -> None:
-    flows = _flows(("v16m-default.tiktokcdn-us.com", BIG), ("api16.tiktokv.com", BIG),
-                   ("www.google.com", BIG), ("v16m.tiktokcdn-us.com", SMALL),
-                   ("v16-webapp-prime.tiktok.com", BIG), ("www.tiktok.com", BIG))
+    flows = _flows(
+        ("v16m-default.tiktokcdn-us.com", BIG),
+        ("api16.tiktokv.com", BIG),
+        ("www.google.com", BIG),
+        ("v16m.tiktokcdn-us.com", SMALL),
+        ("v16-webapp-prime.tiktok.com", BIG),
+        ("www.tiktok.com", BIG),
+    )
     assert _labels(flows, "short-form", "tiktok") == [
-        "short-form", "other", "other", "other", "short-form", "other"]
+        "short-form",
+        "other",
+        "other",
+        "other",
+        "short-form",
+        "other",
+    ]
     assert is_media_name("v3.kwaicdn.com", "kwai")  # whole service short-form
     assert not is_media_name("v3.kwaicdn.com", "douyin")
     assert is_media_name("v.vimeocdn.com", "someapp")  # video category from services.toml
@@ -111,12 +151,15 @@ def test_nameless_multi_flow_uses_volume_and_port() -> None:
 
 
 def test_window_table_uses_whole_flow_volume() -> None:
-    flows = pd.DataFrame({
-        "capture": ["c"] * 4, "flow_id": [1, 1, 1, 2],
-        "window_start": [0.0, 5.0, 10.0, 0.0],
-        "name": ["r1.googlevideo.com"] * 3 + ["www.youtube.com"],
-        "bytes_down": [MEDIA_MIN_BYTES / 2, MEDIA_MIN_BYTES / 2, 10.0, 10.0],
-    })
+    flows = pd.DataFrame(
+        {
+            "capture": ["c"] * 4,
+            "flow_id": [1, 1, 1, 2],
+            "window_start": [0.0, 5.0, 10.0, 0.0],
+            "name": ["r1.googlevideo.com"] * 3 + ["www.youtube.com"],
+            "bytes_down": [MEDIA_MIN_BYTES / 2, MEDIA_MIN_BYTES / 2, 10.0, 10.0],
+        }
+    )
     assert _labels(flows, "short-form", "youtube") == ["short-form"] * 3 + ["other"]
 
 

@@ -45,11 +45,14 @@ def test_load_resolves_paths_relative_to_manifest(tmp_path: Path) -> None:
     _, sha = _capture(tmp_path / "caps", "a.pcap", b"aaaa")
     sub = tmp_path / "manifests"
     sub.mkdir()
-    m = _manifest(sub, [
-        f"../caps/a.pcap,{sha},short-form,instagram,tcpdump,Pixel,2025-01-31,own,\"x, y\"",
-        "",
-        f"/abs/b.pcap,{'0' * 64},web,firefox,,,,,",
-    ])
+    m = _manifest(
+        sub,
+        [
+            f'../caps/a.pcap,{sha},short-form,instagram,tcpdump,Pixel,2025-01-31,own,"x, y"',
+            "",
+            f"/abs/b.pcap,{'0' * 64},web,firefox,,,,,",
+        ],
+    )
     rows = load_manifest(m)
     assert [r.path for r in rows] == [tmp_path / "caps" / "a.pcap", Path("/abs/b.pcap")]
     assert rows[0].notes == "x, y" and rows[0].label == "short-form"
@@ -66,14 +69,17 @@ def test_columns_in_any_order(tmp_path: Path) -> None:
     assert (row.label, row.app, row.sha256) == ("call", "zoom", "ab" * 32)
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("a.pcap,{sha},shorts,yt,,,,,", r"line 3: unknown label 'shorts'"),
-    ("a.pcap,1234,web,ff,,,,,", r"line 3: sha256 must be 64 hex digits"),
-    ("a.pcap,{sha},web,ff,,,", r"line 3: expected 9 fields, found 7"),
-    (",{sha},web,ff,,,,,", r"line 3: empty path"),
-    ("a.pcap,{sha},web,ff,,,31/01/2025,,", r"line 3: date '31/01/2025' is not an ISO date"),
-    ("b.pcap,{sha},web,ff,,,,,", r"line 3: b.pcap is already listed on line 2"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a.pcap,{sha},shorts,yt,,,,,", r"line 3: unknown label 'shorts'"),
+        ("a.pcap,1234,web,ff,,,,,", r"line 3: sha256 must be 64 hex digits"),
+        ("a.pcap,{sha},web,ff,,,", r"line 3: expected 9 fields, found 7"),
+        (",{sha},web,ff,,,,,", r"line 3: empty path"),
+        ("a.pcap,{sha},web,ff,,,31/01/2025,,", r"line 3: date '31/01/2025' is not an ISO date"),
+        ("b.pcap,{sha},web,ff,,,,,", r"line 3: b.pcap is already listed on line 2"),
+    ],
+)
 def test_bad_rows_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     sha = "c" * 64
     m = _manifest(tmp_path, [f"b.pcap,{sha},web,ff,,,,,", line.format(sha=sha)])
@@ -97,11 +103,14 @@ def test_bad_header_and_missing_file(tmp_path: Path) -> None:
 def test_verify_finds_missing_and_changed_files(tmp_path: Path) -> None:
     _, sha_a = _capture(tmp_path, "a.pcap", b"good")
     b, sha_b = _capture(tmp_path, "b.pcap", b"before")
-    m = _manifest(tmp_path, [
-        f"a.pcap,{sha_a},web,ff,,,,,",
-        f"b.pcap,{sha_b},web,ff,,,,,",
-        f"gone.pcap,{sha_a},web,ff,,,,,",
-    ])
+    m = _manifest(
+        tmp_path,
+        [
+            f"a.pcap,{sha_a},web,ff,,,,,",
+            f"b.pcap,{sha_b},web,ff,,,,,",
+            f"gone.pcap,{sha_a},web,ff,,,,,",
+        ],
+    )
     assert verify_manifest(m) == [f"{tmp_path / 'gone.pcap'}: missing (listed in m.csv)"]
     b.write_bytes(b"after")
     problems = verify_manifest(m)
@@ -113,8 +122,16 @@ def test_add_row_creates_appends_and_refuses_duplicates(tmp_path: Path) -> None:
     cap, sha = _capture(tmp_path / "caps", "s1.pcap", b"\x00" * 100)
     cap2, _ = _capture(tmp_path / "caps", "s2.pcap", b"\x01" * 100)
     m = tmp_path / "sets" / "mine.csv"
-    row = add_row(m, cap, "short-form", "tiktok", recorded="tcpdump", device="Pixel 7",
-                  date="2025-02-01", notes="scrolling, 5 min")
+    row = add_row(
+        m,
+        cap,
+        "short-form",
+        "tiktok",
+        recorded="tcpdump",
+        device="Pixel 7",
+        date="2025-02-01",
+        notes="scrolling, 5 min",
+    )
     assert row.sha256 == sha and row.path == cap and row.manifest == m
     add_row(m, cap2, "long-form", "youtube")
     rows = load_manifest(m)
@@ -138,11 +155,19 @@ def test_url_column_is_optional_and_checked(tmp_path: Path) -> None:
     old = _manifest(tmp_path, [f"a.pcap,{sha},web,ff,,,,,"], "old.csv")
     assert load_manifest(old)[0].url == ""
     with pytest.raises(DatasetError, match="has no url column"):
-        add_row(old, _capture(tmp_path, "b.pcap", b"b")[0], "web", "ff",
-                url="https://example.org/b.pcap")
+        add_row(
+            old,
+            _capture(tmp_path, "b.pcap", b"b")[0],
+            "web",
+            "ff",
+            url="https://example.org/b.pcap",
+        )
     new = tmp_path / "new.csv"
-    new.write_text("url,path,sha256,label,app,recorded,device,date,license,notes\n"
-                   f"https://example.org/a.pcap,a.pcap,{sha},web,ff,,,,,\n", encoding="utf-8")
+    new.write_text(
+        "url,path,sha256,label,app,recorded,device,date,license,notes\n"
+        f"https://example.org/a.pcap,a.pcap,{sha},web,ff,,,,,\n",
+        encoding="utf-8",
+    )
     assert load_manifest(new)[0].url == "https://example.org/a.pcap"
     new.write_text(new.read_text().replace("https://example.org", "ftp://example.org"))
     with pytest.raises(DatasetError, match=r"new.csv line 2: url 'ftp://.*https://"):
@@ -198,8 +223,9 @@ def _inventory_hashes() -> dict[str, str]:
     return found
 
 
-needs_shared = pytest.mark.skipif(not (SHARED / "INVENTORY.md").is_file(),
-                                  reason="shared public captures not present")
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "INVENTORY.md").is_file(), reason="shared public captures not present"
+)
 
 
 @needs_shared

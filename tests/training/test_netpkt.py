@@ -44,8 +44,7 @@ def test_import_keeps_addresses_lengths_flags_and_sorts(tmp_path: Path) -> None:
     flows = featurize_fast(out).sort_values("proto")
     assert list(flows["proto"]) == [6, 17]
     tcp, udp = flows.iloc[0], flows.iloc[1]
-    assert (tcp["client"], tcp["server"], tcp["server_port"]) == ("192.168.0.100", "10.77.5.9",
-                                                                   443)
+    assert (tcp["client"], tcp["server"], tcp["server_port"]) == ("192.168.0.100", "10.77.5.9", 443)
     assert tcp["wire_bytes"] == 14 * 5 + 60 + 60 + 52 + 1452 + 1452
     assert tcp["bytes_down"] == 60 + 1452 * 2  # IP lengths
     assert (tcp["flag_syn"], tcp["flag_psh"]) == (2, 1)
@@ -59,19 +58,22 @@ def test_tcp_header_length_follows_the_smallest_packet(tmp_path: Path) -> None:
     write_netpkt_pcap(packets, out)
     data = out.read_bytes()
     # first record: 24-byte file header, 16-byte record header, then 14 + 20 + TCP header
-    caplen = int.from_bytes(data[24 + 8:24 + 12], "little")
-    wire = int.from_bytes(data[24 + 12:24 + 16], "little")
+    caplen = int.from_bytes(data[24 + 8 : 24 + 12], "little")
+    wire = int.from_bytes(data[24 + 12 : 24 + 16], "little")
     assert (caplen, wire) == (14 + 20 + 32, 14 + 60)
     assert data[24 + 16 + 14 + 20 + 12] >> 4 == 8  # data offset: 8 words
 
 
-@pytest.mark.parametrize("line, what", [
-    ("192.168.0.100 10.0.0.1 52 1 2\n", "expected 14 columns"),
-    ("192.168.0.100 10.0.0.1 x 1 2 -1 -1 1.0 1 64 DF 1 1 A\n", "not a netpkt record"),
-    ("192.168.0.100 10.0.0.1 52 -1 -1 -1 -1 1.0 1 64 DF 1 1 A\n", "neither TCP nor UDP"),
-    ("192.168.0.100 10.0.0.1 52 1 2 -1 -1 1.0 1 64 DF 1 1 Z\n", "unknown TCP flag"),
-    ("192.168.0.100 10.0.0.1 10 1 2 -1 -1 1.0 1 64 DF 1 1 A\n", "impossible IP length"),
-])
+@pytest.mark.parametrize(
+    "line, what",
+    [
+        ("192.168.0.100 10.0.0.1 52 1 2\n", "expected 14 columns"),
+        ("192.168.0.100 10.0.0.1 x 1 2 -1 -1 1.0 1 64 DF 1 1 A\n", "not a netpkt record"),
+        ("192.168.0.100 10.0.0.1 52 -1 -1 -1 -1 1.0 1 64 DF 1 1 A\n", "neither TCP nor UDP"),
+        ("192.168.0.100 10.0.0.1 52 1 2 -1 -1 1.0 1 64 DF 1 1 Z\n", "unknown TCP flag"),
+        ("192.168.0.100 10.0.0.1 10 1 2 -1 -1 1.0 1 64 DF 1 1 A\n", "impossible IP length"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, what: str) -> None:
     src = _write(tmp_path, LINES.splitlines(keepends=True)[0] + line)
     with pytest.raises(DatasetError, match=rf"{src.name}:2: .*{what}"):

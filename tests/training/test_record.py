@@ -59,14 +59,15 @@ def _packets(path: Path) -> list[tuple[str, str, int]]:
             eth = dpkt.ethernet.Ethernet(frame)
             if isinstance(eth.data, dpkt.ip.IP):
                 ip = eth.data
-                out.append((dpkt.utils.inet_to_str(ip.src), dpkt.utils.inet_to_str(ip.dst),
-                            ip.p))
+                out.append((dpkt.utils.inet_to_str(ip.src), dpkt.utils.inet_to_str(ip.dst), ip.p))
     return out
 
 
 @pytest.mark.netns
-@pytest.mark.skipif(not netns_available() or shutil.which("tcpdump") is None,
-                    reason="needs root, iproute2 and tcpdump")
+@pytest.mark.skipif(
+    not netns_available() or shutil.which("tcpdump") is None,
+    reason="needs root, iproute2 and tcpdump",
+)
 def test_record_in_netns_keeps_client_traffic(tmp_path: Path) -> None:
     manifest = tmp_path / "sets" / "rec.csv"
     with Topology("sf-record") as topo:
@@ -76,10 +77,29 @@ def test_record_in_netns_keeps_client_traffic(tmp_path: Path) -> None:
         topo.popen(topo.client, [sys.executable, "-c", _UDP_SENDER, server, "4"])
         # traffic the client filter must drop: the router talking to the server itself
         topo.popen(topo.router, [sys.executable, "-c", _UDP_SENDER, server, "4"])
-        code = _cli(["record", "--iface", topo.iface["router.server"], "--client", client,
-                     "--label", "other", "--app", "udp-echo", "--duration", "2",
-                     "--manifest", str(manifest), "--out", str(tmp_path / "caps"),
-                     "--netns", topo.router, "--device", "netns test"])
+        code = _cli(
+            [
+                "record",
+                "--iface",
+                topo.iface["router.server"],
+                "--client",
+                client,
+                "--label",
+                "other",
+                "--app",
+                "udp-echo",
+                "--duration",
+                "2",
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(tmp_path / "caps"),
+                "--netns",
+                topo.router,
+                "--device",
+                "netns test",
+            ]
+        )
     assert code == 0
     (row,) = load_manifest(manifest)
     assert row.label == "other" and row.app == "udp-echo" and row.device == "netns test"
@@ -126,5 +146,20 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not an IP address"):
         record("lo", "web", "x", 1, tmp_path / "m.csv", tmp_path, client="10.77.1")
     with pytest.raises(SystemExit):
-        _cli(["record", "--iface", "lo", "--label", "web", "--app", "x", "--duration", "-1",
-              "--manifest", "m.csv", "--out", "o"])
+        _cli(
+            [
+                "record",
+                "--iface",
+                "lo",
+                "--label",
+                "web",
+                "--app",
+                "x",
+                "--duration",
+                "-1",
+                "--manifest",
+                "m.csv",
+                "--out",
+                "o",
+            ]
+        )

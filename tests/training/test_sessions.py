@@ -58,20 +58,25 @@ def test_simulated_players_differ_in_connection_churn() -> None:
 
 
 def _sessions(groups: list[str], window_bytes: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"group": groups, "window_bytes": window_bytes,
-                         "bytes_step": window_bytes})
+    return pd.DataFrame({"group": groups, "window_bytes": window_bytes, "bytes_step": window_bytes})
 
 
 def test_labels_follow_the_capture_and_the_media_group() -> None:
     s = _sessions(["youtube", "youtube", "google", "net:10.0.0.0/24"], [5e6, 2e5, 5e6, 5e6])
     assert session_labels(s, "short-form", "youtube").tolist() == [
-        "short-form", None, "other", None]
+        "short-form",
+        None,
+        "other",
+        None,
+    ]
     assert session_labels(s, "web", "firefox").tolist() == ["other"] * 4
     assert session_labels(s, "mixed", "instagram").tolist() == [None] * 4
     nameless = _sessions(["net:1.1.1.0/24", "net:2.2.2.0/24"], [9e6, 2e6])
     nameless = pd.concat([nameless] * 1 + [_sessions(["net:2.2.2.0/24"], [1e4])] * 30)
     assert session_labels(nameless, "long-form", "youtube").tolist()[:2] == [
-        "long-form", "long-form"]
+        "long-form",
+        "long-form",
+    ]
     tiny = _sessions(["net:1.1.1.0/24", "net:2.2.2.0/24"], [9e7, 1.5e6])
     assert session_labels(tiny, "long-form", "youtube").tolist() == ["long-form", None]
 
@@ -79,7 +84,8 @@ def test_labels_follow_the_capture_and_the_media_group() -> None:
 def test_sources_are_named_from_paths() -> None:
     assert source_name(Path("x/netpkt_youtube_packets_03.pcap"), "") == "netpkt"
     assert source_name(Path("../shared/pcaps/requet/A_baseline_Jan17_exp_41.pcap"), "") == (
-        "requet")
+        "requet"
+    )
     assert source_name(Path("a/b.pcap"), "lab") == "lab"
     assert source_name(Path("home/phone.pcap"), "tcpdump") == "household"
 
@@ -107,7 +113,8 @@ def test_leave_one_source_out_holds_each_source_out() -> None:
     assert sim_to_real(table[table["source"] == "sim"], CANDIDATES["logreg"]) is None
     leaky = table.copy()
     leaky.loc[leaky["source"] == "b", "capture_id"] = leaky.loc[
-        leaky["source"] == "a", "capture_id"].iloc[0]
+        leaky["source"] == "a", "capture_id"
+    ].iloc[0]
     with pytest.raises(AssertionError, match="both sides"):
         leave_one_source_out(leaky, CANDIDATES["logreg"])
 
@@ -125,20 +132,44 @@ def test_short_form_needs_agreeing_windows_per_session() -> None:
     keys = pd.DataFrame({"client": ["a"] * 5 + ["b"] * 2, "group": ["yt"] * 7})
     rule = Agreement(k=3, n=5, threshold=0.8)
     assert agreed(p, keys, rule).tolist() == [False, False, False, True, True, False, False]
-    out = verdicts(np.array([True, False, False]), np.array([0.9, 0.2, 0.2]),
-                   np.array([0.05, 0.5, 0.2]))
+    out = verdicts(
+        np.array([True, False, False]), np.array([0.9, 0.2, 0.2]), np.array([0.05, 0.5, 0.2])
+    )
     assert out.tolist() == ["short-form", "long-form", "other"]
     # with hindsight the windows that led up to agreement count too, never a miss, never
     # across sessions, never a window that stayed under the threshold
     p = pd.Series([0.9, 0.5, 0.9, 0.9, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9])
     keys = pd.DataFrame({"client": ["a"] * 7 + ["b"] * 3, "group": ["yt"] * 10})
-    assert agreed(p, keys, rule).tolist() == [False, False, False, True, True, False, False,
-                                              False, False, True]
+    assert agreed(p, keys, rule).tolist() == [
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
     assert agreed(p, keys, rule, hindsight=True).tolist() == [
-        True, False, True, True, True, False, False, True, True, True]
+        True,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
     default = Policy.default()
     assert (Agreement().k, Agreement().n, Agreement().threshold) == (
-        default.agreement_k, default.agreement_n, default.threshold)
+        default.agreement_k,
+        default.agreement_n,
+        default.threshold,
+    )
 
 
 def test_session_model_round_trip_and_tamper(tmp_path: Path) -> None:
@@ -158,25 +189,52 @@ def test_session_model_round_trip_and_tamper(tmp_path: Path) -> None:
         load_session_model(tmp_path / "nothing")
 
 
-@pytest.mark.skipif(not (SHARED / "traces" / "netpkt").is_dir(),
-                    reason="shared netpkt traces not present")
+@pytest.mark.skipif(
+    not (SHARED / "traces" / "netpkt").is_dir(), reason="shared netpkt traces not present"
+)
 def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> None:
     """A user imports a real trace, trains a session model and reads a timeline."""
     shortflow = [sys.executable, "-m", "classifier.cli"]
     trace = SHARED / "traces" / "netpkt" / "netpkt_working_packets_01.txt.gz"
-    run = subprocess.run([*shortflow, "dataset", "import-trace", str(trace), "--out",
-                          str(tmp_path / "t"), "-q"], capture_output=True, text=True)
+    run = subprocess.run(
+        [*shortflow, "dataset", "import-trace", str(trace), "--out", str(tmp_path / "t"), "-q"],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
-    run = subprocess.run([*shortflow, "train-sessions", str(tmp_path / "t" / "traces.csv"),
-                          "--sim", "2", "-q", "-o", str(tmp_path / "m")],
-                         capture_output=True, text=True,
-                         env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)})
+    run = subprocess.run(
+        [
+            *shortflow,
+            "train-sessions",
+            str(tmp_path / "t" / "traces.csv"),
+            "--sim",
+            "2",
+            "-q",
+            "-o",
+            str(tmp_path / "m"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)},
+    )
     assert run.returncode == 0, run.stderr
     assert "| netpkt |" in run.stdout and (tmp_path / "m" / "session.json").is_file()
-    run = subprocess.run([*shortflow, "evaluate-sessions", str(tmp_path / "t" / "traces.csv"),
-                          "--sim", "2", "-q", "--candidate", "logreg-shape", "--flows"],
-                         capture_output=True, text=True,
-                         env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)})
+    run = subprocess.run(
+        [
+            *shortflow,
+            "evaluate-sessions",
+            str(tmp_path / "t" / "traces.csv"),
+            "--sim",
+            "2",
+            "-q",
+            "--candidate",
+            "logreg-shape",
+            "--flows",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)},
+    )
     assert run.returncode == 0, run.stderr
     row = next(line for line in run.stdout.splitlines() if line.startswith("| netpkt | other"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -184,17 +242,22 @@ def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> No
     shares = [float(c.rstrip(" %")) for c in cells[4:7]]
     assert sum(shares) == pytest.approx(100.0, abs=0.2)
     pcap = tmp_path / "t" / "netpkt_working_packets_01.pcap"
-    run = subprocess.run([*shortflow, "classify", str(pcap), "--no-timeline"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*shortflow, "classify", str(pcap), "--no-timeline"], capture_output=True, text=True
+    )
     assert run.returncode == 0 and "activity over time" not in run.stdout
-    run = subprocess.run([*shortflow, "classify", str(pcap), "--model", str(tmp_path / "m")],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [*shortflow, "classify", str(pcap), "--model", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode != 0 and "model.json" in run.stderr  # a session model alone
     run = subprocess.run([*shortflow, "classify", str(pcap)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "activity over time" in run.stdout and "client 192.168.0.100" in run.stdout
-    run = subprocess.run([*shortflow, "classify", str(pcap), "--json"], capture_output=True,
-                         text=True)
+    run = subprocess.run(
+        [*shortflow, "classify", str(pcap), "--json"], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     # media flows are decided by the client's session, the rest by the flow model, and
@@ -202,7 +265,8 @@ def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> No
     assert {f["decided_by"] for f in doc["flows"]} == {"session", "flow"}
     assert all(f["flow_label"] in ("short-form", "long-form", "other") for f in doc["flows"])
     assert doc["clients"][0]["long_form_flows"] == sum(
-        f["label"] == "long-form" for f in doc["flows"])
+        f["label"] == "long-form" for f in doc["flows"]
+    )
 
 
 def test_timeline_sidecar_labels_windows_by_interval(tmp_path: Path) -> None:
@@ -222,11 +286,20 @@ def test_timeline_sidecar_labels_windows_by_interval(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no labelled session windows"):
         session_rows([manifest], cache_dir=tmp_path)  # mixed without a timeline: nothing
     first = float(featurize_fast(sample)["first_ts"].min())
-    (tmp_path / "mixed.timeline.json").write_text(json.dumps({"intervals": [
-        {"start": first, "end": first + 15, "label": "long-form"},
-        {"start": first + 15, "end": first + 600, "label": "web"}]}))
-    assert read_timeline(capture) == [(first, first + 15, "long-form"),
-                                      (first + 15, first + 600, "web")]
+    (tmp_path / "mixed.timeline.json").write_text(
+        json.dumps(
+            {
+                "intervals": [
+                    {"start": first, "end": first + 15, "label": "long-form"},
+                    {"start": first + 15, "end": first + 600, "label": "web"},
+                ]
+            }
+        )
+    )
+    assert read_timeline(capture) == [
+        (first, first + 15, "long-form"),
+        (first + 15, first + 600, "web"),
+    ]
     labelled = session_rows([manifest], cache_dir=tmp_path)
     late = labelled[labelled["window_end"] > first + 25]
     assert len(late) > 0 and set(late["label"]) == {"other"}

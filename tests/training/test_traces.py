@@ -52,8 +52,14 @@ def _head_sessions(src: Path, dest: Path, sessions: int) -> Path:
     return path
 
 
-def _check_round_trip(pcap: Path, lengths: list[int], times_us: list[int], to_server: list[bool],
-                      proto: int, flows_expected: int | None = 1) -> None:
+def _check_round_trip(
+    pcap: Path,
+    lengths: list[int],
+    times_us: list[int],
+    to_server: list[bool],
+    proto: int,
+    flows_expected: int | None = 1,
+) -> None:
     flows = featurize(pcap)
     if flows_expected is not None:
         assert len(flows) == flows_expected
@@ -75,16 +81,22 @@ def test_small_csv_round_trip_and_determinism(tmp_path: Path) -> None:
     src = tmp_path / "src" / "uuvideo_youtube_test.csv"
     src.parent.mkdir()
     rows = [(0, 1292), (52, 1250), (2655, -1292), (2700, -65), (900_000, 75), (1_500_123, -1292)]
-    src.write_text("session,480_1\nrel_ts_us,len\n" + "".join(f"{t},{n}\n" for t, n in rows)
-                   + "session,480_2\nrel_ts_us,len\n0,80\n10,-90\n")
+    src.write_text(
+        "session,480_1\nrel_ts_us,len\n"
+        + "".join(f"{t},{n}\n" for t, n in rows)
+        + "session,480_2\nrel_ts_us,len\n0,80\n10,-90\n"
+    )
     out = import_traces(src, tmp_path / "a")
-    assert [r.path.name for r in out] == ["uuvideo_youtube_test__480_1.pcap",
-                                          "uuvideo_youtube_test__480_2.pcap"]
+    assert [r.path.name for r in out] == [
+        "uuvideo_youtube_test__480_1.pcap",
+        "uuvideo_youtube_test__480_2.pcap",
+    ]
     assert {(r.label, r.app) for r in out} == {("long-form", "youtube")}
     assert out[0].manifest == tmp_path / "a" / "traces.csv"
     assert verify_manifest(out[0].manifest) == []
-    _check_round_trip(out[0].path, [abs(n) for _, n in rows], [t for t, _ in rows],
-                      [n > 0 for _, n in rows], UDP)
+    _check_round_trip(
+        out[0].path, [abs(n) for _, n in rows], [t for t, _ in rows], [n > 0 for _, n in rows], UDP
+    )
     again = import_traces(src, tmp_path / "b")
     assert out[0].path.read_bytes() == again[0].path.read_bytes()
     assert [r.sha256 for r in out] == [r.sha256 for r in again]
@@ -101,8 +113,9 @@ def test_tcp_csv_trace_padding_and_snaplen(tmp_path: Path) -> None:
     short = import_traces(src, tmp_path / "short", snaplen=96)[0]
     assert full.label == "other-video" and full.app == "twitch"
     for row in (full, short):
-        _check_round_trip(row.path, [abs(n) for _, n in rows], [t for t, _ in rows],
-                          [n > 0 for _, n in rows], TCP)
+        _check_round_trip(
+            row.path, [abs(n) for _, n in rows], [t for t, _ in rows], [n > 0 for _, n in rows], TCP
+        )
     assert short.path.stat().st_size < full.path.stat().st_size
     assert full.path.stat().st_size == 24 + sum(16 + abs(n) for _, n in rows)
 
@@ -110,18 +123,60 @@ def test_tcp_csv_trace_padding_and_snaplen(tmp_path: Path) -> None:
 def test_small_json_round_trip(tmp_path: Path) -> None:
     base = 1755928534.0
     recs = [
-        {"timestamp": base + 0.000, "size": 66, "src_port": 5000, "dst_port": 443,
-         "direction": "outbound", "tcp_flags": "S", "protocol": "TCP"},
-        {"timestamp": base + 0.020, "size": 66, "src_port": 443, "dst_port": 5000,
-         "direction": "inbound", "tcp_flags": "SA", "protocol": "TCP"},
-        {"timestamp": base + 0.021, "size": 54, "src_port": 5000, "dst_port": 443,
-         "direction": "outbound", "tcp_flags": "A", "protocol": "TCP"},
-        {"timestamp": base + 0.030, "size": 16460, "src_port": 443, "dst_port": 5000,
-         "direction": "inbound", "tcp_flags": "PA", "protocol": "TCP"},
-        {"timestamp": base + 0.0299, "size": 60, "src_port": 443, "dst_port": 6000,
-         "direction": "inbound", "tcp_flags": "A", "protocol": "TCP"},
-        {"timestamp": base + 0.040, "size": 54, "src_port": 6000, "dst_port": 443,
-         "direction": "outbound", "tcp_flags": "FA", "protocol": "TCP"},
+        {
+            "timestamp": base + 0.000,
+            "size": 66,
+            "src_port": 5000,
+            "dst_port": 443,
+            "direction": "outbound",
+            "tcp_flags": "S",
+            "protocol": "TCP",
+        },
+        {
+            "timestamp": base + 0.020,
+            "size": 66,
+            "src_port": 443,
+            "dst_port": 5000,
+            "direction": "inbound",
+            "tcp_flags": "SA",
+            "protocol": "TCP",
+        },
+        {
+            "timestamp": base + 0.021,
+            "size": 54,
+            "src_port": 5000,
+            "dst_port": 443,
+            "direction": "outbound",
+            "tcp_flags": "A",
+            "protocol": "TCP",
+        },
+        {
+            "timestamp": base + 0.030,
+            "size": 16460,
+            "src_port": 443,
+            "dst_port": 5000,
+            "direction": "inbound",
+            "tcp_flags": "PA",
+            "protocol": "TCP",
+        },
+        {
+            "timestamp": base + 0.0299,
+            "size": 60,
+            "src_port": 443,
+            "dst_port": 6000,
+            "direction": "inbound",
+            "tcp_flags": "A",
+            "protocol": "TCP",
+        },
+        {
+            "timestamp": base + 0.040,
+            "size": 54,
+            "src_port": 6000,
+            "dst_port": 443,
+            "direction": "outbound",
+            "tcp_flags": "FA",
+            "protocol": "TCP",
+        },
     ]
     src = tmp_path / "sdrdray_reels_test.json"
     src.write_text(json.dumps(recs))
@@ -140,13 +195,16 @@ def test_small_json_round_trip(tmp_path: Path) -> None:
     assert flows["bytes_up"].sum() == 52 + 40 + 40
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("0,1292\n", r"line 1: packet line before the first 'session,' line"),
-    ("session,a\nrel_ts_us,len\n0,abc\n", r"line 3: expected 'rel_ts_us,len' integers"),
-    ("session,a\nrel_ts_us,len\n0,30\n", r"line 3: packet length 30 impossible for UDP"),
-    ("session,a\nrel_ts_us,len\nsession,b\n0,100\n", r"line 3: session 'a' has no packets"),
-    ("", r"no 'session,NAME' line"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0,1292\n", r"line 1: packet line before the first 'session,' line"),
+        ("session,a\nrel_ts_us,len\n0,abc\n", r"line 3: expected 'rel_ts_us,len' integers"),
+        ("session,a\nrel_ts_us,len\n0,30\n", r"line 3: packet length 30 impossible for UDP"),
+        ("session,a\nrel_ts_us,len\nsession,b\n0,100\n", r"line 3: session 'a' has no packets"),
+        ("", r"no 'session,NAME' line"),
+    ],
+)
 def test_bad_csv_names_the_line(tmp_path: Path, text: str, message: str) -> None:
     src = tmp_path / "uuvideo_youtube_bad.csv"
     src.write_text(text)
@@ -156,8 +214,20 @@ def test_bad_csv_names_the_line(tmp_path: Path, text: str, message: str) -> None
 
 def test_bad_json_and_unknown_sources(tmp_path: Path) -> None:
     bad = tmp_path / "sdrdray_reels_bad.json"
-    bad.write_text(json.dumps([{"timestamp": 1.0, "size": 54, "src_port": 1, "dst_port": 443,
-                                "direction": "sideways", "tcp_flags": "A"}]))
+    bad.write_text(
+        json.dumps(
+            [
+                {
+                    "timestamp": 1.0,
+                    "size": 54,
+                    "src_port": 1,
+                    "dst_port": 443,
+                    "direction": "sideways",
+                    "tcp_flags": "A",
+                }
+            ]
+        )
+    )
     with pytest.raises(DatasetError, match=r"record 0: direction must be inbound or outbound"):
         read_json_trace(bad)
     bad.write_text("{not json")
@@ -187,8 +257,18 @@ def test_cli_import_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
     manifest = tmp_path / "m" / "mine.csv"
-    args = parser.parse_args(["dataset", "import-trace", str(src), "--out", str(tmp_path / "o"),
-                              "--manifest", str(manifest), "-q"])
+    args = parser.parse_args(
+        [
+            "dataset",
+            "import-trace",
+            str(src),
+            "--out",
+            str(tmp_path / "o"),
+            "--manifest",
+            str(manifest),
+            "-q",
+        ]
+    )
     assert args.handler(args) == 0
     assert "imported 1 session(s)" in capsys.readouterr().out
     (row,) = load_manifest(manifest)
@@ -204,7 +284,8 @@ def test_real_reels_trace_round_trip(tmp_path: Path) -> None:
     assert len(lengths) == 10_000
     assert flows["pkts_up"].sum() + flows["pkts_down"].sum() == 10_000
     assert flows["bytes_up"].sum() + flows["bytes_down"].sum() == sum(
-        _ip_bytes(n, TCP) for n in lengths)
+        _ip_bytes(n, TCP) for n in lengths
+    )
     assert sum(n > 1514 for n in lengths) == 288
     span = (session.packets[-1].ts_us - session.packets[0].ts_us) / 1e6
     assert flows["last_ts"].max() - flows["first_ts"].min() == pytest.approx(span, abs=1e-5)
@@ -215,19 +296,23 @@ def test_real_reels_trace_round_trip(tmp_path: Path) -> None:
 
 
 @needs_shared
-@pytest.mark.parametrize(("src", "proto", "label"), [(YOUTUBE, UDP, "long-form"),
-                                                     (TWITCH, TCP, "other-video")])
-def test_real_csv_sessions_round_trip(tmp_path: Path, src: Path, proto: int,
-                                      label: str) -> None:
+@pytest.mark.parametrize(
+    ("src", "proto", "label"), [(YOUTUBE, UDP, "long-form"), (TWITCH, TCP, "other-video")]
+)
+def test_real_csv_sessions_round_trip(tmp_path: Path, src: Path, proto: int, label: str) -> None:
     head = _head_sessions(src, tmp_path / "src", 3)
     sessions = read_csv_trace(head, proto)
     rows = import_traces(head, tmp_path / "out")
     assert len(rows) == len(sessions) == 3
     for row, session in zip(rows, sessions, strict=True):
         assert row.label == label
-        _check_round_trip(row.path, [p.length for p in session.packets],
-                          [p.ts_us for p in session.packets],
-                          [p.to_server for p in session.packets], proto)
+        _check_round_trip(
+            row.path,
+            [p.length for p in session.packets],
+            [p.ts_us for p in session.packets],
+            [p.to_server for p in session.packets],
+            proto,
+        )
         assert len(session.packets) > 1000
 
 
@@ -236,15 +321,30 @@ def test_ensure_imported_runs_once(tmp_path: Path) -> None:
     (source / "traces").mkdir(parents=True)
     (source / "other").mkdir()
     (source / "traces" / "uuvideo_youtube_x.csv").write_text(
-        "session,a\nrel_ts_us,len\n0,1292\n9,-1292\nsession,b\nrel_ts_us,len\n0,80\n")
-    (source / "other" / "sdrdray_reels_x.json").write_text(json.dumps([
-        {"timestamp": 1.5, "size": 54, "src_port": 5000, "dst_port": 443,
-         "direction": "outbound", "tcp_flags": "A"}]))
+        "session,a\nrel_ts_us,len\n0,1292\n9,-1292\nsession,b\nrel_ts_us,len\n0,80\n"
+    )
+    (source / "other" / "sdrdray_reels_x.json").write_text(
+        json.dumps(
+            [
+                {
+                    "timestamp": 1.5,
+                    "size": 54,
+                    "src_port": 5000,
+                    "dst_port": 443,
+                    "direction": "outbound",
+                    "tcp_flags": "A",
+                }
+            ]
+        )
+    )
     (source / "traces" / "unrelated.csv").write_text("not a trace")
     cache = tmp_path / "cache"
     paths = ensure_imported(cache, source=source, progress=False)
-    assert sorted(p.name for p in paths) == ["sdrdray_reels_x.pcap", "uuvideo_youtube_x__a.pcap",
-                                             "uuvideo_youtube_x__b.pcap"]
+    assert sorted(p.name for p in paths) == [
+        "sdrdray_reels_x.pcap",
+        "uuvideo_youtube_x__a.pcap",
+        "uuvideo_youtube_x__b.pcap",
+    ]
     rows = load_manifest(cache / "traces.csv")
     assert sorted(r.label for r in rows) == ["long-form", "long-form", "short-form"]
     stamp = [(p, p.stat().st_mtime_ns) for p in paths]

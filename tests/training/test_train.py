@@ -32,11 +32,14 @@ KINDS = {"short": "short-form", "long": "long-form", "call": "call"}
 def _frame(src: str, dst: str, sport: int, dport: int, payload_len: int) -> bytes:
     udp = dpkt.udp.UDP(sport=sport, dport=dport, data=b"\x00" * payload_len)
     udp.ulen = len(udp)
-    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17, ttl=64,
-                    data=udp)
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17, ttl=64, data=udp)
     ip.len = len(ip)
-    eth = dpkt.ethernet.Ethernet(src=b"\x02\x00\x00\x00\x00\x01", dst=b"\x02\x00\x00\x00\x00\x02",
-                                 type=dpkt.ethernet.ETH_TYPE_IP, data=ip)
+    eth = dpkt.ethernet.Ethernet(
+        src=b"\x02\x00\x00\x00\x00\x01",
+        dst=b"\x02\x00\x00\x00\x00\x02",
+        type=dpkt.ethernet.ETH_TYPE_IP,
+        data=ip,
+    )
     return bytes(eth)
 
 
@@ -82,8 +85,7 @@ def write_capture(path: Path, kind: str, seed: int) -> Path:
     with path.open("wb") as fh:
         writer = dpkt.pcap.Writer(fh)
         for t, up, size in _schedule(kind, rng):
-            src, dst, sp, dp = (client, SERVER, cport, 443) if up else (SERVER, client, 443,
-                                                                        cport)
+            src, dst, sp, dp = (client, SERVER, cport, 443) if up else (SERVER, client, 443, cport)
             writer.writepkt(_frame(src, dst, sp, dp, size), ts=1_700_000_000.0 + t)
     return path
 
@@ -98,9 +100,17 @@ def make_dataset(folder: Path, per_kind: int = 4, seed0: int = 0) -> Path:
         for i in range(per_kind):
             seed = seed0 + i + 10 * list(KINDS).index(kind)
             pcap = write_capture(folder / f"{kind}_{seed}.pcap", kind, seed)
-            add_row(manifest, pcap, label, app="youtube" if kind != "call" else "call",
-                    recorded="lab" if seed % 2 == 0 else "public", device="test",
-                    date="2025-01-01", license="generated", notes=f"test {kind}")
+            add_row(
+                manifest,
+                pcap,
+                label,
+                app="youtube" if kind != "call" else "call",
+                recorded="lab" if seed % 2 == 0 else "public",
+                device="test",
+                date="2025-01-01",
+                license="generated",
+                notes=f"test {kind}",
+            )
     return manifest
 
 
@@ -121,8 +131,14 @@ def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.train import train
 
     out = tmp_path_factory.mktemp("models") / "m1"
-    train([dataset], out, candidates=["names", "rf", "lgbm"], n_splits=3, seed=7,
-          cache_dir=tmp_path_factory.mktemp("cache1"))
+    train(
+        [dataset],
+        out,
+        candidates=["names", "rf", "lgbm"],
+        n_splits=3,
+        seed=7,
+        cache_dir=tmp_path_factory.mktemp("cache1"),
+    )
     return out
 
 
@@ -134,8 +150,7 @@ def test_build_table_views_labels_sources(table: pd.DataFrame) -> None:
     per_view = table.groupby("horizon").size()
     assert per_view.nunique() == 1 and per_view.iloc[0] == 12  # 12 one-flow captures
     flows = table[table["horizon"] == "flow"]
-    assert flows["label"].value_counts().to_dict() == {"short-form": 4, "long-form": 4,
-                                                       "other": 4}
+    assert flows["label"].value_counts().to_dict() == {"short-form": 4, "long-form": 4, "other": 4}
     assert set(flows["source"]) == {"lab", "real"}
     assert flows.loc[flows["session_label"] == "call", "label"].eq("other").all()
     # the 3 s view sees at most 3 s; the whole flow sees more
@@ -152,8 +167,11 @@ def test_build_table_matches_production_inputs(dataset: Path, table: pd.DataFram
     row = load_manifest(dataset)[0]
     prod = model_inputs(featurize(row.path), 3.0)
     mine = table[(table["capture_id"] == row.capture_id) & (table["horizon"] == "3")]
-    pd.testing.assert_frame_equal(mine[list(MODEL_INPUT_COLUMNS)].reset_index(drop=True),
-                                  prod.reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        mine[list(MODEL_INPUT_COLUMNS)].reset_index(drop=True),
+        prod.reset_index(drop=True),
+        check_dtype=False,
+    )
 
 
 def test_cache_is_used_and_parallel_equals_serial(dataset: Path, tmp_path: Path) -> None:
@@ -178,8 +196,9 @@ def test_dask_scheduler(dataset: Path, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(local, via_dask)
 
 
-def test_bad_manifest_and_scheduler(tmp_path: Path, dataset: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_manifest_and_scheduler(
+    tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import classifier.parallel
     from training.dataset import build_table
 
@@ -240,14 +259,18 @@ def test_candidates_are_single_pipelines(table: pd.DataFrame) -> None:
         assert isinstance(pipe, Pipeline)
         pipe.fit(rows[list(MODEL_INPUT_COLUMNS)], rows["label"])
         assert set(pipe.predict(rows[list(MODEL_INPUT_COLUMNS)])) <= {
-            "short-form", "long-form", "other"}
+            "short-form",
+            "long-form",
+            "other",
+        }
     assert parse_candidates("rf, lgbm,rf") == ["rf", "lgbm"]
     with pytest.raises(ModelError):
         parse_candidates("rf,svm")
 
 
-def test_training_is_deterministic(trained: Path, dataset: Path, table: pd.DataFrame,
-                                   tmp_path: Path) -> None:
+def test_training_is_deterministic(
+    trained: Path, dataset: Path, table: pd.DataFrame, tmp_path: Path
+) -> None:
     from training.train import train
 
     other = tmp_path / "m2"
@@ -271,8 +294,11 @@ def test_model_json_records_comparison_and_data(trained: Path, table: pd.DataFra
     assert info.decision_windows == [None, 3.0, 10.0]
     assert len(info.training_manifest_sha256) == 64
     # the synthetic shapes are easy: the chosen model must beat the name baseline by far
-    best = {r["candidate"]: r["macro_f1"] for r in metrics["comparison"]
-            if r["evaluation"] == "grouped CV" and r["source"] == "all"}
+    best = {
+        r["candidate"]: r["macro_f1"]
+        for r in metrics["comparison"]
+        if r["evaluation"] == "grouped CV" and r["source"] == "all"
+    }
     assert best[metrics["chosen"]] >= 0.8 > best["names"]
     json.dumps(metrics, allow_nan=False)  # strict JSON (no NaN)
 
@@ -328,8 +354,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_train_cli(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli-model"
-    args = _parser().parse_args(["train", str(dataset), "-o", str(out), "--candidates",
-                                 "names,lgbm", "--folds", "3", "--no-cache", "-q"])
+    args = _parser().parse_args(
+        [
+            "train",
+            str(dataset),
+            "-o",
+            str(out),
+            "--candidates",
+            "names,lgbm",
+            "--folds",
+            "3",
+            "--no-cache",
+            "-q",
+        ]
+    )
     assert args.handler(args) == 0
     assert (out / "model.joblib").is_file() and (out / "model.json").is_file()
     printed = capsys.readouterr().out
@@ -348,8 +386,7 @@ def test_train_refuses_single_label(tmp_path: Path) -> None:
 
     manifest = tmp_path / "one.csv"
     for seed in (1, 2):
-        add_row(manifest, write_capture(tmp_path / f"c{seed}.pcap", "call", seed), "call",
-                "call")
+        add_row(manifest, write_capture(tmp_path / f"c{seed}.pcap", "call", seed), "call", "call")
     with pytest.raises(DatasetError, match="two labels"):
         train([manifest], tmp_path / "m", candidates=["names"])
 
@@ -362,6 +399,5 @@ def test_shipped_default_model_loads_and_classifies(tmp_path: Path) -> None:
     assert (model.path / "model.joblib").stat().st_size < 5_000_000
     assert model.info.metrics["chosen"] in ("names", "rf", "hgb", "lgbm")
     verdicts = classify_table(model, featurize(write_capture(tmp_path / "c.pcap", "call", 3)))
-    assert len(verdicts) == 1 and verdicts["label"].iloc[0] in ("short-form", "long-form",
-                                                                "other")
+    assert len(verdicts) == 1 and verdicts["label"].iloc[0] in ("short-form", "long-form", "other")
     assert 0.0 <= verdicts["probability"].iloc[0] <= 1.0

@@ -85,8 +85,9 @@ class Resolver:
                 deadline = loop.time() + 1.0
                 while loop.time() < deadline:
                     try:
-                        data = await asyncio.wait_for(loop.sock_recv(sock, 4096),
-                                                      deadline - loop.time())
+                        data = await asyncio.wait_for(
+                            loop.sock_recv(sock, 4096), deadline - loop.time()
+                        )
                     except TimeoutError:
                         break
                     try:
@@ -120,9 +121,15 @@ class FetchStats:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
-        return {"requests": self.requests, "completed": self.completed,
-                "cancelled": self.cancelled, "failed": self.failed, "bytes": self.bytes,
-                "connections": self.connections, "hosts": sorted(self.hosts)}
+        return {
+            "requests": self.requests,
+            "completed": self.completed,
+            "cancelled": self.cancelled,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "connections": self.connections,
+            "hosts": sorted(self.hosts),
+        }
 
 
 class _Conn:
@@ -150,7 +157,8 @@ class _H1Pool(_Conn):
                 reader, writer = self._idle.pop()
             else:
                 reader, writer = await asyncio.open_connection(
-                    self._ip, 443, ssl=self._ctx, server_hostname=self._host)
+                    self._ip, 443, ssl=self._ctx, server_hostname=self._host
+                )
                 self._stats.connections += 1
                 self._open.add(writer)
             try:
@@ -207,12 +215,18 @@ class _H2Conn(_Conn):
         import h2.settings
 
         self._reader, self._writer = await asyncio.open_connection(
-            self._ip, 443, ssl=self._ctx, server_hostname=self._host)
+            self._ip, 443, ssl=self._ctx, server_hostname=self._host
+        )
         self._h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
         self._h2.initiate_connection()
-        self._h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 6 << 20,
-                                  h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        self._h2.update_settings(
+            {
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 6 << 20,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            }
+        )
         self._h2.increment_flow_control_window(15 << 20)
         self._writer.write(self._h2.data_to_send())
         self._task = asyncio.create_task(self._read_loop())
@@ -265,9 +279,17 @@ class _H2Conn(_Conn):
         sid = self._h2.get_next_available_stream_id()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._streams[sid] = fut
-        self._h2.send_headers(sid, [(":method", "GET"), (":authority", self._host),
-                                    (":scheme", "https"), (":path", target), *headers],
-                              end_stream=True)
+        self._h2.send_headers(
+            sid,
+            [
+                (":method", "GET"),
+                (":authority", self._host),
+                (":scheme", "https"),
+                (":path", target),
+                *headers,
+            ],
+            end_stream=True,
+        )
         self._writer.write(self._h2.data_to_send())
         try:
             return await fut
@@ -348,10 +370,15 @@ class _H3Conn(_Conn):
         from aioquic.quic.configuration import QuicConfiguration
         from aioquic.quic.connection import QuicConnection
 
-        cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=self._host,
-                                congestion_control_algorithm="cubic",
-                                max_data=15 << 20, max_stream_data=6 << 20,
-                                max_datagram_size=1350)
+        cfg = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=H3_ALPN,
+            server_name=self._host,
+            congestion_control_algorithm="cubic",
+            max_data=15 << 20,
+            max_stream_data=6 << 20,
+            max_datagram_size=1350,
+        )
         cfg.load_verify_locations(str(self._ca))
         loop = asyncio.get_running_loop()
         cls = _h3_client_class()
@@ -375,8 +402,12 @@ class _H3Conn(_Conn):
         sid = quic.get_next_available_stream_id()
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         proto.streams[sid] = fut
-        hdrs = [(b":method", b"GET"), (b":scheme", b"https"),
-                (b":authority", self._host.encode()), (b":path", target.encode())]
+        hdrs = [
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", self._host.encode()),
+            (b":path", target.encode()),
+        ]
         hdrs += [(k.encode(), v.encode()) for k, v in headers]
         proto.h3.send_headers(sid, hdrs, end_stream=True)
         proto.transmit()
@@ -449,8 +480,14 @@ class Fetcher:
             self.stats.hosts.add(host)
             return conn
 
-    async def get(self, host: str, path: str, start: int | None = None,
-                  end: int | None = None, range_in_query: bool = False) -> int:
+    async def get(
+        self,
+        host: str,
+        path: str,
+        start: int | None = None,
+        end: int | None = None,
+        range_in_query: bool = False,
+    ) -> int:
         """GET ``https://host/path``, optionally bytes ``start..end`` (inclusive).
 
         Returns the body bytes received. Cancelling the caller abandons the transfer.

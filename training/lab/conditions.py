@@ -76,9 +76,11 @@ class Profile:
 
     def describe(self) -> str:
         """One line for logs and manifest notes."""
-        return (f"{self.name}: {self.down_mbit:g}/{self.up_mbit:g} Mbit/s, "
-                f"+{2 * self.delay_ms:g}±{self.jitter_ms:g} ms RTT, "
-                f"drop {self.loss_per_mille / 10:g}%")
+        return (
+            f"{self.name}: {self.down_mbit:g}/{self.up_mbit:g} Mbit/s, "
+            f"+{2 * self.delay_ms:g}±{self.jitter_ms:g} ms RTT, "
+            f"drop {self.loss_per_mille / 10:g}%"
+        )
 
 
 #: Named profiles. Rates are scaled to a lab that must stay light on 2 cores; delays and
@@ -113,25 +115,41 @@ def install_delay_path(topo: LabTopology) -> None:
     r = topo.router_ns
     topo.run(r, ["ip", "tuntap", "add", "dev", DELAY_DEV, "mode", "tun"])
     topo.run(r, ["ip", "link", "set", DELAY_DEV, "mtu", str(MTU), "up"])
-    topo.run(r, ["ethtool", "-K", DELAY_DEV, "tso", "off", "gso", "off", "gro", "off"],
-             check=False)
+    topo.run(r, ["ethtool", "-K", DELAY_DEV, "tso", "off", "gso", "off", "gro", "off"], check=False)
     for key in ("all", "default", DELAY_DEV, ROUTER_CLIENT_IF, ROUTER_SERVER_IF):
         topo.run(r, ["sysctl", "-q", "-w", f"net.ipv4.conf.{key}.rp_filter=0"])
-    topo.run(r, ["ip", "rule", "add", "iif", ROUTER_CLIENT_IF, "lookup", str(_TABLE),
-                 "pref", "100"])
-    topo.run(r, ["ip", "rule", "add", "iif", ROUTER_SERVER_IF, "lookup", str(_TABLE),
-                 "pref", "101"])
+    topo.run(
+        r, ["ip", "rule", "add", "iif", ROUTER_CLIENT_IF, "lookup", str(_TABLE), "pref", "100"]
+    )
+    topo.run(
+        r, ["ip", "rule", "add", "iif", ROUTER_SERVER_IF, "lookup", str(_TABLE), "pref", "101"]
+    )
     topo.run(r, ["ip", "route", "add", "default", "dev", DELAY_DEV, "table", str(_TABLE)])
 
 
 def _tbf(topo: LabTopology, dev: str, mbit: float, queue_ms: int) -> None:
     burst = max(15_000, int(mbit * 1e6 / 8 * 0.004))
-    topo.run(topo.router_ns, ["tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate",
-                              f"{mbit}mbit", "burst", str(burst), "latency", f"{queue_ms}ms"])
+    topo.run(
+        topo.router_ns,
+        [
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "tbf",
+            "rate",
+            f"{mbit}mbit",
+            "burst",
+            str(burst),
+            "latency",
+            f"{queue_ms}ms",
+        ],
+    )
 
 
-def apply_profile(topo: LabTopology, profile: Profile, work_dir: Path, seed: int = 0
-                  ) -> object:
+def apply_profile(topo: LabTopology, profile: Profile, work_dir: Path, seed: int = 0) -> object:
     """Set shaping and drop for ``profile`` and (re)start the delay line.
 
     Returns the delay-line process (stopped by the topology on close).
@@ -141,8 +159,11 @@ def apply_profile(topo: LabTopology, profile: Profile, work_dir: Path, seed: int
     """
     _tbf(topo, ROUTER_CLIENT_IF, profile.down_mbit, profile.queue_ms)
     _tbf(topo, ROUTER_SERVER_IF, profile.up_mbit, profile.queue_ms)
-    rules = (f'iifname "{DELAY_DEV}" numgen random mod 1000 < {profile.loss_per_mille} drop'
-             if profile.loss_per_mille > 0 else "")
+    rules = (
+        f'iifname "{DELAY_DEV}" numgen random mod 1000 < {profile.loss_per_mille} drop'
+        if profile.loss_per_mille > 0
+        else ""
+    )
     script = (
         "add table inet sflab\n"
         "delete table inet sflab\n"
@@ -157,11 +178,26 @@ def apply_profile(topo: LabTopology, profile: Profile, work_dir: Path, seed: int
     nft_file.write_text(script)
     topo.run(topo.router_ns, ["nft", "-f", str(nft_file)])
     log = work_dir / f"delayline-{profile.name}-{seed}.log"
-    proc = topo.popen(topo.router_ns, [
-        sys.executable, "-m", "training.lab.conditions", "delay-line",
-        "--dev", DELAY_DEV, "--delay-ms", str(profile.delay_ms),
-        "--jitter-ms", str(profile.jitter_ms), "--seed", str(seed),
-    ], log=log, env=child_env(), cwd=repo_root())
+    proc = topo.popen(
+        topo.router_ns,
+        [
+            sys.executable,
+            "-m",
+            "training.lab.conditions",
+            "delay-line",
+            "--dev",
+            DELAY_DEV,
+            "--delay-ms",
+            str(profile.delay_ms),
+            "--jitter-ms",
+            str(profile.jitter_ms),
+            "--seed",
+            str(seed),
+        ],
+        log=log,
+        env=child_env(),
+        cwd=repo_root(),
+    )
     wait_for_marker(proc, log, "READY", 15.0)
     _log.info("network profile %s", profile.describe())
     return proc
@@ -177,9 +213,15 @@ def _open_tun(dev: str) -> int:
     return fd
 
 
-def run_delay_line(dev: str, delay_ms: float, jitter_ms: float, seed: int,
-                   client_net: str = CLIENT_NET, max_queue: int = 20_000,
-                   stop_after_s: float | None = None) -> int:
+def run_delay_line(
+    dev: str,
+    delay_ms: float,
+    jitter_ms: float,
+    seed: int,
+    client_net: str = CLIENT_NET,
+    max_queue: int = 20_000,
+    stop_after_s: float | None = None,
+) -> int:
     """Forward IPv4 packets read from TUN ``dev`` back into it after delay + jitter.
 
     Packets towards ``client_net`` and packets from it are two FIFO queues; each packet is

@@ -61,8 +61,17 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("path", "sha256", "label", "app", "recorded", "device", "date",
-                    "license", "notes")
+MANIFEST_COLUMNS = (
+    "path",
+    "sha256",
+    "label",
+    "app",
+    "recorded",
+    "device",
+    "date",
+    "license",
+    "notes",
+)
 
 
 def session_seed(seed: int, scenario: str, index: int) -> int:
@@ -74,8 +83,14 @@ def session_seed(seed: int, scenario: str, index: int) -> int:
 class SessionResult:
     """What one recorded session produced."""
 
-    def __init__(self, pcap: Path, plan: SessionPlan, player: dict[str, Any],
-                 kernel_drops: int, wall_s: float) -> None:
+    def __init__(
+        self,
+        pcap: Path,
+        plan: SessionPlan,
+        player: dict[str, Any],
+        kernel_drops: int,
+        wall_s: float,
+    ) -> None:
         self.pcap = pcap
         self.plan = plan
         self.player = player
@@ -110,9 +125,21 @@ class Lab:
             install_delay_path(self.topo)
             self._delay = apply_profile(self.topo, self.profile, self.work)
             log = self.work / "servers.log"
-            proc = self.topo.popen(self.topo.server_ns, [
-                sys.executable, "-m", "training.lab.servers", "--cert", str(certs.cert),
-                "--key", str(certs.key)], log=log, env=child_env(), cwd=repo_root())
+            proc = self.topo.popen(
+                self.topo.server_ns,
+                [
+                    sys.executable,
+                    "-m",
+                    "training.lab.servers",
+                    "--cert",
+                    str(certs.cert),
+                    "--key",
+                    str(certs.key),
+                ],
+                log=log,
+                env=child_env(),
+                cwd=repo_root(),
+            )
             wait_for_marker(proc, log, "READY", 30.0)
             self._servers = proc
         except BaseException:
@@ -121,8 +148,12 @@ class Lab:
         self._entered = True
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -165,18 +196,46 @@ class Lab:
     def _record(self, plan: SessionPlan, pcap: Path) -> tuple[dict[str, Any], int]:
         tag = pcap.stem
         cap_log = self.work / f"{tag}.tcpdump.log"
-        cap = self.topo.popen(self.topo.router_ns, [
-            "tcpdump", "-i", ROUTER_CLIENT_IF, "-w", str(pcap), "-s", "0", "-U", "-n",
-            "-Z", "root", "--immediate-mode"], log=cap_log)
+        cap = self.topo.popen(
+            self.topo.router_ns,
+            [
+                "tcpdump",
+                "-i",
+                ROUTER_CLIENT_IF,
+                "-w",
+                str(pcap),
+                "-s",
+                "0",
+                "-U",
+                "-n",
+                "-Z",
+                "root",
+                "--immediate-mode",
+            ],
+            log=cap_log,
+        )
         wait_for_marker(cap, cap_log, "listening on", 15.0)
         plan_file = self.work / f"{tag}.plan.json"
         plan_file.write_text(plan.to_json())
         result_file = self.work / f"{tag}.result.json"
         player_log = self.work / f"{tag}.player.log"
-        player = self.topo.popen(self.topo.client_ns, [
-            sys.executable, "-m", "training.lab.players", "--plan", str(plan_file),
-            "--ca", str(self.ca), "--result", str(result_file)],
-            log=player_log, env=child_env(), cwd=repo_root())
+        player = self.topo.popen(
+            self.topo.client_ns,
+            [
+                sys.executable,
+                "-m",
+                "training.lab.players",
+                "--plan",
+                str(plan_file),
+                "--ca",
+                str(self.ca),
+                "--result",
+                str(result_file),
+            ],
+            log=player_log,
+            env=child_env(),
+            cwd=repo_root(),
+        )
         try:
             player.wait(timeout=plan.duration_s + 60.0)
         except subprocess.TimeoutExpired:
@@ -189,13 +248,16 @@ class Lab:
         self.topo.stop(cap, sig=signal.SIGINT)
         if rc != 0 or not result_file.exists():
             tail = player_log.read_text(errors="replace").strip().splitlines()
-            raise LabError(f"lab player for {tag} failed (exit {rc}): "
-                           f"{tail[-1] if tail else 'no output'}")
+            raise LabError(
+                f"lab player for {tag} failed (exit {rc}): {tail[-1] if tail else 'no output'}"
+            )
         result: dict[str, Any] = json.loads(result_file.read_text())
         stats = result.get("stats", {})
         if plan.protocol != "udp" and not stats.get("completed"):
-            raise LabError(f"lab session {tag} completed no transfer ({stats.get('failed', 0)} "
-                           "failed); the lab network or servers are broken")
+            raise LabError(
+                f"lab session {tag} completed no transfer ({stats.get('failed', 0)} "
+                "failed); the lab network or servers are broken"
+            )
         if plan.protocol == "udp" and not stats.get("received"):
             raise LabError(f"lab session {tag} received no call packets")
         match = re.search(r"(\d+) packets? dropped by kernel", cap_log.read_text())
@@ -207,11 +269,30 @@ class Lab:
 
 def _notes(res: SessionResult, seed: int, index: int, profile: Profile) -> str:
     st = res.player.get("stats", {})
-    parts = [f"scenario={res.plan.scenario}", f"seed={seed}", f"session={index}",
-             f"session_seed={res.plan.seed}", f"profile={profile.name}",
-             f"duration={res.plan.duration_s:g}s", f"plan: {res.plan.summary()}"]
-    keys = ("requests", "completed", "cancelled", "failed", "connections", "bytes",
-            "dns_queries", "swipes", "abandoned", "segments", "stalls", "sent", "received")
+    parts = [
+        f"scenario={res.plan.scenario}",
+        f"seed={seed}",
+        f"session={index}",
+        f"session_seed={res.plan.seed}",
+        f"profile={profile.name}",
+        f"duration={res.plan.duration_s:g}s",
+        f"plan: {res.plan.summary()}",
+    ]
+    keys = (
+        "requests",
+        "completed",
+        "cancelled",
+        "failed",
+        "connections",
+        "bytes",
+        "dns_queries",
+        "swipes",
+        "abandoned",
+        "segments",
+        "stalls",
+        "sent",
+        "received",
+    )
     observed = " ".join(f"{k}={st[k]}" for k in keys if k in st)
     parts.append(f"observed: {observed}")
     if res.kernel_drops:
@@ -222,9 +303,12 @@ def _notes(res: SessionResult, seed: int, index: int, profile: Profile) -> str:
 def _timeline(res: SessionResult) -> dict[str, Any]:
     start = float(res.player["start"])
     return {
-        "capture": res.pcap.name, "scenario": res.plan.scenario, "seed": res.plan.seed,
+        "capture": res.pcap.name,
+        "scenario": res.plan.scenario,
+        "seed": res.plan.seed,
         "clock": "unix seconds, same clock as the pcap timestamps",
-        "start": start, "end": float(res.player["end"]),
+        "start": start,
+        "end": float(res.player["end"]),
         "intervals": [
             {**iv, "start_s": round(iv["start"] - start, 3), "end_s": round(iv["end"] - start, 3)}
             for iv in res.player["intervals"]
@@ -244,8 +328,9 @@ def write_manifest(out_dir: Path, rows: Sequence[dict[str, str]]) -> Path:
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-                raise LabError(f"{path} has columns {reader.fieldnames}; expected "
-                               f"{','.join(MANIFEST_COLUMNS)}")
+                raise LabError(
+                    f"{path} has columns {reader.fieldnames}; expected {','.join(MANIFEST_COLUMNS)}"
+                )
             existing = {r["path"]: r for r in reader}
     for row in rows:
         existing[row["path"]] = row
@@ -276,9 +361,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def record_sessions(lab: Lab, scenario: str, indices: Sequence[int], seed: int,
-                    out_dir: Path, duration_s: float | None = None,
-                    progress: bool = False) -> list[dict[str, str]]:
+def record_sessions(
+    lab: Lab,
+    scenario: str,
+    indices: Sequence[int],
+    seed: int,
+    out_dir: Path,
+    duration_s: float | None = None,
+    progress: bool = False,
+) -> list[dict[str, str]]:
     """Record sessions ``indices`` of ``(scenario, seed)`` in a running lab.
 
     Returns manifest rows (not yet written). Raises like :meth:`Lab.run_session`.
@@ -293,24 +384,35 @@ def record_sessions(lab: Lab, scenario: str, indices: Sequence[int], seed: int,
         if scenario == "mixed":
             timeline = pcap.with_suffix(".timeline.json")
             timeline.write_text(json.dumps(_timeline(res), indent=1))
-        rows.append({
-            "path": str(pcap.relative_to(out_dir)),
-            "sha256": file_sha256(pcap),
-            "label": plan.label,
-            "app": plan.app,
-            "recorded": "lab",
-            "device": "lab-emulator",
-            "date": dt.datetime.fromtimestamp(float(res.player["start"]), dt.UTC)
-            .date().isoformat(),
-            "license": "generated",
-            "notes": _notes(res, seed, i, profile),
-        })
+        rows.append(
+            {
+                "path": str(pcap.relative_to(out_dir)),
+                "sha256": file_sha256(pcap),
+                "label": plan.label,
+                "app": plan.app,
+                "recorded": "lab",
+                "device": "lab-emulator",
+                "date": dt.datetime.fromtimestamp(float(res.player["start"]), dt.UTC)
+                .date()
+                .isoformat(),
+                "license": "generated",
+                "notes": _notes(res, seed, i, profile),
+            }
+        )
     return rows
 
 
-def generate(scenario: str, sessions: int, seed: int, out_dir: Path, profile: str = "wifi",
-             duration_s: float | None = None, *, lab: Lab | None = None,
-             progress: bool = False) -> list[dict[str, str]]:
+def generate(
+    scenario: str,
+    sessions: int,
+    seed: int,
+    out_dir: Path,
+    profile: str = "wifi",
+    duration_s: float | None = None,
+    *,
+    lab: Lab | None = None,
+    progress: bool = False,
+) -> list[dict[str, str]]:
     """Record ``sessions`` sessions of ``scenario`` into ``out_dir``; return manifest rows.
 
     Session ``i`` uses the plan ``plan_session(scenario, session_seed(seed, scenario, i),
@@ -323,7 +425,8 @@ def generate(scenario: str, sessions: int, seed: int, out_dir: Path, profile: st
     """
     if scenario not in SCENARIOS:
         raise ScenarioError(
-            f"unknown lab scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+            f"unknown lab scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}"
+        )
     get_profile(profile)
     if sessions < 1:
         raise LabError(f"need at least one session, got {sessions}")
@@ -333,11 +436,13 @@ def generate(scenario: str, sessions: int, seed: int, out_dir: Path, profile: st
     with sigterm_as_interrupt():
         if lab is not None:
             lab.set_profile(profile)
-            rows = record_sessions(lab, scenario, range(sessions), seed, out_dir, duration_s,
-                                   progress)
+            rows = record_sessions(
+                lab, scenario, range(sessions), seed, out_dir, duration_s, progress
+            )
         else:
             with Lab(profile) as own:
-                rows = record_sessions(own, scenario, range(sessions), seed, out_dir,
-                                       duration_s, progress)
+                rows = record_sessions(
+                    own, scenario, range(sessions), seed, out_dir, duration_s, progress
+                )
     write_manifest(out_dir, rows)
     return rows

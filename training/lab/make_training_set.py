@@ -26,11 +26,15 @@ __all__ = ["make_training_set", "main"]
 _log = logging.getLogger(__name__)
 
 
-def make_training_set(out_dir: Path, sessions: int = 8, seed: int = 1,
-                      profiles: Sequence[str] = ("wifi", "lte", "fibre"),
-                      scenarios: Sequence[str] | None = None,
-                      duration_s: float | None = None, progress: bool = True
-                      ) -> list[dict[str, str]]:
+def make_training_set(
+    out_dir: Path,
+    sessions: int = 8,
+    seed: int = 1,
+    profiles: Sequence[str] = ("wifi", "lte", "fibre"),
+    scenarios: Sequence[str] | None = None,
+    duration_s: float | None = None,
+    progress: bool = True,
+) -> list[dict[str, str]]:
     """Record ``sessions`` sessions of each scenario; return all manifest rows.
 
     Raises:
@@ -54,8 +58,9 @@ def make_training_set(out_dir: Path, sessions: int = 8, seed: int = 1,
                 new = record_sessions(lab, name, indices, seed, out_dir, duration_s, progress)
                 write_manifest(out_dir, new)
                 rows += new
-                _log.info("%s/%s: %d sessions in %.0f s", name, profile, len(new),
-                          time.monotonic() - t0)
+                _log.info(
+                    "%s/%s: %d sessions in %.0f s", name, profile, len(new), time.monotonic() - t0
+                )
     return rows
 
 
@@ -65,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sessions", type=int, default=8, help="per scenario (default 8)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--profiles", default="wifi,lte,fibre",
-                    help=f"comma list of {', '.join(PROFILES)}")
+    ap.add_argument(
+        "--profiles", default="wifi,lte,fibre", help=f"comma list of {', '.join(PROFILES)}"
+    )
     ap.add_argument("--scenarios", default="", help="comma list (default: all)")
     ap.add_argument("--duration", type=float, default=None)
     args = ap.parse_args(argv)
@@ -75,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             rows = make_training_set(
-                args.out, args.sessions, args.seed,
+                args.out,
+                args.sessions,
+                args.seed,
                 [p for p in args.profiles.split(",") if p],
-                [s for s in args.scenarios.split(",") if s] or None, args.duration)
+                [s for s in args.scenarios.split(",") if s] or None,
+                args.duration,
+            )
     except KeyboardInterrupt:
         print("interrupted; manifest.csv holds the sessions recorded so far", file=sys.stderr)
         return 130

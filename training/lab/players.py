@@ -125,8 +125,11 @@ async def _swipe(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
             for d in range(1, int(p["prefetch_depth"]) + 1):
                 ensure_first(i + d)
             if i % int(p["api_every"]) == 0:
-                background.append(asyncio.create_task(_safe(ctx, ctx.f.get(
-                    p["api_host"], f"/api/next?len={p['api_size']}"))))
+                background.append(
+                    asyncio.create_task(
+                        _safe(ctx, ctx.f.get(p["api_host"], f"/api/next?len={p['api_size']}"))
+                    )
+                )
             rest_task = asyncio.create_task(rest(clip, t0))
             await _sleep_until(ctx, min(t0 + clip["dwell_s"], deadline))
             if not rest_task.done():
@@ -147,11 +150,15 @@ async def _longform(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
     rung: int = p["rung"]
     rq = bool(p["range_in_query"])
     n_segs = int(p["video_length_s"] / seg)
-    background = [asyncio.create_task(_safe(ctx, ctx.f.get(
-        p["api_host"], f"/youtubei/v1/player?len={p['watch_page_size']}")))]
+    background = [
+        asyncio.create_task(
+            _safe(ctx, ctx.f.get(p["api_host"], f"/youtubei/v1/player?len={p['watch_page_size']}"))
+        )
+    ]
     events: list[tuple[float, str, int]] = sorted(
         [(float(t), "switch", int(r)) for t, r in p["switches"]]
-        + [(float(t), "seek", 0) for t in p["seeks"]])
+        + [(float(t), "seek", 0) for t in p["seeks"]]
+    )
     buffer = 0.0
     playing = False
     filling = True
@@ -170,10 +177,19 @@ async def _longform(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
         vid = f"/videoplayback?id={p['video_id']}&itag=v{r}&len={v_total}"
         aud = f"/videoplayback?id={p['video_id']}&itag=a&len={a_total}"
         got = await asyncio.gather(
-            _safe(ctx, ctx.f.get(p["host"], vid, idx * nominal_v,
-                                 idx * nominal_v + v_len - 1, range_in_query=rq)),
-            _safe(ctx, ctx.f.get(p["host"], aud, idx * nominal_a,
-                                 idx * nominal_a + a_len - 1, range_in_query=rq)))
+            _safe(
+                ctx,
+                ctx.f.get(
+                    p["host"], vid, idx * nominal_v, idx * nominal_v + v_len - 1, range_in_query=rq
+                ),
+            ),
+            _safe(
+                ctx,
+                ctx.f.get(
+                    p["host"], aud, idx * nominal_a, idx * nominal_a + a_len - 1, range_in_query=rq
+                ),
+            ),
+        )
         return all(g is not None for g in got)
 
     try:
@@ -216,8 +232,16 @@ async def _longform(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
             if want and inflight is None:
                 inflight = asyncio.create_task(fetch_segment(rung, pos))
             if now >= next_stats:
-                background.append(asyncio.create_task(_safe(ctx, ctx.f.get(
-                    p["api_host"], f"/api/stats/qoe?len={ctx.rng.randint(200, 2000)}"))))
+                background.append(
+                    asyncio.create_task(
+                        _safe(
+                            ctx,
+                            ctx.f.get(
+                                p["api_host"], f"/api/stats/qoe?len={ctx.rng.randint(200, 2000)}"
+                            ),
+                        )
+                    )
+                )
                 next_stats += float(p["stats_every_s"])
             await asyncio.sleep(0.05)
     finally:
@@ -232,8 +256,9 @@ async def _feed(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
 
     async def image(host: str, size: int) -> None:
         async with sem:
-            await _safe(ctx, ctx.f.get(host, f"/v/t51.lab/{ctx.rng.getrandbits(40):x}_n.jpg"
-                                              f"?len={size}"))
+            await _safe(
+                ctx, ctx.f.get(host, f"/v/t51.lab/{ctx.rng.getrandbits(40):x}_n.jpg?len={size}")
+            )
 
     async def clip(ev: dict[str, Any]) -> None:
         cid = f"/v/t50.lab/{ctx.rng.getrandbits(40):x}.mp4?len={ev['first'] + ev['more']}"
@@ -241,8 +266,7 @@ async def _feed(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
         ctx.count("clips")
         if ev["more"]:
             await asyncio.sleep(ev["dwell_s"] / 2)
-            await _safe(ctx, ctx.f.get(ev["host"], cid, ev["first"],
-                                       ev["first"] + ev["more"] - 1))
+            await _safe(ctx, ctx.f.get(ev["host"], cid, ev["first"], ev["first"] + ev["more"] - 1))
 
     try:
         for ev in p["events"]:
@@ -250,8 +274,14 @@ async def _feed(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
                 break
             await _sleep_until(ctx, t_start + ev["at"])
             if ev["kind"] == "api":
-                tasks.append(asyncio.create_task(_safe(ctx, ctx.f.get(
-                    p["api_host"], f"/api/v1/feed/timeline/?len={ev['size']}"))))
+                tasks.append(
+                    asyncio.create_task(
+                        _safe(
+                            ctx,
+                            ctx.f.get(p["api_host"], f"/api/v1/feed/timeline/?len={ev['size']}"),
+                        )
+                    )
+                )
             elif ev["kind"] == "images":
                 ctx.count("scrolls")
                 tasks += [asyncio.create_task(image(ev["host"], s)) for s in ev["sizes"]]
@@ -272,8 +302,10 @@ async def _web(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
             await _safe(ctx, ctx.f.get(host, f"/assets/{ctx.rng.getrandbits(40):x}?len={size}"))
 
     async def page(pg: dict[str, Any]) -> None:
-        await _safe(ctx, ctx.f.get("www.lab-web.test", f"/page/{ctx.rng.getrandbits(32):x}"
-                                                        f"?len={pg['html']}"))
+        await _safe(
+            ctx,
+            ctx.f.get("www.lab-web.test", f"/page/{ctx.rng.getrandbits(32):x}?len={pg['html']}"),
+        )
         await asyncio.gather(*(res(h, s) for h, s in pg["resources"]))
         ctx.count("pages")
 
@@ -303,20 +335,31 @@ class _CallClient(asyncio.DatagramProtocol):
 async def _call(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
     ip = await ctx.resolver.resolve(p["host"])
     transport, proto = await ctx.loop.create_datagram_endpoint(
-        _CallClient, remote_addr=(ip, CALL_PORT))
+        _CallClient, remote_addr=(ip, CALL_PORT)
+    )
     rng = random.Random(p["call_seed"])
     pad = rng.randbytes(1200)
     t0 = ctx.loop.time()
-    hello = CALL_MAGIC + json.dumps({
-        "pps": p["pps_down"], "mean": p["mean_down"], "sd": p["sd"],
-        "duration": max(1.0, deadline - t0), "seed": p["call_seed"] + 1}).encode() + b"\0"
+    hello = (
+        CALL_MAGIC
+        + json.dumps(
+            {
+                "pps": p["pps_down"],
+                "mean": p["mean_down"],
+                "sd": p["sd"],
+                "duration": max(1.0, deadline - t0),
+                "seed": p["call_seed"] + 1,
+            }
+        ).encode()
+        + b"\0"
+    )
     n = 0
     next_hello = t0
     try:
         while ctx.loop.time() < deadline:
             now = ctx.loop.time()
             if proto.received == 0 and now >= next_hello:
-                transport.sendto(hello + pad[: 160])
+                transport.sendto(hello + pad[:160])
                 next_hello = now + 1.0
             else:
                 size = int(min(1200, max(60, rng.gauss(p["mean_up"], p["sd"]))))
@@ -332,8 +375,13 @@ async def _call(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
 # -- driver -----------------------------------------------------------------------------------
 _Behaviour = Callable[[_Ctx, dict[str, Any], float], Coroutine[Any, Any, None]]
 _BEHAVIOURS: dict[str, _Behaviour] = {
-    "shorts": _swipe, "reels": _swipe, "tiktok": _swipe, "longform": _longform,
-    "feed": _feed, "web": _web, "call": _call,
+    "shorts": _swipe,
+    "reels": _swipe,
+    "tiktok": _swipe,
+    "longform": _longform,
+    "feed": _feed,
+    "web": _web,
+    "call": _call,
 }
 
 
@@ -343,8 +391,9 @@ async def run_plan(plan: SessionPlan, ca: Path, dns: str = DNS_IP) -> dict[str, 
     Must run inside the lab's client namespace (it talks to the lab's addresses).
     """
     resolver = Resolver(dns, seed=plan.seed)
-    fetcher = None if plan.protocol == "udp" else Fetcher(plan.protocol, ca, resolver,
-                                                          seed=plan.seed)
+    fetcher = (
+        None if plan.protocol == "udp" else Fetcher(plan.protocol, ca, resolver, seed=plan.seed)
+    )
     ctx = _Ctx(fetcher, resolver, plan.seed)
     loop = asyncio.get_running_loop()
     t0_wall, t0 = time.time(), loop.time()
@@ -354,12 +403,26 @@ async def run_plan(plan: SessionPlan, ca: Path, dns: str = DNS_IP) -> dict[str, 
             for seg in plan.params["segments"]:
                 s_wall = time.time()
                 await _BEHAVIOURS[seg["scenario"]](ctx, seg["params"], t0 + seg["end"])
-                intervals.append({"start": s_wall, "end": time.time(), "label": seg["label"],
-                                  "scenario": seg["scenario"], "app": seg["app"]})
+                intervals.append(
+                    {
+                        "start": s_wall,
+                        "end": time.time(),
+                        "label": seg["label"],
+                        "scenario": seg["scenario"],
+                        "app": seg["app"],
+                    }
+                )
         else:
             await _BEHAVIOURS[plan.scenario](ctx, plan.params, t0 + plan.duration_s)
-            intervals.append({"start": t0_wall, "end": time.time(), "label": plan.label,
-                              "scenario": plan.scenario, "app": plan.app})
+            intervals.append(
+                {
+                    "start": t0_wall,
+                    "end": time.time(),
+                    "label": plan.label,
+                    "scenario": plan.scenario,
+                    "app": plan.app,
+                }
+            )
     finally:
         if fetcher is not None:
             await fetcher.aclose()

@@ -93,11 +93,16 @@ def body_bytes(start: int, length: int) -> bytes:
 
 
 def _response_headers(req: ObjectRequest) -> list[tuple[str, str]]:
-    hdrs = [("content-length", str(req.length)), ("content-type", "application/octet-stream"),
-            ("cache-control", "private, max-age=21600"), ("accept-ranges", "bytes")]
+    hdrs = [
+        ("content-length", str(req.length)),
+        ("content-type", "application/octet-stream"),
+        ("cache-control", "private, max-age=21600"),
+        ("accept-ranges", "bytes"),
+    ]
     if req.status == 206:
-        hdrs.append(("content-range", f"bytes {req.start}-{req.start + req.length - 1}/"
-                                      f"{req.total}"))
+        hdrs.append(
+            ("content-range", f"bytes {req.start}-{req.start + req.length - 1}/{req.total}")
+        )
     return hdrs
 
 
@@ -153,19 +158,26 @@ async def _serve_h2(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     async def respond(sid: int, headers: dict[str, str]) -> None:
         req = parse_request(headers.get(":path", "/"), headers.get("range"))
         try:
-            conn.send_headers(sid, [(":status", str(req.status)), *_response_headers(req)],
-                              end_stream=req.length == 0)
+            conn.send_headers(
+                sid,
+                [(":status", str(req.status)), *_response_headers(req)],
+                end_stream=req.length == 0,
+            )
             writer.write(conn.data_to_send())
             sent = 0
             while sent < req.length:
-                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size,
-                           req.length - sent)
+                room = min(
+                    conn.local_flow_control_window(sid),
+                    conn.max_outbound_frame_size,
+                    req.length - sent,
+                )
                 if room <= 0:
                     window.clear()
                     await window.wait()
                     continue
-                conn.send_data(sid, body_bytes(req.start + sent, room),
-                               end_stream=sent + room == req.length)
+                conn.send_data(
+                    sid, body_bytes(req.start + sent, room), end_stream=sent + room == req.length
+                )
                 sent += room
                 writer.write(conn.data_to_send())
                 await writer.drain()
@@ -193,8 +205,9 @@ async def _serve_h2(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
                     if task is not None:
                         task.cancel()
                 elif isinstance(ev, h2.events.DataReceived):
-                    conn.acknowledge_received_data(ev.flow_controlled_length or 0,
-                                                   int(ev.stream_id or 0))
+                    conn.acknowledge_received_data(
+                        ev.flow_controlled_length or 0, int(ev.stream_id or 0)
+                    )
                 elif isinstance(ev, h2.events.ConnectionTerminated):
                     return
             out = conn.data_to_send()
@@ -249,8 +262,9 @@ def _h3_protocol_class() -> type:
                     out += [(k.encode(), v.encode()) for k, v in _response_headers(req)]
                     self._h3.send_headers(ev.stream_id, out, end_stream=req.length == 0)
                     if req.length:
-                        self._h3.send_data(ev.stream_id, body_bytes(req.start, req.length),
-                                           end_stream=True)
+                        self._h3.send_data(
+                            ev.stream_id, body_bytes(req.start, req.length), end_stream=True
+                        )
                     self.transmit()
 
     return _H3Server
@@ -304,8 +318,9 @@ class _CallRelay(asyncio.DatagramProtocol):
             return
         self._peers[addr] = asyncio.create_task(self._stream(addr, pps, mean, sd, duration, seed))
 
-    async def _stream(self, addr: tuple[str, int], pps: float, mean: float, sd: float,
-                      duration: float, seed: int) -> None:
+    async def _stream(
+        self, addr: tuple[str, int], pps: float, mean: float, sd: float, duration: float, seed: int
+    ) -> None:
         rng = random.Random(seed)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -336,15 +351,22 @@ async def serve(cert: str, key: str, stop: asyncio.Event) -> None:
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     web_ips = sorted(set(NAMES.values()) - {CALL_IP})
     loop = asyncio.get_running_loop()
-    tcp = await asyncio.start_server(_serve_tls, host=web_ips, port=443, ssl=ctx,
-                                     reuse_address=True)
-    qcfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN,
-                             congestion_control_algorithm="cubic",
-                             max_data=16 << 20, max_stream_data=8 << 20,
-                             max_datagram_size=1350)
+    tcp = await asyncio.start_server(
+        _serve_tls, host=web_ips, port=443, ssl=ctx, reuse_address=True
+    )
+    qcfg = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=H3_ALPN,
+        congestion_control_algorithm="cubic",
+        max_data=16 << 20,
+        max_stream_data=8 << 20,
+        max_datagram_size=1350,
+    )
     qcfg.load_cert_chain(cert, key)
-    quic = [await quic_serve(ip, 443, configuration=qcfg, create_protocol=_h3_protocol_class())
-            for ip in web_ips]
+    quic = [
+        await quic_serve(ip, 443, configuration=qcfg, create_protocol=_h3_protocol_class())
+        for ip in web_ips
+    ]
     dns_t, _ = await loop.create_datagram_endpoint(_DnsServer, local_addr=(DNS_IP, 53))
     call_t, _ = await loop.create_datagram_endpoint(_CallRelay, local_addr=(CALL_IP, CALL_PORT))
     sys.stdout.write("READY\n")

@@ -215,12 +215,46 @@ class LabTopology:
             for key in ("all", "default"):
                 self.run(ns, ["sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=1"])
         c, r, s = self.namespaces
-        _run(["ip", "link", "add", CLIENT_IF, "netns", c, "type", "veth", "peer", "name",
-              ROUTER_CLIENT_IF, "netns", r])
-        _run(["ip", "link", "add", ROUTER_SERVER_IF, "netns", r, "type", "veth", "peer",
-              "name", SERVER_IF, "netns", s])
-        links = ((c, CLIENT_IF, CLIENT_IP), (r, ROUTER_CLIENT_IF, ROUTER_CLIENT_IP),
-                 (r, ROUTER_SERVER_IF, ROUTER_SERVER_IP), (s, SERVER_IF, SERVER_IP))
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                CLIENT_IF,
+                "netns",
+                c,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ROUTER_CLIENT_IF,
+                "netns",
+                r,
+            ]
+        )
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                ROUTER_SERVER_IF,
+                "netns",
+                r,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                SERVER_IF,
+                "netns",
+                s,
+            ]
+        )
+        links = (
+            (c, CLIENT_IF, CLIENT_IP),
+            (r, ROUTER_CLIENT_IF, ROUTER_CLIENT_IP),
+            (r, ROUTER_SERVER_IF, ROUTER_SERVER_IP),
+            (s, SERVER_IF, SERVER_IP),
+        )
         for ns, dev, ip in links:
             self.run(ns, ["ip", "link", "set", dev, "mtu", str(MTU)])
             self.run(ns, ["ip", "addr", "add", f"{ip}/24", "dev", dev])
@@ -289,8 +323,9 @@ class LabTopology:
         self._procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-             wait_s: float = 5.0) -> int | None:
+    def stop(
+        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0
+    ) -> int | None:
         """Stop one process started by :meth:`popen` (signal, wait, then SIGKILL)."""
         if proc.poll() is None:
             try:

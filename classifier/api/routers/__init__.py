@@ -48,8 +48,9 @@ def get_model(request: Request) -> LoadedModel:
     model: LoadedModel | None = getattr(request.app.state, "model", None)
     if model is None:
         why = getattr(request.app.state, "model_error", None) or "the app is starting"
-        raise ApiProblem(503, f"no model loaded: {why}", title="model not loaded",
-                         kind="model-not-loaded")
+        raise ApiProblem(
+            503, f"no model loaded: {why}", title="model not loaded", kind="model-not-loaded"
+        )
     return model
 
 
@@ -57,9 +58,13 @@ def get_live(request: Request) -> LiveState:
     """The attached live state. Raises ApiProblem 409 when the API runs without live mode."""
     live: LiveState | None = request.app.state.live
     if live is None:
-        raise ApiProblem(409, "this server was started without a live capture; start "
-                         "`shortflow live` to use this endpoint", title=LIVE_NOT_RUNNING,
-                         kind="live-not-running")
+        raise ApiProblem(
+            409,
+            "this server was started without a live capture; start "
+            "`shortflow live` to use this endpoint",
+            title=LIVE_NOT_RUNNING,
+            kind="live-not-running",
+        )
     return live
 
 

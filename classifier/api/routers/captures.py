@@ -52,8 +52,12 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["captures"])
 
-RAW_MEDIA_TYPES = ("application/octet-stream", "application/vnd.tcpdump.pcap",
-                   "application/vnd.tcpdump.pcapng", "application/x-pcapng")
+RAW_MEDIA_TYPES = (
+    "application/octet-stream",
+    "application/vnd.tcpdump.pcap",
+    "application/vnd.tcpdump.pcapng",
+    "application/x-pcapng",
+)
 _FIELD = "file"
 _DEFAULT_NAME = "upload"
 _UNSAFE = re.compile(r"[^\w.\-+ ()\[\]]")
@@ -64,8 +68,7 @@ _REQUEST_BODY: dict[str, Any] = {
     "description": "the capture: a multipart form with field 'file', or the raw bytes",
     "content": {
         "multipart/form-data": {
-            "schema": {"type": "object", "required": [_FIELD],
-                       "properties": {_FIELD: _BINARY}},
+            "schema": {"type": "object", "required": [_FIELD], "properties": {_FIELD: _BINARY}},
         },
         **{media: {"schema": _BINARY} for media in RAW_MEDIA_TYPES},
     },
@@ -142,8 +145,11 @@ class _FilePart:
 
     def _headers_finished(self) -> None:
         disposition, params = parse_options_header(self._headers.get("content-disposition"))
-        if disposition == b"form-data" and params.get(b"name") == _FIELD.encode() \
-                and not self.found:
+        if (
+            disposition == b"form-data"
+            and params.get(b"name") == _FIELD.encode()
+            and not self.found
+        ):
             self.found = True
             self._in_file = True
             self.name = _display_name(params.get(b"filename"))
@@ -168,8 +174,7 @@ async def _receive_raw(request: Request, spool: _Spool, limit: int) -> None:
     await spool.flush(force=True)
 
 
-async def _receive_multipart(request: Request, spool: _Spool, limit: int,
-                             boundary: bytes) -> str:
+async def _receive_multipart(request: Request, spool: _Spool, limit: int, boundary: bytes) -> str:
     part = _FilePart(spool)
     try:
         parser = MultipartParser(boundary, part.callbacks())  # type: ignore[arg-type]
@@ -184,8 +189,10 @@ async def _receive_multipart(request: Request, spool: _Spool, limit: int,
         raise ApiProblem(422, f"malformed multipart body: {exc}") from None
     await spool.flush(force=True)
     if not part.found:
-        raise ApiProblem(422, f"multipart body has no '{_FIELD}' field; send the capture "
-                         f"as form field '{_FIELD}'")
+        raise ApiProblem(
+            422,
+            f"multipart body has no '{_FIELD}' field; send the capture as form field '{_FIELD}'",
+        )
     if not part.complete:
         raise ApiProblem(422, "multipart body ended before the end of the file field")
     return part.name
@@ -193,8 +200,9 @@ async def _receive_multipart(request: Request, spool: _Spool, limit: int,
 
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
-        raise ApiProblem(413, f"upload exceeds the limit of {limit} bytes "
-                         "(SHORTFLOW_MAX_UPLOAD_BYTES)")
+        raise ApiProblem(
+            413, f"upload exceeds the limit of {limit} bytes (SHORTFLOW_MAX_UPLOAD_BYTES)"
+        )
 
 
 def _value(v: Any) -> Any:
@@ -219,9 +227,15 @@ def as_records(frame: pd.DataFrame, model: type[_Record]) -> list[_Record]:
     return [model.model_validate(r) for r in _records(frame, list(model.model_fields))]
 
 
-def _with_sessions(verdicts: pd.DataFrame, path: Path, session_model: SessionModel | None,
-                   settings: Settings, config: FeaturizeConfig, horizon: float | None,
-                   skip_bad: bool) -> tuple[pd.DataFrame, list[TimelineSpan]]:
+def _with_sessions(
+    verdicts: pd.DataFrame,
+    path: Path,
+    session_model: SessionModel | None,
+    settings: Settings,
+    config: FeaturizeConfig,
+    horizon: float | None,
+    skip_bad: bool,
+) -> tuple[pd.DataFrame, list[TimelineSpan]]:
     """The session model's view of the upload: whole-flow verdicts decided by it where the
     flows carried media (:mod:`classifier.model.combine`), and the activity timeline."""
     if session_model is None or settings.backend != "dpkt":
@@ -236,10 +250,17 @@ def _with_sessions(verdicts: pd.DataFrame, path: Path, session_model: SessionMod
     return verdicts, as_records(spans, TimelineSpan)
 
 
-def _classify_file(path: Path, display: str, size: int, settings: Settings,
-                   model: LoadedModel, horizon: float | None, window: float | None,
-                   skip_bad: bool, session_model: SessionModel | None = None
-                   ) -> CaptureVerdicts:
+def _classify_file(
+    path: Path,
+    display: str,
+    size: int,
+    settings: Settings,
+    model: LoadedModel,
+    horizon: float | None,
+    window: float | None,
+    skip_bad: bool,
+    session_model: SessionModel | None = None,
+) -> CaptureVerdicts:
     """Featurize and classify one spooled upload (runs in a worker thread).
 
     Raises CaptureError (naming the upload, not the temp file) and ModelError.
@@ -255,24 +276,41 @@ def _classify_file(path: Path, display: str, size: int, settings: Settings,
         if settings.backend == "dpkt":  # the compiled path reads the file itself
             table = featurize_fast(path, config, skip_bad=skip_bad, stats=stats)
         else:
-            table = featurize(path, config, backend=settings.backend, skip_bad=skip_bad,
-                              stats=stats)
+            table = featurize(
+                path, config, backend=settings.backend, skip_bad=skip_bad, stats=stats
+            )
     except CaptureError as exc:
         raise CaptureError(display, exc.reason, exc.offset) from None
-    verdicts, spans = _with_sessions(classify_table(model, table, horizon=horizon), path,
-                                     session_model, settings, config, horizon, skip_bad)
+    verdicts, spans = _with_sessions(
+        classify_table(model, table, horizon=horizon),
+        path,
+        session_model,
+        settings,
+        config,
+        horizon,
+        skip_bad,
+    )
     clients = client_summary(verdicts)
     read = stats.read
     return CaptureVerdicts(
-        capture=display, model=model.info.name, horizon=horizon, window=window,
+        capture=display,
+        model=model.info.name,
+        horizon=horizon,
+        window=window,
         flows=as_records(verdicts, FlowVerdict),
         clients=as_records(clients, ClientSummary),
         timeline=spans,
         stats=CaptureStats(
-            bytes=size, format=read.format, records=read.records, packets=read.packets,
-            skipped=dict(read.skipped), truncated_at=read.truncated_at,
-            flows=stats.table.flows, rows=len(verdicts),
-            seconds=round(time.perf_counter() - started, 4)),
+            bytes=size,
+            format=read.format,
+            records=read.records,
+            packets=read.packets,
+            skipped=dict(read.skipped),
+            truncated_at=read.truncated_at,
+            flows=stats.table.flows,
+            rows=len(verdicts),
+            seconds=round(time.perf_counter() - started, 4),
+        ),
     )
 
 
@@ -296,14 +334,26 @@ async def classify_capture(
     settings: SettingsDep,
     model: ModelDep,
     metrics: MetricsDep,
-    horizon: Annotated[float | None, Query(
-        gt=0, description="decide on the early snapshot of the first HORIZON seconds "
-        "(one of the server's snapshot horizons, default 3 or 10)")] = None,
-    window: Annotated[float | None, Query(
-        gt=0, le=86400, description="one verdict per window of WINDOW seconds of each flow "
-        "instead of one per flow")] = None,
-    skip_bad: Annotated[bool, Query(
-        description="continue past damaged records instead of failing")] = False,
+    horizon: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            description="decide on the early snapshot of the first HORIZON seconds "
+            "(one of the server's snapshot horizons, default 3 or 10)",
+        ),
+    ] = None,
+    window: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=86400,
+            description="one verdict per window of WINDOW seconds of each flow "
+            "instead of one per flow",
+        ),
+    ] = None,
+    skip_bad: Annotated[
+        bool, Query(description="continue past damaged records instead of failing")
+    ] = False,
 ) -> CaptureVerdicts:
     """Upload a capture (multipart field ``file``, or the raw bytes with
     ``Content-Type: application/octet-stream`` or ``application/vnd.tcpdump.pcap``) and
@@ -314,13 +364,16 @@ async def classify_capture(
         raise ApiProblem(422, "give horizon or window, not both")
     if horizon is not None and horizon not in settings.snapshots:
         shown = ", ".join(f"{h:g}" for h in settings.snapshots)
-        raise ApiProblem(422, f"horizon {horizon:g} is not a snapshot horizon of this "
-                         f"server; use one of {shown}")
+        raise ApiProblem(
+            422, f"horizon {horizon:g} is not a snapshot horizon of this server; use one of {shown}"
+        )
     mime, params = _media_type(request)
     if mime != "multipart/form-data" and mime not in RAW_MEDIA_TYPES:
-        raise ApiProblem(415, "send the capture as multipart/form-data field 'file' or as "
-                         "application/octet-stream", headers={"Accept-Post": ", ".join(
-                             ("multipart/form-data", *RAW_MEDIA_TYPES))})
+        raise ApiProblem(
+            415,
+            "send the capture as multipart/form-data field 'file' or as application/octet-stream",
+            headers={"Accept-Post": ", ".join(("multipart/form-data", *RAW_MEDIA_TYPES))},
+        )
     limit = settings.max_upload_bytes
     directory = str(settings.upload_dir) if settings.upload_dir is not None else None
     fd, name = tempfile.mkstemp(prefix="shortflow-upload-", suffix=".cap", dir=directory)
@@ -338,9 +391,19 @@ async def classify_capture(
                 await _receive_raw(request, spool, limit)
         metrics.upload_bytes.inc(spool.size)
         log.debug("upload %s: %d bytes spooled to %s", display, spool.size, path)
-        result = await run_cpu(request, _classify_file, path, display, spool.size, settings,
-                               model, horizon, window, skip_bad,
-                               getattr(request.app.state, "session_model", None))
+        result = await run_cpu(
+            request,
+            _classify_file,
+            path,
+            display,
+            spool.size,
+            settings,
+            model,
+            horizon,
+            window,
+            skip_bad,
+            getattr(request.app.state, "session_model", None),
+        )
     finally:
         path.unlink(missing_ok=True)
     metrics.count_labels((f.label for f in result.flows), source="capture")

@@ -44,10 +44,12 @@ def _parse(raw: bytes, max_rows: int) -> _Body:
         body = _Body.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
     if len(body.rows) > max_rows:
-        raise ApiProblem(413, f"{len(body.rows)} rows; at most {max_rows} per request "
-                         "(SHORTFLOW_MAX_ROWS)")
+        raise ApiProblem(
+            413, f"{len(body.rows)} rows; at most {max_rows} per request (SHORTFLOW_MAX_ROWS)"
+        )
     return body
 
 
@@ -65,9 +67,13 @@ def _check_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
             continue
         missing = sorted(_EXPECTED - row.keys())
         if missing:
-            raise ApiProblem(422, f"row {i}: missing columns {_names(missing)} (the model "
-                             "takes the feature_columns of GET /v1/model plus 'service')",
-                             title="wrong columns", kind="wrong-columns")
+            raise ApiProblem(
+                422,
+                f"row {i}: missing columns {_names(missing)} (the model "
+                "takes the feature_columns of GET /v1/model plus 'service')",
+                title="wrong columns",
+                kind="wrong-columns",
+            )
         extra.update(row.keys() - _EXPECTED)
     return sorted(extra)
 
@@ -76,21 +82,29 @@ def _bad_value(rows: Sequence[dict[str, Any]], column: str) -> ApiProblem:
     for i, row in enumerate(rows):
         v = row[column]
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            return ApiProblem(422, f"row {i}: column '{column}' must be a finite number, "
-                              f"got {v!r}"[:300], title="wrong value", kind="wrong-value")
+            return ApiProblem(
+                422,
+                f"row {i}: column '{column}' must be a finite number, got {v!r}"[:300],
+                title="wrong value",
+                kind="wrong-value",
+            )
     return ApiProblem(422, f"column '{column}' must hold finite numbers")
 
 
-def rows_arrays(rows: Sequence[dict[str, Any]]
-                ) -> tuple[npt.NDArray[np.float64], list[str], list[str]]:
+def rows_arrays(
+    rows: Sequence[dict[str, Any]],
+) -> tuple[npt.NDArray[np.float64], list[str], list[str]]:
     """The request rows as the model's arrays: ``FEATURE_COLUMNS`` values (numbers
     checked), the services, and the request's columns the model does not read (ignored).
     Raises ApiProblem 422 naming the first bad row and column."""
     ignored = _check_columns(rows)
     table = [_PICK(row) for row in rows]
     if not set(map(type, chain.from_iterable(table))) <= {float, int}:
-        bad = next(i for i, v in enumerate(chain.from_iterable(table))
-                   if type(v) is not float and type(v) is not int)
+        bad = next(
+            i
+            for i, v in enumerate(chain.from_iterable(table))
+            if type(v) is not float and type(v) is not int
+        )
         raise _bad_value(rows, _FEATURES[bad % len(_FEATURES)])
     values = np.array(table, dtype=np.float64).reshape(len(rows), len(_FEATURES))
     if not np.isfinite(values).all():
@@ -99,29 +113,45 @@ def rows_arrays(rows: Sequence[dict[str, Any]]
     services = [row["service"] for row in rows]
     for i, s in enumerate(services):
         if not isinstance(s, str) or not s.strip():
-            raise ApiProblem(422, f"row {i}: column 'service' must be a non-empty string, "
-                             f"got {s!r}"[:300], title="wrong value", kind="wrong-value")
+            raise ApiProblem(
+                422,
+                f"row {i}: column 'service' must be a non-empty string, got {s!r}"[:300],
+                title="wrong value",
+                kind="wrong-value",
+            )
     return values, services, ignored
 
 
-def _classify_rows(model: LoadedModel, raw: bytes, max_rows: int
-                   ) -> tuple[_Body, list[RowVerdict], list[str]]:
+def _classify_rows(
+    model: LoadedModel, raw: bytes, max_rows: int
+) -> tuple[_Body, list[RowVerdict], list[str]]:
     from classifier.model.services import category_for
 
     body = _parse(raw, max_rows)
     if not body.rows:
         return body, [], []
     values, services, ignored = rows_arrays(body.rows)
-    v = verdict_arrays(model, values, services, [category_for(s) for s in services],
-                       [None] * len(services))
+    v = verdict_arrays(
+        model, values, services, [category_for(s) for s in services], [None] * len(services)
+    )
     window = decision_window(body.horizon)
-    verdicts = [RowVerdict(index=i, service=services[i], label=str(v.label[i]),
-                           probability=round(float(v.probability[i]), 4),
-                           p_short_form=round(float(v.p_short[i]), 4),
-                           decision_window=window, reason=v.reason[i])
-                for i in range(len(services))]
-    warnings = [f"ignored {len(ignored)} column(s) the model does not read: "
-                f"{_names(ignored)}"] if ignored else []
+    verdicts = [
+        RowVerdict(
+            index=i,
+            service=services[i],
+            label=str(v.label[i]),
+            probability=round(float(v.probability[i]), 4),
+            p_short_form=round(float(v.p_short[i]), 4),
+            decision_window=window,
+            reason=v.reason[i],
+        )
+        for i in range(len(services))
+    ]
+    warnings = (
+        [f"ignored {len(ignored)} column(s) the model does not read: {_names(ignored)}"]
+        if ignored
+        else []
+    )
     return body, verdicts, warnings
 
 
@@ -130,20 +160,24 @@ def _classify_rows(model: LoadedModel, raw: bytes, max_rows: int
     response_model=RowVerdicts,
     summary="Classify feature rows",
     responses=problem_responses(413, 422, 503),
-    openapi_extra={"requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": FlowRows.model_json_schema()}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": FlowRows.model_json_schema()}},
+        }
+    },
 )
-async def classify_flows(request: Request, settings: SettingsDep, model: ModelDep,
-                         metrics: MetricsDep) -> RowVerdicts:
+async def classify_flows(
+    request: Request, settings: SettingsDep, model: ModelDep, metrics: MetricsDep
+) -> RowVerdicts:
     """One verdict per row. Each row must have the model's input columns: the
     ``feature_columns`` of ``GET /v1/model`` (numbers) plus ``service`` (text); a missing
     one answers 422 naming it. Other columns (a whole `shortflow featurize` row) are
     ignored and listed in ``warnings``. ``horizon`` says the rows describe the first
     HORIZON seconds of each flow."""
     raw = await request.body()
-    body, verdicts, warnings = await run_cpu(request, _classify_rows, model, raw,
-                                             settings.max_rows)
+    body, verdicts, warnings = await run_cpu(request, _classify_rows, model, raw, settings.max_rows)
     metrics.count_labels((v.label for v in verdicts), source="rows")
-    return RowVerdicts(model=model.info.name, horizon=body.horizon, verdicts=verdicts,
-                       warnings=warnings)
+    return RowVerdicts(
+        model=model.info.name, horizon=body.horizon, verdicts=verdicts, warnings=warnings
+    )

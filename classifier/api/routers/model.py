@@ -13,8 +13,12 @@ __all__ = ["router"]
 router = APIRouter(tags=["model"])
 
 
-@router.get("/v1/model", response_model=ModelCard, summary="The loaded model's model.json",
-            responses=problem_responses(503))
+@router.get(
+    "/v1/model",
+    response_model=ModelCard,
+    summary="The loaded model's model.json",
+    responses=problem_responses(503),
+)
 async def get_model_card(model: ModelDep) -> ModelCard:
     """Name, sha256, feature schema version and columns, labels, decision windows,
     library versions and the evaluation metrics stored with the model."""
