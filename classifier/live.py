@@ -293,13 +293,7 @@ class LiveRouter:
             reason = session_reason(row)
             by_name = category_for(group) == SHORT_FORM_SERVICE
             label, probability = self.reports.session_label(
-                client,
-                group,
-                float(ps),
-                float(pl),
-                k=policy.agreement_k,
-                n=policy.agreement_n,
-                threshold=policy.threshold,
+                client, group, float(ps), float(pl), policy
             )
             if by_name:
                 label, probability = SHORT, 1.0

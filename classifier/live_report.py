@@ -23,8 +23,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
+
 from classifier.enforce.enforcer import BlockRecord
-from classifier.model.session_model import LONG, OTHER, SHORT
+from classifier.enforce.policy import Policy
+from classifier.model.session_model import LONG, OTHER, SHORT, verdicts
 
 __all__ = ["VerdictLog", "Report", "NO_LABEL", "action_of", "summary_text"]
 
@@ -89,29 +92,20 @@ class VerdictLog:
         return entry
 
     def session_label(
-        self,
-        client: str,
-        group: str,
-        p_short: float,
-        p_long: float,
-        *,
-        k: int,
-        n: int,
-        threshold: float,
+        self, client: str, group: str, p_short: float, p_long: float, policy: Policy
     ) -> tuple[str, float]:
         """The label of (client, group) after a window with these probabilities, and the
-        probability of that label: short-form when at least ``k`` of its last ``n``
-        windows reach ``threshold`` (what the enforcer's agreement asks), else long-form
-        when ``p_long >= p_other``, else other (as offline, see
-        :func:`classifier.model.session_model.verdicts`)."""
+        probability of that label: short-form when the policy's agreement holds over its
+        last windows (:meth:`Policy.agrees`, what the enforcer asks), else long-form or
+        other as offline (:func:`classifier.model.session_model.verdicts`)."""
         entry = self._get(client, group)
-        if entry.votes.maxlen != n:
-            entry.votes = deque(entry.votes, maxlen=n)
+        if entry.votes.maxlen != policy.agreement_n:
+            entry.votes = deque(entry.votes, maxlen=policy.agreement_n)
         entry.votes.append(float(p_short))
-        if sum(1 for p in entry.votes if p >= threshold) >= k:
-            return SHORT, float(p_short)
-        p_other = 1.0 - p_short - p_long
-        return (LONG, float(p_long)) if p_long >= p_other else (OTHER, float(p_other))
+        short = policy.agrees(entry.votes)
+        (label,) = verdicts(np.array([short]), np.array([p_short]), np.array([p_long]))
+        probability = {SHORT: p_short, LONG: p_long}.get(label, 1.0 - p_short - p_long)
+        return str(label), float(probability)
 
     def last(self, client: str, group: str) -> tuple[str, str] | None:
         """(label, action) last reported for (client, group), or None when unknown."""

@@ -66,15 +66,7 @@ def test_a_session_judged_for_an_hour_logs_its_changes_only(
 
     def judge(p_short: float, p_long: float) -> None:
         nonlocal made
-        label, p = reports.session_label(
-            C,
-            "youtube",
-            p_short,
-            p_long,
-            k=policy.agreement_k,
-            n=policy.agreement_n,
-            threshold=policy.threshold,
-        )
+        label, p = reports.session_label(C, "youtube", p_short, p_long, policy)
         rec = enforcer.observe(
             C, S, 443, "udp", label="shorts", probability=p_short, name="youtube"
         )
