@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # registering the command must not import pandas (every CLI run does)
     import pandas as pd
 
-    from classifier.features.session import SessionConfig
-    from classifier.flows import FlowConfig
-    from classifier.model.timeline import CaptureSessions
+    from classifier.model.session_model import SessionModel
 
 __all__ = ["register", "verdicts_for_capture", "summary_lines"]
 
@@ -56,16 +54,20 @@ def verdicts_for_capture(
         [args.capture], config, backend=args.backend, skip_bad=args.skip_bad, engine=engine(args)
     )
     verdicts = classify_table(model, table, horizon=args.at)
-    spans = None
-    sessions = _sessions(args, config.flow)
-    if sessions is not None:
-        from classifier.model.combine import combine_verdicts
-        from classifier.model.timeline import timeline
+    session_model = _session_model(args)
+    if session_model is None:
+        return verdicts, client_summary(verdicts), summary, None
+    from classifier.model.timeline import with_sessions
 
-        run, session_config = sessions
-        spans = timeline(run.windows)
-        if args.at is None and args.windows is None and args.backend == "dpkt":
-            verdicts = combine_verdicts(verdicts, run.activity, run.windows, session_config)
+    verdicts, spans = with_sessions(
+        session_model,
+        args.capture,
+        verdicts,
+        config,
+        args.at,
+        skip_bad=args.skip_bad,
+        same_flows=args.backend == "dpkt",
+    )
     return verdicts, client_summary(verdicts), summary, spans
 
 
@@ -86,20 +88,16 @@ def _snapshots_for(
     return snapshots if any(math.isclose(at, s) for s in snapshots) else (*snapshots, at)
 
 
-def _sessions(
-    args: argparse.Namespace, flow: FlowConfig
-) -> tuple[CaptureSessions, SessionConfig] | None:
-    """The capture seen by the model directory's session model, or None when the model
-    has none (or ``--no-timeline``)."""
+def _session_model(args: argparse.Namespace) -> SessionModel | None:
+    """The model directory's session model, or None when it has none (or
+    ``--no-timeline``)."""
     from classifier.model.artifact import DEFAULT_MODEL_DIR
     from classifier.model.session_model import has_session_model, load_session_model
-    from classifier.model.timeline import capture_sessions
 
     directory = Path(args.model) if args.model is not None else DEFAULT_MODEL_DIR
     if args.no_timeline or not has_session_model(directory):
         return None
-    model = load_session_model(directory)
-    return capture_sessions(model, args.capture, skip_bad=args.skip_bad, flow=flow), model.config
+    return load_session_model(directory)
 
 
 def summary_lines(clients: pd.DataFrame) -> list[str]:

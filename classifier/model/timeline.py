@@ -2,6 +2,8 @@
 
 :func:`capture_sessions` featurizes a capture as per-(flow, second) rows, builds the session
 view with the settings the session model was trained with and classifies every window;
+:func:`with_sessions` gives a capture's flow verdicts the session model's answer and its
+timeline (what `shortflow classify` and the captures upload show);
 :func:`timeline` merges a session's consecutive windows with the same verdict into spans;
 :func:`timeline_lines` renders them for the terminal.
 """
@@ -17,9 +19,17 @@ import pandas as pd
 from classifier.features.featurize import FeaturizeConfig
 from classifier.features.session import session_table
 from classifier.flows import FlowConfig
+from classifier.model.combine import combine_verdicts
 from classifier.model.session_model import SessionModel, classify_sessions
 
-__all__ = ["ACTIVITY_CONFIG", "CaptureSessions", "capture_sessions", "timeline", "timeline_lines"]
+__all__ = [
+    "ACTIVITY_CONFIG",
+    "CaptureSessions",
+    "capture_sessions",
+    "with_sessions",
+    "timeline",
+    "timeline_lines",
+]
 
 ACTIVITY_CONFIG = FeaturizeConfig(snapshots=(), window=1.0)
 """Per-(flow, second) rows: what the session view reads."""
@@ -51,6 +61,27 @@ def capture_sessions(
     return CaptureSessions(
         activity, classify_sessions(model, session_table(activity, model.config), hindsight=True)
     )
+
+
+def with_sessions(
+    model: SessionModel,
+    capture: Path,
+    verdicts: pd.DataFrame,
+    config: FeaturizeConfig,
+    horizon: float | None,
+    *,
+    skip_bad: bool = False,
+    same_flows: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``verdicts`` (``classify_table`` of ``capture`` featurized with ``config``) with the
+    session model's answer for whole flows (:func:`classifier.model.combine.
+    combine_verdicts`), and the capture's :func:`timeline`. Rows of an early snapshot
+    (``horizon``) or of windows stay as they are, and so do verdicts whose ``flow_id``s do
+    not come from the compiled path (``same_flows`` false: another backend read them)."""
+    run = capture_sessions(model, capture, skip_bad=skip_bad, flow=config.flow)
+    if same_flows and horizon is None and config.window is None:
+        verdicts = combine_verdicts(verdicts, run.activity, run.windows, model.config)
+    return verdicts, timeline(run.windows)
 
 
 SHOWN_BYTES = 1_000_000.0

@@ -240,13 +240,11 @@ def _with_sessions(
     flows carried media (:mod:`classifier.model.combine`), and the activity timeline."""
     if session_model is None or settings.backend != "dpkt":
         return verdicts, []
-    from classifier.model.combine import combine_verdicts
-    from classifier.model.timeline import capture_sessions, timeline
+    from classifier.model.timeline import with_sessions
 
-    run = capture_sessions(session_model, path, skip_bad=skip_bad, flow=config.flow)
-    if horizon is None and config.window is None:
-        verdicts = combine_verdicts(verdicts, run.activity, run.windows, session_model.config)
-    spans = timeline(run.windows)
+    verdicts, spans = with_sessions(
+        session_model, path, verdicts, config, horizon, skip_bad=skip_bad
+    )
     return verdicts, as_records(spans, TimelineSpan)
 
 
