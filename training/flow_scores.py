@@ -46,21 +46,11 @@ def _capture_bytes(
     row: Any,
     cache: Path,
 ) -> dict[str, float]:
-    from classifier.model.session_model import SessionModel, SessionModelInfo
-
     flows = featurize_cached(row.local_path, row.sha256, FeaturizeConfig(), cache)
     activity = featurize_cached(
         row.local_path, row.sha256, ACTIVITY_CONFIG, cache, ACTIVITY_COLUMNS
     )
-    info = SessionModelInfo(
-        name="fold",
-        sha256="",
-        feature_columns=list(SESSION_FEATURES),
-        labels=[str(c) for c in estimator.classes_],
-        config={},
-    )
-    model = SessionModel(estimator, info, cache)
-    windows = classify_sessions(model, session_table(activity, config), rule, hindsight=True)
+    windows = classify_sessions(estimator, session_table(activity, config), rule, hindsight=True)
     verdicts = combine_verdicts(classify_table(flow_model, flows), activity, windows, config)
     nbytes = verdicts["bytes_up"] + verdicts["bytes_down"]
     out = {"bytes": float(nbytes.sum())}

@@ -219,14 +219,15 @@ def session_reason(row: Any) -> str:
 
 
 def classify_sessions(
-    model: SessionModel,
+    estimator: Any,
     sessions: pd.DataFrame,
     rule: Agreement | None = None,
     *,
     hindsight: bool = False,
 ) -> pd.DataFrame:
     """``sessions`` (a session table) sorted by (client, group, window end), with
-    ``p_short``, ``p_long`` (of each window), ``label`` (:func:`agreed` with ``rule``, by
+    ``p_short``, ``p_long`` (of each window, from ``estimator``, a session model's
+    ``SessionModel.estimator``), ``label`` (:func:`agreed` with ``rule``, by
     default :class:`Agreement`'s, and ``hindsight``), ``probability`` (that of the label)
     and ``reason``."""
     out = sessions.sort_values(["client", "group", "window_end"], kind="stable")
@@ -234,7 +235,7 @@ def classify_sessions(
         for name in ("label", "probability", "p_short", "p_long", "reason"):
             out[name] = pd.Series(dtype=object if name in ("label", "reason") else float)
         return out
-    p_short, p_long = window_probabilities(model.estimator, out)
+    p_short, p_long = window_probabilities(estimator, out)
     out["p_short"], out["p_long"] = p_short, p_long
     short = agreed(
         out["p_short"], out[["client", "group"]], rule or Agreement(), hindsight=hindsight

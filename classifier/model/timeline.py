@@ -59,7 +59,8 @@ def capture_sessions(
     config = ACTIVITY_CONFIG if flow is None else replace(ACTIVITY_CONFIG, flow=flow)
     activity = featurize_fast(capture, config, skip_bad=skip_bad)
     return CaptureSessions(
-        activity, classify_sessions(model, session_table(activity, model.config), hindsight=True)
+        activity,
+        classify_sessions(model.estimator, session_table(activity, model.config), hindsight=True),
     )
 
 

@@ -179,7 +179,7 @@ def test_session_model_round_trip_and_tamper(tmp_path: Path) -> None:
     model = load_session_model(tmp_path)
     assert model.config.window == 45
     rows = table.drop(columns=["label"]).head(30)
-    first = classify_sessions(model, rows)
+    first = classify_sessions(model.estimator, rows)
     assert first["label"].isin(["short-form", "long-form", "other"]).all()
     assert first["reason"].str.contains("media conn").all()
     (tmp_path / "session.joblib").write_bytes(b"not a pickle")
