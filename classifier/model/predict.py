@@ -41,10 +41,10 @@ VERDICT_COLUMNS = (
 )
 
 
-def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFrame:
-    """The model's input columns from a featurize table, for the whole flow/window or for
-    the early snapshot at ``horizon`` seconds. Raises :class:`ModelError` naming missing
-    columns."""
+def _input_columns(table: pd.DataFrame, horizon: float | None) -> list[str]:
+    """The table's columns holding ``FEATURE_COLUMNS`` for the whole flow/window or for the
+    early snapshot at ``horizon`` seconds. Raises :class:`ModelError` naming missing
+    columns (``service`` included)."""
     if horizon is None:
         source = list(FEATURE_COLUMNS)
     else:
@@ -56,9 +56,20 @@ def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFr
             f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         )
         raise ModelError(f"feature table lacks columns the model needs: {shown}")
-    out = table[source].astype(np.float64)
+    return source
+
+
+def _services(table: pd.DataFrame) -> list[str]:
+    return table["service"].fillna("unknown").astype(str).tolist()
+
+
+def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFrame:
+    """The model's input columns from a featurize table, for the whole flow/window or for
+    the early snapshot at ``horizon`` seconds. Raises :class:`ModelError` naming missing
+    columns."""
+    out = table[_input_columns(table, horizon)].astype(np.float64)
     out.columns = list(FEATURE_COLUMNS)
-    out["service"] = table["service"].fillna("unknown").astype(str).to_numpy()
+    out["service"] = _services(table)
     return out
 
 
@@ -141,11 +152,10 @@ def classify_table(
         for col in VERDICT_COLUMNS:
             out[col] = pd.Series(dtype=object)
         return out
-    inputs = model_inputs(table, horizon)
     v = verdict_arrays(
         model,
-        inputs[list(FEATURE_COLUMNS)].to_numpy(np.float64),
-        inputs["service"].tolist(),
+        table[_input_columns(table, horizon)].to_numpy(np.float64),
+        _services(table),
         table["category"].tolist(),
         table["name"].tolist(),
     )
