@@ -60,6 +60,7 @@ from classifier.features.featurize import (
 )
 from classifier.features.hello_scan import DONE, PYTHON, UNSEEN, scan_first_payloads
 from classifier.features.names import NameCache, NameExtractor
+from classifier.features.schema import FLOW_COLUMNS, NAME_COLUMNS, WINDOW_COLUMNS
 from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
 from classifier.model.services import category_for, service_for
 from classifier.parallel import ordered_map
@@ -98,27 +99,7 @@ _UDP = 17
 #: Settle whole ClientHellos in compiled code (off: every name packet goes to Python;
 #: benchmarks turn it off to time the Python-only path in the same run).
 _SCAN_HELLOS = True
-_META = (
-    "capture",
-    "flow_id",
-    "proto",
-    "client",
-    "client_port",
-    "server",
-    "server_port",
-    "first_ts",
-    "last_ts",
-    "end_reason",
-    "packets",
-    "wire_bytes",
-    "sni",
-    "alpn",
-    "dns_name",
-    "name",
-    "name_source",
-    "service",
-    "category",
-)  # FLOW + NAME columns
+_META = (*FLOW_COLUMNS, *NAME_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -667,7 +648,7 @@ class _Run:
         ``sort_rows`` is set (one scatter copy); otherwise flows come in the order they
         ended, a flow's windows in order, and the features of one batch are not copied."""
         columns = row_columns(self.config)
-        feature_names = [c for c in columns if c not in _META and c not in _WINDOW]
+        feature_names = [c for c in columns if c not in _META and c not in WINDOW_COLUMNS]
         batches = [b for b in self.batches if len(b.features)]
         self.batches.clear()
         if not batches:
@@ -750,7 +731,6 @@ def _stack(features: list[F64], order: I64 | None) -> F64:
     return values
 
 
-_WINDOW = ("window_start", "window_end")
 _EMPTY = np.empty((0, 0), np.float64)
 (
     _I_UID,
