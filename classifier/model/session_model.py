@@ -17,7 +17,6 @@ figures drove the window's probability.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 
 from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
+from classifier.model.artifact import file_sha256
 
 __all__ = [
     "SHORT",
@@ -92,10 +92,6 @@ class SessionModel:
         return SessionConfig(**self.info.config)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_session_model(
     estimator: Any,
     directory: Path,
@@ -112,7 +108,7 @@ def save_session_model(
     joblib.dump(estimator, path, compress=3)
     info = SessionModelInfo(
         name=name,
-        sha256=_sha256(path),
+        sha256=file_sha256(path),
         feature_columns=list(SESSION_FEATURES),
         labels=[str(c) for c in estimator.classes_],
         config=asdict(config),
@@ -148,7 +144,7 @@ def load_session_model(directory: Path | str) -> SessionModel:
     path = directory / _JOBLIB
     if not path.is_file():
         raise ModelError(f"{path}: missing")
-    if _sha256(path) != info.sha256:
+    if file_sha256(path) != info.sha256:
         raise ModelError(
             f"{path}: sha256 does not match session.json; refusing to unpickle a changed model file"
         )
