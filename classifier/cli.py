@@ -251,6 +251,7 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         "classifier.api.cli",
         "classifier.live_cli",
         "classifier.control_cli",
+        "classifier.recordings_cli",
         "classifier.enforce.export_cli",
         "training.cli",
     ):

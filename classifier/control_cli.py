@@ -54,6 +54,31 @@ class ApiClient:
             ) from None
         return json.loads(raw) if raw else None
 
+    def download(self, path: str, dest: Path) -> int:
+        """GET ``path`` into the file ``dest`` (written whole or not at all); its size."""
+        request = urllib.request.Request(self.base + path, method="GET")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
+                with open(tmp, "wb") as out:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+            tmp.replace(dest)
+        except urllib.error.HTTPError as exc:
+            raise ShortflowError(f"GET {path}: {exc.code} {_detail(exc)}") from None
+        except urllib.error.URLError as exc:
+            raise ShortflowError(
+                f"cannot reach shortflow live at {self.base} ({exc.reason}); "
+                "is it running with --api?"
+            ) from None
+        except OSError as exc:
+            raise ShortflowError(f"{dest}: cannot write ({exc.strerror or exc})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest.stat().st_size
+
 
 def _detail(exc: urllib.error.HTTPError) -> str:
     """The problem document's detail (or title), else the HTTP reason."""

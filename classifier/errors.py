@@ -14,6 +14,8 @@ __all__ = [
     "EnforcementError",
     "DatasetError",
     "PolicyError",
+    "RecordingError",
+    "RecordingNotFound",
 ]
 
 
@@ -49,3 +51,12 @@ class DatasetError(ShortflowError):
 
 class PolicyError(ShortflowError):
     """A policy file is invalid; the running policy stays in force."""
+
+
+class RecordingError(ShortflowError):
+    """A recording of a client's traffic cannot be started or changed (bad client address,
+    duration or label; the client is recorded already; the recordings folder is full)."""
+
+
+class RecordingNotFound(RecordingError):
+    """No recording has this id."""

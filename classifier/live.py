@@ -91,6 +91,9 @@ class LiveConfig:
     policy: Path | None = None
     enforce: str = "dry-run"
     audit_log: Path = Path("shortflow-audit.jsonl")
+    data_dir: Path | None = None
+    record_max_mb: float = 200.0
+    record_dir_max_mb: float = 2000.0
     dns_listen: tuple[str, int] | None = None
     dns_upstream: tuple[str, int] | None = None
     checks: tuple[float, ...] = (1.0, 3.0, 5.0, 10.0)
@@ -162,6 +165,7 @@ class LiveRouter:
         self._started = self._clock()
         self._next_summary = self._started + (cfg.summary_every or float("inf"))
         self._next_expiry = self._started
+        self._start_recorder()
         note = enforcement_status(cfg.enforce, self.policy.current.mode)["note"]
         if note is not None:  # one line, at the default log level
             log.warning("%s", note)
@@ -200,6 +204,25 @@ class LiveRouter:
         # out of the collector's scans, which the packets of every batch set off
         gc.freeze()
         log.debug("live: capture %s, enforcement %s, %s", cfg.capture, cfg.enforce, self.decisions)
+
+    def _start_recorder(self) -> None:
+        """Recordings of clients' traffic in ``data_dir`` (off without one, or when the
+        folder cannot be made: live mode runs on, and says why)."""
+        cfg = self.config
+        if cfg.data_dir is None:
+            return
+        from classifier.recording import Recorder
+
+        try:
+            recorder = Recorder(
+                cfg.data_dir, max_mb=cfg.record_max_mb, dir_max_mb=cfg.record_dir_max_mb
+            )
+        except ShortflowError as exc:
+            self.state.recording_off_reason = str(exc)
+            log.warning("recording is off: %s", exc)
+            return
+        self.state.recorder = recorder
+        self._closers.append(recorder.close)
 
     @property
     def decisions(self) -> str:
@@ -254,6 +277,7 @@ class LiveRouter:
         with self._names_lock:
             for pkt in packets:
                 table.add(pkt)
+        self.state.record_packets(packets)
         now = self._clock()
         table.sweep(now)
         for flow in table.pop_ended():

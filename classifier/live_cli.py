@@ -44,6 +44,21 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _megabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected megabytes, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of MB, got {text}")
+    return value
+
+
+def _default_data_dir(audit_log: Path) -> Path:
+    """The data directory beside the audit log: ``<audit log's folder>/shortflow-data``."""
+    return audit_log.parent / "shortflow-data"
+
+
 def _serve_api(router: object, hostport: tuple[str, int], model: Path | None) -> None:
     import uvicorn
 
@@ -80,6 +95,9 @@ def _cmd_live(args: argparse.Namespace) -> int:
         policy=args.policy,
         enforce=args.enforce,
         audit_log=args.audit_log,
+        data_dir=args.data_dir if args.data_dir is not None else _default_data_dir(args.audit_log),
+        record_max_mb=args.record_max_mb,
+        record_dir_max_mb=args.record_dir_max_mb,
         dns_listen=args.dns_listen,
         dns_upstream=args.dns_upstream,
         summary_every=args.summary_every,
@@ -159,6 +177,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="dry-run (default) decides and logs but changes nothing",
     )
     p.add_argument("--audit-log", type=Path, default=Path("shortflow-audit.jsonl"))
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where recordings of clients' traffic go (DIR/recordings; default: "
+        "shortflow-data beside the audit log)",
+    )
+    p.add_argument(
+        "--record-max-mb",
+        type=_megabytes,
+        default=200.0,
+        metavar="MB",
+        help="size cap of one recording (default 200)",
+    )
+    p.add_argument(
+        "--record-dir-max-mb",
+        type=_megabytes,
+        default=2000.0,
+        metavar="MB",
+        help="size cap of all recordings together (default 2000)",
+    )
     p.add_argument(
         "--dns-listen",
         type=parse_hostport,

@@ -20,12 +20,17 @@ import threading
 import time
 import tomllib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from classifier.enforce.enforcer import BlockRecord, Enforcer
 from classifier.enforce.policy import Policy, PolicyHolder, enforcement_status, parse_policy
-from classifier.errors import PolicyError
+from classifier.errors import PolicyError, RecordingError
+
+if TYPE_CHECKING:
+    from classifier.capture.packet import Packet
+    from classifier.recording import Recorder
 
 __all__ = ["LiveState", "policy_doc", "COUNTERS"]
 
@@ -118,6 +123,7 @@ class LiveState:
         keep_ended: float = 600.0,
         max_ended: int = 10_000,
         clock: Callable[[], float] = time.time,
+        recorder: Recorder | None = None,
     ) -> None:
         if max_flows < 1:
             raise ValueError("max_flows must be at least 1")
@@ -140,6 +146,9 @@ class LiveState:
         self._reasons: dict[str, str] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._labels: dict[str, dict[str, int]] = {"flow": {}, "session": {}}
+        #: records clients' traffic (``shortflow live --data-dir``); None: recording is off
+        self.recorder = recorder
+        self.recording_off_reason = "live mode runs without a data directory (--data-dir)"
 
     # -- counters -------------------------------------------------------------------------
 
@@ -411,3 +420,55 @@ class LiveState:
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{source}: not valid TOML: {exc}") from None
         return self.set_policy_doc(doc, source)
+
+    # -- recordings -----------------------------------------------------------------------
+    # (classifier.recording.Recorder does the work; errors are RecordingError, one line)
+
+    def _recorder(self) -> Recorder:
+        if self.recorder is None:
+            raise RecordingError(f"recording is off: {self.recording_off_reason}")
+        return self.recorder
+
+    def record_packets(self, packets: Sequence[Packet]) -> None:
+        """Hand a batch of captured packets to the recordings (never waits; packets the
+        full queue cannot take count in the ``record_drops`` counter)."""
+        if self.recorder is not None:
+            lost = self.recorder.offer(packets)
+            if lost:
+                self.incr("record_drops", lost)
+
+    def start_recording(
+        self,
+        client: str,
+        minutes: float,
+        label: str,
+        app: str | None = None,
+        alias: str | None = None,
+    ) -> dict[str, Any]:
+        """Record ``client``'s packets for ``minutes`` as ``label`` (shorts, reels,
+        tiktok, long-form, other, or a dataset session label). Raises RecordingError."""
+        return self._recorder().start(client, minutes, label, app=app, alias=alias)
+
+    def stop_recording(self, rec_id: str) -> dict[str, Any]:
+        """End a recording now; raises RecordingNotFound for an unknown id."""
+        return self._recorder().stop(rec_id)
+
+    def recordings(self) -> list[dict[str, Any]]:
+        """Every recording (running and ended), the latest started first; [] when
+        recording is off."""
+        return [] if self.recorder is None else self.recorder.list()
+
+    def relabel_recording(
+        self, rec_id: str, label: str, intervals: list[Any] | None = None
+    ) -> dict[str, Any]:
+        """New label (and optionally labelled time intervals) for a recording."""
+        return self._recorder().relabel(rec_id, label, intervals)
+
+    def delete_recording(self, rec_id: str) -> bool:
+        """Delete a recording and its files; False when the id is unknown."""
+        return False if self.recorder is None else self.recorder.delete(rec_id)
+
+    def recording_file(self, rec_id: str) -> Path:
+        """The pcap of an ended recording (RecordingNotFound, or RecordingError while it
+        runs)."""
+        return self._recorder().file(rec_id)

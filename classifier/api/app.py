@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from classifier import __version__
 from classifier.api.metrics import ApiMetrics, MetricsMiddleware
 from classifier.api.problems import CatchAllMiddleware, Problem, install_problem_handlers
-from classifier.api.routers import captures, flows, health, model, policy
+from classifier.api.routers import captures, flows, health, model, policy, recordings
 from classifier.api.routers import live as live_routes
 from classifier.api.settings import Settings
 from classifier.errors import ModelError
@@ -208,6 +208,7 @@ def create_app(settings: Settings | None = None, live: LiveState | None = None) 
     app.state.session_model = None
     app.state.model_error = None
     install_problem_handlers(app)
+    app.include_router(recordings.router)
     for module in (captures, flows, model, live_routes, policy, health):
         app.include_router(module.router)
     app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes)

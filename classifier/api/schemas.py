@@ -28,6 +28,11 @@ __all__ = [
     "PolicyAllow",
     "PolicySinkhole",
     "PolicyDoc",
+    "Recording",
+    "Recordings",
+    "RecordingRequest",
+    "RecordingInterval",
+    "RelabelRequest",
 ]
 
 Label = str
@@ -337,3 +342,99 @@ class PolicyDoc(BaseModel):
     allow: PolicyAllow
     sinkhole: PolicySinkhole
     source: str
+
+
+RecordingLabel = Literal[
+    "shorts",
+    "reels",
+    "tiktok",
+    "long-form",
+    "short-form",
+    "other-video",
+    "web",
+    "call",
+    "mixed",
+    "other",
+]
+"""What a recording shows: shorts, reels, tiktok (short-form of that app), long-form, or
+one of the dataset's session labels."""
+
+
+class RecordingInterval(BaseModel):
+    """A labelled part of a recording: ``start``/``end`` in unix seconds, or
+    ``start_s``/``end_s`` in seconds from the recording's start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: RecordingLabel
+    start: float | None = Field(None, ge=0, le=4e9)
+    end: float | None = Field(None, ge=0, le=4e9)
+    start_s: float | None = Field(None, ge=0, le=86400 * 2)
+    end_s: float | None = Field(None, ge=0, le=86400 * 2)
+
+    @model_validator(mode="after")
+    def _one_pair(self) -> RecordingInterval:
+        absolute = self.start is not None and self.end is not None
+        relative = self.start_s is not None and self.end_s is not None
+        if not (absolute or relative):
+            raise ValueError("give start and end, or start_s and end_s")
+        lo, hi = (self.start, self.end) if absolute else (self.start_s, self.end_s)
+        if hi is None or lo is None or hi <= lo:
+            raise ValueError("end must come after start")
+        return self
+
+
+class RecordingRequest(BaseModel):
+    """Record one client's traffic for ``minutes`` as ``label``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client: IpAddress
+    minutes: float = Field(gt=0, le=1440, description="how long to record (at most a day)")
+    label: RecordingLabel
+    app: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$",
+        description="the app shown (default: from the label: shorts youtube, reels "
+        "instagram, tiktok tiktok, long-form youtube)",
+    )
+    alias: str | None = Field(
+        None, max_length=64, description="the device's name, e.g. 'Anna's phone'"
+    )
+
+
+class RelabelRequest(BaseModel):
+    """A new label for a recording, and optionally labelled time intervals (without them
+    the whole recording takes the label)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: RecordingLabel
+    intervals: list[RecordingInterval] | None = Field(None, max_length=1000)
+
+
+class Recording(BaseModel):
+    id: str
+    client: str
+    alias: str | None
+    label: str = Field(description="as given: shorts, reels, tiktok, long-form, ...")
+    session_label: str = Field(description="the dataset label of its manifest row")
+    app: str
+    start: float = Field(description="epoch seconds")
+    end: float | None = Field(description="epoch seconds; null while running")
+    planned_s: float = Field(description="the duration asked for, seconds")
+    duration_s: float = Field(description="seconds recorded so far (or in all)")
+    bytes: int = Field(description="size of its pcap file")
+    packets: int
+    dropped: int = Field(description="packets lost because the writer queue was full")
+    state: Literal["running", "done", "stopped", "capped"]
+    reason: str | None = Field(description="why it ended")
+    path: str = Field(description="its pcap file on the router")
+    sha256: str | None = Field(description="the pcap's sha256, once ended")
+    intervals: list[dict[str, Any]] = Field(
+        description="labelled time intervals (start, end, label, start_s, end_s)"
+    )
+
+
+class Recordings(BaseModel):
+    recordings: list[Recording]

@@ -28,6 +28,7 @@ from classifier.enforce.policy import PolicyHolder
 from classifier.features.schema import FEATURE_COLUMNS
 from classifier.live_state import LiveState
 from classifier.model.artifact import LABELS, save_model
+from classifier.recording import Recorder
 from training.traces import default_source_dir
 
 PCAPS = default_source_dir()
@@ -148,14 +149,17 @@ class LiveParts:
 
 
 def make_live(directory: Path) -> tuple[LiveParts, Callable[[], None]]:
-    """A real dry-run Enforcer with a real AuditLog in ``directory``."""
+    """A real dry-run Enforcer with a real AuditLog in ``directory``, and a real Recorder
+    (recordings in ``directory/data``)."""
     audit_path = directory / "audit.jsonl"
     audit = AuditLog(audit_path, fsync=False)
     holder = PolicyHolder()
     enforcer = Enforcer("dry-run", None, audit, holder)
-    state = LiveState(enforcer, holder)
+    recorder = Recorder(directory / "data")
+    state = LiveState(enforcer, holder, recorder=recorder)
 
     def _close() -> None:
+        recorder.close()
         enforcer.close()
         audit.close()
 
