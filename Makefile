@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SAMPLE := datasets/samples/sample.pcap
-DEBIAN_PKGS := tshark nftables dnsmasq-base tcpdump iproute2 ethtool curl iperf3 conntrack
+DEBIAN_PKGS := tshark nftables dnsmasq-base tcpdump iproute2 ethtool curl iperf3 conntrack \
+	chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv kernels deps-debian lint fuzz clean model
@@ -32,7 +33,7 @@ demo: venv kernels
 
 # Debian packages the tests use (real tshark, nftables, dnsmasq); installed when run as root.
 deps-debian:
-	@missing=""; for c in tshark nft dnsmasq tcpdump ip ethtool curl; do \
+	@missing=""; for c in tshark nft dnsmasq tcpdump ip ethtool curl chromium chromedriver; do \
 	  command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

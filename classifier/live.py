@@ -100,6 +100,7 @@ class LiveConfig:
     recheck: float = 10.0
     tick: float = 0.2
     summary_every: float = 300.0
+    leases: Path | None = None
     flow: FlowConfig = field(
         default_factory=lambda: FlowConfig(idle_timeout=60.0, max_flows=200_000)
     )
@@ -161,6 +162,7 @@ class LiveRouter:
                 self._closers.append(self.table.delete)
             self.table.add_capture(cfg.nflog_group)
         self.state = LiveState(self.enforcer, self.policy, clock=self._clock)
+        self._start_usage()
         self.reports = VerdictLog()
         self._started = self._clock()
         self._next_summary = self._started + (cfg.summary_every or float("inf"))
@@ -223,6 +225,25 @@ class LiveRouter:
             return
         self.state.recorder = recorder
         self._closers.append(recorder.close)
+
+    def _start_usage(self) -> None:
+        """Per-client usage for the web pages, kept beside the audit log across restarts."""
+        from classifier.web.usage import USAGE_FILE, UsageLog
+
+        cfg = self.config
+        path = cfg.audit_log.with_name(USAGE_FILE)
+        usage = UsageLog.load(path)
+        self.state.usage = usage
+        self.state.audit_path = cfg.audit_log
+        self.state.leases_path = cfg.leases
+
+        def _save() -> None:
+            try:
+                usage.save(path)
+            except OSError as exc:
+                log.warning("usage not saved to %s: %s", path, exc.strerror)
+
+        self._closers.append(_save)
 
     @property
     def decisions(self) -> str:

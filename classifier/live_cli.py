@@ -101,6 +101,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
         dns_listen=args.dns_listen,
         dns_upstream=args.dns_upstream,
         summary_every=args.summary_every,
+        leases=args.leases,
     )
     router = LiveRouter(config)
 
@@ -215,6 +216,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="HOST:PORT",
         help="also serve the HTTP API with the live state (token required off loopback)",
+    )
+    p.add_argument(
+        "--leases",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="dnsmasq leases file: the web pages name clients by its host names and MACs",
     )
     p.add_argument(
         "--summary-every",

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from classifier.capture.packet import Packet
     from classifier.recording import Recorder
 
+if TYPE_CHECKING:
+    from classifier.web.usage import UsageLog
+
 __all__ = ["LiveState", "policy_doc", "COUNTERS"]
 
 log = logging.getLogger(__name__)
@@ -146,6 +149,11 @@ class LiveState:
         self._reasons: dict[str, str] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._labels: dict[str, dict[str, int]] = {"flow": {}, "session": {}}
+        # for the web pages (classifier.web), set by the live router: per-client usage fed
+        # by the session verdicts, the audit log's path, a dnsmasq leases file
+        self.usage: UsageLog | None = None
+        self.audit_path: Path | None = None
+        self.leases_path: Path | None = None
         #: records clients' traffic (``shortflow live --data-dir``); None: recording is off
         self.recorder = recorder
         self.recording_off_reason = "live mode runs without a data directory (--data-dir)"
@@ -273,6 +281,8 @@ class LiveState:
             self._count_label("session", clean)
             while len(self._sessions) > self.max_flows:
                 self._sessions.popitem(last=False)
+        if self.usage is not None:
+            self.usage.observe(client, group, clean, now)
 
     def end_sessions(self, keep: Iterable[tuple[str, str]] = ()) -> int:
         """End every active session not in ``keep`` (the (client, group) pairs judged just

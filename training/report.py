@@ -22,6 +22,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from classifier.errors import ShortflowError
 from classifier.model.artifact import LABELS
+from training.metrics import horizon_order, score_slices
 
 __all__ = [
     "markdown_table",
@@ -169,8 +170,7 @@ def plot_pr_curves(preds: pd.DataFrame, path: Path, title: str) -> Path:
 
 def plot_accuracy_vs_time(slices: pd.DataFrame, path: Path, title: str) -> Path:
     """Macro-F1, accuracy and long-form false-block rate against decision time, one line
-    per data source. ``slices``: rows of :func:`training.evaluate.score_slices`."""
-    from training.evaluate import horizon_order
+    per data source. ``slices``: rows of :func:`training.metrics.score_slices`."""
 
     data = slices[slices["horizon"] != "all"]
     order = horizon_order(list(data["horizon"].unique()))
@@ -239,7 +239,6 @@ def plot_comparison(comparison: pd.DataFrame, path: Path, title: str) -> Path:
 
 
 def _horizons(preds: pd.DataFrame) -> list[str]:
-    from training.evaluate import horizon_order
 
     return [h for h in horizon_order(list(preds["horizon"].unique())) if h != "flow"]
 
@@ -270,7 +269,6 @@ def write_evaluation_report(
 ) -> tuple[Path, list[Path]]:
     """Write ``report.md`` and its figures into ``out_dir``; return the report path and
     the figure paths. Raises :class:`ShortflowError` when ``out_dir`` is not writable."""
-    from training.evaluate import score_slices
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from classifier.cli import show_progress
+from classifier.cli_options import show_progress
 
 __all__ = ["register"]
 

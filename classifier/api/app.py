@@ -211,6 +211,9 @@ def create_app(settings: Settings | None = None, live: LiveState | None = None) 
     app.include_router(recordings.router)
     for module in (captures, flows, model, live_routes, policy, health):
         app.include_router(module.router)
+    from classifier.web import install as install_web
+
+    install_web(app)
     app.add_middleware(_BodyLimit, limit=settings.max_upload_bytes)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)

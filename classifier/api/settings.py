@@ -10,6 +10,7 @@
 ``SHORTFLOW_UPLOAD_DIR``           where uploads are spooled (default: the system temp dir)
 ``SHORTFLOW_CPU_WORKERS``          featurize/predict jobs run at once in the threadpool
 ``SHORTFLOW_SNAPSHOTS``            early-snapshot horizons for uploads, e.g. ``[3, 10]``
+``SHORTFLOW_MODELS_DIR``           directory of model directories the web page may switch to
 =================================  =========================================================
 """
 
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     model_dir: Path | None = None
+    models_dir: Path | None = None
     api_token: SecretStr | None = None
     max_upload_bytes: int = Field(default=256 * _MIB, ge=1)
     max_rows: int = Field(default=100_000, ge=1)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from classifier.capture.decode import KNOWN_LINKTYPES, decode_frame
 from classifier.capture.packet import TCP, UDP, Packet
-from classifier.capture.reader import BACKENDS, ReadStats, open_capture
+from classifier.capture.reader import BACKENDS, open_capture
+from classifier.capture.stats import ReadStats
 
 __all__ = [
     "BACKENDS",

@@ -36,7 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from classifier.capture.decode import is_known_linktype
-from classifier.capture.reader import ReadStats, open_capture
+from classifier.capture.reader import open_capture
+from classifier.capture.stats import ReadStats
 from classifier.compiled import jit
 from classifier.errors import CaptureError
 

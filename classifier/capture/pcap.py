@@ -21,13 +21,11 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from classifier.capture.decode import is_known_linktype
+from classifier.capture.stats import ReadStats
 from classifier.errors import CaptureError
-
-if TYPE_CHECKING:
-    from classifier.capture.reader import ReadStats
 
 __all__ = ["PCAP_MAGICS", "MAX_CAPLEN", "RawFrame", "iter_pcap"]
 

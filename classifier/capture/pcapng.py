@@ -19,14 +19,12 @@ import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from classifier.capture.decode import is_known_linktype
 from classifier.capture.pcap import MAX_CAPLEN, RawFrame
+from classifier.capture.stats import ReadStats
 from classifier.errors import CaptureError
-
-if TYPE_CHECKING:
-    from classifier.capture.reader import ReadStats
 
 __all__ = ["PCAPNG_MAGIC", "iter_pcapng"]
 

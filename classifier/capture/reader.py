@@ -15,13 +15,13 @@ import logging
 import os
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 from classifier.capture.decode import decode_frame
 from classifier.capture.packet import Packet
 from classifier.capture.pcap import PCAP_MAGICS, iter_pcap
 from classifier.capture.pcapng import PCAPNG_MAGIC, iter_pcapng
+from classifier.capture.stats import ReadStats
 from classifier.errors import CaptureError
 
 __all__ = ["ReadStats", "open_capture", "BACKENDS"]
@@ -32,33 +32,6 @@ BACKENDS: frozenset[str] = frozenset(("dpkt", "native", "tshark", "pyshark"))
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BUFFER = 1 << 20
-
-
-@dataclass(slots=True)
-class ReadStats:
-    """What reading one capture found; filled in while packets are yielded.
-
-    ``records``: packet records seen (pcap records, pcapng packet blocks), ``packets``:
-    packets yielded, ``skipped``: reason -> count for records not yielded (``"non-ip"``,
-    ``"arp"``, ``"icmp"``, ``"other-l4"``, ``"ip-fragment"``, ``"truncated-header"``,
-    ``"bad-packet"``, ``"bad-record"``, ``"unknown-linktype"``), ``noted``: fact -> count for
-    packets that were yielded but are worth knowing about (``"ip-fragment-first"``,
-    ``"ip-len-from-wire"``), ``bytes_read``: file offset reached (of the decompressed stream
-    for gzip files), ``truncated_at``: offset of a last record cut short, ``resync_failed_at``:
-    offset of a damaged record after which no valid record was found, ``linktypes``: link
-    types declared in the file, ``format``: ``"pcap"``, ``"pcapng"`` (``+gzip``) or
-    ``"tshark"``.
-    """
-
-    records: int = 0
-    packets: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    noted: dict[str, int] = field(default_factory=dict)
-    bytes_read: int = 0
-    truncated_at: int | None = None
-    resync_failed_at: int | None = None
-    linktypes: set[int] = field(default_factory=set)
-    format: str = ""
 
 
 def _check_file(path: str) -> None:

@@ -23,13 +23,10 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from classifier.capture.packet import TCP, UDP, Packet
+from classifier.capture.stats import ReadStats
 from classifier.errors import CaptureError
-
-if TYPE_CHECKING:
-    from classifier.capture.reader import ReadStats
 
 __all__ = ["FIELDS", "tshark_command", "iter_tshark", "parse_line"]
 

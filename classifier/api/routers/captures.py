@@ -46,7 +46,7 @@ except ImportError:  # python-multipart < 0.0.13 names its module ``multipart``
         parse_options_header,
     )
 
-__all__ = ["router", "RAW_MEDIA_TYPES", "as_records"]
+__all__ = ["router", "RAW_MEDIA_TYPES", "as_records", "classify_file"]
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _with_sessions(
     return verdicts, as_records(spans, TimelineSpan)
 
 
-def _classify_file(
+def classify_file(
     path: Path,
     display: str,
     size: int,
@@ -391,7 +391,7 @@ async def classify_capture(
         log.debug("upload %s: %d bytes spooled to %s", display, spool.size, path)
         result = await run_cpu(
             request,
-            _classify_file,
+            classify_file,
             path,
             display,
             spool.size,

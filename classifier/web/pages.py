@@ -1,0 +1,764 @@
+"""The web pages: overview, live, blocks, policy, model, captures (server-rendered).
+
+Every page needs what the JSON API's live endpoints need (see :mod:`classifier.web.session`);
+every form that changes something carries a CSRF token. Templates are Jinja2 with
+autoescape on: names from DNS/SNI and client aliases render as text. Responses carry a
+Content-Security-Policy that allows only the app's own scripts and styles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.datastructures import FormData, UploadFile
+
+from classifier.api.routers import run_cpu
+from classifier.enforce.audit import read_audit
+from classifier.enforce.policy import CATEGORIES, MODES, SINKHOLE_ANSWERS
+from classifier.errors import ShortflowError
+from classifier.live_state import LiveState
+from classifier.web import policy_form
+from classifier.web.clients import ALIASES_FILE, Aliases, read_leases
+from classifier.web.session import COOKIE, MAX_AGE, Signer, Who, token_matches, who
+from classifier.web.usage import KINDS, UsageLog
+
+__all__ = ["router", "STATIC_DIR"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_TEMPLATES = Path(__file__).parent / "templates"
+
+router = APIRouter(include_in_schema=False)
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(_TEMPLATES),
+    autoescape=True,
+    undefined=jinja2.ChainableUndefined,  # a verdict without a key shows nothing
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_NAV = (
+    ("/", "Overview"),
+    ("/live", "Live"),
+    ("/blocks", "Blocks"),
+    ("/policy", "Policy"),
+    ("/model", "Model"),
+    ("/captures", "Captures"),
+)
+_AUDIT_ROWS = 200
+_TABLE_ROWS = 500
+
+
+def _when(ts: Any) -> str:
+    if not isinstance(ts, int | float):
+        return ""
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60.0:.0f}" if seconds >= 60 or seconds == 0 else "<1"
+
+
+def _left(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+_env.filters["when"] = _when
+_env.filters["minutes"] = _minutes
+_env.filters["left"] = _left
+
+
+def _signer(request: Request) -> Signer:
+    signer: Signer | None = getattr(request.app.state, "web_signer", None)
+    if signer is None:
+        signer = request.app.state.web_signer = Signer()
+    return signer
+
+
+def _live(request: Request) -> LiveState | None:
+    live: LiveState | None = request.app.state.live
+    return live
+
+
+def _aliases(request: Request, live: LiveState | None) -> Aliases:
+    aliases: Aliases | None = getattr(request.app.state, "web_aliases", None)
+    if aliases is None:
+        path = live.audit_path.with_name(ALIASES_FILE) if live and live.audit_path else None
+        aliases = request.app.state.web_aliases = Aliases(path)
+    return aliases
+
+
+def _secure(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = _CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _set_cookie(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=MAX_AGE,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def _render(
+    request: Request, template: str, who_: Who, status: int = 200, **context: Any
+) -> Response:
+    """A page; a loopback browser without a session cookie gets one (for its CSRF token)."""
+    signer = _signer(request)
+    token = request.app.state.settings.token()
+    new_cookie = None
+    sid = who_.sid
+    if who_.ok and sid is None and who_.by == "loopback":
+        new_cookie = signer.issue(token)
+        sid = signer.check(token, new_cookie)
+    live = _live(request)
+    html = _env.get_template(template).render(
+        nav=_NAV,
+        path=request.url.path,
+        csrf=signer.csrf(token, sid) if sid else "",
+        by=who_.by,
+        live_running=live is not None,
+        msg=request.query_params.get("msg", "")[:300],
+        err=request.query_params.get("err", "")[:300],
+        **context,
+    )
+    response = HTMLResponse(html, status_code=status)
+    if new_cookie is not None:
+        _set_cookie(request, response, new_cookie)
+    return _secure(response)
+
+
+def _denied(request: Request, who_: Who) -> Response:
+    if request.app.state.settings.token() is not None and request.method == "GET":
+        target = "/login?" + urlencode({"next": request.url.path})
+        return _secure(RedirectResponse(target, status_code=303))
+    status = 401 if request.app.state.settings.token() is not None else 403
+    return _render(request, "denied.html", who_, status=status, why=who_.why)
+
+
+async def _post_guard(request: Request) -> tuple[Who, FormData | None, Response | None]:
+    """The form of a POST that may change something, or the refusal: 401/403 without
+    the right login, 403 without the right CSRF token."""
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return who_, None, _denied(request, who_)
+    try:
+        form = await request.form()
+    except Exception as exc:  # a malformed body: multipart errors, bad encodings
+        if getattr(exc, "status_code", None) == 413:
+            raise
+        return who_, None, _error(request, who_, 400, f"the form could not be read: {exc}")
+    if who_.by != "token":
+        given = form.get("csrf")
+        token = request.app.state.settings.token()
+        if not _signer(request).csrf_ok(token, who_.sid, given if isinstance(given, str) else None):
+            return (
+                who_,
+                None,
+                _error(
+                    request,
+                    who_,
+                    403,
+                    "the form's CSRF token is missing or wrong; reload the page and try again",
+                ),
+            )
+    return who_, form, None
+
+
+def _error(request: Request, who_: Who, status: int, message: str) -> Response:
+    return _render(request, "denied.html", who_, status=status, why=message)
+
+
+def _back(path: str, msg: str = "", err: str = "") -> Response:
+    query = urlencode({k: v for k, v in (("msg", msg), ("err", err)) if v})
+    return _secure(RedirectResponse(path + ("?" + query if query else ""), status_code=303))
+
+
+def _field(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+# -- login ------------------------------------------------------------------------------------
+
+
+def _safe_next(target: str) -> str:
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+@router.get("/login")
+async def login_page(request: Request) -> Response:
+    next_ = _safe_next(request.query_params.get("next", "/"))
+    no_token = request.app.state.settings.token() is None
+    return _render(request, "login.html", Who(False), next=next_, no_token=no_token, error="")
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    next_ = _safe_next(_field(form, "next") or "/")
+    expected = request.app.state.settings.token()
+    if expected is None:
+        return _back(next_)
+    given = form.get("token")
+    if not token_matches(given.strip() if isinstance(given, str) else None, expected):
+        log.warning("web login refused from %s", request.client.host if request.client else "?")
+        return _render(
+            request,
+            "login.html",
+            Who(False),
+            status=401,
+            next=next_,
+            no_token=False,
+            error="That is not the API token.",
+        )
+    response = RedirectResponse(next_, status_code=303)
+    _set_cookie(request, response, _signer(request).issue(expected))
+    return _secure(response)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    _who, _form, refused = await _post_guard(request)
+    if refused is not None:
+        return refused
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return _secure(response)
+
+
+# -- overview ---------------------------------------------------------------------------------
+
+
+def _client_rows(request: Request, live: LiveState) -> list[dict[str, Any]]:
+    now = time.time()
+    usage: UsageLog | None = live.usage
+    leases = read_leases(live.leases_path)
+    aliases = _aliases(request, live)
+    sessions = live.sessions()
+    blocked = {b["client"] for b in live.blocks() if not b.get("dry_run")}
+    would = {b["client"] for b in live.blocks() if b.get("dry_run")}
+    latest: dict[str, dict[str, Any]] = {}
+    for s in sessions:  # most recent first; active before ended
+        latest.setdefault(s["client"], s)
+    order = list(usage.clients()) if usage is not None else []
+    order += [c for c in latest if c not in order]
+    day, week = UsageLog.day_start(now), UsageLog.week_start(now)
+    rows = []
+    for client in order:
+        lease = leases.get(client)
+        mac = lease.mac if lease else None
+        today = usage.total(client, day) if usage else [0.0, 0.0, 0.0]
+        this_week = usage.total(client, week) if usage else [0.0, 0.0, 0.0]
+        current = latest.get(client)
+        rows.append(
+            {
+                "ip": client,
+                "mac": mac,
+                "alias": aliases.get(client, mac) or (lease.hostname if lease else None),
+                "today": today,
+                "week": this_week,
+                "now": current,
+                "blocked": client in blocked,
+                "would_block": client in would,
+                "chart": usage.last_hours(client, now) if usage else None,
+            }
+        )
+    return rows
+
+
+@router.get("/")
+async def overview(request: Request) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    live = _live(request)
+    if live is None:
+        return _render(request, "overview.html", who_, clients=[], charts=[], usage_kept=False)
+    clients = _client_rows(request, live)
+    charts = [{"id": i, **c["chart"]} for i, c in enumerate(clients) if c["chart"] is not None]
+    return _render(
+        request,
+        "overview.html",
+        who_,
+        clients=clients,
+        charts=charts,
+        usage_kept=live.audit_path is not None,
+        enforcement=live.enforcement(),
+    )
+
+
+@router.post("/clients/name")
+async def set_name(request: Request) -> Response:
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/")
+    live = _live(request)
+    if live is None:
+        return _back("/", err="live mode is not running")
+    try:
+        _aliases(request, live).set(_field(form, "client"), _field(form, "name"))
+    except ShortflowError as exc:
+        return _back("/", err=str(exc))
+    return _back("/", msg="name saved")
+
+
+# -- live -------------------------------------------------------------------------------------
+
+
+@router.get("/live")
+async def live_page(request: Request) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    live = _live(request)
+    client = request.query_params.get("client", "").strip()[:64]
+    label = request.query_params.get("label", "").strip()[:32]
+    if live is None:
+        return _render(
+            request,
+            "live.html",
+            who_,
+            sessions=[],
+            flows=[],
+            client=client,
+            label=label,
+            clients=[],
+            labels=[],
+            counters={},
+        )
+    sessions, flows = live.sessions(), live.flows()
+    clients = sorted(
+        {s["client"] for s in sessions}
+        | {f["key"].get("client") for f in flows if f["key"].get("client")}
+    )
+    labels = sorted(
+        {str(s["verdict"].get("label")) for s in sessions}
+        | {str(f["verdict"].get("label")) for f in flows}
+    )
+
+    def keep(c: Any, lab: Any) -> bool:
+        return (not client or str(c) == client) and (not label or str(lab) == label)
+
+    sessions = [s for s in sessions if keep(s["client"], s["verdict"].get("label"))]
+    flows = [f for f in flows if keep(f["key"].get("client"), f["verdict"].get("label"))]
+    return _render(
+        request,
+        "live.html",
+        who_,
+        sessions=sessions[:_TABLE_ROWS],
+        flows=flows[:_TABLE_ROWS],
+        client=client,
+        label=label,
+        clients=clients,
+        labels=labels,
+        counters=live.counters_snapshot(),
+    )
+
+
+# -- blocks -----------------------------------------------------------------------------------
+
+
+@router.get("/blocks")
+async def blocks_page(request: Request) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    live = _live(request)
+    q = request.query_params.get("q", "").strip()[:100]
+    if live is None:
+        return _render(
+            request, "blocks.html", who_, blocks=[], audit=[], q=q, now=time.time(), audit_error=""
+        )
+    audit: list[dict[str, Any]] = []
+    audit_error = ""
+    if live.audit_path is not None:
+        try:
+            events = await run_cpu(request, lambda p: list(read_audit(p)), live.audit_path)
+        except ShortflowError as exc:
+            events, audit_error = [], str(exc)
+        needle = q.lower()
+        for event in reversed(events):
+            if needle and needle not in " ".join(str(v) for v in event.values()).lower():
+                continue
+            audit.append(event)
+            if len(audit) >= _AUDIT_ROWS:
+                break
+    return _render(
+        request,
+        "blocks.html",
+        who_,
+        blocks=live.blocks(),
+        audit=audit,
+        q=q,
+        now=time.time(),
+        audit_error=audit_error,
+        enforcement=live.enforcement(),
+    )
+
+
+@router.post("/blocks")
+async def block_now(request: Request) -> Response:
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/blocks")
+    live = _live(request)
+    if live is None:
+        return _back("/blocks", err="live mode is not running")
+    client, server = _field(form, "client"), _field(form, "server")
+    try:
+        minutes = float(_field(form, "minutes") or "0")
+        if not 0 < minutes <= 1440:
+            raise ValueError
+    except ValueError:
+        return _back("/blocks", err="minutes must be a number in 1..1440")
+    import ipaddress
+
+    try:
+        client = str(ipaddress.ip_address(client))
+        server = str(ipaddress.ip_network(server, strict=False))
+        if server.endswith(("/32", "/128")):
+            server = server.rsplit("/", 1)[0]
+    except ValueError:
+        return _back("/blocks", err="client must be an IP address and server an IP or network")
+    try:
+        await run_cpu(
+            request,
+            live.block,
+            client,
+            server,
+            None,
+            None,
+            int(minutes * 60),
+            "manual block via the web page",
+        )
+    except ShortflowError as exc:
+        return _back("/blocks", err=str(exc))
+    return _back("/blocks", msg=f"blocked {client} -> {server} for {minutes:g} min")
+
+
+@router.post("/blocks/{block_id}/unblock")
+async def unblock(request: Request, block_id: str) -> Response:
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/blocks")
+    live = _live(request)
+    if live is None:
+        return _back("/blocks", err="live mode is not running")
+    try:
+        done = await run_cpu(request, live.unblock, block_id[:64])
+    except ShortflowError as exc:
+        return _back("/blocks", err=str(exc))
+    if not done:
+        return _back("/blocks", err=f"no block {block_id[:64]} is in force")
+    return _back("/blocks", msg="unblocked")
+
+
+# -- policy -----------------------------------------------------------------------------------
+
+
+def _policy_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "mode": doc.get("mode", ""),
+        "categories": list(doc.get("categories", [])),
+        "block_seconds": doc.get("block_seconds", ""),
+        "agreement_k": doc.get("agreement", {}).get("k", ""),
+        "agreement_n": doc.get("agreement", {}).get("n", ""),
+        "agreement_threshold": doc.get("agreement", {}).get("threshold", ""),
+        **{
+            field: "\n".join(
+                str(v)
+                for v in ((doc.get(key) if table is None else doc.get(table, {}).get(key)) or [])
+            )
+            for field, (table, key) in policy_form.LIST_FIELDS.items()
+        },
+        "sinkhole_answer": doc.get("sinkhole", {}).get("answer", ""),
+    }
+
+
+def _policy_page(
+    request: Request,
+    who_: Who,
+    live: LiveState | None,
+    fields: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    raw: str | None = None,
+    status: int = 200,
+) -> Response:
+    doc = live.policy() if live is not None else {}
+    path = live.policy_holder.path if live is not None else None
+    if raw is None:
+        raw = policy_form.to_toml(doc) if doc else ""
+    return _render(
+        request,
+        "policy.html",
+        who_,
+        status=status,
+        f=fields if fields is not None else _policy_fields(doc),
+        errors=errors or {},
+        raw=raw,
+        policy_path=str(path) if path is not None else "",
+        modes=MODES,
+        categories=CATEGORIES,
+        answers=SINKHOLE_ANSWERS,
+        enforcement=live.enforcement() if live is not None else None,
+    )
+
+
+@router.get("/policy")
+async def policy_page(request: Request) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    return _policy_page(request, who_, _live(request))
+
+
+@router.post("/policy")
+async def save_policy(request: Request) -> Response:
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/policy")
+    live = _live(request)
+    if live is None:
+        return _back("/policy", err="live mode is not running")
+    source = "policy page"
+    raw_text = form.get("raw")
+    if form.get("save_raw") is not None and isinstance(raw_text, str):
+        doc, errors = policy_form.parse_raw(raw_text, source)
+        if errors or doc is None:
+            return _policy_page(request, who_, live, errors=errors, raw=raw_text, status=422)
+    else:
+        values: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        values["categories"] = [c for c in form.getlist("categories") if isinstance(c, str)]
+        doc, errors = policy_form.form_to_doc(values)
+        if not errors:
+            errors = policy_form.check_doc(doc, source)
+        fields = {**_policy_fields({}), **values}
+        if errors:
+            return _policy_page(request, who_, live, fields=fields, errors=errors, status=422)
+    path = live.policy_holder.path
+    try:
+        if path is not None:
+            text = policy_form.to_toml(doc)
+            await run_cpu(request, policy_form.write_policy, path, text)
+            live.reload_policy()
+            note = f"saved to {path} and in force"
+        else:
+            live.set_policy_doc(doc, source)
+            note = "in force (not saved: live mode runs without --policy)"
+    except ShortflowError as exc:
+        return _policy_page(request, who_, live, errors={"raw": str(exc)}, status=422)
+    log.info("policy changed on the web page: %s", note)
+    return _back("/policy", msg=f"Policy {note}.")
+
+
+# -- model ------------------------------------------------------------------------------------
+
+
+def _model_dirs(request: Request) -> list[str]:
+    root: Path | None = request.app.state.settings.models_dir
+    if root is None:
+        return []
+    try:
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "model.json").is_file())
+    except OSError:
+        return []
+
+
+def _load(directory: Path) -> tuple[Any, Any]:
+    from classifier.model.artifact import load_model
+    from classifier.model.session_model import has_session_model, load_session_model
+
+    loaded = load_model(directory)
+    session = load_session_model(directory) if has_session_model(directory) else None
+    return loaded, session
+
+
+@router.get("/model")
+async def model_page(request: Request) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    model = request.app.state.model
+    info = model.info.to_json() if model is not None else None
+    metrics = dict(info.get("metrics") or {}) if info else {}
+    return _render(
+        request,
+        "model.html",
+        who_,
+        info=info,
+        model_path=str(model.path) if model is not None else "",
+        session=request.app.state.session_model is not None,
+        model_error=request.app.state.model_error or "",
+        data=metrics.get("data") or {},
+        per_horizon=[r for r in metrics.get("per_horizon") or [] if isinstance(r, dict)],
+        chosen=metrics.get("chosen", ""),
+        selection=metrics.get("selection", ""),
+        dirs=_model_dirs(request),
+        models_dir=str(request.app.state.settings.models_dir or ""),
+    )
+
+
+@router.post("/model")
+async def choose_model(request: Request) -> Response:
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/model")
+    name = _field(form, "directory")
+    if name not in _model_dirs(request):  # only a listed directory: no paths from the form
+        return _back("/model", err=f"{name!r} is not a model directory under SHORTFLOW_MODELS_DIR")
+    directory = request.app.state.settings.models_dir / name
+    try:
+        loaded, session = await run_cpu(request, _load, directory)
+    except ShortflowError as exc:
+        return _back("/model", err=str(exc))
+    request.app.state.model = loaded
+    request.app.state.session_model = session
+    request.app.state.model_error = None
+    log.info("model %s loaded from %s via the web page", loaded.info.name, directory)
+    return _back("/model", msg=f"model {loaded.info.name} loaded from {name}")
+
+
+# -- captures ---------------------------------------------------------------------------------
+
+
+def _timeline_chart(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per client: services of each kind active every 10 s (a step chart)."""
+    out = []
+    for client in sorted({s["client"] for s in spans}):
+        mine = [s for s in spans if s["client"] == client]
+        start = min(s["start"] for s in mine)
+        end = max(s["end"] for s in mine)
+        step = max(10.0, (end - start) / 400.0)
+        ts: list[float] = []
+        series: dict[str, list[int]] = {k: [] for k in KINDS}
+        t = start
+        while t <= end + 1e-9:
+            ts.append(round(t, 3))
+            for kind, name in zip(KINDS, ("short-form", "long-form", None), strict=True):
+                series[kind].append(
+                    sum(
+                        1
+                        for s in mine
+                        if s["start"] <= t < s["end"] + step
+                        and (
+                            s["label"] == name
+                            if name
+                            else s["label"] not in ("short-form", "long-form")
+                        )
+                    )
+                )
+            t += step
+        out.append({"client": client, "t": ts, **series})
+    return out
+
+
+@router.get("/captures")
+async def captures_page(request: Request) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    return _render(request, "captures.html", who_, result=None, charts=[], error="")
+
+
+@router.post("/captures")
+async def classify_upload(request: Request) -> Response:
+    from classifier.api.routers.captures import classify_file
+
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/captures")
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return _render(
+            request,
+            "captures.html",
+            who_,
+            status=422,
+            result=None,
+            charts=[],
+            error="choose a pcap or pcapng file to upload",
+        )
+    model = request.app.state.model
+    if model is None:
+        return _render(
+            request,
+            "captures.html",
+            who_,
+            status=503,
+            result=None,
+            charts=[],
+            error=f"no model loaded: {request.app.state.model_error}",
+        )
+    settings = request.app.state.settings
+    display = Path(upload.filename).name[:120] or "upload"
+    directory = str(settings.upload_dir) if settings.upload_dir is not None else None
+    fd, name = tempfile.mkstemp(prefix="shortflow-web-", suffix=".cap", dir=directory)
+    path = Path(name)
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as fh:
+            while chunk := await upload.read(1 << 20):
+                fh.write(chunk)
+                size += len(chunk)
+        result = await run_cpu(
+            request,
+            classify_file,
+            path,
+            display,
+            size,
+            settings,
+            model,
+            None,
+            None,
+            False,
+            request.app.state.session_model,
+        )
+    except ShortflowError as exc:
+        return _render(
+            request, "captures.html", who_, status=422, result=None, charts=[], error=str(exc)
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    doc = result.model_dump()
+    return _render(
+        request,
+        "captures.html",
+        who_,
+        result=doc,
+        flows=doc["flows"][:_TABLE_ROWS],
+        charts=_timeline_chart(doc["timeline"]),
+        error="",
+    )
+
+
+def quote_path(text: str) -> str:
+    return quote(text, safe="")
+
+
+_env.filters["q"] = quote_path
