@@ -219,7 +219,7 @@ def _complete_length(path: Path) -> tuple[int, int]:
             if len(head) < _RECORD.size:
                 break
             incl = _RECORD.unpack(head)[2]
-            if incl > _SNAPLEN or pos + _RECORD.size + incl > size:
+            if not 20 <= incl <= _SNAPLEN or pos + _RECORD.size + incl > size:
                 break
             fh.seek(incl, os.SEEK_CUR)
             pos += _RECORD.size + incl

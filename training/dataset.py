@@ -62,6 +62,7 @@ META_COLUMNS = (
 
 _LAB = "lab"
 _REAL = "real"
+_HOUSEHOLD = "household"
 
 
 def default_cache_dir() -> Path:
@@ -72,9 +73,13 @@ def default_cache_dir() -> Path:
 
 
 def source_of(recorded: str) -> str:
-    """``"lab"`` for captures the traffic lab generated, ``"real"`` for everything else
-    (public captures, real devices, imported traces)."""
-    return _LAB if recorded.strip().lower() == _LAB else _REAL
+    """``"lab"`` for captures the traffic lab generated, ``"household"`` for a household's
+    own recordings (``shortflow recordings``: recorded ``household``), ``"real"`` for
+    everything else (public captures, real devices, imported traces)."""
+    how = recorded.strip().lower()
+    if how in (_LAB, _HOUSEHOLD):
+        return how
+    return _REAL
 
 
 def horizon_name(horizon: float | None) -> str:
