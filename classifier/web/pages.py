@@ -301,7 +301,7 @@ async def overview(request: Request) -> Response:
     if live is None:
         return _render(request, "overview.html", who_, clients=[], charts=[], usage_kept=False)
     clients = _client_rows(request, live)
-    charts = [{"id": i, **c["chart"]} for i, c in enumerate(clients) if c["chart"] is not None]
+    charts = [{"unit": "min per hour", **c["chart"]} for c in clients if c["chart"] is not None]
     return _render(
         request,
         "overview.html",
@@ -674,7 +674,7 @@ def _timeline_chart(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     )
                 )
             t += step
-        out.append({"client": client, "t": ts, **series})
+        out.append({"client": client, "unit": "services", "t": ts, **series})
     return out
 
 

@@ -20,6 +20,7 @@
         stroke: colors[k],
         fill: colors[k] + "33",
         width: 1.5,
+        points: { show: false },
         paths: uPlot.paths.stepped({ align: 1 })
       });
       cols.push(c[k]);
@@ -29,7 +30,7 @@
       height: 160,
       series: series,
       scales: { y: { range: function (u, min, max) { return [0, Math.max(1, max)]; } } },
-      axes: [{}, { size: 36 }],
+      axes: [{}, { size: 40, label: c.unit || "", labelSize: 16 }],
       legend: { live: false },
       cursor: { drag: { x: false, y: false } }
     };
