@@ -1,5 +1,5 @@
-"""Every ``shortflow`` command in README.md and docs/*.md parses with the real CLI parser,
-and every ``make`` target they name exists in the Makefile.
+"""Every ``shortflow`` command in README.md, CONTRIBUTING.md and docs/*.md parses with the
+real CLI parser, and every ``make`` target they name exists in the Makefile.
 
 Fenced blocks: shell (```sh, ```bash, ```shell, ```console and ``` without a language:
 every line; in ```console only ``$ `` lines) and the systemd unit's ```ini block
@@ -65,7 +65,7 @@ class DocLine:
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    return [root / "README.md", root / "CONTRIBUTING.md", *sorted((root / "docs").glob("*.md"))]
 
 
 def _join_continuations(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -391,6 +391,7 @@ def test_the_systemd_unit_command_starts_blocks_and_reloads(tmp_path: Path) -> N
     _swap(args, "--iface", "lo")
     _swap(args, "--policy", str(policy))
     _swap(args, "--audit-log", str(tmp_path / "audit.jsonl"))
+    _swap(args, "--data-dir", str(tmp_path / "data"))  # recordings: not in the host's /var/lib
     api = args[args.index("--api") + 1] if "--api" in args else None
     program = Path(sys.executable).parent / "shortflow"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
