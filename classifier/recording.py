@@ -127,11 +127,24 @@ def session_label_of(label: str) -> tuple[str, str | None]:
 # -- pcap -----------------------------------------------------------------------------------
 
 
-def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+_V4 = struct.Struct("!BBHHHBBH4s4s")
+_V6 = struct.Struct("!IHBB16s16s")
+_TCP_HEAD = struct.Struct("!HHIIBBHHH")
+_UDP_HEAD = struct.Struct("!HHHH")
+_NOPS = tuple(b"\x01" * n for n in range(41))
+_ADDRESSES: dict[str, tuple[bytes, int]] = {}  # text -> (packed, sum of its 16-bit words)
+
+
+def _address(text: str) -> tuple[bytes, int]:
+    """The packed address and the sum of its 16-bit words (for the IPv4 checksum)."""
+    hit = _ADDRESSES.get(text)
+    if hit is None:
+        if len(_ADDRESSES) >= 65536:
+            _ADDRESSES.clear()
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+        words = sum(struct.unpack(f"!{len(packed) // 2}H", packed))
+        hit = _ADDRESSES[text] = (packed, words)
+    return hit
 
 
 def _transport(pkt: Packet, l4len: int) -> bytes:
@@ -141,8 +154,7 @@ def _transport(pkt: Packet, l4len: int) -> bytes:
         if not (20 <= hlen <= 60 and hlen % 4 == 0):
             hlen = 20
         flags = pkt.tcp_flags
-        head = struct.pack(
-            "!HHIIBBHHH",
+        head = _TCP_HEAD.pack(
             pkt.sport,
             pkt.dport,
             pkt.seq & 0xFFFFFFFF,
@@ -153,46 +165,29 @@ def _transport(pkt: Packet, l4len: int) -> bytes:
             0,
             0,
         )
-        return head + b"\x01" * (hlen - 20)  # options: NOPs of the original length
-    return struct.pack("!HHHH", pkt.sport, pkt.dport, min(pkt.payload_len + 8, 0xFFFF), 0)
+        return head + _NOPS[hlen - 20]  # options: NOPs of the original length
+    return _UDP_HEAD.pack(pkt.sport, pkt.dport, min(pkt.payload_len + 8, 0xFFFF), 0)
 
 
 def _ip_packet(pkt: Packet) -> tuple[bytes, int]:
     """(captured bytes, on-wire IP length) of ``pkt`` rebuilt as an IP packet."""
     l4min = (20 if pkt.proto == TCP else 8) + pkt.payload_len
+    src, src_sum = _address(pkt.src)
+    dst, dst_sum = _address(pkt.dst)
     if pkt.version == 6:
         ip_len = pkt.ip_len if pkt.ip_len >= 40 + l4min else 40 + l4min
-        l4 = _transport(pkt, ip_len - 40)
         plen = ip_len - 40
-        head = struct.pack(
-            "!IHBB16s16s",
-            6 << 28,
-            plen if plen <= 0xFFFF else 0,
-            pkt.proto,
-            64,
-            socket.inet_pton(socket.AF_INET6, pkt.src),
-            socket.inet_pton(socket.AF_INET6, pkt.dst),
-        )
+        head = _V6.pack(6 << 28, plen if plen <= 0xFFFF else 0, pkt.proto, 64, src, dst)
+        l4 = _transport(pkt, plen)
     else:
         ip_len = pkt.ip_len if pkt.ip_len >= 20 + l4min else 20 + l4min
+        total = ip_len if ip_len <= 0xFFFF else 0
+        # the header checksum: one's complement sum of its 16-bit words (checksum 0)
+        word_sum = 0x4500 + total + 0x4000 + (64 << 8 | pkt.proto) + src_sum + dst_sum
+        while word_sum >> 16:
+            word_sum = (word_sum & 0xFFFF) + (word_sum >> 16)
+        head = _V4.pack(0x45, 0, total, 0, 0x4000, 64, pkt.proto, ~word_sum & 0xFFFF, src, dst)
         l4 = _transport(pkt, ip_len - 20)
-        raw = bytearray(
-            struct.pack(
-                "!BBHHHBBH4s4s",
-                0x45,
-                0,
-                ip_len if ip_len <= 0xFFFF else 0,
-                0,
-                0x4000,
-                64,
-                pkt.proto,
-                0,
-                socket.inet_pton(socket.AF_INET, pkt.src),
-                socket.inet_pton(socket.AF_INET, pkt.dst),
-            )
-        )
-        struct.pack_into("!H", raw, 10, _ip_checksum(bytes(raw)))
-        head = bytes(raw)
     return head + l4 + pkt.payload[: pkt.payload_len], ip_len
 
 

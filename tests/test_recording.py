@@ -116,6 +116,20 @@ def test_packets_of_the_client_round_trip_and_manifest_verifies(
     if shutil.which("tshark"):
         out = subprocess.run(["tshark", "-r", str(pcap)], capture_output=True, text=True)
         assert out.returncode == 0 and len(out.stdout.splitlines()) == len(mine)
+        good = subprocess.run(  # the IPv4 header checksums are right
+            [
+                "tshark",
+                "-o",
+                "ip.check_checksum:TRUE",
+                "-r",
+                str(pcap),
+                "-Y",
+                "ip.checksum.status == 1",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert len(good.stdout.splitlines()) == len(mine)
 
     manifest = recorder.manifest
     assert verify_manifest(manifest) == []
