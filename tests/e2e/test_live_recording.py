@@ -58,7 +58,9 @@ def _downloads(topo: Topology, source: str, seconds: float) -> subprocess.Popen[
 
 
 def test_record_a_client_over_the_api(tmp_path: Path) -> None:
+    from tests.training.test_train import make_dataset
     from training.dataset import flow_table
+    from training.train import train
 
     with Topology("sf-record") as topo:
         topo.run(topo.client, ["ip", "addr", "add", f"{SECOND}/24", "dev", topo.iface["client"]])
@@ -147,3 +149,9 @@ def test_record_a_client_over_the_api(tmp_path: Path) -> None:
     assert set(flows["source"]) == {"household"}
     mine = flows[flows["capture_id"] == row.capture_id]
     assert (mine["label"] == "long-form").any()
+
+    # `shortflow train` beside other data: the household's rows are scored on their own
+    other_data = make_dataset(tmp_path / "other", per_kind=2)
+    info = train([other_data, manifest], tmp_path / "model", candidates=["names"], n_splits=2)
+    sources = {r["source"] for r in info.metrics["comparison"]}
+    assert {"all", "household", "lab", "real"} <= sources
