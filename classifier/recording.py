@@ -701,7 +701,8 @@ class Recorder:
                 raise RecordingError(
                     f"{running} recordings are running, the most at once; stop one first"
                 )
-            if self._dir_bytes >= self.dir_max_bytes:
+            headroom = min(1_000_000, self.dir_max_bytes // 10)  # room for a useful recording
+            if self.dir_max_bytes - self._dir_bytes < headroom:
                 raise RecordingError(
                     f"the recordings folder is full ({self._dir_bytes / 1e6:.0f} MB of "
                     f"{self.dir_max_bytes / 1e6:g} MB); delete recordings first"

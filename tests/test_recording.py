@@ -176,10 +176,23 @@ def test_size_cap_ends_the_recording_cleanly(tmp_path: Path) -> None:
         assert out["packets"] == 15 and out["bytes"] <= 2_000 + 24
         assert len(list(open_capture(recorder.file(rec["id"])))) == out["packets"]
         assert verify_manifest(recorder.manifest) == []
-        # the whole folder's cap: nothing more fits, a new recording is refused
-        recorder.dir_max_bytes = 1
+    finally:
+        recorder.close()
+    # the whole folder's cap: the running recording ends, a new one is refused
+    recorder = Recorder(tmp_path / "data", dir_max_mb=0.004)
+    try:
+        rec = recorder.start(OTHER, 10, "other")
+        recorder.offer([_tcp(i, OTHER) for i in range(40)])
+        _wait(lambda: recorder.list()[0]["state"] != "running")
+        out = recorder.list()[0]
+        assert out["state"] == "capped" and "folder reached its cap" in out["reason"]
+        assert 0 < out["packets"] < 40 and verify_manifest(recorder.manifest) == []
         with pytest.raises(RecordingError, match="folder is full"):
             recorder.start(PHONE, 1, "other")
+        assert recorder.delete(rec["id"])  # room again
+        recorder.close()
+        recorder = Recorder(tmp_path / "data", dir_max_mb=0.004)
+        recorder.stop(recorder.start(PHONE, 1, "other")["id"])
     finally:
         recorder.close()
 
