@@ -42,14 +42,19 @@ deps-debian:
 	  else echo "not root: tests needing$$missing will be skipped"; fi; \
 	fi
 
+# Tests that read the shared public captures skip (with the reason) when they are absent;
+# training/shared_captures.py decides where they are ($SHORTFLOW_TEST_DATA, ../shared/pcaps).
 test: venv kernels deps-debian
+	@$(PY) -m training.shared_captures
 	$(PY) -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
 
-# The shipped session model: imports the public traces (../shared/pcaps or $SHORTFLOW_PCAPS)
+# The shipped session model: imports the public traces (from the shared captures folder,
+# see training/shared_captures.py: $SHORTFLOW_TEST_DATA, else ../shared/pcaps)
 # into the cache, simulates player sessions with a fixed seed and fits the session model
 # into classifier/model/default (session.joblib + session.json), printing the
 # leave-one-source-out figures. The same data and seed give the same model.
 model: venv
+	@$(PY) -m training.shared_captures
 	$(VENV)/bin/shortflow dataset ensure-traces -q
 	$(VENV)/bin/shortflow train-sessions datasets/public.csv \
 	  $${SHORTFLOW_CACHE:-$$HOME/.cache/shortflow}/traces/traces.csv \

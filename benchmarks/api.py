@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from classifier.api.auth import is_loopback  # noqa: E402
-from training.traces import default_source_dir  # noqa: E402
+from training.shared_captures import shared_captures_dir  # noqa: E402
 
-DEFAULT_CAPTURE = default_source_dir() / "nfstream" / "instagram.pcap"
+DEFAULT_CAPTURE = shared_captures_dir() / "nfstream" / "instagram.pcap"
 
 
 def _synthetic_model(directory: Path) -> Path:

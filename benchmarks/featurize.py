@@ -29,9 +29,9 @@ import dpkt
 
 from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
-from training.traces import default_source_dir
+from training.shared_captures import shared_captures_dir
 
-SHARED = default_source_dir()
+SHARED = shared_captures_dir()
 
 
 def _largest() -> Path:

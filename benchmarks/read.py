@@ -1,8 +1,8 @@
 """Read speed: ``open_capture`` (record walk + full decode) vs a bare ``dpkt.pcap.Reader`` loop.
 
 Usage: ``python benchmarks/read.py [CAPTURE] [--repeat N]``. Without CAPTURE, the largest
-pcap under the shared captures (../shared/pcaps or $SHORTFLOW_PCAPS) is used. Both loops
-run in the same process, alternately,
+pcap under the shared captures (``$SHORTFLOW_TEST_DATA`` or ``../shared/pcaps``, see
+:mod:`training.shared_captures`) is used. Both loops run in the same process, alternately,
 and the best of N runs of each is reported. The dpkt loop only walks records (no decode),
 so the ratio shows what decoding every frame into a Packet costs on top of that.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 import dpkt
 
 from classifier.capture import ReadStats, open_capture
-from training.traces import default_source_dir
+from training.shared_captures import shared_captures_dir
 
-SHARED = default_source_dir()
+SHARED = shared_captures_dir()
 
 
 def _largest() -> Path:

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from classifier.features.schema import FEATURE_COLUMNS, snapshot_columns
+from tests.shared_data import SHARED, needs_files
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "pcaps"
 REQUET = SHARED / "requet" / "A_baseline_Mar19_exp_243.pcap"
 SMALL = SHARED / "ndpi" / "youtube_quic.pcap"
 
-needs_shared = pytest.mark.skipif(not REQUET.exists(), reason="needs ../shared/pcaps")
+needs_shared = needs_files("requet/A_baseline_Mar19_exp_243.pcap", "ndpi/youtube_quic.pcap")
 
 
 def shortflow(*args: str) -> subprocess.CompletedProcess[str]:

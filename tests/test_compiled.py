@@ -18,10 +18,12 @@ from classifier import compiled
 from classifier.capture import columns, live_batch
 from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig
+from tests.shared_data import SHARED, needs_files
 
-PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "pcaps"
+PCAPS = SHARED
 CAPTURES = [PCAPS / "ndpi" / "443-firefox.pcap", PCAPS / "ndpi" / "quic_interop_V.pcapng"]
 REPO = Path(__file__).resolve().parents[1]
+needs_captures = needs_files("ndpi/443-firefox.pcap", "ndpi/quic_interop_V.pcapng")
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -43,6 +45,7 @@ def test_the_build_is_there_current_and_used() -> None:
     )
 
 
+@needs_captures
 def test_featurizing_never_needs_numba() -> None:
     """Every kernel call on the featurize path (pcap, pcapng, windows, resegmentation,
     hellos) fits the build: numba is never imported, no kernel compiles."""
@@ -64,6 +67,7 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+@needs_captures
 @pytest.mark.parametrize(
     "config", [FeaturizeConfig(), FeaturizeConfig(window=5.0)], ids=["flows", "windows"]
 )

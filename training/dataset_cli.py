@@ -226,7 +226,8 @@ def register(sub: SubParsers) -> None:
         "--source",
         type=Path,
         default=None,
-        help="public captures folder (default $SHORTFLOW_PCAPS or ../shared/pcaps)",
+        help="public captures folder (default $SHORTFLOW_TEST_DATA, $SHORTFLOW_PCAPS "
+        "or ../shared/pcaps beside the repository)",
     )
     e.add_argument(
         "--snaplen",

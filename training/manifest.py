@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from classifier.errors import DatasetError
+from training.shared_captures import relocate
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -112,10 +113,16 @@ def cached_capture_path(path: Path, sha256: str, cache_dir: Path | None = None) 
 
 
 def resolve_capture(path: Path, sha256: str, cache_dir: Path | None = None) -> Path:
-    """``path`` when it exists, else its fetched copy when that exists, else ``path``
-    (so a missing capture is reported under the name the manifest gives it)."""
+    """``path`` when it exists; else, for a path in the default shared captures folder,
+    the same file in the folder chosen by ``$SHORTFLOW_TEST_DATA`` (see
+    :mod:`training.shared_captures`) when it exists there; else its fetched copy when that
+    exists; else ``path`` (so a missing capture is reported under the name the manifest
+    gives it)."""
     if path.exists():
         return path
+    moved = relocate(path)
+    if moved != path and moved.exists():
+        return moved
     cached = cached_capture_path(path, sha256, cache_dir)
     return cached if cached.is_file() else path
 

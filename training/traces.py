@@ -67,6 +67,7 @@ from training.manifest import (
     load_manifest,
 )
 from training.netpkt import is_netpkt, read_netpkt, write_netpkt_pcap
+from training.shared_captures import shared_captures_dir
 
 __all__ = [
     "TraceSpec",
@@ -685,12 +686,10 @@ def default_cache_dir() -> Path:
 
 
 def default_source_dir() -> Path:
-    """The shared public captures: ``$SHORTFLOW_PCAPS`` if set, else ``../shared/pcaps``
-    next to the repository (where they sit on developer machines and in CI)."""
-    env = os.environ.get("SHORTFLOW_PCAPS")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "shared" / "pcaps"
+    """The shared public captures: :func:`training.shared_captures.shared_captures_dir`
+    (``$SHORTFLOW_TEST_DATA``, ``$SHORTFLOW_PCAPS``, else ``../shared/pcaps`` beside the
+    repository)."""
+    return shared_captures_dir()
 
 
 def _source_traces(source: Path) -> list[Path]:

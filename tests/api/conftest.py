@@ -29,9 +29,9 @@ from classifier.features.schema import FEATURE_COLUMNS
 from classifier.live_state import LiveState
 from classifier.model.artifact import LABELS, save_model
 from classifier.recording import Recorder
-from training.traces import default_source_dir
+from tests.shared_data import SHARED
 
-PCAPS = default_source_dir()
+PCAPS = SHARED
 TOKEN = "test-token-0123456789abcdef"
 
 

@@ -22,10 +22,14 @@ from classifier.features.featurize import featurize
 from classifier.model.artifact import LABELS, load_model
 from classifier.model.predict import MODEL_INPUT_COLUMNS, classify_table, model_inputs
 from tests.api.conftest import PCAPS, TOKEN, LiveParts, RunningServer, ServerFactory
+from tests.shared_data import needs_files
 
 YOUTUBE = PCAPS / "ndpi" / "youtube_quic.pcap"
 INSTAGRAM = PCAPS / "nfstream" / "instagram.pcap"
 PCAPNG = PCAPS / "ndpi" / "doh.pcapng"
+needs_captures = needs_files(
+    "ndpi/youtube_quic.pcap", "nfstream/instagram.pcap", "ndpi/doh.pcapng", "ndpi/443-safari.pcap"
+)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -70,6 +74,7 @@ def test_health_ready_and_model(client: httpx.Client, model_dir: Path) -> None:
     assert card.json() == json.loads((model_dir / "model.json").read_text())
 
 
+@needs_captures
 def test_not_ready_without_model(serve: ServerFactory, tmp_path: Path) -> None:
     srv = serve(Settings(model_dir=tmp_path / "no-such-model"))
     with srv.client() as c:
@@ -97,6 +102,7 @@ def test_openapi_is_served(client: httpx.Client) -> None:
 # -- captures ---------------------------------------------------------------------------
 
 
+@needs_captures
 def test_classify_capture_multipart_matches_library(client: httpx.Client, model_dir: Path) -> None:
     with YOUTUBE.open("rb") as fh:
         r = client.post(
@@ -121,6 +127,7 @@ def test_classify_capture_multipart_matches_library(client: httpx.Client, model_
     assert doc["stats"]["packets"] == 289
 
 
+@needs_captures
 def test_classify_capture_raw_body_and_pcapng(client: httpx.Client, model_dir: Path) -> None:
     r = client.post(
         "/v1/captures:classify",
@@ -142,6 +149,7 @@ def test_classify_capture_raw_body_and_pcapng(client: httpx.Client, model_dir: P
     assert r.json()["stats"]["format"] == "pcapng"
 
 
+@needs_captures
 def test_capture_horizon_and_windows(client: httpx.Client) -> None:
     data = YOUTUBE.read_bytes()
     raw = {"content-type": "application/octet-stream"}
@@ -203,6 +211,7 @@ def test_empty_and_wrong_bodies(client: httpx.Client, upload_dir: Path) -> None:
     assert list(upload_dir.iterdir()) == []
 
 
+@needs_captures
 def test_upload_limit(serve: ServerFactory, model_dir: Path, tmp_path: Path) -> None:
     srv = serve(Settings(model_dir=model_dir, max_upload_bytes=100_000, upload_dir=tmp_path))
     data = YOUTUBE.read_bytes()  # 196 kB
@@ -239,6 +248,7 @@ def _rows(path: Path = YOUTUBE) -> tuple[pd.DataFrame, list[dict[str, object]]]:
     return table, json.loads(inputs.to_json(orient="records"))
 
 
+@needs_captures
 def test_classify_rows_matches_library(client: httpx.Client, model_dir: Path) -> None:
     table, rows = _rows(INSTAGRAM)
     r = client.post("/v1/flows:classify", json={"rows": rows})
@@ -254,6 +264,7 @@ def test_classify_rows_matches_library(client: httpx.Client, model_dir: Path) ->
     assert client.post("/v1/flows:classify", json={"rows": []}).json()["verdicts"] == []
 
 
+@needs_captures
 def test_a_featurize_row_is_accepted_as_it_is(client: httpx.Client, model_dir: Path) -> None:
     """Rows straight from `shortflow featurize` (names, flow keys, snapshots and all) get
     the same verdicts as the model's input columns alone; the rest is listed as ignored."""
@@ -268,6 +279,7 @@ def test_a_featurize_row_is_accepted_as_it_is(client: httpx.Client, model_dir: P
     assert warning.startswith(f"ignored {ignored} column(s)") and "alpn" in warning
 
 
+@needs_captures
 def test_rows_with_wrong_columns(client: httpx.Client) -> None:
     _, rows = _rows()
     missing = [dict(rows[0]), dict(rows[1])]
@@ -297,6 +309,7 @@ def test_rows_with_wrong_columns(client: httpx.Client) -> None:
 # -- metrics and errors -----------------------------------------------------------------
 
 
+@needs_captures
 def test_metrics_change_after_requests(client: httpx.Client) -> None:
     before = client.get("/metrics")
     assert before.headers["content-type"].startswith("text/plain")

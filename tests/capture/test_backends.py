@@ -1,5 +1,5 @@
 """The native (dpkt) and tshark backends must agree: on hand-made captures of every link
-type, and on the real shared captures (../shared/pcaps or $SHORTFLOW_PCAPS).
+type, and on the real shared captures (see tests/shared_data.py).
 
 Explained exceptions (asserted, not ignored):
 * tshark shows no ``tcp.payload`` for a RST segment that carries data (one packet in
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from classifier.capture import Packet, ReadStats, open_capture
-from training.traces import default_source_dir
+from tests.shared_data import SHARED, needs_shared
 
 from .make_captures import (
     ACK,
@@ -43,7 +43,6 @@ from .make_captures import (
     write,
 )
 
-SHARED = default_source_dir()
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 RST_FLAG = RST
 
@@ -196,7 +195,6 @@ SUBSET = [
     "requet/B1_baseline_apartment_exp_315.pcap",  # header-only capture, 17k packets
 ]
 ALL = _shared("ndpi/*", "nfstream/*", "requet/*")
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared captures not present")
 
 
 def _tshark_count(path: Path, display_filter: str) -> int:

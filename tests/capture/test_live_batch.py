@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import struct
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,10 +28,10 @@ from classifier.capture.live_batch import (
     walk_tpacket,
 )
 from classifier.capture.packet import Packet
+from tests.shared_data import SHARED, needs_shared
 
 from .nflog_messages import datagrams, nlmsg, packet_message, pcap_ip_packets
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
 CAPTURES = [
     "ndpi/quic.pcap",
     "ndpi/googledns_android10.pcap",
@@ -42,7 +41,6 @@ CAPTURES = [
     "nfstream/instagram.pcap",
     "ndpi/iphone.pcap",
 ]
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/pcaps")
 
 
 def _batch(data: list[bytes], batch: NflogBatch | None = None) -> tuple[list[Packet], LiveStats]:

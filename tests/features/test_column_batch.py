@@ -18,10 +18,11 @@ from classifier.features.fast import iter_columns_fast, iter_featurize_fast
 from classifier.features.featurize import FeaturizeConfig, row_columns
 from classifier.features.schema import FLOW_COLUMNS, NAME_COLUMNS
 from classifier.features.table_sink import TableSink, arrow_schema
+from tests.shared_data import SHARED, needs_files
 
-NDPI = Path(__file__).resolve().parents[3] / "shared" / "pcaps" / "ndpi"
+NDPI = SHARED / "ndpi"
 CAPTURES = ("android.pcap", "iphone.pcap", "quic.pcap", "reddit.pcap", "waze.pcap", "wechat.pcap")
-needs_shared = pytest.mark.skipif(not NDPI.is_dir(), reason="needs ../shared/pcaps")
+needs_shared = needs_files("ndpi")
 
 
 def _write(

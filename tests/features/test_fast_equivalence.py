@@ -31,9 +31,8 @@ from classifier.features.fast import featurize_fast, featurize_many
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
 from classifier.flows import FlowConfig
 from tests.capture import make_captures as mk
-from training.traces import default_source_dir
+from tests.shared_data import SHARED, missing_reason
 
-SHARED = default_source_dir()
 CAPTURES = sorted(
     p
     for d in ("ndpi", "nfstream", "requet")
@@ -41,7 +40,9 @@ CAPTURES = sorted(
     for p in (SHARED / d).iterdir()
     if p.suffix in (".pcap", ".pcapng")
 )
-needs_shared = pytest.mark.skipif(not CAPTURES, reason="shared captures not present")
+needs_shared = pytest.mark.skipif(
+    not CAPTURES, reason=missing_reason("ndpi") or "no capture in the shared folder"
+)
 
 WINDOWS = FeaturizeConfig(window=5.0)
 SMALL_TABLE = FeaturizeConfig(

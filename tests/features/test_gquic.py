@@ -28,7 +28,7 @@ from classifier.flows import FlowConfig
 from tests.capture import make_captures as mk
 from tests.features import gquic_packets as gp
 from tests.fuzz.harness import OPS, fuzz_settings, mutate
-from training.traces import default_source_dir
+from tests.shared_data import SHARED
 
 VERSIONS = ["Q024", "Q025", "Q030", "Q033", "Q034", "Q035", "Q037", "Q039", "Q043", "Q046"]
 
@@ -343,7 +343,6 @@ def test_random_chlo_tables(version: str, body: bytes, entries: int, ends: list[
 
 # --- the shared gQUIC captures, against tshark ------------------------------------------------
 
-SHARED = default_source_dir()
 #: captures with gQUIC client hellos: Q024-Q033 (quic), Q035 (wechat, youtube_quic),
 #: Q039 (youtubeupload; Requet A: header-only), Q043 (Requet B1: header-only, no SNI),
 #: Q046 (quic046)
@@ -365,7 +364,8 @@ NO_TIMEOUTS = FeaturizeConfig(
 )
 needs_captures = pytest.mark.skipif(
     shutil.which("tshark") is None or not all(p.is_file() for p in GQUIC_CAPTURES),
-    reason="needs tshark and the gQUIC captures of ../shared/pcaps",
+    reason="needs tshark and the gQUIC captures of the shared folder "
+    f"({SHARED}; see tests/shared_data.py)",
 )
 
 Ends = frozenset[tuple[str, int]]

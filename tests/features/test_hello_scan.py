@@ -32,11 +32,12 @@ from classifier.features.hello_scan import (
 from classifier.features.names import NameExtractor
 from classifier.features.tls import build_client_hello
 from tests.fuzz.harness import fuzz_settings, mutate, seeds
-from training.traces import default_source_dir
+from tests.shared_data import SHARED, missing_reason
 
-SHARED = default_source_dir()
 CAPTURES = sorted(p for p in SHARED.rglob("*") if p.suffix in (".pcap", ".pcapng"))
-needs_shared = pytest.mark.skipif(not CAPTURES, reason="shared captures not present")
+needs_shared = pytest.mark.skipif(
+    not CAPTURES, reason=missing_reason() or "no capture in the shared folder"
+)
 
 Names = tuple[str | None, str | None]
 

@@ -24,9 +24,9 @@ from classifier.features.dns import parse_dns_response, split_tcp_dns
 from classifier.features.names import MIN_TTL, NameCache, NameExtractor
 from classifier.features.quic import QUIC_V1, encrypt_initial
 from classifier.features.tls import build_client_hello
-from training.traces import default_source_dir
+from tests.shared_data import SHARED, missing_reason
 
-PCAPS = default_source_dir()
+PCAPS = SHARED
 CAPTURES = sorted([*PCAPS.glob("ndpi/*.pcap*"), *PCAPS.glob("nfstream/*.pcap*")])
 FLOW_PACKETS = 20  # the flow table stops feeding an extractor after ~20 packets
 
@@ -366,7 +366,9 @@ def _tshark_dns(path: Path) -> list[tuple[str, frozenset[str]]]:
 
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
-needs_pcaps = pytest.mark.skipif(not CAPTURES, reason="shared captures not present")
+needs_pcaps = pytest.mark.skipif(
+    not CAPTURES, reason=missing_reason("ndpi") or "no capture in the shared folder"
+)
 
 
 @needs_tshark
@@ -404,7 +406,7 @@ def test_dns_answers_match_tshark(path: Path) -> None:
 def test_capture_set_covers_quic_versions() -> None:
     """The capture comparison above is only meaningful if the QUIC files are there."""
     if not CAPTURES:
-        pytest.skip("shared captures not present")
+        pytest.skip(missing_reason("ndpi") or "no capture in the shared folder")
     names = {p.name for p in CAPTURES}
     assert {
         "quic-28.pcap",

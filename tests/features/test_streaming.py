@@ -31,10 +31,10 @@ from classifier.features.featurize import (
     row_columns,
 )
 from classifier.features.table_sink import TableSink
+from tests.shared_data import SHARED, needs_files
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
 NDPI = SHARED / "ndpi"
-needs_shared = pytest.mark.skipif(not NDPI.is_dir(), reason="needs ../shared/pcaps")
+needs_shared = needs_files("ndpi")
 
 
 @pytest.fixture(scope="module")

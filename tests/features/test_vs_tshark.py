@@ -18,8 +18,8 @@ import pytest
 
 from classifier.features.featurize import FeaturizeConfig, featurize
 from classifier.flows import FlowConfig
+from tests.shared_data import SHARED
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "pcaps"
 CAPTURES = sorted(p for d in ("ndpi", "nfstream", "requet") for p in (SHARED / d).glob("*.pcap*"))
 NO_TIMEOUTS = FeaturizeConfig(
     flow=FlowConfig(idle_timeout=1e12, active_timeout=1e12, close_linger=1e12), snapshots=()
@@ -33,7 +33,8 @@ EXPLAINED = {
 }
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("tshark") is None or not CAPTURES, reason="needs tshark and ../shared/pcaps"
+    shutil.which("tshark") is None or not CAPTURES,
+    reason=f"needs tshark and the shared captures ({SHARED}; see tests/shared_data.py)",
 )
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from classifier.errors import DatasetError
+from tests.shared_data import SHARED, needs_files
 from training.labels import (
     FLOW_LABELS,
     MEDIA_MIN_BYTES,
@@ -18,7 +19,6 @@ from training.labels import (
 from training.manifest import ManifestRow
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "pcaps"
 BIG = MEDIA_MIN_BYTES + 1
 SMALL = SMALL_MAX_BYTES - 1
 MEDIUM = (MEDIA_MIN_BYTES + SMALL_MAX_BYTES) // 2
@@ -178,7 +178,7 @@ def test_empty_table() -> None:
 REQUET = SHARED / "requet" / "B1_baseline_apartment_exp_315.pcap"
 
 
-@pytest.mark.skipif(not REQUET.is_file(), reason="shared Requet capture not present")
+@needs_files("requet/B1_baseline_apartment_exp_315.pcap")
 def test_requet_capture_googlevideo_flows_are_long_form() -> None:
     from classifier.features.featurize import featurize
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from classifier.errors import DatasetError
+from tests.shared_data import DEFAULT_DIR, SHARED, needs_files
 from training.dataset_cli import register
 from training.manifest import (
     MANIFEST_COLUMNS,
@@ -24,7 +25,6 @@ from training.manifest import (
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = REPO / "datasets"
-SHARED = REPO.parent / "shared" / "pcaps"
 HEADER = ",".join(MANIFEST_COLUMNS)
 
 
@@ -223,9 +223,7 @@ def _inventory_hashes() -> dict[str, str]:
     return found
 
 
-needs_shared = pytest.mark.skipif(
-    not (SHARED / "INVENTORY.md").is_file(), reason="shared public captures not present"
-)
+needs_shared = needs_files("INVENTORY.md")
 
 
 @needs_shared
@@ -234,11 +232,11 @@ def test_public_manifest_matches_inventory() -> None:
     inventory = _inventory_hashes()
     assert len(rows) == 70
     for row in rows:
-        key = row.path.relative_to(SHARED).as_posix()
+        key = row.path.relative_to(DEFAULT_DIR).as_posix()  # as listed
         assert row.sha256 == inventory[key], key
         assert row.license and row.recorded
     pcaps = {k for k in inventory if not k.endswith(".json")}
-    assert {r.path.relative_to(SHARED).as_posix() for r in rows} == pcaps
+    assert {r.path.relative_to(DEFAULT_DIR).as_posix() for r in rows} == pcaps
     labels = {r.path.name: r.label for r in rows}
     assert {r.label for r in rows if r.label == "long-form"} == {"long-form"}
     assert all(r.path.parent.name == "requet" for r in rows if r.label == "long-form")

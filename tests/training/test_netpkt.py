@@ -9,11 +9,12 @@ import pytest
 
 from classifier.errors import DatasetError
 from classifier.features.fast import featurize_fast
+from tests.shared_data import SHARED, needs_files
 from training.netpkt import read_netpkt, write_netpkt_pcap
 from training.traces import import_traces
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_NETPKT = REPO.parent / "shared" / "pcaps" / "traces" / "netpkt"
+SHARED_NETPKT = SHARED / "traces" / "netpkt"
 
 # a TCP connection with timestamps (bare ACK = 52), then a QUIC flow; one line out of order
 LINES = """\
@@ -89,7 +90,7 @@ def test_import_trace_writes_pcap_and_manifest_row(tmp_path: Path) -> None:
         import_traces(src, tmp_path / "out2")
 
 
-@pytest.mark.skipif(not SHARED_NETPKT.is_dir(), reason="shared netpkt traces not present")
+@needs_files("traces/netpkt/netpkt_working_packets_03.txt.gz")
 def test_shared_idle_trace_imports_with_its_known_label(tmp_path: Path) -> None:
     rows = import_traces(SHARED_NETPKT / "netpkt_working_packets_03.txt.gz", tmp_path)
     assert rows[0].label == "other" and rows[0].app == "idle"

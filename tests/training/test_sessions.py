@@ -23,6 +23,7 @@ from classifier.model.session_model import (
     save_session_model,
     verdicts,
 )
+from tests.shared_data import SHARED, needs_files
 from training.sessions import (
     CANDIDATES,
     leave_one_source_out,
@@ -36,7 +37,6 @@ from training.sessions import (
 from training.simulate import SIM_KINDS, simulate
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "pcaps"
 
 
 def test_simulation_is_deterministic_and_labelled() -> None:
@@ -189,9 +189,7 @@ def test_session_model_round_trip_and_tamper(tmp_path: Path) -> None:
         load_session_model(tmp_path / "nothing")
 
 
-@pytest.mark.skipif(
-    not (SHARED / "traces" / "netpkt").is_dir(), reason="shared netpkt traces not present"
-)
+@needs_files("traces/netpkt/netpkt_working_packets_01.txt.gz")
 def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> None:
     """A user imports a real trace, trains a session model and reads a timeline."""
     shortflow = [sys.executable, "-m", "classifier.cli"]

@@ -11,6 +11,7 @@ import pytest
 
 from classifier.errors import DatasetError
 from classifier.features.featurize import featurize
+from tests.shared_data import SHARED, needs_files
 from training.dataset_cli import register
 from training.labels import flow_labels
 from training.manifest import load_manifest, verify_manifest
@@ -24,11 +25,14 @@ from training.traces import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "pcaps"
 REELS = SHARED / "other" / "sdrdray_reels_01.json"
 YOUTUBE = SHARED / "traces" / "uuvideo_youtube_480_480_merged_002.csv"
 TWITCH = SHARED / "traces" / "uuvideo_twitch_480_480_merged_002.csv"
-needs_shared = pytest.mark.skipif(not REELS.is_file(), reason="shared traces not present")
+needs_shared = needs_files(
+    "other/sdrdray_reels_01.json",
+    "traces/uuvideo_youtube_480_480_merged_002.csv",
+    "traces/uuvideo_twitch_480_480_merged_002.csv",
+)
 
 
 def _ip_bytes(length: int, proto: int) -> int:
