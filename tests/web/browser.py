@@ -76,3 +76,15 @@ def shoot(driver: Any, name: str) -> list[Path]:
         out.append(path)
     driver.set_window_size(*SIZES["desktop"])
     return out
+
+
+def submit(driver: Any, element: Any, timeout: float = 30.0) -> None:
+    """Click ``element`` (a submit button) and wait until the next page has loaded."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    html = driver.find_element("tag name", "html")
+    element.click()
+    wait = WebDriverWait(driver, timeout)
+    wait.until(expected_conditions.staleness_of(html))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from classifier.api import Settings, create_app
 from tests.api.conftest import RunningServer, start_server
-from tests.web.browser import chromium, requires_browser, screenshot_dir, shoot
+from tests.web.browser import chromium, requires_browser, screenshot_dir, shoot, submit
 from tests.web.conftest import SCRIPT_NAME, TOKEN, WebLive, feed
 
 pytestmark = [requires_browser]
@@ -54,7 +54,7 @@ def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
         assert "/login" in d.current_url
         shoot(d, "login")
         d.find_element(By.NAME, "token").send_keys(TOKEN)
-        d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        submit(d, d.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
         assert d.current_url.endswith("/live")
 
         # the script-tag SNI is text, and no script of it ran
@@ -69,7 +69,7 @@ def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
         box = name.find_element(By.NAME, "name")
         box.clear()
         box.send_keys("<script>alert(3)</script> phone")
-        name.find_element(By.CSS_SELECTOR, "button").click()
+        submit(d, name.find_element(By.CSS_SELECTOR, "button"))
         assert "<script>alert(3)</script> phone" in d.find_element(By.ID, "client-0").text
         _no_alert(d)
         assert d.find_elements(By.CSS_SELECTOR, "#client-0 .chart canvas"), "no chart drawn"
@@ -78,13 +78,13 @@ def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
         d.get(server.url + "/policy")
         d.find_element(By.NAME, "agreement_k").clear()
         d.find_element(By.NAME, "agreement_k").send_keys("9")
-        d.find_element(By.CSS_SELECTOR, "#policy-form button[name=save_form]").click()
+        submit(d, d.find_element(By.CSS_SELECTOR, "#policy-form button[name=save_form]"))
         err = d.find_element(By.CSS_SELECTOR, '.field-error[data-key="agreement.k"]')
         assert "must not exceed" in err.text
         shoot(d, "policy-error")
         d.find_element(By.NAME, "agreement_k").clear()
         d.find_element(By.NAME, "agreement_k").send_keys("1")
-        d.find_element(By.CSS_SELECTOR, "#policy-form button[name=save_form]").click()
+        submit(d, d.find_element(By.CSS_SELECTOR, "#policy-form button[name=save_form]"))
         assert "saved to" in d.find_element(By.CSS_SELECTOR, ".note.ok").text
         assert "k = 1" in web_live.policy_path.read_text()
         shoot(d, "policy")
@@ -93,10 +93,10 @@ def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
         form = d.find_element(By.ID, "block-form")
         form.find_element(By.NAME, "client").send_keys("10.77.1.2")
         form.find_element(By.NAME, "server").send_keys("10.77.2.2")
-        form.find_element(By.CSS_SELECTOR, "button").click()
+        submit(d, form.find_element(By.CSS_SELECTOR, "button"))
         assert d.find_elements(By.CSS_SELECTOR, "tr[data-block]")
         shoot(d, "blocks")
-        d.find_element(By.CSS_SELECTOR, "tr[data-block] button.unblock").click()
+        submit(d, d.find_element(By.CSS_SELECTOR, "tr[data-block] button.unblock"))
         assert not d.find_elements(By.CSS_SELECTOR, "tr[data-block]")
         assert web_live.state.blocks() == []
 
@@ -107,7 +107,7 @@ def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
         d.get(server.url + "/captures")
         shoot(d, "captures-empty")
         d.find_element(By.NAME, "file").send_keys(str(SAMPLE))
-        d.find_element(By.CSS_SELECTOR, "#capture-form button").click()
+        submit(d, d.find_element(By.CSS_SELECTOR, "#capture-form button"))
         assert d.find_element(By.ID, "capture-flows").text
         assert d.find_elements(By.CSS_SELECTOR, ".chart canvas"), "no timeline drawn"
         shoot(d, "captures")
