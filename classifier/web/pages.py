@@ -71,6 +71,14 @@ def _when(ts: Any) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _isotime(text: Any) -> str:
+    """An audit log's ISO 8601 UTC time in local time, to the second."""
+    try:
+        return _when(datetime.fromisoformat(str(text)).timestamp())
+    except ValueError:
+        return str(text)
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60.0:.0f}" if seconds >= 60 or seconds == 0 else "<1"
 
@@ -83,6 +91,7 @@ def _left(seconds: float) -> str:
 _env.filters["when"] = _when
 _env.filters["minutes"] = _minutes
 _env.filters["left"] = _left
+_env.filters["isotime"] = _isotime
 
 
 def _signer(request: Request) -> Signer:
@@ -590,6 +599,24 @@ def _model_dirs(request: Request) -> list[str]:
         return []
 
 
+_FIRST = (
+    "source",
+    "horizon",
+    "macro_f1",
+    "short_precision",
+    "short_recall",
+    "false_block_long",
+    "false_block_call",
+    "accuracy",
+)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The figures' columns: what a row is about and the main scores first."""
+    seen = [k for r in rows for k in r]
+    return [k for k in _FIRST if k in seen] + sorted({k for k in seen if k not in _FIRST})
+
+
 def _load(directory: Path) -> tuple[Any, Any]:
     from classifier.model.artifact import load_model
     from classifier.model.session_model import has_session_model, load_session_model
@@ -607,6 +634,7 @@ async def model_page(request: Request) -> Response:
     model = request.app.state.model
     info = model.info.to_json() if model is not None else None
     metrics = dict(info.get("metrics") or {}) if info else {}
+    rows = [r for r in metrics.get("per_horizon") or [] if isinstance(r, dict)]
     return _render(
         request,
         "model.html",
@@ -616,7 +644,8 @@ async def model_page(request: Request) -> Response:
         session=request.app.state.session_model is not None,
         model_error=request.app.state.model_error or "",
         data=metrics.get("data") or {},
-        per_horizon=[r for r in metrics.get("per_horizon") or [] if isinstance(r, dict)],
+        per_horizon=rows,
+        per_horizon_cols=_columns(rows),
         chosen=metrics.get("chosen", ""),
         selection=metrics.get("selection", ""),
         dirs=_model_dirs(request),
