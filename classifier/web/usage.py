@@ -8,7 +8,9 @@ seconds once. Memory is bounded: ``keep_days`` of hourly buckets (8 by default) 
 most ``max_clients`` clients (the one seen longest ago is dropped first).
 
 :meth:`UsageLog.save` writes a small JSON file (atomically); :meth:`UsageLog.load` reads
-it back, so a restart keeps the week's figures.
+it back, so a restart keeps the week's figures. A log loaded from a file also saves itself
+there every ``autosave`` seconds (10 minutes) as verdicts come in, so a crash or power cut
+loses at most that much.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class UsageLog:
         max_clients: int = 1024,
         step: float = 10.0,
         max_gap: float = 30.0,
+        autosave: float = 600.0,
     ) -> None:
         if keep_days < 1 or max_clients < 1 or step <= 0 or max_gap < step:
             raise ValueError("keep_days, max_clients, step must be positive, max_gap >= step")
@@ -62,6 +65,9 @@ class UsageLog:
         self.max_clients = max_clients
         self.step = step
         self.max_gap = max_gap
+        self.autosave = autosave
+        self.path: Path | None = None  # set by load(): where autosave writes
+        self._saved_at: float | None = None
         self._lock = threading.Lock()
         # client -> hour start (epoch s) -> [short, long, other] seconds
         self._hours: dict[str, dict[int, list[float]]] = {}
@@ -84,6 +90,16 @@ class UsageLog:
                 return  # this client's other service of the same kind counted this step
             self._counted[(client, kind)] = now
             self._add(client, kind, now, seconds)
+            due = self.path is not None and (
+                self._saved_at is None or now - self._saved_at >= self.autosave
+            )
+            if due:
+                self._saved_at = now
+        if due and self.path is not None:
+            try:
+                self.save(self.path)
+            except OSError as exc:
+                log.warning("usage not saved to %s: %s", self.path, exc.strerror)
 
     def add(self, client: str, kind: int, at: float, seconds: float) -> None:
         """Count ``seconds`` of ``kind`` (index in KINDS) for ``client`` ending at ``at``."""
@@ -212,6 +228,7 @@ class UsageLog:
         or damaged (logged)."""
         usage = cls(**kw)
         p = Path(path)
+        usage.path = p
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
             clients = doc["clients"]
@@ -228,7 +245,9 @@ class UsageLog:
             return usage
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("usage file %s not loaded, starting empty: %s", p, exc)
-            return cls(**kw)
+            fresh = cls(**kw)
+            fresh.path = p
+            return fresh
         with usage._lock:
             usage._trim(time.time() if now is None else now)
         return usage

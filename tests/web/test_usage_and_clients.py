@@ -112,3 +112,17 @@ def test_aliases_saved_and_checked(tmp_path: Path) -> None:
         a.set("10.77.1.20", "x" * 65)
     a.set("10.77.1.20", "")
     assert Aliases(path).get("10.77.1.20") is None
+
+
+def test_a_loaded_log_saves_itself_now_and_then(tmp_path: Path) -> None:
+    path = tmp_path / "usage.json"
+    u = UsageLog.load(path, autosave=600)
+    u.observe("c", "g", _verdict("short-form"), T0 + 100)  # the first verdict saves
+    assert UsageLog.load(path).total("c", T0) == [10.0, 0.0, 0.0]
+    u.observe("c", "g", _verdict("short-form"), T0 + 110)  # not yet due
+    assert UsageLog.load(path).total("c", T0) == [10.0, 0.0, 0.0]
+    for i in range(2, 62):
+        u.observe("c", "g", _verdict("short-form"), T0 + 100 + 10 * i)
+    assert UsageLog.load(path).total("c", T0) == [610.0, 0.0, 0.0]
+    UsageLog().observe("c", "g", _verdict("short-form"), T0 + 100)  # no file: never saves
+    assert len(list(tmp_path.iterdir())) == 1
