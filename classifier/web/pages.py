@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio
 import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -62,6 +63,7 @@ _NAV = (
     ("/captures", "Captures"),
 )
 _AUDIT_ROWS = 200
+_LOGIN_DELAY_S = 0.5
 _TABLE_ROWS = 500
 
 
@@ -237,6 +239,7 @@ async def login(request: Request) -> Response:
     given = form.get("token")
     if not token_matches(given.strip() if isinstance(given, str) else None, expected):
         log.warning("web login refused from %s", request.client.host if request.client else "?")
+        await anyio.sleep(_LOGIN_DELAY_S)  # slows guessing; the token should be long anyway
         return _render(
             request,
             "login.html",
