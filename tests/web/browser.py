@@ -57,7 +57,7 @@ def chromium() -> Iterator[Any]:
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        driver.set_page_load_timeout(30)
+        driver.set_page_load_timeout(120)  # a capture upload on a busy machine
         yield driver
     finally:
         driver.quit()
@@ -78,7 +78,7 @@ def shoot(driver: Any, name: str) -> list[Path]:
     return out
 
 
-def submit(driver: Any, element: Any, timeout: float = 30.0) -> None:
+def submit(driver: Any, element: Any, timeout: float = 120.0) -> None:
     """Click ``element`` (a submit button) and wait until the next page has loaded."""
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
