@@ -1,4 +1,5 @@
-"""The web pages: overview, live, blocks, policy, model, captures (server-rendered).
+"""The web pages: overview, a client's page, live, blocks, policy, model, captures,
+recordings (server-rendered).
 
 Every page needs what the JSON API's live endpoints need (see :mod:`classifier.web.session`);
 every form that changes something carries a CSRF token. Templates are Jinja2 with
@@ -20,13 +21,13 @@ from urllib.parse import quote, urlencode
 import anyio
 import jinja2
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData, UploadFile
 
 from classifier.api.routers import run_cpu
 from classifier.enforce.audit import read_audit
 from classifier.enforce.policy import CATEGORIES, MODES, SINKHOLE_ANSWERS
-from classifier.errors import ShortflowError
+from classifier.errors import RecordingError, RecordingNotFound, ShortflowError
 from classifier.live_state import LiveState
 from classifier.web import policy_form
 from classifier.web.clients import ALIASES_FILE, Aliases, read_leases
@@ -61,6 +62,7 @@ _NAV = (
     ("/policy", "Policy"),
     ("/model", "Model"),
     ("/captures", "Captures"),
+    ("/recordings", "Recordings"),
 )
 _AUDIT_ROWS = 200
 _LOGIN_DELAY_S = 0.5
@@ -786,6 +788,219 @@ async def classify_upload(request: Request) -> Response:
         flows=doc["flows"][:_TABLE_ROWS],
         charts=_timeline_chart(doc["timeline"]),
         error="",
+    )
+
+
+# -- a client's page and its recordings -------------------------------------------------------
+
+
+_LABEL_NAMES = {
+    "shorts": "Shorts (YouTube)",
+    "reels": "Reels (Instagram)",
+    "tiktok": "TikTok",
+    "long-form": "long-form video",
+}
+
+
+def _size(n: Any) -> str:
+    if not isinstance(n, int | float):
+        return ""
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+_env.filters["size"] = _size
+
+
+def _client_ip(text: str) -> str | None:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip()[:64]))
+    except ValueError:
+        return None
+
+
+def _client_path(ip: str) -> str:
+    return "/clients/" + quote_path(ip)
+
+
+def _recording_view(live: LiveState | None) -> dict[str, Any]:
+    """What the recordings section needs besides the list."""
+    from classifier.recording import RECORDING_LABELS
+
+    return {
+        "rec_labels": [(lab, _LABEL_NAMES.get(lab, lab)) for lab in RECORDING_LABELS],
+        "rec_on": live is not None and live.recorder is not None,
+        "rec_off_reason": live.recording_off_reason if live is not None else "",
+    }
+
+
+def _client_page(
+    request: Request,
+    who_: Who,
+    live: LiveState,
+    ip: str,
+    status: int = 200,
+    form: dict[str, str] | None = None,
+    rec_error: str = "",
+) -> Response:
+    now = time.time()
+    lease = read_leases(live.leases_path).get(ip)
+    mac = lease.mac if lease else None
+    alias = _aliases(request, live).get(ip, mac) or (lease.hostname if lease else None)
+    usage: UsageLog | None = live.usage
+    chart = usage.last_hours(ip, now) if usage is not None else None
+    charts = [{"unit": "min per hour", **chart}] if chart is not None else []
+    return _render(
+        request,
+        "client.html",
+        who_,
+        status=status,
+        ip=ip,
+        mac=mac,
+        alias=alias,
+        here=_client_path(ip),
+        today=usage.total(ip, UsageLog.day_start(now)) if usage else [0.0, 0.0, 0.0],
+        week=usage.total(ip, UsageLog.week_start(now)) if usage else [0.0, 0.0, 0.0],
+        charts=charts,
+        sessions=[s for s in live.sessions() if s["client"] == ip][:_TABLE_ROWS],
+        blocks=[b for b in live.blocks() if b["client"] == ip],
+        now=now,
+        recordings=[r for r in live.recordings() if r["client"] == ip],
+        form=form or {"minutes": "10", "label": "shorts", "app": "", "alias": alias or ""},
+        rec_error=rec_error,
+        list_error=request.query_params.get("rec_err", "")[:300],
+        enforcement=live.enforcement(),
+        **_recording_view(live),
+    )
+
+
+@router.get("/clients/{ip}")
+async def client_page(request: Request, ip: str) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    live = _live(request)
+    if live is None:
+        return _render(request, "client.html", who_, ip=ip, recordings=[])
+    client = _client_ip(ip)
+    if client is None:
+        return _error(request, who_, 404, f"{ip[:64]!r} is not a client's IP address")
+    return _client_page(request, who_, live, client)
+
+
+@router.post("/clients/{ip}/record")
+async def start_recording(request: Request, ip: str) -> Response:
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/")
+    live = _live(request)
+    client = _client_ip(ip)
+    if live is None or client is None:
+        return _back("/", err="live mode is not running" if live is None else "not a client IP")
+    values = {k: _field(form, k) for k in ("minutes", "label", "app", "alias")}
+    try:
+        rec = await run_cpu(
+            request,
+            live.start_recording,
+            client,
+            values["minutes"],
+            values["label"],
+            values["app"] or None,
+            values["alias"] or None,
+        )
+    except RecordingError as exc:
+        message = " ".join(str(exc).split())
+        return _client_page(request, who_, live, client, 422, form=values, rec_error=message)
+    return _back(
+        _client_path(client),
+        msg=f"recording {rec['id']} started: {values['minutes']} min as {rec['label']}",
+    )
+
+
+def _rec_back(form: FormData | None, msg: str = "", err: str = "") -> Response:
+    """Back to the page the recordings form was on (a local path only)."""
+    target = _safe_next(_field(form, "next")) if form is not None else "/recordings"
+    query = urlencode({k: v for k, v in (("msg", msg), ("rec_err", err)) if v})
+    return _secure(RedirectResponse(target + ("?" + query if query else ""), status_code=303))
+
+
+async def _rec_action(request: Request, rec_id: str, action: str) -> Response:
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back("/recordings")
+    live = _live(request)
+    if live is None:
+        return _rec_back(form, err="live mode is not running")
+    rec_id = rec_id[:64]
+    try:
+        if action == "stop":
+            rec = await run_cpu(request, live.stop_recording, rec_id)
+            msg = f"recording {rec_id} {rec['state']}"
+        elif action == "relabel":
+            rec = await run_cpu(request, live.relabel_recording, rec_id, _field(form, "label"))
+            msg = f"recording {rec_id} relabelled as {rec['label']}"
+        elif not await run_cpu(request, live.delete_recording, rec_id):
+            return _rec_back(form, err=f"no recording {rec_id!r}")
+        else:
+            msg = f"recording {rec_id} deleted"
+    except RecordingError as exc:
+        return _rec_back(form, err=" ".join(str(exc).split()))
+    return _rec_back(form, msg=msg)
+
+
+@router.post("/recordings/{rec_id}/stop")
+async def stop_recording(request: Request, rec_id: str) -> Response:
+    return await _rec_action(request, rec_id, "stop")
+
+
+@router.post("/recordings/{rec_id}/relabel")
+async def relabel_recording(request: Request, rec_id: str) -> Response:
+    return await _rec_action(request, rec_id, "relabel")
+
+
+@router.post("/recordings/{rec_id}/delete")
+async def delete_recording(request: Request, rec_id: str) -> Response:
+    return await _rec_action(request, rec_id, "delete")
+
+
+@router.get("/recordings/{rec_id}/capture")
+async def download_recording(request: Request, rec_id: str) -> Response:
+    from classifier.api.routers.recordings import PCAP_MEDIA_TYPE
+
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    live = _live(request)
+    if live is None:
+        return _error(request, who_, 404, "live mode is not running")
+    try:
+        path = await run_cpu(request, live.recording_file, rec_id[:64])
+    except RecordingError as exc:  # 404 for an unknown one, 409 while it runs (as the API)
+        status = 404 if isinstance(exc, RecordingNotFound) else 409
+        return _error(request, who_, status, " ".join(str(exc).split()))
+    return _secure(FileResponse(path, media_type=PCAP_MEDIA_TYPE, filename=path.name))
+
+
+@router.get("/recordings")
+async def recordings_page(request: Request) -> Response:
+    who_ = who(request, _signer(request))
+    if not who_.ok:
+        return _denied(request, who_)
+    live = _live(request)
+    return _render(
+        request,
+        "recordings.html",
+        who_,
+        here="/recordings",
+        recordings=live.recordings() if live is not None else [],
+        list_error=request.query_params.get("rec_err", "")[:300],
+        show_client=True,
+        manifest=str(live.recorder.manifest) if live and live.recorder else "",
+        **_recording_view(live),
     )
 
 

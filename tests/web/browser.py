@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,8 @@ def shoot(driver: Any, name: str) -> list[Path]:
         driver.set_window_size(width, height)
         full = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, max(height, min(int(full) + 100, 4000)))
+        if driver.execute_script("return document.querySelector('.chart canvas') !== null"):
+            time.sleep(0.3)  # web.js redraws the charts 150 ms after a resize
         path = screenshot_dir() / f"{name}-{size}.png"
         driver.save_screenshot(str(path))
         out.append(path)

@@ -15,7 +15,9 @@ import pytest
 from pydantic import SecretStr
 
 from classifier.api import Settings, create_app
+from classifier.recording import Recorder
 from tests.api.conftest import RunningServer, start_server
+from tests.test_recording import _tcp
 from tests.web.browser import chromium, requires_browser, screenshot_dir, shoot, submit
 from tests.web.conftest import SCRIPT_NAME, TOKEN, WebLive, feed
 
@@ -25,8 +27,9 @@ SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "samples" / "sample.
 
 
 @pytest.fixture
-def server(web_live: WebLive) -> Iterator[RunningServer]:
+def server(web_live: WebLive, tmp_path: Path) -> Iterator[RunningServer]:
     feed(web_live.state)
+    recorder = web_live.state.recorder = Recorder(tmp_path / "data")
     usage = web_live.state.usage
     assert usage is not None
     now = time.time()
@@ -37,6 +40,7 @@ def server(web_live: WebLive) -> Iterator[RunningServer]:
         yield srv
     finally:
         srv.stop()
+        recorder.close()
 
 
 def _no_alert(driver: Any) -> None:
@@ -74,6 +78,31 @@ def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
         _no_alert(d)
         assert d.find_elements(By.CSS_SELECTOR, "#client-0 .chart canvas"), "no chart drawn"
         shoot(d, "overview")
+
+        # the client's page: record it, stop, relabel, delete (behind a second click)
+        submit(d, d.find_element(By.CSS_SELECTOR, 'a.alias[href="/clients/10.77.1.2"]'))
+        assert d.current_url.endswith("/clients/10.77.1.2")
+        assert d.find_elements(By.CSS_SELECTOR, ".chart canvas"), "no chart drawn"
+        form = d.find_element(By.ID, "record-form")
+        form.find_element(By.NAME, "minutes").clear()
+        form.find_element(By.NAME, "minutes").send_keys("0.5")
+        submit(d, form.find_element(By.CSS_SELECTOR, "button"))
+        assert "started" in d.find_element(By.CSS_SELECTOR, ".note.ok").text
+        web_live.state.record_packets([_tcp(i) for i in range(40)])
+        for rec in (web_live.state.start_recording("10.77.1.3", 1, "long-form"),):
+            web_live.state.stop_recording(rec["id"])  # a second, ended one for the picture
+        shoot(d, "client-recording")
+        submit(d, d.find_element(By.CSS_SELECTOR, "tr[data-state=running] button.stop"))
+        row = d.find_element(By.CSS_SELECTOR, "tr[data-recording]")
+        assert row.get_attribute("data-state") == "stopped"
+        assert row.find_element(By.CSS_SELECTOR, ".rec-packets").text == "40"
+        shoot(d, "client")
+        d.get(server.url + "/recordings")
+        shoot(d, "recordings")
+        row = d.find_element(By.CSS_SELECTOR, "tr[data-state=stopped]")
+        row.find_element(By.CSS_SELECTOR, "details.confirm summary").click()
+        submit(d, row.find_element(By.CSS_SELECTOR, "button.delete"))
+        assert len(d.find_elements(By.CSS_SELECTOR, "tr[data-recording]")) == 1
 
         d.get(server.url + "/policy")
         d.find_element(By.NAME, "agreement_k").clear()
