@@ -3,6 +3,8 @@ router namespace, in a real headless Chromium.
 
 One live run: a Shorts session from the lab's client shows on the overview (named from a
 dnsmasq leases file) and is blocked (the Blocks page lists it, the nftables set holds it);
+the client's page records 15 s of that session as Shorts (the row ends "done" with packets,
+the pcap downloads, `shortflow dataset verify` accepts the recordings manifest);
 a policy edit in the form takes effect (GET /v1/policy and the file); Unblock lifts the
 block (the row and the set entry go); a TLS ClientHello whose SNI is a script tag shows as
 text on the Live page and runs nothing. Screenshots of every page at desktop and phone
@@ -11,6 +13,7 @@ widths go to build/screenshots (or SHORTFLOW_SCREENSHOTS).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 import tomllib
@@ -22,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from classifier.web.session import COOKIE
 from tests.netns import requires_netns
 from tests.web.browser import chromium, requires_browser, shoot, submit
 
@@ -41,6 +45,7 @@ TOKEN = "e2e-web-token-0123456789abcdef"
 API_PORT = 8765  # on the router namespace's loopback
 SNI = "<script>alert(1)</script>.example"
 BLOCK_WAIT_S = 100
+RECORD_MIN = "0.25"  # 15 s of the Shorts session
 
 _SNI_SERVER = (
     "import socket,sys,time; s=socket.create_server((sys.argv[1], 8443)); "
@@ -63,6 +68,7 @@ class Router:
     policy: Path
     forward: NetnsForward
     tmp: Path
+    data: Path
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +82,14 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
             tmp,
             "nft",
             block=600,
-            extra_args=["--api", f"127.0.0.1:{API_PORT}", "--leases", str(leases)],
+            extra_args=[
+                "--api",
+                f"127.0.0.1:{API_PORT}",
+                "--leases",
+                str(leases),
+                "--data-dir",
+                str(tmp / "data"),
+            ],
             env={"SHORTFLOW_API_TOKEN": TOKEN},
         )
         forward = NetnsForward(the_lab.topo.router_ns, API_PORT)
@@ -90,7 +103,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
                     pass
                 assert time.monotonic() < deadline, "the live API did not answer"
                 time.sleep(0.5)
-            yield Router(the_lab, live, audit, tmp / "policy-nft.toml", forward, tmp)
+            yield Router(the_lab, live, audit, tmp / "policy-nft.toml", forward, tmp, tmp / "data")
         finally:
             forward.close()
             stop(live)
@@ -131,6 +144,21 @@ def _block_row(d: Any, url: str) -> Any:
         time.sleep(3)
 
 
+def _recording_done(d: Any, rec_id: str | None, timeout: float = 40.0) -> None:
+    """Reload the client's page until the recording's row says it is done."""
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = d.find_elements(By.CSS_SELECTOR, f'tr[data-recording="{rec_id}"]')
+        if rows and rows[0].get_attribute("data-state") != "running":
+            assert rows[0].get_attribute("data-state") == "done", rows[0].text
+            return
+        assert time.monotonic() < deadline, "the recording did not end in time"
+        time.sleep(1)
+        d.refresh()
+
+
 def test_web_pages_on_the_live_router(router: Router) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
@@ -145,6 +173,18 @@ def test_web_pages_on_the_live_router(router: Router) -> None:
             assert "/login" in d.current_url
             d.find_element(By.NAME, "token").send_keys(TOKEN)
             submit(d, d.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
+
+            # record the client from its page while the Shorts session plays
+            d.get(url + f"/clients/{CLIENT_IP}")
+            form = d.find_element(By.ID, "record-form")
+            assert form.find_element(By.NAME, "alias").get_attribute("value") == "kids-phone"
+            form.find_element(By.NAME, "minutes").clear()
+            form.find_element(By.NAME, "minutes").send_keys(RECORD_MIN)
+            submit(d, form.find_element(By.CSS_SELECTOR, "button"))
+            assert "started" in d.find_element(By.CSS_SELECTOR, ".note.ok").text
+            rec_id = d.find_element(By.CSS_SELECTOR, "tr[data-recording]").get_attribute(
+                "data-recording"
+            )
 
             _block_row(d, url)
             time.sleep(2)  # a block covers each media connection of the session: all of them
@@ -164,6 +204,31 @@ def test_web_pages_on_the_live_router(router: Router) -> None:
             assert "blocked" in card.text
             assert card.find_elements(By.CSS_SELECTOR, ".chart canvas")
             shoot(d, "e2e-overview")
+
+            # the recording: done, with packets; the pcap downloads; the manifest verifies
+            submit(d, card.find_element(By.CSS_SELECTOR, "a.alias"))
+            _recording_done(d, rec_id)
+            row = d.find_element(By.CSS_SELECTOR, f'tr[data-recording="{rec_id}"]')
+            assert int(row.find_element(By.CSS_SELECTOR, ".rec-packets").text) > 0
+            assert row.find_element(By.CSS_SELECTOR, ".rec-dropped").text == "0"
+            assert "blocked" in d.find_element(By.CSS_SELECTOR, "h1").text
+            shoot(d, "e2e-client")
+            href = row.find_element(By.CSS_SELECTOR, "a.download").get_attribute("href")
+            got = httpx.get(href, cookies={COOKIE: d.get_cookie(COOKIE)["value"]}, timeout=30)
+            assert got.status_code == 200, got.text
+            pcap = router.data / "recordings" / f"{rec_id}.pcap"
+            assert got.content == pcap.read_bytes() and len(got.content) > 24
+            manifest = router.data / "recordings" / "manifest.csv"
+            verify = subprocess.run(
+                [sys.executable, "-m", "classifier.cli", "dataset", "verify", str(manifest)],
+                capture_output=True,
+                text=True,
+                cwd=repo_root(),
+                timeout=120,
+            )
+            assert verify.returncode == 0, verify.stdout + verify.stderr
+            assert "1 capture(s), ok" in verify.stderr
+            assert ",short-form,youtube,household,kids-phone," in manifest.read_text()
 
             d.get(url + "/live?" + httpx.QueryParams({"client": CLIENT_IP}).__str__())
             assert SNI in d.find_element(By.ID, "flows").text
