@@ -83,11 +83,19 @@ def shoot(driver: Any, name: str) -> list[Path]:
 
 def submit(driver: Any, element: Any, timeout: float = 120.0) -> None:
     """Click ``element`` (a submit button) and wait until the next page has loaded."""
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     html = driver.find_element("tag name", "html")
     element.click()
+
+    def gone(_d: Any) -> bool:
+        try:
+            html.is_enabled()
+        except WebDriverException:  # stale, or "does not belong to the document" mid-load
+            return True
+        return False
+
     wait = WebDriverWait(driver, timeout)
-    wait.until(expected_conditions.staleness_of(html))
+    wait.until(gone)
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
