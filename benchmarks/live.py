@@ -9,7 +9,13 @@
 2. Flow start -> verdict and flow start -> block: a lab Shorts session plays through the
    router while `shortflow live --enforce nft` runs; its API gives each flow's first verdict
    (seconds after the flow's first packet), its audit log the block times.
-3. Set update -> first drop (``block-latency``): paced UDP and TCP streams (one message
+3. Memory (``memory``): `shortflow live` (default model, session model, API) holds
+   ``--flows`` UDP flows from the lab client (one datagram per destination port, sent again
+   every 20 s so none times out); its VmRSS is sampled every 2 s and its peak (VmHWM)
+   printed with the flow count its API reports, against the RSS of the same process idle.
+   The modules it imported are timed with ``PYTHONPROFILEIMPORTTIME`` (the ten largest
+   top-level packages, cumulative).
+4. Set update -> first drop (``block-latency``): paced UDP and TCP streams (one message
    every ``--interval-us``, ``benchmarks/paced.py``) run from the lab client to the lab
    server on port 443 while shortflow's table (`NftTable`, libnftables and `nft -j`) in the
    router namespace gets a ``block_flow`` / ``block_pair`` at T0, ``--repeats`` times per
@@ -21,7 +27,7 @@ All traffic stays inside the lab's namespaces (10.77.0.0/16, no route out); ever
 bounded in time.
 
     python -m benchmarks.live [--seconds 10] [--decoders python,batch] [--streams 2]
-        [--only rate,verdicts,block-latency] [--repeats 20]
+        [--only rate,verdicts,block-latency,memory] [--repeats 20] [--flows 50000]
 """
 
 from __future__ import annotations
@@ -489,6 +495,79 @@ def block_latency(
                 )
 
 
+def _status_kb(pid: int, field: str) -> int:
+    """A ``VmRSS``-like field of /proc/PID/status, in kB (0 when the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _import_times(log: Path, top: int = 10) -> list[tuple[str, float]]:
+    """The ``top`` top-level packages by cumulative import time (ms) in a
+    ``PYTHONPROFILEIMPORTTIME`` log (lines ``import time: self | cumulative | name``, where
+    a nested import's name is indented)."""
+    totals: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        parts = line.split("|")
+        if not line.startswith("import time:") or len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2][1:]  # one space follows the bar; more mean a nested import
+        if name.startswith(" "):
+            continue
+        package = name.split(".", 1)[0]
+        totals[package] = totals.get(package, 0.0) + int(parts[1]) / 1000
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+
+
+def memory(topo: LabTopology, tmp: Path, flows: int, seconds: float = 80.0) -> None:
+    """Peak RSS of `shortflow live` holding ``flows`` UDP flows (see the module doc)."""
+    os.environ["PYTHONPROFILEIMPORTTIME"] = "1"
+    try:
+        proc, _ = _live(topo, tmp, "dry-run")
+    finally:
+        del os.environ["PYTHONPROFILEIMPORTTIME"]
+    try:
+        time.sleep(2.0)
+        idle_kb = _status_kb(proc.pid, "VmRSS")
+        sender = (
+            "import socket, sys, time\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"n, end = {flows}, time.monotonic() + {seconds}\n"
+            "while time.monotonic() < end:\n"
+            "    for i in range(n):\n"
+            f"        s.sendto(b'x' * 32, ('{SERVER_IP}', 10000 + i % 50000 ))\n"
+            "    time.sleep(20)\n"
+        )
+        if flows > 50_000:
+            raise SystemExit("--flows: at most 50000 (one flow per destination port)")
+        send = topo.popen(topo.client_ns, [sys.executable, "-c", sender], log=tmp / "udp.log")
+        start, peak_flows, samples = time.monotonic(), 0, []
+        while time.monotonic() - start < seconds + 5 and proc.poll() is None:
+            time.sleep(2.0)
+            active = int(_metric(_api(topo, "/metrics"), "shortflow_live_active_flows"))
+            peak_flows = max(peak_flows, active)
+            samples.append((time.monotonic() - start, _status_kb(proc.pid, "VmRSS"), active))
+        send.wait(timeout=30)
+        hwm_kb = _status_kb(proc.pid, "VmHWM")
+    finally:
+        topo.stop(proc)
+    print(f"== memory: {flows} UDP flows, default model, dry-run, API on")
+    print("   t s    RSS MiB   flows with a verdict")
+    for t, kb, active in samples[:: max(1, len(samples) // 12)]:
+        print(f"{t:6.0f} {kb / 1024:9.1f} {active:12d}")
+    print(
+        f"idle RSS {idle_kb / 1024:.1f} MiB; peak RSS (VmHWM) {hwm_kb / 1024:.1f} MiB with up to "
+        f"{peak_flows} flows; per flow {(hwm_kb - idle_kb) * 1024 / max(peak_flows, 1):.0f} B"
+    )
+    print("imports, cumulative ms (top-level packages):")
+    for name, ms in _import_times(tmp / "live-dry-run.log"):
+        print(f"  {name:20s} {ms:8.0f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -515,8 +594,9 @@ def main() -> int:
     ap.add_argument(
         "--only",
         default="rate,verdicts,block-latency",
-        help="phases to run: rate, verdicts, block-latency",
+        help="phases to run: rate, verdicts, block-latency, memory",
     )
+    ap.add_argument("--flows", type=int, default=50_000, help="memory: UDP flows to hold")
     ap.add_argument("--repeats", type=int, default=20, help="block-latency: blocks per row")
     ap.add_argument("--backends", default="lib,cli", help="block-latency: NftTable backends")
     ap.add_argument(
@@ -544,6 +624,8 @@ def main() -> int:
                             args.streams,
                             args.before,
                         )
+            if "memory" in phases:
+                memory(topo, Path(tmp), args.flows)
             if "block-latency" in phases:
                 block_latency(topo, Path(tmp), args.repeats, backends, args.interval_us)
         if "verdicts" in phases and not args.no_verdicts:

@@ -426,8 +426,13 @@ class LiveRouter:
 
     def _judge(self, now: float) -> None:
         due = self._schedule.pop_due(now)
-        if not due:
-            return
+        # in slices: a burst of new flows (a scan, a flood, a router started among busy
+        # clients) then needs a slice's rows in memory at a time, not one row dict of ~150
+        # boxed floats per flow for all of them at once
+        for first in range(0, len(due), _JUDGE_SLICE):
+            self._judge_flows(due[first : first + _JUDGE_SLICE])
+
+    def _judge_flows(self, due: list[tuple[Flow, float]]) -> None:
         rows = []
         for flow, end in due:
             start = 0.0 if end <= self.config.checks[-1] else end - self.config.recheck
@@ -438,7 +443,10 @@ class LiveRouter:
             meta["window_start"], meta["window_end"] = start, end
             rows.append(meta)
         verdicts = classify_table(self.model, pd.DataFrame(rows))
-        for (flow, _), verdict in zip(due, verdicts.to_dict("records"), strict=True):
+        # only the columns acted on: records of all ~150 columns cost a burst of new flows
+        # seconds of CPU and hundreds of MB
+        records = verdicts[list(_ACTED_ON)].to_dict("records")
+        for (flow, _), verdict in zip(due, records, strict=True):
             self._act(flow, verdict)
 
     def _act(self, flow: Flow, v: dict[str, Any]) -> None:
@@ -543,6 +551,21 @@ class _CheckSchedule:
                 self._heap, (flow.first_ts + self._offset(done + 1), fid, flow, done + 1)
             )
         return due
+
+
+_JUDGE_SLICE = 1024
+"""Flows judged per model call."""
+_ACTED_ON = (
+    "label",
+    "probability",
+    "p_short_form",
+    "service",
+    "category",
+    "name",
+    "decision_window",
+    "reason",
+)
+"""The verdict columns :meth:`LiveRouter._act` reads."""
 
 
 def _proto(proto: int) -> str:

@@ -344,3 +344,46 @@ def test_router_logs_changes_not_judgements(
     assert [s.split(";")[0] for s in summaries] == ["summary: up 60 s", "summary: up 120 s"]
     assert {s["verdict"]["label"] for s in sessions} <= {"short-form", "long-form", "other"}
     assert all("action" in s["verdict"] for s in sessions)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a live router opens an AF_PACKET socket (root)")
+def test_a_burst_of_new_flows_gets_a_verdict_each(tmp_path: Path) -> None:
+    """More new flows at once than one model call takes (a scan, a flood): every flow is
+    judged at its first check, each with its own verdict."""
+    from classifier.capture.packet import Packet
+    from classifier.live import _JUDGE_SLICE, LiveConfig, LiveRouter
+
+    count = 2 * _JUDGE_SLICE + 5
+    clock = Clock(1_700_000_000.0)
+    router = LiveRouter(
+        LiveConfig(ifaces=("lo",), summary_every=0, audit_log=tmp_path / "audit.jsonl"),
+        clock=clock,
+    )
+    try:
+        burst = [
+            Packet(
+                clock.t,
+                74,
+                60,
+                4,
+                "10.77.1.2",
+                "10.77.2.2",
+                17,
+                40000,
+                10000 + i,
+                0,
+                0,
+                32,
+                b"x" * 32,
+            )
+            for i in range(count)
+        ]
+        router.process(burst)
+        clock.t += 1.5  # past the first check (1 s)
+        router.process([])
+        flows = router.state.flows()
+    finally:
+        router.close()
+    assert len(flows) == count
+    assert {f["key"]["server_port"] for f in flows} == set(range(10000, 10000 + count))
+    assert all(f["verdicts"] == 1 and f["verdict"]["label"] for f in flows)
