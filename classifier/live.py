@@ -162,6 +162,7 @@ class LiveRouter:
                 self._closers.append(self.table.delete)
             self.table.add_capture(cfg.nflog_group)
         self.state = LiveState(self.enforcer, self.policy, clock=self._clock)
+        self.state.use_model = self.use_model
         self._start_usage()
         self.reports = VerdictLog()
         self._started = self._clock()
@@ -244,6 +245,27 @@ class LiveRouter:
                 log.warning("usage not saved to %s: %s", path, exc.strerror)
 
         self._closers.append(_save)
+
+    def use_model(self, model: LoadedModel, session_model: SessionModel | None) -> None:
+        """Decide with ``model`` and ``session_model`` from the next judgement on (the
+        Model page). Raises :class:`ShortflowError` when the session model would read
+        another session view (window, step, grouping) than the running one, or when one
+        of the two has a session model and the other not: that needs a restart with
+        ``--model``."""
+        old = self.session_model
+        same = (
+            old.config == session_model.config
+            if old is not None and session_model is not None
+            else old is session_model
+        )
+        if not same:
+            raise ShortflowError(
+                f"model {model.info.name} reads another session view than the running one; "
+                "restart shortflow live with --model to use it"
+            )
+        with self._names_lock:  # session judgements read both under this lock
+            self.model, self.session_model = model, session_model
+        log.info("live: now %s", self.decisions)
 
     @property
     def decisions(self) -> str:

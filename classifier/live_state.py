@@ -154,6 +154,9 @@ class LiveState:
         self.usage: UsageLog | None = None
         self.audit_path: Path | None = None
         self.leases_path: Path | None = None
+        # the live router's model switch (LiveRouter.use_model), for the Model page: takes
+        # a loaded flow model and its session model (or None)
+        self.use_model: Callable[[Any, Any], None] | None = None
         #: records clients' traffic (``shortflow live --data-dir``); None: recording is off
         self.recorder = recorder
         self.recording_off_reason = "live mode runs without a data directory (--data-dir)"

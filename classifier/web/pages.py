@@ -669,13 +669,17 @@ async def choose_model(request: Request) -> Response:
     directory = request.app.state.settings.models_dir / name
     try:
         loaded, session = await run_cpu(request, _load, directory)
+        live = request.app.state.live
+        if live is not None and live.use_model is not None:  # the router decides with it
+            await run_cpu(request, live.use_model, loaded, session)
     except ShortflowError as exc:
         return _back("/model", err=str(exc))
     request.app.state.model = loaded
     request.app.state.session_model = session
     request.app.state.model_error = None
     log.info("model %s loaded from %s via the web page", loaded.info.name, directory)
-    return _back("/model", msg=f"model {loaded.info.name} loaded from {name}")
+    where = " and in use by the live router" if request.app.state.live is not None else ""
+    return _back("/model", msg=f"model {loaded.info.name} loaded from {name}{where}")
 
 
 # -- captures ---------------------------------------------------------------------------------

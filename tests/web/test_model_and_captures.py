@@ -4,6 +4,7 @@ Captures page (an upload classified, a file that is not a capture refused in one
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -75,3 +76,31 @@ def test_captures_page(client: TestClient, tmp_path: Path) -> None:
     assert re.search(r'<script type="application/json" id="usage-data">\[.*\]</script>', r.text)
     r = client.post("/captures")  # no file at all
     assert r.status_code == 422 and "choose a pcap" in r.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a live router opens an AF_PACKET socket (root)")
+def test_model_chosen_on_the_page_is_used_by_the_live_router(models: Path, tmp_path: Path) -> None:
+    """With live mode, a chosen model with the same session view decides from the next
+    judgement on; one without a session model is refused and the running one stays."""
+    from classifier.live import LiveConfig, LiveRouter
+    from classifier.model.artifact import DEFAULT_MODEL_DIR
+
+    shutil.copytree(DEFAULT_MODEL_DIR, models / "default-copy", dirs_exist_ok=True)
+    router = LiveRouter(
+        LiveConfig(ifaces=("lo",), summary_every=0, audit_log=tmp_path / "audit.jsonl")
+    )
+    try:
+        started, started_session = router.model, router.session_model
+        settings = Settings(api_token=SecretStr(TOKEN), models_dir=models)
+        with TestClient(create_app(settings, live=router.state), client=("127.0.0.1", 5000)) as c:
+            c.headers["Authorization"] = f"Bearer {TOKEN}"
+            r = c.post("/model", data={"directory": "small"}, follow_redirects=True)
+            assert "reads another session view" in r.text and 'class="note bad"' in r.text
+            assert router.model is started and router.session_model is started_session
+            r = c.post("/model", data={"directory": "default-copy"}, follow_redirects=True)
+            assert "in use by the live router" in r.text, r.text
+            assert router.model is not started and router.model is c.app.state.model  # type: ignore[attr-defined]
+            assert router.model.path == models / "default-copy"
+            assert router.session_model is not None and router.session_model is not started_session
+    finally:
+        router.close()
