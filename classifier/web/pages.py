@@ -105,6 +105,18 @@ def _signer(request: Request) -> Signer:
     return signer
 
 
+async def _live_post(request: Request, back: str) -> tuple[Who, FormData, LiveState] | Response:
+    """A POST that changes the live router: who sent it, its form and the live state, or
+    the response refusing it (login, CSRF, live mode not running; back to ``back``)."""
+    who_, form, refused = await _post_guard(request)
+    if refused is not None or form is None:
+        return refused or _back(back)
+    live = _live(request)
+    if live is None:
+        return _back(back, err="live mode is not running")
+    return who_, form, live
+
+
 def _live(request: Request) -> LiveState | None:
     live: LiveState | None = request.app.state.live
     return live
@@ -329,12 +341,10 @@ async def overview(request: Request) -> Response:
 
 @router.post("/clients/name")
 async def set_name(request: Request) -> Response:
-    who_, form, refused = await _post_guard(request)
-    if refused is not None or form is None:
-        return refused or _back("/")
-    live = _live(request)
-    if live is None:
-        return _back("/", err="live mode is not running")
+    got = await _live_post(request, "/")
+    if isinstance(got, Response):
+        return got
+    who_, form, live = got
     try:
         _aliases(request, live).set(_field(form, "client"), _field(form, "name"))
     except ShortflowError as exc:
@@ -438,12 +448,10 @@ async def blocks_page(request: Request) -> Response:
 
 @router.post("/blocks")
 async def block_now(request: Request) -> Response:
-    who_, form, refused = await _post_guard(request)
-    if refused is not None or form is None:
-        return refused or _back("/blocks")
-    live = _live(request)
-    if live is None:
-        return _back("/blocks", err="live mode is not running")
+    got = await _live_post(request, "/blocks")
+    if isinstance(got, Response):
+        return got
+    who_, form, live = got
     client, server = _field(form, "client"), _field(form, "server")
     try:
         minutes = float(_field(form, "minutes") or "0")
@@ -478,12 +486,10 @@ async def block_now(request: Request) -> Response:
 
 @router.post("/blocks/{block_id}/unblock")
 async def unblock(request: Request, block_id: str) -> Response:
-    who_, form, refused = await _post_guard(request)
-    if refused is not None or form is None:
-        return refused or _back("/blocks")
-    live = _live(request)
-    if live is None:
-        return _back("/blocks", err="live mode is not running")
+    got = await _live_post(request, "/blocks")
+    if isinstance(got, Response):
+        return got
+    who_, form, live = got
     try:
         done = await run_cpu(request, live.unblock, block_id[:64])
     except ShortflowError as exc:
@@ -554,12 +560,10 @@ async def policy_page(request: Request) -> Response:
 
 @router.post("/policy")
 async def save_policy(request: Request) -> Response:
-    who_, form, refused = await _post_guard(request)
-    if refused is not None or form is None:
-        return refused or _back("/policy")
-    live = _live(request)
-    if live is None:
-        return _back("/policy", err="live mode is not running")
+    got = await _live_post(request, "/policy")
+    if isinstance(got, Response):
+        return got
+    who_, form, live = got
     source = "policy page"
     raw_text = form.get("raw")
     if form.get("save_raw") is not None and isinstance(raw_text, str):
