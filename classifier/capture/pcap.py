@@ -27,7 +27,7 @@ from classifier.capture.decode import is_known_linktype
 from classifier.capture.stats import ReadStats
 from classifier.errors import CaptureError
 
-__all__ = ["PCAP_MAGICS", "MAX_CAPLEN", "RawFrame", "iter_pcap"]
+__all__ = ["PCAP_MAGICS", "MAGIC_US", "MAGIC_NS", "MAX_CAPLEN", "RawFrame", "iter_pcap"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,13 @@ MAX_CAPLEN = 262144
 _SCAN_WINDOW = 4 * 1024 * 1024
 _MAX_TS_JUMP = 366 * 86400
 
-_MAGIC_US = 0xA1B2C3D4
-_MAGIC_NS = 0xA1B23C4D
+MAGIC_US = 0xA1B2C3D4
+MAGIC_NS = 0xA1B23C4D
 _MAGIC_MODIFIED = 0xA1B2CD34
 PCAP_MAGICS: frozenset[bytes] = frozenset(
     struct.pack(order + "I", magic)
     for order in "<>"
-    for magic in (_MAGIC_US, _MAGIC_NS, _MAGIC_MODIFIED)
+    for magic in (MAGIC_US, MAGIC_NS, _MAGIC_MODIFIED)
 )
 
 _HEADER_LEN = 24
@@ -60,8 +60,8 @@ def _read_header(f: IO[bytes], path: str) -> tuple[str, int, int, int]:
     order = ""
     for candidate in "<>":
         if len(head) >= 4 and struct.unpack_from(candidate + "I", head, 0)[0] in (
-            _MAGIC_US,
-            _MAGIC_NS,
+            MAGIC_US,
+            MAGIC_NS,
             _MAGIC_MODIFIED,
         ):
             order = candidate
@@ -81,7 +81,7 @@ def _read_header(f: IO[bytes], path: str) -> tuple[str, int, int, int]:
             path, f"pcap file header cut short ({len(head)} of {_HEADER_LEN} bytes)", 0
         )
     _maj, _min, _zone, _sigfigs, snaplen, linkfield = struct.unpack_from(order + "HHiIII", head, 4)
-    divisor = 1_000_000_000 if magic == _MAGIC_NS else 1_000_000
+    divisor = 1_000_000_000 if magic == MAGIC_NS else 1_000_000
     return order, divisor, snaplen, linkfield & 0xFFFF
 
 

@@ -11,6 +11,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from classifier.capture.pcap import MAGIC_NS, MAGIC_US
+
 __all__ = [
     "tcp",
     "udp",
@@ -151,8 +153,12 @@ def pcap_file(
     order: str = "<",
     snaplen: int = 65535,
 ) -> bytes:
-    """A classic pcap: ``records`` are (sec, usec-or-nsec, data[, orig_len])."""
-    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    """A classic pcap: ``records`` are (sec, usec-or-nsec, data[, orig_len]).
+
+    Any byte order and resolution, for the reader's tests; the repo's own files are written
+    by :mod:`classifier.capture.pcap_writer` (tests/capture/test_pcap_writer.py checks that
+    both give the same bytes for little-endian microseconds)."""
+    magic = MAGIC_NS if nano else MAGIC_US
     out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
     for rec in records:
         sec, frac, data = rec[0], rec[1], rec[2]
