@@ -198,7 +198,7 @@ def bench(path: Path, ref_packets: int, timeout: float, repeat: int = 1) -> list
     # fill numba's on-disk cache first, so that no measured child pays for compiling (a
     # no-op when the kernels were built ahead of time)
     with tempfile.TemporaryDirectory(prefix="sf-bench-") as tmp:
-        from benchmarks.gen_captures import write_many_flows
+        from tests.synthetic_captures import write_many_flows
 
         tiny = Path(tmp) / "tiny.pcap"
         write_many_flows(tiny, flows=20)

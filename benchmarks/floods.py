@@ -1,8 +1,8 @@
 """Floods and long captures: memory and time of the flow table and of ``shortflow featurize``.
 
-Generates captures into a scratch folder (default /tmp, never the repo) with a fast numpy
-pcap writer, runs each measurement in a child process (so peak RSS is that run's own),
-prints the figures and deletes the files afterwards.
+Generates captures into a scratch folder (default /tmp, never the repo) with the numpy
+writers of ``tests/synthetic_captures.py``, runs each measurement in a child process (so
+peak RSS is that run's own), prints the figures and deletes the files afterwards.
 
 * ``syn``: a SYN flood, one packet per distinct 5-tuple (10.77.128.0/17 sources, 16
   source ports each, to 10.77.0.1:80), 100k packets per second of capture time;
@@ -33,211 +33,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-__all__ = [
-    "write_records",
-    "write_syn_flood",
-    "write_udp_scan",
-    "write_long_flow",
-    "write_sequential_flows",
-    "measure_table",
-    "measure_featurize",
-    "main",
-]
-
-U32 = npt.NDArray[np.uint32]
-I64 = npt.NDArray[np.int64]
-F64 = npt.NDArray[np.float64]
-
-_PCAP_HEADER = (
-    np.array([0xA1B2C3D4], "<u4").tobytes()
-    + np.array([2, 4], "<u2").tobytes()
-    + np.array([0, 0, 262144, 1], "<u4").tobytes()
+from tests.synthetic_captures import (  # noqa: E402 (after the path setup)
+    write_long_flow,
+    write_sequential_flows,
+    write_syn_flood,
+    write_udp_scan,
 )
-_ETH = bytes.fromhex("0200000000020200000000010800")
-_CHUNK = 1 << 20
-_T0 = 1_704_067_200.0  # 2024-01-01
-_ACK, _SYN, _FIN, _PSH = 0x10, 0x02, 0x01, 0x08
 
-
-def _ip(a: int, b: int, c: int, d: int) -> int:
-    return (a << 24) | (b << 16) | (c << 8) | d
-
-
-def _be(col: npt.NDArray[np.integer], width: int) -> npt.NDArray[np.uint8]:
-    """Big-endian bytes of an integer column: shape (n, width)."""
-    v = col.astype(np.uint64)
-    shifts = np.arange(8 * (width - 1), -1, -8, dtype=np.uint64)
-    return ((v[:, None] >> shifts) & np.uint64(0xFF)).astype(np.uint8)
-
-
-def _le32(col: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
-    return np.ascontiguousarray(col.astype("<u4")).view(np.uint8).reshape(-1, 4)
-
-
-def write_records(
-    fh: object,
-    ts: F64,
-    src: I64,
-    dst: I64,
-    proto: int,
-    sport: I64,
-    dport: I64,
-    flags: I64,
-    ip_len: I64,
-    caplen: int,
-) -> int:
-    """Append pcap records (Ethernet/IPv4/TCP or UDP) for arrays of equal length to the
-    open binary file ``fh``; ``caplen`` bytes of each frame are stored (header-only when
-    below the frame size; the rest is zero payload). Returns the bytes written."""
-    n = len(ts)
-    l4 = 20 if proto == 6 else 8
-    head = 14 + 20 + l4
-    rec = np.zeros((n, 16 + caplen), np.uint8)
-    sec = np.floor(ts)
-    rec[:, 0:4] = _le32(sec.astype(np.int64))
-    rec[:, 4:8] = _le32(np.round((ts - sec) * 1e6).clip(0, 999_999).astype(np.int64))
-    rec[:, 8:12] = _le32(np.full(n, caplen))
-    rec[:, 12:16] = _le32(ip_len + 14)
-    f = 16
-    rec[:, f : f + 14] = np.frombuffer(_ETH, np.uint8)
-    ip = f + 14
-    rec[:, ip] = 0x45
-    rec[:, ip + 2 : ip + 4] = _be(ip_len, 2)
-    rec[:, ip + 8] = 64
-    rec[:, ip + 9] = proto
-    rec[:, ip + 12 : ip + 16] = _be(src, 4)
-    rec[:, ip + 16 : ip + 20] = _be(dst, 4)
-    t = ip + 20
-    rec[:, t : t + 2] = _be(sport, 2)
-    rec[:, t + 2 : t + 4] = _be(dport, 2)
-    if proto == 6:
-        rec[:, t + 4 : t + 8] = _be(np.arange(n, dtype=np.int64) * 1460 % (1 << 32), 4)
-        rec[:, t + 12] = 0x50
-        rec[:, t + 13] = flags
-        rec[:, t + 14 : t + 16] = 0xFF
-    else:
-        rec[:, t + 4 : t + 6] = _be(ip_len - 20, 2)
-    assert caplen >= head
-    data = rec.tobytes()
-    fh.write(data)  # type: ignore[attr-defined]
-    return len(data)
-
-
-def _write(path: Path, chunks: Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]) -> int:
-    size = len(_PCAP_HEADER)
-    with path.open("wb") as fh:
-        fh.write(_PCAP_HEADER)
-        for chunk in chunks:
-            size += write_records(fh, *chunk)
-    return size
-
-
-def write_syn_flood(path: Path, flows: int, pps: float = 100_000.0) -> int:
-    """One SYN per distinct 5-tuple; returns the file size."""
-
-    def chunks() -> Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]:
-        for a in range(0, flows, _CHUNK):
-            i = np.arange(a, min(flows, a + _CHUNK), dtype=np.int64)
-            src = _ip(10, 77, 128, 0) + (i >> 4) % 32768
-            sport = 1024 + (i & 15) + 16 * ((i >> 19) & 63)
-            n = len(i)
-            yield (
-                _T0 + i / pps,
-                src,
-                np.full(n, _ip(10, 77, 0, 1)),
-                6,
-                sport,
-                np.full(n, 80),
-                np.full(n, _SYN),
-                np.full(n, 40),
-                54,
-            )
-
-    return _write(path, chunks())
-
-
-def write_udp_scan(path: Path, flows: int, pps: float = 100_000.0) -> int:
-    """One UDP datagram per distinct destination address and port."""
-
-    def chunks() -> Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]:
-        for a in range(0, flows, _CHUNK):
-            i = np.arange(a, min(flows, a + _CHUNK), dtype=np.int64)
-            n = len(i)
-            dst = _ip(10, 77, 64, 0) + (i // 65535) % 16384
-            yield (
-                _T0 + i / pps,
-                np.full(n, _ip(10, 77, 0, 2)),
-                dst,
-                17,
-                np.full(n, 40000),
-                1 + i % 65535,
-                np.zeros(n, np.int64),
-                np.full(n, 28),
-                42,
-            )
-
-    return _write(path, chunks())
-
-
-def write_long_flow(path: Path, packets: int, pps: float = 100_000.0) -> int:
-    """One TCP flow: two server data packets (1500 bytes on the wire) per client ACK."""
-    client, server = _ip(10, 77, 1, 2), _ip(10, 77, 2, 2)
-
-    def chunks() -> Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]:
-        for a in range(0, packets, _CHUNK):
-            i = np.arange(a, min(packets, a + _CHUNK), dtype=np.int64)
-            up = (i % 3 == 2) | (i == 0)  # the client's SYN opens the flow
-            src = np.where(up, client, server)
-            dst = np.where(up, server, client)
-            sport = np.where(up, 50000, 443)
-            dport = np.where(up, 443, 50000)
-            flags = np.where(i == 0, _SYN, _ACK)
-            ip_len = np.where(up, 40, 1500)
-            yield (_T0 + i / pps, src, dst, 6, sport, dport, flags, ip_len, 54)
-
-    return _write(path, chunks())
-
-
-def write_sequential_flows(
-    path: Path, megabytes: float, per_flow: int = 500, flow_seconds: float = 2.0
-) -> tuple[int, int]:
-    """Back-to-back TCP flows of full 1514-byte frames, each closed by FIN both ways,
-    until the file reaches ``megabytes``; returns (file size, flows)."""
-    frame_rec = 16 + 1514
-    total = int(megabytes * 1e6 // frame_rec)
-    flows = max(1, total // per_flow)
-    client, server = _ip(10, 77, 1, 2), _ip(10, 77, 2, 2)
-
-    def chunks() -> Iterator[tuple[F64, I64, I64, int, I64, I64, I64, I64, int]]:
-        step = max(1, _CHUNK // 16 // per_flow)  # flows per chunk (~100 MB of records)
-        for f0 in range(0, flows, step):
-            f = np.arange(f0, min(flows, f0 + step), dtype=np.int64)
-            k = np.tile(np.arange(per_flow, dtype=np.int64), len(f))
-            fl = np.repeat(f, per_flow)
-            up = (k % 2 == 0) | (k == per_flow - 2)
-            src = np.where(up, client, server)
-            dst = np.where(up, server, client)
-            cport = 20000 + fl % 40000
-            sport = np.where(up, cport, 443)
-            dport = np.where(up, 443, cport)
-            flags = np.full(len(k), _ACK | _PSH)
-            flags[k == 0] = _SYN
-            flags[k >= per_flow - 2] = _FIN | _ACK
-            ts = _T0 + fl * (flow_seconds * 1.5) + k * (flow_seconds / per_flow)
-            yield (ts, src, dst, 6, sport, dport, flags, np.full(len(k), 1500), 1514)
-
-    return _write(path, chunks()), flows
-
+__all__ = ["measure_table", "measure_featurize", "main"]
 
 # -- measurements (each in a child process) ------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Build the captures the featurize benchmarks run on.
 
-``many-flows``: written directly with a small pcap writer (no network): ``--flows`` short
+``many-flows``: written directly (no network) by ``tests/synthetic_captures.py``: ``--flows`` short
 TLS-over-TCP conversations (handshake, a real ClientHello with SNI, a few server data
 packets, FIN both ways), about 11 packets each, starting 0.5 ms apart so a few hundred
 overlap; every 10th flow is preceded by a DNS query and answer (UDP) for its name.
@@ -28,8 +28,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,101 +36,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dnslib import QTYPE, RR, A, DNSRecord
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from classifier.features.tls import build_client_hello
+from tests.synthetic_captures import write_many_flows  # noqa: E402 (after the path setup)
 
 __all__ = ["write_many_flows", "capture_bulk_tls"]
 
 log = logging.getLogger("gen_captures")
-
-_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
-_MAC_C = bytes.fromhex("020000000001")
-_MAC_S = bytes.fromhex("020000000002")
-_SYN, _ACK, _PSH, _FIN = 0x02, 0x10, 0x08, 0x01
-
-
-# ---------------------------------------------------------------------------------------
-# many-flows: a pcap written directly
-
-
-def _ip4(a: str) -> bytes:
-    return socket.inet_aton(a)
-
-
-def _frame(src: bytes, dst: bytes, proto: int, l4: bytes, c2s: bool) -> bytes:
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, src, dst)
-    eth = (_MAC_S + _MAC_C) if c2s else (_MAC_C + _MAC_S)
-    return eth + b"\x08\x00" + ip + l4
-
-
-def _tcp(sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"") -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
-
-
-def _udp(sport: int, dport: int, payload: bytes) -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-
-
-def _flow_packets(k: int, t0: float) -> list[tuple[float, bytes]]:
-    """The packets of conversation ``k`` (and of its DNS lookup, for every 10th)."""
-    client = _ip4(f"10.77.{1 + (k // 250) % 50}.{1 + k % 250}")
-    server = _ip4(f"10.77.{100 + (k // 200) % 100}.{1 + k % 200}")
-    cport = 32768 + (k * 7) % 28000
-    name = f"img{k % 2000}.bench.example"
-    rtt = 0.010 + (k % 17) * 0.002
-    out: list[tuple[float, bytes]] = []
-    t = t0
-    if k % 10 == 0:
-        resolver = _ip4("10.77.250.53")
-        query = DNSRecord.question(name)
-        reply = query.reply()
-        reply.add_answer(RR(name, QTYPE.A, rdata=A(socket.inet_ntoa(server)), ttl=300))
-        qport = 40000 + k % 20000
-        out.append((t, _frame(client, resolver, 17, _udp(qport, 53, query.pack()), True)))
-        out.append((t + 0.004, _frame(resolver, client, 17, _udp(53, qport, reply.pack()), False)))
-        t += 0.005
-    hello = build_client_hello(name, ("h2", "http/1.1"))
-    cs, ss = 1000 + k, 5000 + k
-    steps = [
-        (0.0, True, _SYN, b""),
-        (rtt / 2, False, _SYN | _ACK, b""),
-        (rtt, True, _ACK, b""),
-        (rtt, True, _PSH | _ACK, hello),
-        (1.5 * rtt, False, _ACK, b"\x17" * 1400),
-        (1.5 * rtt + 0.0002, False, _ACK, b"\x17" * 1400),
-        (1.5 * rtt + 0.0004, False, _PSH | _ACK, b"\x17" * (200 + k % 900)),
-        (2 * rtt, True, _ACK, b""),
-        (2 * rtt + 0.05, True, _FIN | _ACK, b""),
-        (2.5 * rtt + 0.05, False, _FIN | _ACK, b""),
-        (3 * rtt + 0.05, True, _ACK, b""),
-    ]
-    for dt, c2s, flags, payload in steps:
-        if c2s:
-            l4 = _tcp(cport, 443, cs, ss, flags, payload)
-            cs += len(payload) + (1 if flags & (_SYN | _FIN) else 0)
-            out.append((t + dt, _frame(client, server, 6, l4, True)))
-        else:
-            l4 = _tcp(443, cport, ss, cs, flags, payload)
-            ss += len(payload) + (1 if flags & (_SYN | _FIN) else 0)
-            out.append((t + dt, _frame(server, client, 6, l4, False)))
-    return out
-
-
-def write_many_flows(path: Path, flows: int = 120_000, spacing: float = 0.0005) -> int:
-    """Write the many-flows capture; return its packet count."""
-    packets: list[tuple[float, bytes]] = []
-    for k in range(flows):
-        packets.extend(_flow_packets(k, k * spacing))
-    packets.sort(key=lambda p: p[0])
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-        for ts, frame in packets:
-            micros = round(ts * 1e6)
-            sec, usec = divmod(micros, 1_000_000)
-            f.write(struct.pack("<IIII", _EPOCH + sec, usec, len(frame), len(frame)))
-            f.write(frame)
-    return len(packets)
 
 
 # ---------------------------------------------------------------------------------------

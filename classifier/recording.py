@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.capture.packet import TCP, Packet
+from classifier.capture.pcap_writer import LINKTYPE_RAW, RECORD_HEADER, global_header, whole_records
 from classifier.errors import RecordingError, RecordingNotFound
 
 __all__ = [
@@ -105,10 +106,8 @@ DEFAULT_DIR_MAX_MB = 2000.0
 MAX_MINUTES = 24 * 60.0
 _ID = re.compile(r"rec-[0-9]{8}T[0-9]{6}-[0-9a-f]{6}")
 _APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
-_LINKTYPE_RAW = 101
-_SNAPLEN = 262144
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, _SNAPLEN, _LINKTYPE_RAW)
-_RECORD = struct.Struct("<IIII")
+_PCAP_HEADER = global_header(LINKTYPE_RAW)
+_pack_record_header = RECORD_HEADER.pack
 _FLUSH_EVERY = 1.0
 _WAKE = 0.2
 
@@ -196,30 +195,7 @@ def pcap_record(pkt: Packet) -> bytes:
     data, ip_len = _ip_packet(pkt)
     sec = int(pkt.ts)
     usec = min(int(round((pkt.ts - sec) * 1e6)), 999_999)
-    return _RECORD.pack(sec, usec, len(data), max(ip_len, len(data))) + data
-
-
-def _complete_length(path: Path) -> tuple[int, int]:
-    """(bytes, records) of the whole records at the start of pcap ``path`` (written by this
-    module: little-endian, microseconds)."""
-    size = path.stat().st_size
-    if size < len(_PCAP_HEADER):
-        return 0, 0
-    records = 0
-    pos = len(_PCAP_HEADER)
-    with open(path, "rb") as fh:
-        fh.seek(pos)
-        while True:
-            head = fh.read(_RECORD.size)
-            if len(head) < _RECORD.size:
-                break
-            incl = _RECORD.unpack(head)[2]
-            if not 20 <= incl <= _SNAPLEN or pos + _RECORD.size + incl > size:
-                break
-            fh.seek(incl, os.SEEK_CUR)
-            pos += _RECORD.size + incl
-            records += 1
-    return pos, records
+    return _pack_record_header(sec, usec, len(data), max(ip_len, len(data))) + data
 
 
 def _sha256(path: Path) -> str:
@@ -600,7 +576,8 @@ class Recorder:
     def _repair(self, rec: _Recording) -> None:
         pcap = self.pcap_path(rec.id)
         try:
-            good, records = _complete_length(pcap) if pcap.is_file() else (0, 0)
+            # a raw-IP record holds at least an IPv4 header (20 bytes)
+            good, records = whole_records(pcap, min_caplen=20) if pcap.is_file() else (0, 0)
             if pcap.is_file() and good < pcap.stat().st_size:
                 if good == 0:
                     pcap.write_bytes(_PCAP_HEADER)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from classifier.capture.pcap_writer import LINKTYPE_ETHERNET, PcapWriter
 from classifier.errors import DatasetError
 
 __all__ = ["NetpktPacket", "read_netpkt", "write_netpkt_pcap", "is_netpkt"]
@@ -40,8 +41,6 @@ _UDP = 8
 _TCP_PLAIN, _TCP_TS = 20, 32
 _FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
 _TS_OPTIONS = bytes((1, 1, 8, 10)) + bytes(8)  # NOP NOP timestamps(10): 12 bytes
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
-_RECORD = struct.Struct("<IIII")
 _MACS = bytes.fromhex("020000c90002020000c80002")
 
 
@@ -219,11 +218,9 @@ def write_netpkt_pcap(packets: list[NetpktPacket], out: Path) -> None:
     tmp = out.with_name(out.name + ".part")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(_PCAP_HEADER)
+        with PcapWriter(tmp, LINKTYPE_ETHERNET) as writer:
             for ts, head, wire in _frames(packets):
-                fh.write(_RECORD.pack(ts // 1_000_000, ts % 1_000_000, len(head), wire))
-                fh.write(head)
+                writer.write_us(ts // 1_000_000, ts % 1_000_000, head, wire)
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -54,10 +54,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from tqdm import tqdm
 
+from classifier.capture.pcap_writer import LINKTYPE_ETHERNET, PcapWriter
 from classifier.errors import DatasetError
 from training.manifest import (
     MANIFEST_COLUMNS,
@@ -114,7 +115,6 @@ _MAX_TCP_OPTIONS = 40
 _ISN_CLIENT = 0x10000000
 _ISN_SERVER = 0x20000000
 _IMPORTER_VERSION = "2"
-_PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
 
 
 @dataclass(frozen=True)
@@ -457,7 +457,9 @@ def _frame(state: _ConnState, pkt: TracePacket) -> tuple[bytes, int]:
     return eth + b"\x08\x00" + ip + l4, pkt.length - ETH_LEN - _IP_LEN - len(l4)
 
 
-def _write_records(fh: BinaryIO, session: TraceSession, base_us: int, snaplen: int | None) -> None:
+def _write_records(
+    out: PcapWriter, session: TraceSession, base_us: int, snaplen: int | None
+) -> None:
     states = [
         _ConnState(
             c,
@@ -468,16 +470,14 @@ def _write_records(fh: BinaryIO, session: TraceSession, base_us: int, snaplen: i
         for i, c in enumerate(session.conns)
     ]
     zeros = bytes(_MAX_FRAME)
-    rec = struct.Struct("<IIII")
     for pkt in session.packets:
         headers, rest = _frame(states[pkt.conn], pkt)
         kept = len(headers) + rest if snaplen is None else min(snaplen, len(headers) + rest)
         ts = base_us + pkt.ts_us
-        fh.write(rec.pack(ts // 1_000_000, ts % 1_000_000, kept, pkt.length))
         data = headers[:kept]
-        fh.write(data)
         if kept > len(data):
-            fh.write(zeros[: kept - len(data)])
+            data += zeros[: kept - len(data)]
+        out.write_us(ts // 1_000_000, ts % 1_000_000, data, pkt.length)
 
 
 def write_session_pcap(
@@ -493,9 +493,8 @@ def write_session_pcap(
     tmp = out.with_name(out.name + ".part")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(_PCAP_HEADER)
-            _write_records(fh, session, base_us, snaplen)
+        with PcapWriter(tmp, LINKTYPE_ETHERNET) as writer:
+            _write_records(writer, session, base_us, snaplen)
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -9,11 +9,12 @@ stay whole, so `shortflow classify` sees exactly the features of the full captur
 
 from __future__ import annotations
 
-import struct
 import sys
 from pathlib import Path
 
 import dpkt
+
+from classifier.capture.pcap_writer import PcapWriter
 
 FULL_PACKETS = 24
 SNAPLEN = 96
@@ -29,21 +30,21 @@ def _flow_key(buf: bytes) -> tuple[object, ...] | None:
 
 
 def snap(src: Path, dst: Path) -> None:
-    seen: dict[tuple[object, ...], int] = {}
-    with src.open("rb") as fin, dst.open("wb") as fout:
+    with src.open("rb") as fin:
         reader = dpkt.pcap.Reader(fin)
-        fout.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, reader.datalink()))
-        for ts, buf in reader:
-            key = _flow_key(buf)
-            n = seen.get(key, 0) if key is not None else 0
-            if key is not None:
-                seen[key] = n + 1
-            keep = buf if key is None or n < FULL_PACKETS else buf[:SNAPLEN]
-            sec = int(ts)
-            usec = int(round((ts - sec) * 1e6))
-            if usec == 1_000_000:
-                sec, usec = sec + 1, 0
-            fout.write(struct.pack("<IIII", sec, usec, len(keep), len(buf)) + keep)
+        with PcapWriter(dst, reader.datalink(), snaplen=65535) as out:
+            _snap_records(reader, out)
+
+
+def _snap_records(reader: dpkt.pcap.Reader, out: PcapWriter) -> None:
+    seen: dict[tuple[object, ...], int] = {}
+    for ts, buf in reader:
+        key = _flow_key(buf)
+        n = seen.get(key, 0) if key is not None else 0
+        if key is not None:
+            seen[key] = n + 1
+        keep = buf if key is None or n < FULL_PACKETS else buf[:SNAPLEN]
+        out.write(ts, keep, len(buf))
 
 
 if __name__ == "__main__":

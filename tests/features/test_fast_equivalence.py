@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.gen_captures import write_many_flows
 from classifier.capture import ReadStats, open_capture
 from classifier.capture import columns as cc
 from classifier.errors import CaptureError
@@ -32,6 +31,7 @@ from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featu
 from classifier.flows import FlowConfig
 from tests.capture import make_captures as mk
 from tests.shared_data import SHARED, missing_reason
+from tests.synthetic_captures import write_many_flows
 
 CAPTURES = sorted(
     p

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.gen_captures import write_many_flows
 from classifier.capture import open_capture
 from classifier.features import fast
 from classifier.features.fast import featurize_fast
@@ -33,6 +32,7 @@ from classifier.features.names import NameExtractor
 from classifier.features.tls import build_client_hello
 from tests.fuzz.harness import fuzz_settings, mutate, seeds
 from tests.shared_data import SHARED, missing_reason
+from tests.synthetic_captures import write_many_flows
 
 CAPTURES = sorted(p for p in SHARED.rglob("*") if p.suffix in (".pcap", ".pcapng"))
 needs_shared = pytest.mark.skipif(

@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 from dask.distributed import LocalCluster
 
-from benchmarks.gen_captures import write_many_flows
 from classifier.errors import ShortflowError
 from classifier.features import fast
 from classifier.features.column_batch import ColumnBatch
@@ -32,6 +31,7 @@ from classifier.features.featurize import (
 )
 from classifier.features.table_sink import TableSink
 from tests.shared_data import SHARED, needs_files
+from tests.synthetic_captures import write_many_flows
 
 NDPI = SHARED / "ndpi"
 needs_shared = needs_files("ndpi")

@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.floods import write_long_flow, write_syn_flood, write_udp_scan
 from classifier.capture import open_capture
 from classifier.capture.packet import TCP, Packet
 from classifier.features.featurize import (
@@ -28,6 +27,7 @@ from classifier.features.featurize import (
 from classifier.features.flow_names import NamesPlugin
 from classifier.flows import DOWN, UP, Flow, FlowConfig, FlowTable
 from tests.packets import ACK, CLIENT, SERVER, SYN, handshake, tcp
+from tests.synthetic_captures import write_long_flow, write_syn_flood, write_udp_scan
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from classifier.capture.pcap_writer import LINKTYPE_ETHERNET, global_header, record
 from training.dataset import load_rows
 from training.manifest import MANIFEST_COLUMNS, OPTIONAL_COLUMNS, load_manifest
 
@@ -50,9 +51,7 @@ def _tiny_pcap() -> bytes:
         + udp
     )
     frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
-    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
-    record = struct.pack("<IIII", 1_700_000_000, 0, len(frame), len(frame))
-    return header + record + frame
+    return global_header(LINKTYPE_ETHERNET, 65535) + record(1_700_000_000, frame)
 
 
 def _sha(data: bytes) -> str:
