@@ -7,11 +7,12 @@ the Shorts session is blocked within 75 s (audit log lines with the rule, downlo
 or stalled);
 a sinkholed name resolves to 0.0.0.0; dry-run leaves the ruleset unchanged; after SIGTERM
 nothing of shortflow is left and other tables are untouched; after SIGKILL the entries time
-out and traffic flows again.
+out and traffic flows again (that block is made by hand over the API).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from datetime import datetime
@@ -34,12 +35,13 @@ from tests.e2e.live_lab import (  # noqa: E402
     stop,
     without_shortflow,
 )
-from training.lab.topology import DNS_IP  # noqa: E402
+from training.lab.topology import CLIENT_IP, DNS_IP  # noqa: E402
 
 # The session model judges a client's last 60 s every 10 s and blocks when 2 of its last 3
 # windows agree: a Shorts session is blocked within the first minute or so, never at once.
 SHORTS_S = 90
 BLOCK_BY_S = 75
+API = "127.0.0.1:8787"  # in the router's namespace
 
 
 def test_live_router_blocks_shorts_and_keeps_long_videos(tmp_path: Path) -> None:
@@ -89,8 +91,20 @@ def test_dry_run_changes_no_rules_and_sigkill_fails_open(tmp_path: Path) -> None
         finally:
             stop(live)
 
-        live, audit = start_live(the_lab, tmp_path, "nft", block=4)
-        play(the_lab, tmp_path, "shorts", seed=904, seconds=SHORTS_S)
+        # a block by hand (the same nft sets and timeouts as the model's blocks, without
+        # playing another 90 s session), then SIGKILL
+        live, audit = start_live(the_lab, tmp_path, "nft", extra_args=["--api", API])
+        body = {"client": CLIENT_IP, "server": "10.77.20.10", "duration_s": 4}
+        the_lab.topo.run(
+            the_lab.topo.router_ns,
+            [
+                "curl", "-sS", "--fail", "--max-time", "5", "--retry", "30",
+                "--retry-connrefused", "--retry-delay", "1", "-X", "POST",
+                "-H", "content-type: application/json", "-d", json.dumps(body),
+                f"http://{API}/v1/live/blocks",
+            ],
+        )  # fmt: skip
+        assert nft_elements(the_lab.topo), "the block is not in shortflow's sets"
         assert any(e["action"] == "block" for e in read_audit(audit))
         stop(live, signal.SIGKILL)  # no cleanup runs: the entries must time out alone
         time.sleep(5)
