@@ -54,6 +54,7 @@ from typing import Any
 from classifier.capture.packet import TCP, Packet
 from classifier.capture.pcap_writer import LINKTYPE_RAW, RECORD_HEADER, global_header, whole_records
 from classifier.errors import RecordingError, RecordingNotFound
+from classifier.manifest_format import MANIFEST_COLUMNS, OPTIONAL_COLUMNS, SESSION_LABELS
 
 __all__ = [
     "Recorder",
@@ -68,21 +69,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The session labels of dataset manifests (``training.manifest.SESSION_LABELS``).
-SESSION_LABELS = ("short-form", "long-form", "other-video", "web", "call", "mixed", "other")
-#: The columns of a recordings manifest (``training.manifest``: required, then ``url``).
-MANIFEST_HEADER = (
-    "path",
-    "sha256",
-    "label",
-    "app",
-    "recorded",
-    "device",
-    "date",
-    "license",
-    "notes",
-    "url",
-)
+#: The columns of a recordings manifest: the required ones, then ``url``.
+MANIFEST_HEADER = (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
 #: What a household recording says in the manifest's ``recorded`` column (its data source).
 RECORDED = "household"
 #: Label words a recording takes -> (session label, app implied or None).

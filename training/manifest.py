@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from classifier.errors import DatasetError
+from classifier.manifest_format import MANIFEST_COLUMNS, OPTIONAL_COLUMNS, SESSION_LABELS
 from training.shared_captures import relocate
 
 __all__ = [
@@ -51,20 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = (
-    "path",
-    "sha256",
-    "label",
-    "app",
-    "recorded",
-    "device",
-    "date",
-    "license",
-    "notes",
-)
-OPTIONAL_COLUMNS = ("url",)
-"""Columns a manifest may have; new manifests written by :func:`add_row` have them."""
-SESSION_LABELS = ("short-form", "long-form", "other-video", "web", "call", "mixed", "other")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _URL = re.compile(r"https?://\S+")

@@ -46,7 +46,7 @@ from training.lab.topology import (
     repo_root,
     wait_for_marker,
 )
-from training.manifest import file_sha256
+from training.manifest import MANIFEST_COLUMNS, file_sha256
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -60,18 +60,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = (
-    "path",
-    "sha256",
-    "label",
-    "app",
-    "recorded",
-    "device",
-    "date",
-    "license",
-    "notes",
-)
 
 
 def session_seed(seed: int, scenario: str, index: int) -> int:
