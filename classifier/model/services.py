@@ -24,6 +24,7 @@ __all__ = [
     "ServiceRules",
     "category_for",
     "default_rules",
+    "may_be_short_form",
     "load_rules",
     "match",
     "service_for",
@@ -61,6 +62,7 @@ class ServiceRules:
         """
         self.source = source
         self._categories = self._check_categories(data)
+        self._short_form = self._check_short_form(data)
         self._by_suffix: dict[str, str] = {}
         self._category_of: dict[str, str] = {}
         services = data.get("service")
@@ -81,6 +83,12 @@ class ServiceRules:
             if not _ID.match(key) or not isinstance(desc, str):
                 self._fail(f"category {key!r} needs a lower-case id and a text description")
         return dict(cats)
+
+    def _check_short_form(self, data: dict[str, Any]) -> frozenset[str]:
+        listed = data.get("short_form_categories", list(self._categories))
+        if not isinstance(listed, list) or not all(c in self._categories for c in listed):
+            self._fail("short_form_categories must list categories of the [categories] table")
+        return frozenset(listed)
 
     def _add_service(self, index: int, entry: Any) -> None:
         if not isinstance(entry, dict):
@@ -139,6 +147,13 @@ class ServiceRules:
         """Category of a service name; ``"unknown"`` for unknown services."""
         return self._category_of.get(service, UNKNOWN)
 
+    def may_be_short_form(self, category: str) -> bool:
+        """Whether traffic of a service in ``category`` can be short-form video: the
+        name is a prior that rules short-form out for the other categories (a call, music,
+        a search page). An unknown category (no name, or a name no rule knows) is judged
+        by its shape alone."""
+        return category == UNKNOWN or category in self._short_form
+
 
 def load_rules(path: str | Path = DEFAULT_RULES_PATH) -> ServiceRules:
     """Read and check a rules file.
@@ -178,3 +193,8 @@ def service_for(name: str | None) -> str:
 def category_for(service: str) -> str:
     """Category of a service under the packaged rules (``"unknown"`` if none)."""
     return default_rules().category_for(service)
+
+
+def may_be_short_form(category: str) -> bool:
+    """:meth:`ServiceRules.may_be_short_form` under the packaged rules."""
+    return default_rules().may_be_short_form(category)

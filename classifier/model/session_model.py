@@ -30,6 +30,8 @@ import pandas as pd
 from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 from classifier.model.artifact import file_sha256
+from classifier.model.predict import without_short_form
+from classifier.model.services import category_for, may_be_short_form
 
 __all__ = [
     "SHORT",
@@ -195,9 +197,15 @@ def verdicts(
 def window_probabilities(
     estimator: Any, rows: pd.DataFrame
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """``p_short`` and ``p_long`` of each session row."""
+    """``p_short`` and ``p_long`` of each session row. A group named for a service whose
+    category carries no short-form video (a call, music, a search page) has short-form
+    ruled out (:func:`classifier.model.predict.without_short_form`)."""
     proba = estimator.predict_proba(rows[list(SESSION_FEATURES)])
-    classes = list(estimator.classes_)
+    classes = [str(c) for c in estimator.classes_]
+    ruled_out = np.array(
+        [not may_be_short_form(category_for(str(g))) for g in rows["group"]], dtype=bool
+    )
+    proba = without_short_form(proba, classes, ruled_out)
 
     def col(label: str) -> npt.NDArray[np.float64]:
         return proba[:, classes.index(label)] if label in classes else np.zeros(len(rows))

@@ -117,6 +117,19 @@ def test_custom_file_loads(tmp_path: Path) -> None:
     rules = load_rules(_write(tmp_path, _GOOD))
     assert rules.service_for("x.a.example") == "a"
     assert rules.category_for("a") == "video"
+    assert rules.may_be_short_form("video")  # no short_form_categories: nothing ruled out
+
+
+def test_short_form_categories_rule_out_the_others(tmp_path: Path) -> None:
+    text = _GOOD.replace("schema = 1", "schema = 1\nshort_form_categories = []")
+    rules = load_rules(_write(tmp_path, text))
+    assert not rules.may_be_short_form("video")
+    assert rules.may_be_short_form(UNKNOWN)  # no name: judged by shape
+    packaged = default_rules()
+    for category in ("call", "audio", "web", "long-form-video", "live-video", "messaging"):
+        assert not packaged.may_be_short_form(category), category
+    for category in ("short-form-service", "video-cdn", "social", "cdn", UNKNOWN):
+        assert packaged.may_be_short_form(category), category
 
 
 @pytest.mark.parametrize(
@@ -139,6 +152,14 @@ def test_custom_file_loads(tmp_path: Path) -> None:
         ),
         (_GOOD.replace('name = "a"', 'name = "unknown"'), "bad name"),
         (_GOOD.replace('name = "a"', 'name = "a"\nport = 3'), "unknown keys"),
+        (
+            _GOOD.replace("schema = 1", 'schema = 1\nshort_form_categories = ["nope"]'),
+            "short_form_categories",
+        ),
+        (
+            _GOOD.replace("schema = 1", 'schema = 1\nshort_form_categories = "video"'),
+            "short_form_categories",
+        ),
         ("schema = 1\n[categories]\nv = 'x'\n", "[[service]]"),
         ("schema = 1\n[[service]]\nname='a'\ncategory='v'\nsuffixes=['a.b']\n", "[categories]"),
     ],

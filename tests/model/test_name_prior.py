@@ -1,0 +1,91 @@
+"""A known service whose category carries no short-form video (a call, music, a search
+page) is never called short-form, by the flow model or the session model; unnamed traffic
+and video platforms are judged by their shape as before."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from classifier import featurize
+from classifier.features.session import SessionConfig, session_table
+from classifier.model.artifact import DEFAULT_MODEL_DIR, load_model
+from classifier.model.predict import classify_table, without_short_form
+from classifier.model.session_model import load_session_model, window_probabilities
+from tests.shared_data import SHARED, needs_files
+from training.simulate import simulate
+
+CLASSES = ["long-form", "other", "short-form"]
+
+
+def test_ruled_out_rows_move_short_form_mass_to_the_others_in_proportion() -> None:
+    proba = np.array([[0.2, 0.1, 0.7], [0.0, 0.0, 1.0], [0.5, 0.3, 0.2]])
+    got = without_short_form(proba, CLASSES, np.array([True, True, False]))
+    np.testing.assert_allclose(got[0], [2 / 3, 1 / 3, 0.0])
+    np.testing.assert_allclose(got[1], [0.0, 1.0, 0.0])  # nothing left: the last other class
+    np.testing.assert_allclose(got[2], proba[2])  # not ruled out: untouched
+    np.testing.assert_allclose(got.sum(axis=1), 1.0)
+    assert proba[0, 2] == 0.7  # the input is not changed in place
+
+
+def _shorts_windows() -> pd.DataFrame:
+    config = SessionConfig()
+    tables = [session_table(simulate("shorts", seed)[1], config) for seed in range(4)]
+    return pd.concat(tables, ignore_index=True)
+
+
+def test_session_windows_of_a_call_or_search_service_are_never_short_form() -> None:
+    model = load_session_model(DEFAULT_MODEL_DIR)
+    windows = _shorts_windows()
+    as_youtube = window_probabilities(model.estimator, windows.assign(group="youtube"))
+    as_unnamed = window_probabilities(model.estimator, windows.assign(group="net:10.77.1.0/24"))
+    np.testing.assert_allclose(as_youtube[0], as_unnamed[0])
+    assert (as_youtube[0] >= 0.8).sum() >= 5  # the shape says short-form in several windows
+    for group in ("teams", "spotify", "google", "netflix"):
+        p_short, p_long = window_probabilities(model.estimator, windows.assign(group=group))
+        assert not p_short.any(), group
+        # the odds between long-form and other stay the model's
+        p_other = 1.0 - as_youtube[0] - as_youtube[1]
+        keep = as_youtube[0] < 0.99
+        np.testing.assert_allclose(
+            p_long[keep] / (1.0 - p_long[keep]),
+            as_youtube[1][keep] / p_other[keep],
+            rtol=1e-6,
+        )
+
+
+@needs_files("other/sdrdray_reels_01.json")
+def test_flow_verdicts_of_a_real_short_form_trace_named_as_a_call(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "classifier.cli",
+            "dataset",
+            "import-trace",
+            str(SHARED / "other" / "sdrdray_reels_01.json"),
+            "--out",
+            str(tmp_path),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    table = featurize(tmp_path / "sdrdray_reels_01.pcap")
+    model = load_model()
+    shaped = classify_table(model, table)
+    assert (shaped["label"] == "short-form").sum() >= 3  # the flow model's view of its shape
+    for service, category in (("teams", "call"), ("spotify", "audio"), ("google", "web")):
+        named = classify_table(model, table.assign(service=service, category=category))
+        assert not (named["label"] == "short-form").any(), service
+        assert not named["p_short_form"].any()
+        was_short = shaped["label"] == "short-form"
+        assert named.loc[was_short, "reason"].str.contains("rules short-form out").all()
+    video = classify_table(model, table.assign(service="instagram", category="video-cdn"))
+    assert (video["label"] == "short-form").sum() >= 1  # a video platform stays open
