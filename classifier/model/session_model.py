@@ -160,15 +160,21 @@ def load_session_model(directory: Path | str) -> SessionModel:
     return SessionModel(estimator, info, directory)
 
 
+#: with hindsight, a window directly before a short-form one is short-form too when the
+#: model found short-form more likely than not there
+LEAD_IN = 0.5
+
+
 def agreed(
     p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, *, hindsight: bool = False
 ) -> pd.Series:
     """Per row: whether ``rule`` holds over the session's windows up to this one. Rows
     must be in time order within a session; ``keys`` holds the columns naming a session.
 
-    ``hindsight`` (a capture judged after the fact, never live): a window that reached
-    the threshold also counts when the rule comes to hold within the next ``n - 1``
-    windows: it was part of the evidence."""
+    ``hindsight`` (a capture judged after the fact, never live): the windows that led to
+    a short-form run are part of it: a window that reached the threshold counts when the
+    rule comes to hold within the next ``n - 1`` windows, and so does each window directly
+    before a short-form one whose ``p_short`` is at least :data:`LEAD_IN`."""
     hits = (p_short >= rule.threshold).astype(float)
     by = [keys[c] for c in keys.columns]
     count = hits.groupby(by, sort=False).transform(lambda s: s.rolling(rule.n, min_periods=1).sum())
@@ -180,7 +186,15 @@ def agreed(
         .groupby(by, sort=False)
         .transform(lambda s: s[::-1].rolling(rule.n, min_periods=1).max()[::-1])
     )
-    return now | ((hits > 0) & (soon > 0))
+    short = (now | ((hits > 0) & (soon > 0))).to_numpy(copy=True)
+    likely = (p_short >= LEAD_IN).to_numpy()
+    session = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
+    next_short: dict[int, bool] = {}  # per session: is the window after this one short-form
+    for i in range(len(short) - 1, -1, -1):
+        if not short[i] and likely[i] and next_short.get(session[i], False):
+            short[i] = True
+        next_short[session[i]] = bool(short[i])
+    return pd.Series(short, index=p_short.index)
 
 
 def verdicts(

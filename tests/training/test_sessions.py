@@ -136,8 +136,10 @@ def test_short_form_needs_agreeing_windows_per_session() -> None:
         np.array([True, False, False]), np.array([0.9, 0.2, 0.2]), np.array([0.05, 0.5, 0.2])
     )
     assert out.tolist() == ["short-form", "long-form", "other"]
-    # with hindsight the windows that led up to agreement count too, never a miss, never
-    # across sessions, never a window that stayed under the threshold
+    # with hindsight the windows that led up to agreement count too: those that reached
+    # the threshold within n - 1 windows before, and those directly before a short-form
+    # window that were more likely short-form than not (0.5); never across sessions,
+    # never a window under 0.5, never a miss
     p = pd.Series([0.9, 0.5, 0.9, 0.9, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9])
     keys = pd.DataFrame({"client": ["a"] * 7 + ["b"] * 3, "group": ["yt"] * 10})
     assert agreed(p, keys, rule).tolist() == [
@@ -154,15 +156,31 @@ def test_short_form_needs_agreeing_windows_per_session() -> None:
     ]
     assert agreed(p, keys, rule, hindsight=True).tolist() == [
         True,
+        True,
+        True,
+        True,
+        True,
+        False,
         False,
         True,
         True,
         True,
+    ]
+    p = pd.Series([0.3, 0.6, 0.7, 0.9, 0.9, 0.9, 0.6, 0.6, 0.6, 0.4, 0.6, 0.9])
+    keys = pd.DataFrame({"client": ["a"] * 10 + ["b"] * 2, "group": ["yt"] * 12})
+    assert agreed(p, keys, rule, hindsight=True).tolist() == [
+        False,  # 0.3: not led in
+        True,  # 0.6 and 0.7 lead into the run
+        True,
+        True,
+        True,
+        True,
+        True,  # 3 of the last 5 still at 0.8
+        True,
+        False,  # the run ends; no lead-out
         False,
+        False,  # client b's 0.6 does not lead into a run: b never agrees
         False,
-        True,
-        True,
-        True,
     ]
     default = Policy.default()
     assert (Agreement().k, Agreement().n, Agreement().threshold) == (
