@@ -34,7 +34,13 @@ from typing import Any
 
 import pandas as pd
 
-from classifier.capture.live import DECODERS, AfPacketSource, LiveSource, NflogSource
+from classifier.capture.live import (
+    DECODER_ALIASES,
+    ENGINES,
+    AfPacketSource,
+    LiveSource,
+    NflogSource,
+)
 from classifier.capture.packet import TCP, Packet
 from classifier.enforce.audit import AuditLog
 from classifier.enforce.dns_sinkhole import DnsSinkhole
@@ -79,14 +85,14 @@ class LiveConfig:
     """How ``shortflow live`` runs. ``capture``: ``afpacket`` (reads ``ifaces``; changes no
     firewall state) or ``nflog`` (shortflow's nftables table copies packets to
     ``nflog_group``: whole for a connection's first packets and DNS, headers after).
-    ``decoder``: ``batch`` (compiled, many packets per call) or ``python`` (per packet,
-    the reference). ``summary_every``: seconds between ``summary`` log lines (0: only
-    the one at exit)."""
+    ``engine``: ``fast`` (compiled, many packets per call) or ``reference`` (per packet;
+    ``batch`` and ``python`` are older names of them). ``summary_every``: seconds between
+    ``summary`` log lines (0: only the one at exit)."""
 
     ifaces: tuple[str, ...] = ()
     capture: str = "afpacket"
     nflog_group: int = 7
-    decoder: str = "batch"
+    engine: str = "fast"
     model: Path | None = None
     policy: Path | None = None
     enforce: str = "dry-run"
@@ -108,8 +114,10 @@ class LiveConfig:
     def __post_init__(self) -> None:
         if self.capture not in ("afpacket", "nflog"):
             raise ShortflowError(f"capture {self.capture!r}: use afpacket or nflog")
-        if self.decoder not in DECODERS:
-            raise ShortflowError(f"decoder {self.decoder!r}: use " + " or ".join(DECODERS))
+        if self.engine in DECODER_ALIASES:  # frozen: set the new name through object
+            object.__setattr__(self, "engine", DECODER_ALIASES[self.engine])
+        if self.engine not in ENGINES:
+            raise ShortflowError(f"engine {self.engine!r}: use " + " or ".join(ENGINES))
         if self.capture == "afpacket" and not self.ifaces:
             raise ShortflowError("afpacket capture needs at least one --iface")
         if not self.checks or any(c <= 0 for c in self.checks) or self.recheck <= 0:
@@ -184,9 +192,9 @@ class LiveRouter:
             FeaturizeConfig(flow=cfg.flow, snapshots=()), capture="live", plugins=plugins
         )
         self.source: LiveSource = (
-            NflogSource(cfg.nflog_group, decoder=cfg.decoder)
+            NflogSource(cfg.nflog_group, engine=cfg.engine)
             if cfg.capture == "nflog"
-            else AfPacketSource(cfg.ifaces, decoder=cfg.decoder)
+            else AfPacketSource(cfg.ifaces, engine=cfg.engine)
         )
         self._closers.append(self.source.close)
         self.dns: DnsSinkhole | None = None

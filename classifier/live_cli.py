@@ -78,8 +78,27 @@ def _serve_api(router: object, hostport: tuple[str, int], model: Path | None) ->
     threading.Thread(target=server.run, name="shortflow-api", daemon=True).start()
 
 
+class _DecoderAlias(argparse.Action):
+    """``--decoder batch|python``: the older name of ``--engine fast|reference``."""
+
+    _ENGINES = {"batch": "fast", "python": "reference"}
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, self._ENGINES[str(values)])
+        namespace.decoder_alias = True
+
+
 def _cmd_live(args: argparse.Namespace) -> int:
     from classifier.live import LiveConfig, LiveRouter
+
+    if getattr(args, "decoder_alias", False):
+        log.warning("--decoder is the older name of --engine (batch: fast, python: reference)")
 
     if args.api is not None:  # refuse an unsafe bind before touching the firewall
         from classifier.api.auth import check_bind_safety
@@ -90,7 +109,7 @@ def _cmd_live(args: argparse.Namespace) -> int:
         ifaces=tuple(args.iface),
         capture=args.capture,
         nflog_group=args.nflog_group,
-        decoder=args.decoder,
+        engine=args.engine,
         model=args.model,
         policy=args.policy,
         enforce=args.enforce,
@@ -163,11 +182,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--nflog-group", type=int, default=7)
     p.add_argument(
+        "--engine",
+        choices=["fast", "reference"],
+        default="fast",
+        help="fast decodes many captured packets per compiled call (default); "
+        "reference decodes one at a time in Python (slower)",
+    )
+    p.add_argument(  # the older name of --engine: batch is fast, python is reference
         "--decoder",
+        dest="engine",
         choices=["batch", "python"],
-        default="batch",
-        help="batch decodes many captured packets per compiled call (default); "
-        "python decodes one at a time (the reference, slower)",
+        action=_DecoderAlias,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
     )
     p.add_argument("--model", type=Path, default=None)
     p.add_argument("--policy", type=Path, default=None, help="policy TOML (SIGHUP reloads)")

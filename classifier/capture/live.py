@@ -38,7 +38,9 @@ from classifier.capture.packet import Packet
 from classifier.errors import CaptureError
 
 __all__ = [
-    "DECODERS",
+    "DECODER_ALIASES",
+    "ENGINES",
+    "live_engine",
     "LiveSource",
     "LiveStats",
     "AfPacketSource",
@@ -66,8 +68,20 @@ _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
 _RCVBUF = 32 << 20
 _SO_RCVBUFFORCE = 33  # root may exceed net.core.rmem_max (not in Python's socket module)
-#: How a live source decodes: compiled, many packets per call; or one at a time in Python.
-DECODERS = ("batch", "python")
+#: How a live source decodes: ``fast`` (compiled, many packets per call) or ``reference``
+#: (one at a time in Python).
+ENGINES = ("fast", "reference")
+#: The older names of the engines (``--decoder batch|python``), still accepted.
+DECODER_ALIASES = {"batch": "fast", "python": "reference"}
+
+
+def live_engine(name: str, where: str = "live capture") -> str:
+    """``name`` as one of :data:`ENGINES` (an older name from :data:`DECODER_ALIASES`
+    translated); raises :class:`CaptureError` naming ``where`` for anything else."""
+    engine = DECODER_ALIASES.get(name, name)
+    if engine not in ENGINES:
+        raise CaptureError(where, f"engine {name!r}: use " + " or ".join(ENGINES))
+    return engine
 
 
 @dataclass(slots=True)
@@ -131,21 +145,16 @@ def _account(stats: LiveStats, decoded: Packet | str, out: list[Packet]) -> None
 class AfPacketSource:
     """Frames of Ethernet interfaces through AF_PACKET raw sockets (both directions).
 
-    ``decoder="batch"`` (the default) maps a TPACKET_V3 ring per interface: the kernel
+    ``engine="fast"`` (the default) maps a TPACKET_V3 ring per interface: the kernel
     fills blocks of frames (handed over when full or after 10 ms) and one compiled call
-    decodes the ready blocks; ``"python"`` reads and decodes one frame per call (the
-    reference). Give the client-facing interface(s) only: a forwarded packet seen on two
-    interfaces would count twice. Raises :class:`CaptureError` when an interface does not
+    decodes the ready blocks; ``"reference"`` reads and decodes one frame per call. Give
+    the client-facing interface(s) only: a forwarded packet seen on two interfaces would
+    count twice. Raises :class:`CaptureError` when an interface does not
     exist or the process lacks CAP_NET_RAW.
     """
 
-    def __init__(
-        self, ifaces: Sequence[str], max_batch: int = 4096, decoder: str = "batch"
-    ) -> None:
-        if decoder not in DECODERS:
-            raise CaptureError(
-                ", ".join(ifaces), f"decoder {decoder!r}: use " + " or ".join(DECODERS)
-            )
+    def __init__(self, ifaces: Sequence[str], max_batch: int = 4096, engine: str = "fast") -> None:
+        engine = live_engine(engine, ", ".join(ifaces))
         self.stats = LiveStats()
         self._max_batch = max_batch
         self._socks: list[socket.socket] = []
@@ -158,7 +167,7 @@ class AfPacketSource:
                 s.bind((iface, 0))
                 linktype = _linktype(iface, s.getsockname()[3])
                 self._linktypes.append(linktype)
-                if decoder == "batch":
+                if engine == "fast":
                     self._rings.append(_Ring(s, linktype))
                 else:
                     _big_rcvbuf(s)
@@ -395,23 +404,20 @@ class NflogSource:
     """Packets that nftables rules send to NFLOG group ``group`` (IPv4 and IPv6).
 
     The kernel batches up to ``_QTHRESH`` messages (or 128 KiB, or 10 ms) per netlink
-    datagram; ``decoder="batch"`` (the default) drains up to ``max_batch`` datagrams per
-    wakeup into one buffer and decodes them in one compiled call, ``"python"`` decodes
-    each message in Python (the reference). Raises :class:`CaptureError` when the group
+    datagram; ``engine="fast"`` (the default) drains up to ``max_batch`` datagrams per
+    wakeup into one buffer and decodes them in one compiled call, ``"reference"`` decodes
+    each message in Python. Raises :class:`CaptureError` when the group
     cannot be bound (no CAP_NET_ADMIN, or another process owns it).
     """
 
-    def __init__(self, group: int, max_batch: int = 4096, decoder: str = "batch") -> None:
-        if decoder not in DECODERS:
-            raise CaptureError(
-                f"nflog group {group}", f"decoder {decoder!r}: use " + " or ".join(DECODERS)
-            )
+    def __init__(self, group: int, max_batch: int = 4096, engine: str = "fast") -> None:
+        engine = live_engine(engine, f"nflog group {group}")
         self.stats = LiveStats()
         self.group = group
         self._max_batch = max_batch
         self._seq = 0
         self._parser = NflogParser(self.stats)
-        self._batch = NflogBatch(self.stats) if decoder == "batch" else None
+        self._batch = NflogBatch(self.stats) if engine == "fast" else None
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
         try:
             _big_rcvbuf(self._sock)

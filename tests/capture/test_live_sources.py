@@ -46,8 +46,8 @@ def _probe(ns: str, source: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("decoder", ["batch", "python"])
-def test_nflog_source_gets_headers_with_true_lengths(decoder: str) -> None:
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_nflog_source_gets_headers_with_true_lengths(engine: str) -> None:
     with scratch_netns("sf-nflog") as ns:
         run_in(ns, ["nft", "add", "table", "inet", "t"])
         run_in(
@@ -72,16 +72,16 @@ def test_nflog_source_gets_headers_with_true_lengths(decoder: str) -> None:
                 "60",
             ],
         )
-        res = _probe(ns, f"NflogSource(5, decoder={decoder!r})")
+        res = _probe(ns, f"NflogSource(5, engine={engine!r})")
     assert res["n"] == 200 and res["dropped"] == 0
     assert res["ip_len"] == [528] and res["payload_len"] == [500]
     assert max(res["captured"]) <= 60 - 28  # the copy was cut, the lengths were not
 
 
-@pytest.mark.parametrize("decoder", ["batch", "python"])
-def test_afpacket_source_sees_loopback_traffic(decoder: str) -> None:
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_afpacket_source_sees_loopback_traffic(engine: str) -> None:
     with scratch_netns("sf-afp") as ns:
-        res = _probe(ns, f"AfPacketSource(['lo'], decoder={decoder!r})")
+        res = _probe(ns, f"AfPacketSource(['lo'], engine={engine!r})")
     # on lo every datagram is seen twice (outgoing and incoming)
     assert res["n"] == 400 and res["ip_len"] == [528] and res["captured"] == [500]
 
@@ -95,7 +95,7 @@ _TUN_PROBE = textwrap.dedent("""
     fd = os.open("/dev/net/tun", os.O_RDWR)
     fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"sftun0", 0x0001 | 0x1000))  # TUN, NO_PI
     subprocess.run(["ip", "link", "set", "sftun0", "up"], check=True)
-    src = AfPacketSource(["sftun0"], decoder={decoder!r})
+    src = AfPacketSource(["sftun0"], engine={engine!r})
     udp = struct.pack(">HHHH", 40000, 9999, 8 + 100, 0) + bytes(100)
     ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
                      bytes([10, 77, 9, 2]), bytes([10, 77, 9, 1])) + udp
@@ -109,15 +109,15 @@ _TUN_PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("decoder", ["batch", "python"])
-def test_afpacket_source_reads_interfaces_without_link_header(decoder: str) -> None:
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_afpacket_source_reads_interfaces_without_link_header(engine: str) -> None:
     import json
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[2])
     with scratch_netns("sf-tun") as ns:
         out = run_in(
-            ns, [sys.executable, "-c", _TUN_PROBE.format(root=root, decoder=decoder)], timeout=60
+            ns, [sys.executable, "-c", _TUN_PROBE.format(root=root, engine=engine)], timeout=60
         ).stdout
     res = json.loads(out.strip().splitlines()[-1])
     assert res == {"n": 50, "src": ["10.77.9.2"], "ip_len": [128]}
