@@ -32,6 +32,22 @@ def _horizons(text: str) -> tuple[float, ...]:
     return values
 
 
+ENGINE_CHOICES = ("fast", "reference")  # classifier.features.engine.ENGINES, without its import
+BACKEND_CHOICES = ("builtin", "pyshark", "tshark")
+_BACKEND_ALIASES = {"dpkt": "builtin", "native": "builtin"}  # older names, still accepted
+
+
+def _backend(text: str) -> str:
+    """``--backend``: one of :data:`BACKEND_CHOICES`; an older name of the built-in reader
+    (``dpkt``, ``native``) is read as ``builtin``."""
+    name = _BACKEND_ALIASES.get(text, text)
+    if name not in BACKEND_CHOICES:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(BACKEND_CHOICES)})"
+        )
+    return name
+
+
 def add_flow_options(p: argparse.ArgumentParser, *, snapshots: bool = True) -> None:
     """The options for reading captures and making flows. ``snapshots=False``: for a
     command that shows no snapshot columns, ``--snapshots`` is not listed and defaults to
@@ -39,15 +55,17 @@ def add_flow_options(p: argparse.ArgumentParser, *, snapshots: bool = True) -> N
     g = p.add_argument_group("reading and flows")
     g.add_argument(
         "--backend",
-        choices=["dpkt", "pyshark", "tshark"],
-        default="dpkt",
-        help="packet decoder (pyshark/tshark read through tshark; slower)",
+        type=_backend,
+        default="builtin",
+        metavar="{" + ",".join(BACKEND_CHOICES) + "}",
+        help="capture reader: builtin (the default), or pyshark/tshark (read through "
+        "tshark; slower, reference engine only)",
     )
     g.add_argument(
         "--engine",
-        choices=["reference", "fast"],
+        choices=list(ENGINE_CHOICES),
         default=None,
-        help="fast (the default with the dpkt backend): the compiled featurizer; "
+        help="fast (the default with the builtin backend): the compiled featurizer; "
         "reference: the plain Python one; same table",
     )
     g.add_argument(
@@ -118,10 +136,14 @@ def featurize_config(args: argparse.Namespace):
 
 
 def engine(args: argparse.Namespace) -> str:
-    """``--engine``, or its default: the compiled path where it can read (dpkt backend)."""
-    if args.engine is not None:
-        return str(args.engine)
-    return "fast" if args.backend == "dpkt" else "reference"
+    """The engine for ``--engine`` and ``--backend``, as
+    :func:`classifier.features.engine.choose_engine` decides: without ``--engine``, the
+    fast one where it can read (the builtin backend); ``--engine fast`` with another
+    backend is an error."""
+    from classifier.features.engine import choose_engine
+
+    asked = args.engine if args.engine is not None else "fast"
+    return choose_engine(asked, args.backend, strict=args.engine is not None)
 
 
 def show_progress(quiet: bool = False) -> bool:

@@ -15,6 +15,8 @@ from tests.shared_data import SHARED, needs_files
 REQUET = SHARED / "requet" / "A_baseline_Mar19_exp_243.pcap"
 SMALL = SHARED / "ndpi" / "youtube_quic.pcap"
 
+SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
+
 needs_shared = needs_files("requet/A_baseline_Mar19_exp_243.pcap", "ndpi/youtube_quic.pcap")
 
 
@@ -136,6 +138,54 @@ def test_flows_uses_the_compiled_engine_unless_told_or_reading_through_tshark() 
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
     )
     assert res.stdout.strip() == "ok", res.stderr
+
+
+def test_backend_builtin_and_its_older_names(tmp_path: Path) -> None:
+    """The built-in reader is ``--backend builtin`` (the default); ``dpkt`` and ``native``
+    still work and give the same table; help names only the new name."""
+    default = shortflow("flows", str(SAMPLE))
+    assert default.returncode == 0 and "udp" in default.stdout, default.stderr
+    for name in ("builtin", "dpkt", "native"):
+        res = shortflow("flows", str(SAMPLE), "--backend", name)
+        assert res.returncode == 0 and res.stdout == default.stdout, (name, res.stderr)
+    tables = []
+    for name in ("builtin", "dpkt"):
+        out = tmp_path / f"{name}.csv"
+        res = shortflow("featurize", "-q", str(SAMPLE), "-o", str(out), "--backend", name)
+        assert res.returncode == 0, res.stderr
+        tables.append(pd.read_csv(out))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    usage = shortflow("featurize", "--help").stdout
+    assert "{builtin,pyshark,tshark}" in usage and "dpkt" not in usage
+    bad = shortflow("flows", str(SAMPLE), "--backend", "scapy")
+    assert bad.returncode == 2 and "invalid choice: 'scapy'" in bad.stderr
+
+
+def test_live_engine_and_its_older_name_decoder() -> None:
+    """``shortflow live --engine fast|reference``; ``--decoder batch|python`` is still
+    read (batch is fast, python is reference) but no longer shown."""
+    from classifier.cli import build_parser
+    from classifier.errors import ShortflowError
+    from classifier.live import LiveConfig
+
+    parser = build_parser()
+    for argv, want in (
+        ([], "fast"),
+        (["--engine", "reference"], "reference"),
+        (["--decoder", "python"], "reference"),
+        (["--decoder", "batch"], "fast"),
+    ):
+        args = parser.parse_args(["live", "--iface", "lo", *argv])
+        assert args.engine == want, argv
+        assert getattr(args, "decoder_alias", False) == bool(argv and argv[0] == "--decoder")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["live", "--iface", "lo", "--decoder", "fast"])
+    usage = shortflow("live", "--help").stdout
+    assert "--engine {fast,reference}" in usage and "--decoder" not in usage
+    assert LiveConfig(ifaces=("lo",), engine="python").engine == "reference"
+    assert LiveConfig(ifaces=("lo",), engine="batch").engine == "fast"
+    with pytest.raises(ShortflowError, match="use fast or reference"):
+        LiveConfig(ifaces=("lo",), engine="numba")
 
 
 @needs_shared

@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from classifier.errors import CaptureError, DatasetError
-from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
+from classifier.features.engine import featurize
+from classifier.features.featurize import FeaturizeConfig, FeaturizeStats
 from classifier.features.schema import SCHEMA_VERSION
 from classifier.model.predict import MODEL_INPUT_COLUMNS, model_inputs
 from classifier.parallel import ordered_map
@@ -127,8 +128,10 @@ def featurize_cached(
     columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Featurize one capture, reading/writing the parquet cache; with ``columns``, only
-    those are kept (and cached under their own key), and the compiled path is used (same
-    rows). Raises :class:`DatasetError` when the capture cannot be read."""
+    those are kept (and cached under their own key), and the fast engine is used (same
+    rows). Whole tables keep the reference engine: its rows come in the order flows end,
+    which the cached tables and the models fitted on them were built with. Raises
+    :class:`DatasetError` when the capture cannot be read."""
     key = _config_key(config) + (f"-{len(columns)}cols" if columns else "")
     cached = cache_dir / f"{sha256}-{key}.parquet" if cache_dir else None
     if cached is not None and cached.is_file():
@@ -138,13 +141,10 @@ def featurize_cached(
             log.warning("%s: unreadable cache entry (%s); featurizing again", cached, exc)
     stats = FeaturizeStats()
     try:
+        engine = "fast" if columns else "reference"
+        table = featurize(path, config, engine=engine, skip_bad=True, stats=stats)
         if columns:
-            from classifier.features.fast import featurize_fast
-
-            table = featurize_fast(path, config, skip_bad=True, stats=stats)
             table = table.loc[:, list(columns)]
-        else:
-            table = featurize(path, config, skip_bad=True, stats=stats)
     except CaptureError as exc:
         raise DatasetError(f"{path}: cannot featurize ({exc.reason})") from exc
     skipped = sum(stats.read.skipped.values())

@@ -11,6 +11,8 @@
 ``SHORTFLOW_CPU_WORKERS``          featurize/predict jobs run at once in the threadpool
 ``SHORTFLOW_SNAPSHOTS``            early-snapshot horizons for uploads, e.g. ``[3, 10]``
 ``SHORTFLOW_MODELS_DIR``           directory of model directories the web page may switch to
+``SHORTFLOW_BACKEND``              capture reader for uploads: ``builtin`` (default; fast
+                                   engine) or ``tshark`` (reference engine; no timeline)
 =================================  =========================================================
 """
 
@@ -42,7 +44,7 @@ class Settings(BaseSettings):
     upload_chunk_bytes: int = Field(default=1 * _MIB, ge=4096)
     cpu_workers: int = Field(default=2, ge=1, le=64)
     snapshots: tuple[float, ...] = (3.0, 10.0)
-    backend: str = "dpkt"
+    backend: str = "builtin"  # "dpkt" and "native" are older names of it
 
     @field_validator("snapshots")
     @classmethod

@@ -1,10 +1,11 @@
 """One entry point for reading capture files: :func:`open_capture`.
 
-The default backend (``"dpkt"``, also called ``"native"``) walks pcap/pcapng records itself
-(:mod:`~classifier.capture.pcap`, :mod:`~classifier.capture.pcapng`) and decodes frames with
-:mod:`~classifier.capture.decode`. The ``"tshark"`` backend (alias ``"pyshark"``) runs
-``tshark -T fields`` and yields the same :class:`Packet` stream; it exists to cross-check
-the native one and to read formats only Wireshark knows.
+The default backend, ``"builtin"`` (``"dpkt"`` and ``"native"`` are older names of it),
+walks pcap/pcapng records itself (:mod:`~classifier.capture.pcap`,
+:mod:`~classifier.capture.pcapng`) and decodes frames with :mod:`~classifier.capture.decode`.
+The ``"tshark"`` backend (alias ``"pyshark"``) runs ``tshark -T fields`` and yields the same
+:class:`Packet` stream; it exists to cross-check the built-in one and to read formats only
+Wireshark knows.
 """
 
 from __future__ import annotations
@@ -24,11 +25,28 @@ from classifier.capture.pcapng import PCAPNG_MAGIC, iter_pcapng
 from classifier.capture.stats import ReadStats
 from classifier.errors import CaptureError
 
-__all__ = ["ReadStats", "open_capture", "BACKENDS"]
+__all__ = ["ReadStats", "open_capture", "BACKENDS", "BUILTIN", "is_builtin", "backend_name"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS: frozenset[str] = frozenset(("dpkt", "native", "tshark", "pyshark"))
+BUILTIN = "builtin"
+"""The built-in reader's backend name (the compiled fast engine reads only through it)."""
+_BUILTIN_ALIASES = frozenset((BUILTIN, "dpkt", "native"))  # older names, still accepted
+_TSHARK = frozenset(("tshark", "pyshark"))
+BACKENDS: frozenset[str] = _BUILTIN_ALIASES | _TSHARK
+"""Every accepted backend name, the older aliases of ``builtin`` included."""
+
+
+def is_builtin(backend: str) -> bool:
+    """``backend`` names the built-in reader (``builtin``, or its older ``dpkt``/``native``)."""
+    return backend in _BUILTIN_ALIASES
+
+
+def backend_name(backend: str) -> str:
+    """``backend`` with an older alias of the built-in reader replaced by ``builtin``;
+    other names as they are."""
+    return BUILTIN if is_builtin(backend) else backend
+
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BUFFER = 1 << 20
@@ -194,7 +212,7 @@ def _native(
 
 def open_capture(
     path: str | os.PathLike[str],
-    backend: str = "dpkt",
+    backend: str = BUILTIN,
     skip_bad: bool = False,
     stats: ReadStats | None = None,
 ) -> Iterator[Packet]:
@@ -218,11 +236,12 @@ def open_capture(
     name = os.fspath(path)
     if backend not in BACKENDS:
         raise CaptureError(
-            name, f"unknown capture backend {backend!r}; use one of {sorted(BACKENDS)}"
+            name,
+            f"unknown capture backend {backend!r}; use one of {sorted((BUILTIN, *_TSHARK))}",
         )
     st = stats if stats is not None else ReadStats()
     _check_file(name)
-    if backend in ("tshark", "pyshark"):
+    if backend in _TSHARK:
         from classifier.capture.tshark import iter_tshark
 
         st.format = "tshark"

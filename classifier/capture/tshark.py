@@ -4,11 +4,11 @@ Runs ``tshark -T fields`` once per file and parses its tab-separated lines (pysh
 the same binary but costs about a millisecond per packet; the plain subprocess reads tens of
 thousands of packets per second). IP reassembly and TCP desegmentation are switched off so
 that there is one output line per captured frame, and the first occurrence of each field
-is taken, i.e. the outermost IP and transport header, like the native decoder does.
+is taken, i.e. the outermost IP and transport header, like the built-in decoder does.
 
 The packet kept is the first IPv4/IPv6 header and the TCP or UDP header right after it
 (IPv6 extension headers in between are allowed); everything else is counted in
-``stats.skipped`` with the same reasons as the native backend, as far as tshark tells them
+``stats.skipped`` with the same reasons as the built-in backend, as far as tshark tells them
 apart (``"non-ip"``, ``"arp"``, ``"icmp"``, ``"other-l4"``, ``"ip-fragment"``,
 ``"bad-packet"``).
 """
@@ -135,7 +135,7 @@ def parse_line(line: str, notes: dict[str, int], last_ts: float) -> Packet | str
     ``last_ts`` stands in for a missing timestamp (pcapng simple packet blocks). A line
     with a value tshark would not write (not a number, a negative length, a port past
     65535, a non-finite time, an address that is not one) is ``"bad-packet"``, like a
-    header the native decoder cannot make sense of.
+    header the built-in decoder cannot make sense of.
     """
     v = line.rstrip("\n").split("\t")
     if len(v) < len(FIELDS):
@@ -233,7 +233,7 @@ def iter_tshark(path: str, stats: ReadStats, binary: str = "tshark") -> Iterator
     """
     exe = shutil.which(binary)
     if exe is None:
-        raise CaptureError(path, f"{binary} not found; install tshark or use backend='dpkt'")
+        raise CaptureError(path, f"{binary} not found; install tshark or use backend='builtin'")
     errfile = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         tshark_command(path, exe),
@@ -278,5 +278,5 @@ def iter_tshark(path: str, stats: ReadStats, binary: str = "tshark") -> Iterator
             path,
             f"tshark stopped after {stats.records} frame{'' if stats.records == 1 else 's'}: "
             f"{detail} "
-            "(damaged or not a capture; try backend='dpkt' with skip_bad=True)",
+            "(damaged or not a capture; try backend='builtin' with skip_bad=True)",
         )

@@ -773,6 +773,7 @@ def featurize_fast(
     *,
     skip_bad: bool = False,
     stats: FeaturizeStats | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """One row per flow (or per flow and window) of the capture at ``path``: the same
     columns, dtypes and values as :func:`classifier.features.featurize.featurize`, rows
@@ -780,14 +781,15 @@ def featurize_fast(
 
     ``stats`` (when given) is filled as the reference fills it (read and table counters,
     rows, seconds). Files the compiled reader leaves alone go through the reference path
-    (see the module docstring); ``skip_bad`` is passed on to it.
+    (see the module docstring); ``skip_bad`` is passed on to it. ``progress``: a progress
+    bar on stderr (bytes of the file read).
 
     Raises :class:`classifier.errors.CaptureError` when the file cannot be read (missing,
     not a capture, damaged without ``skip_bad`` ...), with the reference's message.
     """
     config = config or FeaturizeConfig()
     # one frame, sorted as it is built (the reference path may give several, unsorted)
-    frames = list(_frames(path, config, skip_bad, stats, _WHOLE, sort_rows=True))
+    frames = list(_frames(path, config, skip_bad, stats, _WHOLE, sort_rows=True, progress=progress))
     df = concat_frames(frames, config)
     if len(frames) > 1 or not df["flow_id"].is_monotonic_increasing:
         df = df.sort_values(_order_keys(config), kind="stable", ignore_index=True)
@@ -843,10 +845,14 @@ def _frames(
     rows_per_frame: int,
     *,
     sort_rows: bool,
+    progress: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """:func:`_tables` as DataFrames."""
     return map(
-        as_frame, _tables(path, config, skip_bad, stats, rows_per_frame, sort_rows=sort_rows)
+        as_frame,
+        _tables(
+            path, config, skip_bad, stats, rows_per_frame, sort_rows=sort_rows, progress=progress
+        ),
     )
 
 

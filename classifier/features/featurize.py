@@ -1,4 +1,7 @@
-"""Packets -> flows -> feature rows: the one featurization path for files, live and API."""
+"""Packets -> flows -> feature rows: the reference engine (plain Python), whose
+:class:`Featurizer` live mode uses too. :mod:`classifier.features.engine` decides whether a
+capture file goes through it or through the fast twin (:mod:`classifier.features.fast`);
+``classifier.featurize`` is that module's :func:`~classifier.features.engine.featurize`."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from classifier.capture import ReadStats, open_capture
+from classifier.capture import BUILTIN, ReadStats, open_capture
 from classifier.capture.packet import Packet
 from classifier.features.flow_names import NamesPlugin, flow_names
 from classifier.features.schema import (
@@ -186,7 +189,7 @@ def iter_featurize(
     path: str | Path,
     config: FeaturizeConfig | None = None,
     *,
-    backend: str = "dpkt",
+    backend: str = BUILTIN,
     skip_bad: bool = False,
     stats: FeaturizeStats | None = None,
     progress: bool = False,
@@ -249,7 +252,7 @@ def featurize(
     path: str | Path,
     config: FeaturizeConfig | None = None,
     *,
-    backend: str = "dpkt",
+    backend: str = BUILTIN,
     skip_bad: bool = False,
     stats: FeaturizeStats | None = None,
     progress: bool = False,

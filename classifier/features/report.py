@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from classifier.capture.reader import BUILTIN
 from classifier.errors import CaptureError, ShortflowError
-from classifier.features.column_batch import ColumnBatch, as_frame
+from classifier.features.column_batch import as_frame
+from classifier.features.engine import FAST, iter_tables
 from classifier.features.featurize import (
     FeaturizeConfig,
     FeaturizeStats,
     concat_frames,
-    iter_featurize,
     row_columns,
 )
 from classifier.features.table_sink import TableSink
@@ -74,45 +75,19 @@ def capture_files(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def iter_tables(
-    path: Path,
-    config: FeaturizeConfig,
-    stats: FeaturizeStats,
-    *,
-    engine: str = "reference",
-    backend: str = "dpkt",
-    skip_bad: bool = False,
-    progress: bool = False,
-) -> Iterator[ColumnBatch | pd.DataFrame]:
-    """The feature rows of one capture as a stream of frames (see
-    :func:`classifier.features.featurize.iter_featurize`), as
-    :class:`~classifier.features.table_sink.TableSink` takes them. ``engine="fast"`` uses
-    the compiled path (same rows; see :mod:`classifier.compiled` for when its kernels
-    compile), whose frames are mostly column batches (no pandas needed to write them); it
-    reads only with the native decoder."""
-    if engine == "fast":
-        if backend != "dpkt":
-            raise ShortflowError("--engine fast reads captures itself; drop --backend")
-        from classifier.features.fast import iter_columns_fast
-
-        return iter_columns_fast(path, config, skip_bad=skip_bad, stats=stats, progress=progress)
-    return iter_featurize(
-        path, config, backend=backend, skip_bad=skip_bad, stats=stats, progress=progress
-    )
-
-
 def featurize_files(
     paths: Sequence[Path],
     config: FeaturizeConfig,
     *,
-    backend: str = "dpkt",
+    backend: str = BUILTIN,
     skip_bad: bool = False,
     progress: bool = False,
-    engine: str = "reference",
+    engine: str = FAST,
 ) -> tuple[pd.DataFrame, str]:
     """Featurize every capture into one table held in memory; return it and a per-file
     summary. To write a table of any size, use :func:`featurize_to`. ``skip_bad``: also
-    skip files that cannot be read as captures, as :func:`featurize_to` does."""
+    skip files that cannot be read as captures, as :func:`featurize_to` does. ``engine``
+    and ``backend``: see :func:`classifier.features.engine.choose_engine`."""
     tables: list[pd.DataFrame] = []
     lines: list[str] = []
     failed = _Failed(len(paths))
@@ -123,7 +98,7 @@ def featurize_files(
             for t in iter_tables(
                 path,
                 config,
-                stats,
+                stats=stats,
                 engine=engine,
                 backend=backend,
                 skip_bad=skip_bad,
@@ -172,8 +147,8 @@ def featurize_to(
     config: FeaturizeConfig,
     output: Path,
     *,
-    engine: str = "reference",
-    backend: str = "dpkt",
+    engine: str = FAST,
+    backend: str = BUILTIN,
     skip_bad: bool = False,
     progress: bool = False,
     jobs: int = 1,
@@ -262,7 +237,7 @@ def _stream(
         for frame in iter_tables(
             path,
             config,
-            stats,
+            stats=stats,
             engine=engine,
             backend=backend,
             skip_bad=skip_bad,

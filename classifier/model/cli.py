@@ -41,6 +41,7 @@ def verdicts_for_capture(
     :mod:`classifier.model.combine`), the client summary of those verdicts, the featurize
     summary line, and the activity timeline (None without a session model or with
     ``--no-timeline``)."""
+    from classifier.capture.reader import is_builtin
     from classifier.cli_options import engine, featurize_config
     from classifier.features.report import featurize_files
     from classifier.model.artifact import load_model
@@ -66,7 +67,7 @@ def verdicts_for_capture(
         config,
         args.at,
         skip_bad=args.skip_bad,
-        same_flows=args.backend == "dpkt",
+        same_flows=is_builtin(args.backend),
     )
     return verdicts, client_summary(verdicts), summary, spans
 

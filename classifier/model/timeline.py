@@ -54,10 +54,10 @@ def capture_sessions(
     a short-form verdict are short-form too; live mode cannot look ahead).
     ``flow``: the flow settings (default: :data:`ACTIVITY_CONFIG`'s); give those of a flow
     table whose ``flow_id``s the activity rows must match."""
-    from classifier.features.fast import featurize_fast
+    from classifier.features.engine import featurize
 
     config = ACTIVITY_CONFIG if flow is None else replace(ACTIVITY_CONFIG, flow=flow)
-    activity = featurize_fast(capture, config, skip_bad=skip_bad)
+    activity = featurize(capture, config, engine="fast", skip_bad=skip_bad)
     return CaptureSessions(
         activity,
         classify_sessions(model.estimator, session_table(activity, model.config), hindsight=True),

@@ -31,6 +31,7 @@ from classifier.api.schemas import (
     TimelineSpan,
 )
 from classifier.api.settings import Settings
+from classifier.capture.reader import is_builtin
 from classifier.errors import CaptureError
 from classifier.model.artifact import LoadedModel
 from classifier.model.session_model import SessionModel
@@ -238,8 +239,8 @@ def _with_sessions(
 ) -> tuple[pd.DataFrame, list[TimelineSpan]]:
     """The session model's view of the upload: whole-flow verdicts decided by it where the
     flows carried media (:mod:`classifier.model.combine`), and the activity timeline."""
-    if session_model is None or settings.backend != "dpkt":
-        return verdicts, []
+    if session_model is None or not is_builtin(settings.backend):
+        return verdicts, []  # tshark's flows need not be the session model's flows
     from classifier.model.timeline import with_sessions
 
     verdicts, spans = with_sessions(
@@ -263,20 +264,16 @@ def classify_file(
 
     Raises CaptureError (naming the upload, not the temp file) and ModelError.
     """
-    from classifier.features.fast import featurize_fast
-    from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
+    from classifier.features.engine import featurize
+    from classifier.features.featurize import FeaturizeConfig, FeaturizeStats
     from classifier.model.predict import classify_table, client_summary
 
     started = time.perf_counter()
     stats = FeaturizeStats()
     config = FeaturizeConfig(snapshots=tuple(settings.snapshots), window=window)
     try:
-        if settings.backend == "dpkt":  # the compiled path reads the file itself
-            table = featurize_fast(path, config, skip_bad=skip_bad, stats=stats)
-        else:
-            table = featurize(
-                path, config, backend=settings.backend, skip_bad=skip_bad, stats=stats
-            )
+        # the fast engine with the builtin backend, else the reference (choose_engine)
+        table = featurize(path, config, backend=settings.backend, skip_bad=skip_bad, stats=stats)
     except CaptureError as exc:
         raise CaptureError(display, exc.reason, exc.offset) from None
     verdicts, spans = _with_sessions(
