@@ -1,4 +1,4 @@
-"""The native (dpkt) and tshark backends must agree: on hand-made captures of every link
+"""The built-in and tshark backends must agree: on hand-made captures of every link
 type, and on the real shared captures (see tests/shared_data.py).
 
 Explained exceptions (asserted, not ignored):
@@ -66,7 +66,7 @@ def _key(p: Packet) -> tuple[object, ...]:
 
 def _both(path: Path) -> tuple[list[Packet], ReadStats, list[Packet], ReadStats]:
     sa, sb = ReadStats(), ReadStats()
-    native = list(open_capture(path, backend="dpkt", stats=sa))
+    native = list(open_capture(path, backend="builtin", stats=sa))
     shark = list(open_capture(path, backend="tshark", stats=sb))
     return native, sa, shark, sb
 

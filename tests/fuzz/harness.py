@@ -221,7 +221,7 @@ def _scratch() -> Path:
 
 
 def check_capture(
-    data: bytes, skip_bad: bool = False, featurize: bool = True, backend: str = "dpkt"
+    data: bytes, skip_bad: bool = False, featurize: bool = True, backend: str = "builtin"
 ) -> int:
     """Read ``data`` as a capture file with ``backend``; return the number of packets read.
 
