@@ -33,7 +33,6 @@ bounded in time.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.lab_live import api, cpu_seconds, metric, start_live, status_kb
 from classifier.enforce.audit import read_audit
 from classifier.enforce.nft import Backend, NftTable
 from training.lab.generate import Lab
@@ -61,7 +61,6 @@ from training.lab.topology import (
     wait_for_marker,
 )
 
-_ports = itertools.count(18081)
 API_PORT = 0  # set per live run: each run gets a fresh port
 
 
@@ -73,85 +72,21 @@ def _live(
     decoder: str = "batch",
     before: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start `shortflow live` in the router namespace; decoder "before" runs the checkout
-    ``before`` (code from before this option existed: its default path, no --decoder)."""
+    """Start `shortflow live` in the router namespace (``benchmarks.lab_live``); decoder
+    "before" runs the checkout ``before``."""
     global API_PORT
-    API_PORT = next(_ports)
-    audit = tmp / f"audit-{mode}-{API_PORT}.jsonl"
-    log = tmp / f"live-{mode}.log"
-    policy = tmp / "policy.toml"
-    policy.write_text(
-        f'mode = "{mode}"\nblock_seconds = 60\n[agreement]\nk = 2\nn = 3\nthreshold = 0.5\n'
-    )
-    root, env = repo_root(), child_env()
-    if decoder == "before" and before is not None:
-        root = before
-        env["PYTHONPATH"] = str(before) + os.pathsep + env["PYTHONPATH"]
-    argv = [
-        sys.executable,
-        "-m",
-        "classifier.cli",
-        "live",
-        "--iface",
-        ROUTER_CLIENT_IF,
-        "--capture",
-        capture,
-        "--enforce",
-        mode,
-        "--policy",
-        str(policy),
-        "--audit-log",
-        str(audit),
-        "--dns-listen",
-        f"{ROUTER_CLIENT_IP}:53",
-        "--dns-upstream",
-        "10.77.20.53",
-        "--api",
-        f"127.0.0.1:{API_PORT}",
-    ]
-    if decoder != "before":
-        argv += ["--decoder", decoder]
-    proc = topo.popen(topo.router_ns, argv, log=log, env=env, cwd=root)
-    wait_for_marker(proc, log, "live on", 60.0)
-    for _ in range(50):  # the API thread starts after the marker
-        if (
-            topo.run(
-                topo.router_ns,
-                [
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "1",
-                    f"http://127.0.0.1:{API_PORT}/healthz",
-                ],
-                check=False,
-            ).returncode
-            == 0
-        ):
-            break
-        time.sleep(0.2)
-    return proc, audit
+    run = start_live(topo, tmp, mode, capture, decoder, before)
+    API_PORT = run.port
+    return run.proc, run.audit
 
 
 def _api(topo: LabTopology, path: str) -> str:
-    return topo.run(
-        topo.router_ns, ["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{API_PORT}{path}"]
-    ).stdout
+    return api(topo, API_PORT, path)
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+_cpu_seconds = cpu_seconds
+_metric = metric
+_status_kb = status_kb
 
 
 def _iperf_sent(log: Path) -> int:
@@ -493,17 +428,6 @@ def block_latency(
                     + (f"; {missed} without a drop" if missed else ""),
                     flush=True,
                 )
-
-
-def _status_kb(pid: int, field: str) -> int:
-    """A ``VmRSS``-like field of /proc/PID/status, in kB (0 when the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
 
 
 def _import_times(log: Path, top: int = 10) -> list[tuple[str, float]]:
