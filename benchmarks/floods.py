@@ -64,8 +64,8 @@ def _child_table(path: str, max_flows: int, max_packets: int | None) -> dict[str
     """Read ``path`` and feed every packet to the live flow table (with the names plugin,
     as featurize and live use it), popping ended flows as live mode does."""
     from classifier.capture import open_capture
-    from classifier.features.flow_names import NamesPlugin
     from classifier.flows import FlowConfig, FlowTable
+    from classifier.names.plugin import NamesPlugin
 
     table = FlowTable(
         FlowConfig(max_flows=max_flows, max_packets=max_packets), plugins=[NamesPlugin()]

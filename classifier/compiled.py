@@ -44,7 +44,7 @@ KERNEL_MODULES = (
     "classifier.flows.assign",
     "classifier.features.batch",
     "classifier.features.fast",
-    "classifier.features.hello_scan",
+    "classifier.names.hello_scan",
     "classifier.capture.live_batch",
 )
 

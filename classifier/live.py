@@ -57,7 +57,6 @@ from classifier.live_sessions import SessionTracker
 from classifier.live_state import LiveState
 from classifier.model.artifact import DEFAULT_MODEL_DIR, LoadedModel, load_model
 from classifier.model.predict import SHORT_FORM_SERVICE, classify_table
-from classifier.model.services import category_for
 from classifier.model.session_model import (
     SHORT,
     SessionModel,
@@ -66,6 +65,7 @@ from classifier.model.session_model import (
     session_reason,
     window_probabilities,
 )
+from classifier.names.services import category_for
 
 __all__ = ["LiveConfig", "LiveRouter", "POLICY_CATEGORY"]
 

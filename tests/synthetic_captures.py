@@ -20,7 +20,7 @@ import numpy.typing as npt
 from dnslib import QTYPE, RR, A, DNSRecord
 
 from classifier.capture.pcap_writer import LINKTYPE_ETHERNET, PcapWriter, record_headers
-from classifier.features.tls import build_client_hello
+from classifier.names.tls import build_client_hello
 
 __all__ = [
     "write_many_flows",

@@ -7,15 +7,28 @@ a module to every module of the two packages it names (``from pkg import mod`` n
 submodule ``pkg.mod``; ``from pkg.mod import name`` names ``pkg.mod``). Each strongly
 connected component of more than one module is a circle: the test fails naming it and the
 edges inside it.
+
+The same graph checks the layers: capture, flows, names and features import nothing from
+``classifier.model`` (and names nothing from ``classifier.features``), see ``FORBIDDEN``.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("classifier", "training")
+
+#: package -> the packages it must not import: the layers below the model never reach up
+#: to it, and the name parsers do not reach up to the feature groups that use them
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "classifier.capture": ("classifier.model",),
+    "classifier.flows": ("classifier.model",),
+    "classifier.names": ("classifier.model", "classifier.features"),
+    "classifier.features": ("classifier.model",),
+}
 
 #: circles known and not yet broken: frozenset of modules -> the reason (one line each)
 ALLOWED: dict[frozenset[str], str] = {}
@@ -157,3 +170,42 @@ def test_allowed_circles_still_exist() -> None:
     found = cycles(import_graph())
     broken = [sorted(c) for c in ALLOWED if sorted(c) not in found]
     assert not broken, f"no longer circles, remove them from ALLOWED: {broken}"
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_lower_layers_do_not_import_upper_ones() -> None:
+    graph = import_graph()
+    wrong = [
+        f"{module} -> {target}"
+        for module, targets in sorted(graph.items())
+        for package, forbidden in FORBIDDEN.items()
+        if _inside(module, package)
+        for target in sorted(targets)
+        if any(_inside(target, f) for f in forbidden)
+    ]
+    assert not wrong, "imports against the layers: " + "; ".join(wrong)
+
+
+_NAMES_THE_MODEL = re.compile(r"classifier[./]model\b|from classifier import .*\bmodel\b")
+
+
+def test_features_and_capture_do_not_name_the_model() -> None:
+    """Not even in a string (``importlib``, a docstring): ``classifier.model`` is above them."""
+    named = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for package in ("capture", "flows", "names", "features")
+        for path in sorted((ROOT / "classifier" / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _NAMES_THE_MODEL.search(line)
+    ]
+    assert not named, "classifier.model named in: " + ", ".join(named)
+
+
+def test_the_layer_check_sees_an_import_against_the_layers() -> None:
+    graph = import_graph()
+    # the model sits above the names: it does import them, the other way round is forbidden
+    assert "classifier.names.services" in graph["classifier.model.predict"]
+    assert any(_inside("classifier.model.predict", f) for f in FORBIDDEN["classifier.names"])

@@ -100,7 +100,7 @@ def _suffix_match(name: str, suffixes: Sequence[str]) -> bool:
 
 
 def _service_of(name: str) -> tuple[str, str]:
-    from classifier.model.services import category_for, service_for
+    from classifier.names.services import category_for, service_for
 
     service = service_for(name)
     return service, category_for(service)

@@ -1,4 +1,4 @@
-"""Per-flow features: statistics, bursts, SPLT, names; the schema.
+"""Per-flow features: statistics, bursts, SPLT; the schema (names: :mod:`classifier.names`).
 
 The featurize path (packets -> flows -> rows) is :mod:`classifier.features.featurize`.
 """

@@ -85,7 +85,8 @@ RULES: tuple[ColumnDoc, ...] = (
     ),
     ColumnDoc(
         "service",
-        "the service its name rules give (``unknown`` without a name); a model input",
+        "the service its name rules give (``classifier/names/services.toml``; ``unknown`` "
+        "without a name); a model input",
         "text",
     ),
     ColumnDoc("category", "the service's category (e.g. video-cdn, short-form-service)", "text"),

@@ -9,7 +9,7 @@ flows, not the file size):
    flow table's exact rules and reports the flows that ended (and at which packet);
 3. the few packets that may carry names: a flow's first 24 entries with payload (TLS
    ClientHello / QUIC Initial) and DNS answers (port 53). A compiled scanner
-   (:mod:`classifier.features.hello_scan`) settles the common case, a flow whose first
+   (:mod:`classifier.names.hello_scan`) settles the common case, a flow whose first
    fed payload holds a whole ClientHello (or a Google QUIC CHLO in clear with its
    SNI); every other packet goes through the same
    Python parsers as the reference, with DNS answers and name lookups replayed in
@@ -49,7 +49,6 @@ from classifier.capture import columns as cc
 from classifier.compiled import jit
 from classifier.features import batch
 from classifier.features.column_batch import Column, ColumnBatch, as_frame
-from classifier.features.dns import split_tcp_dns
 from classifier.features.featurize import (
     ROWS_PER_FRAME,
     FeaturizeConfig,
@@ -58,11 +57,13 @@ from classifier.features.featurize import (
     iter_featurize,
     row_columns,
 )
-from classifier.features.hello_scan import DONE, PYTHON, UNSEEN, scan_first_payloads
-from classifier.features.names import NameCache, NameExtractor
 from classifier.features.schema import FLOW_COLUMNS, NAME_COLUMNS, WINDOW_COLUMNS
 from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
-from classifier.model.services import category_for, service_for
+from classifier.names.cache import NameCache
+from classifier.names.dns import split_tcp_dns
+from classifier.names.extract import NameExtractor
+from classifier.names.hello_scan import DONE, PYTHON, UNSEEN, scan_first_payloads
+from classifier.names.services import category_for, service_for
 from classifier.parallel import ordered_map
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ _ROWS = (
     cc.C_PLEN,
     cc.C_WIRE,
 )
-_MAX_NAME_PACKETS = 24  # as classifier.features.flow_names
+_MAX_NAME_PACKETS = 24  # as classifier.names.plugin
 _BUFFER_BYTES = 16 * 1024 * 1024  # read buffer (file bytes held at once)
 _CHUNK_PACKETS = cc.CHUNK_PACKETS  # packets decoded per compiled call
 _ADDR_NAMES_HELD = 1 << 16  # address strings kept for reuse

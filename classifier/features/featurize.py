@@ -16,7 +16,6 @@ import numpy as np
 
 from classifier.capture import BUILTIN, ReadStats, open_capture
 from classifier.capture.packet import Packet
-from classifier.features.flow_names import NamesPlugin, flow_names
 from classifier.features.schema import (
     FEATURE_COLUMNS,
     FLOW_COLUMNS,
@@ -27,7 +26,8 @@ from classifier.features.schema import (
 )
 from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig, FlowPlugin, FlowTable, TableStats
-from classifier.model.services import category_for, service_for
+from classifier.names.plugin import NamesPlugin, flow_names
+from classifier.names.services import category_for, service_for
 
 if TYPE_CHECKING:
     # imported where frames are built: the fast engine writes tables without pandas

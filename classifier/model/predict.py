@@ -17,7 +17,7 @@ import pandas as pd
 from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, snapshot_prefix
 from classifier.model.artifact import LoadedModel
-from classifier.model.services import may_be_short_form
+from classifier.names.services import may_be_short_form
 
 __all__ = [
     "MODEL_INPUT_COLUMNS",

@@ -31,7 +31,7 @@ from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 from classifier.model.artifact import file_sha256
 from classifier.model.predict import without_short_form
-from classifier.model.services import category_for, may_be_short_form
+from classifier.names.services import category_for, may_be_short_form
 
 __all__ = [
     "SHORT",

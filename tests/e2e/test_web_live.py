@@ -53,7 +53,7 @@ _SNI_SERVER = (
     "try:\n while c.recv(65536): pass\nexcept OSError: pass"
 )
 _SNI_CLIENT = (
-    "import socket,sys,time; from classifier.features.tls import build_client_hello; "
+    "import socket,sys,time; from classifier.names.tls import build_client_hello; "
     "c=socket.create_connection((sys.argv[1], 8443), timeout=10); "
     "c.sendall(build_client_hello(sys.argv[2], ('h2',)))\n"
     "for _ in range(40): time.sleep(0.5); c.sendall(b'x' * 200)"

@@ -513,7 +513,7 @@ def _dns_payloads() -> list[bytes]:
 
 @needs_shared
 def test_dns_address_walk_covers_every_cached_address() -> None:
-    from classifier.features.dns import parse_dns_response
+    from classifier.names.dns import parse_dns_response
 
     payloads = _dns_payloads()
     assert len(payloads) > 20

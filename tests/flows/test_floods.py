@@ -24,8 +24,8 @@ from classifier.features.featurize import (
     featurize_packets,
     row_columns,
 )
-from classifier.features.flow_names import NamesPlugin
 from classifier.flows import DOWN, UP, Flow, FlowConfig, FlowTable
+from classifier.names.plugin import NamesPlugin
 from tests.packets import ACK, CLIENT, SERVER, SYN, handshake, tcp
 from tests.synthetic_captures import write_long_flow, write_syn_flood, write_udp_scan
 

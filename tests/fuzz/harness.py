@@ -15,11 +15,11 @@ Each ``check_*`` function feeds one input to a decoder and asserts its contract:
   sinkholes exactly the listed names, and writes an audit line that reads back;
 * the dnsmasq snippet writer: hostile names are refused with EnforcementError, or every
   line written is a comment or one well-formed ``nftset=`` line;
-* TLS ClientHello parsers and :class:`~classifier.features.tls.HelloReassembler`, QUIC
-  :class:`~classifier.features.quic.QuicInitialParser` (raw datagrams, and valid Initials
+* TLS ClientHello parsers and :class:`~classifier.names.tls.HelloReassembler`, QUIC
+  :class:`~classifier.names.quic.QuicInitialParser` (raw datagrams, and valid Initials
   around fuzzed plaintext so the frame parser is reached), DNS
-  (:func:`~classifier.features.dns.parse_dns_response`,
-  :class:`~classifier.features.names.NameCache`): a result or ``None`` / ``failed``, never
+  (:func:`~classifier.names.dns.parse_dns_response`,
+  :class:`~classifier.names.cache.NameCache`): a result or ``None`` / ``failed``, never
   an exception, and bounded state.
 
 Any other exception escapes and is a bug. :func:`mutate` turns a seed from
@@ -55,7 +55,6 @@ from classifier.enforce.dnsmasq import render_dnsmasq_conf
 from classifier.enforce.policy import parse_policy
 from classifier.errors import CaptureError, EnforcementError, PolicyError
 from classifier.features import fast
-from classifier.features.dns import DnsAnswer, parse_dns_response, split_tcp_dns
 from classifier.features.fast import featurize_fast
 from classifier.features.featurize import (
     FeaturizeConfig,
@@ -64,16 +63,18 @@ from classifier.features.featurize import (
     featurize_packets,
     row_columns,
 )
-from classifier.features.names import NameCache, NameExtractor
-from classifier.features.quic import QUIC_V1, QUIC_V2, QuicInitialParser, encrypt_initial
-from classifier.features.tls import (
+from classifier.flows import FlowConfig
+from classifier.names.cache import NameCache
+from classifier.names.dns import DnsAnswer, parse_dns_response, split_tcp_dns
+from classifier.names.extract import NameExtractor
+from classifier.names.quic import QUIC_V1, QUIC_V2, QuicInitialParser, encrypt_initial
+from classifier.names.tls import (
     MAX_HELLO_BYTES,
     ClientHelloInfo,
     HelloReassembler,
     parse_client_hello,
     parse_handshake_client_hello,
 )
-from classifier.flows import FlowConfig
 from tests.capture import make_captures as mk
 
 __all__ = [

@@ -28,7 +28,7 @@ from pathlib import Path
 from classifier.capture import open_capture
 from classifier.capture.tshark import tshark_command
 from classifier.errors import CaptureError
-from classifier.features.quic import (
+from classifier.names.quic import (
     _initial_type_bits,
     _parse_long_header,
     _unprotect,

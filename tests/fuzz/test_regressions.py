@@ -13,7 +13,7 @@ from classifier.enforce.policy import parse_policy
 from classifier.errors import EnforcementError, PolicyError
 from classifier.features import batch
 from classifier.features.featurize import FeaturizeConfig, featurize
-from classifier.features.tls import HelloReassembler, parse_client_hello
+from classifier.names.tls import HelloReassembler, parse_client_hello
 from tests.capture import make_captures as mk
 from tests.fuzz.harness import (
     FAST_CONFIGS,

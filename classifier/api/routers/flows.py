@@ -125,7 +125,7 @@ def rows_arrays(
 def _classify_rows(
     model: LoadedModel, raw: bytes, max_rows: int
 ) -> tuple[_Body, list[RowVerdict], list[str]]:
-    from classifier.model.services import category_for
+    from classifier.names.services import category_for
 
     body = _parse(raw, max_rows)
     if not body.rows:

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.features.quic import (
+from classifier.names.quic import (
     QUIC_V1,
     QUIC_V2,
     QuicInitialParser,
@@ -15,7 +15,7 @@ from classifier.features.quic import (
     initial_keys,
     is_long_header,
 )
-from classifier.features.tls import build_client_hello
+from classifier.names.tls import build_client_hello
 
 # --- RFC 9001 Appendix A and RFC 9369 Appendix A (sample client Initial) ---------------------
 RFC_DCID = bytes.fromhex("8394c8f03e515708")

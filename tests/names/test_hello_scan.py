@@ -1,7 +1,7 @@
 """The compiled ClientHello scanner against the reference extractor.
 
 The scanner may settle a flow only with exactly the names one fresh
-:class:`~classifier.features.names.NameExtractor` reads from the same first payload; it
+:class:`~classifier.names.extract.NameExtractor` reads from the same first payload; it
 must never raise and never give another answer. It must also settle every hello it is
 meant to take (whole message in the first record, ASCII names), so deferring everything
 would fail here too.
@@ -21,15 +21,15 @@ from classifier.capture import open_capture
 from classifier.features import fast
 from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig, featurize
-from classifier.features.hello_scan import (
+from classifier.names.extract import NameExtractor
+from classifier.names.hello_scan import (
     DONE,
     PYTHON,
     UNSEEN,
     scan_first_payloads,
     scan_payload,
 )
-from classifier.features.names import NameExtractor
-from classifier.features.tls import build_client_hello
+from classifier.names.tls import build_client_hello
 from tests.fuzz.harness import fuzz_settings, mutate, seeds
 from tests.shared_data import SHARED, missing_reason
 from tests.synthetic_captures import write_many_flows

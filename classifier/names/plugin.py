@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from classifier.capture.packet import UDP, Packet
-from classifier.features.names import NameCache, NameExtractor
 from classifier.flows.flow import Flow
+from classifier.names.cache import NameCache
+from classifier.names.extract import NameExtractor
 
 __all__ = ["NamesPlugin", "flow_names"]
 

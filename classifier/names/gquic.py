@@ -18,12 +18,12 @@ entries (uint16), 2 bytes of padding, then per entry its tag and the end offset 
 value (uint32), then the values back to back.
 
 Q050 protects its Initial packets like IETF QUIC (its own salt) and carries the CHLO in
-CRYPTO frames: :mod:`classifier.features.quic` decrypts those and calls :func:`read_chlo`
+CRYPTO frames: :mod:`classifier.names.quic` decrypts those and calls :func:`read_chlo`
 on the reassembled stream. Q048/Q049 (short-lived experiments with CRYPTO frames in clear)
 and gQUIC packets whose first frame is not the CHLO's STREAM frame (ACKs in a second
 CHLO packet) give no name here.
 
-Nothing here raises on bad input; :mod:`classifier.features.hello_scan` has a compiled
+Nothing here raises on bad input; :mod:`classifier.names.hello_scan` has a compiled
 twin of :func:`parse_gquic_packet` that must give the same names.
 """
 

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.features.tls import (
+from classifier.names.tls import (
     ClientHelloInfo,
     HelloReassembler,
     build_client_hello,

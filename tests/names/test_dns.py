@@ -6,7 +6,7 @@ import dnslib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classifier.features.dns import DnsAnswer, parse_dns_response, split_tcp_dns
+from classifier.names.dns import DnsAnswer, parse_dns_response, split_tcp_dns
 
 
 def _response(

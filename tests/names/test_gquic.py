@@ -1,9 +1,9 @@
 """Google QUIC CHLO names: hand-built packets of each version, damaged ones, the compiled
 twin, and agreement with tshark (``gquic.tag.sni``) on the shared gQUIC captures.
 
-The reference reader is :func:`classifier.features.gquic.parse_gquic_packet` (through
-:class:`~classifier.features.names.NameExtractor`); the compiled scanner
-(:mod:`classifier.features.hello_scan`) may settle a flow only with exactly its answer.
+The reference reader is :func:`classifier.names.gquic.parse_gquic_packet` (through
+:class:`~classifier.names.extract.NameExtractor`); the compiled scanner
+(:mod:`classifier.names.hello_scan`) may settle a flow only with exactly its answer.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from hypothesis import strategies as st
 from classifier.features import fast
 from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig, featurize
-from classifier.features.gquic import GQuicHello, parse_gquic_packet, read_chlo
-from classifier.features.hello_scan import scan_payload
-from classifier.features.names import NameExtractor
-from classifier.features.quic import QUIC_Q050, QuicInitialParser, encrypt_initial
 from classifier.flows import FlowConfig
+from classifier.names.extract import NameExtractor
+from classifier.names.gquic import GQuicHello, parse_gquic_packet, read_chlo
+from classifier.names.hello_scan import scan_payload
+from classifier.names.quic import QUIC_Q050, QuicInitialParser, encrypt_initial
 from tests.capture import make_captures as mk
-from tests.features import gquic_packets as gp
 from tests.fuzz.harness import OPS, fuzz_settings, mutate
+from tests.names import gquic_packets as gp
 from tests.shared_data import SHARED
 
 VERSIONS = ["Q024", "Q025", "Q030", "Q033", "Q034", "Q035", "Q037", "Q039", "Q043", "Q046"]

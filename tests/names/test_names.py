@@ -20,10 +20,11 @@ import dnslib
 import dpkt
 import pytest
 
-from classifier.features.dns import parse_dns_response, split_tcp_dns
-from classifier.features.names import MIN_TTL, NameCache, NameExtractor
-from classifier.features.quic import QUIC_V1, encrypt_initial
-from classifier.features.tls import build_client_hello
+from classifier.names.cache import MIN_TTL, NameCache
+from classifier.names.dns import parse_dns_response, split_tcp_dns
+from classifier.names.extract import NameExtractor
+from classifier.names.quic import QUIC_V1, encrypt_initial
+from classifier.names.tls import build_client_hello
 from tests.shared_data import SHARED, missing_reason
 
 PCAPS = SHARED

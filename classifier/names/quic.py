@@ -15,13 +15,13 @@ secret. This module:
   CONNECTION_CLOSE frames, and reassembles CRYPTO data by offset across packets and
   datagrams (out of order, duplicated, split: Chrome sends its ClientHello in two Initials);
 * hands the reassembled CRYPTO stream to
-  :func:`~classifier.features.tls.parse_handshake_client_hello`.
+  :func:`~classifier.names.tls.parse_handshake_client_hello`.
 
 Google QUIC with its own crypto handshake carries a QUIC-crypto CHLO instead of a TLS
 ClientHello: Q050 protects its Initials like IETF QUIC (own salt, CRYPTO frame type 0x08),
 so this parser decrypts them and reads the CHLO's SNI with
-:func:`~classifier.features.gquic.read_chlo` (``chlo_sni``); the older versions send the
-CHLO in clear and are read by :func:`~classifier.features.gquic.parse_gquic_packet`
+:func:`~classifier.names.gquic.read_chlo` (``chlo_sni``); the older versions send the
+CHLO in clear and are read by :func:`~classifier.names.gquic.parse_gquic_packet`
 (here they are given up).
 
 Nothing here raises on bad input: undecryptable or malformed packets are ignored.
@@ -40,8 +40,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from classifier.features.gquic import read_chlo
-from classifier.features.tls import ClientHelloInfo, parse_handshake_client_hello
+from classifier.names.gquic import read_chlo
+from classifier.names.tls import ClientHelloInfo, parse_handshake_client_hello
 
 __all__ = [
     "MAX_CRYPTO_BYTES",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from classifier.errors import ModelError
-from classifier.model.services import (
+from classifier.names.services import (
     DEFAULT_RULES_PATH,
     UNKNOWN,
     category_for,

@@ -1,13 +1,13 @@
 """A compiled ClientHello scanner for the common case: one payload holds the whole hello.
 
 :func:`scan_first_payloads` walks the name-carrying packets of a chunk (the packets the
-fast path would feed to a flow's :class:`~classifier.features.names.NameExtractor`). For
+fast path would feed to a flow's :class:`~classifier.names.extract.NameExtractor`). For
 each flow it looks at the **first** payload it is fed: when that is a TCP payload whose
 first TLS record holds a complete ClientHello, it reads the server name and the ALPN list
-exactly as :mod:`classifier.features.tls` would and marks the flow's names done; when it
+exactly as :mod:`classifier.names.tls` would and marks the flow's names done; when it
 is a UDP payload that is a client Google QUIC packet (Q043 and older, Q044-Q047) whose
 CHLO carries an SNI, it reads the name exactly as
-:func:`~classifier.features.gquic.parse_gquic_packet` would (source ``gquic``). Every
+:func:`~classifier.names.gquic.parse_gquic_packet` would (source ``gquic``). Every
 other packet goes back to Python, to the reference extractor, and so does every flow the
 scanner is not sure about: a hello spread over records or segments, IETF QUIC, Q050 and
 other UDP, a payload that is not a well-formed hello or CHLO (the reference gives no name

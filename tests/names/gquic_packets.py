@@ -2,12 +2,12 @@
 
 Layouts as Chromium sent them (and Wireshark/tshark dissects them): the public header of
 Q043 and older, the long header of Q046, and Q050's protected Initial (through
-:func:`classifier.features.quic.encrypt_initial`, CRYPTO frame type 0x08).
+:func:`classifier.names.quic.encrypt_initial`, CRYPTO frame type 0x08).
 """
 
 from __future__ import annotations
 
-from classifier.features.quic import QUIC_Q050, _encode_varint, encrypt_initial
+from classifier.names.quic import QUIC_Q050, _encode_varint, encrypt_initial
 
 CID = bytes.fromhex("b4a1c2d3e4f50617")
 HASH = bytes(range(0xA0, 0xAC))  # the 12-byte message authentication hash (unchecked)
