@@ -27,8 +27,8 @@ from pathlib import Path
 
 import dpkt
 
-from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
+from classifier.features.featurize_fast import featurize_fast
 from training.shared_captures import shared_captures_dir
 
 SHARED = shared_captures_dir()

@@ -84,7 +84,7 @@ def _child(mode: str, path: str) -> None:
 
             table = featurize(path, config, stats=stats)
         else:
-            from classifier.features.fast import featurize_fast
+            from classifier.features.featurize_fast import featurize_fast
 
             table = featurize_fast(path, config, stats=stats)
         print(json.dumps({"records": stats.read.records, "rows": len(table)}))

@@ -76,10 +76,10 @@ COMPILED = frozenset(("fast_capture", "fast_packets"))
 _BOUNDSCHECK_CACHE = Path(tempfile.gettempdir()) / "sf-numba-boundscheck"
 #: modules with numba kernels (not instrumented by atheris)
 _NUMBA_MODULES = (
-    "classifier.capture.columns",
-    "classifier.flows.assign",
-    "classifier.features.batch",
-    "classifier.features.fast",
+    "classifier.capture.reader_fast",
+    "classifier.flows.table_fast",
+    "classifier.features.groups_fast",
+    "classifier.features.featurize_fast",
 )
 
 
@@ -363,10 +363,10 @@ def _assert_bounds_checked() -> None:
     byte past a 1-byte array must raise IndexError)."""
     import numpy as np
 
-    from classifier.capture import columns
+    from classifier.capture import decode_fast
 
     try:
-        columns._u16(np.zeros(1, np.uint8), 0)  # noqa: SLF001 - reads index 1
+        decode_fast.u16(np.zeros(1, np.uint8), 0)  # reads index 1
     except IndexError:
         return
     raise SystemExit("NUMBA_BOUNDSCHECK=1 is set but compiled code does not check bounds")

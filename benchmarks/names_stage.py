@@ -8,7 +8,7 @@ Runs :func:`featurize_fast` on ``CAPTURE`` alternately with the scanner off (eve
 packet goes to the reference's Python extractor, as before the scanner existed) and on,
 ``--repeat`` times each, in one process after one warm-up call (compiled code loaded).
 Prints, per run, the CPU seconds of the whole call and of the names stage
-(``_Run._names``: hello scan, Python extractors, DNS answers, name-cache lookups), then
+(``_Names.add``: hello scan, Python extractors, DNS answers, name-cache lookups), then
 the best of each mode and their ratios. CPU seconds (``time.process_time``) are steadier
 than wall time on a shared machine; compare modes within one run.
 """
@@ -21,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from classifier.features import fast
+from classifier.features import featurize_fast as fast
 
 _MODES = {"off": False, "on": True}
 
 
 def _timed_names(acc: list[float]) -> Callable[..., Any]:
-    inner = fast._Run._names
+    inner = fast._Names.add
 
     def names(self: Any, *args: Any) -> Any:
         t0 = time.process_time()
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     acc = [0.0]
-    fast._Run._names = _timed_names(acc)  # type: ignore[method-assign]
+    fast._Names.add = _timed_names(acc)  # type: ignore[method-assign]
     fast.featurize_fast(args.capture)  # load (or compile) the compiled code once
     best: dict[str, tuple[float, float]] = {}
     for _ in range(args.repeat):

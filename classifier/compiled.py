@@ -40,12 +40,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: modules whose kernels the extension holds (imported by :func:`build`)
 KERNEL_MODULES = (
-    "classifier.capture.columns",
-    "classifier.flows.assign",
-    "classifier.features.batch",
-    "classifier.features.fast",
-    "classifier.names.hello_scan",
-    "classifier.capture.live_batch",
+    "classifier.capture.decode_fast",
+    "classifier.capture.reader_fast",
+    "classifier.flows.table_fast",
+    "classifier.features.groups_fast",
+    "classifier.features.featurize_fast",
+    "classifier.names.extract_fast",
+    "classifier.capture.live_fast",
 )
 
 _HERE = Path(__file__).resolve().parent

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from classifier import compiled
-from classifier.capture import columns, live_batch
-from classifier.features.fast import featurize_fast
+from classifier.capture import live_fast, reader_fast
 from classifier.features.featurize import FeaturizeConfig
+from classifier.features.featurize_fast import featurize_fast
 from tests.shared_data import SHARED, needs_files
 
 PCAPS = SHARED
@@ -52,7 +52,7 @@ def test_featurizing_never_needs_numba() -> None:
     code = f"""
 import sys
 from classifier import compiled
-from classifier.features.fast import featurize_fast
+from classifier.features.featurize_fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig
 from classifier.flows import FlowConfig
 for path in {[str(p) for p in CAPTURES]!r}:
@@ -76,7 +76,7 @@ def test_jit_and_aot_tables_are_equal(config: FeaturizeConfig, tmp_path: Path) -
     code = f"""
 import pickle
 from classifier import compiled
-from classifier.features.fast import featurize_fast
+from classifier.features.featurize_fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig
 assert compiled.aot_status() == "jit"
 tables = [featurize_fast(p, FeaturizeConfig(window={config.window!r}))
@@ -93,7 +93,7 @@ pickle.dump(tables, open({str(out)!r}, "wb"))
 
 
 def test_calls_that_do_not_fit_the_build_go_to_numba() -> None:
-    kernel = live_batch.release_blocks
+    kernel = live_fast.release_blocks
     specs = [tuple(s) for s in compiled._built()[1][kernel.export_name]]  # type: ignore[index]
     ring = np.ones(64, np.uint8)
     assert compiled._fits((ring, 16, 4, 0, 1), specs)
@@ -138,9 +138,9 @@ def test_built_kernels_release_the_gil() -> None:
         started.set()
         for _ in range(10):
             calls.append(
-                columns._walk_pcap(buf, len(buf), 24, False, 1e6, 1, True, ts, cols, counts, notes)[
-                    0
-                ]
+                reader_fast._walk_pcap(
+                    buf, len(buf), 24, False, 1e6, 1, True, ts, cols, counts, notes
+                )[0]
             )
 
     interval = sys.getswitchinterval()

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from classifier.capture.reader import open_capture
-from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig, Featurizer
+from classifier.features.featurize_fast import featurize_fast
 from classifier.features.session import SESSION_FEATURES, SessionConfig, latest_windows
 from classifier.live_sessions import SessionTracker
 from classifier.model.timeline import ACTIVITY_CONFIG

@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from classifier.capture.decode import decode_frame
-from classifier.capture.live_batch import (
+from classifier.capture.live_fast import (
     MIN_PACKET_MESSAGE,
     TP3_HEADER,
     BatchArrays,

@@ -2,7 +2,7 @@
 
 Two engines give the same feature table (see the twin table in ``docs/architecture.md``):
 
-* ``fast``: the compiled path (:mod:`classifier.features.fast`), which reads captures
+* ``fast``: the compiled path (:mod:`classifier.features.featurize_fast`), which reads captures
   itself with the built-in reader; a file its compiled reader does not handle (gzip, damaged
   records ...) is handed to the reference path inside it, so ``fast`` always gives a table;
 * ``reference``: the plain Python path (:mod:`classifier.features.featurize`), which reads
@@ -95,7 +95,7 @@ def iter_tables(
     config = config or FeaturizeConfig()
     stats = stats if stats is not None else FeaturizeStats()
     if choose_engine(engine, backend) == FAST:
-        from classifier.features.fast import iter_columns_fast
+        from classifier.features.featurize_fast import iter_columns_fast
 
         return iter_columns_fast(
             path,
@@ -172,7 +172,7 @@ def featurize(
     """
     config = config or FeaturizeConfig()
     if choose_engine(engine, backend) == FAST:
-        from classifier.features.fast import featurize_fast
+        from classifier.features.featurize_fast import featurize_fast
 
         return featurize_fast(path, config, skip_bad=skip_bad, stats=stats, progress=progress)
     from classifier.features.featurize import featurize as featurize_reference

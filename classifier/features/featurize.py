@@ -1,6 +1,6 @@
 """Packets -> flows -> feature rows: the reference engine (plain Python), whose
 :class:`Featurizer` live mode uses too. :mod:`classifier.features.engine` decides whether a
-capture file goes through it or through the fast twin (:mod:`classifier.features.fast`);
+capture file goes through it or through the fast twin (:mod:`classifier.features.featurize_fast`);
 ``classifier.featurize`` is that module's :func:`~classifier.features.engine.featurize`."""
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ from typing import NamedTuple
 
 from classifier.capture.packet import TCP, Packet
 
-__all__ = ["FlowKey", "canonical_key", "orient"]
+__all__ = ["EPHEMERAL_MIN", "FlowKey", "canonical_key", "orient"]
 
-_EPHEMERAL_MIN = 32768  # Linux default ip_local_port_range starts here; IANA's at 49152
+#: Ports from here up are ephemeral (client) ports: Linux's default ip_local_port_range
+#: starts here; IANA's at 49152.
+EPHEMERAL_MIN = 32768
 _TCP_SYN = 0x02
 _TCP_ACK = 0x10
 
@@ -39,8 +41,8 @@ def _port_says_client(src_port: int, dst_port: int) -> bool | None:
         return True
     if dst_port >= 1024 > src_port:
         return False
-    src_eph = src_port >= _EPHEMERAL_MIN
-    dst_eph = dst_port >= _EPHEMERAL_MIN
+    src_eph = src_port >= EPHEMERAL_MIN
+    dst_eph = dst_port >= EPHEMERAL_MIN
     if src_eph != dst_eph:
         return src_eph
     return None

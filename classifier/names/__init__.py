@@ -4,7 +4,7 @@
   QUIC client Initials (:mod:`.quic`), Google QUIC CHLOs (:mod:`.gquic`), DNS answers
   (:mod:`.dns`);
 * :mod:`.extract`: a flow's :class:`~classifier.names.extract.NameExtractor` (SNI, ALPN,
-  QUIC version) and its compiled twin for the common case, :mod:`.hello_scan`;
+  QUIC version) and its compiled twin for the common case, :mod:`.extract_fast`;
 * :mod:`.cache`: the DNS :class:`~classifier.names.cache.NameCache` (address -> name);
 * :mod:`.plugin`: the flow plugin that feeds both and gives a flow its name columns;
 * :mod:`.services`: host name -> service -> category, from the rules in ``services.toml``.

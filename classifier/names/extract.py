@@ -5,19 +5,18 @@ the TLS ClientHello (TCP, reassembled by sequence number), from the decrypted QU
 Initials (UDP) or from a Google QUIC CHLO (UDP, :mod:`classifier.names.gquic`). It never
 raises on odd payloads: unreadable bytes are ignored. Its compiled twin for the common case
 (a whole ClientHello or gQUIC CHLO in the first payload) is
-:mod:`classifier.names.hello_scan`.
+:mod:`classifier.names.extract_fast`.
 """
 
 from __future__ import annotations
 
+from classifier.capture.packet import TCP, UDP
 from classifier.names.gquic import parse_gquic_packet
 from classifier.names.quic import QuicInitialParser, is_long_header
 from classifier.names.tls import ClientHelloInfo, HelloReassembler
 
 __all__ = ["NameExtractor"]
 
-_TCP = 6
-_UDP = 17
 #: After this many UDP datagrams without a QUIC long header, the flow is not QUIC.
 _UDP_GIVE_UP = 4
 
@@ -55,9 +54,9 @@ class NameExtractor:
         and the TCP sequence number (ignored for UDP). Never raises on odd input."""
         if self.done or not payload:
             return
-        if proto == _TCP:
+        if proto == TCP:
             self._feed_tcp(direction, payload, seq)
-        elif proto == _UDP:
+        elif proto == UDP:
             self._feed_udp(payload)
         else:
             self.done = True

@@ -23,7 +23,7 @@ on the reassembled stream. Q048/Q049 (short-lived experiments with CRYPTO frames
 and gQUIC packets whose first frame is not the CHLO's STREAM frame (ACKs in a second
 CHLO packet) give no name here.
 
-Nothing here raises on bad input; :mod:`classifier.names.hello_scan` has a compiled
+Nothing here raises on bad input; :mod:`classifier.names.extract_fast` has a compiled
 twin of :func:`parse_gquic_packet` that must give the same names.
 """
 

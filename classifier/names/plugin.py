@@ -7,10 +7,13 @@ from classifier.flows.flow import Flow
 from classifier.names.cache import NameCache
 from classifier.names.extract import NameExtractor
 
-__all__ = ["NamesPlugin", "flow_names"]
+__all__ = ["DNS_PORT", "MAX_NAME_PACKETS", "NamesPlugin", "flow_names"]
 
-_DNS_PORT = 53
-_MAX_NAME_PACKETS = 24  # a ClientHello or QUIC Initial sits in a flow's first packets
+#: DNS answers are read from packets to or from this port.
+DNS_PORT = 53
+#: A flow's packets fed to its name extractor: a ClientHello or QUIC Initial sits in the
+#: first ones.
+MAX_NAME_PACKETS = 24
 
 
 class NamesPlugin:
@@ -25,12 +28,12 @@ class NamesPlugin:
         flow.ext["dns_name"] = self.cache.lookup(flow.key.server, pkt.ts)
 
     def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
-        if _DNS_PORT in (pkt.sport, pkt.dport):
+        if DNS_PORT in (pkt.sport, pkt.dport):
             if pkt.payload:
                 self.cache.feed_dns(pkt.payload, pkt.ts, tcp=pkt.proto != UDP)
             return
         extractor: NameExtractor = flow.ext["names"]
-        if not extractor.done and flow.packets <= _MAX_NAME_PACKETS and pkt.payload:
+        if not extractor.done and flow.packets <= MAX_NAME_PACKETS and pkt.payload:
             extractor.feed(direction, pkt.proto, pkt.payload, pkt.seq)
 
 

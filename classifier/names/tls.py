@@ -20,7 +20,12 @@ __all__ = [
     "ClientHelloInfo",
     "HelloReassembler",
     "build_client_hello",
+    "CONTENT_HANDSHAKE",
+    "EXT_ALPN",
+    "EXT_SERVER_NAME",
+    "HS_CLIENT_HELLO",
     "MAX_HELLO_BYTES",
+    "MAX_RECORD_BYTES",
     "parse_client_hello",
     "parse_handshake_client_hello",
 ]
@@ -29,15 +34,17 @@ _log = logging.getLogger(__name__)
 
 #: Bytes of one direction kept while waiting for a complete ClientHello.
 MAX_HELLO_BYTES = 16384
+#: Longest TLS record length read as a handshake record (2^14 plus expansion room).
+MAX_RECORD_BYTES = 18432
 #: Segments kept per direction (bounds work on floods of tiny segments).
 _MAX_SEGMENTS = 64
 #: Segments seen without the start of a ClientHello before the direction is given up.
 _MAX_SEGMENTS_NO_START = 8
 
-_CONTENT_HANDSHAKE = 22
-_HS_CLIENT_HELLO = 1
-_EXT_SERVER_NAME = 0
-_EXT_ALPN = 16
+CONTENT_HANDSHAKE = 22
+HS_CLIENT_HELLO = 1
+EXT_SERVER_NAME = 0
+EXT_ALPN = 16
 _EXT_SUPPORTED_VERSIONS = 43
 _SEQ_MOD = 1 << 32
 
@@ -176,9 +183,9 @@ def _parse_hello_body(body: bytes) -> ClientHelloInfo | None:
             if ext_type is None or ext_data is None:
                 return None
             ext_types.append(ext_type)
-            if ext_type == _EXT_SERVER_NAME and sni is None:
+            if ext_type == EXT_SERVER_NAME and sni is None:
                 sni = _parse_sni(ext_data)
-            elif ext_type == _EXT_ALPN and not alpn:
+            elif ext_type == EXT_ALPN and not alpn:
                 alpn = _parse_alpn(ext_data)
             elif ext_type == _EXT_SUPPORTED_VERSIONS and not versions:
                 versions = _parse_supported_versions(ext_data)
@@ -196,7 +203,7 @@ def parse_handshake_client_hello(data: bytes) -> ClientHelloInfo | None:
     """Parse a ClientHello handshake message (type, 3-byte length, body), as in a QUIC CRYPTO
     stream. Bytes after the message are ignored. Returns ``None`` on anything else; never
     raises."""
-    if len(data) < 4 or data[0] != _HS_CLIENT_HELLO:
+    if len(data) < 4 or data[0] != HS_CLIENT_HELLO:
         return None
     size = int.from_bytes(data[1:4], "big")
     if len(data) < 4 + size:
@@ -218,10 +225,10 @@ def _handshake_bytes(stream: bytes) -> tuple[bytes, bool]:
     pos = 0
     while pos + 5 <= len(stream):
         content, major, minor = stream[pos], stream[pos + 1], stream[pos + 2]
-        if content != _CONTENT_HANDSHAKE or major != 3 or minor > 4:
+        if content != CONTENT_HANDSHAKE or major != 3 or minor > 4:
             return bytes(out), bool(out)
         size = int.from_bytes(stream[pos + 3 : pos + 5], "big")
-        if size == 0 or size > 18432:
+        if size == 0 or size > MAX_RECORD_BYTES:
             return bytes(out), bool(out)
         out += stream[pos + 5 : pos + 5 + size]
         pos += 5 + size
@@ -243,10 +250,10 @@ def parse_client_hello(data: bytes) -> ClientHelloInfo | None:
 def _looks_like_hello_start(payload: bytes) -> bool:
     return (
         len(payload) >= 6
-        and payload[0] == _CONTENT_HANDSHAKE
+        and payload[0] == CONTENT_HANDSHAKE
         and payload[1] == 3
         and payload[2] <= 4
-        and payload[5] == _HS_CLIENT_HELLO
+        and payload[5] == HS_CLIENT_HELLO
     )
 
 
@@ -322,7 +329,7 @@ class HelloReassembler:
             self.failed = True
             return None
         if len(hs) >= 4:
-            if hs[0] != _HS_CLIENT_HELLO:
+            if hs[0] != HS_CLIENT_HELLO:
                 self.failed = True
                 return None
             need = 4 + int.from_bytes(hs[1:4], "big")
@@ -374,10 +381,10 @@ def build_client_hello(
     if sni is not None:
         host = sni.encode("utf-8")
         entry = b"\x00" + len(host).to_bytes(2, "big") + host
-        exts += _ext(_EXT_SERVER_NAME, len(entry).to_bytes(2, "big") + entry)
+        exts += _ext(EXT_SERVER_NAME, len(entry).to_bytes(2, "big") + entry)
     if alpn:
         protos = b"".join(len(p.encode()).to_bytes(1, "big") + p.encode() for p in alpn)
-        exts += _ext(_EXT_ALPN, len(protos).to_bytes(2, "big") + protos)
+        exts += _ext(EXT_ALPN, len(protos).to_bytes(2, "big") + protos)
     exts += _ext(_EXT_SUPPORTED_VERSIONS, b"\x04\x03\x04\x03\x03")
     share = (0x11EC).to_bytes(2, "big") + key_share_len.to_bytes(2, "big") + b"\x5a" * key_share_len
     exts += _ext(51, len(share).to_bytes(2, "big") + share)
@@ -395,7 +402,7 @@ def build_client_hello(
         + len(exts).to_bytes(2, "big")
         + exts
     )
-    msg = bytes([_HS_CLIENT_HELLO]) + len(body).to_bytes(3, "big") + body
+    msg = bytes([HS_CLIENT_HELLO]) + len(body).to_bytes(3, "big") + body
     if not record:
         return msg
-    return bytes([_CONTENT_HANDSHAKE, 3, 1]) + len(msg).to_bytes(2, "big") + msg
+    return bytes([CONTENT_HANDSHAKE, 3, 1]) + len(msg).to_bytes(2, "big") + msg

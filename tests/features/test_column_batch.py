@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from classifier.features import fast
+from classifier.features import featurize_fast as fast
 from classifier.features.column_batch import ColumnBatch
-from classifier.features.fast import iter_columns_fast, iter_featurize_fast
 from classifier.features.featurize import FeaturizeConfig, row_columns
+from classifier.features.featurize_fast import iter_columns_fast, iter_featurize_fast
 from classifier.features.schema import FLOW_COLUMNS, NAME_COLUMNS
 from classifier.features.table_sink import TableSink, arrow_schema
 from tests.shared_data import SHARED, needs_files

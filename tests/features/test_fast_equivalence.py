@@ -23,11 +23,13 @@ import pandas as pd
 import pytest
 
 from classifier.capture import ReadStats, open_capture
-from classifier.capture import columns as cc
+from classifier.capture import decode_fast as dc
+from classifier.capture import reader_fast as cc
 from classifier.errors import CaptureError
-from classifier.features import batch, fast
-from classifier.features.fast import featurize_fast, featurize_many
+from classifier.features import featurize_fast as fast
+from classifier.features import groups_fast as batch
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
+from classifier.features.featurize_fast import featurize_fast, featurize_many
 from classifier.flows import FlowConfig
 from tests.capture import make_captures as mk
 from tests.shared_data import SHARED, missing_reason
@@ -332,7 +334,7 @@ def _same_packets(path: Path) -> None:
     for ch in cc.iter_chunks(path, got_stats, max_packets=3):
         c = ch.cols
         for i in range(len(ch)):
-            v = int(c[cc.C_VER, i])
+            v = int(c[dc.C_VER, i])
             fam = socket.AF_INET if v == 4 else socket.AF_INET6
 
             def addr(hi: int, lo: int, v: int = v, fam: int = fam) -> str:
@@ -347,17 +349,17 @@ def _same_packets(path: Path) -> None:
             got.append(
                 (
                     float(ch.ts[i]),
-                    int(c[cc.C_WIRE, i]),
-                    int(c[cc.C_IPLEN, i]),
+                    int(c[dc.C_WIRE, i]),
+                    int(c[dc.C_IPLEN, i]),
                     v,
-                    addr(int(c[cc.C_SRC_HI, i]), int(c[cc.C_SRC_LO, i])),
-                    addr(int(c[cc.C_DST_HI, i]), int(c[cc.C_DST_LO, i])),
-                    int(c[cc.C_PROTO, i]),
-                    int(c[cc.C_SPORT, i]),
-                    int(c[cc.C_DPORT, i]),
-                    int(c[cc.C_FLAGS, i]),
-                    int(c[cc.C_SEQ, i]),
-                    int(c[cc.C_PLEN, i]),
+                    addr(int(c[dc.C_SRC_HI, i]), int(c[dc.C_SRC_LO, i])),
+                    addr(int(c[dc.C_DST_HI, i]), int(c[dc.C_DST_LO, i])),
+                    int(c[dc.C_PROTO, i]),
+                    int(c[dc.C_SPORT, i]),
+                    int(c[dc.C_DPORT, i]),
+                    int(c[dc.C_FLAGS, i]),
+                    int(c[dc.C_SEQ, i]),
+                    int(c[dc.C_PLEN, i]),
                     ch.payload(i),
                 )
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.features.fast import _Pool
+from classifier.features.featurize_fast import _Pool
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -18,9 +18,8 @@ import pytest
 from dask.distributed import LocalCluster
 
 from classifier.errors import ShortflowError
-from classifier.features import fast
+from classifier.features import featurize_fast as fast
 from classifier.features.column_batch import ColumnBatch
-from classifier.features.fast import featurize_fast, iter_columns_fast, iter_featurize_fast
 from classifier.features.featurize import (
     FeaturizeConfig,
     FeaturizeStats,
@@ -28,6 +27,11 @@ from classifier.features.featurize import (
     featurize,
     iter_featurize,
     row_columns,
+)
+from classifier.features.featurize_fast import (
+    featurize_fast,
+    iter_columns_fast,
+    iter_featurize_fast,
 )
 from classifier.features.table_sink import TableSink
 from tests.shared_data import SHARED, needs_files

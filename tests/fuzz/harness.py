@@ -54,8 +54,7 @@ from classifier.enforce.dns_sinkhole import DnsSinkhole, QueryOutcome
 from classifier.enforce.dnsmasq import render_dnsmasq_conf
 from classifier.enforce.policy import parse_policy
 from classifier.errors import CaptureError, EnforcementError, PolicyError
-from classifier.features import fast
-from classifier.features.fast import featurize_fast
+from classifier.features import featurize_fast as fast
 from classifier.features.featurize import (
     FeaturizeConfig,
     FeaturizeStats,
@@ -63,6 +62,7 @@ from classifier.features.featurize import (
     featurize_packets,
     row_columns,
 )
+from classifier.features.featurize_fast import featurize_fast
 from classifier.flows import FlowConfig
 from classifier.names.cache import NameCache
 from classifier.names.dns import DnsAnswer, parse_dns_response, split_tcp_dns
@@ -349,7 +349,7 @@ def _fast_order(df: pd.DataFrame, config: FeaturizeConfig) -> pd.DataFrame:
 
 
 def check_fast_capture(data: bytes, config: int = 0, chunk: int = 0) -> pd.DataFrame | None:
-    """``data`` as a capture file through :func:`~classifier.features.fast.featurize_fast`
+    """``data`` as a capture file through :func:`~classifier.features.featurize_fast.featurize_fast`
     and the reference :func:`~classifier.features.featurize.featurize`, with ``skip_bad``
     off and on, under ``FAST_CONFIGS[config]`` and ``FAST_CHUNKS[chunk]`` packets per
     compiled chunk. Returns the fast path's table with ``skip_bad`` (None if it raised).

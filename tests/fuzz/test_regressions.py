@@ -11,7 +11,7 @@ from dnslib import RCODE, DNSRecord
 from classifier.enforce.dnsmasq import render_dnsmasq_conf
 from classifier.enforce.policy import parse_policy
 from classifier.errors import EnforcementError, PolicyError
-from classifier.features import batch
+from classifier.features import groups_fast as batch
 from classifier.features.featurize import FeaturizeConfig, featurize
 from classifier.names.tls import HelloReassembler, parse_client_hello
 from tests.capture import make_captures as mk

@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from classifier.features.fast import featurize_fast
 from classifier.features.featurize import FeaturizeConfig
+from classifier.features.featurize_fast import featurize_fast
 from classifier.features.schema import FEATURE_COLUMNS
 from classifier.model.array_predict import ArrayPredictor
 from classifier.model.artifact import load_model

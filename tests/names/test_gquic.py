@@ -3,7 +3,7 @@ twin, and agreement with tshark (``gquic.tag.sni``) on the shared gQUIC captures
 
 The reference reader is :func:`classifier.names.gquic.parse_gquic_packet` (through
 :class:`~classifier.names.extract.NameExtractor`); the compiled scanner
-(:mod:`classifier.names.hello_scan`) may settle a flow only with exactly its answer.
+(:mod:`classifier.names.extract_fast`) may settle a flow only with exactly its answer.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from classifier.features import fast
-from classifier.features.fast import featurize_fast
+from classifier.features import featurize_fast as fast
 from classifier.features.featurize import FeaturizeConfig, featurize
+from classifier.features.featurize_fast import featurize_fast
 from classifier.flows import FlowConfig
 from classifier.names.extract import NameExtractor
+from classifier.names.extract_fast import scan_payload
 from classifier.names.gquic import GQuicHello, parse_gquic_packet, read_chlo
-from classifier.names.hello_scan import scan_payload
 from classifier.names.quic import QUIC_Q050, QuicInitialParser, encrypt_initial
 from tests.capture import make_captures as mk
 from tests.fuzz.harness import OPS, fuzz_settings, mutate

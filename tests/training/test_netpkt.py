@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from classifier.errors import DatasetError
-from classifier.features.fast import featurize_fast
+from classifier.features.featurize_fast import featurize_fast
 from tests.shared_data import SHARED, needs_files
 from training.netpkt import read_netpkt, write_netpkt_pcap
 from training.traces import import_traces

@@ -290,7 +290,7 @@ def test_timeline_sidecar_labels_windows_by_interval(tmp_path: Path) -> None:
     import shutil
 
     from classifier.errors import DatasetError
-    from classifier.features.fast import featurize_fast
+    from classifier.features.featurize_fast import featurize_fast
     from training.manifest import add_row
     from training.sessions import read_timeline, session_rows
 

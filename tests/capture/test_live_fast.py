@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from classifier.capture.decode import LINKTYPE_ETHERNET, decode_frame
 from classifier.capture.live import LiveStats, NflogBatch, NflogParser
-from classifier.capture.live_batch import (
+from classifier.capture.live_fast import (
     TP3_HEADER,
     BatchArrays,
     PacketBuilder,

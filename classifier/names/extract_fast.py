@@ -31,7 +31,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from classifier.capture.packet import TCP, UDP
 from classifier.compiled import jit
+from classifier.names.gquic import MAX_CHLO_TAGS
+from classifier.names.tls import (
+    CONTENT_HANDSHAKE,
+    EXT_ALPN,
+    EXT_SERVER_NAME,
+    HS_CLIENT_HELLO,
+    MAX_HELLO_BYTES,
+    MAX_RECORD_BYTES,
+)
 
 __all__ = [
     "DONE",
@@ -50,15 +60,9 @@ U8 = npt.NDArray[np.uint8]
 #: Flow states (``old_state`` of :func:`scan_first_payloads`).
 UNSEEN, DONE, PYTHON = 0, 1, 2
 
-_TCP, _UDP = 6, 17
 #: ``name_source`` of a settled flow, by the scanner's source code.
 SOURCES = ("tls", "gquic")
 _SRC_TLS, _SRC_GQUIC = 0, 1
-_MAX_CHLO_TAGS = 128  # gquic.MAX_CHLO_TAGS
-_MAX_HELLO_BYTES = 16384  # tls.MAX_HELLO_BYTES: a longer first payload fails the reassembler
-_MAX_RECORD = 18432  # tls._handshake_bytes: larger record lengths are not TLS
-_HANDSHAKE, _CLIENT_HELLO = 22, 1
-_EXT_SERVER_NAME, _EXT_ALPN = 0, 16
 _ASCII = 0x80
 
 # result rows
@@ -145,13 +149,18 @@ def _hello(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     ``NameExtractor`` would parse a ClientHello out of it, write the SNI and the joined
     ALPN to ``text`` from ``w``, set ``out`` (sni start, sni length, alpn start, alpn
     length; length -1 = ``None``) and return the new end of ``text``; else return -1."""
-    if size > _MAX_HELLO_BYTES or size < 6:
+    if size > MAX_HELLO_BYTES or size < 6:
         return -1
     b = at
-    if buf[b] != _HANDSHAKE or buf[b + 1] != 3 or buf[b + 2] > 4 or buf[b + 5] != _CLIENT_HELLO:
+    if (
+        buf[b] != CONTENT_HANDSHAKE
+        or buf[b + 1] != 3
+        or buf[b + 2] > 4
+        or buf[b + 5] != HS_CLIENT_HELLO
+    ):
         return -1
     record = _u16(buf, b + 3)
-    if record == 0 or record > _MAX_RECORD:
+    if record == 0 or record > MAX_RECORD_BYTES:
         return -1
     # the message must fit in the first record's bytes (then the reference's handshake
     # stream starts with exactly these bytes, whatever follows)
@@ -192,9 +201,9 @@ def _hello(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
             pos += 4
             if length > ext_end - pos:
                 return -1
-            if kind == _EXT_SERVER_NAME and sni_len < 0:
+            if kind == EXT_SERVER_NAME and sni_len < 0:
                 sni_at, sni_len = _sni(buf, pos, length)
-            elif kind == _EXT_ALPN and alpn_len < 0:
+            elif kind == EXT_ALPN and alpn_len < 0:
                 count, stop = _alpn(buf, pos, length, text, w)
                 if count < 0:
                     return -1
@@ -293,7 +302,7 @@ def _gquic(buf: U8, at: int, size: int, text: U8, w: int, out: I64) -> int:
     if buf[c] != 0x43 or buf[c + 1] != 0x48 or buf[c + 2] != 0x4C or buf[c + 3] != 0x4F:
         return -1
     entries = _u8(buf, c + 4) | (_u8(buf, c + 5) << 8)
-    if entries > _MAX_CHLO_TAGS:
+    if entries > MAX_CHLO_TAGS:
         return -1
     base = 8 + 8 * entries
     prev = 0
@@ -362,9 +371,9 @@ def _scan(
                 grown = np.empty(max(2 * text.shape[0], w + size[i]), np.uint8)
                 grown[:w] = text[:w]
                 text = grown
-            if proto[i] == _TCP:
+            if proto[i] == TCP:
                 stop = _hello(buf, at[i], size[i], text, w, out)
-            elif proto[i] == _UDP:
+            elif proto[i] == UDP:
                 stop = _gquic(buf, at[i], size[i], text, w, out)
             else:
                 stop = -1
@@ -377,7 +386,7 @@ def _scan(
                 found[_R_UID, n_found] = u
                 found[_R_SNI_AT:_R_SRC, n_found] = out
                 # UDP names come from gQUIC (_SRC_GQUIC = 1), TCP ones from TLS (0)
-                found[_R_SRC, n_found] = np.int64(proto[i] == _UDP)
+                found[_R_SRC, n_found] = np.int64(proto[i] == UDP)
                 n_found += 1
                 w = stop
                 continue
@@ -429,7 +438,7 @@ def scan_first_payloads(
     )
 
 
-def scan_payload(payload: bytes, proto: int = _TCP) -> tuple[str | None, str | None] | None:
+def scan_payload(payload: bytes, proto: int = TCP) -> tuple[str | None, str | None] | None:
     """(sni, alpn) when the scanner settles a flow whose first fed payload is ``payload``
     (``proto`` 6 TCP or 17 UDP), else ``None`` (the flow would go to Python). For tests
     and tools."""

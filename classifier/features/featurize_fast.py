@@ -4,25 +4,25 @@ reference :func:`classifier.features.featurize.featurize`.
 Pipeline per chunk of the capture (a fixed-size read buffer, so memory follows the active
 flows, not the file size):
 
-1. :func:`classifier.capture.columns.iter_chunks` decodes records into column arrays;
-2. :class:`classifier.flows.assign.FlowAssigner` gives every packet its flow id with the
+1. :func:`classifier.capture.reader_fast.iter_chunks` decodes records into column arrays;
+2. :class:`classifier.flows.table_fast.FlowAssigner` gives every packet its flow id with the
    flow table's exact rules and reports the flows that ended (and at which packet);
 3. the few packets that may carry names: a flow's first 24 entries with payload (TLS
    ClientHello / QUIC Initial) and DNS answers (port 53). A compiled scanner
-   (:mod:`classifier.names.hello_scan`) settles the common case, a flow whose first
+   (:mod:`classifier.names.extract_fast`) settles the common case, a flow whose first
    fed payload holds a whole ClientHello (or a Google QUIC CHLO in clear with its
    SNI); every other packet goes through the same
    Python parsers as the reference, with DNS answers and name lookups replayed in
    capture order;
 4. entries of active flows wait in a pool; ended flows are cut out of it and
-   :mod:`classifier.features.batch` computes all their rows in one compiled pass.
+   :mod:`classifier.features.groups_fast` computes all their rows in one compiled pass.
 
 Rows come out sorted by ``flow_id`` (then ``window_start``), which is the reference's
 order up to flows that end at the same time (the reference emits those in hash order).
 Sort the reference by ``flow_id`` (stable) to compare. Columns, dtypes and values match.
 
 Files the compiled reader does not handle (gzip, damaged or cut-short records, exotic
-timestamp resolutions, see :mod:`classifier.capture.columns`) are featurized by the
+timestamp resolutions, see :mod:`classifier.capture.reader_fast`) are featurized by the
 reference path instead; ``skip_bad`` only matters there. :func:`iter_featurize_fast`
 streams the rows in frames, flows in the order they end; :func:`featurize_fast` sorts.
 :func:`iter_columns_fast` streams the same rows as column batches, for writers that do
@@ -44,10 +44,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from classifier.capture import ReadStats
-from classifier.capture import columns as cc
+from classifier.capture import ReadStats, reader_fast
+from classifier.capture.decode_fast import (
+    C_DPORT,
+    C_DST_HI,
+    C_DST_LO,
+    C_FLAGS,
+    C_IPLEN,
+    C_PAT,
+    C_PCAP,
+    C_PLEN,
+    C_PROTO,
+    C_SEQ,
+    C_SPORT,
+    C_SRC_HI,
+    C_SRC_LO,
+    C_VER,
+    C_WIRE,
+)
+from classifier.capture.packet import UDP
 from classifier.compiled import jit
-from classifier.features import batch
+from classifier.features import groups_fast
 from classifier.features.column_batch import Column, ColumnBatch, as_frame
 from classifier.features.featurize import (
     ROWS_PER_FRAME,
@@ -58,11 +75,12 @@ from classifier.features.featurize import (
     row_columns,
 )
 from classifier.features.schema import FLOW_COLUMNS, NAME_COLUMNS, WINDOW_COLUMNS
-from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
+from classifier.flows.table_fast import END_REASONS, EndedFlows, FlowAssigner
 from classifier.names.cache import NameCache
 from classifier.names.dns import split_tcp_dns
 from classifier.names.extract import NameExtractor
-from classifier.names.hello_scan import DONE, PYTHON, UNSEEN, scan_first_payloads
+from classifier.names.extract_fast import DONE, PYTHON, UNSEEN, scan_first_payloads
+from classifier.names.plugin import DNS_PORT, MAX_NAME_PACKETS
 from classifier.names.services import category_for, service_for
 from classifier.parallel import ordered_map
 
@@ -78,25 +96,22 @@ I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
 _ROWS = (
-    cc.C_VER,
-    cc.C_SRC_HI,
-    cc.C_SRC_LO,
-    cc.C_DST_HI,
-    cc.C_DST_LO,
-    cc.C_PROTO,
-    cc.C_SPORT,
-    cc.C_DPORT,
-    cc.C_FLAGS,
-    cc.C_PLEN,
-    cc.C_WIRE,
+    C_VER,
+    C_SRC_HI,
+    C_SRC_LO,
+    C_DST_HI,
+    C_DST_LO,
+    C_PROTO,
+    C_SPORT,
+    C_DPORT,
+    C_FLAGS,
+    C_PLEN,
+    C_WIRE,
 )
-_MAX_NAME_PACKETS = 24  # as classifier.names.plugin
 _BUFFER_BYTES = 16 * 1024 * 1024  # read buffer (file bytes held at once)
-_CHUNK_PACKETS = cc.CHUNK_PACKETS  # packets decoded per compiled call
+_CHUNK_PACKETS = reader_fast.CHUNK_PACKETS  # packets decoded per compiled call
 _ADDR_NAMES_HELD = 1 << 16  # address strings kept for reuse
-_DNS_PORT = 53
 _WHOLE = 1 << 62  # rows_per_frame for one frame holding the whole table
-_UDP = 17
 #: Settle whole ClientHellos in compiled code (off: every name packet goes to Python;
 #: benchmarks turn it off to time the Python-only path in the same run).
 _SCAN_HELLOS = True
@@ -361,12 +376,30 @@ class _Batch:
 _TEXT = ("sni", "alpn", "dns_name", "name", "name_source", "service", "category")
 
 
+class _Addresses:
+    """Address strings by (version, hi, lo), made once and reused (bounded)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[int, int, int], str] = {}
+
+    def text(self, version: int, hi: int, lo: int) -> str:
+        key = (version, hi, lo)
+        name = self._names.get(key)
+        if name is None:
+            if len(self._names) >= _ADDR_NAMES_HELD:  # floods of distinct addresses
+                self._names.clear()
+            name = self._names[key] = socket.inet_ntop(_AF[version], _raw(version, hi, lo))
+        return name
+
+
 @dataclass(slots=True)
-class _Run:
-    config: FeaturizeConfig
-    capture: str
-    assigner: FlowAssigner = field(init=False)
-    pool: _Pool = field(default_factory=_Pool)
+class _Names:
+    """The names stage: each flow's SNI, ALPN and DNS name, and its service, as the
+    reference's :class:`~classifier.names.plugin.NamesPlugin` gives them."""
+
+    addresses: _Addresses
     cache: NameCache = field(default_factory=NameCache)
     extractors: dict[int, NameExtractor] = field(default_factory=dict)
     # sni, alpn, name source
@@ -377,60 +410,25 @@ class _Run:
     dns_raw: set[bytes] = field(default_factory=set)  # raw addresses DNS answers carried
     dns_lo: I64 = field(default_factory=lambda: np.empty(0, np.int64))  # their low halves
     dns_any: bool = False  # an answer could not be walked: every address may be cached
-    batches: list[_Batch] = field(default_factory=list)
-    addr_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
     services: dict[str | None, tuple[str, str]] = field(default_factory=dict)
-    rows_per_frame: int = ROWS_PER_FRAME
-    sort_rows: bool = False  # frames sorted by flow id (featurize_fast: the whole table)
 
-    def __post_init__(self) -> None:
-        self.assigner = FlowAssigner(self.config.flow)
-
-    # --- per chunk
-
-    def add(self, chunk: cc.ColumnChunk) -> Iterator[ColumnBatch]:
-        """Take one chunk of packets; yield a batch whenever ``rows_per_frame`` rows are
-        ready."""
-        cols = chunk.cols
-        a = self.assigner.assign(chunk.ts, cols, _ROWS)
-        self._names(chunk, a.uid, a.direction, a.count_after, a.started, a.ended)
-        ip_len, plen, flags = cols[cc.C_IPLEN], cols[cc.C_PLEN], cols[cc.C_FLAGS]
-        mss = self.config.flow.resegment_mss
-        total = int(a.entries.sum())
-        if mss is not None and total != len(chunk):
-            ts, size, pay, fl, dirn, uid = _expand(
-                chunk.ts, ip_len, plen, flags, a.direction, a.uid, a.entries, total, mss
-            )
-            self.pool.append(uid, ts, size, pay, fl, dirn)
-        else:
-            self.pool.append(a.uid, chunk.ts, ip_len, plen, flags, a.direction)
-        if len(a.ended):
-            yield from self._rows(a.ended)
-
-    def finish(self) -> Iterator[ColumnBatch]:
-        """End every flow (end of input); yield batches as :meth:`add` does."""
-        ended = self.assigner.flush()
-        if len(ended):
-            for j in range(len(ended)):
-                self._end_name(ended, j)
-            yield from self._rows(ended)
-
-    # --- names
-
-    def _names(
+    def add(
         self,
-        chunk: cc.ColumnChunk,
+        chunk: reader_fast.ColumnChunk,
         uid: I64,
         dirn: I8,
         count_after: I64,
         started: npt.NDArray[np.bool_],
         ended: EndedFlows,
     ) -> None:
+        """Feed the name-carrying packets of one chunk: hellos (compiled scan, then the
+        reference extractors), DNS answers and the name lookups at flow start and end,
+        replayed in capture order."""
         cols = chunk.cols
-        proto = cols[cc.C_PROTO]
-        has_payload = cols[cc.C_PCAP] > 0
-        is_dns = (cols[cc.C_SPORT] == _DNS_PORT) | (cols[cc.C_DPORT] == _DNS_PORT)
-        feed = np.flatnonzero(has_payload & ~is_dns & (count_after <= _MAX_NAME_PACKETS))
+        proto = cols[C_PROTO]
+        has_payload = cols[C_PCAP] > 0
+        is_dns = (cols[C_SPORT] == DNS_PORT) | (cols[C_DPORT] == DNS_PORT)
+        feed = np.flatnonzero(has_payload & ~is_dns & (count_after <= MAX_NAME_PACKETS))
         prev_max = self.max_uid
         if len(uid):
             self.max_uid = max(prev_max, int(uid.max()))
@@ -442,9 +440,9 @@ class _Run:
             uid[feed].tolist(),
             dirn[feed].tolist(),
             proto[feed].tolist(),
-            cols[cc.C_SEQ, feed].tolist(),
-            cols[cc.C_PAT, feed].tolist(),
-            cols[cc.C_PCAP, feed].tolist(),
+            cols[C_SEQ, feed].tolist(),
+            cols[C_PAT, feed].tolist(),
+            cols[C_PCAP, feed].tolist(),
             strict=True,
         ):
             ext = extractors.get(u)
@@ -458,7 +456,7 @@ class _Run:
         carried: set[bytes] = set()
         for i, p in zip(dns, payloads, strict=True):
             # the messages NameCache.feed_dns reads: length-prefixed ones over TCP
-            for m in split_tcp_dns(p) if int(proto[i]) != _UDP else (p,):
+            for m in split_tcp_dns(p) if int(proto[i]) != UDP else (p,):
                 if not _dns_addresses(m, carried):
                     self.dns_any = True
         self._carried(carried)
@@ -469,9 +467,9 @@ class _Run:
         # Only flows whose server address some answer carried can get a name.
         events: list[tuple[int, int, int]] = []
         first = np.flatnonzero(started)
-        server_lo = np.where(dirn[first] == 1, cols[cc.C_DST_LO, first], cols[cc.C_SRC_LO, first])
+        server_lo = np.where(dirn[first] == 1, cols[C_DST_LO, first], cols[C_SRC_LO, first])
         for i in first[self._lo_carried(server_lo)].tolist():
-            if self._may_be_cached(int(cols[cc.C_VER, i]), *self._server_of(cols, i, int(dirn[i]))):
+            if self._may_be_cached(int(cols[C_VER, i]), *self._server_of(cols, i, int(dirn[i]))):
                 events.append((i, 0, i))
         events += [(i, 1, k) for k, i in enumerate(dns)]
         shi, slo, _ = ended.server
@@ -485,18 +483,21 @@ class _Run:
         for _at, kind, ref in events:
             if kind == 0:
                 if len(cache):
-                    v = int(cols[cc.C_VER, ref])
+                    v = int(cols[C_VER, ref])
                     found = cache.lookup(
-                        self._addr(v, *self._server_of(cols, ref, int(dirn[ref]))), float(ts[ref])
+                        self.addresses.text(v, *self._server_of(cols, ref, int(dirn[ref]))),
+                        float(ts[ref]),
                     )
                     if found:
                         self.dns_at_start[int(uid[ref])] = found
             elif kind == 1:
-                cache.feed_dns(payloads[ref], float(ts[dns[ref]]), tcp=int(proto[dns[ref]]) != _UDP)
+                cache.feed_dns(payloads[ref], float(ts[dns[ref]]), tcp=int(proto[dns[ref]]) != UDP)
             else:
-                self._end_name(ended, ref)
+                self.end_name(ended, ref)
 
-    def _scan_hellos(self, chunk: cc.ColumnChunk, feed: I64, fed_uid: I64, prev_max: int) -> I64:
+    def _scan_hellos(
+        self, chunk: reader_fast.ColumnChunk, feed: I64, fed_uid: I64, prev_max: int
+    ) -> I64:
         """Let the compiled scanner settle the flows whose first fed payload is a whole
         ClientHello or a gQUIC CHLO; return the packets of ``feed`` that still go to Python."""
         cols = chunk.cols
@@ -505,9 +506,9 @@ class _Run:
         scan = scan_first_payloads(
             chunk.buffer,
             fed_uid,
-            cols[cc.C_PROTO, feed],
-            cols[cc.C_PAT, feed],
-            cols[cc.C_PCAP, feed],
+            cols[C_PROTO, feed],
+            cols[C_PAT, feed],
+            cols[C_PCAP, feed],
             prev_max,
             self.max_uid,
             old_uid,
@@ -535,8 +536,8 @@ class _Run:
     def _server_of(cols: I64, i: int, direction: int) -> tuple[int, int]:
         """(hi, lo) of the server of the flow that packet ``i`` starts."""
         if direction == 1:
-            return int(cols[cc.C_DST_HI, i]), int(cols[cc.C_DST_LO, i])
-        return int(cols[cc.C_SRC_HI, i]), int(cols[cc.C_SRC_LO, i])
+            return int(cols[C_DST_HI, i]), int(cols[C_DST_LO, i])
+        return int(cols[C_SRC_HI, i]), int(cols[C_SRC_LO, i])
 
     def _carried(self, carried: set[bytes]) -> None:
         """Remember addresses DNS answers carried (raw bytes, and their low halves)."""
@@ -555,7 +556,7 @@ class _Run:
     def _may_be_cached(self, version: int, hi: int, lo: int) -> bool:
         return self.dns_any or _raw(version, hi, lo) in self.dns_raw
 
-    def _end_name(self, ended: EndedFlows, j: int) -> None:
+    def end_name(self, ended: EndedFlows, j: int) -> None:
         """The reference's end-of-flow DNS lookup, for a flow without a name at start."""
         u = int(ended.uid[j])
         if not len(self.cache) or u in self.dns_at_start:
@@ -564,18 +565,9 @@ class _Run:
         v, hi, lo = int(ended.version[j]), int(shi[j]), int(slo[j])
         if not self._may_be_cached(v, hi, lo):
             return
-        found = self.cache.lookup(self._addr(v, hi, lo), float(ended.first_ts[j]))
+        found = self.cache.lookup(self.addresses.text(v, hi, lo), float(ended.first_ts[j]))
         if found:
             self.dns_final[u] = found
-
-    def _addr(self, version: int, hi: int, lo: int) -> str:
-        key = (version, hi, lo)
-        name = self.addr_names.get(key)
-        if name is None:
-            if len(self.addr_names) >= _ADDR_NAMES_HELD:  # floods of distinct addresses
-                self.addr_names.clear()
-            name = self.addr_names[key] = socket.inet_ntop(_AF[version], _raw(version, hi, lo))
-        return name
 
     def _service(self, name: str | None) -> tuple[str, str]:
         found = self.services.get(name)
@@ -584,34 +576,9 @@ class _Run:
             found = self.services[name] = (service, category_for(service))
         return found
 
-    # --- rows
-
-    def _rows(self, ended: EndedFlows) -> Iterator[ColumnBatch]:
-        """Compute the rows of ``ended`` a slice of flows at a time, yielding a batch when
-        enough rows are ready (bounds memory when a flood's flows end together)."""
-        step = self.rows_per_frame
-        for start in range(0, len(ended), step):
-            self._batch(ended if len(ended) <= step else ended.slice(start, start + step))
-            if self.pending_rows() >= step:
-                yield self.take_columns()
-
-    def _batch(self, ended: EndedFlows) -> None:
-        offsets, ts, size, pay, flags, dirn = self.pool.cut(ended.uid)
-        window = self.config.window
-        text = self._text(ended)
-        if window is None:
-            feats = batch.flow_features(
-                ts, size, dirn, flags, pay, offsets, ended.first_ts, tuple(self.config.snapshots)
-            )
-            self.batches.append(_Batch(ended.ints, ended.times, text, feats))
-            return
-        plan = batch.window_views(ts, offsets, ended.first_ts, ended.last_ts, window)
-        feats = batch.window_features(
-            ts, size, dirn, flags, pay, offsets, ended.first_ts, window, plan
-        )
-        self.batches.append(_Batch(ended.ints, ended.times, text, feats, plan[2], plan[3]))
-
-    def _text(self, ended: EndedFlows) -> dict[str, list[Any]]:
+    def text(self, ended: EndedFlows) -> dict[str, list[Any]]:
+        """The name columns of ``ended`` (as the reference's ``flow_names`` and service rules
+        give them); forgets those flows."""
         out: dict[str, list[Any]] = {k: [] for k in _TEXT}
         sni, alpn, dns_name, name, source, service, category = (out[k] for k in _TEXT)
         for u in ended.uid.tolist():
@@ -638,6 +605,21 @@ class _Run:
             service.append(sv)
             category.append(cat)
         return out
+
+
+@dataclass(slots=True)
+class _Table:
+    """Table assembly: the feature rows of ended flows, with their identity and name
+    columns, handed out as column batches."""
+
+    config: FeaturizeConfig
+    capture: str
+    addresses: _Addresses
+    batches: list[_Batch] = field(default_factory=list)
+    sort_rows: bool = False  # rows sorted by flow id (featurize_fast: the whole table)
+
+    def add(self, batch: _Batch) -> None:
+        self.batches.append(batch)
 
     def pending_rows(self) -> int:
         """Rows computed and not yet taken by :meth:`take_columns`."""
@@ -697,9 +679,13 @@ class _Run:
             "capture": [self.capture] * n,
             "flow_id": ints[_I_UID],
             "proto": ints[_I_PROTO],
-            "client": [self._addr(v, h, lo) for v, h, lo in zip(version, chi, clo, strict=True)],
+            "client": [
+                self.addresses.text(v, h, lo) for v, h, lo in zip(version, chi, clo, strict=True)
+            ],
             "client_port": ints[_I_CPORT],
-            "server": [self._addr(v, h, lo) for v, h, lo in zip(version, shi, slo, strict=True)],
+            "server": [
+                self.addresses.text(v, h, lo) for v, h, lo in zip(version, shi, slo, strict=True)
+            ],
             "server_port": ints[_I_SPORT],
             "first_ts": times[0],
             "last_ts": times[1],
@@ -713,6 +699,92 @@ class _Run:
             head["window_start"] = [k * window for k in k_list]
             head["window_end"] = [(k + 1) * window for k in k_list]
         return ColumnBatch(head, feature_names, values)
+
+
+@dataclass(slots=True)
+class _Run:
+    """One capture through the fast path: flow assignment (:class:`FlowAssigner` and the
+    entry pool), the names stage (:class:`_Names`), the feature kernels
+    (:mod:`classifier.features.groups_fast`) and table assembly (:class:`_Table`)."""
+
+    config: FeaturizeConfig
+    capture: str
+    rows_per_frame: int = ROWS_PER_FRAME
+    sort_rows: bool = False  # frames sorted by flow id (featurize_fast: the whole table)
+    assigner: FlowAssigner = field(init=False)
+    pool: _Pool = field(default_factory=_Pool)
+    names: _Names = field(init=False)
+    table: _Table = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.assigner = FlowAssigner(self.config.flow)
+        addresses = _Addresses()
+        self.names = _Names(addresses)
+        self.table = _Table(self.config, self.capture, addresses, sort_rows=self.sort_rows)
+
+    # --- per chunk
+
+    def add(self, chunk: reader_fast.ColumnChunk) -> Iterator[ColumnBatch]:
+        """Take one chunk of packets; yield a batch whenever ``rows_per_frame`` rows are
+        ready."""
+        cols = chunk.cols
+        a = self.assigner.assign(chunk.ts, cols, _ROWS)
+        self.names.add(chunk, a.uid, a.direction, a.count_after, a.started, a.ended)
+        ip_len, plen, flags = cols[C_IPLEN], cols[C_PLEN], cols[C_FLAGS]
+        mss = self.config.flow.resegment_mss
+        total = int(a.entries.sum())
+        if mss is not None and total != len(chunk):
+            ts, size, pay, fl, dirn, uid = _expand(
+                chunk.ts, ip_len, plen, flags, a.direction, a.uid, a.entries, total, mss
+            )
+            self.pool.append(uid, ts, size, pay, fl, dirn)
+        else:
+            self.pool.append(a.uid, chunk.ts, ip_len, plen, flags, a.direction)
+        if len(a.ended):
+            yield from self._rows(a.ended)
+
+    def finish(self) -> Iterator[ColumnBatch]:
+        """End every flow (end of input); yield batches as :meth:`add` does."""
+        ended = self.assigner.flush()
+        if len(ended):
+            for j in range(len(ended)):
+                self.names.end_name(ended, j)
+            yield from self._rows(ended)
+
+    # --- rows
+
+    def _rows(self, ended: EndedFlows) -> Iterator[ColumnBatch]:
+        """Compute the rows of ``ended`` a slice of flows at a time, yielding a batch when
+        enough rows are ready (bounds memory when a flood's flows end together)."""
+        step = self.rows_per_frame
+        for start in range(0, len(ended), step):
+            self._batch(ended if len(ended) <= step else ended.slice(start, start + step))
+            if self.table.pending_rows() >= step:
+                yield self.table.take_columns()
+
+    def _batch(self, ended: EndedFlows) -> None:
+        offsets, ts, size, pay, flags, dirn = self.pool.cut(ended.uid)
+        window = self.config.window
+        text = self.names.text(ended)
+        if window is None:
+            feats = groups_fast.flow_features(
+                ts, size, dirn, flags, pay, offsets, ended.first_ts, tuple(self.config.snapshots)
+            )
+            self.table.add(_Batch(ended.ints, ended.times, text, feats))
+            return
+        plan = groups_fast.window_views(ts, offsets, ended.first_ts, ended.last_ts, window)
+        feats = groups_fast.window_features(
+            ts, size, dirn, flags, pay, offsets, ended.first_ts, window, plan
+        )
+        self.table.add(_Batch(ended.ints, ended.times, text, feats, plan[2], plan[3]))
+
+    def pending_rows(self) -> int:
+        """Rows computed and not yet taken by :meth:`take_columns`."""
+        return self.table.pending_rows()
+
+    def take_columns(self) -> ColumnBatch:
+        """The rows computed so far (see :meth:`_Table.take_columns`)."""
+        return self.table.take_columns()
 
 
 def _stack(features: list[F64], order: I64 | None) -> F64:
@@ -876,7 +948,7 @@ def _tables(
     emitted: list[I64] = []  # flow ids already handed out, should the reference take over
     bar = _byte_bar(path) if progress else None
     try:
-        for chunk in cc.iter_chunks(
+        for chunk in reader_fast.iter_chunks(
             path, read, buffer_bytes=_BUFFER_BYTES, max_packets=_CHUNK_PACKETS, ahead=True
         ):
             if bar is not None:
@@ -888,7 +960,7 @@ def _tables(
         for rows in run.finish():
             stats.rows += len(rows)
             yield rows
-    except cc.ColumnsUnsupported as exc:
+    except reader_fast.ColumnsUnsupported as exc:
         logger.info("%s; featurizing it with the reference path", exc)
         if bar is not None:
             bar.close()

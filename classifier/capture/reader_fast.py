@@ -2,10 +2,13 @@
 # (the compiled helpers compute with numpy int64 scalars, which mypy does not equate with int)
 """Raw pcap/pcapng bytes -> packet column arrays, in compiled loops (the fast read path).
 
-:func:`iter_chunks` reads a capture file through one fixed, reused buffer (so memory does
-not grow with the file) and hands each buffer-full to a numba-compiled walker that reads
-the record headers and decodes link layer, IPv4/IPv6 and TCP/UDP exactly as
-:mod:`classifier.capture.decode` does, writing one column entry per TCP/UDP packet. A
+The compiled twin of :func:`classifier.capture.open_capture` (``reader.py``, ``pcap.py``,
+``pcapng.py``). :func:`iter_chunks` reads a capture file through one fixed, reused buffer
+(so memory does not grow with the file) and hands each buffer-full to a numba-compiled
+walker that reads the record headers and decodes each frame with the shared compiled
+decoder (:func:`classifier.capture.decode_fast.decode_frame`, the twin of
+:mod:`classifier.capture.decode`), writing one column entry per TCP/UDP packet (rows
+:data:`~classifier.capture.decode_fast.COLUMNS`). A
 :class:`ColumnChunk` holds those columns plus the buffer, so the few payloads someone needs
 (names in clear) can be sliced out before the next chunk is read.
 
@@ -36,74 +39,31 @@ import numpy as np
 import numpy.typing as npt
 
 from classifier.capture.decode import is_known_linktype
+from classifier.capture.decode_fast import (
+    C_PAT,
+    C_PCAP,
+    COLUMNS,
+    NOTES,
+    SKIP_REASONS,
+    decode_frame,
+    known_linktype,
+    u32,
+)
 from classifier.capture.reader import open_capture
 from classifier.capture.stats import ReadStats
 from classifier.compiled import jit
 from classifier.errors import CaptureError
 
 __all__ = [
-    "COLUMNS",
     "CHUNK_PACKETS",
     "ColumnChunk",
     "ColumnsUnsupported",
-    "SKIP_REASONS",
     "iter_chunks",
 ]
 
 logger = logging.getLogger(__name__)
 
 I64 = npt.NDArray[np.int64]
-
-#: Rows of :attr:`ColumnChunk.cols` (int64 each), in order.
-COLUMNS: tuple[str, ...] = (
-    "wire_len",
-    "ip_len",
-    "version",
-    "src_hi",
-    "src_lo",
-    "dst_hi",
-    "dst_lo",
-    "proto",
-    "sport",
-    "dport",
-    "tcp_flags",
-    "seq",
-    "payload_len",
-    "payload_at",
-    "payload_cap",
-)
-(
-    C_WIRE,
-    C_IPLEN,
-    C_VER,
-    C_SRC_HI,
-    C_SRC_LO,
-    C_DST_HI,
-    C_DST_LO,
-    C_PROTO,
-    C_SPORT,
-    C_DPORT,
-    C_FLAGS,
-    C_SEQ,
-    C_PLEN,
-    C_PAT,
-    C_PCAP,
-) = range(len(COLUMNS))
-_NCOL = len(COLUMNS)
-
-#: Skip-reason codes of the walker (index -> ReadStats.skipped key); 0 means decoded.
-SKIP_REASONS: tuple[str, ...] = (
-    "",
-    "unknown-linktype",
-    "non-ip",
-    "arp",
-    "icmp",
-    "other-l4",
-    "ip-fragment",
-    "truncated-header",
-    "bad-packet",
-)
-_NOTES = ("ip-fragment-first", "ip-len-from-wire")
 
 _MAX_CAPLEN = 262144
 _MAX_BLOCK = 16 * 1024 * 1024
@@ -164,281 +124,6 @@ class ColumnChunk:
 
 
 # ---------------------------------------------------------------------------------------
-# compiled decode (mirrors classifier.capture.decode)
-
-
-@jit(cache=True, inline="always")
-def _u8(b: npt.NDArray[np.uint8], p: int) -> int:
-    """``b[p]`` as an int64. Offsets here are never negative: indexing with an unsigned
-    copy spares numba's negative-index wraparound on every byte read (which also kept LLVM
-    from merging neighbouring byte loads into one word load)."""
-    return np.int64(b[np.uint64(p)])
-
-
-@jit(cache=True, inline="always")
-def _u16(b: npt.NDArray[np.uint8], p: int) -> int:
-    return (_u8(b, p) << 8) | _u8(b, p + 1)
-
-
-@jit(cache=True, inline="always")
-def _u32be(b: npt.NDArray[np.uint8], p: int) -> int:
-    return (_u8(b, p) << 24) | (_u8(b, p + 1) << 16) | (_u8(b, p + 2) << 8) | _u8(b, p + 3)
-
-
-@jit(cache=True, inline="always")
-def _u32le(b: npt.NDArray[np.uint8], p: int) -> int:
-    return (_u8(b, p + 3) << 24) | (_u8(b, p + 2) << 16) | (_u8(b, p + 1) << 8) | _u8(b, p)
-
-
-@jit(cache=True, inline="always")
-def _u32(b: npt.NDArray[np.uint8], p: int, big: bool) -> int:
-    return _u32be(b, p) if big else _u32le(b, p)
-
-
-@jit(cache=True, inline="always")
-def _u64be(b: npt.NDArray[np.uint8], p: int) -> int:
-    x = np.uint64(0)
-    for i in range(8):
-        x = (x << np.uint64(8)) | np.uint64(_u8(b, p + i))
-    return np.int64(x)  # the bits, as a signed int
-
-
-@jit(cache=True, inline="always")
-def _from_ethertype(
-    b: npt.NDArray[np.uint8], s: int, n: int, etype: int, off: int
-) -> tuple[int, int]:
-    """(version, IP offset) or (-reason, 0); offsets relative to the frame start ``s``."""
-    while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100 or etype == 0x9200:
-        if off + 4 > n:
-            return -7, 0
-        etype = _u16(b, s + off + 2)
-        off += 4
-    if etype == 0x0800:
-        return 4, off
-    if etype == 0x86DD:
-        return 6, off
-    if etype == 0x0806 or etype == 0x8035:
-        return -3, 0
-    if etype == 0x8847 or etype == 0x8848:
-        found = False
-        for _ in range(16):
-            if off + 4 > n:
-                return -7, 0
-            bottom = _u8(b, s + off + 2) & 0x01
-            off += 4
-            if bottom:
-                found = True
-                break
-        if not found:
-            return -8, 0
-        if off >= n:
-            return -7, 0
-        version = _u8(b, s + off) >> 4
-        if version == 4 or version == 6:
-            return version, off
-        return -2, 0
-    if etype == 0x8864:
-        if off + 8 > n:
-            return -7, 0
-        ppp = _u16(b, s + off + 6)
-        if ppp == 0x0021:
-            return 4, off + 8
-        if ppp == 0x0057:
-            return 6, off + 8
-        return -2, 0
-    return -2, 0
-
-
-@jit(cache=True, inline="always")
-def _link(b: npt.NDArray[np.uint8], s: int, n: int, linktype: int) -> tuple[int, int]:
-    if linktype == 1:  # Ethernet
-        if n < 14:
-            return -7, 0
-        etype = _u16(b, s + 12)
-        if etype < 0x0600:
-            return -2, 0
-        return _from_ethertype(b, s, n, etype, 14)
-    if linktype == 113:  # Linux SLL
-        if n < 16:
-            return -7, 0
-        return _from_ethertype(b, s, n, _u16(b, s + 14), 16)
-    if linktype == 276:  # Linux SLL2
-        if n < 20:
-            return -7, 0
-        return _from_ethertype(b, s, n, _u16(b, s), 20)
-    if linktype == 101 or linktype == 12 or linktype == 14:  # raw IP
-        if n < 1:
-            return -7, 0
-        version = _u8(b, s) >> 4
-        if version == 4 or version == 6:
-            return version, 0
-        return -2, 0
-    if linktype == 228:
-        return (4, 0) if n >= 1 else (-7, 0)
-    if linktype == 229:
-        return (6, 0) if n >= 1 else (-7, 0)
-    if linktype == 0 or linktype == 108:  # BSD NULL / LOOP
-        if n < 4:
-            return -7, 0
-        family = _u32le(b, s)
-        if family > 0xFFFF:
-            family = _u32be(b, s)
-        if family == 2:
-            return 4, 4
-        if family == 10 or family == 24 or family == 28 or family == 30:
-            return 6, 4
-        return -2, 0
-    return -1, 0
-
-
-@jit(cache=True, inline="always")
-def _transport(
-    b: npt.NDArray[np.uint8], s: int, n: int, l4off: int, l4len: int, proto: int, cols: I64, k: int
-) -> int:
-    """Fill transport columns of packet ``k``; return 0 or a skip-reason code."""
-    if proto == 6:
-        if l4off + 20 > n:
-            return 7
-        p = s + l4off
-        hlen = (_u8(b, p + 12) >> 4) * 4
-        if hlen < 20 or hlen > l4len:
-            return 8
-        cols[C_SPORT, k] = _u16(b, p)
-        cols[C_DPORT, k] = _u16(b, p + 2)
-        cols[C_SEQ, k] = _u32be(b, p + 4)
-        cols[C_FLAGS, k] = ((_u8(b, p + 12) & 0x01) << 8) | _u8(b, p + 13)
-        start = l4off + hlen
-        plen = l4len - hlen
-    else:
-        if l4off + 8 > n:
-            return 7
-        if l4len < 8:
-            return 8
-        p = s + l4off
-        cols[C_SPORT, k] = _u16(b, p)
-        cols[C_DPORT, k] = _u16(b, p + 2)
-        cols[C_SEQ, k] = 0
-        cols[C_FLAGS, k] = 0
-        start = l4off + 8
-        plen = l4len - 8
-    cols[C_PROTO, k] = proto
-    cols[C_PLEN, k] = plen
-    cols[C_PAT, k] = s + start
-    cols[C_PCAP, k] = min(plen, n - start) if start < n else 0
-    return 0
-
-
-@jit(cache=True, _nrt=False)
-def _decode(
-    b: npt.NDArray[np.uint8],
-    s: int,
-    n: int,
-    linktype: int,
-    wire_len: int,
-    cols: I64,
-    k: int,
-    notes: I64,
-) -> int:
-    """Decode the frame ``b[s:s+n]`` into row ``k``; return 0 or a skip-reason code.
-
-    Compiled without numba's reference counting (it allocates nothing): the helpers
-    inlined here would otherwise take their array arguments with an atomic incref/decref
-    pair each, per packet (then half the cost of the walk). Not inlined into the walkers
-    for the same reason: there the counting would come back.
-    """
-    version, off = _link(b, s, n, linktype)
-    if version < 0:
-        return -version
-    if version == 4:
-        if off + 20 > n:
-            return 7
-        vihl = _u8(b, s + off)
-        ihl = (vihl & 0x0F) * 4
-        if vihl >> 4 != 4 or ihl < 20:
-            return 8
-        if off + ihl > n:
-            return 7
-        total = _u16(b, s + off + 2)
-        if total == 0:
-            total = wire_len - off
-            notes[1] += 1
-        if total < ihl:
-            return 8
-        frag = _u16(b, s + off + 6)
-        if frag & 0x1FFF:
-            return 6
-        proto = _u8(b, s + off + 9)
-        if proto != 6 and proto != 17:
-            return 4 if proto == 1 else 5
-        if frag & 0x2000:
-            notes[0] += 1
-        reason = _transport(b, s, n, off + ihl, total - ihl, proto, cols, k)
-        if reason:
-            return reason
-        cols[C_IPLEN, k] = total
-        cols[C_VER, k] = 4
-        cols[C_SRC_HI, k] = 0
-        cols[C_SRC_LO, k] = _u32be(b, s + off + 12)
-        cols[C_DST_HI, k] = 0
-        cols[C_DST_LO, k] = _u32be(b, s + off + 16)
-        cols[C_WIRE, k] = wire_len
-        return 0
-    # IPv6
-    if off + 40 > n:
-        return 7
-    if _u8(b, s + off) >> 4 != 6:
-        return 8
-    plen = _u16(b, s + off + 4)
-    if plen == 0:
-        ip_len = wire_len - off
-        notes[1] += 1
-        if ip_len < 40:
-            return 8
-    else:
-        ip_len = plen + 40
-    nxt = _u8(b, s + off + 6)
-    pos = off + 40
-    end = off + ip_len
-    first_fragment = False
-    hops = 0
-    while nxt == 0 or nxt == 43 or nxt == 44 or nxt == 51 or nxt == 60:
-        hops += 1
-        if hops > 16:
-            return 8
-        if pos + 8 > n:
-            return 7
-        if nxt == 44:
-            frag = _u16(b, s + pos + 2)
-            if frag & 0xFFF8:
-                return 6
-            first_fragment = (frag & 0x0001) != 0
-            hlen = 8
-        elif nxt == 51:
-            hlen = (_u8(b, s + pos + 1) + 2) * 4
-        else:
-            hlen = (_u8(b, s + pos + 1) + 1) * 8
-        nxt = _u8(b, s + pos)
-        pos += hlen
-        if pos > end:
-            return 8
-    if nxt != 6 and nxt != 17:
-        return 4 if nxt == 58 else 5
-    if first_fragment:
-        notes[0] += 1
-    reason = _transport(b, s, n, pos, end - pos, nxt, cols, k)
-    if reason:
-        return reason
-    cols[C_IPLEN, k] = ip_len
-    cols[C_VER, k] = 6
-    cols[C_SRC_HI, k] = _u64be(b, s + off + 8)
-    cols[C_SRC_LO, k] = _u64be(b, s + off + 16)
-    cols[C_DST_HI, k] = _u64be(b, s + off + 24)
-    cols[C_DST_LO, k] = _u64be(b, s + off + 32)
-    cols[C_WIRE, k] = wire_len
-    return 0
-
-
-# ---------------------------------------------------------------------------------------
 # compiled record walkers
 
 
@@ -474,17 +159,17 @@ def _walk_pcap(
             if pos == valid and eof:
                 return k, pos, _ST_END
             return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
-        sec = _u32(b, pos, big)
-        frac = _u32(b, pos + 4, big)
-        incl = _u32(b, pos + 8, big)
-        orig = _u32(b, pos + 12, big)
+        sec = u32(b, pos, big)
+        frac = u32(b, pos + 4, big)
+        incl = u32(b, pos + 8, big)
+        orig = u32(b, pos + 12, big)
         if incl > _MAX_CAPLEN:
             return k, pos, _ST_DAMAGED
         if pos + 16 + incl > valid:
             return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
         counts[0] += 1
         wire = orig if orig >= incl else incl
-        reason = _decode(b, pos + 16, incl, linktype, wire, cols, k, notes)
+        reason = decode_frame(b, pos + 16, incl, linktype, wire, cols, k, notes)
         if reason == 0:
             ts[k] = np.float64(sec) + np.float64(frac) / divisor
             k += 1
@@ -530,15 +215,15 @@ def _walk_pcapng(
             if pos == valid and eof:
                 return k, pos, _ST_END
             return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
-        btype = _u32(b, pos, big)
+        btype = u32(b, pos, big)
         if btype == 0x0A0D0D0A:
             return k, pos, _ST_CONTROL
-        blen = _u32(b, pos + 4, big)
+        blen = u32(b, pos + 4, big)
         if blen < 12 or blen % 4 != 0 or blen > _MAX_BLOCK:
             return k, pos, _ST_DAMAGED
         if pos + blen > valid:
             return k, pos, (_ST_DAMAGED if eof else _ST_NEED_MORE)
-        if _u32(b, pos + blen - 4, big) != blen:
+        if u32(b, pos + blen - 4, big) != blen:
             return k, pos, _ST_DAMAGED
         if btype == 1:
             return k, pos, _ST_CONTROL
@@ -552,7 +237,7 @@ def _walk_pcapng(
                 if n_if == 0:
                     return k, pos, _ST_DAMAGED
                 iface = 0
-                orig = _u32(b, body, big)
+                orig = u32(b, body, big)
                 caplen = min(orig, body_len - 4)
                 if if_snap[0]:
                     caplen = min(caplen, if_snap[0])
@@ -562,13 +247,13 @@ def _walk_pcapng(
                 if body_len < 20:
                     return k, pos, _ST_DAMAGED
                 if btype == 6:
-                    iface = _u32(b, body, big)
+                    iface = u32(b, body, big)
                 else:
-                    iface = (_u32(b, body, big) >> 16) if big else (_u32(b, body, big) & 0xFFFF)
-                high = np.uint64(_u32(b, body + 4, big))
-                low = np.uint64(_u32(b, body + 8, big))
-                caplen = _u32(b, body + 12, big)
-                orig = _u32(b, body + 16, big)
+                    iface = (u32(b, body, big) >> 16) if big else (u32(b, body, big) & 0xFFFF)
+                high = np.uint64(u32(b, body + 4, big))
+                low = np.uint64(u32(b, body + 8, big))
+                caplen = u32(b, body + 12, big)
+                orig = u32(b, body + 16, big)
                 if caplen > _MAX_CAPLEN:
                     return k, pos, _ST_DAMAGED
                 if 20 + caplen > body_len:
@@ -588,24 +273,13 @@ def _walk_pcapng(
                 data_at = body + 20
                 orig = orig if orig >= caplen else caplen
             linktype = if_link[iface]
-            known = (
-                linktype == 0
-                or linktype == 1
-                or linktype == 12
-                or linktype == 14
-                or linktype == 101
-                or linktype == 108
-                or linktype == 113
-                or linktype == 228
-                or linktype == 229
-                or linktype == 276
-            )
+            known = known_linktype(linktype)
             if not known:
                 if not any_known:
                     return k, pos, _ST_DAMAGED
                 counts[1 + 1] += 1
             else:
-                reason = _decode(b, data_at, caplen, linktype, orig, cols, k, notes)
+                reason = decode_frame(b, data_at, caplen, linktype, orig, cols, k, notes)
                 if reason == 0:
                     ts[k] = t
                     k += 1
@@ -801,7 +475,7 @@ def _parse_idb(path: str, body: bytes, order: str, at: int) -> tuple[int, int, i
 
 
 def _new_arrays(packets: int) -> tuple[npt.NDArray[np.float64], I64]:
-    return np.empty(packets, np.float64), np.empty((_NCOL, packets), np.int64)
+    return np.empty(packets, np.float64), np.empty((len(COLUMNS), packets), np.int64)
 
 
 def _fill_stats(stats: ReadStats, counts: I64, notes: I64) -> None:
@@ -811,7 +485,7 @@ def _fill_stats(stats: ReadStats, counts: I64, notes: I64) -> None:
     }
     stats.skipped.clear()
     stats.skipped.update(skipped)
-    noted = {_NOTES[i]: int(notes[i]) for i in range(len(_NOTES)) if notes[i]}
+    noted = {NOTES[i]: int(notes[i]) for i in range(len(NOTES)) if notes[i]}
     stats.noted.clear()
     stats.noted.update(noted)
 
@@ -909,7 +583,7 @@ def _pcap_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[Column
     if not is_known_linktype(linktype):
         raise _unsupported(name, f"unsupported link type {linktype}", 20)
     counts = np.zeros(1 + len(SKIP_REASONS), np.int64)
-    notes = np.zeros(len(_NOTES), np.int64)
+    notes = np.zeros(len(NOTES), np.int64)
     pos = 24
     st.bytes_read = 24
     while True:
@@ -944,7 +618,7 @@ def _pcap_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[Column
 
 def _pcapng_chunks(name: str, chunker: _Chunker, st: ReadStats) -> Iterator[ColumnChunk]:
     counts = np.zeros(1 + len(SKIP_REASONS), np.int64)
-    notes = np.zeros(len(_NOTES), np.int64)
+    notes = np.zeros(len(NOTES), np.int64)
     state = np.zeros(1, np.float64)
     ifaces = _Ifaces.empty()
     order = "<"

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from classifier.compiled import jit
+from classifier.flows.key import EPHEMERAL_MIN
 from classifier.flows.table import FlowConfig, TableStats
 
 __all__ = ["END_REASONS", "Assignment", "EndedFlows", "FlowAssigner"]
@@ -95,7 +96,6 @@ _NG = _G_ENDED + len(END_REASONS)
 _NEV = 13
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
-_EPHEMERAL_MIN = 32768
 
 # status of the compiled loop
 _DONE, _NEED_SLOTS, _NEED_EVENTS = 0, 1, 2
@@ -108,7 +108,7 @@ class EndedFlows:
     ``at``: index (in the chunk passed to :meth:`FlowAssigner.assign`) of the packet
     during whose processing the flow ended, -1 for :meth:`FlowAssigner.flush`.
     ``reason``: index into :data:`END_REASONS`. Addresses are (hi, lo) 64-bit halves as in
-    :mod:`classifier.capture.columns`; ``packets`` counts resegmented entries.
+    :mod:`classifier.capture.reader_fast`; ``packets`` counts resegmented entries.
     """
 
     ints: I64  # (13, n) rows: uid, reason, at, proto, version, client hi/lo/port,
@@ -477,8 +477,8 @@ def _assign(
             elif dport >= 1024 > sport:
                 sender_is_client = False
             else:
-                src_eph = sport >= _EPHEMERAL_MIN
-                dst_eph = dport >= _EPHEMERAL_MIN
+                src_eph = sport >= EPHEMERAL_MIN
+                dst_eph = dport >= EPHEMERAL_MIN
                 sender_is_client = src_eph if src_eph != dst_eph else True
             sl[_CISA, s] = (
                 (1 if sender_is_client == src_is_a else 0) if keep_cisa < 0 else keep_cisa

@@ -18,11 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from classifier.capture import open_capture
-from classifier.features import fast
-from classifier.features.fast import featurize_fast
+from classifier.features import featurize_fast as fast
 from classifier.features.featurize import FeaturizeConfig, featurize
+from classifier.features.featurize_fast import featurize_fast
 from classifier.names.extract import NameExtractor
-from classifier.names.hello_scan import (
+from classifier.names.extract_fast import (
     DONE,
     PYTHON,
     UNSEEN,

@@ -16,23 +16,23 @@ import socket
 import numpy as np
 import pytest
 
-from classifier.capture import columns as cc
+from classifier.capture import decode_fast as dc
 from classifier.capture.packet import Packet
 from classifier.flows import FlowConfig, FlowTable
-from classifier.flows.assign import END_REASONS, EndedFlows, FlowAssigner
+from classifier.flows.table_fast import END_REASONS, EndedFlows, FlowAssigner
 
 ROWS = (
-    cc.C_VER,
-    cc.C_SRC_HI,
-    cc.C_SRC_LO,
-    cc.C_DST_HI,
-    cc.C_DST_LO,
-    cc.C_PROTO,
-    cc.C_SPORT,
-    cc.C_DPORT,
-    cc.C_FLAGS,
-    cc.C_PLEN,
-    cc.C_WIRE,
+    dc.C_VER,
+    dc.C_SRC_HI,
+    dc.C_SRC_LO,
+    dc.C_DST_HI,
+    dc.C_DST_LO,
+    dc.C_PROTO,
+    dc.C_SPORT,
+    dc.C_DPORT,
+    dc.C_FLAGS,
+    dc.C_PLEN,
+    dc.C_WIRE,
 )
 V4 = ("10.77.0.1", "10.77.0.2", "10.77.0.3")
 V6 = ("fe80::1", "fe80::2", "::ffff:10.77.0.1")
@@ -60,15 +60,15 @@ def _name(version: int, hi: int, lo: int) -> str:
 
 def _columns(pkts: list[Packet]) -> tuple[np.ndarray, np.ndarray]:
     ts = np.array([p.ts for p in pkts], np.float64)
-    cols = np.zeros((len(cc.COLUMNS), len(pkts)), np.int64)
+    cols = np.zeros((len(dc.COLUMNS), len(pkts)), np.int64)
     for i, p in enumerate(pkts):
         v, shi, slo = _halves(p.src)
         _, dhi, dlo = _halves(p.dst)
-        cols[cc.C_VER, i], cols[cc.C_SRC_HI, i], cols[cc.C_SRC_LO, i] = v, shi, slo
-        cols[cc.C_DST_HI, i], cols[cc.C_DST_LO, i] = dhi, dlo
-        cols[cc.C_PROTO, i], cols[cc.C_SPORT, i], cols[cc.C_DPORT, i] = p.proto, p.sport, p.dport
-        cols[cc.C_FLAGS, i], cols[cc.C_PLEN, i] = p.tcp_flags, p.payload_len
-        cols[cc.C_WIRE, i] = p.wire_len
+        cols[dc.C_VER, i], cols[dc.C_SRC_HI, i], cols[dc.C_SRC_LO, i] = v, shi, slo
+        cols[dc.C_DST_HI, i], cols[dc.C_DST_LO, i] = dhi, dlo
+        cols[dc.C_PROTO, i], cols[dc.C_SPORT, i], cols[dc.C_DPORT, i] = p.proto, p.sport, p.dport
+        cols[dc.C_FLAGS, i], cols[dc.C_PLEN, i] = p.tcp_flags, p.payload_len
+        cols[dc.C_WIRE, i] = p.wire_len
     return ts, cols
 
 

@@ -85,7 +85,7 @@ _LAYOUT: tuple[str, ...] = (
 )
 if _LAYOUT != tuple(FEATURE_COLUMNS):  # pragma: no cover - guards against schema drift
     raise ImportError(
-        "classifier.features.batch is out of date with the feature schema "
+        "classifier.features.groups_fast is out of date with the feature schema "
         "(FEATURE_COLUMNS changed); update its compiled groups"
     )
 

@@ -2,11 +2,14 @@
 # (the compiled helpers compute with numpy int64 scalars, which mypy does not equate with int)
 """Batch decode for the live sources: socket bytes -> packet columns in one compiled call.
 
-A live source reads many kernel messages per wakeup into one reused buffer and records
-where each read landed (a *segment*). :func:`walk_nflog` walks the netlink messages of all
-segments, reads the NFLOG attributes (payload, timestamp, sequence number) and decodes the
-IP/TCP/UDP headers with the same compiled decoder as the offline fast path
-(:func:`classifier.capture.columns._decode`), writing one column entry per TCP/UDP packet.
+The compiled twin of :mod:`classifier.capture.live` (``NflogParser`` and the per-frame
+``decode_frame`` of the AF_PACKET source). A live source reads many kernel messages per
+wakeup into one reused buffer and records where each read landed (a *segment*).
+:func:`walk_nflog` walks the netlink messages of all segments, reads the NFLOG attributes
+(payload, timestamp, sequence number) and decodes the IP/TCP/UDP headers with the same
+compiled decoder as the offline fast path
+(:func:`classifier.capture.decode_fast.decode_frame`), writing one column entry per TCP/UDP
+packet.
 :class:`PacketBuilder` turns those columns into :class:`Packet` records for the flow table,
 with address strings cached.
 
@@ -25,7 +28,16 @@ import sys
 import numpy as np
 import numpy.typing as npt
 
-from classifier.capture.columns import COLUMNS, SKIP_REASONS, _decode, _u16, _u32be, _u32le
+from classifier.capture.decode import LINKTYPE_RAW
+from classifier.capture.decode_fast import (
+    COLUMNS,
+    NOTES,
+    SKIP_REASONS,
+    decode_frame,
+    u16,
+    u32be,
+    u32le,
+)
 from classifier.capture.packet import Packet
 from classifier.compiled import jit
 
@@ -47,7 +59,6 @@ U8 = npt.NDArray[np.uint8]
 LIVE_SKIP_REASONS: tuple[str, ...] = (*SKIP_REASONS, "bad-netlink")
 _BAD_NETLINK = len(SKIP_REASONS)
 _TRUNCATED = SKIP_REASONS.index("truncated-header")
-_LINKTYPE_RAW = 101
 _MSG_PACKET = (4 << 8) | 0  # NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET
 _ATTR_TIMESTAMP, _ATTR_PAYLOAD, _ATTR_SEQ = 3, 9, 12
 #: Bytes of the smallest NFLOG message that can decode to a packet (netlink header,
@@ -58,12 +69,12 @@ MIN_PACKET_MESSAGE = 16 + 4 + 4 + 20 + 8
 @jit(cache=True, inline="always")
 def _u16n(b: U8, p: int, big: bool) -> int:
     """A 16-bit netlink field (host byte order)."""
-    return _u16(b, p) if big else (np.int64(b[p + 1]) << 8) | np.int64(b[p])
+    return u16(b, p) if big else (np.int64(b[p + 1]) << 8) | np.int64(b[p])
 
 
 @jit(cache=True, inline="always")
 def _u32n(b: U8, p: int, big: bool) -> int:
-    return _u32be(b, p) if big else _u32le(b, p)
+    return u32be(b, p) if big else u32le(b, p)
 
 
 @jit(cache=True, inline="always")
@@ -78,10 +89,10 @@ def _f64_u64be(b: U8, p: int) -> float:
 def _wire_len(b: U8, s: int, n: int) -> int:
     """The IP packet's length on the wire, from its header (NFLOG may cut the copy)."""
     if n >= 4 and b[s] >> 4 == 4:
-        total = _u16(b, s + 2)
+        total = u16(b, s + 2)
         return total if total else n
     if n >= 6 and b[s] >> 4 == 6:
-        return _u16(b, s + 4) + 40
+        return u16(b, s + 4) + 40
     return n
 
 
@@ -118,7 +129,7 @@ def _nflog_packet(
         elif kind == _ATTR_TIMESTAMP and alen >= 20:
             t = _f64_u64be(b, pos + 4) + _f64_u64be(b, pos + 12) / 1e6
         elif kind == _ATTR_SEQ and alen >= 8:
-            seq = _u32be(b, pos + 4)
+            seq = u32be(b, pos + 4)
         pos += (alen + 3) & ~3
     if seq >= 0:
         if state[0] >= 0 and seq != state[0]:
@@ -127,8 +138,8 @@ def _nflog_packet(
     if pay_at < 0:
         counts[1 + _TRUNCATED] += 1
         return k
-    reason = _decode(
-        b, pay_at, pay_len, _LINKTYPE_RAW, _wire_len(b, pay_at, pay_len), cols, k, notes
+    reason = decode_frame(
+        b, pay_at, pay_len, LINKTYPE_RAW, _wire_len(b, pay_at, pay_len), cols, k, notes
     )
     if reason:
         counts[1 + reason] += 1
@@ -189,13 +200,13 @@ class BatchArrays:
 
     def __init__(self, rows: int) -> None:
         # room for ``rows`` packets; a row length that is a multiple of 4 KiB would put the
-        # walker's 15 writes per packet in one cache set (see columns.CHUNK_PACKETS), so
+        # walker's 15 writes per packet in one cache set (see reader_fast.CHUNK_PACKETS), so
         # such lengths get one cache line more
         rows = rows + 8 if rows % 512 == 0 else rows
         self.ts = np.zeros(rows, np.float64)
         self.cols = np.zeros((len(COLUMNS), rows), np.int64)
         self.counts = np.zeros(1 + len(LIVE_SKIP_REASONS), np.int64)
-        self.notes = np.zeros(2, np.int64)
+        self.notes = np.zeros(len(NOTES), np.int64)
         self.big = sys.byteorder == "big"
 
     def take_counts(self) -> tuple[int, dict[str, int]]:
@@ -359,7 +370,7 @@ def walk_tpacket(
                 break
             counts[0] += 1
             wire = max(_u32n(ring, p + 16, big), snap)
-            reason = _decode(ring, s, snap, linktype, wire, cols, k, notes)
+            reason = decode_frame(ring, s, snap, linktype, wire, cols, k, notes)
             if reason:
                 counts[1 + reason] += 1
             else:
