@@ -8,7 +8,7 @@ Runs :func:`featurize_fast` on ``CAPTURE`` alternately with the scanner off (eve
 packet goes to the reference's Python extractor, as before the scanner existed) and on,
 ``--repeat`` times each, in one process after one warm-up call (compiled code loaded).
 Prints, per run, the CPU seconds of the whole call and of the names stage
-(``_Names.add``: hello scan, Python extractors, DNS answers, name-cache lookups), then
+(``NameStage.add``: hello scan, Python extractors, DNS answers, name-cache lookups), then
 the best of each mode and their ratios. CPU seconds (``time.process_time``) are steadier
 than wall time on a shared machine; compare modes within one run.
 """
@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from classifier.features import featurize_fast as fast
+from classifier.names import plugin_fast
 
 _MODES = {"off": False, "on": True}
 
 
 def _timed_names(acc: list[float]) -> Callable[..., Any]:
-    inner = fast._Names.add
+    inner = plugin_fast.NameStage.add
 
     def names(self: Any, *args: Any) -> Any:
         t0 = time.process_time()
@@ -47,12 +48,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     acc = [0.0]
-    fast._Names.add = _timed_names(acc)  # type: ignore[method-assign]
+    plugin_fast.NameStage.add = _timed_names(acc)  # type: ignore[method-assign]
     fast.featurize_fast(args.capture)  # load (or compile) the compiled code once
     best: dict[str, tuple[float, float]] = {}
     for _ in range(args.repeat):
         for mode, scan in _MODES.items():
-            fast._SCAN_HELLOS = scan
+            plugin_fast._SCAN_HELLOS = scan
             acc[0] = 0.0
             t0, c0 = time.perf_counter(), time.process_time()
             rows = len(fast.featurize_fast(args.capture))

@@ -6,7 +6,8 @@
 * :mod:`.extract`: a flow's :class:`~classifier.names.extract.NameExtractor` (SNI, ALPN,
   QUIC version) and its compiled twin for the common case, :mod:`.extract_fast`;
 * :mod:`.cache`: the DNS :class:`~classifier.names.cache.NameCache` (address -> name);
-* :mod:`.plugin`: the flow plugin that feeds both and gives a flow its name columns;
+* :mod:`.plugin`: the flow plugin that feeds both and gives a flow its name columns, and
+  :mod:`.plugin_fast`, its twin in the fast engine (over packet columns);
 * :mod:`.services`: host name -> service -> category, from the rules in ``services.toml``.
 
 Nothing here imports the feature groups or the models; both use these modules.

@@ -31,6 +31,7 @@ from classifier.features import groups_fast as batch
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats, featurize
 from classifier.features.featurize_fast import featurize_fast, featurize_many
 from classifier.flows import FlowConfig
+from classifier.names import plugin_fast
 from tests.capture import make_captures as mk
 from tests.shared_data import SHARED, missing_reason
 from tests.synthetic_captures import write_many_flows
@@ -531,7 +532,7 @@ def test_dns_address_walk_covers_every_cached_address() -> None:
     for msg in payloads + mutated:
         answer = parse_dns_response(msg)
         found: set[bytes] = set()
-        if not fast._dns_addresses(msg, found) or answer is None:
+        if not plugin_fast._dns_addresses(msg, found) or answer is None:
             continue
         for ip, _ttl in answer.addresses:
             fam = socket.AF_INET6 if ":" in ip else socket.AF_INET

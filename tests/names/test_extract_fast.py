@@ -21,6 +21,7 @@ from classifier.capture import open_capture
 from classifier.features import featurize_fast as fast
 from classifier.features.featurize import FeaturizeConfig, featurize
 from classifier.features.featurize_fast import featurize_fast
+from classifier.names import plugin_fast
 from classifier.names.extract import NameExtractor
 from classifier.names.extract_fast import (
     DONE,
@@ -349,14 +350,14 @@ def test_fast_path_settles_every_generated_hello(
     """Each of the 300 TLS flows is settled by the scanner (also when its hello comes in
     a later chunk than its SYN), and the table is the reference's."""
     settled: list[int] = []
-    real = fast.scan_first_payloads
+    real = plugin_fast.scan_first_payloads
 
     def spy(*args: object) -> object:
         scan = real(*args)  # type: ignore[arg-type]
         settled.extend(scan.uids)
         return scan
 
-    monkeypatch.setattr(fast, "scan_first_payloads", spy)
+    monkeypatch.setattr(plugin_fast, "scan_first_payloads", spy)
     monkeypatch.setattr(fast, "_CHUNK_PACKETS", chunk)
     got = featurize_fast(generated)
     assert len(settled) == len(set(settled)) == 300
@@ -365,5 +366,5 @@ def test_fast_path_settles_every_generated_hello(
     pd.testing.assert_frame_equal(
         got, ref.reset_index(drop=True), check_exact=False, rtol=1e-9, atol=0.0
     )
-    monkeypatch.setattr(fast, "_SCAN_HELLOS", False)
+    monkeypatch.setattr(plugin_fast, "_SCAN_HELLOS", False)
     pd.testing.assert_frame_equal(featurize_fast(generated), got)

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from classifier.features import featurize_fast as fast
 from classifier.features.featurize import FeaturizeConfig, featurize
 from classifier.features.featurize_fast import featurize_fast
 from classifier.flows import FlowConfig
+from classifier.names import plugin_fast
 from classifier.names.extract import NameExtractor
 from classifier.names.extract_fast import scan_payload
 from classifier.names.gquic import GQuicHello, parse_gquic_packet, read_chlo
@@ -439,14 +439,14 @@ def test_fast_path_on_gquic_captures(path: Path, monkeypatch: pytest.MonkeyPatch
     """The fast path (compiled scanner settling the gQUIC flows) gives the reference's
     table, and the scanner does settle every gQUIC-named flow itself."""
     settled: list[str] = []
-    real = fast.scan_first_payloads
+    real = plugin_fast.scan_first_payloads
 
     def spy(*args: object) -> object:
         scan = real(*args)  # type: ignore[arg-type]
         settled.extend(scan.sources)
         return scan
 
-    monkeypatch.setattr(fast, "scan_first_payloads", spy)
+    monkeypatch.setattr(plugin_fast, "scan_first_payloads", spy)
     config = FeaturizeConfig()
     ref = featurize(path, config).sort_values("flow_id", kind="stable").reset_index(drop=True)
     got = featurize_fast(path, config)
