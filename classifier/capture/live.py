@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from classifier.capture.decode import decode_frame
+from classifier.capture.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW, decode_frame
 from classifier.capture.live_fast import (
     MIN_PACKET_MESSAGE,
     TP3_HEADER,
@@ -33,6 +33,13 @@ from classifier.capture.live_fast import (
     release_blocks,
     walk_nflog,
     walk_tpacket,
+)
+from classifier.capture.nflog import (
+    ATTR_PAYLOAD,
+    ATTR_SEQ,
+    ATTR_TIMESTAMP,
+    MSG_PACKET,
+    NFNL_SUBSYS_ULOG,
 )
 from classifier.capture.packet import Packet
 from classifier.errors import CaptureError
@@ -52,17 +59,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _ETH_P_ALL = 0x0003
-_LINKTYPE_ETHERNET = 1
-_LINKTYPE_RAW = 101
 # ARPHRD device types (linux/if_arp.h) -> what an AF_PACKET SOCK_RAW frame starts with
 _ARPHRD_LINKTYPES = {
-    1: _LINKTYPE_ETHERNET,
-    772: _LINKTYPE_ETHERNET,  # Ethernet; loopback (zeroed Ethernet)
-    65534: _LINKTYPE_RAW,
-    768: _LINKTYPE_RAW,
-    769: _LINKTYPE_RAW,  # none (WireGuard, tun),
-    776: _LINKTYPE_RAW,
-    519: _LINKTYPE_RAW,  # IP-in-IP tunnels, raw IP
+    1: LINKTYPE_ETHERNET,
+    772: LINKTYPE_ETHERNET,  # Ethernet; loopback (zeroed Ethernet)
+    65534: LINKTYPE_RAW,
+    768: LINKTYPE_RAW,
+    769: LINKTYPE_RAW,  # none (WireGuard, tun),
+    776: LINKTYPE_RAW,
+    519: LINKTYPE_RAW,  # IP-in-IP tunnels, raw IP
 }
 _SOL_PACKET = 263
 _PACKET_STATISTICS = 6
@@ -288,16 +293,13 @@ class _Ring:
 
 # NFLOG over nfnetlink (linux/netfilter/nfnetlink_log.h)
 _NETLINK_NETFILTER = 12
-_NFNL_SUBSYS_ULOG = 4
-_MSG_PACKET = (_NFNL_SUBSYS_ULOG << 8) | 0
-_MSG_CONFIG = (_NFNL_SUBSYS_ULOG << 8) | 1
+_MSG_CONFIG = (NFNL_SUBSYS_ULOG << 8) | 1
 _NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
 _NLMSG_ERROR = 2
 _CFG_CMD, _CFG_MODE, _CFG_NLBUFSIZ, _CFG_TIMEOUT, _CFG_QTHRESH, _CFG_FLAGS = 1, 2, 3, 4, 5, 6
 _CFG_F_SEQ = 0x0001  # number the group's messages, so lost ones show as gaps
 _CMD_BIND, _CMD_UNBIND = 1, 2
 _COPY_PACKET = 2
-_ATTR_TIMESTAMP, _ATTR_PAYLOAD, _ATTR_SEQ = 3, 9, 12
 _ENOBUFS = 105
 _NLBUFSIZ = 131072  # the kernel's largest batch of messages in one netlink datagram
 _QTHRESH = 1024  # ... or this many messages, whichever comes first
@@ -335,7 +337,7 @@ class NflogParser:
             length, kind = struct.unpack_from("=IH", data, off)
             if length < 16 or off + length > len(data):
                 break
-            if kind == _MSG_PACKET:
+            if kind == MSG_PACKET:
                 self._packet(data[off + 16 : off + length], out)
             off += (length + 3) & ~3
 
@@ -349,18 +351,18 @@ class NflogParser:
                 break
             value = body[pos + 4 : pos + alen]
             akind &= 0x7FFF
-            if akind == _ATTR_PAYLOAD:
+            if akind == ATTR_PAYLOAD:
                 payload = value
-            elif akind == _ATTR_TIMESTAMP and len(value) >= 16:
+            elif akind == ATTR_TIMESTAMP and len(value) >= 16:
                 sec, usec = struct.unpack(">QQ", value[:16])
                 ts = sec + usec / 1e6
-            elif akind == _ATTR_SEQ and len(value) >= 4:
+            elif akind == ATTR_SEQ and len(value) >= 4:
                 (seq,) = struct.unpack(">I", value[:4])
                 if self._next_msg is not None and seq != self._next_msg:
                     self.stats.dropped += (seq - self._next_msg) & 0xFFFFFFFF
                 self._next_msg = (seq + 1) & 0xFFFFFFFF
             pos += (alen + 3) & ~3
-        decoded = decode_frame(_LINKTYPE_RAW, payload, ts or time.time(), _ip_length(payload))
+        decoded = decode_frame(LINKTYPE_RAW, payload, ts or time.time(), _ip_length(payload))
         _account(self.stats, decoded, out)
 
 

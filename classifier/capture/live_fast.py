@@ -38,6 +38,7 @@ from classifier.capture.decode_fast import (
     u32be,
     u32le,
 )
+from classifier.capture.nflog import ATTR_PAYLOAD, ATTR_SEQ, ATTR_TIMESTAMP, MSG_PACKET
 from classifier.capture.packet import Packet
 from classifier.compiled import jit
 
@@ -59,8 +60,6 @@ U8 = npt.NDArray[np.uint8]
 LIVE_SKIP_REASONS: tuple[str, ...] = (*SKIP_REASONS, "bad-netlink")
 _BAD_NETLINK = len(SKIP_REASONS)
 _TRUNCATED = SKIP_REASONS.index("truncated-header")
-_MSG_PACKET = (4 << 8) | 0  # NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET
-_ATTR_TIMESTAMP, _ATTR_PAYLOAD, _ATTR_SEQ = 3, 9, 12
 #: Bytes of the smallest NFLOG message that can decode to a packet (netlink header,
 #: nfgenmsg, one attribute header, IPv4 and UDP headers): bounds the packets per buffer.
 MIN_PACKET_MESSAGE = 16 + 4 + 4 + 20 + 8
@@ -123,12 +122,12 @@ def _nflog_packet(
             counts[1 + _BAD_NETLINK] += 1
             return k
         kind = _u16n(b, pos + 2, big) & 0x7FFF
-        if kind == _ATTR_PAYLOAD:
+        if kind == ATTR_PAYLOAD:
             pay_at = pos + 4
             pay_len = alen - 4
-        elif kind == _ATTR_TIMESTAMP and alen >= 20:
+        elif kind == ATTR_TIMESTAMP and alen >= 20:
             t = _f64_u64be(b, pos + 4) + _f64_u64be(b, pos + 12) / 1e6
-        elif kind == _ATTR_SEQ and alen >= 8:
+        elif kind == ATTR_SEQ and alen >= 8:
             seq = u32be(b, pos + 4)
         pos += (alen + 3) & ~3
     if seq >= 0:
@@ -186,7 +185,7 @@ def walk_nflog(
             if length < 16 or off + length > end:
                 counts[1 + _BAD_NETLINK] += 1
                 break
-            if _u16n(b, off + 4, big) == _MSG_PACKET:
+            if _u16n(b, off + 4, big) == MSG_PACKET:
                 counts[0] += 1
                 k = _nflog_packet(
                     b, off + 16, off + length, big, now, ts, cols, k, counts, state, notes

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from classifier.capture.packet import TCP
 from classifier.compiled import jit
 from classifier.flows.key import EPHEMERAL_MIN
 from classifier.flows.table import FlowConfig, TableStats
@@ -451,7 +452,7 @@ def _assign(
                 s = c
                 break
             p = (p + 1) & mask
-        is_tcp = proto == 6
+        is_tcp = proto == TCP
         keep_cisa = -1  # a flow cut at the packet cap: its successor keeps the orientation
         if s >= 0 and sl[_CLPOS, s] >= 0 and is_tcp and (flags & (_SYN | _ACK)) == _SYN:
             _end(sl, sf, g, table, free, closing, ev, evf, s, _close_reason(sl, s), i)
