@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from classifier.cli_options import show_progress
+from classifier.enforce.policy import Policy
 
 __all__ = ["register"]
 
 _DEFAULT_SIM = 40
+_BLOCK_SECONDS = Policy().block_seconds
 
 
 def _tables(args: argparse.Namespace) -> Any:
@@ -44,10 +46,15 @@ def _agreement(text: str) -> Any:
     return rule
 
 
-def _evaluate(table: Any, names: list[str], rule: Any) -> dict[str, Any]:
+def _evaluate(table: Any, names: list[str], rule: Any, block_seconds: int) -> dict[str, Any]:
     from training.sessions import CANDIDATES, leave_one_source_out, source_scores
 
-    return {n: source_scores(leave_one_source_out(table, CANDIDATES[n], rule=rule)) for n in names}
+    return {
+        n: source_scores(
+            leave_one_source_out(table, CANDIDATES[n], rule=rule), block_seconds=block_seconds
+        )
+        for n in names
+    }
 
 
 def _counts(table: Any) -> str:
@@ -77,11 +84,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 "",
             ]
     rule = args.agreement
-    for name, scores in _evaluate(table, names, rule).items():
+    for name, scores in _evaluate(table, names, rule, args.block_seconds).items():
         names_used = "withheld" if args.no_names else "used"
         parts += [
             f"### {name} (leave one source out; names {names_used}; short-form when "
-            f"{rule.k} of the last {rule.n} windows reach {rule.threshold:g})",
+            f"{rule.k} of the last {rule.n} windows reach {rule.threshold:g}; blocks of "
+            f"{args.block_seconds} s)",
             "",
             scores_markdown(scores),
             "",
@@ -91,7 +99,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         parts += [
             f"### {names[0]}: trained on simulated sessions only, tested on every real source",
             "",
-            scores_markdown(source_scores(transfer)),
+            scores_markdown(source_scores(transfer, block_seconds=args.block_seconds)),
             "",
         ]
     if args.flows:
@@ -123,7 +131,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.sessions import CANDIDATES, CHOSEN, scores_markdown
 
     config, table = _tables(args)
-    scores = _evaluate(table, [CHOSEN], args.agreement)[CHOSEN]
+    scores = _evaluate(table, [CHOSEN], args.agreement, _BLOCK_SECONDS)[CHOSEN]
     estimator = CANDIDATES[CHOSEN]().fit(table[list(SESSION_FEATURES)], table["label"])
     created = datetime.now(UTC).isoformat(timespec="seconds")
     rule = args.agreement
@@ -217,6 +225,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="DIR",
         help="flow model for --flows (default: the shipped one)",
+    )
+    e.add_argument(
+        "--block-seconds",
+        type=int,
+        default=_BLOCK_SECONDS,
+        metavar="S",
+        help="how long a block made by a short-form verdict lasts, for the 'under a block' "
+        f"columns (the policy's block_seconds; default {_BLOCK_SECONDS})",
     )
     e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
     e.set_defaults(handler=_cmd_evaluate)

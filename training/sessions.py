@@ -8,8 +8,9 @@ from the capture's manifest row (:func:`session_labels`).
 :func:`leave_one_source_out` trains on every data source but one and predicts the held-out
 one, for each source in turn; :func:`source_scores` turns those predictions into the
 figures that matter to a user: the share of short-form time detected, how long after a
-session's start the first short-form verdict comes, and the share of long-form and of
-other (work, calls, web, idle) time wrongly called short-form.
+session's start the first short-form verdict comes, the share of long-form and of other
+(work, calls, web, idle) time wrongly called short-form, and the share of each class's time
+that a live router would have held under a block (:func:`under_block`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "session_rows",
     "leave_one_source_out",
     "source_scores",
+    "under_block",
     "simulated_rows",
     "CANDIDATES",
     "CHOSEN",
@@ -273,18 +275,47 @@ def _first_short_delay(preds: pd.DataFrame) -> float:
     return float(np.median(delays)) if delays else float("nan")
 
 
-def _share(rows: pd.DataFrame, weight: str | None = None) -> float:
+def under_block(preds: pd.DataFrame, block_seconds: float, step: float = 10.0) -> pd.Series:
+    """Per row: whether live mode would have held this window's last ``step`` seconds
+    under a block. A short-form verdict at a window's end blocks the session (its client
+    and group) for ``block_seconds`` (the policy's ``block_seconds``); each later
+    short-form verdict renews it. Counterfactual: the traffic is taken as recorded, as if
+    the block had not stopped it. Rows must be in time order within a session."""
+    out = np.zeros(len(preds), dtype=bool)
+    keys = ["capture_id", "client", "group"]
+    for rows in preds.groupby(keys, sort=False).indices.values():
+        ends = preds["window_end"].to_numpy(float)[rows]
+        called = ends[(preds["verdict"].to_numpy()[rows] == SHORT)]
+        if not len(called):
+            continue
+        start = ends - step
+        last = np.searchsorted(called, start, side="right") - 1  # latest verdict at or before
+        held = last >= 0
+        held[held] = start[held] < called[last[held]] + block_seconds
+        out[rows] = held
+    return pd.Series(out, index=preds.index)
+
+
+def _share(rows: pd.DataFrame, column: str, weight: str | None = None) -> float:
+    """The share of ``rows`` (weighted by ``weight``) where the flag ``column`` is set."""
     if rows.empty:
         return float("nan")
-    called = (rows["verdict"] == SHORT).to_numpy()
+    called = rows[column].to_numpy(bool)
     w = rows[weight].to_numpy(float) if weight else np.ones(len(rows))
     return float((w * called).sum() / w.sum()) if w.sum() > 0 else float("nan")
 
 
-def source_scores(preds: pd.DataFrame, step: float = 10.0) -> pd.DataFrame:
+def source_scores(
+    preds: pd.DataFrame, step: float = 10.0, block_seconds: float = 300.0
+) -> pd.DataFrame:
     """Per held-out source (and over all): minutes per class, the share of short-form time
     called short-form (by time and by bytes), the median seconds to a session's first
-    short-form verdict, and the shares of long-form and other time called short-form."""
+    short-form verdict, the shares of long-form and other time called short-form, and the
+    share of each class's time under a block lasting ``block_seconds``
+    (:func:`under_block`)."""
+    preds = preds.assign(
+        called=preds["verdict"] == SHORT, blocked=under_block(preds, block_seconds, step)
+    )
     out: list[dict[str, Any]] = []
     groups: list[tuple[str, pd.DataFrame]] = [*preds.groupby("source"), ("all", preds)]
     for source, part in groups:
@@ -297,11 +328,14 @@ def source_scores(preds: pd.DataFrame, step: float = 10.0) -> pd.DataFrame:
                 "short_min": len(short) * step / 60,
                 "long_min": len(long_) * step / 60,
                 "other_min": len(other) * step / 60,
-                "short_detected": _share(short),
-                "short_bytes_detected": _share(short, "bytes_step"),
+                "short_detected": _share(short, "called"),
+                "short_bytes_detected": _share(short, "called", "bytes_step"),
                 "first_short_s": _first_short_delay(part),
-                "long_as_short": _share(long_),
-                "other_as_short": _share(other),
+                "long_as_short": _share(long_, "called"),
+                "other_as_short": _share(other, "called"),
+                "short_blocked": _share(short, "blocked"),
+                "long_blocked": _share(long_, "blocked"),
+                "other_blocked": _share(other, "blocked"),
             }
         )
     return pd.DataFrame(out)
@@ -404,7 +438,8 @@ and no input that follows bitrate or link speed."""
 _SCORE_HEADER = (
     "| held-out source | short-form min | long-form min | other min | short-form "
     "time detected | short-form bytes detected | first short-form verdict (s, "
-    "median) | long-form time called short | other time called short |"
+    "median) | long-form time called short | other time called short | short-form time "
+    "under a block | long-form time under a block | other time under a block |"
 )
 
 
@@ -418,13 +453,15 @@ def scores_markdown(scores: pd.DataFrame) -> str:
             return "never"
         return f"{v:.1%}" if pct else f"{v:.1f}"
 
-    lines = [_SCORE_HEADER, "|" + "---|" * 9]
+    lines = [_SCORE_HEADER, "|" + "---|" * 12]
     for r in scores.itertuples():
         lines.append(
             f"| {r.source} | {fmt(r.short_min, False)} | {fmt(r.long_min, False)} | "
             f"{fmt(r.other_min, False)} | {fmt(r.short_detected, True)} | "
             f"{fmt(r.short_bytes_detected, True)} | {fmt(r.first_short_s, False)} | "
-            f"{fmt(r.long_as_short, True)} | {fmt(r.other_as_short, True)} |"
+            f"{fmt(r.long_as_short, True)} | {fmt(r.other_as_short, True)} | "
+            f"{fmt(r.short_blocked, True)} | {fmt(r.long_blocked, True)} | "
+            f"{fmt(r.other_blocked, True)} |"
         )
     return "\n".join(lines)
 

@@ -33,6 +33,7 @@ from training.sessions import (
     simulated_rows,
     source_name,
     source_scores,
+    under_block,
 )
 from training.simulate import SIM_KINDS, simulate
 
@@ -324,3 +325,29 @@ def test_timeline_sidecar_labels_windows_by_interval(tmp_path: Path) -> None:
     (tmp_path / "mixed.timeline.json").write_text('{"intervals": [{"start": 1}]}')
     with pytest.raises(DatasetError, match="not a timeline"):
         read_timeline(capture)
+
+
+def test_under_block_holds_a_session_for_block_seconds_after_each_verdict() -> None:
+    # one session judged every 10 s: short-form verdicts at 30 s and 40 s, then at 200 s
+    ends = np.arange(10.0, 260.0, 10.0)
+    verdict = np.where(np.isin(ends, [30.0, 40.0, 200.0]), "short-form", "long-form")
+    preds = pd.DataFrame(
+        {"capture_id": "c", "client": "10.77.0.2", "group": "g", "window_end": ends}
+    ).assign(verdict=verdict)
+    other = preds.assign(group="h", verdict="long-form")  # another session: never blocked
+    both = pd.concat([preds, other], ignore_index=True)
+    held = under_block(both, block_seconds=60, step=10.0)
+    # a step [end - 10, end) is held when a verdict came at or before its start and less
+    # than 60 s before it: the verdict's own step is not
+    want = ((ends - 10 >= 30) & (ends - 10 < 40 + 60)) | ((ends - 10 >= 200) & (ends - 10 < 260))
+    assert held[: len(ends)].tolist() == want.tolist()
+    assert not held[len(ends) :].any()
+    scores = source_scores(
+        both.assign(source="s", label="long-form", bytes_step=1.0), block_seconds=60
+    ).set_index("source")
+    assert scores.loc["s", "long_as_short"] == pytest.approx(3 / 50)
+    assert scores.loc["s", "long_blocked"] == pytest.approx(want.sum() / 50)
+    longer = source_scores(
+        both.assign(source="s", label="long-form", bytes_step=1.0), block_seconds=300
+    ).set_index("source")
+    assert longer.loc["s", "long_blocked"] > scores.loc["s", "long_blocked"]
