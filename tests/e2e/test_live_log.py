@@ -68,12 +68,12 @@ def _live(topo: Topology, tmp: Path, *extra: str) -> tuple[subprocess.Popen[byte
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHORTFLOW_")}
     env["PYTHONPATH"] = str(ROOT)
     proc = topo.popen(
-        topo.router, argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT
+        topo.router_ns, argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT
     )
     deadline = time.monotonic() + 240  # kernels may compile just in time
     while (
         topo.run(
-            topo.router,
+            topo.router_ns,
             [
                 "curl",
                 "-s",
@@ -98,7 +98,7 @@ def _run(topo: Topology, tmp: Path, *extra: str) -> list[str]:
     log."""
     proc, log = _live(topo, tmp, *extra)
     try:
-        topo.run(topo.client, [sys.executable, "-c", SEND, topo.addr["server"]], timeout=30)
+        topo.run(topo.client_ns, [sys.executable, "-c", SEND, topo.addr["server"]], timeout=30)
         assert proc.poll() is None, log.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()

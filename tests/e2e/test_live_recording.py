@@ -33,7 +33,7 @@ RECORD_S = 15
 def _recordings(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
     """`shortflow recordings ...` in the router's namespace (the API is on its loopback)."""
     return topo.run(
-        topo.router,
+        topo.router_ns,
         [
             sys.executable,
             "-m",
@@ -54,7 +54,7 @@ def _downloads(topo: Topology, source: str, seconds: float) -> subprocess.Popen[
         f"end=$((SECONDS+{int(seconds)})); while [ $SECONDS -lt $end ]; do "
         f"curl -s -o /dev/null --interface {source} {url}; sleep 0.3; done"
     )
-    return topo.popen(topo.client, ["bash", "-c", loop])
+    return topo.popen(topo.client_ns, ["bash", "-c", loop])
 
 
 def test_record_a_client_over_the_api(tmp_path: Path) -> None:
@@ -63,16 +63,16 @@ def test_record_a_client_over_the_api(tmp_path: Path) -> None:
     from training.train import train
 
     with Topology("sf-record") as topo:
-        topo.run(topo.client, ["ip", "addr", "add", f"{SECOND}/24", "dev", topo.iface["client"]])
+        topo.run(topo.client_ns, ["ip", "addr", "add", f"{SECOND}/24", "dev", topo.iface["client"]])
         www = tmp_path / "www"
         www.mkdir()
         (www / "blob").write_bytes(bytes(range(256)) * 4096)
         topo.popen(
-            topo.server,
+            topo.server_ns,
             [sys.executable, "-m", "http.server", "--bind", topo.addr["server"], "80"],
             cwd=www,
         )
-        topo.wait_listening(topo.server, 80)
+        topo.wait_listening(topo.server_ns, 80)
         data = tmp_path / "data"
         live, log = _live(topo, tmp_path, "--data-dir", str(data), "-q")
         try:

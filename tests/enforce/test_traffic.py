@@ -68,7 +68,7 @@ print(json.dumps({"sent": sent, "got": got}), flush=True)
 
 @pytest.fixture
 def router_table(topology: Topology) -> Iterator[NftTable]:  # noqa: F811
-    t = NftTable(topology.router)
+    t = NftTable(topology.router_ns)
     t.create()
     try:
         yield t
@@ -135,7 +135,7 @@ print(json.dumps({"end": end, "t_end": time.monotonic(), "bytes": total, "marks"
 
 def _stream(topo: Topology, duration: float) -> subprocess.Popen[str]:
     return topo.popen(
-        topo.client,
+        topo.client_ns,
         [
             sys.executable,
             "-c",
@@ -161,9 +161,10 @@ def test_tcp_stream_is_reset_then_flows_after_expiry(
 ) -> None:
     topo = topology
     topo.popen(
-        topo.server, [sys.executable, "-c", TCP_STREAM_SERVER, topo.addr["server"], str(TCP_PORT)]
+        topo.server_ns,
+        [sys.executable, "-c", TCP_STREAM_SERVER, topo.addr["server"], str(TCP_PORT)],
     )
-    topo.wait_listening(topo.server, TCP_PORT)
+    topo.wait_listening(topo.server_ns, TCP_PORT)
     client = _stream(topo, 8.0)
     assert client.stdout is not None and client.stdout.readline().strip() == "ready"
     time.sleep(1.0)
@@ -198,10 +199,10 @@ def test_udp_flow_dropped_then_expires(
     router_table: NftTable,
 ) -> None:
     topo = topology
-    topo.popen(topo.server, [sys.executable, "-c", UDP_ECHO, topo.addr["server"], str(UDP_PORT)])
-    topo.wait_listening(topo.server, UDP_PORT, proto="udp")
+    topo.popen(topo.server_ns, [sys.executable, "-c", UDP_ECHO, topo.addr["server"], str(UDP_PORT)])
+    topo.wait_listening(topo.server_ns, UDP_PORT, proto="udp")
     client = topo.popen(
-        topo.client,
+        topo.client_ns,
         [sys.executable, "-c", UDP_CLIENT, topo.addr["server"], str(UDP_PORT), "5.0"],
         stdout=subprocess.PIPE,
         text=True,
@@ -240,17 +241,17 @@ def test_pair_block_refuses_new_connections(
 ) -> None:
     topo = topology
     topo.popen(
-        topo.server,
+        topo.server_ns,
         [sys.executable, "-m", "http.server", "--bind", topo.addr["server"], str(HTTP_PORT)],
     )
-    topo.wait_listening(topo.server, HTTP_PORT)
+    topo.wait_listening(topo.server_ns, HTTP_PORT)
     url = f"http://{topo.addr['server']}:{HTTP_PORT}/"
-    assert topo.run(topo.client, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url])
+    assert topo.run(topo.client_ns, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url])
     router_table.block_pair(topo.addr["client"], topo.addr["server"], 30)
     t0 = time.monotonic()
     res = topo.run(
-        topo.client, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url], check=False
+        topo.client_ns, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url], check=False
     )
     assert res.returncode == 7 and time.monotonic() - t0 < 2  # reset at once, no timeout
     assert router_table.unblock(topo.addr["client"], topo.addr["server"])
-    assert topo.run(topo.client, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url])
+    assert topo.run(topo.client_ns, ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", url])

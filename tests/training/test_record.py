@@ -72,11 +72,11 @@ def test_record_in_netns_keeps_client_traffic(tmp_path: Path) -> None:
     manifest = tmp_path / "sets" / "rec.csv"
     with Topology("sf-record") as topo:
         client, server = topo.addr["client"], topo.addr["server"]
-        topo.popen(topo.server, [sys.executable, "-c", _UDP_ECHO, server, "8"])
-        topo.wait_listening(topo.server, 9999, proto="udp")
-        topo.popen(topo.client, [sys.executable, "-c", _UDP_SENDER, server, "4"])
+        topo.popen(topo.server_ns, [sys.executable, "-c", _UDP_ECHO, server, "8"])
+        topo.wait_listening(topo.server_ns, 9999, proto="udp")
+        topo.popen(topo.client_ns, [sys.executable, "-c", _UDP_SENDER, server, "4"])
         # traffic the client filter must drop: the router talking to the server itself
-        topo.popen(topo.router, [sys.executable, "-c", _UDP_SENDER, server, "4"])
+        topo.popen(topo.router_ns, [sys.executable, "-c", _UDP_SENDER, server, "4"])
         code = _cli(
             [
                 "record",
@@ -95,7 +95,7 @@ def test_record_in_netns_keeps_client_traffic(tmp_path: Path) -> None:
                 "--out",
                 str(tmp_path / "caps"),
                 "--netns",
-                topo.router,
+                topo.router_ns,
                 "--device",
                 "netns test",
             ]

@@ -1,4 +1,4 @@
-"""The lab's runtime network: client, router and server namespaces joined by veth pairs.
+"""Network namespaces for the lab and the tests: client, router and server joined by veths.
 
 ```
  client ns            router ns                               server ns
@@ -6,14 +6,18 @@
                    (capture here)  (delay line, shaping, drop)
 ```
 
-No namespace has a route out of 10.77.0.0/16: the only links are the two veth pairs.
-Every namespace name carries the creating process id and a random tag, so parallel runs do
-not collide. :class:`LabTopology` is a context manager that removes its processes and
-namespaces on exit, also on exceptions and Ctrl-C.
+That is the lab's :data:`LAB_LAYOUT`; the tests build the same three namespaces with their
+own :class:`Layout` (``tests/netns.py``). No namespace has a route out of 10.77.0.0/16: the
+only links are the two veth pairs, IPv6 is off. Every namespace name is ``PREFIX<pid>-<tag>``
+(the creating process id and a random tag), so parallel runs do not collide and
+:func:`cleanup_stale` removes only the lab's namespaces whose creator is gone.
+:class:`LabTopology` is a context manager that removes its processes and namespaces on exit,
+also on exceptions and Ctrl-C.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import secrets
@@ -21,15 +25,20 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from classifier.errors import ShortflowError
 
 __all__ = [
     "LabError",
     "LabTopology",
+    "Layout",
+    "LAB_LAYOUT",
+    "LAB_TOOLS",
     "CLIENT_IP",
     "ROUTER_CLIENT_IP",
     "ROUTER_SERVER_IP",
@@ -47,6 +56,10 @@ __all__ = [
     "SERVER_IF",
     "NS_PREFIX",
     "require_root",
+    "run_in",
+    "namespace_name",
+    "add_namespace",
+    "delete_namespace",
     "cleanup_stale",
     "wait_for_marker",
     "child_env",
@@ -89,29 +102,87 @@ NAMES: dict[str, str] = {
     "relay-lab.call.test": CALL_IP,
 }
 
+#: The commands the lab needs: namespaces, shaping, rules, capture, offloads.
+LAB_TOOLS = ("ip", "tc", "nft", "tcpdump", "ethtool")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Addresses and interface names of one topology, and what building it needs.
+
+    ``addr`` and ``iface`` are keyed ``client``, ``router.client``, ``router.server`` and
+    ``server``: the /24 address of each veth end and its interface name. ``server_extra``
+    are more addresses on the server's interface. ``default_routes`` sends everything the
+    client and the server do not reach directly to the router; otherwise they only have a
+    route to each other's /24. ``offloads`` are the ethtool features switched off on every
+    veth (so captures show real packet sizes); ``tools`` the commands
+    :meth:`LabTopology.open` requires.
+    """
+
+    addr: Mapping[str, str]
+    iface: Mapping[str, str]
+    server_extra: tuple[str, ...] = ()
+    default_routes: bool = True
+    offloads: tuple[str, ...] = ("tso", "gso", "gro")
+    tools: tuple[str, ...] = LAB_TOOLS
+
+
+#: The lab's layout (the drawing above), with every service address on the server.
+LAB_LAYOUT = Layout(
+    addr={
+        "client": CLIENT_IP,
+        "router.client": ROUTER_CLIENT_IP,
+        "router.server": ROUTER_SERVER_IP,
+        "server": SERVER_IP,
+    },
+    iface={
+        "client": CLIENT_IF,
+        "router.client": ROUTER_CLIENT_IF,
+        "router.server": ROUTER_SERVER_IF,
+        "server": SERVER_IF,
+    },
+    server_extra=tuple(sorted(set(NAMES.values()) | {DNS_IP})),
+)
+
 
 class LabError(ShortflowError):
     """The lab could not build its namespaces or run one of its processes."""
 
 
-def require_root() -> None:
-    """Check the lab can run here.
+def require_root(tools: Sequence[str] = LAB_TOOLS) -> None:
+    """Check namespaces can be built here.
 
     Raises:
-        LabError: not root, or ``ip`` / ``tc`` / ``nft`` / ``tcpdump`` / ``ethtool`` missing.
+        LabError: not root, or one of ``tools`` (default: the lab's) is missing.
     """
     if os.geteuid() != 0:
         raise LabError("the traffic lab needs root (network namespaces); run it as root")
-    for tool in ("ip", "tc", "nft", "tcpdump", "ethtool"):
+    for tool in tools:
         if shutil.which(tool) is None:
             raise LabError(f"the traffic lab needs the '{tool}' command; install it")
 
 
-def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+def run_in(
+    ns: str | None,
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 30.0,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (no shell) to its end in namespace ``ns`` (``None``: here); output captured.
+
+    Raises:
+        LabError: it exited non-zero and ``check`` is true.
+        subprocess.TimeoutExpired: it ran longer than ``timeout`` seconds.
+    """
+    full = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+    proc = subprocess.run(
+        full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+    )
     if check and proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().splitlines()
-        raise LabError(f"'{' '.join(argv)}' failed: {msg[-1] if msg else proc.returncode}")
+        raise LabError(f"'{' '.join(full)}' failed: {msg[-1] if msg else proc.returncode}")
     return proc
 
 
@@ -125,14 +196,43 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def namespace_name(prefix: str) -> str:
+    """A fresh namespace name: ``prefix``, this process id and a random tag."""
+    return f"{prefix}{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def add_namespace(name: str) -> None:
+    """Create namespace ``name`` with ``lo`` up and IPv6 off (deleted again on failure).
+
+    Raises:
+        LabError: a command failed.
+    """
+    run_in(None, ["ip", "netns", "add", name])
+    try:
+        run_in(name, ["ip", "link", "set", "lo", "up"])
+        for key in ("all", "default"):
+            run_in(name, ["sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=1"])
+    except BaseException:
+        delete_namespace(name)
+        raise
+
+
+def delete_namespace(name: str) -> None:
+    """Kill every process left in namespace ``name``, then delete it (a failure is logged)."""
+    _kill_ns_pids(name)
+    res = run_in(None, ["ip", "netns", "del", name], check=False)
+    if res.returncode != 0:
+        _log.warning("could not delete namespace %s: %s", name, res.stderr.strip())
+
+
 def cleanup_stale() -> list[str]:
     """Remove lab namespaces left by lab processes that no longer exist.
 
-    Only names ``sf-lab-<pid>-...`` whose creating pid is dead are touched. Returns the
-    removed names.
+    Only names ``sf-lab-<pid>-...`` whose creating pid is dead are touched (the tests'
+    namespaces have other prefixes). Returns the removed names.
     """
     removed: list[str] = []
-    listing = _run(["ip", "netns", "list"], check=False).stdout
+    listing = run_in(None, ["ip", "netns", "list"], check=False).stdout
     for line in listing.splitlines():
         name = line.split()[0] if line.split() else ""
         if not name.startswith(NS_PREFIX):
@@ -140,14 +240,13 @@ def cleanup_stale() -> list[str]:
         parts = name[len(NS_PREFIX) :].split("-")
         if not parts or not parts[0].isdigit() or _pid_alive(int(parts[0])):
             continue
-        _kill_ns_pids(name)
-        _run(["ip", "netns", "del", name], check=False)
+        delete_namespace(name)
         removed.append(name)
     return removed
 
 
 def _kill_ns_pids(ns: str) -> None:
-    out = _run(["ip", "netns", "pids", ns], check=False).stdout
+    out = run_in(None, ["ip", "netns", "pids", ns], check=False).stdout
     for tok in out.split():
         if tok.isdigit() and int(tok) != os.getpid():
             try:
@@ -159,20 +258,23 @@ def _kill_ns_pids(ns: str) -> None:
 class LabTopology:
     """Three namespaces (client, router, server) with offload-free veths and no route out.
 
-    Use as a context manager; :meth:`close` stops every process started through
-    :meth:`popen` and deletes the namespaces.
+    ``layout`` says where the addresses and interfaces go (default: the lab's); namespace
+    names start with ``prefix``. Use as a context manager; :meth:`close` stops every
+    process started through :meth:`popen` and deletes the namespaces.
 
     Raises:
-        LabError: on entry, when not root or a setup command fails.
+        LabError: on entry, when not root, a tool is missing or a setup command fails.
     """
 
-    def __init__(self) -> None:
-        tag = f"{NS_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
-        self.tag = tag
-        self.client_ns = f"{tag}-c"
-        self.router_ns = f"{tag}-r"
-        self.server_ns = f"{tag}-s"
-        self._procs: list[subprocess.Popen[bytes]] = []
+    def __init__(self, layout: Layout = LAB_LAYOUT, prefix: str = NS_PREFIX) -> None:
+        self.layout = layout
+        self.addr = layout.addr
+        self.iface = layout.iface
+        self.tag = namespace_name(prefix)
+        self.client_ns = f"{self.tag}-c"
+        self.router_ns = f"{self.tag}-r"
+        self.server_ns = f"{self.tag}-s"
+        self._procs: list[subprocess.Popen[Any]] = []
         self._created: list[str] = []
         self._closed = False
 
@@ -200,7 +302,7 @@ class LabTopology:
         Raises:
             LabError: not root, a tool is missing, or a command failed (all undone).
         """
-        require_root()
+        require_root(self.layout.tools)
         try:
             self._build()
         except BaseException:
@@ -209,63 +311,48 @@ class LabTopology:
 
     def _build(self) -> None:
         for ns in self.namespaces:
-            _run(["ip", "netns", "add", ns])
+            add_namespace(ns)
             self._created.append(ns)
-            self.run(ns, ["ip", "link", "set", "lo", "up"])
-            for key in ("all", "default"):
-                self.run(ns, ["sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=1"])
         c, r, s = self.namespaces
-        _run(
-            [
-                "ip",
-                "link",
-                "add",
-                CLIENT_IF,
-                "netns",
-                c,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                ROUTER_CLIENT_IF,
-                "netns",
-                r,
-            ]
-        )
-        _run(
-            [
-                "ip",
-                "link",
-                "add",
-                ROUTER_SERVER_IF,
-                "netns",
-                r,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                SERVER_IF,
-                "netns",
-                s,
-            ]
-        )
-        links = (
-            (c, CLIENT_IF, CLIENT_IP),
-            (r, ROUTER_CLIENT_IF, ROUTER_CLIENT_IP),
-            (r, ROUTER_SERVER_IF, ROUTER_SERVER_IP),
-            (s, SERVER_IF, SERVER_IP),
-        )
-        for ns, dev, ip in links:
-            self.run(ns, ["ip", "link", "set", dev, "mtu", str(MTU)])
-            self.run(ns, ["ip", "addr", "add", f"{ip}/24", "dev", dev])
-            self.run(ns, ["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"])
-            self.run(ns, ["ip", "link", "set", dev, "up"])
-        for ip in sorted(set(NAMES.values()) | {DNS_IP}):
-            self.run(s, ["ip", "addr", "add", f"{ip}/24", "dev", SERVER_IF])
-        self.run(c, ["ip", "route", "add", "default", "via", ROUTER_CLIENT_IP])
-        self.run(s, ["ip", "route", "add", "default", "via", ROUTER_SERVER_IP])
+        self._veth(c, "client", r, "router.client")
+        self._veth(s, "server", r, "router.server")
+        for ns, end in ((c, "client"), (r, "router.client"), (r, "router.server"), (s, "server")):
+            self._configure(ns, end)
+        for ip in self.layout.server_extra:
+            self.run(s, ["ip", "addr", "add", f"{ip}/24", "dev", self.iface["server"]])
+        self._route(c, via="router.client", towards="server")
+        self._route(s, via="router.server", towards="client")
         self.run(r, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
         _log.info("lab topology %s up", self.tag)
+
+    def _veth(self, ns: str, end: str, peer_ns: str, peer_end: str) -> None:
+        """A veth pair: ``end`` made in ``ns``, its peer ``peer_end`` moved to ``peer_ns``."""
+        link = ["ip", "link", "add", "name", self.iface[end], "type", "veth"]
+        self.run(ns, [*link, "peer", "name", self.iface[peer_end], "netns", peer_ns])
+
+    def _configure(self, ns: str, end: str) -> None:
+        """MTU, address and offloads of one veth end, then up."""
+        dev = self.iface[end]
+        self.run(ns, ["ip", "link", "set", dev, "mtu", str(MTU)])
+        self.run(ns, ["ip", "addr", "add", f"{self.addr[end]}/24", "dev", dev])
+        self._offloads_off(ns, dev)
+        self.run(ns, ["ip", "link", "set", dev, "up"])
+
+    def _offloads_off(self, ns: str, dev: str) -> None:
+        if not self.layout.offloads:
+            return
+        if shutil.which("ethtool") is None:
+            _log.warning("ethtool missing: offloads stay on for %s/%s", ns, dev)
+            return
+        features = [word for name in self.layout.offloads for word in (name, "off")]
+        self.run(ns, ["ethtool", "-K", dev, *features])
+
+    def _route(self, ns: str, *, via: str, towards: str) -> None:
+        """Route from ``ns`` through the router: everything, or only the ``towards`` /24."""
+        dest = "default"
+        if not self.layout.default_routes:
+            dest = str(ipaddress.ip_interface(f"{self.addr[towards]}/24").network)
+        self.run(ns, ["ip", "route", "add", dest, "via", self.addr[via]])
 
     def close(self) -> None:
         """Stop the lab's processes and delete its namespaces (idempotent, never raises)."""
@@ -276,8 +363,7 @@ class LabTopology:
             self.stop(proc)
         for ns in reversed(self._created):
             try:
-                _kill_ns_pids(ns)
-                _run(["ip", "netns", "del", ns], check=False)
+                delete_namespace(ns)
             except Exception:  # noqa: BLE001 - cleanup must go on
                 _log.warning("could not delete namespace %s", ns, exc_info=True)
         self._created.clear()
@@ -285,37 +371,44 @@ class LabTopology:
 
     # -- commands --------------------------------------------------------------------------
     def run(
-        self, ns: str, argv: Sequence[str], check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a short command inside namespace ``ns``.
-
-        Raises:
-            LabError: the command exited non-zero and ``check`` is true.
-        """
-        return _run(["ip", "netns", "exec", ns, *argv], check=check)
-
-    def popen(
         self,
         ns: str,
         argv: Sequence[str],
-        log: Path | None = None,
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Start a long-running process inside ``ns``; :meth:`close` stops it.
+        check: bool = True,
+        *,
+        timeout: float = 30.0,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a short command inside namespace ``ns`` of this topology (see :func:`run_in`).
 
-        Its stdout and stderr go to ``log`` (or nowhere).
+        Raises:
+            LabError: the command exited non-zero and ``check`` is true.
+            ValueError: ``ns`` is not one of this topology's namespaces.
         """
+        self._own(ns)
+        return run_in(ns, argv, check=check, timeout=timeout, input=input)
+
+    def popen(
+        self, ns: str, argv: Sequence[str], log: Path | None = None, **options: Any
+    ) -> subprocess.Popen[Any]:
+        """Start a long-running process inside ``ns`` in its own session; :meth:`close`
+        stops it.
+
+        Its stdout and stderr go to ``log`` (appended) or nowhere, its stdin is empty;
+        ``options`` are more keyword arguments of :class:`subprocess.Popen` (``env``,
+        ``cwd``, or ``stdout``, ``text`` and the like to override that).
+
+        Raises:
+            ValueError: ``ns`` is not one of this topology's namespaces.
+        """
+        self._own(ns)
         out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        options.setdefault("stdout", out)
+        options.setdefault("stderr", subprocess.STDOUT if log is not None else subprocess.DEVNULL)
+        options.setdefault("stdin", subprocess.DEVNULL)
         try:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", ns, *argv],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
+                ["ip", "netns", "exec", ns, *argv], start_new_session=True, **options
             )
         finally:
             if not isinstance(out, int):
@@ -324,7 +417,7 @@ class LabTopology:
         return proc
 
     def stop(
-        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5.0
+        self, proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait_s: float = 5.0
     ) -> int | None:
         """Stop one process started by :meth:`popen` (signal, wait, then SIGKILL)."""
         if proc.poll() is None:
@@ -340,8 +433,12 @@ class LabTopology:
             self._procs.remove(proc)
         return proc.returncode
 
+    def _own(self, ns: str) -> None:
+        if ns not in self.namespaces:
+            raise ValueError(f"{ns!r} is not a namespace of this topology")
 
-def _describe(proc: subprocess.Popen[bytes]) -> str:
+
+def _describe(proc: subprocess.Popen[Any]) -> str:
     args = proc.args
     if isinstance(args, (list, tuple)):
         words = [str(a) for a in args[4:]]  # skip "ip netns exec NS"
@@ -350,9 +447,7 @@ def _describe(proc: subprocess.Popen[bytes]) -> str:
     return str(args)
 
 
-def wait_for_marker(
-    proc: subprocess.Popen[bytes], log: Path, marker: str, timeout_s: float
-) -> None:
+def wait_for_marker(proc: subprocess.Popen[Any], log: Path, marker: str, timeout_s: float) -> None:
     """Wait until ``log`` (the process's output file) contains ``marker``.
 
     Raises:
