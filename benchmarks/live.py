@@ -45,10 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.lab_live import api, cpu_seconds, metric, start_live, status_kb
+from benchmarks.lab_live import api, cpu_seconds, fresh_port, metric, status_kb
 from classifier.enforce.audit import read_audit
 from classifier.enforce.nft import Backend, NftTable
 from training.lab.generate import Lab
+from training.lab.live import start_live
 from training.lab.scenarios import plan_session
 from training.lab.topology import (
     CLIENT_IP,
@@ -62,6 +63,8 @@ from training.lab.topology import (
 )
 
 API_PORT = 0  # set per live run: each run gets a fresh port
+#: The benchmarks' decoder names and `shortflow live --engine`'s.
+_ENGINES = {"batch": "fast", "python": "reference"}
 
 
 def _live(
@@ -72,10 +75,21 @@ def _live(
     decoder: str = "batch",
     before: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """Start `shortflow live` in the router namespace (``benchmarks.lab_live``); decoder
-    "before" runs the checkout ``before``."""
+    """Start `shortflow live` in the router namespace (``training.lab.live``) with the API on
+    a fresh port; decoder batch or python (``--engine`` fast or reference), "before" runs
+    the checkout ``before`` (code from before the option existed: its default path, no
+    --engine)."""
     global API_PORT
-    run = start_live(topo, tmp, mode, capture, decoder, before)
+    old = decoder == "before"
+    run = start_live(
+        topo,
+        tmp,
+        mode,
+        capture=capture,
+        engine=None if old else _ENGINES.get(decoder, decoder),
+        api_port=fresh_port(),
+        checkout=before if old else None,
+    )
     API_PORT = run.port
     return run.proc, run.audit
 

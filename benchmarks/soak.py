@@ -3,7 +3,7 @@
 The lab (``training.lab.generate.Lab``: client, router and server namespaces in
 10.77.0.0/16 with no route out, the lab's TLS/QUIC/DNS servers, a network profile) carries,
 from the client namespace through the router where `shortflow live --enforce nft` runs
-(``benchmarks.lab_live``: AF_PACKET, its DNS forwarder, the API on loopback):
+(``training.lab.live``: AF_PACKET, its DNS forwarder, the API on loopback):
 
 * video: ``--video-clients`` lab players at once, each playing Shorts and long-form
   sessions in turn (``--video-s`` each; the first starts with Shorts, the second with
@@ -66,16 +66,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.lab_live import (
-    LiveRun,
-    api,
-    cpu_seconds,
-    fd_count,
-    metric,
-    start_live,
-    status_kb,
-)
+from benchmarks.lab_live import api, cpu_seconds, fd_count, fresh_port, metric, status_kb
 from training.lab.generate import Lab, sigterm_as_interrupt
+from training.lab.live import LiveRun, start_live
 from training.lab.scenarios import plan_session
 from training.lab.topology import (
     CLIENT_IP,
@@ -528,7 +521,16 @@ class Soak:
 
     def start(self) -> Watched:
         offset = self.audit.stat().st_size if self.audit.exists() else 0
-        run = start_live(self.topo, self.tmp, "nft", audit=self.audit, name=f"soak-{self.starts}")
+        run = start_live(
+            self.topo,
+            self.tmp,
+            "nft",
+            capture="afpacket",
+            engine="fast",
+            api_port=fresh_port(),
+            audit=self.audit,
+            name=f"soak-{self.starts}",
+        )
         self.starts += 1
         return Watched(run, offset)
 

@@ -1,6 +1,7 @@
 """Helpers the live-router end-to-end tests share: start `shortflow live` in the lab's router
-namespace, play a lab session from the client namespace, read the ruleset, reach a port of
-the router namespace from the test's own namespace.
+namespace with the tests' defaults (``training.lab.live`` builds the command line), play a
+lab session from the client namespace, read the ruleset, reach a port of the router
+namespace from the test's own namespace.
 
 Import only from tests that are skipped without the lab (``pytest.importorskip`` of
 ``training.lab.generate`` first).
@@ -20,18 +21,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.lab import live
 from training.lab.scenarios import plan_session
 from training.lab.topology import (
-    DNS_IP,
-    ROUTER_CLIENT_IF,
     ROUTER_CLIENT_IP,
     child_env,
     repo_root,
-    wait_for_marker,
 )
 
 __all__ = [
-    "POLICY",
     "ruleset",
     "without_shortflow",
     "start_live",
@@ -42,15 +40,6 @@ __all__ = [
     "nft_elements",
     "NetnsForward",
 ]
-
-POLICY = """
-mode = "nft"
-block_seconds = {block}
-[agreement]
-k = 2
-n = 3
-threshold = 0.5
-"""
 
 
 def ruleset(topo: Any) -> str:
@@ -78,41 +67,13 @@ def start_live(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    """`shortflow live --enforce MODE` on the router's client interface with its DNS
-    forwarder and a policy of MODE (blocks of ``block`` s, 2 of 3 at 0.5); returns the
-    process and its audit log once it says it runs."""
-    policy = tmp / f"policy-{mode}.toml"
-    policy.write_text(POLICY.format(block=block).replace('"nft"', f'"{mode}"'))
-    audit = tmp / f"audit-{mode}.jsonl"
-    log = tmp / f"live-{mode}.log"
-    proc = the_lab.topo.popen(
-        the_lab.topo.router_ns,
-        [
-            sys.executable,
-            "-m",
-            "classifier.cli",
-            "-v",
-            "live",
-            "--iface",
-            ROUTER_CLIENT_IF,
-            "--enforce",
-            mode,
-            "--policy",
-            str(policy),
-            "--audit-log",
-            str(audit),
-            "--dns-listen",
-            f"{ROUTER_CLIENT_IP}:53",
-            "--dns-upstream",
-            DNS_IP,
-            *extra_args,
-        ],
-        log=log,
-        env={**child_env(), **(env or {})},
-        cwd=repo_root(),
+    """:func:`training.lab.live.start_live` with the tests' defaults (``-v``, live's own
+    capture and engine, blocks of ``block`` s); the process and its audit log once it says
+    it runs."""
+    run = live.start_live(
+        the_lab.topo, tmp, mode, block_s=block, verbose=True, extra_args=extra_args, env=env
     )
-    wait_for_marker(proc, log, "live on", 60.0)
-    return proc, audit
+    return run.proc, run.audit
 
 
 def start_play(
