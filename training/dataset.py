@@ -25,6 +25,7 @@ from classifier.features.engine import featurize
 from classifier.features.featurize import FeaturizeConfig, FeaturizeStats
 from classifier.features.schema import SCHEMA_VERSION
 from classifier.model.predict import MODEL_INPUT_COLUMNS, model_inputs
+from classifier.names.services import DEFAULT_RULES_PATH
 from classifier.parallel import ordered_map
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "source_of",
     "default_cache_dir",
     "featurize_cached",
+    "cache_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,8 +117,11 @@ def load_rows(manifests: Sequence[Path | str]) -> list[Any]:
     return rows
 
 
-def _config_key(config: FeaturizeConfig) -> str:
-    text = f"schema={SCHEMA_VERSION};{config!r}"
+def cache_key(config: FeaturizeConfig, rules: Path = DEFAULT_RULES_PATH) -> str:
+    """The cache key of a featurize configuration: the table's schema, the configuration
+    and the service name rules (a table's ``service`` and ``category`` come from them)."""
+    digest = hashlib.sha256(rules.read_bytes()).hexdigest()[:12]
+    text = f"schema={SCHEMA_VERSION};rules={digest};{config!r}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -132,7 +137,7 @@ def featurize_cached(
     rows). Whole tables keep the reference engine: its rows come in the order flows end,
     which the cached tables and the models fitted on them were built with. Raises
     :class:`DatasetError` when the capture cannot be read."""
-    key = _config_key(config) + (f"-{len(columns)}cols" if columns else "")
+    key = cache_key(config) + (f"-{len(columns)}cols" if columns else "")
     cached = cache_dir / f"{sha256}-{key}.parquet" if cache_dir else None
     if cached is not None and cached.is_file():
         try:

@@ -126,7 +126,16 @@ def test_short_form_categories_rule_out_the_others(tmp_path: Path) -> None:
     assert not rules.may_be_short_form("video")
     assert rules.may_be_short_form(UNKNOWN)  # no name: judged by shape
     packaged = default_rules()
-    for category in ("call", "audio", "web", "long-form-video", "live-video", "messaging"):
+    for category in (
+        "call",
+        "audio",
+        "web",
+        "long-form-video",
+        "live-video",
+        "messaging",
+        "productivity",
+        "system",
+    ):
         assert not packaged.may_be_short_form(category), category
     for category in ("short-form-service", "video-cdn", "social", "cdn", UNKNOWN):
         assert packaged.may_be_short_form(category), category
@@ -181,3 +190,27 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_packaged_file_is_the_default() -> None:
     assert DEFAULT_RULES_PATH.name == "services.toml" and DEFAULT_RULES_PATH.exists()
     assert load_rules().services == default_rules().services
+
+
+@pytest.mark.parametrize(
+    ("name", "service", "category"),
+    [
+        ("outlook.office365.com", "microsoft-365", "productivity"),
+        ("northeurope1-mediap.svc.ms", "microsoft-365", "productivity"),
+        ("teams.microsoft.com", "teams", "call"),  # the longer suffix wins over microsoft.com
+        ("teams.live.com", "teams", "call"),  # ... and over live.com
+        ("ctldl.windowsupdate.com", "microsoft", "system"),
+        ("uc.dropboxusercontent.com", "dropbox", "productivity"),
+        ("app.slack.com", "slack", "productivity"),
+        ("gateway.icloud.com", "apple", "system"),
+        ("facetime.apple.com", "facetime", "call"),
+        ("cache1-fra1.steamcontent.com", "steam", "system"),
+    ],
+)
+def test_work_and_system_services_are_named_and_never_short_form(
+    name: str, service: str, category: str
+) -> None:
+    rules = default_rules()
+    assert rules.service_for(name) == service
+    assert rules.category_for(service) == category
+    assert not rules.may_be_short_form(category)

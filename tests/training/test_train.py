@@ -187,6 +187,20 @@ def test_cache_is_used_and_parallel_equals_serial(dataset: Path, tmp_path: Path)
     pd.testing.assert_frame_equal(serial, parallel)
 
 
+def test_cache_key_follows_the_service_rules(tmp_path: Path) -> None:
+    # a cached table holds each flow's service and category: new name rules need new tables
+    from classifier.features.featurize import FeaturizeConfig
+    from classifier.names.services import DEFAULT_RULES_PATH
+    from training.dataset import cache_key
+
+    config = FeaturizeConfig()
+    edited = tmp_path / "services.toml"
+    edited.write_text(DEFAULT_RULES_PATH.read_text().replace('"db.tt"', '"db.tt", "x.example"'))
+    assert cache_key(config, edited) != cache_key(config)
+    assert cache_key(config, DEFAULT_RULES_PATH) == cache_key(config)
+    assert cache_key(FeaturizeConfig(window=1.0)) != cache_key(config)
+
+
 def test_dask_scheduler(dataset: Path, tmp_path: Path) -> None:
     pytest.importorskip("dask.distributed")
     from training.dataset import build_table
