@@ -294,6 +294,20 @@ def test_rows_with_wrong_columns(client: httpx.Client) -> None:
     wrong = [dict(rows[0], duration="long")]
     body = _is_problem(client.post("/v1/flows:classify", json={"rows": wrong}), 422)
     assert "duration" in str(body["detail"])
+    # an integer too large for a float is a wrong value (was a 500), in any row
+    for at in (0, 1):
+        huge = [dict(r) for r in rows[:2]]
+        huge[at]["duration"] = "HUGE"
+        text = json.dumps({"rows": huge}).replace('"HUGE"', "1" + "0" * 400)
+        body = _is_problem(
+            client.post(
+                "/v1/flows:classify",
+                content=text.encode(),
+                headers={"content-type": "application/json"},
+            ),
+            422,
+        )
+        assert f"row {at}" in str(body["detail"]) and "duration" in str(body["detail"])
     body = _is_problem(client.post("/v1/flows:classify", json={"rows": [{"a": 1}]}), 422)
     assert "missing columns" in str(body["detail"])
     assert len(MODEL_INPUT_COLUMNS) > 100

@@ -111,10 +111,20 @@ def _check_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return sorted(extra)
 
 
+def _finite_number(v: Any) -> bool:
+    """Whether ``v`` is an int or float that a float64 holds as a finite number."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
 def _bad_value(rows: Sequence[dict[str, Any]], column: str) -> ApiProblem:
     for i, row in enumerate(rows):
         v = row[column]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if not _finite_number(v):
             return ApiProblem(
                 422,
                 f"row {i}: column '{column}' must be a finite number, got {v!r}"[:300],
@@ -139,9 +149,13 @@ def rows_arrays(
             if type(v) is not float and type(v) is not int
         )
         raise _bad_value(rows, _FEATURES[bad % len(_FEATURES)])
-    values = np.fromiter(
-        chain.from_iterable(table), dtype=np.float64, count=len(rows) * len(_FEATURES)
-    ).reshape(len(rows), len(_FEATURES))
+    try:
+        values = np.fromiter(
+            chain.from_iterable(table), dtype=np.float64, count=len(rows) * len(_FEATURES)
+        ).reshape(len(rows), len(_FEATURES))
+    except OverflowError:  # an int beyond float range
+        bad = next(i for i, v in enumerate(chain.from_iterable(table)) if not _finite_number(v))
+        raise _bad_value(rows, _FEATURES[bad % len(_FEATURES)]) from None
     if not np.isfinite(values).all():
         bad_col = _FEATURES[int(np.argwhere(~np.isfinite(values))[0][1])]
         raise _bad_value(rows, bad_col)
