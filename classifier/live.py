@@ -17,6 +17,10 @@ What it does goes to the log at INFO (:mod:`classifier.live_report`): a ``verdic
 when a (client, group)'s label or the action on it changes (block, would block in
 dry-run, none), an ``unblock`` line when its blocks run out or are lifted, and a
 ``summary`` line every ``summary_every`` seconds and at exit.
+
+After a large batch of flows ended or judged, and at least once a minute, the loop gives
+the C heap's free memory back to the kernel (:class:`classifier.live_memory.Trimmer`;
+glibc only), so a burst of flows does not leave the process's RSS a step higher.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.schema import FEATURE_COLUMNS, compute_features
 from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig
+from classifier.live_memory import Trimmer
 from classifier.live_report import Report, VerdictLog, action_of, summary_text
 from classifier.live_sessions import SessionTracker
 from classifier.live_state import LiveState
@@ -176,6 +181,7 @@ class LiveRouter:
         self._started = self._clock()
         self._next_summary = self._started + (cfg.summary_every or float("inf"))
         self._next_expiry = self._started
+        self.trimmer = Trimmer()
         self._start_recorder()
         note = enforcement_status(cfg.enforce, self.policy.current.mode)["note"]
         if note is not None:  # one line, at the default log level
@@ -331,13 +337,14 @@ class LiveRouter:
         self.state.record_packets(packets)
         now = self._clock()
         table.sweep(now)
-        for flow in table.pop_ended():
+        ended = table.pop_ended()
+        for flow in ended:
             self.state.remove_flow(_key(flow))
         stats = self.source.stats
         self.state.counters["packets"] = stats.packets
         self.state.counters["received"] = stats.received
         self.state.counters["drops"] = stats.dropped
-        self._judge(now)
+        judged = self._judge(now)
         if self.tracker is not None and self.tracker.due(now):
             with self._names_lock:
                 self._judge_sessions(now)
@@ -347,6 +354,8 @@ class LiveRouter:
         if now >= self._next_summary:
             self.log_summary()
             self._next_summary = now + self.config.summary_every
+        # a burst's flows freed leave the C heap's pages resident: give them back
+        self.trimmer.step(len(ended) + judged)
 
     def _judge_sessions(self, now: float) -> None:
         """Judge every (client, group) on the window that ends now; a short-form
@@ -454,13 +463,15 @@ class LiveRouter:
         if report.new_blocks:
             self.state.incr("blocks", report.new_blocks)
 
-    def _judge(self, now: float) -> None:
+    def _judge(self, now: float) -> int:
+        """Judge the flows due at ``now``; how many."""
         due = self._schedule.pop_due(now)
         # in slices: a burst of new flows (a scan, a flood, a router started among busy
         # clients) then needs a slice's rows in memory at a time, not one row dict of ~150
         # boxed floats per flow for all of them at once
         for first in range(0, len(due), _JUDGE_SLICE):
             self._judge_flows(due[first : first + _JUDGE_SLICE])
+        return len(due)
 
     def _judge_flows(self, due: list[tuple[Flow, float]]) -> None:
         rows = []
