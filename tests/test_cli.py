@@ -127,7 +127,8 @@ def test_flows_uses_the_compiled_engine_unless_told_or_reading_through_tshark() 
     assert default.stdout == reference.stdout and "udp" in default.stdout
     assert "ahead-of-time" not in default.stderr  # the built kernels were used
     code = (
-        "import sys\nfrom classifier.cli import build_parser, engine\n"
+        "import sys\nfrom classifier.cli.app import build_parser\n"
+        "from classifier.cli.options import engine\n"
         "p = build_parser()\n"
         "for argv, want in (([], 'fast'), (['--engine', 'reference'], 'reference'),"
         " (['--backend', 'tshark'], 'reference')):\n"
@@ -164,7 +165,7 @@ def test_backend_builtin_and_its_older_names(tmp_path: Path) -> None:
 def test_live_engine_and_its_older_name_decoder() -> None:
     """``shortflow live --engine fast|reference``; ``--decoder batch|python`` is still
     read (batch is fast, python is reference) but no longer shown."""
-    from classifier.cli import build_parser
+    from classifier.cli.app import build_parser
     from classifier.errors import ShortflowError
     from classifier.live import LiveConfig
 

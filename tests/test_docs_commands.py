@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.cli import build_parser
+from classifier.cli.app import build_parser
 from classifier.enforce.policy import enforcement_status
 from tests.netns import requires_netns, run_in, scratch_netns
 

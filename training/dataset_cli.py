@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from classifier.cli_options import show_progress
+from classifier.cli.options import show_progress
 from training.manifest import SESSION_LABELS
 
 __all__ = ["register", "register_record"]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from classifier.cli_options import show_progress
+from classifier.cli.options import show_progress
 from classifier.enforce.policy import Policy
 
 __all__ = ["register"]

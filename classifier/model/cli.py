@@ -42,7 +42,7 @@ def verdicts_for_capture(
     summary line, and the activity timeline (None without a session model or with
     ``--no-timeline``)."""
     from classifier.capture.reader import is_builtin
-    from classifier.cli_options import engine, featurize_config
+    from classifier.cli.options import engine, featurize_config
     from classifier.features.report import featurize_files
     from classifier.model.artifact import load_model
     from classifier.model.predict import classify_table, client_summary
@@ -179,7 +179,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from classifier.cli_options import add_flow_options
+    from classifier.cli.options import add_flow_options
 
     p = sub.add_parser(
         "classify",

@@ -60,7 +60,7 @@ def test_choose_engine_refuses_what_it_cannot_do() -> None:
 
 
 def test_cli_engine_choices_are_the_engines() -> None:
-    from classifier.cli_options import ENGINE_CHOICES
+    from classifier.cli.options import ENGINE_CHOICES
 
     assert ENGINE_CHOICES == ENGINES
 
@@ -120,7 +120,7 @@ def test_cli_featurize_flows_and_classify_decide_in_choose_engine(
     caplog.set_level(logging.DEBUG, logger=DECISION_LOGGER)
     out = tmp_path / "f.csv"
     assert main(["featurize", "-q", str(SAMPLE), "-o", str(out)]) == 0
-    # the options are checked (cli_options.engine), then the file read: both ask it
+    # the options are checked (cli.options.engine), then the file read: both ask it
     assert set(_decisions(caplog)) == {"featurize engine: fast (asked for fast, backend builtin)"}
     caplog.clear()
     assert main(["flows", str(SAMPLE), "--engine", "reference", "--backend", "dpkt"]) == 0

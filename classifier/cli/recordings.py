@@ -1,7 +1,7 @@
 """`shortflow recordings list|start|stop|relabel|delete|download`: record a client's own
 traffic, labelled, on a running `shortflow live --api` (see docs/recording.md).
 
-Connection options as for `shortflow blocks` (:mod:`classifier.control_cli`): ``--api`` or
+Connection options as for `shortflow blocks` (:mod:`classifier.cli.control`): ``--api`` or
 ``SHORTFLOW_API_URL``, ``--token-file`` or ``SHORTFLOW_API_TOKEN``. Every failure is one
 line.
 """
@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from classifier.control_cli import _client, _connection
+from classifier.cli.control import _client, _connection
 from classifier.errors import ShortflowError
 from classifier.recording import RECORDING_LABELS
 

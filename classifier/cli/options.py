@@ -1,8 +1,9 @@
 """Options and helpers shared by the `shortflow` sub-command modules.
 
-:mod:`classifier.cli` builds the parser and registers the sub-commands that live in other
-modules (:mod:`classifier.model.cli`, :mod:`training.cli`, ...); those modules take their
-shared options from here, so none of them imports :mod:`classifier.cli` back.
+:mod:`classifier.cli.app` builds the parser and registers the sub-commands that live in
+other modules (:mod:`classifier.cli.live`, :mod:`classifier.model.cli`, :mod:`training.cli`,
+...); those modules take their shared options from here, so none of them imports
+:mod:`classifier.cli.app` back.
 """
 
 from __future__ import annotations

@@ -10,18 +10,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from classifier.cli_options import add_flow_options, engine, featurize_config, show_progress
+from classifier.cli.options import add_flow_options, engine, featurize_config, show_progress
 from classifier.errors import ShortflowError
 
-# the shared options live in classifier.cli_options; named here too for existing callers
-__all__ = [
-    "main",
-    "build_parser",
-    "add_flow_options",
-    "engine",
-    "featurize_config",
-    "show_progress",
-]
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger("shortflow")
 
@@ -143,9 +135,9 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     for module in (
         "classifier.model.cli",
         "classifier.api.cli",
-        "classifier.live_cli",
-        "classifier.control_cli",
-        "classifier.recordings_cli",
+        "classifier.cli.live",
+        "classifier.cli.control",
+        "classifier.cli.recordings",
         "classifier.enforce.export_cli",
         "training.cli",
     ):
@@ -191,7 +183,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
