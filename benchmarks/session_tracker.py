@@ -1,5 +1,5 @@
 """What the live session view costs per packet: the flow table alone vs the flow table with
-the session tracker (``classifier.live_sessions``), judging every 10 s of capture time.
+the session tracker (``classifier.live.sessions``), judging every 10 s of capture time.
 
 Usage: ``python benchmarks/session_tracker.py [CAPTURE] [--repeat N]``. Without CAPTURE the
 bundled sample is used. Packets are decoded once up front, then fed to a fresh featurizer
@@ -22,7 +22,7 @@ from classifier.capture.packet import Packet  # noqa: E402
 from classifier.capture.reader import open_capture  # noqa: E402
 from classifier.features.featurize import FeaturizeConfig, Featurizer  # noqa: E402
 from classifier.features.session import SessionConfig  # noqa: E402
-from classifier.live_sessions import SessionTracker  # noqa: E402
+from classifier.live.sessions import SessionTracker  # noqa: E402
 
 SAMPLE = ROOT / "datasets" / "samples" / "sample.pcap"
 

@@ -1,5 +1,5 @@
 """The columns and session labels of a dataset manifest (``training/manifest.py`` reads and
-writes manifests; the live recorder, ``classifier/recording.py``, writes one). Defined here
+writes manifests; the live recorder, ``classifier/live/recording.py``, writes one). Defined here
 so that both use one definition without ``classifier`` importing ``training``."""
 
 from __future__ import annotations

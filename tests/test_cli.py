@@ -167,7 +167,7 @@ def test_live_engine_and_its_older_name_decoder() -> None:
     read (batch is fast, python is reference) but no longer shown."""
     from classifier.cli.app import build_parser
     from classifier.errors import ShortflowError
-    from classifier.live import LiveConfig
+    from classifier.live.router import LiveConfig
 
     parser = build_parser()
     for argv, want in (

@@ -1,4 +1,4 @@
-"""`shortflow live`'s malloc settings (classifier.live_memory): measured on this process
+"""`shortflow live`'s malloc settings (classifier.live.memory): measured on this process
 and on a child, not mocked."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.live_memory import Trimmer, glibc, limit_arenas, trim
+from classifier.live.memory import Trimmer, glibc, limit_arenas, trim
 
 needs_glibc = pytest.mark.skipif(not glibc(), reason="malloc_trim and mallopt are glibc's")
 
@@ -40,7 +40,7 @@ def test_trim_gives_a_freed_burst_back() -> None:
 _ARENAS = textwrap.dedent(
     """
     import ctypes, sys, threading
-    from classifier.live_memory import limit_arenas
+    from classifier.live.memory import limit_arenas
     if sys.argv[1] == "limit":
         assert limit_arenas()
     barrier = threading.Barrier(9)

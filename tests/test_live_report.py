@@ -16,8 +16,8 @@ from classifier.cli import main as cli_main
 from classifier.enforce.audit import AuditLog, read_audit
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import PolicyHolder, parse_policy
-from classifier.live_report import VerdictLog, summary_text
-from classifier.live_state import LiveState
+from classifier.live.report import VerdictLog, summary_text
+from classifier.live.state import LiveState
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
 C, S = "10.77.1.2", "10.77.2.2"
@@ -297,7 +297,7 @@ def test_router_logs_changes_not_judgements(
     """The live decision path (shipped session model, dry-run) on the sample capture
     replayed four times with a fake clock: every session is judged every 10 s, the log
     has a line per change only, the would-be block is said once and counted once."""
-    from classifier.live import LiveConfig, LiveRouter
+    from classifier.live.router import LiveConfig, LiveRouter
 
     policy = tmp_path / "policy.toml"  # low enough for the sample's Shorts to be blocked
     policy.write_text('mode = "dry-run"\n[agreement]\nk = 2\nn = 3\nthreshold = 0.15\n')
@@ -351,7 +351,7 @@ def test_a_burst_of_new_flows_gets_a_verdict_each(tmp_path: Path) -> None:
     """More new flows at once than one model call takes (a scan, a flood): every flow is
     judged at its first check, each with its own verdict."""
     from classifier.capture.packet import Packet
-    from classifier.live import _JUDGE_SLICE, LiveConfig, LiveRouter
+    from classifier.live.router import _JUDGE_SLICE, LiveConfig, LiveRouter
 
     count = 2 * _JUDGE_SLICE + 5
     clock = Clock(1_700_000_000.0)

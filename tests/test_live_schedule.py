@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from classifier.flows import Flow, FlowKey
-from classifier.live import _CheckSchedule
+from classifier.live.router import _CheckSchedule
 from tests.packets import udp
 
 

@@ -12,7 +12,7 @@ from classifier.capture.reader import open_capture
 from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.featurize_fast import featurize_fast
 from classifier.features.session import SESSION_FEATURES, SessionConfig, latest_windows
-from classifier.live_sessions import SessionTracker
+from classifier.live.sessions import SessionTracker
 from classifier.model.timeline import ACTIVITY_CONFIG
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"

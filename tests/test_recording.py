@@ -1,4 +1,4 @@
-"""The recorder of a client's own traffic (classifier.recording): real pcap files, a real
+"""The recorder of a client's own traffic (classifier.live.recording): real pcap files, a real
 writer thread, real manifests checked by the dataset code, a real SIGKILLed process."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from classifier.enforce.audit import AuditLog
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import PolicyHolder
 from classifier.errors import RecordingError, RecordingNotFound
-from classifier.live_state import LiveState
-from classifier.recording import MANIFEST_HEADER, SESSION_LABELS, Recorder
+from classifier.live.recording import MANIFEST_HEADER, SESSION_LABELS, Recorder
+from classifier.live.state import LiveState
 
 ROOT = Path(__file__).resolve().parents[1]
 PHONE = "10.77.1.2"
@@ -294,7 +294,7 @@ KILLED = """
 import sys, time
 sys.path.insert(0, sys.argv[2])
 from pathlib import Path
-from classifier.recording import Recorder
+from classifier.live.recording import Recorder
 from tests.test_recording import _tcp
 r = Recorder(Path(sys.argv[1]))
 r.start("10.77.1.2", 5, "shorts")

@@ -30,7 +30,7 @@ from classifier.api.routers import captures, flows, health, model, policy, recor
 from classifier.api.routers import live as live_routes
 from classifier.api.settings import Settings
 from classifier.errors import ModelError
-from classifier.live_state import LiveState
+from classifier.live.state import LiveState
 from classifier.model.artifact import load_model
 from classifier.model.session_model import (
     SessionModel,

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from classifier.live_state import LiveState
+    from classifier.live.state import LiveState
 
 __all__ = ["ApiMetrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
 

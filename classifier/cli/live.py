@@ -95,11 +95,11 @@ class _DecoderAlias(argparse.Action):
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
-    from classifier.live_memory import limit_arenas
+    from classifier.live.memory import limit_arenas
 
     # before the API, DNS and capture threads start: they then share two malloc arenas
     limit_arenas()
-    from classifier.live import LiveConfig, LiveRouter
+    from classifier.live.router import LiveConfig, LiveRouter
 
     if getattr(args, "decoder_alias", False):
         log.warning("--decoder is the older name of --engine (batch: fast, python: reference)")

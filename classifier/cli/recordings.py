@@ -18,7 +18,7 @@ from typing import Any
 
 from classifier.cli.control import _client, _connection
 from classifier.errors import ShortflowError
-from classifier.recording import RECORDING_LABELS
+from classifier.live.recording import RECORDING_LABELS
 
 __all__ = ["register"]
 

@@ -28,7 +28,7 @@ from classifier.api.routers import run_cpu
 from classifier.enforce.audit import read_audit
 from classifier.enforce.policy import CATEGORIES, MODES, SINKHOLE_ANSWERS
 from classifier.errors import RecordingError, RecordingNotFound, ShortflowError
-from classifier.live_state import LiveState
+from classifier.live.state import LiveState
 from classifier.web import policy_form
 from classifier.web.clients import ALIASES_FILE, Aliases, read_leases
 from classifier.web.session import COOKIE, MAX_AGE, Signer, Who, token_matches, who
@@ -837,7 +837,7 @@ def _client_path(ip: str) -> str:
 
 def _recording_view(live: LiveState | None) -> dict[str, Any]:
     """What the recordings section needs besides the list."""
-    from classifier.recording import RECORDING_LABELS
+    from classifier.live.recording import RECORDING_LABELS
 
     return {
         "rec_labels": [(lab, _LABEL_NAMES.get(lab, lab)) for lab in RECORDING_LABELS],

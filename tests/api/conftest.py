@@ -26,9 +26,9 @@ from classifier.enforce.audit import AuditLog
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import PolicyHolder
 from classifier.features.schema import FEATURE_COLUMNS
-from classifier.live_state import LiveState
+from classifier.live.recording import Recorder
+from classifier.live.state import LiveState
 from classifier.model.artifact import LABELS, save_model
-from classifier.recording import Recorder
 from tests.shared_data import SHARED
 
 PCAPS = SHARED

@@ -17,7 +17,7 @@ from classifier.api import Settings
 from classifier.enforce.audit import AuditLog
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import PolicyHolder
-from classifier.live_state import LiveState
+from classifier.live.state import LiveState
 from tests.api.conftest import TOKEN, RunningServer, ServerFactory, make_live
 
 POLICY = 'mode = "dry-run"\nblock_seconds = 120\n'

@@ -11,7 +11,7 @@ import pytest
 from classifier.enforce.audit import AuditLog
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import MODES, Policy, PolicyHolder, enforcement_status
-from classifier.live_state import LiveState
+from classifier.live.state import LiveState
 
 
 def test_dry_run_flag_and_nft_policy_disagree_in_one_line() -> None:

@@ -11,7 +11,7 @@ import pytest
 from classifier.enforce.audit import AuditLog
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import PolicyHolder
-from classifier.live_state import LiveState
+from classifier.live.state import LiveState
 from classifier.web.usage import UsageLog
 
 TOKEN = "web-test-token-0123456789abcdef"

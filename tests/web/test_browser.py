@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from classifier.api import Settings, create_app
-from classifier.recording import Recorder
+from classifier.live.recording import Recorder
 from tests.api.conftest import RunningServer, start_server
 from tests.test_recording import _tcp
 from tests.web.browser import chromium, requires_browser, screenshot_dir, shoot, submit

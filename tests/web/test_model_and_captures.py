@@ -82,7 +82,7 @@ def test_captures_page(client: TestClient, tmp_path: Path) -> None:
 def test_model_chosen_on_the_page_is_used_by_the_live_router(models: Path, tmp_path: Path) -> None:
     """With live mode, a chosen model with the same session view decides from the next
     judgement on; one without a session model is refused and the running one stays."""
-    from classifier.live import LiveConfig, LiveRouter
+    from classifier.live.router import LiveConfig, LiveRouter
     from classifier.model.artifact import DEFAULT_MODEL_DIR
 
     shutil.copytree(DEFAULT_MODEL_DIR, models / "default-copy", dirs_exist_ok=True)

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from classifier.api import Settings, create_app
-from classifier.recording import Recorder
+from classifier.live.recording import Recorder
 from tests.test_recording import PHONE, _tcp
 from tests.web.conftest import TOKEN, WebLive, feed
 

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from classifier.api.metrics import ApiMetrics
 from classifier.api.problems import ApiProblem
 from classifier.api.settings import Settings
-from classifier.live_state import LiveState
+from classifier.live.state import LiveState
 from classifier.model.artifact import LoadedModel
 
 __all__ = [

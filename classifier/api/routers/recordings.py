@@ -1,5 +1,5 @@
 """Recordings of a client's own traffic on the live router (token required): start, list,
-download, relabel, stop, delete. The work is in :mod:`classifier.recording`."""
+download, relabel, stop, delete. The work is in :mod:`classifier.live.recording`."""
 
 from __future__ import annotations
 

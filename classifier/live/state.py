@@ -30,7 +30,7 @@ from classifier.errors import PolicyError, RecordingError
 
 if TYPE_CHECKING:
     from classifier.capture.packet import Packet
-    from classifier.recording import Recorder
+    from classifier.live.recording import Recorder
 
 if TYPE_CHECKING:
     from classifier.web.usage import UsageLog
@@ -435,7 +435,7 @@ class LiveState:
         return self.set_policy_doc(doc, source)
 
     # -- recordings -----------------------------------------------------------------------
-    # (classifier.recording.Recorder does the work; errors are RecordingError, one line)
+    # (classifier.live.recording.Recorder does the work; errors are RecordingError, one line)
 
     def _recorder(self) -> Recorder:
         if self.recorder is None:

@@ -3,7 +3,7 @@
 The same :class:`~classifier.features.featurize.Featurizer` (flow table, names, feature
 groups) as offline builds the rows; the same model classifies them. When the model
 directory holds a session model, every (client, service or server network) is judged every
-10 s on its last 60 s (:mod:`classifier.live_sessions`) and those verdicts are what blocks
+10 s on its last 60 s (:mod:`classifier.live.sessions`) and those verdicts are what blocks
 (services decided by name, TikTok, still block at once); per-flow verdicts are kept for
 ``/v1/live/flows``. Without a session model, each flow is judged at
 its check points (1, 3, 5 and 10 s after it starts, then the last ``recheck`` seconds every
@@ -13,13 +13,13 @@ the enforcer blocks a client+service only when enough recent verdicts agree (pol
 (NFLOG / AF_PACKET never holds a packet), so if this process dies or falls behind, traffic
 flows.
 
-What it does goes to the log at INFO (:mod:`classifier.live_report`): a ``verdict`` line
+What it does goes to the log at INFO (:mod:`classifier.live.report`): a ``verdict`` line
 when a (client, group)'s label or the action on it changes (block, would block in
 dry-run, none), an ``unblock`` line when its blocks run out or are lifted, and a
 ``summary`` line every ``summary_every`` seconds and at exit.
 
 After a large batch of flows ended or judged, and at least once a minute, the loop gives
-the C heap's free memory back to the kernel (:class:`classifier.live_memory.Trimmer`;
+the C heap's free memory back to the kernel (:class:`classifier.live.memory.Trimmer`;
 glibc only), so a burst of flows does not leave the process's RSS a step higher.
 """
 
@@ -56,10 +56,10 @@ from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.schema import FEATURE_COLUMNS, compute_features
 from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig
-from classifier.live_memory import Trimmer
-from classifier.live_report import Report, VerdictLog, action_of, summary_text
-from classifier.live_sessions import SessionTracker
-from classifier.live_state import LiveState
+from classifier.live.memory import Trimmer
+from classifier.live.report import Report, VerdictLog, action_of, summary_text
+from classifier.live.sessions import SessionTracker
+from classifier.live.state import LiveState
 from classifier.model.artifact import DEFAULT_MODEL_DIR, LoadedModel, load_model
 from classifier.model.predict import SHORT_FORM_SERVICE, classify_table
 from classifier.model.session_model import (
@@ -228,7 +228,7 @@ class LiveRouter:
         cfg = self.config
         if cfg.data_dir is None:
             return
-        from classifier.recording import Recorder
+        from classifier.live.recording import Recorder
 
         try:
             recorder = Recorder(
@@ -305,7 +305,7 @@ class LiveRouter:
             self.log_summary(final=True)
 
     def summary(self) -> str:
-        """The running totals (see :func:`classifier.live_report.summary_text`)."""
+        """The running totals (see :func:`classifier.live.report.summary_text`)."""
         return summary_text(
             self.state.counters_snapshot(),
             self.state.label_counts(),
