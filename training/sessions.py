@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from classifier.enforce.policy import Policy
 from classifier.errors import DatasetError
 from classifier.features.session import (
     ACTIVITY_COLUMNS,
@@ -282,10 +283,12 @@ def under_block(preds: pd.DataFrame, block_seconds: float, step: float = 10.0) -
     short-form verdict renews it. Counterfactual: the traffic is taken as recorded, as if
     the block had not stopped it. Rows must be in time order within a session."""
     out = np.zeros(len(preds), dtype=bool)
+    window_end = preds["window_end"].to_numpy(float)
+    short = (preds["verdict"] == SHORT).to_numpy()
     keys = ["capture_id", "client", "group"]
     for rows in preds.groupby(keys, sort=False).indices.values():
-        ends = preds["window_end"].to_numpy(float)[rows]
-        called = ends[(preds["verdict"].to_numpy()[rows] == SHORT)]
+        ends = window_end[rows]
+        called = ends[short[rows]]
         if not len(called):
             continue
         start = ends - step
@@ -306,7 +309,7 @@ def _share(rows: pd.DataFrame, column: str, weight: str | None = None) -> float:
 
 
 def source_scores(
-    preds: pd.DataFrame, step: float = 10.0, block_seconds: float = 300.0
+    preds: pd.DataFrame, step: float = 10.0, block_seconds: float = Policy().block_seconds
 ) -> pd.DataFrame:
     """Per held-out source (and over all): minutes per class, the share of short-form time
     called short-form (by time and by bytes), the median seconds to a session's first
