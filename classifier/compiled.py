@@ -47,6 +47,7 @@ KERNEL_MODULES = (
     "classifier.features.featurize_fast",
     "classifier.names.extract_fast",
     "classifier.capture.live_fast",
+    "classifier.model.lean",
 )
 
 _HERE = Path(__file__).resolve().parent

@@ -15,12 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ArrayPredictor"]
+__all__ = ["ArrayPredictor", "FlowPredictor"]
+
+
+class FlowPredictor(Protocol):
+    """What :func:`classifier.model.predict.verdict_arrays` needs of a flow model's twin:
+    :class:`ArrayPredictor` or the lean export's
+    :class:`~classifier.model.lean.LeanForest`."""
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def predict_proba(
+        self, numeric: npt.NDArray[np.float64], service: Sequence[str]
+    ) -> npt.NDArray[np.float64]: ...
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
-
 from classifier import __version__
 from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, SCHEMA_VERSION
-from classifier.model.array_predict import ArrayPredictor
+from classifier.model.array_predict import ArrayPredictor, FlowPredictor
 
 __all__ = [
     "ModelInfo",
@@ -65,12 +63,14 @@ class ModelInfo:
 class LoadedModel:
     """A verified model: the scikit-learn pipeline and its sidecar; ``predictor``, the
     pipeline's array twin (:mod:`classifier.model.array_predict`), when it has the shape
-    shortflow trains."""
+    shortflow trains. A model loaded from its lean export
+    (:func:`classifier.model.lean.load_lean_model`) has no pipeline (None) and the lean
+    twin as ``predictor``."""
 
     pipeline: Any
     info: ModelInfo
     path: Path
-    predictor: ArrayPredictor | None = None
+    predictor: FlowPredictor | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -92,8 +92,13 @@ def save_model(
     training_manifest_sha256: str = "",
     metrics: dict[str, Any] | None = None,
 ) -> ModelInfo:
-    """Write ``model.joblib`` and ``model.json`` into ``directory`` and return the sidecar."""
+    """Write ``model.joblib`` and ``model.json`` into ``directory`` and return the sidecar,
+    plus the lean export ``lean.npz`` (:mod:`classifier.model.lean`) when the pipeline has
+    the supported shape (a stale one is removed otherwise)."""
+    import joblib
     import sklearn
+
+    from classifier.model.lean import write_flow_export
 
     directory.mkdir(parents=True, exist_ok=True)
     joblib_path = directory / _JOBLIB
@@ -111,6 +116,7 @@ def save_model(
         metrics=metrics or {},
     )
     (directory / _JSON).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
+    write_flow_export(pipeline, directory, info.sha256)
     return info
 
 
@@ -200,6 +206,8 @@ def load_model(directory: Path | str | None = None) -> LoadedModel:
             f"{directory}: model built for feature schema {info.schema_version}, "
             f"this shortflow computes schema {SCHEMA_VERSION}; retrain the model"
         )
+    import joblib
+
     try:
         pipeline = joblib.load(joblib_path)
     except Exception as exc:  # a verified file that still fails to unpickle

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -104,7 +103,13 @@ def save_session_model(
     created: str = "",
     metrics: dict[str, Any] | None = None,
 ) -> SessionModelInfo:
-    """Write ``session.joblib`` and ``session.json`` into ``directory``."""
+    """Write ``session.joblib`` and ``session.json`` into ``directory``, plus the lean
+    export ``session-lean.npz`` (:mod:`classifier.model.lean`) when the estimator has the
+    supported shape (a stale one is removed otherwise)."""
+    import joblib
+
+    from classifier.model.lean import write_session_export
+
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / _JOBLIB
     joblib.dump(estimator, path, compress=3)
@@ -119,6 +124,7 @@ def save_session_model(
         metrics=metrics or {},
     )
     (directory / _JSON).write_text(json.dumps(asdict(info), indent=2, sort_keys=True) + "\n")
+    write_session_export(estimator, directory, info.sha256)
     return info
 
 
@@ -152,6 +158,8 @@ def load_session_model(directory: Path | str) -> SessionModel:
         )
     if list(info.feature_columns) != list(SESSION_FEATURES):
         raise ModelError(f"{directory}: session model built for other session features; retrain it")
+    import joblib
+
     try:
         estimator = joblib.load(path)
         SessionConfig(**info.config)
