@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from classifier.capture.live import (
     DECODER_ALIASES,
@@ -61,7 +61,7 @@ from classifier.live.report import Report, VerdictLog, action_of, summary_text
 from classifier.live.sessions import SessionTracker
 from classifier.live.state import LiveState
 from classifier.model.artifact import DEFAULT_MODEL_DIR, LoadedModel, load_model
-from classifier.model.predict import SHORT_FORM_SERVICE, classify_table
+from classifier.model.predict import SHORT_FORM_SERVICE, verdict_arrays
 from classifier.model.session_model import (
     SHORT,
     SessionModel,
@@ -474,21 +474,41 @@ class LiveRouter:
         return len(due)
 
     def _judge_flows(self, due: list[tuple[Flow, float]]) -> None:
-        rows = []
-        for flow, end in due:
+        """Judge flows, each over its window ending at ``end``, and act on the verdicts.
+
+        No DataFrame: the features go straight into a float matrix and the verdicts come
+        from :func:`verdict_arrays`, with the values :func:`classify_table` gives."""
+        numeric = np.empty((len(due), len(FEATURE_COLUMNS)), dtype=np.float64)
+        services: list[str] = []
+        categories: list[str] = []
+        names: list[str | None] = []
+        windows: list[str] = []
+        for i, (flow, end) in enumerate(due):
             start = 0.0 if end <= self.config.checks[-1] else end - self.config.recheck
             meta = self.featurizer.flow_meta(flow)
-            meta.update(
-                zip(FEATURE_COLUMNS, compute_features(FlowView.of(flow, start, end)), strict=True)
+            numeric[i] = compute_features(FlowView.of(flow, start, end))
+            services.append(_interned(meta["service"], "unknown"))
+            categories.append(_interned(meta["category"], "unknown"))
+            names.append(meta["name"] or None)
+            windows.append(f"{start:g}-{end:g} s")
+        v = verdict_arrays(self.model, numeric, services, categories, names)
+        labels = [_interned(label, "") for label in v.label.tolist()]
+        probability = np.round(v.probability, 4).tolist()
+        p_short = np.round(v.p_short, 4).tolist()
+        for i, (flow, _) in enumerate(due):
+            self._act(
+                flow,
+                {
+                    "label": labels[i],
+                    "probability": probability[i],
+                    "p_short_form": p_short[i],
+                    "service": services[i],
+                    "category": categories[i],
+                    "name": names[i],
+                    "decision_window": windows[i],
+                    "reason": v.reason[i],
+                },
             )
-            meta["window_start"], meta["window_end"] = start, end
-            rows.append(meta)
-        verdicts = classify_table(self.model, pd.DataFrame(rows))
-        # only the columns acted on: records of all ~150 columns cost a burst of new flows
-        # seconds of CPU and hundreds of MB
-        records = verdicts[list(_ACTED_ON)].to_dict("records")
-        for (flow, _), verdict in zip(due, records, strict=True):
-            self._act(flow, verdict)
 
     def _act(self, flow: Flow, v: dict[str, Any]) -> None:
         key = flow.key
@@ -596,29 +616,22 @@ class _CheckSchedule:
 
 _JUDGE_SLICE = 1024
 """Flows judged per model call."""
-_ACTED_ON = (
-    "label",
-    "probability",
-    "p_short_form",
-    "service",
-    "category",
-    "name",
-    "decision_window",
-    "reason",
-)
-"""The verdict columns :meth:`LiveRouter._act` reads."""
+_STRINGS: dict[str, str] = {}
+"""One shared copy of each label, service and category string the verdicts hold."""
+
+
+def _interned(value: Any, missing: str) -> str:
+    """``value`` as a str (``missing`` for None/NaN), one shared copy per distinct value."""
+    if not isinstance(value, str):
+        value = missing if value is None or value != value else str(value)
+    return _STRINGS.setdefault(value, value) if len(_STRINGS) < 10_000 else value
 
 
 def _proto(proto: int) -> str:
     return "tcp" if proto == TCP else "udp"
 
 
-def _key(flow: Flow) -> dict[str, Any]:
+def _key(flow: Flow) -> tuple[str, str, int, str, int]:
+    """The flow's key for LiveState: (proto, client, client_port, server, server_port)."""
     k = flow.key
-    return {
-        "proto": _proto(k.proto),
-        "client": k.client,
-        "client_port": k.client_port,
-        "server": k.server,
-        "server_port": k.server_port,
-    }
+    return (_proto(k.proto), k.client, k.client_port, k.server, k.server_port)

@@ -82,6 +82,100 @@ def _key_dict(key: Mapping[str, Any] | tuple[Any, ...]) -> dict[str, Any]:
     return {f: _plain(v) for f, v in zip(_KEY_FIELDS, key, strict=False)}
 
 
+#: The fields of a live router's flow verdict (LiveRouter._act), in its order: such a
+#: verdict is kept as a tuple of values, any other as a dict.
+_VERDICT_FIELDS = (
+    "label",
+    "probability",
+    "p_short_form",
+    "service",
+    "name",
+    "window",
+    "reason",
+    "at",
+    "flow_start",
+)
+_WORDS: dict[str, str] = {}
+"""One shared copy of the short strings many flows' verdicts repeat (label, service,
+window)."""
+_SHARED = ("label", "service", "window")
+
+
+def _word(value: Any) -> Any:
+    if isinstance(value, str) and len(_WORDS) < 10_000:
+        return _WORDS.setdefault(value, value)
+    return value
+
+
+def _compact(
+    verdict: dict[str, Any], previous: tuple[Any, ...] | dict[str, Any] | None = None
+) -> tuple[Any, ...] | dict[str, Any]:
+    """A stored flow verdict: its values as a tuple when it has exactly the live router's
+    fields (in order), with the repeated strings shared and the values equal to those of
+    the ``previous`` stored verdict taken from it (one copy of a reason both keep); else
+    the dict itself."""
+    if tuple(verdict) != _VERDICT_FIELDS:
+        return verdict
+    values = [
+        _word(v) if f in _SHARED else v
+        for f, v in zip(_VERDICT_FIELDS, verdict.values(), strict=True)
+    ]
+    if isinstance(previous, tuple):
+        values = [
+            old if type(old) is type(new) and old == new else new
+            for old, new in zip(previous, values, strict=True)
+        ]
+    return tuple(values)
+
+
+def _verdict_dict(stored: tuple[Any, ...] | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(stored, tuple):
+        return dict(zip(_VERDICT_FIELDS, stored, strict=True))
+    return dict(stored)
+
+
+def _compact_key(key: Mapping[str, Any] | tuple[Any, ...], fid: FlowId) -> FlowId | dict[str, Any]:
+    """A stored flow key: the flow id itself when the key has exactly the five key fields
+    (in order, or a plain 5-tuple), else its dict."""
+    plain = _key_dict(key)
+    return fid if tuple(plain) == _KEY_FIELDS else plain
+
+
+class _FlowEntry:
+    """One flow LiveState knows: its key, latest verdict, first verdict (None while it is
+    the latest one), verdict count, last update and when it ended."""
+
+    __slots__ = ("key", "verdict", "first", "verdicts", "updated", "ended", "ended_at")
+
+    def __init__(self, key: FlowId | dict[str, Any]) -> None:
+        self.key = key
+        self.verdict: tuple[Any, ...] | dict[str, Any] = ()
+        self.first: tuple[Any, ...] | dict[str, Any] | None = None
+        self.verdicts = 0
+        self.updated = 0.0
+        self.ended = False
+        self.ended_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as ``LiveState.flows()`` returns it (new dicts, safe to change)."""
+        verdict = _verdict_dict(self.verdict)
+        return {
+            "key": dict(zip(_KEY_FIELDS, self.key, strict=True))
+            if isinstance(self.key, tuple)
+            else dict(self.key),
+            "verdict": verdict,
+            "first_verdict": dict(verdict) if self.first is None else _verdict_dict(self.first),
+            "verdicts": self.verdicts,
+            "updated": self.updated,
+            "ended": self.ended,
+            "ended_at": self.ended_at,
+        }
+
+
+def _ended_at(entry: Any) -> Any:
+    return entry.ended_at if isinstance(entry, _FlowEntry) else entry["ended_at"]
+
+
 def _nets(nets: tuple[Any, ...]) -> list[str]:
     return [str(n) for n in nets]
 
@@ -139,11 +233,11 @@ class LiveState:
         self.max_ended = max_ended
         self._clock = clock
         self._lock = threading.RLock()
-        self._flows: OrderedDict[FlowId, dict[str, Any]] = OrderedDict()
+        self._flows: OrderedDict[FlowId, _FlowEntry] = OrderedDict()
         self._sessions: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         # ended flows and sessions, earliest ended first, under a sequence number (the same
         # flow key or session can end more than once)
-        self._ended_flows: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._ended_flows: OrderedDict[int, _FlowEntry] = OrderedDict()
         self._ended_sessions: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._seq = itertools.count()
         self._reasons: dict[str, str] = {}
@@ -193,10 +287,10 @@ class LiveState:
         store[next(self._seq)] = entry
         self._prune(store, now)
 
-    def _prune(self, store: OrderedDict[int, dict[str, Any]], now: float) -> None:
+    def _prune(self, store: OrderedDict[int, Any], now: float) -> None:
         while store and (
             len(store) > self.max_ended
-            or now - next(iter(store.values()))["ended_at"] > self.keep_ended
+            or now - _ended_at(next(iter(store.values()))) > self.keep_ended
         ):
             store.popitem(last=False)
 
@@ -212,16 +306,15 @@ class LiveState:
         with self._lock:
             entry = self._flows.pop(fid, None)
             if entry is None:
-                entry = {
-                    "key": _key_dict(flow_key),
-                    "verdicts": 0,
-                    "first_verdict": clean,
-                    "ended": False,
-                    "ended_at": None,
-                }
-            entry["verdict"] = clean
-            entry["verdicts"] += 1
-            entry["updated"] = now
+                entry = _FlowEntry(_compact_key(flow_key, fid))
+                stored = _compact(clean)
+            else:
+                stored = _compact(clean, entry.verdict)
+            if entry.verdicts and entry.first is None and entry.verdict != stored:
+                entry.first = entry.verdict  # the first verdict, kept once it differs
+            entry.verdict = stored
+            entry.verdicts += 1
+            entry.updated = now
             self._flows[fid] = entry  # most recent last
             self.counters["verdicts"] = self.counters.get("verdicts", 0) + 1
             self._count_label("flow", clean)
@@ -236,7 +329,9 @@ class LiveState:
             entry = self._flows.pop(_flow_id(key), None)
             if entry is None:
                 return False
-            self._keep_ended(self._ended_flows, entry, now)
+            entry.ended, entry.ended_at = True, now
+            self._ended_flows[next(self._seq)] = entry
+            self._prune(self._ended_flows, now)
             return True
 
     def flows(self) -> list[dict[str, Any]]:
@@ -246,18 +341,7 @@ class LiveState:
         with self._lock:
             self._prune(self._ended_flows, now)
             entries = [*reversed(self._flows.values()), *reversed(self._ended_flows.values())]
-            return [
-                {
-                    "key": dict(e["key"]),
-                    "verdict": dict(e["verdict"]),
-                    "first_verdict": dict(e["first_verdict"]),
-                    "verdicts": e["verdicts"],
-                    "updated": e["updated"],
-                    "ended": e["ended"],
-                    "ended_at": e["ended_at"],
-                }
-                for e in entries
-            ]
+            return [e.as_dict() for e in entries]
 
     def flow_count(self) -> int:
         """Active flows (ended ones not counted)."""

@@ -37,6 +37,19 @@ class NameExtractor:
     * ``done``: True when feeding more packets cannot change the result.
     """
 
+    # one per flow in live mode: no instance dict
+    __slots__ = (
+        "sni",
+        "alpn",
+        "source",
+        "quic_version",
+        "hello",
+        "done",
+        "_tcp",
+        "_quic",
+        "_udp_seen",
+    )
+
     def __init__(self) -> None:
         self.sni: str | None = None
         self.alpn: str | None = None
