@@ -31,12 +31,8 @@ from classifier.api.routers import live as live_routes
 from classifier.api.settings import Settings
 from classifier.errors import ModelError
 from classifier.live.state import LiveState
-from classifier.model.artifact import load_model
-from classifier.model.session_model import (
-    SessionModel,
-    has_session_model,
-    load_session_model,
-)
+from classifier.model.lean import load_flow_model, load_session
+from classifier.model.session_model import SessionModel
 
 __all__ = ["create_app"]
 
@@ -118,10 +114,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def _session_model(directory: Path) -> SessionModel | None:
     """The session model beside the flow model, or None (none there, or it cannot be
     loaded: captures are then classified without a timeline, and the log says why)."""
-    if not has_session_model(directory):
-        return None
     try:
-        return load_session_model(directory)
+        return load_session(directory)
     except ModelError as exc:
         log.error("session model not loaded, no timelines: %s", exc)
         return None
@@ -176,7 +170,7 @@ def create_app(settings: Settings | None = None, live: LiveState | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cpu_limiter = anyio.CapacityLimiter(settings.cpu_workers)
         try:
-            loaded = await anyio.to_thread.run_sync(load_model, settings.model_dir)
+            loaded = await anyio.to_thread.run_sync(load_flow_model, settings.model_dir)
         except ModelError as exc:
             app.state.model_error = str(exc)
             log.error("no model loaded, /readyz answers 503: %s", exc)

@@ -44,10 +44,10 @@ def verdicts_for_capture(
     from classifier.capture.reader import is_builtin
     from classifier.cli.options import engine, featurize_config
     from classifier.features.report import featurize_files
-    from classifier.model.artifact import load_model
+    from classifier.model.lean import load_flow_model
     from classifier.model.predict import classify_table, client_summary
 
-    model = load_model(args.model)
+    model = load_flow_model(args.model)
     if args.at is not None:
         args.snapshots = _snapshots_for(args.at, args.snapshots, model.info.decision_windows)
     config = featurize_config(args)
@@ -92,13 +92,9 @@ def _snapshots_for(
 def _session_model(args: argparse.Namespace) -> SessionModel | None:
     """The model directory's session model, or None when it has none (or
     ``--no-timeline``)."""
-    from classifier.model.artifact import DEFAULT_MODEL_DIR
-    from classifier.model.session_model import has_session_model, load_session_model
+    from classifier.model.lean import load_session
 
-    directory = Path(args.model) if args.model is not None else DEFAULT_MODEL_DIR
-    if args.no_timeline or not has_session_model(directory):
-        return None
-    return load_session_model(directory)
+    return None if args.no_timeline else load_session(args.model)
 
 
 def summary_lines(clients: pd.DataFrame) -> list[str]:

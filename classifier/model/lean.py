@@ -20,8 +20,11 @@ what prediction needs as arrays in an ``.npz`` file that :func:`numpy.load` read
 
 Each file records the sha256 of the joblib file it was exported from. The loaders check it
 against the sidecar (``model.json`` / ``session.json``, which vouches for the joblib file)
-and return None when the export is missing, stale (the model was retrained and not
-re-exported), unreadable or of another shape: the caller then loads the joblib model. The
+and against the joblib file itself (hashed, never unpickled), and return None when the
+export is missing, stale (the model was retrained and not re-exported), unreadable or of
+another shape, or the joblib file is not the one the sidecar vouches for: the caller then
+loads the joblib model (:func:`load_flow_model`, :func:`load_session`), whose loader says
+what is wrong. The
 export is written by :func:`~classifier.model.artifact.save_model` and
 :func:`~classifier.model.session_model.save_session_model` (and :func:`export_lean`).
 Nothing vouches for the ``.npz`` bytes themselves; loading them runs no code, so a damaged
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
     from classifier.model.session_model import SessionModel
 
 __all__ = [
+    "load_flow_model",
+    "load_session",
     "FLOW_FILE",
     "SESSION_FILE",
     "LeanForest",
@@ -470,11 +475,17 @@ def export_lean(directory: Path | str) -> tuple[bool, bool]:
     return flow, write_session_export(session.estimator, directory, session.info.sha256)
 
 
-def _read(path: Path, kind: str, sidecar: Path) -> dict[str, npt.NDArray[Any]] | None:
+def _read(path: Path, kind: str, sidecar: Path, source: Path) -> dict[str, npt.NDArray[Any]] | None:
     """The arrays of ``path`` when it is a current export of ``kind``: its source sha256
-    equals the ``sha256`` of ``sidecar`` (which vouches for the joblib file)."""
+    equals the ``sha256`` of ``sidecar``, and so does the joblib file ``source`` (a
+    damaged or swapped joblib file is then reported by its own loader, as without an
+    export)."""
+    from classifier.model.artifact import file_sha256
+
     try:
         want = json.loads(sidecar.read_text()).get("sha256")
+        if file_sha256(source) != want:
+            return None
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, AttributeError, KeyError, EOFError, zipfile.BadZipFile):
@@ -494,9 +505,11 @@ def _read(path: Path, kind: str, sidecar: Path) -> dict[str, npt.NDArray[Any]] |
 def read_flow_export(directory: Path | str) -> LeanForest | None:
     """The flow model's lean twin from ``directory/lean.npz``, or None when it is
     missing, unreadable or stale (exported from another ``model.joblib`` than the one
-    ``model.json`` vouches for)."""
+    ``model.json`` vouches for, or ``model.joblib`` no longer the one it vouches for)."""
     directory = Path(directory)
-    arrays = _read(directory / FLOW_FILE, _FLOW_KIND, directory / "model.json")
+    arrays = _read(
+        directory / FLOW_FILE, _FLOW_KIND, directory / "model.json", directory / "model.joblib"
+    )
     if arrays is None:
         return None
     try:
@@ -509,7 +522,12 @@ def read_session_export(directory: Path | str) -> LeanSession | None:
     """The session model's lean twin from ``directory/session-lean.npz``, or None when
     it is missing, unreadable or stale (see :func:`read_flow_export`)."""
     directory = Path(directory)
-    arrays = _read(directory / SESSION_FILE, _SESSION_KIND, directory / "session.json")
+    arrays = _read(
+        directory / SESSION_FILE,
+        _SESSION_KIND,
+        directory / "session.json",
+        directory / "session.joblib",
+    )
     if arrays is None:
         return None
     try:
@@ -565,3 +583,28 @@ def load_lean_session_model(directory: Path | str | None = None) -> SessionModel
     if lean is None or lean.inputs != tuple(SESSION_FEATURES):
         return None
     return SessionModel(lean, info, directory)
+
+
+def load_flow_model(directory: Path | str | None = None) -> LoadedModel:
+    """The flow model to predict with: the lean export when it is current, else the
+    joblib model (:func:`load_model <classifier.model.artifact.load_model>`, which raises
+    :class:`ModelError` saying what is wrong)."""
+    from classifier.model.artifact import load_model
+
+    return load_lean_model(directory) or load_model(directory)
+
+
+def load_session(directory: Path | str | None = None) -> SessionModel | None:
+    """The session model to predict with, or None when ``directory`` (default: the
+    shipped one) has none: the lean export when it is current, else the joblib model
+    (:func:`load_session_model <classifier.model.session_model.load_session_model>`,
+    which raises :class:`ModelError` saying what is wrong)."""
+    from classifier.model.artifact import DEFAULT_MODEL_DIR
+    from classifier.model.session_model import has_session_model, load_session_model
+
+    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    if directory.is_file():
+        directory = directory.parent
+    if not has_session_model(directory):
+        return None
+    return load_lean_session_model(directory) or load_session_model(directory)

@@ -627,12 +627,9 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _load(directory: Path) -> tuple[Any, Any]:
-    from classifier.model.artifact import load_model
-    from classifier.model.session_model import has_session_model, load_session_model
+    from classifier.model.lean import load_flow_model, load_session
 
-    loaded = load_model(directory)
-    session = load_session_model(directory) if has_session_model(directory) else None
-    return loaded, session
+    return load_flow_model(directory), load_session(directory)
 
 
 @router.get("/model")

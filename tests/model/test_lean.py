@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from classifier.errors import ModelError
 from classifier.features.featurize import FeaturizeConfig
 from classifier.features.featurize_fast import featurize_fast
 from classifier.features.schema import FEATURE_COLUMNS
@@ -26,8 +27,10 @@ from classifier.model.lean import (
     LeanForest,
     LeanSession,
     flow_arrays,
+    load_flow_model,
     load_lean_model,
     load_lean_session_model,
+    load_session,
     read_flow_export,
     read_session_export,
     session_arrays,
@@ -188,6 +191,24 @@ def test_a_stale_export_is_not_used(tmp_path: Path) -> None:
     (other / FLOW_FILE).write_bytes(b"PK\x03\x04 not a zip")
     (other / SESSION_FILE).write_bytes(b"")
     assert load_lean_model(other) is None and load_lean_session_model(other) is None
+
+
+def test_a_damaged_joblib_file_is_reported_even_with_a_current_export(tmp_path: Path) -> None:
+    """The export is current, but the joblib file is no longer the one the sidecar vouches
+    for: the export is not used, and the joblib loader's sha256 error is what the
+    inference loaders raise (as the CLI, the API and live mode say it)."""
+    directory = _copy_default(tmp_path)
+    assert isinstance(load_flow_model(directory).predictor, LeanForest)
+    session = load_session(directory)
+    assert session is not None and isinstance(session.estimator, LeanSession)
+    for name in ("model.joblib", "session.joblib"):
+        blob = directory / name
+        blob.write_bytes(blob.read_bytes()[:-1] + b"x")
+    assert load_lean_model(directory) is None and load_lean_session_model(directory) is None
+    with pytest.raises(ModelError, match="sha256"):
+        load_flow_model(directory)
+    with pytest.raises(ModelError, match="sha256"):
+        load_session(directory)
 
 
 def test_saving_writes_a_fresh_export_and_removes_a_stale_one(tmp_path: Path) -> None:
