@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -34,7 +34,7 @@ __all__ = ["SessionTracker"]
 @dataclass(slots=True)
 class _Activity:
     flow: Flow
-    seconds: dict[int, float] = field(default_factory=dict)
+    seconds: dict[int, float] | None = None  # made at the first downstream packet
 
 
 class SessionTracker:
@@ -60,7 +60,10 @@ class SessionTracker:
         if act is None:  # a flow that started before a restart of the tracker
             act = self._flows[flow.flow_id] = _Activity(flow)
         k = math.floor(pkt.ts - flow.first_ts)  # the flow's k-th second, as offline
-        act.seconds[k] = act.seconds.get(k, 0.0) + pkt.ip_len
+        seconds = act.seconds
+        if seconds is None:
+            seconds = act.seconds = {}
+        seconds[k] = seconds.get(k, 0.0) + pkt.ip_len
 
     def due(self, now: float) -> bool:
         """Whether a judgement is due at ``now`` (every ``step`` seconds)."""
@@ -83,18 +86,19 @@ class SessionTracker:
         for fid in list(self._flows):
             act = self._flows[fid]
             first = act.flow.first_ts
-            for k in [k for k in act.seconds if math.floor(first + k) < start]:
-                del act.seconds[k]
-            if not act.seconds:
+            seconds = act.seconds or {}
+            for k in [k for k in seconds if math.floor(first + k) < start]:
+                del seconds[k]
+            if not seconds:
                 if act.flow.end_reason or act.flow.last_ts < start:
                     del self._flows[fid]
                 continue
             meta = self._meta(act.flow)
-            total = sum(act.seconds.values())
+            total = sum(seconds.values())
             if total >= self.config.media_bytes:
                 key = (meta["client"], group_of(meta["service"], meta["server"], self.config))
                 media.setdefault(key, []).append((total, act.flow))
-            for k, nbytes in act.seconds.items():
+            for k, nbytes in seconds.items():
                 rows.append(
                     {
                         "client": meta["client"],

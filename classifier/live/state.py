@@ -315,7 +315,8 @@ class LiveState:
             entry.verdict = stored
             entry.verdicts += 1
             entry.updated = now
-            self._flows[fid] = entry  # most recent last
+            # most recent last; under the tuple the entry holds (one copy per flow)
+            self._flows[entry.key if isinstance(entry.key, tuple) else fid] = entry
             self.counters["verdicts"] = self.counters.get("verdicts", 0) + 1
             self._count_label("flow", clean)
             while len(self._flows) > self.max_flows:

@@ -57,7 +57,7 @@ class NameExtractor:
         self.quic_version: int | None = None
         self.hello: ClientHelloInfo | None = None
         self.done = False
-        self._tcp: dict[int, HelloReassembler] = {}
+        self._tcp: dict[int, HelloReassembler] | None = None  # made at the first TCP payload
         self._quic: QuicInitialParser | None = None
         self._udp_seen = 0
 
@@ -77,13 +77,16 @@ class NameExtractor:
     def _feed_tcp(self, direction: int, payload: bytes, seq: int) -> None:
         # Both directions are read: a capture that starts mid-handshake can give the flow
         # the wrong orientation, and only a ClientHello (type 1) is ever accepted.
-        side = self._tcp.get(direction)
+        tcp = self._tcp
+        if tcp is None:
+            tcp = self._tcp = {}
+        side = tcp.get(direction)
         if side is None:
-            side = self._tcp[direction] = HelloReassembler()
+            side = tcp[direction] = HelloReassembler()
         hello = side.feed(payload, seq)
         if hello is not None:
             self._found(hello, "tls")
-        elif len(self._tcp) == 2 and all(r.done for r in self._tcp.values()):
+        elif len(tcp) == 2 and all(r.done for r in tcp.values()):
             self.done = True
 
     def _feed_udp(self, payload: bytes) -> None:
