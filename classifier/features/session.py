@@ -29,17 +29,24 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a table is made: live mode runs without it
+    import pandas as pd
 
 __all__ = [
     "SessionConfig",
+    "FlowSeconds",
+    "window_records",
     "SESSION_FEATURES",
     "SESSION_KEYS",
     "ACTIVITY_COLUMNS",
+    "WINDOW_COLUMNS",
     "session_groups",
     "session_table",
     "latest_windows",
@@ -63,6 +70,9 @@ SESSION_FEATURES = (
 """Model inputs of the session view, in order."""
 
 SESSION_KEYS = ("client", "group", "window_start", "window_end")
+WINDOW_COLUMNS = (*SESSION_KEYS, "session_start", "window_bytes", "bytes_step", *SESSION_FEATURES)
+"""Columns of a session window row: keys, where the session began, bytes down in the
+window and in its last ``step`` seconds, and the features."""
 ACTIVITY_COLUMNS = (
     "client",
     "server",
@@ -119,6 +129,8 @@ def group_of(service: str | None, server: str, config: SessionConfig) -> str:
 
 def session_groups(rows: pd.DataFrame, config: SessionConfig) -> pd.Series:
     """The session group of each row: its service, or ``"unnamed"`` / its server network."""
+    import pandas as pd
+
     service = rows["service"].fillna("").astype(str)
     named = ~service.isin(_NO_SERVICE) if config.use_names else pd.Series(False, index=rows.index)
     if config.unnamed_prefix:
@@ -148,18 +160,32 @@ class _Group:
     first: npt.NDArray[np.float64]  # per flow: first packet, seconds since t0
 
 
-def _group(part: pd.DataFrame, t0: float | None = None, nbins: int | None = None) -> _Group:
-    """Bins of one group's rows from ``t0`` (default: its first second); rows before
-    ``t0`` or past ``nbins`` must have been dropped by the caller."""
+def _group(part: pd.DataFrame) -> _Group:
+    """Bins of one group's rows from its first second."""
+    import pandas as pd
+
     t_abs = part["first_ts"].to_numpy(float) + part["window_start"].to_numpy(float)
+    codes = pd.factorize(part["flow_id"])[0]
+    first = part.groupby(codes)["first_ts"].first().to_numpy(float)
+    return _binned(t_abs, part["bytes_down"].to_numpy(float), codes, first, None, None)
+
+
+def _binned(
+    t_abs: npt.NDArray[np.float64],
+    nbytes: npt.NDArray[np.float64],
+    codes: npt.NDArray[np.intp],
+    first_ts: npt.NDArray[np.float64],
+    t0: float | None,
+    nbins: int | None,
+) -> _Group:
+    """Bins of one group from ``t0`` (default: its first second): per row its absolute
+    second ``t_abs``, bytes down and flow code; per flow code its first packet. Rows
+    before ``t0`` or past ``nbins`` must have been dropped by the caller."""
     t0 = math.floor(float(t_abs.min())) if t0 is None else t0
     bins = np.floor(t_abs - t0).astype(np.int64)
     nbins = int(bins.max()) + 1 if nbins is None else nbins
-    nbytes = part["bytes_down"].to_numpy(float)
     down = np.bincount(bins, weights=nbytes, minlength=nbins).astype(np.float64)
-    codes = pd.factorize(part["flow_id"])[0]
-    first = part.groupby(codes)["first_ts"].first().to_numpy(float) - t0
-    return _Group(float(t0), down, bins, codes.astype(np.int64), nbytes, first)
+    return _Group(float(t0), down, bins, codes.astype(np.int64), nbytes, first_ts - t0)
 
 
 def _features(g: _Group, lo: int, hi: int, config: SessionConfig) -> list[float]:
@@ -205,8 +231,10 @@ def session_table(rows: pd.DataFrame, config: SessionConfig | None = None) -> pd
     ``window_bytes`` (bytes down in the window), ``bytes_step`` (those of its last ``step``
     seconds: what a verdict at ``window_end`` newly covers) and ``session_start``.
     """
+    import pandas as pd
+
     config = config or SessionConfig()
-    columns = [*SESSION_KEYS, "session_start", "window_bytes", "bytes_step", *SESSION_FEATURES]
+    columns = list(WINDOW_COLUMNS)
     missing = [c for c in ACTIVITY_COLUMNS if c not in rows.columns]
     if missing:
         raise ValueError(f"session view needs per-second flow rows; missing {missing}")
@@ -231,30 +259,91 @@ def session_table(rows: pd.DataFrame, config: SessionConfig | None = None) -> pd
     return pd.DataFrame(out, columns=columns)
 
 
-def latest_windows(
-    rows: pd.DataFrame, end: float, config: SessionConfig | None = None
-) -> pd.DataFrame:
-    """One row per (client, group) for the window ``[end - window, end)`` (live mode: the
-    window that ends now), with the columns of :func:`session_table`; groups that moved
-    less than ``min_bytes`` down in it are left out. ``session_start`` is the window's
-    start (live mode keeps no history beyond a window)."""
+@dataclass(frozen=True, slots=True)
+class FlowSeconds:
+    """One flow's bytes down per second of its life (``seconds``: the flow's k-th second
+    -> bytes, as the ``window=1`` featurize rows count them), with its client and session
+    group (:func:`group_of`)."""
+
+    client: str
+    group: str
+    first_ts: float
+    seconds: Mapping[int, float]
+
+
+def window_records(
+    flows: Iterable[FlowSeconds], end: float, config: SessionConfig | None = None
+) -> list[dict[str, Any]]:
+    """One row (a dict of :data:`WINDOW_COLUMNS`) per (client, group), sorted, for the
+    window ``[end - window, end)`` (live mode: the window that ends now); groups that
+    moved less than ``min_bytes`` down in it are left out. ``session_start`` is the
+    window's start (live mode keeps no history beyond a window). Plain Python and numpy:
+    live mode judges sessions without pandas."""
     config = config or SessionConfig()
-    columns = [*SESSION_KEYS, "session_start", "window_bytes", "bytes_step", *SESSION_FEATURES]
     width, step = int(round(config.window)), int(round(config.step))
     t0 = float(math.floor(end)) - width
-    if rows.empty:
-        return pd.DataFrame(columns=columns)
-    data = rows.loc[:, list(ACTIVITY_COLUMNS)]
-    t_abs = data["first_ts"].to_numpy(float) + data["window_start"].to_numpy(float)
-    data = data[(t_abs >= t0) & (t_abs < t0 + width)].copy()
-    data["group"] = session_groups(data, config)
-    out: list[list[object]] = []
-    for (client, group), part in data.groupby(["client", "group"], sort=True):
-        g = _group(part, t0, width)
+    groups: dict[tuple[str, str], list[FlowSeconds]] = {}
+    for flow in flows:
+        groups.setdefault((flow.client, flow.group), []).append(flow)
+    out: list[dict[str, Any]] = []
+    for client, group in sorted(groups):
+        t_abs: list[float] = []
+        nbytes: list[float] = []
+        codes: list[int] = []
+        first: list[float] = []
+        for flow in groups[(client, group)]:
+            kept = [
+                (flow.first_ts + k, b)
+                for k, b in flow.seconds.items()
+                if t0 <= flow.first_ts + k < t0 + width
+            ]
+            if not kept:
+                continue
+            codes.extend([len(first)] * len(kept))
+            first.append(flow.first_ts)
+            t_abs.extend(t for t, _ in kept)
+            nbytes.extend(b for _, b in kept)
+        if not first:
+            continue
+        g = _binned(
+            np.array(t_abs, dtype=np.float64),
+            np.array(nbytes, dtype=np.float64),
+            np.array(codes, dtype=np.intp),
+            np.array(first, dtype=np.float64),
+            t0,
+            width,
+        )
         total = float(g.down.sum())
         if total < config.min_bytes:
             continue
         feats = _features(g, 0, width, config)
         recent = float(g.down[width - step :].sum())
-        out.append([client, group, t0, t0 + width, t0, total, recent, *feats])
-    return pd.DataFrame(out, columns=columns)
+        values = [client, group, t0, t0 + width, t0, total, recent, *feats]
+        out.append(dict(zip(WINDOW_COLUMNS, values, strict=True)))
+    return out
+
+
+def latest_windows(
+    rows: pd.DataFrame, end: float, config: SessionConfig | None = None
+) -> pd.DataFrame:
+    """:func:`window_records` of per-(flow, second) rows (``featurize`` with
+    ``window=1``), as a table with the columns of :func:`session_table`."""
+    import pandas as pd
+
+    config = config or SessionConfig()
+    if rows.empty:
+        return pd.DataFrame(columns=list(WINDOW_COLUMNS))
+    data = rows.loc[:, list(ACTIVITY_COLUMNS)].copy()
+    data["group"] = session_groups(data, config)
+    seconds: dict[object, dict[int, float]] = {}
+    heads: dict[object, tuple[str, str, float]] = {}
+    for r in data.itertuples(index=False):
+        if r.flow_id not in heads:
+            heads[r.flow_id] = (str(r.client), str(r.group), float(r.first_ts))
+            seconds[r.flow_id] = {}
+        per_second = seconds[r.flow_id]
+        k = int(r.window_start)
+        per_second[k] = per_second.get(k, 0.0) + float(r.bytes_down)
+    flows = [FlowSeconds(*heads[fid], seconds[fid]) for fid in heads]
+    records = window_records(flows, end, config)
+    return pd.DataFrame(records, columns=list(WINDOW_COLUMNS))

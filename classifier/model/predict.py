@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, snapshot_prefix
 from classifier.model.artifact import LoadedModel
 from classifier.names.services import may_be_short_form
+
+if TYPE_CHECKING:  # imported where a table is made: live mode judges without pandas
+    import pandas as pd
 
 __all__ = [
     "MODEL_INPUT_COLUMNS",
@@ -137,6 +140,8 @@ def verdict_arrays(
         proba = model.predictor.predict_proba(numeric, services)
         classes = list(model.predictor.classes)
     else:
+        import pandas as pd
+
         frame = pd.DataFrame(numeric, columns=list(FEATURE_COLUMNS))
         frame["service"] = list(services)
         proba = np.asarray(model.pipeline.predict_proba(frame))
@@ -178,6 +183,8 @@ def classify_table(
 
     ``horizon`` picks an early snapshot (e.g. 3.0) instead of the whole flow/window.
     """
+    import pandas as pd
+
     out = table.copy()
     if table.empty:
         for col in VERDICT_COLUMNS:
@@ -215,6 +222,8 @@ def _window_names(table: pd.DataFrame, horizon: float | None) -> Sequence[str]:
 
 def client_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
     """Per client: flows by label and the short-form share of video bytes."""
+    import pandas as pd
+
     if verdicts.empty:
         return pd.DataFrame(
             columns=[

@@ -18,19 +18,22 @@ figures drove the window's probability.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 from classifier.model.artifact import file_sha256
 from classifier.model.predict import without_short_form
 from classifier.names.services import category_for, may_be_short_form
+
+if TYPE_CHECKING:  # imported where a table is made: live mode judges without pandas
+    import pandas as pd
 
 __all__ = [
     "SHORT",
@@ -183,6 +186,8 @@ def agreed(
     a short-form run are part of it: a window that reached the threshold counts when the
     rule comes to hold within the next ``n - 1`` windows, and so does each window directly
     before a short-form one whose ``p_short`` is at least :data:`LEAD_IN`."""
+    import pandas as pd
+
     hits = (p_short >= rule.threshold).astype(float)
     by = [keys[c] for c in keys.columns]
     count = hits.groupby(by, sort=False).transform(lambda s: s.rolling(rule.n, min_periods=1).sum())
@@ -217,16 +222,31 @@ def verdicts(
 
 
 def window_probabilities(
-    estimator: Any, rows: pd.DataFrame
+    estimator: Any, rows: pd.DataFrame | Sequence[Mapping[str, Any]]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """``p_short`` and ``p_long`` of each session row. A group named for a service whose
-    category carries no short-form video (a call, music, a search page) has short-form
-    ruled out (:func:`classifier.model.predict.without_short_form`)."""
-    proba = estimator.predict_proba(rows[list(SESSION_FEATURES)])
+    """``p_short`` and ``p_long`` of each session row (a session table, or a list of
+    rows as :func:`classifier.features.session.window_records` gives them). A group
+    named for a service whose category carries no short-form video (a call, music, a
+    search page) has short-form ruled out
+    (:func:`classifier.model.predict.without_short_form`)."""
+    from classifier.model.lean import LeanSession
+
+    if isinstance(rows, Sequence):  # rows as dicts: live mode, no pandas with a lean model
+        groups = [str(r["group"]) for r in rows]
+        matrix = np.array(
+            [[float(r[c]) for c in SESSION_FEATURES] for r in rows], dtype=np.float64
+        ).reshape(len(rows), len(SESSION_FEATURES))
+        if isinstance(estimator, LeanSession):
+            proba = estimator.predict_proba(matrix)
+        else:  # a scikit-learn pipeline selects its columns by name
+            import pandas as pd
+
+            proba = estimator.predict_proba(pd.DataFrame(matrix, columns=list(SESSION_FEATURES)))
+    else:
+        groups = [str(g) for g in rows["group"]]
+        proba = estimator.predict_proba(rows[list(SESSION_FEATURES)])
     classes = [str(c) for c in estimator.classes_]
-    ruled_out = np.array(
-        [not may_be_short_form(category_for(str(g))) for g in rows["group"]], dtype=bool
-    )
+    ruled_out = np.array([not may_be_short_form(category_for(g)) for g in groups], dtype=bool)
     proba = without_short_form(proba, classes, ruled_out)
 
     def col(label: str) -> npt.NDArray[np.float64]:
@@ -256,6 +276,8 @@ def classify_sessions(
     ``SessionModel.estimator``), ``label`` (:func:`agreed` with ``rule``, by
     default :class:`Agreement`'s, and ``hindsight``), ``probability`` (that of the label)
     and ``reason``."""
+    import pandas as pd
+
     out = sessions.sort_values(["client", "group", "window_end"], kind="stable")
     if out.empty:
         for name in ("label", "probability", "p_short", "p_long", "reason"):

@@ -156,6 +156,21 @@ def test_lean_session_model_equals_the_pipeline() -> None:
         strict=True,
     ):
         np.testing.assert_allclose(b, a, rtol=RTOL, atol=1e-300)
+    # rows as dicts (live mode's session windows): the same probabilities, either model;
+    # a service that carries no short-form video still has short-form ruled out
+    records = rows.to_dict("records")
+    records[0] = {**records[0], "group": "spotify"}
+    table = rows.assign(group=[r["group"] for r in records])
+    for estimator in (model.estimator, lean.estimator):
+        for a, b in zip(
+            window_probabilities(estimator, table),
+            window_probabilities(estimator, records),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(b, a)
+    assert window_probabilities(lean.estimator, records)[0][0] == 0.0
+    empty = window_probabilities(lean.estimator, [])
+    assert [len(p) for p in empty] == [0, 0]
 
 
 def _copy_default(tmp_path: Path) -> Path:
