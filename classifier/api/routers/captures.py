@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio.to_thread
-import pandas as pd
 from fastapi import APIRouter, Query, Request
 
 from classifier.api.problems import ApiProblem, problem_responses
@@ -37,6 +36,8 @@ from classifier.model.artifact import LoadedModel
 from classifier.model.session_model import SessionModel
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from classifier.features.featurize import FeaturizeConfig
 
 try:
