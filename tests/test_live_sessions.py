@@ -11,7 +11,12 @@ import pytest
 from classifier.capture.reader import open_capture
 from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.featurize_fast import featurize_fast
-from classifier.features.session import SESSION_FEATURES, SessionConfig, latest_windows
+from classifier.features.session import (
+    SESSION_FEATURES,
+    WINDOW_COLUMNS,
+    SessionConfig,
+    latest_windows,
+)
 from classifier.live.sessions import SessionTracker
 from classifier.model.timeline import ACTIVITY_CONFIG
 
@@ -25,12 +30,14 @@ def test_tracker_windows_equal_the_offline_windows_at_the_same_time() -> None:
     holder["f"] = Featurizer(FeaturizeConfig(snapshots=()), capture="live", plugins=[tracker])
     offline = featurize_fast(SAMPLE, ACTIVITY_CONFIG)
     ends: list[float] = []
-    live: list[pd.DataFrame] = []
+    live: list[pd.DataFrame] = []  # the tracker's rows (dicts), as tables
     for pkt in open_capture(SAMPLE):
         if not ends:
             ends.append(math.floor(pkt.ts) + 10.0)
         while pkt.ts >= ends[-1] + 1:  # the tracker judges the window ending 1 s ago
-            live.append(tracker.windows(ends[-1] + 1))
+            rows = tracker.windows(ends[-1] + 1)
+            assert all(list(r) == list(WINDOW_COLUMNS) for r in rows)
+            live.append(pd.DataFrame(rows, columns=list(WINDOW_COLUMNS)))
             ends.append(ends[-1] + 10.0)
         holder["f"].table.add(pkt)
     assert len(live) >= 2 and any(not w.empty for w in live)

@@ -167,3 +167,64 @@ def test_flows_read_back_as_given_from_the_compact_store(tmp_path: Path) -> None
     assert ended["ended"] and ended["ended_at"] == 100.0 and ended["verdicts"] == 4
     assert ended["verdict"] == _verdict("long-form", 9.0)
     assert state.label_counts()["flow"] == {"other": 3, "short-form": 1, "long-form": 1}
+
+
+_LEAN_LIVE = """
+import dataclasses, sys
+from pathlib import Path
+from classifier.capture.reader import open_capture
+from classifier.live.router import LiveConfig, LiveRouter
+from classifier.model.lean import LeanForest, LeanSession
+
+class Clock:
+    t = 0.0
+    def __call__(self):
+        return self.t
+
+packets = list(open_capture(Path(sys.argv[1])))
+clock = Clock()
+clock.t = packets[0].ts
+router = LiveRouter(
+    LiveConfig(ifaces=("lo",), summary_every=0, audit_log=Path(sys.argv[2])), clock=clock
+)
+try:
+    assert isinstance(router.model.predictor, LeanForest)
+    assert isinstance(router.session_model.estimator, LeanSession)
+    for i in range(2):
+        for pkt in packets:
+            clock.t = pkt.ts + 30.1 * i
+            router.process([dataclasses.replace(pkt, ts=clock.t)])
+    clock.t += 11
+    router.process([])
+    counters = router.state.counters_snapshot()
+finally:
+    router.close()
+print(counters["verdicts"], counters["session_verdicts"])
+print(" ".join(m for m in ("pandas", "sklearn", "scipy", "lightgbm", "joblib") if m in sys.modules))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a live router opens an AF_PACKET socket (root)")
+def test_live_mode_judges_without_pandas_or_scikit_learn(tmp_path: Path) -> None:
+    """The shipped model's lean exports decide in live mode: a router that judged flows
+    and sessions on real packets, in a fresh process, never imported pandas,
+    scikit-learn, scipy, lightgbm or joblib (~160 MiB of a router's memory)."""
+    import subprocess
+    import sys
+
+    from classifier.compiled import aot_status
+
+    if aot_status() != "aot":  # numba's just-in-time compiler imports scipy
+        pytest.skip("the ahead-of-time kernels are not built for these sources (make kernels)")
+    proc = subprocess.run(
+        [sys.executable, "-c", _LEAN_LIVE, str(SAMPLE), str(tmp_path / "audit.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    flows, sessions = (int(x) for x in lines[0].split())
+    assert flows > 0 and sessions > 0, lines
+    assert lines[1:] in ([], [""]), f"imported: {lines[1:]}"

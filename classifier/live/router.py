@@ -60,13 +60,12 @@ from classifier.live.memory import Trimmer
 from classifier.live.report import Report, VerdictLog, action_of, summary_text
 from classifier.live.sessions import SessionTracker
 from classifier.live.state import LiveState
-from classifier.model.artifact import DEFAULT_MODEL_DIR, LoadedModel, load_model
+from classifier.model.artifact import LoadedModel
+from classifier.model.lean import load_flow_model, load_session
 from classifier.model.predict import SHORT_FORM_SERVICE, verdict_arrays
 from classifier.model.session_model import (
     SHORT,
     SessionModel,
-    has_session_model,
-    load_session_model,
     session_reason,
     window_probabilities,
 )
@@ -152,11 +151,9 @@ class LiveRouter:
 
     def _start(self) -> None:
         cfg = self.config
-        self.model: LoadedModel = load_model(cfg.model)
-        directory = cfg.model or DEFAULT_MODEL_DIR
-        self.session_model: SessionModel | None = (
-            load_session_model(directory) if has_session_model(directory) else None
-        )
+        # the lean exports when current: no scikit-learn, scipy, lightgbm or pandas here
+        self.model: LoadedModel = load_flow_model(cfg.model)
+        self.session_model: SessionModel | None = load_session(cfg.model)
         if cfg.policy is not None:
             self.policy = PolicyHolder(cfg.policy)
         else:
@@ -364,13 +361,13 @@ class LiveRouter:
         assert self.tracker is not None and self.session_model is not None
         windows = self.tracker.windows(now)
         judged: list[tuple[str, str]] = []
-        if windows.empty:
+        if not windows:
             self.state.end_sessions(judged)
             return
         policy = self.policy.current
         window = float(self.session_model.config.window)
         p_short, p_long = window_probabilities(self.session_model.estimator, windows)
-        for row, ps, pl in zip(windows.to_dict("records"), p_short, p_long, strict=True):
+        for row, ps, pl in zip(windows, p_short, p_long, strict=True):
             client, group = str(row["client"]), str(row["group"])
             judged.append((client, group))
             flows = self.tracker.media.get((client, group), [])

@@ -5,8 +5,9 @@ to its flow's current second, counted from the flow's first packet (what ``featu
 with ``window=1`` reports offline as ``bytes_down``) and keeps only the seconds of the
 last window. :meth:`SessionTracker.due` says when the next judgement is due;
 :meth:`SessionTracker.windows` returns the latest complete window of every (client,
-group) through :func:`classifier.features.session.latest_windows`, the function the
-offline view is tested against. Memory: one small dict per flow seen in the last window.
+group) as rows through :func:`classifier.features.session.window_records` (no pandas),
+the function behind the offline ``latest_windows`` that is tested against the offline
+view. Memory: one small dict per flow seen in the last window.
 """
 
 from __future__ import annotations
@@ -16,15 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
 from classifier.capture.packet import Packet
-from classifier.features.session import (
-    ACTIVITY_COLUMNS,
-    SessionConfig,
-    group_of,
-    latest_windows,
-)
+from classifier.features.session import FlowSeconds, SessionConfig, group_of, window_records
 from classifier.flows import Flow
 from classifier.flows.flow import DOWN
 
@@ -74,14 +68,14 @@ class SessionTracker:
         self._next = math.floor(now) + self.config.step
         return True
 
-    def windows(self, now: float) -> pd.DataFrame:
+    def windows(self, now: float) -> list[dict[str, Any]]:
         """For every (client, group) that moved enough, the window that ends one second
         before ``now`` (a flow's second that began before the end is complete by ``now``,
-        so the figures equal the offline view's); flows quiet for a whole window are
-        forgotten. Fills :attr:`media`."""
+        so the figures equal the offline view's), as a dict of ``WINDOW_COLUMNS``; flows
+        quiet for a whole window are forgotten. Fills :attr:`media`."""
         end = math.floor(now) - 1.0
         start = end - self.config.window
-        rows: list[dict[str, Any]] = []
+        flows: list[FlowSeconds] = []
         media: dict[tuple[str, str], list[tuple[float, Flow]]] = {}
         for fid in list(self._flows):
             act = self._flows[fid]
@@ -94,26 +88,13 @@ class SessionTracker:
                     del self._flows[fid]
                 continue
             meta = self._meta(act.flow)
+            key = (meta["client"], group_of(meta["service"], meta["server"], self.config))
             total = sum(seconds.values())
             if total >= self.config.media_bytes:
-                key = (meta["client"], group_of(meta["service"], meta["server"], self.config))
                 media.setdefault(key, []).append((total, act.flow))
-            for k, nbytes in seconds.items():
-                rows.append(
-                    {
-                        "client": meta["client"],
-                        "server": meta["server"],
-                        "service": meta["service"],
-                        "category": meta["category"],
-                        "flow_id": fid,
-                        "first_ts": first,
-                        "window_start": float(k),
-                        "bytes_down": nbytes,
-                    }
-                )
+            flows.append(FlowSeconds(key[0], key[1], first, seconds))
         self.media = {k: [f for _, f in sorted(v, key=lambda t: -t[0])] for k, v in media.items()}
-        frame = pd.DataFrame(rows, columns=list(ACTIVITY_COLUMNS))
-        return latest_windows(frame, end, self.config)
+        return window_records(flows, end, self.config)
 
     def __len__(self) -> int:
         return len(self._flows)
