@@ -31,7 +31,7 @@ from classifier.api.routers import live as live_routes
 from classifier.api.settings import Settings
 from classifier.errors import ModelError
 from classifier.live.state import LiveState
-from classifier.model.lean import load_flow_model, load_session
+from classifier.model.loading import load_flow_model, load_session
 from classifier.model.session_model import SessionModel
 
 __all__ = ["create_app"]

@@ -61,7 +61,7 @@ from classifier.live.report import Report, VerdictLog, action_of, summary_text
 from classifier.live.sessions import SessionTracker
 from classifier.live.state import LiveState
 from classifier.model.artifact import LoadedModel
-from classifier.model.lean import load_flow_model, load_session
+from classifier.model.loading import load_flow_model, load_session
 from classifier.model.predict import SHORT_FORM_SERVICE, verdict_arrays
 from classifier.model.session_model import (
     SHORT,

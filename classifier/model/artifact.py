@@ -8,7 +8,6 @@ hash check catches damage and accidental swaps, not an attacker who rewrites bot
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from classifier import __version__
 from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, SCHEMA_VERSION
 from classifier.model.array_predict import ArrayPredictor, FlowPredictor
+from classifier.model.digest import file_sha256
 
 __all__ = [
     "ModelInfo",
@@ -64,21 +64,13 @@ class LoadedModel:
     """A verified model: the scikit-learn pipeline and its sidecar; ``predictor``, the
     pipeline's array twin (:mod:`classifier.model.array_predict`), when it has the shape
     shortflow trains. A model loaded from its lean export
-    (:func:`classifier.model.lean.load_lean_model`) has no pipeline (None) and the lean
+    (:func:`classifier.model.loading.load_lean_model`) has no pipeline (None) and the lean
     twin as ``predictor``."""
 
     pipeline: Any
     info: ModelInfo
     path: Path
     predictor: FlowPredictor | None = None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model(

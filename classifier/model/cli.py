@@ -44,7 +44,7 @@ def verdicts_for_capture(
     from classifier.capture.reader import is_builtin
     from classifier.cli.options import engine, featurize_config
     from classifier.features.report import featurize_files
-    from classifier.model.lean import load_flow_model
+    from classifier.model.loading import load_flow_model
     from classifier.model.predict import classify_table, client_summary
 
     model = load_flow_model(args.model)
@@ -92,7 +92,7 @@ def _snapshots_for(
 def _session_model(args: argparse.Namespace) -> SessionModel | None:
     """The model directory's session model, or None when it has none (or
     ``--no-timeline``)."""
-    from classifier.model.lean import load_session
+    from classifier.model.loading import load_session
 
     return None if args.no_timeline else load_session(args.model)
 

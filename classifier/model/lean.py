@@ -18,21 +18,20 @@ what prediction needs as arrays in an ``.npz`` file that :func:`numpy.load` read
   mean and scale, the coefficients, intercepts and classes; predicted with the operations
   scikit-learn uses, in its order.
 
-Each file records the sha256 of the joblib file it was exported from. The loaders check it
-against the sidecar (``model.json`` / ``session.json``, which vouches for the joblib file)
-and against the joblib file itself (hashed, never unpickled), and return None when the
-export is missing, stale (the model was retrained and not re-exported), unreadable or of
-another shape, or the joblib file is not the one the sidecar vouches for: the caller then
-loads the joblib model (:func:`load_flow_model`, :func:`load_session`), whose loader says
-what is wrong. The
-export is written by :func:`~classifier.model.artifact.save_model` and
-:func:`~classifier.model.session_model.save_session_model` (and :func:`export_lean`).
-Nothing vouches for the ``.npz`` bytes themselves; loading them runs no code, so a damaged
-file can at worst give wrong probabilities, as a damaged sidecar could.
+Each file records the sha256 of the joblib file it was exported from. The readers
+(:func:`read_flow_export`, :func:`read_session_export`) check it against the sidecar
+(``model.json`` / ``session.json``, which vouches for the joblib file) and against the
+joblib file itself (hashed, never unpickled), and return None when the export is missing,
+stale (the model was retrained and not re-exported), unreadable or of another shape, or
+the joblib file is not the one the sidecar vouches for: the caller then loads the joblib
+model (:mod:`classifier.model.loading`), whose loader says what is wrong. The export is
+written by :func:`~classifier.model.artifact.save_model` and
+:func:`~classifier.model.session_model.save_session_model`. Nothing vouches for the
+``.npz`` bytes themselves; loading them runs no code, so a damaged file can at worst give
+wrong probabilities, as a damaged sidecar could.
 
 Importing this module imports numpy and shortflow's own light modules only: no
-scikit-learn, scipy, lightgbm, joblib or pandas (the session loader imports
-:mod:`classifier.model.session_model`, hence pandas, when called).
+scikit-learn, scipy, lightgbm, joblib or pandas.
 """
 
 from __future__ import annotations
@@ -43,21 +42,15 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from classifier.compiled import jit
-from classifier.errors import ModelError
-
-if TYPE_CHECKING:
-    from classifier.model.artifact import LoadedModel
-    from classifier.model.session_model import SessionModel
+from classifier.model.digest import file_sha256
 
 __all__ = [
-    "load_flow_model",
-    "load_session",
     "FLOW_FILE",
     "SESSION_FILE",
     "LeanForest",
@@ -66,11 +59,8 @@ __all__ = [
     "session_arrays",
     "write_flow_export",
     "write_session_export",
-    "export_lean",
     "read_flow_export",
     "read_session_export",
-    "load_lean_model",
-    "load_lean_session_model",
 ]
 
 FLOW_FILE = "lean.npz"
@@ -458,30 +448,11 @@ def write_session_export(estimator: Any, directory: Path, source_sha256: str) ->
     return _write(Path(directory) / SESSION_FILE, session_arrays(estimator), source_sha256)
 
 
-def export_lean(directory: Path | str) -> tuple[bool, bool]:
-    """Load the joblib models of ``directory`` (verified as usual) and write their lean
-    exports; returns (flow written, session written). A directory without a session model
-    gets no session export (and loses a stale one)."""
-    from classifier.model.artifact import load_model
-    from classifier.model.session_model import has_session_model, load_session_model
-
-    directory = Path(directory)
-    model = load_model(directory)
-    flow = write_flow_export(model.pipeline, directory, model.info.sha256)
-    if not has_session_model(directory):
-        (directory / SESSION_FILE).unlink(missing_ok=True)
-        return flow, False
-    session = load_session_model(directory)
-    return flow, write_session_export(session.estimator, directory, session.info.sha256)
-
-
 def _read(path: Path, kind: str, sidecar: Path, source: Path) -> dict[str, npt.NDArray[Any]] | None:
     """The arrays of ``path`` when it is a current export of ``kind``: its source sha256
     equals the ``sha256`` of ``sidecar``, and so does the joblib file ``source`` (a
     damaged or swapped joblib file is then reported by its own loader, as without an
     export)."""
-    from classifier.model.artifact import file_sha256
-
     try:
         want = json.loads(sidecar.read_text()).get("sha256")
         if file_sha256(source) != want:
@@ -534,77 +505,3 @@ def read_session_export(directory: Path | str) -> LeanSession | None:
         return _session(arrays)
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def load_lean_model(directory: Path | str | None = None) -> LoadedModel | None:
-    """The flow model of ``directory`` (default: the shipped one) from its lean export:
-    a :class:`LoadedModel <classifier.model.artifact.LoadedModel>` with ``pipeline=None``
-    and the :class:`LeanForest` as ``predictor``. None when there is no current export
-    or the sidecar is unusable or built for another feature schema: load the joblib model
-    then (:func:`load_model <classifier.model.artifact.load_model>`, which reports why)."""
-    from classifier.features.schema import FEATURE_COLUMNS, SCHEMA_VERSION
-    from classifier.model.artifact import DEFAULT_MODEL_DIR, LoadedModel, read_info
-
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
-    if directory.is_file():
-        directory = directory.parent
-    try:
-        info = read_info(directory)
-    except ModelError:
-        return None
-    if info.schema_version != SCHEMA_VERSION or list(info.feature_columns) != list(FEATURE_COLUMNS):
-        return None
-    forest = read_flow_export(directory)
-    if forest is None or forest.numeric != tuple(FEATURE_COLUMNS):
-        return None
-    return LoadedModel(pipeline=None, info=info, path=directory, predictor=forest)
-
-
-def load_lean_session_model(directory: Path | str | None = None) -> SessionModel | None:
-    """The session model of ``directory`` (default: the shipped one) from its lean
-    export: a :class:`SessionModel <classifier.model.session_model.SessionModel>` whose
-    ``estimator`` is the :class:`LeanSession`. None when there is no current export or
-    ``session.json`` is unusable or names other session features: load the joblib model
-    then (:func:`load_session_model
-    <classifier.model.session_model.load_session_model>`, which reports why)."""
-    from classifier.features.session import SESSION_FEATURES, SessionConfig
-    from classifier.model.artifact import DEFAULT_MODEL_DIR
-    from classifier.model.session_model import SessionModel, SessionModelInfo
-
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
-    try:
-        info = SessionModelInfo(**json.loads((directory / "session.json").read_text()))
-        SessionConfig(**info.config)
-    except (OSError, ValueError, TypeError):
-        return None
-    if list(info.feature_columns) != list(SESSION_FEATURES):
-        return None
-    lean = read_session_export(directory)
-    if lean is None or lean.inputs != tuple(SESSION_FEATURES):
-        return None
-    return SessionModel(lean, info, directory)
-
-
-def load_flow_model(directory: Path | str | None = None) -> LoadedModel:
-    """The flow model to predict with: the lean export when it is current, else the
-    joblib model (:func:`load_model <classifier.model.artifact.load_model>`, which raises
-    :class:`ModelError` saying what is wrong)."""
-    from classifier.model.artifact import load_model
-
-    return load_lean_model(directory) or load_model(directory)
-
-
-def load_session(directory: Path | str | None = None) -> SessionModel | None:
-    """The session model to predict with, or None when ``directory`` (default: the
-    shipped one) has none: the lean export when it is current, else the joblib model
-    (:func:`load_session_model <classifier.model.session_model.load_session_model>`,
-    which raises :class:`ModelError` saying what is wrong)."""
-    from classifier.model.artifact import DEFAULT_MODEL_DIR
-    from classifier.model.session_model import has_session_model, load_session_model
-
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
-    if directory.is_file():
-        directory = directory.parent
-    if not has_session_model(directory):
-        return None
-    return load_lean_session_model(directory) or load_session_model(directory)

@@ -627,7 +627,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _load(directory: Path) -> tuple[Any, Any]:
-    from classifier.model.lean import load_flow_model, load_session
+    from classifier.model.loading import load_flow_model, load_session
 
     return load_flow_model(directory), load_session(directory)
 

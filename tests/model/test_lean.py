@@ -27,13 +27,15 @@ from classifier.model.lean import (
     LeanForest,
     LeanSession,
     flow_arrays,
+    read_flow_export,
+    read_session_export,
+    session_arrays,
+)
+from classifier.model.loading import (
     load_flow_model,
     load_lean_model,
     load_lean_session_model,
     load_session,
-    read_flow_export,
-    read_session_export,
-    session_arrays,
 )
 from classifier.model.predict import model_inputs, verdict_arrays
 from classifier.model.session_model import (
@@ -261,7 +263,7 @@ def test_lean_models_load_and_predict_without_sklearn_scipy_lightgbm_joblib() ->
     code = """
 import sys
 import numpy as np
-from classifier.model.lean import load_lean_model, load_lean_session_model
+from classifier.model.loading import load_lean_model, load_lean_session_model
 flow = load_lean_model(None)
 session = load_lean_session_model(None)
 assert flow is not None and session is not None
@@ -284,7 +286,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
 
 def test_the_shipped_exports_are_current() -> None:
     """A retrain of classifier/model/default must re-export (``save_model`` does; else
-    ``python -c 'from classifier.model.lean import export_lean; export_lean(...)'``)."""
+    ``python -c 'from classifier.model.loading import export_lean; export_lean(...)'``)."""
     forest = read_flow_export(DEFAULT_MODEL_DIR)
     session = read_session_export(DEFAULT_MODEL_DIR)
     assert forest is not None, f"{FLOW_FILE} is missing or older than model.joblib"
