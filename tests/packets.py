@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from classifier.capture.packet import TCP, UDP, Packet
 
 CLIENT = "10.77.1.2"
@@ -79,3 +83,25 @@ def handshake(t0: float = 0.0, **kw: int) -> list[Packet]:
         tcp(t0 + 0.01, False, 0, SYN | ACK, **kw),
         tcp(t0 + 0.02, True, 0, ACK, **kw),
     ]
+
+
+def replay(
+    process: Callable[[list[Packet]], None],
+    clock: Any,
+    packets: Sequence[Packet],
+    rounds: int,
+    shift: float = 30.1,
+) -> None:
+    """Feed ``packets`` ``rounds`` times (each round ``shift`` seconds later) to a live
+    router's ``process`` in batches of 0.2 s of capture time, moving the fake ``clock``
+    (its ``t``) along; the last batch goes in 1 s after its packets."""
+    batch: list[Packet] = []
+    for i in range(rounds):
+        for pkt in packets:
+            batch.append(dataclasses.replace(pkt, ts=pkt.ts + shift * i))
+            if batch[-1].ts - clock.t >= 0.2:
+                clock.t = batch[-1].ts
+                process(batch)
+                batch = []
+    clock.t += 1
+    process(batch)

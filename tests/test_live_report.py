@@ -3,7 +3,6 @@ retention of ended flows and sessions in LiveState, on real objects with a fake 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -18,6 +17,7 @@ from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import PolicyHolder, parse_policy
 from classifier.live.report import VerdictLog, summary_text
 from classifier.live.state import LiveState
+from tests.packets import replay
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
 C, S = "10.77.1.2", "10.77.2.2"
@@ -312,16 +312,7 @@ def test_router_logs_changes_not_judgements(
         clock=clock,
     )
     try:
-        batch = []
-        for i in range(4):
-            for pkt in packets:
-                batch.append(dataclasses.replace(pkt, ts=pkt.ts + 30.1 * i))
-                if batch[-1].ts - clock.t >= 0.2:
-                    clock.t = batch[-1].ts
-                    router.process(batch)
-                    batch = []
-        clock.t += 1
-        router.process(batch)
+        replay(router.process, clock, packets, 4)
         judged = router.state.counters_snapshot()["session_verdicts"]
         sessions = router.state.sessions()
     finally:

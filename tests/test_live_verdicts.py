@@ -3,7 +3,6 @@ real packets its verdicts are the ones classify_table gives on the same rows."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ from classifier.features.schema import FEATURE_COLUMNS, compute_features
 from classifier.features.view import FlowView
 from classifier.flows import Flow
 from classifier.model.predict import classify_table
+from tests.packets import replay
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
 ACTED_ON = (
@@ -83,16 +83,7 @@ def test_live_flow_verdicts_match_classify_table(
     monkeypatch.setattr(router, "_judge_flows", judge_both)
     monkeypatch.setattr(router, "_act", act_recorded)
     try:
-        batch = []
-        for i in range(2):
-            for pkt in packets:
-                batch.append(dataclasses.replace(pkt, ts=pkt.ts + 30.1 * i))
-                if batch[-1].ts - clock.t >= 0.2:
-                    clock.t = batch[-1].ts
-                    router.process(batch)
-                    batch = []
-        clock.t += 1
-        router.process(batch)
+        replay(router.process, clock, packets, 2)
         clock.t += 120
         router.process([])
     finally:
