@@ -3,8 +3,8 @@ when they are current, else the joblib models.
 
 :func:`load_flow_model` and :func:`load_session` are what ``shortflow classify``, the API,
 the Model page and live mode call: with the shipped model they import none of
-scikit-learn, scipy, lightgbm, joblib or pandas (``classify`` needs pandas for its tables). :func:`export_lean` (re)writes a directory's exports
-from its joblib models.
+scikit-learn, scipy, lightgbm or joblib, and live mode and the API no pandas either.
+:func:`export_lean` (re)writes a directory's exports from its joblib models.
 """
 
 from __future__ import annotations
