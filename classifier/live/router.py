@@ -484,12 +484,12 @@ class LiveRouter:
             start = 0.0 if end <= self.config.checks[-1] else end - self.config.recheck
             meta = self.featurizer.flow_meta(flow)
             numeric[i] = compute_features(FlowView.of(flow, start, end))
-            services.append(_interned(meta["service"], "unknown"))
-            categories.append(_interned(meta["category"], "unknown"))
+            services.append(_text(meta["service"]))
+            categories.append(_text(meta["category"]))
             names.append(meta["name"] or None)
             windows.append(f"{start:g}-{end:g} s")
         v = verdict_arrays(self.model, numeric, services, categories, names)
-        labels = [_interned(label, "") for label in v.label.tolist()]
+        labels = v.label.tolist()
         probability = np.round(v.probability, 4).tolist()
         p_short = np.round(v.p_short, 4).tolist()
         for i, (flow, _) in enumerate(due):
@@ -613,15 +613,15 @@ class _CheckSchedule:
 
 _JUDGE_SLICE = 1024
 """Flows judged per model call."""
-_STRINGS: dict[str, str] = {}
-"""One shared copy of each label, service and category string the verdicts hold."""
 
 
-def _interned(value: Any, missing: str) -> str:
-    """``value`` as a str (``missing`` for None/NaN), one shared copy per distinct value."""
-    if not isinstance(value, str):
-        value = missing if value is None or value != value else str(value)
-    return _STRINGS.setdefault(value, value) if len(_STRINGS) < 10_000 else value
+def _text(value: Any) -> str:
+    """A flow's service or category as a str: "unknown" for None/NaN (as
+    :func:`classify_table` reads a missing service). LiveState keeps one shared copy of
+    the strings it stores."""
+    if isinstance(value, str):
+        return value
+    return "unknown" if value is None or value != value else str(value)
 
 
 def _proto(proto: int) -> str:

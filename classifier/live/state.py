@@ -281,9 +281,12 @@ class LiveState:
     # -- ended flows and sessions ---------------------------------------------------------
 
     def _keep_ended(
-        self, store: OrderedDict[int, dict[str, Any]], entry: dict[str, Any], now: float
+        self, store: OrderedDict[int, Any], entry: _FlowEntry | dict[str, Any], now: float
     ) -> None:
-        entry["ended"], entry["ended_at"] = True, now
+        if isinstance(entry, _FlowEntry):
+            entry.ended, entry.ended_at = True, now
+        else:
+            entry["ended"], entry["ended_at"] = True, now
         store[next(self._seq)] = entry
         self._prune(store, now)
 
@@ -330,9 +333,7 @@ class LiveState:
             entry = self._flows.pop(_flow_id(key), None)
             if entry is None:
                 return False
-            entry.ended, entry.ended_at = True, now
-            self._ended_flows[next(self._seq)] = entry
-            self._prune(self._ended_flows, now)
+            self._keep_ended(self._ended_flows, entry, now)
             return True
 
     def flows(self) -> list[dict[str, Any]]:

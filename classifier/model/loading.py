@@ -39,6 +39,12 @@ __all__ = [
 ]
 
 
+def _directory(directory: Path | str | None) -> Path:
+    """The model directory meant: the shipped one for None, a file's folder for a file."""
+    path = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    return path.parent if path.is_file() else path
+
+
 def export_lean(directory: Path | str) -> tuple[bool, bool]:
     """Load the joblib models of ``directory`` (verified as usual) and write their lean
     exports; returns (flow written, session written). A directory without a session model
@@ -59,9 +65,7 @@ def load_lean_model(directory: Path | str | None = None) -> LoadedModel | None:
     and the :class:`LeanForest` as ``predictor``. None when there is no current export
     or the sidecar is unusable or built for another feature schema: load the joblib model
     then (:func:`load_model <classifier.model.artifact.load_model>`, which reports why)."""
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
-    if directory.is_file():
-        directory = directory.parent
+    directory = _directory(directory)
     try:
         info = read_info(directory)
     except ModelError:
@@ -81,7 +85,7 @@ def load_lean_session_model(directory: Path | str | None = None) -> SessionModel
     ``session.json`` is unusable or names other session features: load the joblib model
     then (:func:`load_session_model
     <classifier.model.session_model.load_session_model>`, which reports why)."""
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+    directory = _directory(directory)
     try:
         info = SessionModelInfo(**json.loads((directory / "session.json").read_text()))
         SessionConfig(**info.config)
@@ -107,9 +111,7 @@ def load_session(directory: Path | str | None = None) -> SessionModel | None:
     shipped one) has none: the lean export when it is current, else the joblib model
     (:func:`load_session_model <classifier.model.session_model.load_session_model>`,
     which raises :class:`ModelError` saying what is wrong)."""
-    directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
-    if directory.is_file():
-        directory = directory.parent
+    directory = _directory(directory)
     if not has_session_model(directory):
         return None
     return load_lean_session_model(directory) or load_session_model(directory)
