@@ -207,5 +207,5 @@ def test_features_and_capture_do_not_name_the_model() -> None:
 def test_the_layer_check_sees_an_import_against_the_layers() -> None:
     graph = import_graph()
     # the model sits above the names: it does import them, the other way round is forbidden
-    assert "classifier.names.services" in graph["classifier.model.predict"]
+    assert "classifier.names.services" in graph["classifier.model.name_prior"]
     assert any(_inside("classifier.model.predict", f) for f in FORBIDDEN["classifier.names"])

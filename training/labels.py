@@ -86,7 +86,13 @@ _MEDIA_PATTERNS: dict[str, re.Pattern[str]] = {
     "tiktok": re.compile(r"v\d+[a-z0-9-]*\.tiktok\.com"),  # web player video hosts
 }
 _WHOLE_SERVICE_APPS = ("douyin", "kwai")
-_VIDEO_CATEGORIES = ("video-cdn", "short-form-service", "long-form-video", "live-video")
+_VIDEO_CATEGORIES = (
+    "video-cdn",
+    "short-video",
+    "short-form-service",
+    "long-form-video",
+    "live-video",
+)
 _VIDEO_SESSIONS = ("short-form", "long-form")
 _NON_VIDEO_SESSIONS = ("web", "call", "other-video", "other")
 _WEB_PORTS = (80, 443)

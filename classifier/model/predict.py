@@ -17,7 +17,7 @@ import numpy.typing as npt
 from classifier.errors import ModelError
 from classifier.features.schema import FEATURE_COLUMNS, snapshot_prefix
 from classifier.model.artifact import LoadedModel
-from classifier.names.services import may_be_short_form
+from classifier.model.name_prior import name_prior
 
 if TYPE_CHECKING:  # imported where a table is made: live mode judges without pandas
     import pandas as pd
@@ -31,7 +31,6 @@ __all__ = [
     "RowVerdicts",
     "verdict_arrays",
     "decision_window",
-    "without_short_form",
 ]
 
 MODEL_INPUT_COLUMNS = (*FEATURE_COLUMNS, "service")
@@ -75,27 +74,6 @@ def model_inputs(table: pd.DataFrame, horizon: float | None = None) -> pd.DataFr
     out = table[_input_columns(table, horizon)].astype(np.float64)
     out.columns = list(FEATURE_COLUMNS)
     out["service"] = _services(table)
-    return out
-
-
-def without_short_form(
-    proba: npt.NDArray[np.float64], classes: Sequence[str], ruled_out: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.float64]:
-    """``proba`` (rows x ``classes``) with short-form ruled out on the ``ruled_out`` rows:
-    its probability moves to the other classes in proportion (the model's odds between
-    them stay), or wholly to the last other class when the model gave them nothing."""
-    if "short-form" not in classes or not ruled_out.any():
-        return proba
-    out = np.array(proba, dtype=np.float64, copy=True)
-    short = list(classes).index("short-form")
-    rest = np.array([i for i in range(len(classes)) if i != short], dtype=np.intp)
-    rows = np.flatnonzero(ruled_out)
-    block = out[np.ix_(rows, rest)]
-    mass = block.sum(axis=1, keepdims=True)
-    block = np.divide(block, mass, out=np.zeros_like(block), where=mass > 0)
-    block[mass[:, 0] <= 0, -1] = 1.0
-    out[np.ix_(rows, rest)] = block
-    out[rows, short] = 0.0
     return out
 
 
@@ -146,9 +124,10 @@ def verdict_arrays(
         frame["service"] = list(services)
         proba = np.asarray(model.pipeline.predict_proba(frame))
         classes = [str(c) for c in model.pipeline.classes_]
-    shape_says_short = np.array(classes, dtype=object)[proba.argmax(axis=1)] == "short-form"
-    ruled_out = np.array([not may_be_short_form(c) for c in categories], dtype=bool)
-    proba = without_short_form(proba, classes, ruled_out)
+    shape_says = np.array(classes, dtype=object)[proba.argmax(axis=1)]
+    shape_says_short, shape_says_long = shape_says == "short-form", shape_says == "long-form"
+    prior = name_prior(proba, classes, categories)
+    proba, ruled_out = prior.proba, prior.no_short
     best = proba.argmax(axis=1)
     labels = np.array(classes, dtype=object)[best]
     probability = proba[np.arange(len(best)), best].astype(np.float64)
@@ -170,6 +149,11 @@ def verdict_arrays(
             reasons.append(
                 f"traffic shape: {shape}; service {services[i]} ({categories[i]}) carries no "
                 "short-form video: its name rules short-form out"
+            )
+        elif prior.long_is_short[i] and shape_says_long[i]:
+            reasons.append(
+                f"traffic shape: {shape}; service {services[i]} ({categories[i]}) carries no "
+                "long-form video: what fetches like a video there is short-form"
             )
         else:
             reasons.append(f"traffic shape: {shape}; service {services[i]}")

@@ -29,8 +29,8 @@ import numpy.typing as npt
 from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 from classifier.model.artifact import file_sha256
-from classifier.model.predict import without_short_form
-from classifier.names.services import category_for, may_be_short_form
+from classifier.model.name_prior import name_prior
+from classifier.names.services import category_for
 
 if TYPE_CHECKING:  # imported where a table is made: live mode judges without pandas
     import pandas as pd
@@ -226,9 +226,10 @@ def window_probabilities(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """``p_short`` and ``p_long`` of each session row (a session table, or a list of
     rows as :func:`classifier.features.session.window_records` gives them). A group
-    named for a service whose category carries no short-form video (a call, music, a
-    search page) has short-form ruled out
-    (:func:`classifier.model.predict.without_short_form`)."""
+    named for a service gets what its category rules out
+    (:func:`classifier.model.name_prior.name_prior`): no short-form for a call, music or
+    a search page; no long-form on a platform whose video is short clips only (its
+    video-like windows count as short-form) or on a service that is not video."""
     from classifier.model.lean import LeanSession
 
     if isinstance(rows, Sequence):  # rows as dicts: live mode, no pandas with a lean model
@@ -246,8 +247,7 @@ def window_probabilities(
         groups = [str(g) for g in rows["group"]]
         proba = estimator.predict_proba(rows[list(SESSION_FEATURES)])
     classes = [str(c) for c in estimator.classes_]
-    ruled_out = np.array([not may_be_short_form(category_for(g)) for g in groups], dtype=bool)
-    proba = without_short_form(proba, classes, ruled_out)
+    proba = name_prior(proba, classes, [category_for(g) for g in groups]).proba
 
     def col(label: str) -> npt.NDArray[np.float64]:
         return proba[:, classes.index(label)] if label in classes else np.zeros(len(rows))

@@ -1,13 +1,16 @@
 """Host name -> service -> category, from the rules in ``services.toml``.
 
-The rules are data: a list of services, each with a category and host-name suffixes.
-Matching is case-insensitive, ignores a trailing dot, respects label boundaries and picks
-the longest matching suffix. The default file next to this module is loaded (and checked)
-once, on first use; :func:`load_rules` reads another file, e.g. a user's override.
+The rules are data: a list of services, each with a category, host-name suffixes and,
+where a platform's hosts sit under another one's domain, wildcard patterns. Matching is
+case-insensitive and ignores a trailing dot; a pattern that matches wins, else the
+longest matching suffix (respecting label boundaries). The default file next to this
+module is loaded (and checked) once, on first use; :func:`load_rules` reads another file,
+e.g. a user's override.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import tomllib
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ __all__ = [
     "ServiceRules",
     "category_for",
     "default_rules",
+    "may_be_long_form",
     "may_be_short_form",
     "load_rules",
     "match",
@@ -37,11 +41,13 @@ UNKNOWN = "unknown"
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _SUFFIX = re.compile(rf"^(?=.{{1,253}}$)(?:{_LABEL}\.)*{_LABEL}$")
+_PATTERN = re.compile(r"^(?=[^*]*\*)[a-z0-9_*-]+(?:\.[a-z0-9_*-]+)+$")
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceMatch:
-    """The rule a name matched: the service, its category and the suffix that matched."""
+    """The rule a name matched: the service, its category and the suffix (or pattern)
+    that matched."""
 
     service: str
     category: str
@@ -62,8 +68,10 @@ class ServiceRules:
         """
         self.source = source
         self._categories = self._check_categories(data)
-        self._short_form = self._check_short_form(data)
+        self._short_form = self._check_listed(data, "short_form_categories")
+        self._long_form = self._check_listed(data, "long_form_categories")
         self._by_suffix: dict[str, str] = {}
+        self._patterns: list[tuple[re.Pattern[str], str, str]] = []
         self._category_of: dict[str, str] = {}
         services = data.get("service")
         if not isinstance(services, list) or not services:
@@ -84,10 +92,10 @@ class ServiceRules:
                 self._fail(f"category {key!r} needs a lower-case id and a text description")
         return dict(cats)
 
-    def _check_short_form(self, data: dict[str, Any]) -> frozenset[str]:
-        listed = data.get("short_form_categories", list(self._categories))
+    def _check_listed(self, data: dict[str, Any], key: str) -> frozenset[str]:
+        listed = data.get(key, list(self._categories))
         if not isinstance(listed, list) or not all(c in self._categories for c in listed):
-            self._fail("short_form_categories must list categories of the [categories] table")
+            self._fail(f"{key} must list categories of the [categories] table")
         return frozenset(listed)
 
     def _add_service(self, index: int, entry: Any) -> None:
@@ -104,10 +112,11 @@ class ServiceRules:
         suffixes = entry.get("suffixes")
         if not isinstance(suffixes, list) or not suffixes:
             self._fail(f"service {name!r} needs a non-empty suffixes list")
-        extra = set(entry) - {"name", "category", "suffixes", "note"}
+        extra = set(entry) - {"name", "category", "suffixes", "patterns", "note"}
         if extra:
             self._fail(f"service {name!r} has unknown keys {sorted(extra)}")
         self._category_of[name] = category
+        self._add_patterns(name, entry.get("patterns", []))
         for suffix in suffixes:
             if not isinstance(suffix, str) or not _SUFFIX.match(suffix):
                 self._fail(f"service {name!r} has a bad suffix {suffix!r} (lower-case host name)")
@@ -115,6 +124,18 @@ class ServiceRules:
             if owner is not None:
                 self._fail(f"suffix {suffix!r} is in both {owner!r} and {name!r}")
             self._by_suffix[suffix] = name
+
+    def _add_patterns(self, name: str, patterns: Any) -> None:
+        if not isinstance(patterns, list):
+            self._fail(f"service {name!r}: patterns must be a list")
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not _PATTERN.match(pattern):
+                self._fail(
+                    f"service {name!r} has a bad pattern {pattern!r} (a lower-case host name "
+                    "with at least one '*', e.g. 'instagram.*.fbcdn.net')"
+                )
+            regex = re.compile(fnmatch.translate(pattern))
+            self._patterns.append((regex, name, pattern))
 
     @property
     def services(self) -> list[str]:
@@ -127,10 +148,14 @@ class ServiceRules:
         return dict(self._categories)
 
     def match(self, name: str | None) -> ServiceMatch | None:
-        """The longest-suffix rule matching ``name``, or ``None``."""
+        """The first pattern matching ``name``, else the longest-suffix rule, or ``None``."""
         if not name:
             return None
-        labels = _normalize(name).split(".")
+        host = _normalize(name)
+        for regex, owner, pattern in self._patterns:
+            if regex.match(host):
+                return ServiceMatch(owner, self._category_of[owner], pattern)
+        labels = host.split(".")
         for start in range(max(0, len(labels) - self._max_labels), len(labels)):
             suffix = ".".join(labels[start:])
             service = self._by_suffix.get(suffix)
@@ -153,6 +178,13 @@ class ServiceRules:
         a search page). An unknown category (no name, or a name no rule knows) is judged
         by its shape alone."""
         return category == UNKNOWN or category in self._short_form
+
+    def may_be_long_form(self, category: str) -> bool:
+        """Whether traffic of a service in ``category`` can be long-form video. Where it
+        cannot, what fetches like a long video is short-form video on a platform whose
+        video is short clips only (it may be short-form), and other traffic elsewhere (a
+        music stream, a call). An unknown category is judged by its shape alone."""
+        return category == UNKNOWN or category in self._long_form
 
 
 def load_rules(path: str | Path = DEFAULT_RULES_PATH) -> ServiceRules:
@@ -198,3 +230,8 @@ def category_for(service: str) -> str:
 def may_be_short_form(category: str) -> bool:
     """:meth:`ServiceRules.may_be_short_form` under the packaged rules."""
     return default_rules().may_be_short_form(category)
+
+
+def may_be_long_form(category: str) -> bool:
+    """:meth:`ServiceRules.may_be_long_form` under the packaged rules."""
+    return default_rules().may_be_long_form(category)

@@ -72,7 +72,7 @@ def test_service_for(name: str | None, service: str) -> None:
 
 def test_categories() -> None:
     assert category_for("youtube") == "video-cdn"
-    assert category_for("instagram") == "video-cdn"
+    assert category_for("instagram") == "short-video"
     assert category_for("tiktok") == "short-form-service"
     assert category_for("facebook-api") == "api"
     assert category_for("webex") == "call"
@@ -88,6 +88,25 @@ def test_longest_suffix_wins_and_reports_suffix() -> None:
     m = match("upload.facebook.com")
     assert m is not None and (m.service, m.suffix) == ("facebook", "facebook.com")
     assert match("nothing.invalid") is None
+
+
+def test_a_pattern_names_a_platform_under_another_ones_domain() -> None:
+    m = match("Instagram.fbom1-1.fna.fbcdn.net.")
+    assert m is not None and (m.service, m.suffix) == ("instagram", "instagram.*.fbcdn.net")
+    assert service_for("scontent.fbom1-1.fna.fbcdn.net") == "facebook"
+    assert service_for("scontent-mxp1-1.cdninstagram.com") == "instagram"
+    assert service_for("notinstagram.x.fbcdn.net") == "facebook"
+
+
+def test_long_form_categories(tmp_path: Path) -> None:
+    packaged = default_rules()
+    for category in ("video-cdn", "long-form-video", "social", "cdn", "web", UNKNOWN):
+        assert packaged.may_be_long_form(category), category
+    for category in ("short-video", "short-form-service", "audio", "call", "live-video"):
+        assert not packaged.may_be_long_form(category), category
+    assert packaged.may_be_short_form("short-video")
+    custom = load_rules(_write(tmp_path, _GOOD))
+    assert custom.may_be_long_form("video")  # no long_form_categories: nothing ruled out
 
 
 def test_default_rules_loaded_once() -> None:
@@ -169,6 +188,13 @@ def test_short_form_categories_rule_out_the_others(tmp_path: Path) -> None:
             _GOOD.replace("schema = 1", 'schema = 1\nshort_form_categories = "video"'),
             "short_form_categories",
         ),
+        (
+            _GOOD.replace("schema = 1", 'schema = 1\nlong_form_categories = ["nope"]'),
+            "long_form_categories",
+        ),
+        (_GOOD.replace('name = "a"', 'name = "a"\npatterns = ["a.example"]'), "bad pattern"),
+        (_GOOD.replace('name = "a"', 'name = "a"\npatterns = ["A.*.example"]'), "bad pattern"),
+        (_GOOD.replace('name = "a"', 'name = "a"\npatterns = "*.example"'), "must be a list"),
         ("schema = 1\n[categories]\nv = 'x'\n", "[[service]]"),
         ("schema = 1\n[[service]]\nname='a'\ncategory='v'\nsuffixes=['a.b']\n", "[categories]"),
     ],
