@@ -43,7 +43,7 @@ from classifier.names.services import (
         ("occ-0-1.1.nflxvideo.net", "netflix"),
         ("video-weaver.fra02.hls.ttvnw.net", "twitch"),
         ("static-cdn.jtvnw.net", "twitch"),
-        ("audio-ak-spotify-com.akamaized.net", "cdn"),
+        ("audio-ak-spotify-com.akamaized.net", "spotify"),
         ("spclient.wg.spotify.com", "spotify"),
         ("e7.whatsapp.net", "whatsapp"),
         ("us04web.zoom.us", "zoom"),
@@ -96,6 +96,8 @@ def test_a_pattern_names_a_platform_under_another_ones_domain() -> None:
     assert service_for("scontent.fbom1-1.fna.fbcdn.net") == "facebook"
     assert service_for("scontent-mxp1-1.cdninstagram.com") == "instagram"
     assert service_for("notinstagram.x.fbcdn.net") == "facebook"
+    assert service_for("audio4-ak-spotify-com.akamaized.net") == "spotify"
+    assert service_for("other.akamaized.net") == "cdn"
 
 
 def test_long_form_categories(tmp_path: Path) -> None:
