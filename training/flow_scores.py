@@ -30,6 +30,7 @@ from classifier.model.combine import combine_verdicts
 from classifier.model.predict import classify_table
 from classifier.model.session_model import Agreement, classify_sessions
 from classifier.model.timeline import ACTIVITY_CONFIG
+from training.address_names import AddressNames
 from training.dataset import default_cache_dir, featurize_cached, load_rows
 from training.sessions import SYNTHETIC_SOURCES, source_name
 
@@ -45,11 +46,14 @@ def _capture_bytes(
     rule: Agreement,
     row: Any,
     cache: Path,
+    address_names: AddressNames | None,
 ) -> dict[str, float]:
     flows = featurize_cached(row.local_path, row.sha256, FeaturizeConfig(), cache)
     activity = featurize_cached(
         row.local_path, row.sha256, ACTIVITY_CONFIG, cache, ACTIVITY_COLUMNS
     )
+    if address_names is not None:
+        flows, activity = address_names.apply(flows), address_names.apply(activity)
     windows = classify_sessions(estimator, session_table(activity, config), rule, hindsight=True)
     verdicts = combine_verdicts(classify_table(flow_model, flows), activity, windows, config)
     nbytes = verdicts["bytes_up"] + verdicts["bytes_down"]
@@ -68,11 +72,12 @@ def flow_byte_scores(
     config: SessionConfig,
     rule: Agreement | None = None,
     cache_dir: Path | None = None,
+    address_names: AddressNames | None = None,
 ) -> pd.DataFrame:
     """One row per (held-out real source, capture label): captures, MB, and the shares of
     bytes labelled short-form / long-form / other, finally and by the flow model alone.
     ``table``: labelled session rows of the same manifests plus any simulated ones (what
-    :func:`training.sessions.leave_one_source_out` takes)."""
+    :func:`training.sessions.leave_one_source_out` takes); ``address_names`` as there."""
     rule = rule or Agreement()
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     rows = [(r, source_name(r.path, r.recorded)) for r in load_rows(manifests)]
@@ -83,7 +88,7 @@ def flow_byte_scores(
         estimator = factory().fit(train[list(SESSION_FEATURES)], train["label"])
         for row, src in rows:
             if src == source:
-                got = _capture_bytes(flow_model, estimator, config, rule, row, cache)
+                got = _capture_bytes(flow_model, estimator, config, rule, row, cache, address_names)
                 records.append({"source": source, "label": row.label, **got})
     data = pd.DataFrame(records)
     if data.empty:

@@ -24,11 +24,24 @@ def _tables(args: argparse.Namespace) -> Any:
     from training.sessions import session_rows, simulated_rows
 
     config = SessionConfig(use_names=not args.no_names)
-    real = session_rows(args.manifests, config, jobs=args.jobs, progress=show_progress(args.quiet))
+    real = session_rows(
+        args.manifests,
+        config,
+        jobs=args.jobs,
+        progress=show_progress(args.quiet),
+        address_names=_address_names(args),
+    )
     parts = [real]
     if args.sim:
         parts.append(simulated_rows(args.sim, args.seed, config))
     return config, pd.concat(parts, ignore_index=True)
+
+
+def _address_names(args: argparse.Namespace) -> Any:
+    from training.address_names import load_address_names
+
+    path = getattr(args, "names_by_address", None)
+    return load_address_names(path) if path is not None else None
 
 
 def _agreement(text: str) -> Any:
@@ -86,6 +99,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     rule = args.agreement
     for name, scores in _evaluate(table, names, rule, args.block_seconds).items():
         names_used = "withheld" if args.no_names else "used"
+        if args.names_by_address is not None:
+            names_used += f", nameless flows named by address ({args.names_by_address.name})"
         parts += [
             f"### {name} (leave one source out; names {names_used}; short-form when "
             f"{rule.k} of the last {rule.n} windows reach {rule.threshold:g}; blocks of "
@@ -107,7 +122,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from training.flow_scores import flow_byte_scores, flow_scores_markdown
 
         flows = flow_byte_scores(
-            args.manifests, table, CANDIDATES[names[0]], load_model(args.flow_model), config, rule
+            args.manifests,
+            table,
+            CANDIDATES[names[0]],
+            load_model(args.flow_model),
+            config,
+            rule,
+            address_names=_address_names(args),
         )
         parts += [
             f"### {names[0]}: bytes of each held-out source by the final label of "
@@ -233,6 +254,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="how long a block made by a short-form verdict lasts, for the 'under a block' "
         f"columns (the policy's block_seconds; default {_BLOCK_SECONDS})",
+    )
+    e.add_argument(
+        "--names-by-address",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="name nameless flows by their server's network (TOML: [[service]] name, "
+        "networks), to estimate what names would change; an evaluation aid "
+        "(datasets/names-by-address.toml)",
     )
     e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
     e.set_defaults(handler=_cmd_evaluate)

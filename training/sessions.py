@@ -43,6 +43,7 @@ from classifier.model.session_model import (
 )
 from classifier.model.timeline import ACTIVITY_CONFIG
 from classifier.parallel import ordered_map
+from training.address_names import AddressNames
 from training.dataset import default_cache_dir, featurize_cached, load_rows
 from training.manifest import SESSION_LABELS
 
@@ -185,11 +186,14 @@ def session_rows(
     jobs: int = 1,
     cache_dir: Path | None = None,
     progress: bool = False,
+    address_names: AddressNames | None = None,
 ) -> pd.DataFrame:
     """Labelled session-view rows of every capture in ``manifests`` (rows without a label
     are dropped). A capture with a timeline sidecar (:func:`read_timeline`) is labelled
-    per window from its intervals instead of its manifest label. Raises
-    :class:`DatasetError` for bad manifests or unreadable captures."""
+    per window from its intervals instead of its manifest label. ``address_names`` names
+    nameless flows by their server's network first (an evaluation aid,
+    :mod:`training.address_names`). Raises :class:`DatasetError` for bad manifests or
+    unreadable captures."""
     config = config or SessionConfig()
     rows = load_rows(manifests)
     cache = cache_dir if cache_dir is not None else default_cache_dir()
@@ -199,6 +203,8 @@ def session_rows(
     )
     parts: list[pd.DataFrame] = []
     for activity, row in zip(tables, rows, strict=True):
+        if address_names is not None:
+            activity = address_names.apply(activity)
         sessions = session_table(activity, config)
         if sessions.empty:
             continue
