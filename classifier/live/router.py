@@ -462,13 +462,14 @@ class LiveRouter:
 
     def _judge(self, now: float) -> int:
         """Judge the flows due at ``now``; how many."""
-        due = self._schedule.pop_due(now)
-        # in slices: a burst of new flows (a scan, a flood, a router started among busy
-        # clients) then needs a slice's rows in memory at a time, not one row dict of ~150
-        # boxed floats per flow for all of them at once
-        for first in range(0, len(due), _JUDGE_SLICE):
-            self._judge_flows(due[first : first + _JUDGE_SLICE])
-        return len(due)
+        # in slices, each popped when judged: a burst of new flows (a scan, a flood, a
+        # router started among busy clients), or a loop that fell behind with every flow's
+        # next checks due at once, then holds one slice's checks and rows at a time
+        judged = 0
+        while due := self._schedule.pop_due(now, _JUDGE_SLICE):
+            self._judge_flows(due)
+            judged += len(due)
+        return judged
 
     def _judge_flows(self, due: list[tuple[Flow, float]]) -> None:
         """Judge flows, each over its window ending at ``end``, and act on the verdicts.
@@ -596,11 +597,12 @@ class _CheckSchedule:
     def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
         pass
 
-    def pop_due(self, now: float) -> list[tuple[Flow, float]]:
+    def pop_due(self, now: float, limit: int | None = None) -> list[tuple[Flow, float]]:
         """Flows (still held) whose next check time has come, with the view end in seconds
-        into the flow; each is scheduled again for its following check."""
+        into the flow, the earliest first and at most ``limit`` of them; each is scheduled
+        again for its following check (which may be due too)."""
         due: list[tuple[Flow, float]] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and (limit is None or len(due) < limit):
             _, fid, flow, done = heapq.heappop(self._heap)
             if flow.end_reason:
                 continue  # ended: forget it
