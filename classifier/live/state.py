@@ -95,29 +95,49 @@ _VERDICT_FIELDS = (
     "at",
     "flow_start",
 )
-_WORDS: dict[str, str] = {}
-"""One shared copy of the short strings many flows' verdicts repeat (label, service,
-window)."""
-_SHARED = ("label", "service", "window")
 
 
-def _word(value: Any) -> Any:
-    if isinstance(value, str) and len(_WORDS) < 10_000:
-        return _WORDS.setdefault(value, value)
-    return value
+class _Shared:
+    """One shared copy of the values many flows' verdicts repeat: strings (label, service,
+    name, window and the reason, whose figures are rounded coarsely) and the
+    probabilities (rounded to 4 places). At most ``size`` of each type; when full it
+    starts again empty, so what it keeps stays bounded and recent values are shared."""
+
+    __slots__ = ("_strs", "_floats", "_size")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._strs: dict[str, str] = {}
+        self._floats: dict[float, float] = {}
+        self._size = size
+
+    def __call__(self, value: Any) -> Any:
+        if type(value) is str:
+            return self._one(self._strs, value)
+        if type(value) is float and value != 0.0:  # 0.0 and -0.0 are equal keys
+            return self._one(self._floats, value)
+        return value
+
+    def _one(self, cache: dict[Any, Any], value: Any) -> Any:
+        if len(cache) >= self._size:
+            cache.clear()
+        return cache.setdefault(value, value)
+
+
+_SHARE = _Shared()
+_SHARED = ("label", "probability", "p_short_form", "service", "name", "window", "reason")
 
 
 def _compact(
     verdict: dict[str, Any], previous: tuple[Any, ...] | dict[str, Any] | None = None
 ) -> tuple[Any, ...] | dict[str, Any]:
     """A stored flow verdict: its values as a tuple when it has exactly the live router's
-    fields (in order), with the repeated strings shared and the values equal to those of
-    the ``previous`` stored verdict taken from it (one copy of a reason both keep); else
-    the dict itself."""
+    fields (in order), with the values many flows repeat shared (:class:`_Shared`) and
+    the values equal to those of the ``previous`` stored verdict taken from it; else the
+    dict itself."""
     if tuple(verdict) != _VERDICT_FIELDS:
         return verdict
     values = [
-        _word(v) if f in _SHARED else v
+        _SHARE(v) if f in _SHARED else v
         for f, v in zip(_VERDICT_FIELDS, verdict.values(), strict=True)
     ]
     if isinstance(previous, tuple):
@@ -307,19 +327,22 @@ class LiveState:
         now = self._clock()
         clean = _plain(verdict)
         with self._lock:
-            entry = self._flows.pop(fid, None)
+            entry = self._flows.get(fid)
             if entry is None:
                 entry = _FlowEntry(_compact_key(flow_key, fid))
                 stored = _compact(clean)
+                # under the tuple the entry holds (one copy per flow)
+                self._flows[entry.key if isinstance(entry.key, tuple) else fid] = entry
             else:
                 stored = _compact(clean, entry.verdict)
+                # most recent last, in place: a pop and insert per verdict would use up the
+                # table's free slots and have it rebuilt (MBs) every few checks of all flows
+                self._flows.move_to_end(fid)
             if entry.verdicts and entry.first is None and entry.verdict != stored:
                 entry.first = entry.verdict  # the first verdict, kept once it differs
             entry.verdict = stored
             entry.verdicts += 1
             entry.updated = now
-            # most recent last; under the tuple the entry holds (one copy per flow)
-            self._flows[entry.key if isinstance(entry.key, tuple) else fid] = entry
             self.counters["verdicts"] = self.counters.get("verdicts", 0) + 1
             self._count_label("flow", clean)
             while len(self._flows) > self.max_flows:
