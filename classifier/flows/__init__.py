@@ -1,7 +1,7 @@
 """Flow key, flow state and the flow table (timeouts, eviction)."""
 
 from classifier.flows.flow import DOWN, UP, Flow
-from classifier.flows.key import FlowKey, canonical_key, orient
+from classifier.flows.key import FlowKey, orient
 from classifier.flows.table import FlowConfig, FlowPlugin, FlowTable, TableStats
 
 __all__ = [
@@ -13,6 +13,5 @@ __all__ = [
     "FlowPlugin",
     "FlowTable",
     "TableStats",
-    "canonical_key",
     "orient",
 ]

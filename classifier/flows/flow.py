@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,20 @@ __all__ = ["Flow", "UP", "DOWN"]
 UP = 1  # client -> server
 DOWN = -1  # server -> client
 
+_F64 = struct.Struct("=d")
+_I64 = struct.Struct("=q")
+#: Bytes per packet entry: time, IP length and payload length (8 each), direction, flags.
+_ENTRY = 26
+#: The columns in a flow's buffer: (array type code, bytes per entry, offset in bytes per
+#: entry of capacity).
+_Column = tuple[str, int, int]
+_TS: _Column = ("d", 8, 0)
+_SIZE: _Column = ("q", 8, 8)
+_PAYLOAD: _Column = ("q", 8, 16)
+_DIRECTION: _Column = ("b", 1, 24)
+_FLAGS: _Column = ("B", 1, 25)
+_COLUMNS = (_TS, _SIZE, _PAYLOAD, _DIRECTION, _FLAGS)
+
 
 @dataclass(slots=True, eq=False)
 class Flow:
@@ -22,31 +37,76 @@ class Flow:
     tshark's conversation statistics do. ``ext`` holds what flow plugins attach (names, for
     example). ``end_reason`` is set when the flow leaves the table: idle, active, fin, rst,
     evicted, packets (the per-flow packet cap) or end (of capture).
+
+    The five columns live in one buffer, each a block of its capacity (live mode holds
+    tens of thousands of flows of a few packets: five ``array`` objects cost ~530 bytes
+    for one packet, the buffer ~90). :attr:`ts`, :attr:`size`, :attr:`direction`,
+    :attr:`flags` and :attr:`payload_len` give a copy of a column as an ``array`` (``d``,
+    ``q``, ``b``, ``B``, ``q``).
     """
 
     flow_id: int
     key: FlowKey
     first_ts: float
     last_ts: float
-    ts: array = field(default_factory=lambda: array("d"))
-    size: array = field(default_factory=lambda: array("q"))
-    direction: array = field(default_factory=lambda: array("b"))
-    flags: array = field(default_factory=lambda: array("B"))
-    payload_len: array = field(default_factory=lambda: array("q"))
     wire_bytes: int = 0
     fin_up: bool = False
     fin_down: bool = False
     end_reason: str = ""
     ext: dict[str, Any] = field(default_factory=dict)
+    packets: int = field(default=0, init=False)
+    _buf: bytearray = field(default_factory=bytearray, init=False, repr=False)
 
     @property
-    def packets(self) -> int:
-        return len(self.ts)
+    def ts(self) -> array[float]:
+        return self._column(_TS)
+
+    @property
+    def size(self) -> array[int]:
+        return self._column(_SIZE)
+
+    @property
+    def direction(self) -> array[int]:
+        return self._column(_DIRECTION)
+
+    @property
+    def flags(self) -> array[int]:
+        return self._column(_FLAGS)
+
+    @property
+    def payload_len(self) -> array[int]:
+        return self._column(_PAYLOAD)
 
     def append(self, ts: float, size: int, direction: int, flags: int, payload_len: int) -> None:
-        self.ts.append(ts)
-        self.size.append(size)
-        self.direction.append(direction)
-        self.flags.append(flags & 0xFF)  # the NS bit (0x100) is not kept
-        self.payload_len.append(payload_len)
+        n = self.packets
+        buf = self._buf
+        cap = len(buf) // _ENTRY
+        if n == cap:
+            buf, cap = self._grow(n)
+        _F64.pack_into(buf, 8 * n, ts)
+        _I64.pack_into(buf, _SIZE[2] * cap + 8 * n, size)
+        _I64.pack_into(buf, _PAYLOAD[2] * cap + 8 * n, payload_len)
+        buf[_DIRECTION[2] * cap + n] = direction & 0xFF
+        buf[_FLAGS[2] * cap + n] = flags & 0xFF  # the NS bit (0x100) is not kept
+        self.packets = n + 1
         self.last_ts = ts
+
+    def _column(self, column: _Column) -> array[Any]:
+        code, width, offset = column
+        out = array(code)
+        start = offset * (len(self._buf) // _ENTRY)
+        with memoryview(self._buf) as view:
+            out.frombytes(view[start : start + self.packets * width])
+        return out
+
+    def _grow(self, n: int) -> tuple[bytearray, int]:
+        """A buffer with room for more than the ``n`` entries the full one holds (one at
+        a time while small, an eighth more once larger), the columns copied over."""
+        cap = n + 1 + (n >> 3)
+        old, buf = self._buf, bytearray(_ENTRY * cap)
+        with memoryview(old) as view:
+            for _, width, offset in _COLUMNS:
+                size = n * width
+                buf[offset * cap : offset * cap + size] = view[offset * n : offset * n + size]
+        self._buf = buf
+        return buf, cap

@@ -6,16 +6,13 @@ from typing import NamedTuple
 
 from classifier.capture.packet import TCP, Packet
 
-__all__ = ["EPHEMERAL_MIN", "FlowKey", "canonical_key", "orient"]
+__all__ = ["EPHEMERAL_MIN", "FlowKey", "orient"]
 
 #: Ports from here up are ephemeral (client) ports: Linux's default ip_local_port_range
 #: starts here; IANA's at 49152.
 EPHEMERAL_MIN = 32768
 _TCP_SYN = 0x02
 _TCP_ACK = 0x10
-
-Endpoint = tuple[str, int]
-CanonicalKey = tuple[int, Endpoint, Endpoint]
 
 
 class FlowKey(NamedTuple):
@@ -26,13 +23,6 @@ class FlowKey(NamedTuple):
     client_port: int
     server: str
     server_port: int
-
-
-def canonical_key(pkt: Packet) -> CanonicalKey:
-    """A direction-free key: both directions of a conversation map to the same value."""
-    a = (pkt.src, pkt.sport)
-    b = (pkt.dst, pkt.dport)
-    return (pkt.proto, a, b) if a <= b else (pkt.proto, b, a)
 
 
 def _port_says_client(src_port: int, dst_port: int) -> bool | None:

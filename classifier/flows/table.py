@@ -14,9 +14,12 @@ from typing import Protocol
 
 from classifier.capture.packet import TCP, Packet
 from classifier.flows.flow import DOWN, UP, Flow
-from classifier.flows.key import CanonicalKey, FlowKey, canonical_key, orient
+from classifier.flows.key import FlowKey, orient
 
 __all__ = ["FlowConfig", "FlowPlugin", "FlowTable", "TableStats"]
+
+_Key = tuple[int, str, int, str, int]
+"""A held flow's key (its :class:`FlowKey`), or a packet's 5-tuple looked up."""
 
 _FIN = 0x01
 _SYN = 0x02
@@ -101,9 +104,11 @@ class FlowTable:
         self.config = config or FlowConfig()
         self.stats = TableStats()
         self._plugins = tuple(plugins)
-        self._by_activity: OrderedDict[CanonicalKey, Flow] = OrderedDict()
-        self._by_start: OrderedDict[CanonicalKey, Flow] = OrderedDict()
-        self._closing: set[CanonicalKey] = set()
+        # both under the flow's own key (no second key tuple per flow); a packet finds its
+        # flow under its 5-tuple or the reverse one. The start order is insertion order
+        self._by_activity: OrderedDict[_Key, Flow] = OrderedDict()
+        self._by_start: dict[_Key, Flow] = {}
+        self._closing: set[_Key] = set()
         self._ended: deque[Flow] = deque()
         self._next_sweep: float | None = None
 
@@ -121,30 +126,38 @@ class FlowTable:
             self._next_sweep = pkt.ts + self.config.sweep_interval
         elif pkt.ts >= self._next_sweep:
             self.sweep(pkt.ts)
-        ck = canonical_key(pkt)
-        flow = self._by_activity.get(ck)
+        flow = self._held(pkt)
         if (
             flow is not None
-            and ck in self._closing
+            and flow.key in self._closing
             and pkt.proto == TCP
             and pkt.tcp_flags & (_SYN | _ACK) == _SYN
         ):
-            self._end(ck, _close_reason(flow))
+            self._end(flow.key, _close_reason(flow))
             flow = None
         if flow is None:
-            flow = self._start(ck, pkt)
+            flow = self._start(orient(pkt), pkt)
         elif self.config.max_packets is not None and flow.packets >= self.config.max_packets:
-            self._end(ck, "packets")
-            flow = self._start(ck, pkt, flow.key)
+            self._end(flow.key, "packets")
+            flow = self._start(flow.key, pkt)
         else:
-            self._by_activity.move_to_end(ck)
+            self._by_activity.move_to_end(flow.key)
         key = flow.key
         direction = UP if pkt.src == key.client and pkt.sport == key.client_port else DOWN
         self._append(flow, pkt, direction)
         for plugin in self._plugins:
             plugin.on_update(flow, pkt, direction)
         if pkt.proto == TCP:
-            self._track_close(ck, flow, pkt, direction)
+            self._track_close(flow, pkt, direction)
+        return flow
+
+    def _held(self, pkt: Packet) -> Flow | None:
+        """The flow ``pkt`` belongs to, if held: its key is the packet's 5-tuple or the
+        reverse one."""
+        flows = self._by_activity
+        flow = flows.get((pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport))
+        if flow is None:
+            flow = flows.get((pkt.proto, pkt.dst, pkt.dport, pkt.src, pkt.sport))
         return flow
 
     def sweep(self, now: float) -> None:
@@ -152,25 +165,29 @@ class FlowTable:
         cfg = self.config
         self._next_sweep = now + cfg.sweep_interval
         while self._by_activity:
-            ck, flow = next(iter(self._by_activity.items()))
+            key, flow = next(iter(self._by_activity.items()))
             if now - flow.last_ts <= cfg.idle_timeout:
                 break
-            self._end(ck, "idle")
-        while self._by_start:
-            ck, flow = next(iter(self._by_start.items()))
+            self._end(key, "idle")
+        # one pass: a dict walked from its start again after each end would step over
+        # the holes the ends left, again and again
+        old = []
+        for key, flow in self._by_start.items():
             if now - flow.first_ts <= cfg.active_timeout:
                 break
-            self._end(ck, "active")
-        for ck in list(self._closing):
-            flow = self._by_activity[ck]
+            old.append(key)
+        for key in old:
+            self._end(key, "active")
+        for key in list(self._closing):
+            flow = self._by_activity[key]
             if now - flow.last_ts > cfg.close_linger:
-                self._end(ck, _close_reason(flow))
+                self._end(key, _close_reason(flow))
 
     def flush(self) -> None:
         """End every flow still held (end of capture)."""
-        for ck in list(self._by_activity):
-            closing = ck in self._closing
-            self._end(ck, _close_reason(self._by_activity[ck]) if closing else "end")
+        for key in list(self._by_activity):
+            closing = key in self._closing
+            self._end(key, _close_reason(self._by_activity[key]) if closing else "end")
 
     def pop_ended(self) -> list[Flow]:
         """The flows that ended since the last call, in the order they ended."""
@@ -178,13 +195,13 @@ class FlowTable:
         self._ended.clear()
         return ended
 
-    def _start(self, ck: CanonicalKey, pkt: Packet, key: FlowKey | None = None) -> Flow:
+    def _start(self, key: FlowKey, pkt: Packet) -> Flow:
         if len(self._by_activity) >= self.config.max_flows:
             self._end(next(iter(self._by_activity)), "evicted")
         self.stats.flows += 1
-        flow = Flow(self.stats.flows, key or orient(pkt), pkt.ts, pkt.ts)
-        self._by_activity[ck] = flow
-        self._by_start[ck] = flow
+        flow = Flow(self.stats.flows, key, pkt.ts, pkt.ts)
+        self._by_activity[key] = flow
+        self._by_start[key] = flow
         self.stats.peak_flows = max(self.stats.peak_flows, len(self._by_activity))
         for plugin in self._plugins:
             plugin.on_init(flow, pkt)
@@ -205,7 +222,7 @@ class FlowTable:
             flags &= ~(_SYN | _FIN | _RST)
             remaining -= chunk
 
-    def _track_close(self, ck: CanonicalKey, flow: Flow, pkt: Packet, direction: int) -> None:
+    def _track_close(self, flow: Flow, pkt: Packet, direction: int) -> None:
         flags = pkt.tcp_flags
         if flags & _RST:
             flow.ext["_close_reason"] = "rst"
@@ -219,12 +236,12 @@ class FlowTable:
             flow.ext.setdefault("_close_reason", "fin")
         else:
             return
-        self._closing.add(ck)
+        self._closing.add(flow.key)
 
-    def _end(self, ck: CanonicalKey, reason: str) -> None:
-        flow = self._by_activity.pop(ck)
-        del self._by_start[ck]
-        self._closing.discard(ck)
+    def _end(self, key: _Key, reason: str) -> None:
+        flow = self._by_activity.pop(key)
+        del self._by_start[key]
+        self._closing.discard(key)
         flow.ext.pop("_close_reason", None)
         flow.end_reason = reason
         self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1
