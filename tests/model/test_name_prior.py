@@ -91,25 +91,21 @@ def test_long_video_shaped_windows_on_instagram_are_short_form() -> None:
     assert not as_instagram[1].any()
 
 
-@needs_files("other/sdrdray_reels_01.json")
-def test_flow_verdicts_of_a_real_short_form_trace_named_as_a_call(tmp_path: Path) -> None:
+def _import_trace(trace: Path, out: Path) -> None:
+    """``shortflow dataset import-trace``, as a user runs it."""
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "classifier.cli",
-            "dataset",
-            "import-trace",
-            str(SHARED / "other" / "sdrdray_reels_01.json"),
-            "--out",
-            str(tmp_path),
-            "-q",
-        ],
+        [sys.executable, "-m", "classifier.cli", "dataset", "import-trace", str(trace)]
+        + ["--out", str(out), "-q"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
+
+
+@needs_files("other/sdrdray_reels_01.json")
+def test_flow_verdicts_of_a_real_short_form_trace_named_as_a_call(tmp_path: Path) -> None:
+    _import_trace(SHARED / "other" / "sdrdray_reels_01.json", tmp_path)
     table = featurize(tmp_path / "sdrdray_reels_01.pcap")
     model = load_model()
     shaped = classify_table(model, table)
@@ -128,23 +124,7 @@ def test_flow_verdicts_of_a_real_short_form_trace_named_as_a_call(tmp_path: Path
 def test_flow_verdicts_of_a_real_long_form_trace_named_as_instagram_or_music(
     tmp_path: Path,
 ) -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "classifier.cli",
-            "dataset",
-            "import-trace",
-            str(SHARED / "traces" / "uuvideo_youtube_480_480_merged_002.csv"),
-            "--out",
-            str(tmp_path),
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
+    _import_trace(SHARED / "traces" / "uuvideo_youtube_480_480_merged_002.csv", tmp_path)
     table = featurize(sorted(tmp_path.glob("*.pcap"))[0])
     model = load_model()
     shaped = classify_table(model, table)
