@@ -332,6 +332,9 @@ class LiveRouter:
             for pkt in packets:
                 table.add(pkt)
         self.state.record_packets(packets)
+        # the packets are in their flows now: free them before judging, which can take
+        # seconds (after a long judgement, one read can hold a packet of every flow)
+        del packets
         now = self._clock()
         table.sweep(now)
         ended = table.pop_ended()
