@@ -11,8 +11,9 @@
    (seconds after the flow's first packet), its audit log the block times.
 3. Memory (``memory``): `shortflow live` (default model, session model, API) holds
    ``--flows`` UDP flows from the lab client (one datagram per destination port, sent again
-   every 20 s so none times out); its VmRSS is sampled every 2 s and its peak (VmHWM)
-   printed with the flow count its API reports, against the RSS of the same process idle.
+   every 20 s so none times out); its VmRSS is sampled every 2 s and printed with the
+   flows with a verdict, the verdicts given so far (its API) and its CPU seconds, then its
+   peak (VmHWM) against the RSS of the same process idle.
    The modules it imported are timed with ``PYTHONPROFILEIMPORTTIME`` (the ten largest
    top-level packages, cumulative).
 4. Set update -> first drop (``block-latency``): paced UDP and TCP streams (one message
@@ -486,17 +487,21 @@ def memory(topo: LabTopology, tmp: Path, flows: int, seconds: float = 80.0) -> N
         start, peak_flows, samples = time.monotonic(), 0, []
         while time.monotonic() - start < seconds + 5 and proc.poll() is None:
             time.sleep(2.0)
-            active = int(_metric(_api(topo, "/metrics"), "shortflow_live_active_flows"))
+            text = _api(topo, "/metrics")
+            active = int(_metric(text, "shortflow_live_active_flows"))
+            verdicts = int(_metric(text, "shortflow_live_verdicts_total"))
             peak_flows = max(peak_flows, active)
-            samples.append((time.monotonic() - start, _status_kb(proc.pid, "VmRSS"), active))
+            rss = _status_kb(proc.pid, "VmRSS")
+            cpu = _cpu_seconds(proc.pid)
+            samples.append((time.monotonic() - start, rss, active, verdicts, cpu))
         send.wait(timeout=30)
         hwm_kb = _status_kb(proc.pid, "VmHWM")
     finally:
         topo.stop(proc)
     print(f"== memory: {flows} UDP flows, default model, dry-run, API on")
-    print("   t s    RSS MiB   flows with a verdict")
-    for t, kb, active in samples[:: max(1, len(samples) // 12)]:
-        print(f"{t:6.0f} {kb / 1024:9.1f} {active:12d}")
+    print("   t s    RSS MiB   flows with a verdict   verdicts given   CPU s")
+    for t, kb, active, verdicts, cpu in samples:
+        print(f"{t:6.0f} {kb / 1024:9.1f} {active:12d} {verdicts:16d} {cpu:11.1f}")
     print(
         f"idle RSS {idle_kb / 1024:.1f} MiB; peak RSS (VmHWM) {hwm_kb / 1024:.1f} MiB with up to "
         f"{peak_flows} flows; per flow {(hwm_kb - idle_kb) * 1024 / max(peak_flows, 1):.0f} B"
