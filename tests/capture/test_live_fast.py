@@ -195,6 +195,13 @@ def test_ring_blocks_decode_like_decode_frame() -> None:
     assert got == want and stats.skipped  # the 20-byte copies are truncated headers
 
 
+def test_a_live_read_takes_a_whole_block_and_not_many_more() -> None:
+    from classifier.capture.live import _RING_BLOCK, _RING_ROWS
+
+    per_block = _RING_BLOCK // TP3_HEADER  # the most frames a block can hold
+    assert per_block <= _RING_ROWS < 4 * per_block  # a read's packets are held in memory
+
+
 def test_released_blocks_go_back_to_the_kernel() -> None:
     ring = _ring([(1.0, bytes(60), 60)])
     release_blocks(ring, BLOCK, 2, 0, 1)
