@@ -7,7 +7,8 @@ last window. :meth:`SessionTracker.due` says when the next judgement is due;
 :meth:`SessionTracker.windows` returns the latest complete window of every (client,
 group) as rows through :func:`classifier.features.session.window_records` (no pandas),
 the function behind the offline ``latest_windows`` that is tested against the offline
-view. Memory: one small dict per flow seen in the last window.
+view. Memory: one small dict per flow that brought something down in the last window
+(a flow that never did, a scan or a one-sided flood, costs nothing here).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = ["SessionTracker"]
 @dataclass(slots=True)
 class _Activity:
     flow: Flow
-    seconds: dict[int, float] | None = None  # made at the first downstream packet
+    seconds: dict[int, float]  # bytes down per second of the flow
 
 
 class SessionTracker:
@@ -45,18 +46,16 @@ class SessionTracker:
         ``media_bytes`` in the window, largest first."""
 
     def on_init(self, flow: Flow, pkt: Packet) -> None:
-        self._flows[flow.flow_id] = _Activity(flow)
+        """Nothing yet: a flow is tracked from its first downstream packet."""
 
     def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
         if direction != DOWN:
             return
         act = self._flows.get(flow.flow_id)
-        if act is None:  # a flow that started before a restart of the tracker
-            act = self._flows[flow.flow_id] = _Activity(flow)
+        if act is None:
+            act = self._flows[flow.flow_id] = _Activity(flow, {})
         k = math.floor(pkt.ts - flow.first_ts)  # the flow's k-th second, as offline
         seconds = act.seconds
-        if seconds is None:
-            seconds = act.seconds = {}
         seconds[k] = seconds.get(k, 0.0) + pkt.ip_len
 
     def due(self, now: float) -> bool:
@@ -80,7 +79,7 @@ class SessionTracker:
         for fid in list(self._flows):
             act = self._flows[fid]
             first = act.flow.first_ts
-            seconds = act.seconds or {}
+            seconds = act.seconds
             for k in [k for k in seconds if math.floor(first + k) < start]:
                 del seconds[k]
             if not seconds:
