@@ -54,8 +54,9 @@ class AddressNames:
         without a name's service gets its server's listed service and its category."""
         service = rows["service"].fillna(UNKNOWN).astype(str)
         nameless = service.isin(("", UNKNOWN))
-        found = {s: self.service_of(s) for s in rows.loc[nameless, "server"].astype(str).unique()}
-        named = rows.loc[nameless, "server"].astype(str).map(found).dropna()
+        servers = rows.loc[nameless, "server"].astype(str)
+        found = {s: self.service_of(s) for s in servers.unique()}
+        named = servers.map(found).dropna()
         if named.empty:
             return rows
         out = rows.copy()

@@ -17,7 +17,7 @@ _DEFAULT_SIM = 40
 _BLOCK_SECONDS = Policy().block_seconds
 
 
-def _tables(args: argparse.Namespace) -> Any:
+def _tables(args: argparse.Namespace, address_names: Any = None) -> Any:
     import pandas as pd
 
     from classifier.features.session import SessionConfig
@@ -29,19 +29,12 @@ def _tables(args: argparse.Namespace) -> Any:
         config,
         jobs=args.jobs,
         progress=show_progress(args.quiet),
-        address_names=_address_names(args),
+        address_names=address_names,
     )
     parts = [real]
     if args.sim:
         parts.append(simulated_rows(args.sim, args.seed, config))
     return config, pd.concat(parts, ignore_index=True)
-
-
-def _address_names(args: argparse.Namespace) -> Any:
-    from training.address_names import load_address_names
-
-    path = getattr(args, "names_by_address", None)
-    return load_address_names(path) if path is not None else None
 
 
 def _agreement(text: str) -> Any:
@@ -76,6 +69,7 @@ def _counts(table: Any) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.address_names import load_address_names
     from training.sessions import (
         CANDIDATES,
         realism_auc,
@@ -84,7 +78,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         source_scores,
     )
 
-    config, table = _tables(args)
+    path = args.names_by_address
+    address_names = load_address_names(path) if path is not None else None
+    config, table = _tables(args, address_names)
     names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
     parts = [f"session windows: {_counts(table)}", ""]
     for synthetic, what in (("sim", "simulated"), ("lab", "traffic-lab")):
@@ -128,7 +124,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             load_model(args.flow_model),
             config,
             rule,
-            address_names=_address_names(args),
+            address_names=address_names,
         )
         parts += [
             f"### {names[0]}: bytes of each held-out source by the final label of "
