@@ -23,9 +23,10 @@ import numpy.typing as npt
 
 from classifier.names.services import may_be_long_form, may_be_short_form
 
-__all__ = ["NamePrior", "name_prior", "without_short_form"]
+__all__ = ["LONG", "OTHER", "SHORT", "NamePrior", "name_prior", "without_short_form"]
 
 SHORT, LONG, OTHER = "short-form", "long-form", "other"
+"""The labels the models give."""
 
 
 def without_short_form(

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 from classifier.model.artifact import file_sha256
-from classifier.model.name_prior import name_prior
+from classifier.model.name_prior import LONG, OTHER, SHORT, name_prior
 from classifier.names.services import category_for
 
 if TYPE_CHECKING:  # imported where a table is made: live mode judges without pandas
@@ -52,9 +52,6 @@ __all__ = [
     "session_reason",
 ]
 
-SHORT = "short-form"
-LONG = "long-form"
-OTHER = "other"
 _JOBLIB = "session.joblib"
 _JSON = "session.json"
 
