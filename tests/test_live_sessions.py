@@ -41,9 +41,11 @@ def test_tracker_windows_equal_the_offline_windows_at_the_same_time() -> None:
             ends.append(ends[-1] + 10.0)
         holder["f"].table.add(pkt)
     assert len(live) >= 2 and any(not w.empty for w in live)
+    spans = pd.concat(live)[["window_start", "window_end"]].diff(axis=1)["window_end"]
+    assert spans.min() < config.window  # a session's first windows are short, as offline
     for end, got in zip(ends, live, strict=False):
         want = latest_windows(offline, end, config)
         assert list(got["group"]) == list(want["group"]), end
-        for col in ("window_bytes", *SESSION_FEATURES):
+        for col in ("window_start", "session_start", "window_bytes", *SESSION_FEATURES):
             assert got[col].to_numpy() == pytest.approx(want[col].to_numpy()), (end, col)
     assert tracker.media and all(flows for flows in tracker.media.values())
