@@ -19,19 +19,41 @@ from classifier.features.session import (
 )
 from classifier.live.sessions import SessionTracker
 from classifier.model.timeline import ACTIVITY_CONFIG
+from tests.shared_data import SHARED, needs_files
+from training.netpkt import read_netpkt, write_netpkt_pcap
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
+SHORTS = "traces/netpkt/netpkt_youtube_packets_03.txt.gz"
 
 
 def test_tracker_windows_equal_the_offline_windows_at_the_same_time() -> None:
+    _tracker_equals_offline(SAMPLE)
+
+
+@needs_files(SHORTS)
+def test_tracker_windows_equal_the_offline_windows_on_a_real_shorts_session(
+    tmp_path: Path,
+) -> None:
+    """Five minutes of real YouTube Shorts (header-only, no names): the windows live mode
+    judges, a session's first minute included, are the offline ones."""
+    packets, _ = read_netpkt(SHARED / SHORTS)
+    capture = tmp_path / "shorts.pcap"
+    write_netpkt_pcap(packets, capture)
+    windows = _tracker_equals_offline(capture)
+    assert len(windows) >= 50 and windows["window_bytes"].sum() > 50e6
+
+
+def _tracker_equals_offline(capture: Path) -> pd.DataFrame:
+    """Feed ``capture`` to a session tracker packet by packet, take its windows every
+    10 s and compare each with the offline view's window at the same end; returns them."""
     config = SessionConfig()
     holder: dict[str, Featurizer] = {}
     tracker = SessionTracker(config, lambda flow: holder["f"].flow_meta(flow))
     holder["f"] = Featurizer(FeaturizeConfig(snapshots=()), capture="live", plugins=[tracker])
-    offline = featurize_fast(SAMPLE, ACTIVITY_CONFIG)
+    offline = featurize_fast(capture, ACTIVITY_CONFIG)
     ends: list[float] = []
     live: list[pd.DataFrame] = []  # the tracker's rows (dicts), as tables
-    for pkt in open_capture(SAMPLE):
+    for pkt in open_capture(capture):
         if not ends:
             ends.append(math.floor(pkt.ts) + 10.0)
         while pkt.ts >= ends[-1] + 1:  # the tracker judges the window ending 1 s ago
@@ -49,3 +71,4 @@ def test_tracker_windows_equal_the_offline_windows_at_the_same_time() -> None:
         for col in ("window_start", "session_start", "window_bytes", *SESSION_FEATURES):
             assert got[col].to_numpy() == pytest.approx(want[col].to_numpy()), (end, col)
     assert tracker.media and all(flows for flows in tracker.media.values())
+    return pd.concat(live, ignore_index=True)
