@@ -68,11 +68,35 @@ def _counts(table: Any) -> str:
     return ", ".join(f"{s}/{lab} {n}" for (s, lab), n in counts.items())
 
 
+def _realism(table: Any, synthetic: str, what: str) -> list[str]:
+    """How far the ``synthetic`` windows are from the real ones, per class, then per class
+    and real source (which source's windows are easiest to tell apart); none without
+    ``synthetic`` rows."""
+    from training.sessions import SYNTHETIC_SOURCES, realism_auc
+
+    auc = realism_auc(table, synthetic)
+    if not auc:
+        return []
+    sources = sorted(set(table["source"]) - set(SYNTHETIC_SOURCES))
+    per_source = {src: realism_auc(table, synthetic, source=src) for src in sources}
+    by_class = [
+        f"{label}: "
+        + ", ".join(f"{src} {aucs[label]:.2f}" for src, aucs in per_source.items() if label in aucs)
+        for label in auc
+    ]
+    return [
+        f"{what} vs real session windows, ROC AUC per class (grouped 5-fold CV; 0.5 = "
+        "indistinguishable): " + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()),
+        "",
+        "per real source: " + "; ".join(by_class),
+        "",
+    ]
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training.address_names import load_address_names
     from training.sessions import (
         CANDIDATES,
-        realism_auc,
         scores_markdown,
         sim_to_real,
         source_scores,
@@ -84,14 +108,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     names = list(CANDIDATES) if args.candidate == "all" else [args.candidate]
     parts = [f"session windows: {_counts(table)}", ""]
     for synthetic, what in (("sim", "simulated"), ("lab", "traffic-lab")):
-        auc = realism_auc(table, synthetic)
-        if auc:
-            parts += [
-                f"{what} vs real session windows, ROC AUC per class (grouped 5-fold "
-                "CV; 0.5 = indistinguishable): "
-                + ", ".join(f"{k} {v:.2f}" for k, v in auc.items()),
-                "",
-            ]
+        parts += _realism(table, synthetic, what)
     rule = args.agreement
     for name, scores in _evaluate(table, names, rule, args.block_seconds).items():
         names_used = "withheld" if args.no_names else "used"

@@ -475,16 +475,20 @@ def scores_markdown(scores: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def realism_auc(table: pd.DataFrame, synthetic: str = "sim", folds: int = 5) -> dict[str, float]:
+def realism_auc(
+    table: pd.DataFrame, synthetic: str = "sim", folds: int = 5, source: str | None = None
+) -> dict[str, float]:
     """Per class: how well a classifier tells the ``synthetic`` source's session windows
     (``sim`` or ``lab``) from real ones (ROC AUC of grouped cross-validation by capture;
-    0.5 = indistinguishable)."""
+    0.5 = indistinguishable); with ``source``, from that real source's only."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold
 
     out: dict[str, float] = {}
     real = ~table["source"].isin(SYNTHETIC_SOURCES)
+    if source is not None:
+        real &= table["source"] == source
     for label in ("short-form", "long-form", "other"):
         part = table[(table["label"] == label) & (real | (table["source"] == synthetic))]
         is_sim = (part["source"] == synthetic).to_numpy()

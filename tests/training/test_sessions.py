@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,8 @@ def test_realism_auc_tells_a_shifted_synthetic_source_from_real() -> None:
     shifted = table.copy()
     shifted.loc[shifted["source"] == "sim", "bursts"] += 100
     assert realism_auc(shifted, "sim") == {"short-form": 1.0, "long-form": 1.0, "other": 1.0}
+    assert realism_auc(shifted, "sim", source="b") == {"other": 1.0}  # b holds web only
+    assert set(realism_auc(shifted, "sim", source="a")) == {"short-form", "long-form"}
 
 
 def test_short_form_needs_agreeing_windows_per_session() -> None:
@@ -253,6 +256,7 @@ def test_train_sessions_and_classify_timeline_from_the_cli(tmp_path: Path) -> No
         env={**os.environ, "SHORTFLOW_CACHE": str(tmp_path)},
     )
     assert run.returncode == 0, run.stderr
+    assert re.search(r"^per real source: .*other: netpkt [01]\.\d\d", run.stdout, re.M)
     row = next(line for line in run.stdout.splitlines() if line.startswith("| netpkt | other"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "1" and float(cells[3]) > 10  # one capture, its megabytes
