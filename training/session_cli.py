@@ -37,6 +37,16 @@ def _tables(args: argparse.Namespace, address_names: Any = None) -> Any:
     return config, pd.concat(parts, ignore_index=True)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def _agreement(text: str) -> Any:
     """``K/N@T``: short-form when K of the last N windows reach T."""
     from classifier.model.session_model import Agreement
@@ -93,6 +103,26 @@ def _realism(table: Any, synthetic: str, what: str) -> list[str]:
     ]
 
 
+def _spread(args: argparse.Namespace, table: Any, name: str, config: Any) -> list[str]:
+    """The ``name`` candidate's figures refitted with ``args.seeds`` simulation seeds
+    from ``args.seed`` on: each figure's range, per held-out source."""
+    from training.seed_spread import seed_scores, spread_markdown
+    from training.sessions import CANDIDATES
+
+    seeds = range(args.seed, args.seed + args.seeds)
+    real = table[table["source"] != "sim"]
+    scores = seed_scores(
+        real, CANDIDATES[name], seeds, args.sim, config, args.agreement, args.block_seconds
+    )
+    return [
+        f"### {name}: lowest - highest over simulation seeds {seeds[0]}-{seeds[-1]} "
+        "(leave one source out, refitted per seed)",
+        "",
+        spread_markdown(scores),
+        "",
+    ]
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training.address_names import load_address_names
     from training.sessions import (
@@ -102,6 +132,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         source_scores,
     )
 
+    if args.seeds > 1 and not args.sim:
+        print("shortflow: --seeds needs simulated sessions (--sim N, N > 0)", file=sys.stderr)
+        return 2
     path = args.names_by_address
     address_names = load_address_names(path) if path is not None else None
     config, table = _tables(args, address_names)
@@ -122,6 +155,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             scores_markdown(scores),
             "",
         ]
+    if args.seeds > 1:
+        parts += _spread(args, table, names[0], config)
     transfer = sim_to_real(table, CANDIDATES[names[0]], rule)
     if transfer is not None:
         parts += [
@@ -276,6 +311,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="name nameless flows by their server's network (TOML: [[service]] name, "
         "networks), to estimate what names would change; an evaluation aid "
         "(datasets/names-by-address.toml)",
+    )
+    e.add_argument(
+        "--seeds",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="also refit the first candidate with N simulation seeds (--seed, --seed + 1, "
+        "...) and print each figure's lowest and highest value (default 1: off)",
     )
     e.add_argument("-o", "--output", type=Path, default=None, help="also write to this file")
     e.set_defaults(handler=_cmd_evaluate)
