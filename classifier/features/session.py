@@ -206,7 +206,7 @@ def _features(g: _Group, lo: int, hi: int, config: SessionConfig) -> list[float]
     mb = 1e-6
     return [
         total * 8 / span / 1e6,
-        float(busy.sum()) / span,  # the last window may run past the data
+        float(busy.mean()),
         float(len(starts)),
         float(np.median(sizes)) * mb if len(sizes) else 0.0,
         float(sizes.max()) * mb if len(sizes) else 0.0,
@@ -272,33 +272,21 @@ class FlowSeconds:
 
 
 def window_records(
-    flows: Iterable[FlowSeconds],
-    end: float,
-    config: SessionConfig | None = None,
-    starts: Mapping[tuple[str, str], float] | None = None,
+    flows: Iterable[FlowSeconds], end: float, config: SessionConfig | None = None
 ) -> list[dict[str, Any]]:
     """One row (a dict of :data:`WINDOW_COLUMNS`) per (client, group), sorted, for the
     window ``[end - window, end)`` (live mode: the window that ends now); groups that
-    moved less than ``min_bytes`` down in it are left out. ``starts``: when each
-    (client, group) began (its first flow's first packet); a group that began inside the
-    window gets a window from its first second, as :func:`session_table` gives a
-    session's first windows, and that second as ``session_start`` (without it, the
-    window's start). Plain Python and numpy: live mode judges sessions without pandas."""
+    moved less than ``min_bytes`` down in it are left out. ``session_start`` is the
+    window's start (live mode keeps no history beyond a window). Plain Python and numpy:
+    live mode judges sessions without pandas."""
     config = config or SessionConfig()
     width, step = int(round(config.window)), int(round(config.step))
-    last = float(math.floor(end))
-    starts = starts or {}
+    t0 = float(math.floor(end)) - width
     groups: dict[tuple[str, str], list[FlowSeconds]] = {}
     for flow in flows:
         groups.setdefault((flow.client, flow.group), []).append(flow)
     out: list[dict[str, Any]] = []
     for client, group in sorted(groups):
-        start = starts.get((client, group))
-        began = float(math.floor(start)) if start is not None else last - width
-        t0 = max(last - width, began)
-        nbins = int(last - t0)
-        if nbins <= 0:
-            continue
         t_abs: list[float] = []
         nbytes: list[float] = []
         codes: list[int] = []
@@ -307,7 +295,7 @@ def window_records(
             kept = [
                 (flow.first_ts + k, b)
                 for k, b in flow.seconds.items()
-                if t0 <= flow.first_ts + k < last
+                if t0 <= flow.first_ts + k < t0 + width
             ]
             if not kept:
                 continue
@@ -323,14 +311,14 @@ def window_records(
             np.array(codes, dtype=np.intp),
             np.array(first, dtype=np.float64),
             t0,
-            nbins,
+            width,
         )
         total = float(g.down.sum())
         if total < config.min_bytes:
             continue
-        feats = _features(g, 0, nbins, config)
-        recent = float(g.down[max(0, nbins - step) :].sum())
-        values = [client, group, t0, last, began, total, recent, *feats]
+        feats = _features(g, 0, width, config)
+        recent = float(g.down[width - step :].sum())
+        values = [client, group, t0, t0 + width, t0, total, recent, *feats]
         out.append(dict(zip(WINDOW_COLUMNS, values, strict=True)))
     return out
 
@@ -339,9 +327,7 @@ def latest_windows(
     rows: pd.DataFrame, end: float, config: SessionConfig | None = None
 ) -> pd.DataFrame:
     """:func:`window_records` of per-(flow, second) rows (``featurize`` with
-    ``window=1``), as a table with the columns of :func:`session_table`; each (client,
-    group) began at its first flow's first packet, so the row equals the
-    :func:`session_table` row that ends at ``end``, a session's first windows too."""
+    ``window=1``), as a table with the columns of :func:`session_table`."""
     import pandas as pd
 
     config = config or SessionConfig()
@@ -359,8 +345,5 @@ def latest_windows(
         k = int(r.window_start)
         per_second[k] = per_second.get(k, 0.0) + float(r.bytes_down)
     flows = [FlowSeconds(*heads[fid], seconds[fid]) for fid in heads]
-    starts: dict[tuple[str, str], float] = {}
-    for client, group, first in heads.values():
-        starts[(client, group)] = min(first, starts.get((client, group), first))
-    records = window_records(flows, end, config, starts)
+    records = window_records(flows, end, config)
     return pd.DataFrame(records, columns=list(WINDOW_COLUMNS))

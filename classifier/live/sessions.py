@@ -41,7 +41,6 @@ class SessionTracker:
         self._meta = meta
         self._flows: dict[int, _Activity] = {}
         self._next: float | None = None
-        self._starts: dict[tuple[str, str], float] = {}  # when each active group began
         self.media: dict[tuple[str, str], list[Flow]] = {}
         """After :meth:`windows`: the flows of each (client, group) that moved at least
         ``media_bytes`` in the window, largest first."""
@@ -71,14 +70,11 @@ class SessionTracker:
     def windows(self, now: float) -> list[dict[str, Any]]:
         """For every (client, group) that moved enough, the window that ends one second
         before ``now`` (a flow's second that began before the end is complete by ``now``,
-        so the figures equal the offline view's), as a dict of ``WINDOW_COLUMNS``. A group
-        began at the first packet of its earliest flow, so its first windows are as
-        short as the offline view's; flows and groups quiet for a whole window are
-        forgotten (a group that comes back begins again). Fills :attr:`media`."""
+        so the figures equal the offline view's), as a dict of ``WINDOW_COLUMNS``; flows
+        quiet for a whole window are forgotten. Fills :attr:`media`."""
         end = math.floor(now) - 1.0
         start = end - self.config.window
         flows: list[FlowSeconds] = []
-        starts: dict[tuple[str, str], float] = {}
         media: dict[tuple[str, str], list[tuple[float, Flow]]] = {}
         for fid in list(self._flows):
             act = self._flows[fid]
@@ -96,10 +92,8 @@ class SessionTracker:
             if total >= self.config.media_bytes:
                 media.setdefault(key, []).append((total, act.flow))
             flows.append(FlowSeconds(key[0], key[1], first, seconds))
-            starts[key] = min(first, starts.get(key, first), self._starts.get(key, first))
-        self._starts = starts
         self.media = {k: [f for _, f in sorted(v, key=lambda t: -t[0])] for k, v in media.items()}
-        return window_records(flows, end, self.config, starts)
+        return window_records(flows, end, self.config)
 
     def __len__(self) -> int:
         return len(self._flows)
