@@ -34,9 +34,12 @@ class Flow:
     """One flow's packets as columns (time, IP length, direction, TCP flags, payload length).
 
     ``wire_bytes`` counts whole frames as captured on the wire (link header included), as
-    tshark's conversation statistics do. ``ext`` holds what flow plugins attach (names, for
-    example). ``end_reason`` is set when the flow leaves the table: idle, active, fin, rst,
-    evicted, packets (the per-flow packet cap) or end (of capture).
+    tshark's conversation statistics do. ``payload_packets`` counts the packets whose
+    captured payload was not empty. ``rst`` is set once a TCP RST was seen. ``ext`` holds
+    what flow plugins attach (names, for example): None until the first :meth:`attach`
+    (live mode holds tens of thousands of flows, most with nothing attached). ``end_reason``
+    is set when the flow leaves the table: idle, active, fin, rst, evicted, packets (the
+    per-flow packet cap) or end (of capture).
 
     The five columns live in one buffer, each a block of its capacity (live mode holds
     tens of thousands of flows of a few packets: five ``array`` objects cost ~530 bytes
@@ -52,9 +55,11 @@ class Flow:
     wire_bytes: int = 0
     fin_up: bool = False
     fin_down: bool = False
+    rst: bool = False
     end_reason: str = ""
-    ext: dict[str, Any] = field(default_factory=dict)
+    ext: dict[str, Any] | None = None
     packets: int = field(default=0, init=False)
+    payload_packets: int = field(default=0, init=False)
     _buf: bytearray = field(default_factory=bytearray, init=False, repr=False)
 
     @property
@@ -76,6 +81,16 @@ class Flow:
     @property
     def payload_len(self) -> array[int]:
         return self._column(_PAYLOAD)
+
+    def attach(self, name: str, value: Any) -> None:
+        """Attach a plugin's ``value`` to the flow under ``name``."""
+        if self.ext is None:
+            self.ext = {}
+        self.ext[name] = value
+
+    def attached(self, name: str) -> Any:
+        """What a plugin attached under ``name``, or None."""
+        return None if self.ext is None else self.ext.get(name)
 
     def append(self, ts: float, size: int, direction: int, flags: int, payload_len: int) -> None:
         n = self.packets
