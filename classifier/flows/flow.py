@@ -51,7 +51,6 @@ class Flow:
     flow_id: int
     key: FlowKey
     first_ts: float
-    last_ts: float
     wire_bytes: int = 0
     fin_up: bool = False
     fin_down: bool = False
@@ -61,6 +60,13 @@ class Flow:
     packets: int = field(default=0, init=False)
     payload_packets: int = field(default=0, init=False)
     _buf: bytearray = field(default_factory=bytearray, init=False, repr=False)
+
+    @property
+    def last_ts(self) -> float:
+        """The time of the last packet (``first_ts`` before the first): read from the
+        buffer, not kept as a float of its own."""
+        n = self.packets
+        return float(_F64.unpack_from(self._buf, 8 * (n - 1))[0]) if n else self.first_ts
 
     @property
     def ts(self) -> array[float]:
@@ -104,7 +110,6 @@ class Flow:
         buf[_DIRECTION[2] * cap + n] = direction & 0xFF
         buf[_FLAGS[2] * cap + n] = flags & 0xFF  # the NS bit (0x100) is not kept
         self.packets = n + 1
-        self.last_ts = ts
 
     def _column(self, column: _Column) -> array[Any]:
         code, width, offset = column

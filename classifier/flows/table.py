@@ -200,7 +200,7 @@ class FlowTable:
         if len(self._by_activity) >= self.config.max_flows:
             self._end(next(iter(self._by_activity)), "evicted")
         self.stats.flows += 1
-        flow = Flow(self.stats.flows, key, pkt.ts, pkt.ts)
+        flow = Flow(self.stats.flows, key, pkt.ts)
         self._by_activity[key] = flow
         self._by_start[key] = flow
         self.stats.peak_flows = max(self.stats.peak_flows, len(self._by_activity))
