@@ -18,6 +18,7 @@ from tests.test_live_verdicts import _state, _verdict
 def test_flow_columns_read_back_as_appended_across_growth() -> None:
     rng = random.Random(7)
     flow = Flow(1, FlowKey(6, "10.0.0.2", 40000, "10.0.0.9", 443), 5.0)
+    assert flow.last_ts == 5.0  # no packet yet: the first time
     rows: list[tuple[float, int, int, int, int]] = []
     for _ in range(300):
         row = (
