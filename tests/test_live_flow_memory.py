@@ -17,7 +17,8 @@ from tests.test_live_verdicts import _state, _verdict
 
 def test_flow_columns_read_back_as_appended_across_growth() -> None:
     rng = random.Random(7)
-    flow = Flow(1, FlowKey(6, "10.0.0.2", 40000, "10.0.0.9", 443), 5.0, 5.0)
+    flow = Flow(1, FlowKey(6, "10.0.0.2", 40000, "10.0.0.9", 443), 5.0)
+    assert flow.last_ts == 5.0  # no packet yet: the first time
     rows: list[tuple[float, int, int, int, int]] = []
     for _ in range(300):
         row = (
@@ -39,7 +40,7 @@ def test_flow_columns_read_back_as_appended_across_growth() -> None:
 
 
 def test_a_one_packet_flow_holds_one_entry_of_26_bytes() -> None:
-    flow = Flow(1, FlowKey(17, "10.0.0.2", 40000, "10.0.0.9", 53), 5.0, 5.0)
+    flow = Flow(1, FlowKey(17, "10.0.0.2", 40000, "10.0.0.9", 53), 5.0)
     flow.append(5.0, 60, 1, 0, 32)
     assert len(flow._buf) == 26
     flow.append(6.0, 60, -1, 0, 32)
@@ -60,7 +61,7 @@ def test_due_checks_popped_in_slices_come_in_the_same_order() -> None:
         sched = _CheckSchedule((1.0, 3.0), recheck=10.0)
         flows = []
         for fid in range(1, 8):
-            flow = Flow(fid, FlowKey(17, "10.0.0.2", 40000 + fid, "10.0.0.9", 443), fid / 10, 0.0)
+            flow = Flow(fid, FlowKey(17, "10.0.0.2", 40000 + fid, "10.0.0.9", 443), fid / 10)
             sched.on_init(flow, udp(fid / 10, True, 10))
             flows.append(flow)
         return sched, flows

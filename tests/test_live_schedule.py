@@ -8,7 +8,7 @@ from tests.packets import udp
 
 
 def _flow(fid: int, t0: float) -> Flow:
-    return Flow(fid, FlowKey(17, "10.77.1.2", 40000 + fid, "10.77.2.2", 443), t0, t0)
+    return Flow(fid, FlowKey(17, "10.77.1.2", 40000 + fid, "10.77.2.2", 443), t0)
 
 
 def test_checks_then_rechecks_in_time_order() -> None:

@@ -34,9 +34,12 @@ class Flow:
     """One flow's packets as columns (time, IP length, direction, TCP flags, payload length).
 
     ``wire_bytes`` counts whole frames as captured on the wire (link header included), as
-    tshark's conversation statistics do. ``ext`` holds what flow plugins attach (names, for
-    example). ``end_reason`` is set when the flow leaves the table: idle, active, fin, rst,
-    evicted, packets (the per-flow packet cap) or end (of capture).
+    tshark's conversation statistics do. ``payload_packets`` counts the packets whose
+    captured payload was not empty. ``rst`` is set once a TCP RST was seen. ``ext`` holds
+    what flow plugins attach (names, for example): None until the first :meth:`attach`
+    (live mode holds tens of thousands of flows, most with nothing attached). ``end_reason``
+    is set when the flow leaves the table: idle, active, fin, rst, evicted, packets (the
+    per-flow packet cap) or end (of capture).
 
     The five columns live in one buffer, each a block of its capacity (live mode holds
     tens of thousands of flows of a few packets: five ``array`` objects cost ~530 bytes
@@ -48,14 +51,22 @@ class Flow:
     flow_id: int
     key: FlowKey
     first_ts: float
-    last_ts: float
     wire_bytes: int = 0
     fin_up: bool = False
     fin_down: bool = False
+    rst: bool = False
     end_reason: str = ""
-    ext: dict[str, Any] = field(default_factory=dict)
+    ext: dict[str, Any] | None = None
     packets: int = field(default=0, init=False)
+    payload_packets: int = field(default=0, init=False)
     _buf: bytearray = field(default_factory=bytearray, init=False, repr=False)
+
+    @property
+    def last_ts(self) -> float:
+        """The time of the last packet (``first_ts`` before the first): read from the
+        buffer, not kept as a float of its own."""
+        n = self.packets
+        return float(_F64.unpack_from(self._buf, 8 * (n - 1))[0]) if n else self.first_ts
 
     @property
     def ts(self) -> array[float]:
@@ -77,6 +88,16 @@ class Flow:
     def payload_len(self) -> array[int]:
         return self._column(_PAYLOAD)
 
+    def attach(self, name: str, value: Any) -> None:
+        """Attach a plugin's ``value`` to the flow under ``name``."""
+        if self.ext is None:
+            self.ext = {}
+        self.ext[name] = value
+
+    def attached(self, name: str) -> Any:
+        """What a plugin attached under ``name``, or None."""
+        return None if self.ext is None else self.ext.get(name)
+
     def append(self, ts: float, size: int, direction: int, flags: int, payload_len: int) -> None:
         n = self.packets
         buf = self._buf
@@ -89,7 +110,6 @@ class Flow:
         buf[_DIRECTION[2] * cap + n] = direction & 0xFF
         buf[_FLAGS[2] * cap + n] = flags & 0xFF  # the NS bit (0x100) is not kept
         self.packets = n + 1
-        self.last_ts = ts
 
     def _column(self, column: _Column) -> array[Any]:
         code, width, offset = column

@@ -65,7 +65,8 @@ class FlowConfig:
 
 
 class FlowPlugin(Protocol):
-    """Per-flow hooks, in the manner of nfstream plugins: state goes into ``flow.ext``."""
+    """Per-flow hooks, in the manner of nfstream plugins: state goes into ``flow.ext``
+    (:meth:`Flow.attach`)."""
 
     def on_init(self, flow: Flow, pkt: Packet) -> None: ...
 
@@ -199,7 +200,7 @@ class FlowTable:
         if len(self._by_activity) >= self.config.max_flows:
             self._end(next(iter(self._by_activity)), "evicted")
         self.stats.flows += 1
-        flow = Flow(self.stats.flows, key, pkt.ts, pkt.ts)
+        flow = Flow(self.stats.flows, key, pkt.ts)
         self._by_activity[key] = flow
         self._by_start[key] = flow
         self.stats.peak_flows = max(self.stats.peak_flows, len(self._by_activity))
@@ -209,6 +210,8 @@ class FlowTable:
 
     def _append(self, flow: Flow, pkt: Packet, direction: int) -> None:
         flow.wire_bytes += pkt.wire_len
+        if pkt.payload:
+            flow.payload_packets += 1
         mss = self.config.resegment_mss
         if mss is None or pkt.payload_len <= mss:
             flow.append(pkt.ts, pkt.ip_len, direction, pkt.tcp_flags, pkt.payload_len)
@@ -225,7 +228,7 @@ class FlowTable:
     def _track_close(self, flow: Flow, pkt: Packet, direction: int) -> None:
         flags = pkt.tcp_flags
         if flags & _RST:
-            flow.ext["_close_reason"] = "rst"
+            flow.rst = True
         elif flags & _FIN:
             if direction == UP:
                 flow.fin_up = True
@@ -233,7 +236,6 @@ class FlowTable:
                 flow.fin_down = True
             if not (flow.fin_up and flow.fin_down):
                 return
-            flow.ext.setdefault("_close_reason", "fin")
         else:
             return
         self._closing.add(flow.key)
@@ -242,7 +244,6 @@ class FlowTable:
         flow = self._by_activity.pop(key)
         del self._by_start[key]
         self._closing.discard(key)
-        flow.ext.pop("_close_reason", None)
         flow.end_reason = reason
         self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1
         self._ended.append(flow)
@@ -250,4 +251,4 @@ class FlowTable:
 
 def _close_reason(flow: Flow) -> str:
     """Why a closing flow closed: "rst" or "fin"."""
-    return str(flow.ext.get("_close_reason", "fin"))
+    return "rst" if flow.rst else "fin"

@@ -61,6 +61,20 @@ class NameExtractor:
         self._quic: QuicInitialParser | None = None
         self._udp_seen = 0
 
+    @classmethod
+    def for_datagram(cls, payload: bytes, seen: int) -> NameExtractor | None:
+        """The extractor to feed ``payload``, a UDP flow's datagram that follows ``seen``
+        datagrams (with payload) that held no QUIC long header nor gQUIC packet: None when
+        an extractor fed all of them could only count this one too, or had given up. A
+        caller holding many such flows (live mode) keeps no extractor for them."""
+        if seen >= _UDP_GIVE_UP or (
+            not is_long_header(payload) and parse_gquic_packet(payload) is None
+        ):
+            return None
+        extractor = cls()
+        extractor._udp_seen = seen
+        return extractor
+
     def feed(self, direction: int, proto: int, payload: bytes, seq: int = 0) -> None:
         """Feed one packet: ``direction`` +1 client->server / -1 server->client, ``proto``
         6 (TCP) or 17 (UDP), the transport payload as captured (may be truncated or empty)
