@@ -480,7 +480,7 @@ def realism_auc(
 ) -> dict[str, float]:
     """Per class: how well a classifier tells the ``synthetic`` source's session windows
     (``sim`` or ``lab``) from real ones (ROC AUC of grouped cross-validation by capture;
-    0.5 = indistinguishable); with ``source``, from that real source's only."""
+    0.5 = indistinguishable); with ``source``, from that real source's windows only."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold
