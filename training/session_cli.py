@@ -103,17 +103,21 @@ def _realism(table: Any, synthetic: str, what: str) -> list[str]:
     ]
 
 
-def _spread(args: argparse.Namespace, table: Any, name: str, config: Any) -> list[str]:
-    """The ``name`` candidate's figures refitted with ``args.seeds`` simulation seeds
-    from ``args.seed`` on: each figure's range, per held-out source."""
+def _spread(args: argparse.Namespace, table: Any, name: str, config: Any, first: Any) -> list[str]:
+    """The ``name`` candidate's figures over ``args.seeds`` simulation seeds from
+    ``args.seed`` on, each figure's range per held-out source: ``first`` holds the
+    scores of ``args.seed`` (``table``'s own), the other seeds are refitted."""
+    import pandas as pd
+
     from training.seed_spread import seed_scores, spread_markdown
     from training.sessions import CANDIDATES
 
     seeds = range(args.seed, args.seed + args.seeds)
     real = table[table["source"] != "sim"]
-    scores = seed_scores(
-        real, CANDIDATES[name], seeds, args.sim, config, args.agreement, args.block_seconds
+    more = seed_scores(
+        real, CANDIDATES[name], seeds[1:], args.sim, config, args.agreement, args.block_seconds
     )
+    scores = pd.concat([first.assign(seed=args.seed), more], ignore_index=True)
     return [
         f"### {name}: lowest - highest over simulation seeds {seeds[0]}-{seeds[-1]} "
         "(leave one source out, refitted per seed)",
@@ -143,7 +147,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for synthetic, what in (("sim", "simulated"), ("lab", "traffic-lab")):
         parts += _realism(table, synthetic, what)
     rule = args.agreement
-    for name, scores in _evaluate(table, names, rule, args.block_seconds).items():
+    evaluated = _evaluate(table, names, rule, args.block_seconds)
+    for name, scores in evaluated.items():
         names_used = "withheld" if args.no_names else "used"
         if args.names_by_address is not None:
             names_used += f", nameless flows named by address ({args.names_by_address.name})"
@@ -156,7 +161,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "",
         ]
     if args.seeds > 1:
-        parts += _spread(args, table, names[0], config)
+        parts += _spread(args, table, names[0], config, evaluated[names[0]])
     transfer = sim_to_real(table, CANDIDATES[names[0]], rule)
     if transfer is not None:
         parts += [
