@@ -143,6 +143,7 @@ def packet_rate(
     decoder: str,
     streams: int,
     before: Path | None,
+    pin: int | None = None,
 ) -> None:
     """Plain lab topology (no delay line, no rate limit); ``bitrate`` is iperf3's ``-b`` per
     stream (payload bits/s; "0" = as fast as the sender goes).
@@ -154,6 +155,12 @@ def packet_rate(
     shared machine the figure that says what one core can take.
     """
     live, _ = _live(topo, tmp, "dry-run", capture, decoder, before)
+    if pin is not None:  # every thread of the live process on that one core
+        subprocess.run(
+            ["taskset", "-a", "-p", "-c", str(pin), str(live.pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     ports = [5201 + i for i in range(streams)]
     servers = [
         topo.popen(
@@ -224,7 +231,8 @@ def packet_rate(
         f"offered {rx / seconds:>7,.0f}/s, handled {seen / seconds:>7,.0f}/s "
         f"({seen / max(rx, 1):.3f} of offered, caught up {catch_up:.0f} s after), "
         f"drops {drops:,.0f} = loss {drops / max(seen + drops, 1):.2%}; "
-        f"{cpu / max(seen, 1) * 1e6:.1f} CPU us/packet",
+        f"{cpu / max(seen, 1) * 1e6:.2f} CPU us/packet"
+        + (f" (pinned to CPU {pin})" if pin is not None else ""),
         flush=True,
     )
 
@@ -533,6 +541,9 @@ def main() -> int:
         help="iperf3 -b per stream (64 B payloads: 20M ~ 39k pkt/s per stream)",
     )
     ap.add_argument("--streams", type=int, default=2, help="parallel iperf3 clients")
+    ap.add_argument(
+        "--pin", type=int, default=None, help="rate: run shortflow live on this CPU only"
+    )
     ap.add_argument("--no-verdicts", action="store_true", help="skip the verdict-time phase")
     ap.add_argument(
         "--only",
@@ -566,6 +577,7 @@ def main() -> int:
                             decoder,
                             args.streams,
                             args.before,
+                            args.pin,
                         )
             if "memory" in phases:
                 memory(topo, Path(tmp), args.flows)

@@ -43,6 +43,7 @@ KERNEL_MODULES = (
     "classifier.capture.decode_fast",
     "classifier.capture.reader_fast",
     "classifier.flows.table_fast",
+    "classifier.flows.lane_fast",
     "classifier.features.groups_fast",
     "classifier.features.featurize_fast",
     "classifier.names.extract_fast",

@@ -29,6 +29,7 @@ from classifier.capture.live_fast import (
     MIN_PACKET_MESSAGE,
     TP3_HEADER,
     BatchArrays,
+    BatchSink,
     PacketBuilder,
     release_blocks,
     walk_nflog,
@@ -106,6 +107,7 @@ class LiveStats:
 
 class LiveSource(Protocol):
     stats: LiveStats
+    sink: BatchSink | None
 
     def read(self, timeout: float) -> list[Packet]:
         """Wait up to ``timeout`` seconds and return the packets that arrived (maybe none)."""
@@ -187,14 +189,17 @@ class AfPacketSource:
                 ) from exc
         self._arrays = BatchArrays(_RING_ROWS)
         self._builder = PacketBuilder()
+        self.sink: BatchSink | None = None
+        """With the fast engine: when set, decoded batches go to it, not into packets."""
 
     def read(self, timeout: float) -> list[Packet]:
         out: list[Packet] = []
         ready, _, _ = select.select(self._socks, [], [], timeout)
         if self._rings:
+            taken = 0
             for ring in self._rings:  # a ring may hold ready blocks select did not report
-                ring.read(self._arrays, self._builder, out)
-            _add_counts(self.stats, self._arrays, len(out))
+                taken += ring.read(self._arrays, self.sink or self._builder.sink(out))
+            _add_counts(self.stats, self._arrays, taken)
         for s in ready if not self._rings else ():
             linktype = self._linktypes[self._socks.index(s)]
             for _ in range(self._max_batch):
@@ -271,8 +276,9 @@ class _Ring:
             np.zeros(_RING_BLOCK, np.uint8), _RING_BLOCK, 1, 0, False, linktype, *_empty_columns()
         )
 
-    def read(self, arrays: BatchArrays, builder: PacketBuilder, out: list[Packet]) -> None:
-        """Decode the ready blocks into ``out`` and hand them back to the kernel."""
+    def read(self, arrays: BatchArrays, sink: BatchSink) -> int:
+        """Decode the ready blocks, hand the packets to ``sink`` and the blocks back to
+        the kernel; return how many packets there were."""
         k, walked = walk_tpacket(
             self._ring,
             _RING_BLOCK,
@@ -285,9 +291,10 @@ class _Ring:
             arrays.counts,
             arrays.notes,
         )
-        builder.build(arrays, k, self._view, out)  # copies payloads out of the blocks
+        sink(arrays, k, self._view)  # copies what it keeps out of the blocks
         release_blocks(self._ring, _RING_BLOCK, _RING_BLOCKS, self._next, walked)
         self._next = (self._next + walked) % _RING_BLOCKS
+        return k
 
     def close(self) -> None:
         del self._ring
@@ -383,11 +390,12 @@ class NflogBatch:
         self.segs = np.zeros((max_segments, 2), np.int64)  # [start, end) of each datagram
         self.arrays = BatchArrays(buffer_bytes // MIN_PACKET_MESSAGE + 1)
         self._seq_state = np.array([-1, 0], np.int64)  # NFULA_SEQ expected next, lost
-        self._builder = PacketBuilder()
-        self.decode(0, [])  # load (or compile) the walker now, not at the first packet
+        self.builder = PacketBuilder()
+        self.decode(0, self.builder.sink([]))  # load (or compile) the walker now
 
-    def decode(self, segments: int, out: list[Packet]) -> None:
-        """Decode the datagrams in ``buffer`` that ``segs[:segments]`` delimit."""
+    def decode(self, segments: int, sink: BatchSink) -> None:
+        """Decode the datagrams in ``buffer`` that ``segs[:segments]`` delimit and hand
+        the packets to ``sink``."""
         a = self.arrays
         k = walk_nflog(
             self.buffer,
@@ -403,7 +411,7 @@ class NflogBatch:
         )
         _add_counts(self.stats, a, k)
         self.stats.dropped = int(self._seq_state[1])
-        self._builder.build(a, k, self.view, out)
+        sink(a, k, self.view)
 
 
 class NflogSource:
@@ -424,6 +432,8 @@ class NflogSource:
         self._seq = 0
         self._parser = NflogParser(self.stats)
         self._batch = NflogBatch(self.stats) if engine == "fast" else None
+        self.sink: BatchSink | None = None
+        """With the fast engine: when set, decoded batches go to it, not into packets."""
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
         try:
             _big_rcvbuf(self._sock)
@@ -471,7 +481,7 @@ class NflogSource:
                     break
                 self._parser.parse(data, out)
             return out
-        self._batch.decode(self._drain(self._batch), out)
+        self._batch.decode(self._drain(self._batch), self.sink or self._batch.builder.sink(out))
         return out
 
     def _recv(self) -> bytes | None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +45,8 @@ from classifier.capture.packet import Packet
 from classifier.compiled import jit
 
 __all__ = [
+    "BatchSink",
+    "Columns",
     "LIVE_SKIP_REASONS",
     "MIN_PACKET_MESSAGE",
     "TP3_HEADER",
@@ -194,6 +198,19 @@ def walk_nflog(
     return k
 
 
+class Columns(Protocol):
+    """Decoded packets as columns: ``ts`` and the ``cols`` rows of :data:`COLUMNS`."""
+
+    ts: npt.NDArray[np.float64]
+    cols: I64
+
+
+#: What a fast live source hands a batch to instead of building packets:
+#: ``sink(arrays, k, view)`` with rows ``0..k-1`` decoded and ``view`` the buffer their
+#: payloads are in (valid only during the call).
+BatchSink = Callable[[Columns, int, memoryview], None]
+
+
 class BatchArrays:
     """The reused arrays a walker writes: columns, timestamps, counters."""
 
@@ -265,14 +282,20 @@ class PacketBuilder:
         name = self._v6[(hi, lo)] = socket.inet_ntop(socket.AF_INET6, raw)
         return name
 
-    def build(self, arrays: BatchArrays, k: int, view: memoryview, out: list[Packet]) -> None:
-        """Append the packets of rows ``0..k-1`` of ``arrays`` to ``out``; payloads are
-        copied out of ``view`` (the buffer the walker read)."""
-        if not k:
+    def sink(self, out: list[Packet]) -> BatchSink:
+        """A sink that appends the packets of each batch to ``out``."""
+        return lambda arrays, k, view: self.build(arrays, k, view, out)
+
+    def build(
+        self, arrays: Columns, k: int, view: memoryview, out: list[Packet], start: int = 0
+    ) -> None:
+        """Append the packets of rows ``start..k-1`` of ``arrays`` to ``out``; payloads
+        are copied out of ``view`` (the buffer the walker read)."""
+        if k <= start:
             return
         v4 = self._v4
         v6 = self._v6
-        rows = arrays.cols[:, :k].tolist()
+        rows = arrays.cols[:, start:k].tolist()
         for (
             t,
             wire,
@@ -290,7 +313,7 @@ class PacketBuilder:
             plen,
             at,
             cap,
-        ) in zip(arrays.ts[:k].tolist(), *rows, strict=True):
+        ) in zip(arrays.ts[start:k].tolist(), *rows, strict=True):
             if ver == 4:
                 src = v4.get(slo) or self._name4(slo)
                 dst = v4.get(dlo) or self._name4(dlo)

@@ -7,6 +7,9 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from classifier.flows.key import FlowKey
 
 __all__ = ["Flow", "UP", "DOWN"]
@@ -111,6 +114,34 @@ class Flow:
         buf[_FLAGS[2] * cap + n] = flags & 0xFF  # the NS bit (0x100) is not kept
         self.packets = n + 1
 
+    def extend(
+        self,
+        ts: npt.NDArray[np.float64],
+        size: npt.NDArray[np.int64],
+        direction: npt.NDArray[np.int8],
+        flags: npt.NDArray[np.int64],
+        payload_len: npt.NDArray[np.int64],
+    ) -> None:
+        """:meth:`append` for many packets at once (arrays of one length, in time order):
+        the same columns as appending them one by one."""
+        m = len(ts)
+        n = self.packets
+        buf = self._buf
+        cap = len(buf) // _ENTRY
+        if n + m > cap:
+            buf, cap = self._grow(n, n + m)
+        with memoryview(buf) as view:
+            view[8 * n : 8 * (n + m)] = np.ascontiguousarray(ts, "=f8").tobytes()
+            at = _SIZE[2] * cap + 8 * n
+            view[at : at + 8 * m] = np.ascontiguousarray(size, "=i8").tobytes()
+            at = _PAYLOAD[2] * cap + 8 * n
+            view[at : at + 8 * m] = np.ascontiguousarray(payload_len, "=i8").tobytes()
+            at = _DIRECTION[2] * cap + n
+            view[at : at + m] = direction.astype(np.uint8).tobytes()
+            at = _FLAGS[2] * cap + n
+            view[at : at + m] = (flags & 0xFF).astype(np.uint8).tobytes()
+        self.packets = n + m
+
     def _column(self, column: _Column) -> array[Any]:
         code, width, offset = column
         out = array(code)
@@ -119,14 +150,15 @@ class Flow:
             out.frombytes(view[start : start + self.packets * width])
         return out
 
-    def _grow(self, n: int) -> tuple[bytearray, int]:
-        """A buffer with room for more than the ``n`` entries the full one holds (one at
-        a time while small, an eighth more once larger), the columns copied over."""
-        cap = n + 1 + (n >> 3)
+    def _grow(self, n: int, need: int = 0) -> tuple[bytearray, int]:
+        """A buffer with room for more than the ``n`` entries held (one at a time while
+        small, an eighth more once larger; at least ``need``), the columns copied over."""
+        cap = max(n + 1 + (n >> 3), need)
         old, buf = self._buf, bytearray(_ENTRY * cap)
+        was = len(old) // _ENTRY
         with memoryview(old) as view:
             for _, width, offset in _COLUMNS:
                 size = n * width
-                buf[offset * cap : offset * cap + size] = view[offset * n : offset * n + size]
+                buf[offset * cap : offset * cap + size] = view[offset * was : offset * was + size]
         self._buf = buf
         return buf, cap

@@ -8,9 +8,12 @@ mode through :meth:`FlowTable.sweep`) and checked for all flows at least every
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from classifier.capture.packet import TCP, Packet
 from classifier.flows.flow import DOWN, UP, Flow
@@ -20,6 +23,8 @@ __all__ = ["FlowConfig", "FlowPlugin", "FlowTable", "TableStats"]
 
 _Key = tuple[int, str, int, str, int]
 """A held flow's key (its :class:`FlowKey`), or a packet's 5-tuple looked up."""
+
+I8 = npt.NDArray[np.int8]
 
 _FIN = 0x01
 _SYN = 0x02
@@ -72,6 +77,17 @@ class FlowPlugin(Protocol):
 
     def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None: ...
 
+    def steady(self, flow: Flow) -> bool:
+        """Whether the plugin needs no more of ``flow``'s packets one by one: its later
+        packets (no SYN, FIN or RST) may come through :meth:`FlowTable.extend`."""
+        ...
+
+    def on_extend(
+        self, flow: Flow, ts: npt.NDArray[np.float64], size: npt.NDArray[np.int64], direction: I8
+    ) -> None:
+        """Packets of a steady flow, many at once (see :meth:`FlowTable.extend`)."""
+        ...
+
 
 @dataclass(slots=True)
 class TableStats:
@@ -112,6 +128,8 @@ class FlowTable:
         self._closing: set[_Key] = set()
         self._ended: deque[Flow] = deque()
         self._next_sweep: float | None = None
+        self.on_end: Callable[[Flow], None] | None = None
+        """Called with every flow as it leaves the table (before :meth:`pop_ended`)."""
 
     def __len__(self) -> int:
         return len(self._by_activity)
@@ -151,6 +169,43 @@ class FlowTable:
         if pkt.proto == TCP:
             self._track_close(flow, pkt, direction)
         return flow
+
+    @property
+    def next_sweep(self) -> float:
+        """The time at or after which the next packet sweeps the table first (-inf
+        before the first packet)."""
+        return float("-inf") if self._next_sweep is None else self._next_sweep
+
+    def steady(self, flow: Flow) -> bool:
+        """Whether ``flow``'s later packets may come through :meth:`extend`: every plugin
+        says it needs them no more one by one."""
+        return all(plugin.steady(flow) for plugin in self._plugins)
+
+    def extend(
+        self,
+        flow: Flow,
+        ts: npt.NDArray[np.float64],
+        size: npt.NDArray[np.int64],
+        direction: I8,
+        flags: npt.NDArray[np.int64],
+        payload_len: npt.NDArray[np.int64],
+        wire_bytes: int,
+        payload_packets: int,
+    ) -> None:
+        """Add packets of the held, :meth:`steady` ``flow`` at once (arrays of one length,
+        in time order, ``direction`` UP/DOWN): what :meth:`add` does with each, for packets
+        that cannot start, end, close, cap or resegment a flow nor trigger a sweep (the
+        caller checks: no SYN, FIN or RST, below ``max_packets``, payload within
+        ``resegment_mss``, before :attr:`next_sweep`). ``wire_bytes``: their frames'
+        length; ``payload_packets``: how many had captured payload. Calls of several flows
+        come in the order of their last packet (least recently active first)."""
+        self.stats.packets += len(ts)
+        self._by_activity.move_to_end(flow.key)
+        flow.wire_bytes += wire_bytes
+        flow.payload_packets += payload_packets
+        flow.extend(ts, size, direction, flags, payload_len)
+        for plugin in self._plugins:
+            plugin.on_extend(flow, ts, size, direction)
 
     def _held(self, pkt: Packet) -> Flow | None:
         """The flow ``pkt`` belongs to, if held: its key is the packet's 5-tuple or the
@@ -247,6 +302,8 @@ class FlowTable:
         flow.end_reason = reason
         self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1
         self._ended.append(flow)
+        if self.on_end is not None:
+            self.on_end(flow)
 
 
 def _close_reason(flow: Flow) -> str:

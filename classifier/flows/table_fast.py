@@ -198,9 +198,21 @@ class Assignment:
 
 
 @jit(cache=True, inline="always")
-def _mix(
+def canonical(
+    shi: int, slo: int, sport: int, dhi: int, dlo: int, dport: int
+) -> tuple[bool, int, int, int, int, int, int]:
+    """(source is endpoint a, a hi, a lo, a port, b hi, b lo, b port): a is the smaller
+    (hi, lo, port) of the two endpoints, so both directions give one key."""
+    if (shi, slo, sport) <= (dhi, dlo, dport):
+        return True, shi, slo, sport, dhi, dlo, dport
+    return False, dhi, dlo, dport, shi, slo, sport
+
+
+@jit(cache=True, inline="always")
+def key_hash(
     proto: int, ver: int, ahi: int, alo: int, aport: int, bhi: int, blo: int, bport: int
-) -> np.uint64:
+) -> int:
+    """The hash of a canonical key: endpoint a is the smaller (hi, lo, port) of the two."""
     m = np.uint64(0x9E3779B97F4A7C15)
     h = np.uint64(proto * 256 + ver) * m
     h = (h ^ np.uint64(ahi)) * m
@@ -208,22 +220,61 @@ def _mix(
     h = (h ^ np.uint64(aport * 65536 + bport)) * m
     h = (h ^ np.uint64(bhi)) * m
     h = (h ^ np.uint64(blo)) * m
-    return h ^ (h >> np.uint64(29))
+    return np.int64(h ^ (h >> np.uint64(29)))  # type: ignore[return-value]
+
+
+@jit(cache=True, inline="always")
+def find_slot(
+    table: I64,
+    keys: I64,
+    hashes: I64,
+    h: int,
+    proto: int,
+    ver: int,
+    ahi: int,
+    alo: int,
+    aport: int,
+    bhi: int,
+    blo: int,
+    bport: int,
+) -> int:
+    """The slot holding this canonical key (rows ``PROTO``..``BPORT`` of ``keys``, its
+    hash in ``hashes``), or -1."""
+    mask = table.shape[0] - 1
+    p = h & mask
+    while table[p] != 0:
+        c = table[p] - 1
+        if (
+            hashes[c] == h
+            and keys[_ALO, c] == alo
+            and keys[_BLO, c] == blo
+            and keys[_APORT, c] == aport
+            and keys[_BPORT, c] == bport
+            and keys[_AHI, c] == ahi
+            and keys[_BHI, c] == bhi
+            and keys[_PROTO, c] == proto
+            and keys[_VER, c] == ver
+        ):
+            return c
+        p = (p + 1) & mask
+    return -1
 
 
 @jit(cache=True)
-def _hash_insert(table: I64, sl: I64, s: int) -> None:
+def hash_insert(table: I64, hashes: I64, s: int) -> None:
+    """Put slot ``s`` (hash ``hashes[s]``) into the open-addressing ``table``."""
     mask = table.shape[0] - 1
-    p = sl[_HASH, s] & mask
+    p = hashes[s] & mask
     while table[p] != 0:
         p = (p + 1) & mask
     table[p] = s + 1
 
 
 @jit(cache=True)
-def _hash_delete(table: I64, sl: I64, s: int) -> None:
+def hash_delete(table: I64, hashes: I64, s: int) -> None:
+    """Take slot ``s`` out of ``table``, shifting back the entries that probed past it."""
     mask = table.shape[0] - 1
-    p = sl[_HASH, s] & mask
+    p = hashes[s] & mask
     while table[p] != s + 1:
         p = (p + 1) & mask
     table[p] = 0
@@ -232,7 +283,7 @@ def _hash_delete(table: I64, sl: I64, s: int) -> None:
         q = (q + 1) & mask
         if table[q] == 0:
             return
-        home = sl[_HASH, table[q] - 1] & mask
+        home = hashes[table[q] - 1] & mask
         # keep entry q where it is if its home lies cyclically in (p, q]
         if p <= q:
             stays = p < home <= q
@@ -283,7 +334,7 @@ def _end(
     reason: int,
     at: int,
 ) -> None:
-    _hash_delete(table, sl, s)
+    hash_delete(table, sl[_HASH], s)
     _unlink(sl, g, s)
     prv, nxt = sl[_SPREV, s], sl[_SNEXT, s]
     if prv >= 0:
@@ -409,7 +460,6 @@ def _assign(
     plen_row, wire_row = rows[9], rows[10]
     n = ts.shape[0]
     evcap = ev.shape[1]
-    mask = table.shape[0] - 1
     for i in range(i0, n):
         if g[_G_NFREE] == 0 and g[_G_NACT] < max_flows:
             return i, _NEED_SLOTS
@@ -428,30 +478,9 @@ def _assign(
         dhi, dlo, dport = cols[dhi_row, i], cols[dlo_row, i], cols[dport_row, i]
         proto = cols[proto_row, i]
         flags = cols[flags_row, i]
-        src_is_a = (shi, slo, sport) <= (dhi, dlo, dport)
-        if src_is_a:
-            ahi, alo, aport, bhi, blo, bport = shi, slo, sport, dhi, dlo, dport
-        else:
-            ahi, alo, aport, bhi, blo, bport = dhi, dlo, dport, shi, slo, sport
-        h = np.int64(_mix(proto, ver, ahi, alo, aport, bhi, blo, bport))
-        p = h & mask
-        s = -1
-        while table[p] != 0:
-            c = table[p] - 1
-            if (
-                sl[_HASH, c] == h
-                and sl[_ALO, c] == alo
-                and sl[_BLO, c] == blo
-                and sl[_APORT, c] == aport
-                and sl[_BPORT, c] == bport
-                and sl[_AHI, c] == ahi
-                and sl[_BHI, c] == bhi
-                and sl[_PROTO, c] == proto
-                and sl[_VER, c] == ver
-            ):
-                s = c
-                break
-            p = (p + 1) & mask
+        src_is_a, ahi, alo, aport, bhi, blo, bport = canonical(shi, slo, sport, dhi, dlo, dport)
+        h = key_hash(proto, ver, ahi, alo, aport, bhi, blo, bport)
+        s = find_slot(table, sl, sl[_HASH], h, proto, ver, ahi, alo, aport, bhi, blo, bport)
         is_tcp = proto == TCP
         keep_cisa = -1  # a flow cut at the packet cap: its successor keeps the orientation
         if s >= 0 and sl[_CLPOS, s] >= 0 and is_tcp and (flags & (_SYN | _ACK)) == _SYN:
@@ -502,7 +531,7 @@ def _assign(
             else:
                 g[_G_SHEAD] = s
             g[_G_STAIL] = s
-            _hash_insert(table, sl, s)
+            hash_insert(table, sl[_HASH], s)
             g[_G_NACT] += 1
             if g[_G_NACT] > g[_G_PEAK]:
                 g[_G_PEAK] = g[_G_NACT]
@@ -565,7 +594,7 @@ def _flush(
 def _rehash(table: I64, sl: I64, g: I64) -> None:
     s = g[_G_AHEAD]
     while s >= 0:
-        _hash_insert(table, sl, s)
+        hash_insert(table, sl[_HASH], s)
         s = sl[_ANEXT, s]
 
 

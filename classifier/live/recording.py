@@ -313,6 +313,11 @@ class Recorder:
 
     # -- the live path ----------------------------------------------------------------------
 
+    @property
+    def recording(self) -> bool:
+        """Whether a recording runs (its client's packets are wanted)."""
+        return bool(self._clients)
+
     def offer(self, packets: Sequence[Packet]) -> int:
         """Queue the packets of the clients being recorded; never waits. Returns how many
         were dropped because the queue was full."""

@@ -45,6 +45,7 @@ from classifier.capture.live import (
     LiveSource,
     NflogSource,
 )
+from classifier.capture.live_fast import Columns, PacketBuilder
 from classifier.capture.packet import TCP, Packet
 from classifier.enforce.audit import AuditLog
 from classifier.enforce.dns_sinkhole import DnsSinkhole
@@ -56,6 +57,7 @@ from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.schema import FEATURE_COLUMNS, compute_features
 from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig
+from classifier.live.lane import FastLane
 from classifier.live.memory import Trimmer
 from classifier.live.report import Report, VerdictLog, action_of, summary_text
 from classifier.live.sessions import SessionTracker
@@ -200,6 +202,9 @@ class LiveRouter:
             else AfPacketSource(cfg.ifaces, engine=cfg.engine)
         )
         self._closers.append(self.source.close)
+        if cfg.engine == "fast":
+            self.lane = FastLane(self.featurizer.table, PacketBuilder())
+            self.source.sink = self._take
         self.dns: DnsSinkhole | None = None
         if cfg.dns_listen is not None:
             if cfg.dns_upstream is None:
@@ -324,9 +329,20 @@ class LiveRouter:
         """Read one batch of packets, update flows, and judge the flows that are due."""
         self.process(self.source.read(self.config.tick))
 
+    def _take(self, arrays: Columns, k: int, view: memoryview) -> None:
+        """A decoded batch of the fast engine into the flows (:class:`FastLane`); while a
+        recording runs, as packets, which the recorder gets too."""
+        recorder = self.state.recorder
+        keep: list[Packet] | None = [] if recorder is not None and recorder.recording else None
+        with self._names_lock:
+            self.lane.take(arrays, k, view, keep)
+        if keep:
+            self.state.record_packets(keep)
+
     def process(self, packets: list[Packet]) -> None:
-        """Add ``packets`` to the flows; judge the flows and sessions that are due at the
-        clock's time; log what changed, and the summary when it is due."""
+        """Add ``packets`` to the flows (the fast engine's batches came through
+        :meth:`_take` already); judge the flows and sessions that are due at the clock's
+        time; log what changed, and the summary when it is due."""
         table = self.featurizer.table
         with self._names_lock:
             for pkt in packets:
@@ -598,6 +614,14 @@ class _CheckSchedule:
         heapq.heappush(self._heap, (flow.first_ts + self._checks[0], flow.flow_id, flow, 0))
 
     def on_update(self, flow: Flow, pkt: Packet, direction: int) -> None:
+        pass
+
+    def steady(self, flow: Flow) -> bool:
+        return True
+
+    def on_extend(
+        self, flow: Flow, ts: np.ndarray, size: np.ndarray, direction: np.ndarray
+    ) -> None:
         pass
 
     def pop_due(self, now: float, limit: int | None = None) -> list[tuple[Flow, float]]:

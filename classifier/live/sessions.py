@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from classifier.capture.packet import Packet
 from classifier.features.session import FlowSeconds, SessionConfig, group_of, window_records
 from classifier.flows import Flow
@@ -57,6 +60,31 @@ class SessionTracker:
         k = math.floor(pkt.ts - flow.first_ts)  # the flow's k-th second, as offline
         seconds = act.seconds
         seconds[k] = seconds.get(k, 0.0) + pkt.ip_len
+
+    def steady(self, flow: Flow) -> bool:
+        return True
+
+    def on_extend(
+        self,
+        flow: Flow,
+        ts: npt.NDArray[np.float64],
+        size: npt.NDArray[np.int64],
+        direction: npt.NDArray[np.int8],
+    ) -> None:
+        """:meth:`on_update` for many packets: their bytes down summed per second (exact:
+        IP lengths are integers)."""
+        down = direction == DOWN
+        if not down.any():
+            return
+        act = self._flows.get(flow.flow_id)
+        if act is None:
+            act = self._flows[flow.flow_id] = _Activity(flow, {})
+        k = np.floor(ts[down] - flow.first_ts).astype(np.int64)
+        keys, at = np.unique(k, return_inverse=True)
+        sums = np.bincount(at, weights=size[down])
+        seconds = act.seconds
+        for key, total in zip(keys.tolist(), sums.tolist(), strict=True):
+            seconds[key] = seconds.get(key, 0.0) + total
 
     def due(self, now: float) -> bool:
         """Whether a judgement is due at ``now`` (every ``step`` seconds)."""

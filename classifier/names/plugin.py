@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 from classifier.capture.packet import UDP, Packet
 from classifier.flows.flow import Flow
 from classifier.names.cache import NameCache
@@ -52,6 +55,23 @@ class NamesPlugin:
             flow.attach("names", extractor)
         if not extractor.done:
             extractor.feed(direction, pkt.proto, pkt.payload, pkt.seq)
+
+    def steady(self, flow: Flow) -> bool:
+        """Past its first ``MAX_NAME_PACKETS`` packets and not DNS: nothing left to read."""
+        key = flow.key
+        return flow.packets >= MAX_NAME_PACKETS and DNS_PORT not in (
+            key.client_port,
+            key.server_port,
+        )
+
+    def on_extend(
+        self,
+        flow: Flow,
+        ts: npt.NDArray[np.float64],
+        size: npt.NDArray[np.int64],
+        direction: npt.NDArray[np.int8],
+    ) -> None:
+        """Nothing: a steady flow's packets hold nothing this plugin reads."""
 
 
 def flow_names(flow: Flow, cache: NameCache) -> dict[str, str | None]:

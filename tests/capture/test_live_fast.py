@@ -54,7 +54,7 @@ def _batch(data: list[bytes], batch: NflogBatch | None = None) -> tuple[list[Pac
         batch.segs[i] = used, used + len(d)
         used += (len(d) + 3) & ~3
     out: list[Packet] = []
-    batch.decode(len(data), out)
+    batch.decode(len(data), batch.builder.sink(out))
     return out, batch.stats
 
 
