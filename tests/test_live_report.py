@@ -10,19 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from classifier.api.schemas import SessionVerdict
 from classifier.capture.reader import open_capture
 from classifier.cli import main as cli_main
 from classifier.enforce.audit import AuditLog, read_audit
 from classifier.enforce.enforcer import Enforcer
-from classifier.enforce.policy import PolicyHolder, parse_policy
-from classifier.live.report import VerdictLog, summary_text
+from classifier.enforce.policy import Policy, PolicyHolder, parse_policy
+from classifier.live.report import SessionLabel, VerdictLog, summary_text
 from classifier.live.state import LiveState
+from classifier.model.session_model import pending_text
 from tests.packets import replay
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
 C, S = "10.77.1.2", "10.77.2.2"
 VERDICT = re.compile(
-    r"^verdict (\S+) (\S+)(?: \((\S+)\))?: (\S+) -> (\S+) p=(\d\.\d\d)"
+    r"^verdict (\S+) (\S+)(?: \((\S+)\))?: (\S+) -> (\S+) p=(\d\.\d\d)(?: \([^)]+\))?"
     r"(?: window (\S+) s)?; action: ([^;]+)(?:; (.*))?$"
 )
 
@@ -66,7 +68,7 @@ def test_a_session_judged_for_an_hour_logs_its_changes_only(
 
     def judge(p_short: float, p_long: float) -> None:
         nonlocal made
-        label, p = reports.session_label(C, "youtube", p_short, p_long, policy)
+        label, p, *_ = reports.session_label(C, "youtube", p_short, p_long, policy)
         rec = enforcer.observe(
             C, S, 443, "udp", label="shorts", probability=p_short, name="youtube"
         )
@@ -150,6 +152,41 @@ def test_a_block_lifted_by_hand_and_made_again(
         f"verdict {C} youtube: short-form -> short-form p=0.90; action: would block"
     )
     enforcer.close()
+
+
+def test_short_form_pending_until_the_windows_agree(caplog: pytest.LogCaptureFixture) -> None:
+    """Short-form likeliest but not yet agreed: the label stays long-form or other (what
+    is blocked does not change) and says so; 3 of the last 5 windows confirm it."""
+    reports = VerdictLog()
+    policy = Policy.default()
+    caplog.set_level(logging.INFO, logger="classifier")
+    got = [reports.session_label(C, "youtube", p, 0.05, policy) for p in (0.3, 0.91, 0.6, 0.93)]
+    assert got == [
+        SessionLabel("other", pytest.approx(0.65), None, 0),
+        SessionLabel("long-form", 0.05, "short-form", 1),
+        SessionLabel("other", pytest.approx(0.35), "short-form", 1),  # 0.6: no vote
+        SessionLabel("long-form", 0.05, "short-form", 2),
+    ]
+    assert reports.session_label(C, "youtube", 0.95, 0.05, policy) == (
+        "short-form",
+        0.95,
+        None,
+        3,
+    )
+    line = reports.report(
+        C,
+        "youtube",
+        label="long-form",
+        probability=0.05,
+        action="none",
+        window=60.0,
+        note=pending_text(2, policy.agreement_k),
+    ).line
+    assert line == (
+        f"verdict {C} youtube: - -> long-form p=0.05 (short-form likeliest, 2 of 3 windows "
+        "needed) window 60 s; action: none"
+    )
+    assert VERDICT.match(line) and _lines(caplog, "verdict") == [line]
 
 
 def test_quiet_groups_log_at_debug_and_memory_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
@@ -334,7 +371,10 @@ def test_router_logs_changes_not_judgements(
     summaries = _lines(caplog, "summary: ")
     assert [s.split(";")[0] for s in summaries] == ["summary: up 60 s", "summary: up 120 s"]
     assert {s["verdict"]["label"] for s in sessions} <= {"short-form", "long-form", "other"}
-    assert all("action" in s["verdict"] for s in sessions)
+    for s in sessions:  # what /v1/live/sessions serves: every field filled in
+        verdict = SessionVerdict.model_validate(s["verdict"])
+        assert verdict.short_form_needed == 2 and verdict.short_form_votes <= 3
+        assert verdict.pending is None or verdict.label != "short-form"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a live router opens an AF_PACKET socket (root)")

@@ -19,6 +19,9 @@ __all__ = [
     "ModelCard",
     "LiveFlow",
     "LiveFlows",
+    "SessionVerdict",
+    "LiveSession",
+    "LiveSessions",
     "Enforcement",
     "Block",
     "Blocks",
@@ -37,6 +40,18 @@ __all__ = [
 
 Label = str
 """One of the model's labels: short-form, long-form, other."""
+
+Pending = Annotated[
+    Literal["short-form"] | None,
+    Field(
+        description="short-form when it is the likeliest label but the agreement (k of the "
+        "last n windows at the threshold) does not hold (yet), so the label is long-form or "
+        "other; null otherwise"
+    ),
+]
+ShortFormNeeded = Annotated[
+    int, Field(ge=1, description="windows short-form needs: the agreement's k (default 3)")
+]
 
 IpAddress = Annotated[
     IPvAnyAddress,
@@ -127,6 +142,13 @@ class TimelineSpan(BaseModel):
     end: float = Field(description="epoch seconds")
     label: str = Field(description="short-form, long-form or other (session model)")
     p_short: float = Field(description="highest short-form probability of a window in it")
+    pending: Pending = None
+    short_form_votes: int = Field(
+        ge=0,
+        description="the most short-form votes of a window in it: of that window's last n "
+        "(default 5) windows, those whose short-form probability reached the threshold",
+    )
+    short_form_needed: ShortFormNeeded
     reason: str
 
 
@@ -244,15 +266,33 @@ class LiveFlows(BaseModel):
     enforcement: Enforcement
 
 
+class SessionVerdict(BaseModel):
+    """A session-model verdict of live mode."""
+
+    label: Label = Field(
+        description="short-form when the policy's agreement holds, else long-form or other "
+        "(whichever is likelier); short-form too for a service that is short-form by name"
+    )
+    probability: float = Field(description="probability of the label")
+    p_short_form: float = Field(description="short-form probability of the latest window")
+    p_long_form: float = Field(description="long-form probability of the latest window")
+    pending: Pending = None
+    short_form_votes: int = Field(
+        ge=0,
+        description="windows among the agreement's last n (default 5), this one included, "
+        "whose short-form probability reached the threshold",
+    )
+    short_form_needed: ShortFormNeeded
+    window_end: float = Field(description="end of the window judged, epoch seconds")
+    media_flows: int = Field(ge=0, description="media connections of the session")
+    action: str = Field(description="block, would block (dry-run), none ...")
+    reason: str = Field(description="the session figures behind the probability")
+
+
 class LiveSession(BaseModel):
     client: str
     group: str = Field(description="service, or server network when no name is known")
-    verdict: dict[str, Any] = Field(
-        description="latest session-model verdict: label (short-form when the policy's "
-        "agreement holds), probability (of the label), p_short_form, "
-        "p_long_form, window_end, media_flows, action (block, would block "
-        "(dry-run), none ...), reason"
-    )
+    verdict: SessionVerdict = Field(description="latest session-model verdict")
     updated: float = Field(description="time of the latest judgement, epoch seconds")
     ended: bool = Field(
         False,

@@ -221,10 +221,14 @@ class Policy:
             return None
         return _suffix_hit(name, self.sinkhole_names)
 
+    def votes(self, probabilities: Sequence[float]) -> int:
+        """How many of the last ``n`` probabilities reach the threshold."""
+        recent = list(probabilities)[-self.agreement_n :]
+        return sum(1 for p in recent if p >= self.threshold)
+
     def agrees(self, probabilities: Sequence[float]) -> bool:
         """Whether at least ``k`` of the last ``n`` probabilities reach the threshold."""
-        recent = list(probabilities)[-self.agreement_n :]
-        return sum(1 for p in recent if p >= self.threshold) >= self.agreement_k
+        return self.votes(probabilities) >= self.agreement_k
 
 
 _MODE_EFFECT = {"off": "do anything", "dry-run": "log would-be blocks", "nft": "block"}

@@ -9,9 +9,11 @@ judged every 10 s for an hour gives a line when it turns, not 360::
     verdict 10.77.1.2 youtube (rr3---sn-x.googlevideo.com): long-form -> short-form
     p=0.91 window 60 s; action: would block (dry-run); 4 media conn (2 new), ...
 
-(one line in the log). :meth:`VerdictLog.expired` logs one ``unblock`` line when the last
-block of a (client, group) has run out or was lifted. :func:`summary_text` is the body of
-the ``summary`` line live mode logs every few minutes and at exit.
+(one line in the log). A label with short-form pending says so after its probability:
+``other -> long-form p=0.30 (short-form likeliest, 2 of 3 windows needed) window 60 s``.
+:meth:`VerdictLog.expired` logs one ``unblock`` line when the last block of a (client,
+group) has run out or was lifted. :func:`summary_text` is the body of the ``summary`` line
+live mode logs every few minutes and at exit.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import numpy as np
 
 from classifier.enforce.enforcer import BlockRecord
 from classifier.enforce.policy import Policy
-from classifier.model.session_model import LONG, OTHER, SHORT, verdicts
+from classifier.model.session_model import LONG, OTHER, SHORT, pending, verdicts
 
-__all__ = ["VerdictLog", "Report", "NO_LABEL", "action_of", "summary_text"]
+__all__ = ["VerdictLog", "Report", "SessionLabel", "NO_LABEL", "action_of", "summary_text"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,18 @@ def action_of(records: Sequence[BlockRecord]) -> str:
     if not records:
         return "none"
     return "would block (dry-run)" if records[0].dry_run else "block"
+
+
+class SessionLabel(NamedTuple):
+    """A session's label after a window (:meth:`VerdictLog.session_label`)."""
+
+    label: str
+    probability: float
+    """Probability of the label."""
+    pending: str | None
+    """Short-form when it is the likeliest label but not agreed (yet), else None."""
+    votes: int
+    """How many of the last windows reached the policy's threshold."""
 
 
 class Report(NamedTuple):
@@ -93,19 +107,22 @@ class VerdictLog:
 
     def session_label(
         self, client: str, group: str, p_short: float, p_long: float, policy: Policy
-    ) -> tuple[str, float]:
-        """The label of (client, group) after a window with these probabilities, and the
-        probability of that label: short-form when the policy's agreement holds over its
-        last windows (:meth:`Policy.agrees`, what the enforcer asks), else long-form or
-        other as offline (:func:`classifier.model.session_model.verdicts`)."""
+    ) -> SessionLabel:
+        """The label of (client, group) after a window with these probabilities: short-form
+        when the policy's agreement holds over its last windows (:meth:`Policy.agrees`,
+        what the enforcer asks), else long-form or other as offline
+        (:func:`classifier.model.session_model.verdicts`), with short-form pending where
+        it is the likeliest (:func:`classifier.model.session_model.pending`)."""
         entry = self._get(client, group)
         if entry.votes.maxlen != policy.agreement_n:
             entry.votes = deque(entry.votes, maxlen=policy.agreement_n)
         entry.votes.append(float(p_short))
-        short = policy.agrees(entry.votes)
-        (label,) = verdicts(np.array([short]), np.array([p_short]), np.array([p_long]))
+        votes = policy.votes(entry.votes)
+        ps, pl = np.array([p_short]), np.array([p_long])
+        labels = verdicts(np.array([votes >= policy.agreement_k]), ps, pl)
+        label, waiting = str(labels[0]), pending(labels, ps, pl)[0]
         probability = {SHORT: p_short, LONG: p_long}.get(label, 1.0 - p_short - p_long)
-        return str(label), float(probability)
+        return SessionLabel(label, float(probability), waiting, votes)
 
     def last(self, client: str, group: str) -> tuple[str, str] | None:
         """(label, action) last reported for (client, group), or None when unknown."""
@@ -125,12 +142,15 @@ class VerdictLog:
         records: Sequence[BlockRecord] = (),
         reason: str | None = None,
         media: bool = True,
+        note: str | None = None,
     ) -> Report:
         """Note a verdict of (client, group) and the action taken on it; log a ``verdict``
-        line when the label or the action differs from the last one. The line is INFO
-        when it matters to an operator (the session carries media, short-form comes or
-        goes, or the action changes), DEBUG otherwise (a quiet nameless group turning from
-        other to long-form)."""
+        line when the label or the action differs from the last one, with ``note`` in
+        parentheses after the probability (short-form pending:
+        :func:`classifier.model.session_model.pending_text`). The line is INFO when it
+        matters to an operator (the session carries media, short-form comes or goes, or
+        the action changes), DEBUG otherwise (a quiet nameless group turning from other to
+        long-form)."""
         entry = self._get(client, group)
         new = 0
         for rec in records:
@@ -145,6 +165,8 @@ class VerdictLog:
         old_label, old_action = entry.label, entry.action
         entry.label, entry.action = label, action
         line = f"verdict {_who(client, group, name)}: {old_label} -> {label} p={probability:.2f}"
+        if note:
+            line += f" ({note})"
         if window is not None and math.isfinite(window):
             line += f" window {window:g} s"
         line += f"; action: {action}"

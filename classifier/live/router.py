@@ -68,6 +68,7 @@ from classifier.model.predict import SHORT_FORM_SERVICE, verdict_arrays
 from classifier.model.session_model import (
     SHORT,
     SessionModel,
+    pending_text,
     session_reason,
     window_probabilities,
 )
@@ -392,11 +393,11 @@ class LiveRouter:
             flows = self.tracker.media.get((client, group), [])
             reason = session_reason(row)
             by_name = category_for(group) == SHORT_FORM_SERVICE
-            label, probability = self.reports.session_label(
+            label, probability, pending, votes = self.reports.session_label(
                 client, group, float(ps), float(pl), policy
             )
             if by_name:
-                label, probability = SHORT, 1.0
+                label, probability, pending = SHORT, 1.0, None
             log.debug("session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl, reason)
             records = self._block_session(client, group, flows, float(ps))
             action = action_of(records)
@@ -413,6 +414,9 @@ class LiveRouter:
                     "probability": round(probability, 4),
                     "p_short_form": round(float(ps), 4),
                     "p_long_form": round(float(pl), 4),
+                    "pending": pending,
+                    "short_form_votes": votes,
+                    "short_form_needed": policy.agreement_k,
                     "window_end": row["window_end"],
                     "media_flows": len(flows),
                     "action": action,
@@ -435,6 +439,7 @@ class LiveRouter:
                     records=records,
                     reason=reason,
                     media=bool(flows),
+                    note=pending_text(votes, policy.agreement_k) if pending else None,
                 )
             )
         self.state.end_sessions(judged)

@@ -11,8 +11,10 @@ trust.
 short-form verdict, offline and live alike: at least ``k`` of its last ``n`` windows reach
 ``threshold`` (:class:`Agreement`; live mode takes the values from the policy's
 ``[agreement]``, whose defaults these are). One window alone never blocks. Other windows
-are long-form when ``p_long >= p_other``, else other. The reason text says which session
-figures drove the window's probability.
+are long-form when ``p_long >= p_other``, else other; where short-form is still the
+likeliest of the three there, short-form is *pending* (:func:`pending`, shown with
+:func:`pending_text`: the label stays, so what is blocked does not change). The reason text
+says which session figures drove the window's probability.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ __all__ = [
     "SessionModel",
     "SessionModelInfo",
     "agreed",
+    "short_form_votes",
     "verdicts",
+    "pending",
+    "pending_text",
     "load_session_model",
     "save_session_model",
     "classify_sessions",
@@ -173,6 +178,17 @@ def load_session_model(directory: Path | str) -> SessionModel:
 LEAD_IN = 0.5
 
 
+def short_form_votes(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement) -> pd.Series:
+    """Per row: how many of the session's last ``rule.n`` windows up to this one reach
+    ``rule.threshold`` (short-form needs ``rule.k``). Rows must be in time order within a
+    session; ``keys`` holds the columns naming a session."""
+    hits = (p_short >= rule.threshold).astype(int)
+    by = [keys[c] for c in keys.columns]
+    return hits.groupby(by, sort=False).transform(
+        lambda s: s.rolling(rule.n, min_periods=1).sum().astype(int)
+    )
+
+
 def agreed(
     p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, *, hindsight: bool = False
 ) -> pd.Series:
@@ -185,18 +201,17 @@ def agreed(
     before a short-form one whose ``p_short`` is at least :data:`LEAD_IN`."""
     import pandas as pd
 
-    hits = (p_short >= rule.threshold).astype(float)
-    by = [keys[c] for c in keys.columns]
-    count = hits.groupby(by, sort=False).transform(lambda s: s.rolling(rule.n, min_periods=1).sum())
-    now = count >= rule.k
+    now = short_form_votes(p_short, keys, rule) >= rule.k
     if not hindsight:
         return now
+    hits = p_short >= rule.threshold
+    by = [keys[c] for c in keys.columns]
     soon = (
         now.astype(float)
         .groupby(by, sort=False)
         .transform(lambda s: s[::-1].rolling(rule.n, min_periods=1).max()[::-1])
     )
-    short = (now | ((hits > 0) & (soon > 0))).to_numpy(copy=True)
+    short = (now | (hits & (soon > 0))).to_numpy(copy=True)
     likely = (p_short >= LEAD_IN).to_numpy()
     session = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
     next_short: dict[int, bool] = {}  # per session: is the window after this one short-form
@@ -216,6 +231,25 @@ def verdicts(
     out = np.where(p_long >= p_other, LONG, OTHER).astype(object)
     out[short] = SHORT
     return out
+
+
+def pending(
+    labels: npt.NDArray[np.object_],
+    p_short: npt.NDArray[np.float64],
+    p_long: npt.NDArray[np.float64],
+) -> npt.NDArray[np.object_]:
+    """Short-form where it is the likeliest of the three labels but the label (of
+    :func:`verdicts`) is not short-form: the agreement does not hold (yet); else None."""
+    likeliest = p_short > np.maximum(p_long, 1.0 - p_short - p_long)
+    out = np.full(len(labels), None, dtype=object)
+    out[likeliest & (labels != SHORT)] = SHORT
+    return out
+
+
+def pending_text(votes: int, needed: int) -> str:
+    """What a verdict with short-form pending adds to its label, in words:
+    ``short-form likeliest, 2 of 3 windows needed``."""
+    return f"short-form likeliest, {votes} of {needed} windows needed"
 
 
 def window_probabilities(
@@ -261,6 +295,19 @@ def session_reason(row: Any) -> str:
     )
 
 
+_VERDICT_COLUMNS: dict[str, type] = {
+    "p_short": float,
+    "p_long": float,
+    "label": object,
+    "pending": object,
+    "short_form_votes": int,
+    "short_form_needed": int,
+    "probability": float,
+    "reason": object,
+}
+"""The columns :func:`classify_sessions` adds, with their types."""
+
+
 def classify_sessions(
     estimator: Any,
     sessions: pd.DataFrame,
@@ -271,21 +318,25 @@ def classify_sessions(
     """``sessions`` (a session table) sorted by (client, group, window end), with
     ``p_short``, ``p_long`` (of each window, from ``estimator``, a session model's
     ``SessionModel.estimator``), ``label`` (:func:`agreed` with ``rule``, by
-    default :class:`Agreement`'s, and ``hindsight``), ``probability`` (that of the label)
-    and ``reason``."""
+    default :class:`Agreement`'s, and ``hindsight``), ``probability`` (that of the label),
+    ``pending`` (:func:`pending`), ``short_form_votes`` (:func:`short_form_votes`),
+    ``short_form_needed`` (the rule's ``k``) and ``reason``."""
     import pandas as pd
 
+    rule = rule or Agreement()
     out = sessions.sort_values(["client", "group", "window_end"], kind="stable")
     if out.empty:
-        for name in ("label", "probability", "p_short", "p_long", "reason"):
-            out[name] = pd.Series(dtype=object if name in ("label", "reason") else float)
+        for name, kind in _VERDICT_COLUMNS.items():
+            out[name] = pd.Series(dtype=kind)
         return out
     p_short, p_long = window_probabilities(estimator, out)
     out["p_short"], out["p_long"] = p_short, p_long
-    short = agreed(
-        out["p_short"], out[["client", "group"]], rule or Agreement(), hindsight=hindsight
-    )
+    keys = out[["client", "group"]]
+    short = agreed(out["p_short"], keys, rule, hindsight=hindsight)
     out["label"] = verdicts(short.to_numpy(), p_short, p_long)
+    out["pending"] = pending(out["label"].to_numpy(), p_short, p_long)
+    out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule)
+    out["short_form_needed"] = rule.k
     out["probability"] = np.select(
         [out["label"] == SHORT, out["label"] == LONG],
         [out["p_short"], out["p_long"]],

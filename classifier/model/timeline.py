@@ -20,7 +20,7 @@ from classifier.features.featurize import FeaturizeConfig
 from classifier.features.session import session_table
 from classifier.flows import FlowConfig
 from classifier.model.combine import combine_verdicts
-from classifier.model.session_model import SessionModel, classify_sessions
+from classifier.model.session_model import SessionModel, classify_sessions, pending_text
 
 __all__ = [
     "ACTIVITY_CONFIG",
@@ -34,7 +34,18 @@ __all__ = [
 ACTIVITY_CONFIG = FeaturizeConfig(snapshots=(), window=1.0)
 """Per-(flow, second) rows: what the session view reads."""
 
-TIMELINE_COLUMNS = ("client", "group", "start", "end", "label", "p_short", "reason")
+TIMELINE_COLUMNS = (
+    "client",
+    "group",
+    "start",
+    "end",
+    "label",
+    "p_short",
+    "pending",
+    "short_form_votes",
+    "short_form_needed",
+    "reason",
+)
 
 
 @dataclass(frozen=True)
@@ -91,16 +102,18 @@ SHOWN_BYTES = 1_000_000.0
 
 
 def timeline(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Spans of consecutive windows of one (client, group) with the same verdict: start
-    (the first window's end minus the step it newly covers), end, label, the highest
-    ``p_short`` and the reason of the span's last window. Groups that never moved
-    ``SHOWN_BYTES`` in a window are left out."""
+    """Spans of consecutive windows of one (client, group) with the same verdict (label
+    and ``pending``): start (the first window's end minus the step it newly covers), end,
+    label, the highest ``p_short``, ``pending``, the most ``short_form_votes`` of a window,
+    ``short_form_needed`` and the reason of the span's last window. Groups that never
+    moved ``SHOWN_BYTES`` in a window are left out."""
     spans: list[list[object]] = []
     for (client, group), part in verdicts.groupby(["client", "group"], sort=True):
         if float(part["window_bytes"].max()) < SHOWN_BYTES:
             continue
         part = part.sort_values("window_end")
-        run = (part["label"] != part["label"].shift()).cumsum()
+        verdict = part["label"] + "/" + part["pending"].fillna("")
+        run = (verdict != verdict.shift()).cumsum()
         step = part["window_end"].diff().median() if len(part) > 1 else 10.0
         for _, seg in part.groupby(run, sort=False):
             last = seg.iloc[-1]
@@ -112,6 +125,9 @@ def timeline(verdicts: pd.DataFrame) -> pd.DataFrame:
                     float(last["window_end"]),
                     last["label"],
                     float(seg["p_short"].max()),
+                    last["pending"],
+                    int(seg["short_form_votes"].max()),
+                    int(last["short_form_needed"]),
                     last["reason"],
                 ]
             )
@@ -124,7 +140,8 @@ def _clock(ts: float) -> str:
 
 
 def timeline_lines(spans: pd.DataFrame) -> list[str]:
-    """One line per span, grouped under each client; times are UTC."""
+    """One line per span, grouped under each client; times are UTC. A span with
+    short-form pending says so after its label (:func:`pending_text`)."""
     if spans.empty:
         return ["(no client moved enough traffic to judge)"]
     lines: list[str] = []
@@ -133,8 +150,13 @@ def timeline_lines(spans: pd.DataFrame) -> list[str]:
         minutes = float((short["end"] - short["start"]).sum()) / 60
         lines.append(f"client {client}: short-form for {minutes:.1f} min")
         for r in part.itertuples():
+            label = (
+                f"{r.label} ({pending_text(r.short_form_votes, r.short_form_needed)})"
+                if isinstance(r.pending, str)
+                else r.label
+            )
             lines.append(
-                f"  {_clock(r.start)}-{_clock(r.end)} UTC  {r.label:<10}  "
+                f"  {_clock(r.start)}-{_clock(r.end)} UTC  {label:<10}  "
                 f"p_short {r.p_short:.2f}  {r.group}  ({r.reason})"
             )
     return lines

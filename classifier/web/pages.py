@@ -29,6 +29,7 @@ from classifier.enforce.audit import read_audit
 from classifier.enforce.policy import CATEGORIES, MODES, SINKHOLE_ANSWERS
 from classifier.errors import RecordingError, RecordingNotFound, ShortflowError
 from classifier.live.state import LiveState
+from classifier.model.session_model import pending_text
 from classifier.web import policy_form
 from classifier.web.clients import ALIASES_FILE, Aliases, read_leases
 from classifier.web.session import COOKIE, MAX_AGE, Signer, Who, token_matches, who
@@ -96,6 +97,7 @@ _env.filters["when"] = _when
 _env.filters["minutes"] = _minutes
 _env.filters["left"] = _left
 _env.filters["isotime"] = _isotime
+_env.globals["pending_text"] = pending_text
 
 
 def _signer(request: Request) -> Signer:

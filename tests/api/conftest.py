@@ -35,6 +35,25 @@ PCAPS = SHARED
 TOKEN = "test-token-0123456789abcdef"
 
 
+def session_verdict(**fields: object) -> dict[str, object]:
+    """A live session verdict with every field live mode fills in; ``fields`` replace
+    some."""
+    verdict: dict[str, object] = {
+        "label": "long-form",
+        "probability": 0.7,
+        "p_short_form": 0.2,
+        "p_long_form": 0.7,
+        "pending": None,
+        "short_form_votes": 0,
+        "short_form_needed": 3,
+        "window_end": 1_800_000_000.0,
+        "media_flows": 1,
+        "action": "none",
+        "reason": "1 media conn (1 new), 2 bursts of 3.6 MB, gap cv 0.00, 1.0 Mbit/s",
+    }
+    return verdict | fields
+
+
 def train_small_model(directory: Path) -> Path:
     """Fit a small real pipeline on synthetic rows and save it as a model artifact."""
     rng = np.random.default_rng(7)

@@ -21,7 +21,14 @@ from classifier.errors import CaptureError
 from classifier.features.featurize import featurize
 from classifier.model.artifact import LABELS, load_model
 from classifier.model.predict import MODEL_INPUT_COLUMNS, classify_table, model_inputs
-from tests.api.conftest import PCAPS, TOKEN, LiveParts, RunningServer, ServerFactory
+from tests.api.conftest import (
+    PCAPS,
+    TOKEN,
+    LiveParts,
+    RunningServer,
+    ServerFactory,
+    session_verdict,
+)
 from tests.shared_data import needs_files
 
 YOUTUBE = PCAPS / "ndpi" / "youtube_quic.pcap"
@@ -404,14 +411,24 @@ def test_live_sessions_show_the_latest_judgement(
     live_api: RunningServer, live_parts: LiveParts
 ) -> None:
     state = live_parts.state
-    state.update_session("10.77.1.2", "youtube", {"p_short_form": 0.2, "reason": "first"})
-    state.update_session("10.77.1.2", "youtube", {"p_short_form": 0.93, "reason": "<b>x"})
-    state.update_session("10.77.1.3", "net:10.77.9.0/24", {"p_short_form": 0.1})
+    state.update_session("10.77.1.2", "youtube", session_verdict(reason="first"))
+    # short-form is the likeliest but only 2 of the 3 windows needed agree yet
+    pending = session_verdict(
+        label="long-form",
+        probability=0.05,
+        p_short_form=0.93,
+        p_long_form=0.05,
+        pending="short-form",
+        short_form_votes=2,
+        reason="<b>x",
+    )
+    state.update_session("10.77.1.2", "youtube", pending)
+    state.update_session("10.77.1.3", "net:10.77.9.0/24", session_verdict(label="other"))
     with live_api.client(headers=AUTH) as c:
         doc = c.get("/v1/live/sessions").json()
     mine = {(s["client"], s["group"]): s for s in doc["sessions"]}
-    assert mine[("10.77.1.2", "youtube")]["verdict"] == {"p_short_form": 0.93, "reason": "<b>x"}
-    assert ("10.77.1.3", "net:10.77.9.0/24") in mine
+    assert mine[("10.77.1.2", "youtube")]["verdict"] == pending
+    assert mine[("10.77.1.3", "net:10.77.9.0/24")]["verdict"]["pending"] is None
     assert doc["sessions"][0]["client"] == "10.77.1.3"  # most recent first
 
 
@@ -543,7 +560,9 @@ def test_classify_capture_returns_the_session_timeline(
     got = r.json()["timeline"]
     want = timeline(capture_sessions(load_session_model(directory), sample).windows)
     assert len(got) == len(want) > 0
-    assert [(s["client"], s["group"], s["label"]) for s in got] == list(
-        zip(want["client"], want["group"], want["label"], strict=True)
+    pending = want["pending"].where(want["pending"].notna(), None)
+    assert [(s["client"], s["group"], s["label"], s["pending"]) for s in got] == list(
+        zip(want["client"], want["group"], want["label"], pending, strict=True)
     )
-    assert all(s["reason"] and s["end"] > s["start"] for s in got)
+    assert [s["short_form_votes"] for s in got] == want["short_form_votes"].tolist()
+    assert all(s["reason"] and s["end"] > s["start"] and s["short_form_needed"] == 3 for s in got)

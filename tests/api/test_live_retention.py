@@ -12,7 +12,7 @@ from classifier.enforce.audit import AuditLog
 from classifier.enforce.enforcer import Enforcer
 from classifier.enforce.policy import PolicyHolder
 from classifier.live.state import LiveState
-from tests.api.conftest import TOKEN, ServerFactory
+from tests.api.conftest import TOKEN, ServerFactory, session_verdict
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 KEY = {
@@ -36,7 +36,9 @@ def test_ended_flows_and_sessions_are_served_marked_ended(
         state.update_flow(KEY, {"label": "short-form", "probability": 0.93})
         state.update_flow(dict(KEY, client_port=50001), {"label": "other"})
         state.update_session(
-            "10.77.1.2", "youtube", {"label": "short-form", "action": "would block (dry-run)"}
+            "10.77.1.2",
+            "youtube",
+            session_verdict(label="short-form", action="would block (dry-run)"),
         )
         now[0] += 20
         assert state.remove_flow(KEY)

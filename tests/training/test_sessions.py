@@ -21,7 +21,10 @@ from classifier.model.session_model import (
     agreed,
     classify_sessions,
     load_session_model,
+    pending,
+    pending_text,
     save_session_model,
+    short_form_votes,
     verdicts,
 )
 from tests.shared_data import SHARED, needs_files
@@ -136,10 +139,14 @@ def test_short_form_needs_agreeing_windows_per_session() -> None:
     keys = pd.DataFrame({"client": ["a"] * 5 + ["b"] * 2, "group": ["yt"] * 7})
     rule = Agreement(k=3, n=5, threshold=0.8)
     assert agreed(p, keys, rule).tolist() == [False, False, False, True, True, False, False]
-    out = verdicts(
-        np.array([True, False, False]), np.array([0.9, 0.2, 0.2]), np.array([0.05, 0.5, 0.2])
-    )
-    assert out.tolist() == ["short-form", "long-form", "other"]
+    assert short_form_votes(p, keys, rule).tolist() == [1, 2, 2, 3, 4, 1, 2]
+    p_short, p_long = np.array([0.9, 0.2, 0.2, 0.5, 0.9]), np.array([0.05, 0.5, 0.2, 0.3, 0.05])
+    out = verdicts(np.array([True, False, False, False, False]), p_short, p_long)
+    assert out.tolist() == ["short-form", "long-form", "other", "long-form", "long-form"]
+    # short-form is pending where it is the likeliest but not agreed; the label stays
+    want = [None, None, None, "short-form", "short-form"]
+    assert pending(out, p_short, p_long).tolist() == want
+    assert pending_text(2, 3) == "short-form likeliest, 2 of 3 windows needed"
     # with hindsight the windows that led up to agreement count too: those that reached
     # the threshold within n - 1 windows before, and those directly before a short-form
     # window that were more likely short-form than not (0.5); never across sessions,

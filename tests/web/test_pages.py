@@ -196,6 +196,26 @@ def test_names_from_sni_and_aliases_render_as_text(web_live: WebLive) -> None:
     assert "short-form" in overview
 
 
+def test_sessions_say_when_short_form_is_likeliest_but_not_agreed(web_live: WebLive) -> None:
+    verdict = {"label": "long-form", "probability": 0.05, "action": "none", "reason": "churn"}
+    web_live.state.update_session(
+        "10.77.1.4",
+        "youtube",
+        verdict | {"pending": "short-form", "short_form_votes": 2, "short_form_needed": 3},
+    )
+    web_live.state.update_session("10.77.1.5", "youtube", verdict | {"pending": None})
+    c = _client(web_live)
+    _login(c)
+    badge = re.compile(
+        r'<span class="label l-long-form">long-form</span> <span class="label l-pending" '
+        r'title="short-form likeliest, 2 of 3 windows needed">short-form\? 2 of 3 windows</span>'
+    )
+    for path in ("/", "/live", "/clients/10.77.1.4"):
+        page = c.get(path).text
+        assert len(badge.findall(page)) == 1, path  # the other client's long-form has none
+    assert "l-pending" not in c.get("/clients/10.77.1.5").text
+
+
 def test_block_now_and_unblock(web_live: WebLive) -> None:
     c = _client(web_live)
     _login(c)

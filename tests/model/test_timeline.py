@@ -1,0 +1,71 @@
+"""The capture timeline: spans of one verdict per (client, group), and their text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from classifier.features.session import SESSION_FEATURES
+from classifier.model.session_model import classify_sessions
+from classifier.model.timeline import timeline, timeline_lines
+
+T0 = 1_800_000_000.0
+
+
+class _Fixed:
+    """A session model whose p_short is a row's ``bursts`` and p_long its ``down_mbps``."""
+
+    classes_ = np.array(["long-form", "other", "short-form"])
+
+    def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
+        ps, pl = rows["bursts"].to_numpy(), rows["down_mbps"].to_numpy()
+        return np.column_stack([pl, 1.0 - ps - pl, ps])
+
+
+def _windows(p_short: list[float], p_long: list[float]) -> pd.DataFrame:
+    rows = pd.DataFrame(0.0, index=range(len(p_short)), columns=list(SESSION_FEATURES))
+    rows["bursts"], rows["down_mbps"] = p_short, p_long
+    return rows.assign(
+        client="10.77.1.2",
+        group="net:10.77.9.0/24",  # no service name: the probabilities stay as given
+        window_end=[T0 + 10.0 * (i + 1) for i in range(len(p_short))],
+        window_bytes=2e6,
+    )
+
+
+# three windows at 0.9 agree (3 of 5); the last two reach 0.9 too but never agree
+P_SHORT = [0.3, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9]
+P_LONG = [0.6, 0.05, 0.05, 0.05, 0.8, 0.8, 0.8, 0.8, 0.8, 0.05, 0.05]
+
+
+def test_windows_not_yet_agreed_have_short_form_pending() -> None:
+    live = classify_sessions(_Fixed(), _windows(P_SHORT, P_LONG))
+    assert live["label"].tolist() == ["long-form"] * 3 + ["short-form"] * 3 + ["long-form"] * 5
+    pending = [False, True, True, False, False, False, False, False, False, True, True]
+    assert live["pending"].eq("short-form").tolist() == pending
+    assert live["short_form_votes"].tolist() == [0, 1, 2, 3, 3, 3, 2, 1, 0, 1, 2]
+    assert set(live["short_form_needed"]) == {3}
+    # with hindsight the windows that led to agreement are short-form; the last two stay
+    # pending: the capture ends before they could agree
+    late = classify_sessions(_Fixed(), _windows(P_SHORT, P_LONG), hindsight=True)
+    assert late["label"].tolist() == ["long-form", *["short-form"] * 5, *["long-form"] * 5]
+    assert late["pending"].eq("short-form").tolist() == [False] * 9 + [True, True]
+    empty = classify_sessions(_Fixed(), _windows([], []))
+    assert {"pending", "short_form_votes", "short_form_needed"} <= set(empty.columns)
+
+
+def test_timeline_shows_short_form_pending_as_its_own_span() -> None:
+    spans = timeline(classify_sessions(_Fixed(), _windows(P_SHORT, P_LONG), hindsight=True))
+    shown = spans.assign(pending=spans["pending"].fillna("-"))
+    assert shown[["label", "pending", "short_form_votes"]].values.tolist() == [
+        ["long-form", "-", 0],
+        ["short-form", "-", 3],
+        ["long-form", "-", 2],
+        ["long-form", "short-form", 2],  # split from the long-form before it
+    ]
+    head, *rows = timeline_lines(spans)
+    assert head == "client 10.77.1.2: short-form for 0.8 min"
+    text = [r.split(" UTC  ")[1] for r in rows]
+    assert text[2].startswith("long-form   p_short 0.10  net:10.77.9.0/24  (")
+    want = "long-form (short-form likeliest, 2 of 3 windows needed)  p_short 0.90  net:"
+    assert text[3].startswith(want)
