@@ -53,15 +53,9 @@ _CLOSE_OR_OPEN = 0x01 | 0x02 | 0x04  # FIN, SYN, RST
 
 
 @jit(cache=True, inline="always")
-def _lookup(i: int, cols: I64, sl: I64, table: I64, mss: int, max_packets: int) -> tuple[int, bool]:
-    """(slot, direction is up) of packet ``i`` when it may take the fast lane (time
-    aside), else (-1, False)."""
-    proto = cols[C_PROTO, i]
-    if proto == TCP and cols[C_FLAGS, i] & _CLOSE_OR_OPEN:
-        return -1, False
-    if mss > 0 and cols[C_PLEN, i] > mss:
-        return -1, False
-    ver = cols[C_VER, i]
+def _packet_key(cols: I64, i: int) -> tuple[int, bool, int, int, int, int, int, int]:
+    """(IP version, source is endpoint a, then the canonical key's endpoints) of packet
+    ``i``."""
     src_is_a, ahi, alo, aport, bhi, blo, bport = canonical(
         cols[C_SRC_HI, i],
         cols[C_SRC_LO, i],
@@ -70,6 +64,19 @@ def _lookup(i: int, cols: I64, sl: I64, table: I64, mss: int, max_packets: int) 
         cols[C_DST_LO, i],
         cols[C_DPORT, i],
     )
+    return cols[C_VER, i], src_is_a, ahi, alo, aport, bhi, blo, bport
+
+
+@jit(cache=True, inline="always")
+def _lookup(i: int, cols: I64, sl: I64, table: I64, mss: int, max_packets: int) -> tuple[int, bool]:
+    """(slot, direction is up) of packet ``i`` when it may take the fast lane (time
+    aside), else (-1, False)."""
+    proto = cols[C_PROTO, i]
+    if proto == TCP and cols[C_FLAGS, i] & _CLOSE_OR_OPEN:
+        return -1, False
+    if mss > 0 and cols[C_PLEN, i] > mss:
+        return -1, False
+    ver, src_is_a, ahi, alo, aport, bhi, blo, bport = _packet_key(cols, i)
     h = key_hash(proto, ver, ahi, alo, aport, bhi, blo, bport)
     s = find_slot(table, sl, sl[_HASH], h, proto, ver, ahi, alo, aport, bhi, blo, bport)
     if s < 0 or (max_packets > 0 and sl[NPK, s] >= max_packets):
@@ -123,16 +130,8 @@ def lane_insert(
 ) -> None:
     """Make slot ``s`` the steady flow of packet ``i``'s 5-tuple (its client the sender
     when ``client_is_src``), holding ``packets`` packets."""
-    ver = cols[C_VER, i]
     proto = cols[C_PROTO, i]
-    src_is_a, ahi, alo, aport, bhi, blo, bport = canonical(
-        cols[C_SRC_HI, i],
-        cols[C_SRC_LO, i],
-        cols[C_SPORT, i],
-        cols[C_DST_HI, i],
-        cols[C_DST_LO, i],
-        cols[C_DPORT, i],
-    )
+    ver, src_is_a, ahi, alo, aport, bhi, blo, bport = _packet_key(cols, i)
     sl[0, s], sl[1, s] = proto, ver
     sl[2, s], sl[3, s], sl[4, s] = ahi, alo, aport
     sl[5, s], sl[6, s], sl[7, s] = bhi, blo, bport
