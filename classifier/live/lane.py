@@ -57,10 +57,6 @@ class FastLane:
         self._out_dir = np.zeros(0, np.int8)
         table.on_end = self._forget
 
-    def __len__(self) -> int:
-        """Steady flows held."""
-        return len(self._slot_of)
-
     def take(
         self, arrays: Columns, k: int, view: memoryview, keep: list[Packet] | None = None
     ) -> None:
