@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -94,9 +95,24 @@ class _DecoderAlias(argparse.Action):
         namespace.decoder_alias = True
 
 
-def _cmd_live(args: argparse.Namespace) -> int:
-    from classifier.live.memory import limit_arenas
+def _is_the_command() -> bool:
+    """Whether this process is the ``shortflow`` command (the installed script or
+    ``python -m classifier.cli``), not a program that called ``main`` itself: only the
+    command may run itself again."""
+    program = Path(sys.argv[0])
+    return program.name == "shortflow" or program.parts[-3:] == (
+        "classifier",
+        "cli",
+        "__main__.py",
+    )
 
+
+def _cmd_live(args: argparse.Namespace) -> int:
+    from classifier.live.memory import limit_arenas, python_malloc_argv
+
+    again = python_malloc_argv() if _is_the_command() else None
+    if again is not None:  # Python's objects on glibc's malloc, which trims page by page
+        os.execve(again[0], again, {**os.environ, "PYTHONMALLOC": "malloc"})
     # before the API, DNS and capture threads start: they then share two malloc arenas
     limit_arenas()
     from classifier.live.router import LiveConfig, LiveRouter

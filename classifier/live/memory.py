@@ -6,8 +6,14 @@ allocate and then free tens of MB of small objects: flow records, feature rows, 
 the API's store of ended flows. glibc's ``free`` keeps that memory inside its heaps and
 gives back to the kernel only what lies at the top of a heap, so without help the
 process's RSS steps up at each burst and stays there (docs/performance.md, "Long run under
-mixed traffic"). Two measures, both process-wide:
+mixed traffic"). Three measures, all process-wide:
 
+* :func:`python_malloc_argv`: Python's own small objects go through glibc's malloc too
+  (``PYTHONMALLOC=malloc``; ``shortflow live`` runs itself again with it). Python's
+  default allocator gives memory back to the C library only as whole 1 MiB arenas: one
+  object left in an arena (a flow the API still lists, a DNS name) keeps the whole MiB
+  resident, so after each burst a few more arenas stay. glibc's trim gives back every
+  free 4 KiB page instead;
 * :func:`limit_arenas`: ``mallopt(M_ARENA_MAX, 2)`` at start-up, before the API, DNS and
   capture threads start: at most two malloc arenas (glibc's default is 8 per core), so
   the few threads that allocate share heaps instead of each keeping its own free memory;
@@ -16,8 +22,9 @@ mixed traffic"). Two measures, both process-wide:
   memory of a burst's flows), and otherwise once a minute, never more often than every
   few seconds (one trim of the ~350 MB live process took 0.4-1.3 ms in the soak).
 
-On another C library (musl on OpenWrt) or system both are no-ops: :func:`glibc` is False,
-:func:`limit_arenas` and :func:`trim` return False.
+On another C library (musl on OpenWrt) all three are no-ops: :func:`glibc` is False,
+:func:`python_malloc_argv` returns None, :func:`limit_arenas` and :func:`trim` return
+False. A ``PYTHONMALLOC`` set by the user is left as it is.
 """
 
 from __future__ import annotations
@@ -25,10 +32,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["ARENAS", "Trimmer", "glibc", "limit_arenas", "trim"]
+__all__ = ["ARENAS", "Trimmer", "glibc", "limit_arenas", "python_malloc_argv", "trim"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,19 @@ def _libc() -> ctypes.CDLL | None:
 def glibc() -> bool:
     """Whether this process allocates through glibc's malloc (what the rest acts on)."""
     return _libc() is not None
+
+
+def python_malloc_argv() -> list[str] | None:
+    """The command line that runs this process again with ``PYTHONMALLOC=malloc`` (to
+    ``os.execve`` with that in the environment: same process id, same arguments and
+    interpreter options), or None when there is nothing to do: ``PYTHONMALLOC`` is set
+    (by the user, or by the run that came before), the C library is not glibc, or the
+    interpreter's own command line is unknown."""
+    if "PYTHONMALLOC" in os.environ or not glibc():
+        return None
+    if not sys.executable or len(sys.orig_argv) < 2:
+        return None
+    return [sys.executable, *sys.orig_argv[1:]]
 
 
 def limit_arenas(arenas: int = ARENAS) -> bool:

@@ -98,6 +98,9 @@ def _run(topo: Topology, tmp: Path, *extra: str) -> list[str]:
     log."""
     proc, log = _live(topo, tmp, *extra)
     try:
+        # it ran itself again (same process) with Python's objects on glibc's malloc
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert b"PYTHONMALLOC=malloc" in environ, environ
         topo.run(topo.client_ns, [sys.executable, "-c", SEND, topo.addr["server"]], timeout=30)
         assert proc.poll() is None, log.read_text()
         proc.send_signal(signal.SIGTERM)
