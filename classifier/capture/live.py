@@ -229,12 +229,12 @@ class AfPacketSource:
 
 
 _PACKET_VERSION, _PACKET_RX_RING, _TPACKET_V3 = 10, 5, 2
-# 24 MiB, all of it resident from the start (a fifth of live mode's memory at 50,000
-# flows). At a low rate blocks leave part-empty (handed over after _RING_RETIRE_MS), so
-# the number of blocks sets how long a stalled loop may take: >= 1.92 s; at a high rate
-# the bytes do (~0.5 s of 300 k packets/s). A block holds a 64 KiB GRO frame.
+# 16 MiB, all of it resident from the start. At a low rate blocks leave part-empty
+# (handed over after _RING_RETIRE_MS), so the number of blocks sets how long a stalled
+# loop may take: >= 1.28 s; at a high rate the bytes do (~0.3 s of 300 k small packets/s,
+# where the loop needs a quarter of a core). A block holds a 64 KiB GRO frame.
 _RING_BLOCK = 1 << 17
-_RING_BLOCKS = 192
+_RING_BLOCKS = 128
 _RING_FRAME = 2048  # TPACKET_V3 packs frames of any size; this only sets tp_frame_nr
 _RING_RETIRE_MS = 10  # a block not yet full is handed over after this long
 # Packets decoded per read at most (whole blocks: at least one, since a block holds at most
