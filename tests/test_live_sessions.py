@@ -45,7 +45,8 @@ def test_tracker_windows_equal_the_offline_windows_on_a_real_shorts_session(
 
 def _tracker_equals_offline(capture: Path) -> pd.DataFrame:
     """Feed ``capture`` to a session tracker packet by packet, take its windows every
-    10 s and compare each with the offline view's window at the same end; returns them."""
+    10 s and compare each with the offline view's window at the same end (in a session's
+    first minute too: both cover the seconds it has lived); returns them."""
     config = SessionConfig()
     holder: dict[str, Featurizer] = {}
     tracker = SessionTracker(config, lambda flow: holder["f"].flow_meta(flow))
@@ -66,7 +67,7 @@ def _tracker_equals_offline(capture: Path) -> pd.DataFrame:
     for end, got in zip(ends, live, strict=False):
         want = latest_windows(offline, end, config)
         assert list(got["group"]) == list(want["group"]), end
-        for col in ("window_bytes", *SESSION_FEATURES):
+        for col in ("window_start", "session_start", "window_bytes", *SESSION_FEATURES):
             assert got[col].to_numpy() == pytest.approx(want[col].to_numpy()), (end, col)
     assert tracker.media and all(flows for flows in tracker.media.values())
     return pd.concat(live, ignore_index=True)

@@ -272,21 +272,36 @@ class FlowSeconds:
 
 
 def window_records(
-    flows: Iterable[FlowSeconds], end: float, config: SessionConfig | None = None
+    flows: Iterable[FlowSeconds],
+    end: float,
+    config: SessionConfig | None = None,
+    born: Mapping[tuple[str, str], float] | None = None,
 ) -> list[dict[str, Any]]:
     """One row (a dict of :data:`WINDOW_COLUMNS`) per (client, group), sorted, for the
     window ``[end - window, end)`` (live mode: the window that ends now); groups that
-    moved less than ``min_bytes`` down in it are left out. ``session_start`` is the
-    window's start (live mode keeps no history beyond a window). Plain Python and numpy:
-    live mode judges sessions without pandas."""
+    moved less than ``min_bytes`` down in it are left out. Plain Python and numpy: live
+    mode judges sessions without pandas.
+
+    ``born``: per (client, group), the second its session began (:func:`session_table`'s
+    clock: the group's first packet, floored). A group younger than a window is described
+    over the seconds it has lived, as :func:`session_table` describes a session's first
+    windows; a group younger than ``step`` (the offline view's first window) is left out
+    until it is that old. ``session_start`` is that second; without it, the window's
+    start."""
     config = config or SessionConfig()
+    born = born or {}
     width, step = int(round(config.window)), int(round(config.step))
-    t0 = float(math.floor(end)) - width
+    whole = float(math.floor(end)) - width
     groups: dict[tuple[str, str], list[FlowSeconds]] = {}
     for flow in flows:
         groups.setdefault((flow.client, flow.group), []).append(flow)
     out: list[dict[str, Any]] = []
     for client, group in sorted(groups):
+        began = float(math.floor(born.get((client, group), whole)))
+        t0 = max(whole, began)
+        span = int(whole + width - t0)
+        if span < step:  # younger than the offline view's first window: not yet
+            continue
         t_abs: list[float] = []
         nbytes: list[float] = []
         codes: list[int] = []
@@ -295,7 +310,7 @@ def window_records(
             kept = [
                 (flow.first_ts + k, b)
                 for k, b in flow.seconds.items()
-                if t0 <= flow.first_ts + k < t0 + width
+                if t0 <= flow.first_ts + k < t0 + span
             ]
             if not kept:
                 continue
@@ -311,14 +326,14 @@ def window_records(
             np.array(codes, dtype=np.intp),
             np.array(first, dtype=np.float64),
             t0,
-            width,
+            span,
         )
         total = float(g.down.sum())
         if total < config.min_bytes:
             continue
-        feats = _features(g, 0, width, config)
-        recent = float(g.down[width - step :].sum())
-        values = [client, group, t0, t0 + width, t0, total, recent, *feats]
+        feats = _features(g, 0, span, config)
+        recent = float(g.down[max(0, span - step) :].sum())
+        values = [client, group, t0, t0 + span, began, total, recent, *feats]
         out.append(dict(zip(WINDOW_COLUMNS, values, strict=True)))
     return out
 
@@ -327,7 +342,9 @@ def latest_windows(
     rows: pd.DataFrame, end: float, config: SessionConfig | None = None
 ) -> pd.DataFrame:
     """:func:`window_records` of per-(flow, second) rows (``featurize`` with
-    ``window=1``), as a table with the columns of :func:`session_table`."""
+    ``window=1``), as a table with the columns of :func:`session_table`; each group's
+    session begins at its first row, so the window equals :func:`session_table`'s window
+    that ends at ``end`` (also in a session's first minute)."""
     import pandas as pd
 
     config = config or SessionConfig()
@@ -335,6 +352,9 @@ def latest_windows(
         return pd.DataFrame(columns=list(WINDOW_COLUMNS))
     data = rows.loc[:, list(ACTIVITY_COLUMNS)].copy()
     data["group"] = session_groups(data, config)
+    t_abs = data["first_ts"].to_numpy(float) + data["window_start"].to_numpy(float)
+    starts = data.assign(t_abs=t_abs).groupby(["client", "group"])["t_abs"].min()
+    born = {(str(c), str(g)): float(math.floor(t)) for (c, g), t in starts.items()}
     seconds: dict[object, dict[int, float]] = {}
     heads: dict[object, tuple[str, str, float]] = {}
     for r in data.itertuples(index=False):
@@ -345,5 +365,5 @@ def latest_windows(
         k = int(r.window_start)
         per_second[k] = per_second.get(k, 0.0) + float(r.bytes_down)
     flows = [FlowSeconds(*heads[fid], seconds[fid]) for fid in heads]
-    records = window_records(flows, end, config)
+    records = window_records(flows, end, config, born)
     return pd.DataFrame(records, columns=list(WINDOW_COLUMNS))

@@ -106,17 +106,26 @@ class VerdictLog:
         return entry
 
     def session_label(
-        self, client: str, group: str, p_short: float, p_long: float, policy: Policy
+        self,
+        client: str,
+        group: str,
+        p_short: float,
+        p_long: float,
+        policy: Policy,
+        *,
+        vote: bool = True,
     ) -> SessionLabel:
         """The label of (client, group) after a window with these probabilities: short-form
         when the policy's agreement holds over its last windows (:meth:`Policy.agrees`,
         what the enforcer asks), else long-form or other as offline
         (:func:`classifier.model.session_model.verdicts`), with short-form pending where
-        it is the likeliest (:func:`classifier.model.session_model.pending`)."""
+        it is the likeliest (:func:`classifier.model.session_model.pending`). ``vote``
+        false: the window counts as no vote (a session younger than
+        :data:`classifier.model.session_model.MIN_VOTE_AGE`)."""
         entry = self._get(client, group)
         if entry.votes.maxlen != policy.agreement_n:
             entry.votes = deque(entry.votes, maxlen=policy.agreement_n)
-        entry.votes.append(float(p_short))
+        entry.votes.append(float(p_short) if vote else 0.0)
         votes = policy.votes(entry.votes)
         ps, pl = np.array([p_short]), np.array([p_long])
         labels = verdicts(np.array([votes >= policy.agreement_k]), ps, pl)

@@ -66,6 +66,7 @@ from classifier.model.artifact import LoadedModel
 from classifier.model.loading import load_flow_model, load_session
 from classifier.model.predict import SHORT_FORM_SERVICE, verdict_arrays
 from classifier.model.session_model import (
+    MIN_VOTE_AGE,
     SHORT,
     SessionModel,
     pending_text,
@@ -375,9 +376,11 @@ class LiveRouter:
         self.trimmer.step(len(ended) + judged)
 
     def _judge_sessions(self, now: float) -> None:
-        """Judge every (client, group) on the window that ends now; a short-form
+        """Judge every (client, group) on the window that ends now (a session younger
+        than the window on the seconds it has lived, as offline); a short-form
         probability is a vote for the group's policy category (``observe``: the policy's
-        k-of-n agreement decides), and a block covers the group's media flows."""
+        k-of-n agreement decides) once the session is :data:`MIN_VOTE_AGE` old, and a
+        block covers the group's media flows."""
         assert self.tracker is not None and self.session_model is not None
         windows = self.tracker.windows(now)
         judged: list[tuple[str, str]] = []
@@ -385,7 +388,6 @@ class LiveRouter:
             self.state.end_sessions(judged)
             return
         policy = self.policy.current
-        window = float(self.session_model.config.window)
         p_short, p_long = window_probabilities(self.session_model.estimator, windows)
         for row, ps, pl in zip(windows, p_short, p_long, strict=True):
             client, group = str(row["client"]), str(row["group"])
@@ -393,13 +395,14 @@ class LiveRouter:
             flows = self.tracker.media.get((client, group), [])
             reason = session_reason(row)
             by_name = category_for(group) == SHORT_FORM_SERVICE
+            grown = row["window_end"] - row["session_start"] >= MIN_VOTE_AGE
             label, probability, pending, votes = self.reports.session_label(
-                client, group, float(ps), float(pl), policy
+                client, group, float(ps), float(pl), policy, vote=grown
             )
             if by_name:
                 label, probability, pending = SHORT, 1.0, None
             log.debug("session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl, reason)
-            records = self._block_session(client, group, flows, float(ps))
+            records = self._block_session(client, group, flows, float(ps) if grown else 0.0)
             action = action_of(records)
             if action == "none" and label == SHORT:
                 if POLICY_CATEGORY.get(group) is None:
@@ -435,7 +438,7 @@ class LiveRouter:
                     probability=probability,
                     action=action,
                     name=name,
-                    window=window,
+                    window=float(row["window_end"] - row["window_start"]),
                     records=records,
                     reason=reason,
                     media=bool(flows),

@@ -7,8 +7,10 @@ last window. :meth:`SessionTracker.due` says when the next judgement is due;
 :meth:`SessionTracker.windows` returns the latest complete window of every (client,
 group) as rows through :func:`classifier.features.session.window_records` (no pandas),
 the function behind the offline ``latest_windows`` that is tested against the offline
-view. Memory: one small dict per flow that brought something down in the last window
-(a flow that never did, a scan or a one-sided flood, costs nothing here).
+view: a group younger than a window is described over the seconds it has lived, as the
+offline view describes a session's first windows. Memory: one small dict per flow that
+brought something down in the last window (a flow that never did, a scan or a one-sided
+flood, costs nothing here) and one float per (client, group) with such flows.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class SessionTracker:
         self._meta = meta
         self._flows: dict[int, _Activity] = {}
         self._next: float | None = None
+        self._born: dict[tuple[str, str], float] = {}
+        """Per (client, group) with tracked flows: the first packet of its earliest one.
+        A group whose flows were all forgotten (quiet for a whole window) begins anew."""
         self.media: dict[tuple[str, str], list[Flow]] = {}
         """After :meth:`windows`: the flows of each (client, group) that moved at least
         ``media_bytes`` in the window, largest first."""
@@ -104,24 +109,28 @@ class SessionTracker:
         start = end - self.config.window
         flows: list[FlowSeconds] = []
         media: dict[tuple[str, str], list[tuple[float, Flow]]] = {}
+        born: dict[tuple[str, str], float] = {}
         for fid in list(self._flows):
             act = self._flows[fid]
             first = act.flow.first_ts
             seconds = act.seconds
             for k in [k for k in seconds if math.floor(first + k) < start]:
                 del seconds[k]
-            if not seconds:
-                if act.flow.end_reason or act.flow.last_ts < start:
-                    del self._flows[fid]
+            if not seconds and (act.flow.end_reason or act.flow.last_ts < start):
+                del self._flows[fid]
                 continue
             meta = self._meta(act.flow)
             key = (meta["client"], group_of(meta["service"], meta["server"], self.config))
+            born[key] = min(born.get(key, first), first, self._born.get(key, first))
+            if not seconds:
+                continue
             total = sum(seconds.values())
             if total >= self.config.media_bytes:
                 media.setdefault(key, []).append((total, act.flow))
             flows.append(FlowSeconds(key[0], key[1], first, seconds))
+        self._born = born
         self.media = {k: [f for _, f in sorted(v, key=lambda t: -t[0])] for k, v in media.items()}
-        return window_records(flows, end, self.config)
+        return window_records(flows, end, self.config, born)
 
     def __len__(self) -> int:
         return len(self._flows)

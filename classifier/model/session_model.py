@@ -10,7 +10,8 @@ trust.
 :func:`agreed` is the one rule that turns a session's window probabilities into a
 short-form verdict, offline and live alike: at least ``k`` of its last ``n`` windows reach
 ``threshold`` (:class:`Agreement`; live mode takes the values from the policy's
-``[agreement]``, whose defaults these are). One window alone never blocks. Other windows
+``[agreement]``, whose defaults these are). One window alone never blocks, and a window
+of a session younger than :data:`MIN_VOTE_AGE` does not vote. Other windows
 are long-form when ``p_long >= p_other``, else other; where short-form is still the
 likeliest of the three there, short-form is *pending* (:func:`pending`, shown with
 :func:`pending_text`: the label stays, so what is blocked does not change). The reason text
@@ -42,6 +43,7 @@ __all__ = [
     "LONG",
     "OTHER",
     "Agreement",
+    "MIN_VOTE_AGE",
     "SessionModel",
     "SessionModelInfo",
     "agreed",
@@ -178,11 +180,24 @@ def load_session_model(directory: Path | str) -> SessionModel:
 LEAD_IN = 0.5
 
 
-def short_form_votes(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement) -> pd.Series:
+MIN_VOTE_AGE = 30.0
+"""Seconds a session must have lived (a window's end minus ``session_start``) before its
+windows vote short-form: in its first seconds a long video's start-up fill (one new
+connection, one large download) looks like a clip."""
+
+
+def short_form_votes(
+    p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, age: pd.Series | None = None
+) -> pd.Series:
     """Per row: how many of the session's last ``rule.n`` windows up to this one reach
-    ``rule.threshold`` (short-form needs ``rule.k``). Rows must be in time order within a
-    session; ``keys`` holds the columns naming a session."""
-    hits = (p_short >= rule.threshold).astype(int)
+    ``rule.threshold`` (short-form needs ``rule.k``); with ``age`` (seconds since the
+    session began, per row), windows younger than :data:`MIN_VOTE_AGE` do not count. Rows
+    must be in time order within a session; ``keys`` holds the columns naming a
+    session."""
+    hits = p_short >= rule.threshold
+    if age is not None:
+        hits = hits & (age >= MIN_VOTE_AGE)
+    hits = hits.astype(int)
     by = [keys[c] for c in keys.columns]
     return hits.groupby(by, sort=False).transform(
         lambda s: s.rolling(rule.n, min_periods=1).sum().astype(int)
@@ -190,10 +205,16 @@ def short_form_votes(p_short: pd.Series, keys: pd.DataFrame, rule: Agreement) ->
 
 
 def agreed(
-    p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, *, hindsight: bool = False
+    p_short: pd.Series,
+    keys: pd.DataFrame,
+    rule: Agreement,
+    *,
+    hindsight: bool = False,
+    age: pd.Series | None = None,
 ) -> pd.Series:
-    """Per row: whether ``rule`` holds over the session's windows up to this one. Rows
-    must be in time order within a session; ``keys`` holds the columns naming a session.
+    """Per row: whether ``rule`` holds over the session's windows up to this one (votes as
+    :func:`short_form_votes` counts them, with ``age``). Rows must be in time order within
+    a session; ``keys`` holds the columns naming a session.
 
     ``hindsight`` (a capture judged after the fact, never live): the windows that led to
     a short-form run are part of it: a window that reached the threshold counts when the
@@ -201,7 +222,7 @@ def agreed(
     before a short-form one whose ``p_short`` is at least :data:`LEAD_IN`."""
     import pandas as pd
 
-    now = short_form_votes(p_short, keys, rule) >= rule.k
+    now = short_form_votes(p_short, keys, rule, age) >= rule.k
     if not hindsight:
         return now
     hits = p_short >= rule.threshold
@@ -332,10 +353,11 @@ def classify_sessions(
     p_short, p_long = window_probabilities(estimator, out)
     out["p_short"], out["p_long"] = p_short, p_long
     keys = out[["client", "group"]]
-    short = agreed(out["p_short"], keys, rule, hindsight=hindsight)
+    age = out["window_end"] - out["session_start"]
+    short = agreed(out["p_short"], keys, rule, hindsight=hindsight, age=age)
     out["label"] = verdicts(short.to_numpy(), p_short, p_long)
     out["pending"] = pending(out["label"].to_numpy(), p_short, p_long)
-    out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule)
+    out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule, age)
     out["short_form_needed"] = rule.k
     out["probability"] = np.select(
         [out["label"] == SHORT, out["label"] == LONG],

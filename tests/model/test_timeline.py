@@ -22,13 +22,16 @@ class _Fixed:
         return np.column_stack([pl, 1.0 - ps - pl, ps])
 
 
-def _windows(p_short: list[float], p_long: list[float]) -> pd.DataFrame:
+def _windows(p_short: list[float], p_long: list[float], start: float = T0 - 60) -> pd.DataFrame:
+    """Windows every 10 s from ``T0`` of a session that began at ``start`` (by default a
+    minute before: every window is old enough to vote)."""
     rows = pd.DataFrame(0.0, index=range(len(p_short)), columns=list(SESSION_FEATURES))
     rows["bursts"], rows["down_mbps"] = p_short, p_long
     return rows.assign(
         client="10.77.1.2",
         group="net:10.77.9.0/24",  # no service name: the probabilities stay as given
         window_end=[T0 + 10.0 * (i + 1) for i in range(len(p_short))],
+        session_start=start,
         window_bytes=2e6,
     )
 
@@ -52,6 +55,15 @@ def test_windows_not_yet_agreed_have_short_form_pending() -> None:
     assert late["pending"].eq("short-form").tolist() == [False] * 9 + [True, True]
     empty = classify_sessions(_Fixed(), _windows([], []))
     assert {"pending", "short_form_votes", "short_form_needed"} <= set(empty.columns)
+
+
+def test_windows_of_a_young_session_do_not_vote() -> None:
+    """The session began at ``T0``: its windows ending 10 and 20 s in do not vote, so the
+    three windows at 0.9 make two votes, not the three the rule needs."""
+    young = classify_sessions(_Fixed(), _windows(P_SHORT, P_LONG, start=T0))
+    assert young["short_form_votes"].tolist()[:5] == [0, 0, 1, 2, 2]
+    assert "short-form" not in set(young["label"])
+    assert young["pending"].eq("short-form").tolist()[1:4] == [True] * 3
 
 
 def test_timeline_shows_short_form_pending_as_its_own_span() -> None:
