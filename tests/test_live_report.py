@@ -200,6 +200,18 @@ def test_short_form_pending_until_the_windows_agree(caplog: pytest.LogCaptureFix
     )
     assert VERDICT.match(line) and _lines(caplog, "verdict") == [line]
 
+    # the same label and action: a line when short-form stops being pending, none while it
+    # stays pending with another count
+    def again(note: str | None) -> str | None:
+        return reports.report(
+            C, "youtube", label="long-form", probability=0.05, action="none", note=note
+        ).line
+
+    assert again(pending_text(1, 3)) is None
+    gone = again(None)
+    assert gone is not None and gone.startswith(f"verdict {C} youtube: long-form -> long-form")
+    assert again(None) is None
+
 
 def test_quiet_groups_log_at_debug_and_memory_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     reports = VerdictLog(max_sessions=3)
@@ -368,15 +380,16 @@ def test_router_logs_changes_not_judgements(
         router.close()
     lines = _lines(caplog, "verdict")
     assert judged >= 12 and 1 <= len(lines) < judged / 2, lines
-    last: dict[tuple[str, str], tuple[str, str]] = {}
+    last: dict[tuple[str, str], tuple[str, str, bool]] = {}
     for line in lines:
         m = VERDICT.match(line)
         assert m is not None, line
         client, group, _, old, new, _, window, action, _ = m.groups()
         assert 10 <= int(window) <= 60  # what the window covered: less in a session's first minute
-        assert old == last.get((client, group), ("-", ""))[0], lines
-        assert (new, action) != last.get((client, group)), lines  # a change every time
-        last[(client, group)] = (new, action)
+        assert old == last.get((client, group), ("-", "", False))[0], lines
+        state = (new, action, "short-form likeliest" in line)
+        assert state != last.get((client, group)), lines  # a change every time
+        last[(client, group)] = state
     assert any("-> short-form" in x and "action: would block (dry-run)" in x for x in lines)
     audit = [e for e in read_audit(tmp_path / "audit.jsonl") if e["action"] == "dry-run-block"]
     assert audit and router.state.counters_snapshot()["blocks"] == len(audit)

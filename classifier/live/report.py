@@ -70,6 +70,8 @@ class Report(NamedTuple):
 class _Session:
     label: str = NO_LABEL
     action: str = "none"
+    pending: bool = False
+    """Whether the last verdict had short-form pending (a ``note``)."""
     name: str | None = None
     votes: deque[float] = field(default_factory=deque)
     blocks: dict[str, tuple[float, bool]] = field(default_factory=dict)
@@ -154,9 +156,9 @@ class VerdictLog:
         note: str | None = None,
     ) -> Report:
         """Note a verdict of (client, group) and the action taken on it; log a ``verdict``
-        line when the label or the action differs from the last one, with ``note`` in
-        parentheses after the probability (short-form pending:
-        :func:`classifier.model.session_model.pending_text`). The line is INFO when it
+        line when the label, the action or whether short-form is pending (a ``note``)
+        differs from the last one, with ``note`` in parentheses after the probability
+        (:func:`classifier.model.session_model.pending_text`). The line is INFO when it
         matters to an operator (the session carries media, short-form comes or goes, or
         the action changes), DEBUG otherwise (a quiet nameless group turning from other to
         long-form)."""
@@ -169,10 +171,11 @@ class VerdictLog:
             self._blocked[(client, group)] = entry
         if name:
             entry.name = name
-        if entry.label == label and entry.action == action:
+        pending = note is not None
+        if entry.label == label and entry.action == action and entry.pending == pending:
             return Report(None, new)
         old_label, old_action = entry.label, entry.action
-        entry.label, entry.action = label, action
+        entry.label, entry.action, entry.pending = label, action, pending
         line = f"verdict {_who(client, group, name)}: {old_label} -> {label} p={probability:.2f}"
         if note:
             line += f" ({note})"
