@@ -70,6 +70,16 @@ def test_swipe_dwell_times_are_short_and_some_swipes_are_quick() -> None:
     assert sum(d < 3.0 for d in dwells) / len(dwells) > 0.2
 
 
+def test_shorts_replace_their_connection_every_few_clips_and_reels_do_not() -> None:
+    """A new connection for about a third of the Shorts clips (the real Shorts session
+    opened a media connection every ~20 s); Reels and TikTok keep theirs."""
+    shorts = [c["new_conn"] for s in range(20) for c in plan_session("shorts", s).params["clips"]]
+    assert 0.25 < sum(shorts) / len(shorts) < 0.45
+    for kind in ("reels", "tiktok"):
+        clips = [c for s in range(10) for c in plan_session(kind, s).params["clips"]]
+        assert not any(c["new_conn"] for c in clips)
+
+
 def test_protocol_mix_follows_the_app() -> None:
     shorts = [plan_session("shorts", s).protocol for s in range(60)]
     tiktok = [plan_session("tiktok", s).protocol for s in range(60)]
@@ -81,8 +91,12 @@ def test_longform_plan_uses_the_ladder_and_fills_before_on_off() -> None:
     plan = plan_session("longform", 7, 45)
     p = plan.params
     assert 0 <= p["rung"] < len(p["ladder_bps"])
-    assert 30 <= p["fill_target_s"] <= 60 and p["low_watermark_s"] < p["fill_target_s"]
-    assert p["segment_s"] == 5.0 and p["mode"] in {"segment", "watermark"}
+    assert 8 <= p["segment_s"] <= 30 and p["mode"] in {"segment", "watermark"}
+    assert max(40, 2 * p["segment_s"]) <= p["fill_target_s"] <= 120
+    assert p["low_watermark_s"] <= p["fill_target_s"] - p["segment_s"]
+    renewing = [plan_session("longform", s, 45).params["renew_after_s"] for s in range(60)]
+    assert 0.25 < sum(r > 0 for r in renewing) / 60 < 0.75
+    assert all(r == 0 or 60 <= r <= 400 for r in renewing)
     for t, rung in p["switches"]:
         assert 0 < t < 45 and 0 <= rung < len(p["ladder_bps"])
 

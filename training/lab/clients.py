@@ -446,6 +446,7 @@ class Fetcher:
         self._ca = ca
         self._resolver = resolver
         self._conns: dict[str, _Conn] = {}
+        self._retired: list[_Conn] = []
         self._locks: dict[str, asyncio.Lock] = {}
         rng = random.Random(seed)
         self._headers = [
@@ -511,9 +512,18 @@ class Fetcher:
         self.stats.completed += 1
         return n
 
+    def renew(self, host: str) -> None:
+        """The next request to ``host`` opens a new connection, as a player that replaces
+        its connection does; the old one finishes what it carries and stays open, idle,
+        until :meth:`aclose`."""
+        conn = self._conns.pop(host, None)
+        if conn is not None:
+            self._retired.append(conn)
+
     async def aclose(self) -> None:
         """Close every connection gracefully (GOAWAY / CONNECTION_CLOSE / FIN)."""
-        for conn in list(self._conns.values()):
+        for conn in [*self._conns.values(), *self._retired]:
             with contextlib.suppress(Exception):
                 await conn.close()
         self._conns.clear()
+        self._retired.clear()

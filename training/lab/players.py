@@ -6,11 +6,14 @@ Runs as a process inside the client namespace
 * swipe (``shorts``, ``reels``, ``tiktok``): for each clip in the plan, wait for its first
   range (the startup chunk), start playback, prefetch the first chunk of the next
   ``prefetch_depth`` clips, fetch the clip's further ranges ``lookahead_s`` ahead of the
-  playhead, and after ``dwell_s`` swipe: any range still downloading is abandoned.
-* ``longform``: a buffer model played in real time. Segments (video + audio, 5 s each) are
-  fetched back to back until ``fill_target_s`` of media is buffered, then one segment each
-  time the buffer drops a segment below target (``mode=segment``), or refill from a low to
-  the high watermark (``mode=watermark``). Seeks flush the buffer; switches change the rung.
+  playhead, and after ``dwell_s`` swipe: any range still downloading is abandoned. A clip
+  marked ``new_conn`` is fetched over a new connection.
+* ``longform``: a buffer model played in real time. Segments (video + audio,
+  ``segment_s`` each) are fetched back to back until ``fill_target_s`` of media is
+  buffered, then one segment each time the buffer drops a segment below target
+  (``mode=segment``), or refill from a low to the high watermark (``mode=watermark``).
+  Seeks flush the buffer; switches change the rung; after ``renew_after_s`` (0: never) the
+  next segment goes over a new connection.
 * ``feed``: scroll events fetch photos + avatars, API pages, and in-feed clips (first range,
   then more if the user dwells).
 * ``web``: page loads, HTML then subresources six at a time.
@@ -104,6 +107,8 @@ async def _swipe(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
 
     def ensure_first(i: int) -> None:
         if i < len(clips) and i not in first:
+            if clips[i].get("new_conn"):
+                ctx.f.renew(clips[i]["host"])
             first[i] = asyncio.create_task(chunk(clips[i], 0))
 
     async def rest(clip: dict[str, Any], t0: float) -> None:
@@ -166,6 +171,8 @@ async def _longform(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
     inflight: asyncio.Task[bool] | None = None
     last = loop.time()
     next_stats = t_start + float(p["stats_every_s"])
+    renew_after = float(p.get("renew_after_s", 0.0))
+    conn_since = t_start
 
     async def fetch_segment(r: int, idx: int) -> bool:
         vbr = random.Random(f"{p['video_id']}:{r}:{idx}").uniform(0.8, 1.2)
@@ -230,6 +237,9 @@ async def _longform(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
                     filling = True
                 want = filling
             if want and inflight is None:
+                if renew_after and now - conn_since >= renew_after:
+                    ctx.f.renew(p["host"])  # the player replaces its connection
+                    conn_since = now
                 inflight = asyncio.create_task(fetch_segment(rung, pos))
             if now >= next_stats:
                 background.append(

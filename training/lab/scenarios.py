@@ -159,13 +159,14 @@ _SWIPE: dict[str, dict[str, Any]] = {
         "protocols": {"h3": 0.7, "h2": 0.3},
         "clip_median_s": 20.0,
         "clip_max_s": 60.0,
-        "bitrates": {1_000_000: 0.3, 1_600_000: 0.45, 2_400_000: 0.25},
-        "first_chunk": (350_000, 800_000),
-        "chunk": (600_000, 1_500_000),
+        "bitrates": {1_600_000: 0.25, 2_400_000: 0.45, 3_500_000: 0.3},
+        "first_chunk": (1_500_000, 5_000_000),
+        "chunk": (1_000_000, 3_000_000),
         "quick_swipe_p": 0.35,
         "dwell_median_s": 9.0,
         "prefetch": (1, 2),
         "range_in_query": True,
+        "new_conn_p": 0.35,
     },
     "reels": {
         "hosts": {"scontent-lab.cdninstagram.com": 0.7, "scontent-lab2.cdninstagram.com": 0.3},
@@ -228,10 +229,12 @@ def _plan_swipe(
             loops = 2.0 if rng.random() < 0.12 else 1.0
             dwell = min(dwell, length * loops)
         host = main_host if rng.random() < 0.7 else rng.choice(sorted(spec["hosts"]))
+        renew = spec.get("new_conn_p", 0.0)
         clips.append(
             {
                 "id": f"{kind}-{rng.getrandbits(48):012x}",
                 "host": host,
+                "new_conn": bool(renew) and rng.random() < renew,
                 "length_s": round(length, 2),
                 "bitrate_bps": bps,
                 "size": size,
@@ -264,8 +267,10 @@ def _plan_longform(
         switches.append([round(rng.uniform(8, duration - 4), 1), new])
     if rng.random() < 0.3 and duration > 20:
         seeks.append(round(rng.uniform(10, duration - 6), 1))
-    fill = rng.uniform(30, 60)
+    seg = round(math.exp(rng.uniform(math.log(8.0), math.log(30.0))), 1)
+    fill = rng.uniform(max(40.0, 2 * seg), 120.0)
     mode = "segment" if rng.random() < 0.6 else "watermark"
+    renew_after = round(rng.uniform(60, 400), 1) if rng.random() < 0.5 else 0.0
     return proto, {
         "host": rng.choice(["rr3---sn-lab.googlevideo.com", "rr1---sn-lab.googlevideo.com"]),
         "api_host": "youtubei-lab.googleapis.com",
@@ -274,10 +279,11 @@ def _plan_longform(
         "ladder_bps": list(LONGFORM_LADDER_BPS),
         "audio_bps": _AUDIO_BPS,
         "rung": rung,
-        "segment_s": 5.0,
+        "segment_s": seg,
         "fill_target_s": round(fill, 1),
         "mode": mode,
-        "low_watermark_s": round(fill - rng.uniform(10, 20), 1),
+        "low_watermark_s": round(fill - rng.uniform(1.0, 2.0) * seg, 1),
+        "renew_after_s": renew_after,
         "switches": switches,
         "seeks": seeks,
         "stats_every_s": round(rng.uniform(10, 20), 1),
