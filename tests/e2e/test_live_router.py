@@ -82,8 +82,7 @@ def test_dry_run_changes_no_rules_and_sigkill_fails_open(tmp_path: Path) -> None
         before = ruleset(the_lab.topo)
         live, audit = start_live(the_lab, tmp_path, "dry-run")
         try:
-            # the session of the first test: the session model recognises it (a lab session
-            # with little connection churn, such as seed 903, is not called short-form)
+            # the session of the first test, which the session model recognises
             play(the_lab, tmp_path, "shorts", seed=902, seconds=SHORTS_S)
             assert ruleset(the_lab.topo) == before
             actions = {e["action"] for e in read_audit(audit)}

@@ -73,7 +73,7 @@ def test_swipe_dwell_times_are_short_and_some_swipes_are_quick() -> None:
 def test_shorts_replace_their_connection_every_few_clips_and_reels_do_not() -> None:
     """A new connection for about a third of the Shorts clips (the real Shorts session
     opened a media connection every ~20 s); Reels and TikTok keep theirs."""
-    shorts = [c["new_conn"] for s in range(20) for c in plan_session("shorts", s).params["clips"]]
+    shorts = [c["new_conn"] for s in range(200) for c in plan_session("shorts", s).params["clips"]]
     assert 0.25 < sum(shorts) / len(shorts) < 0.45
     for kind in ("reels", "tiktok"):
         clips = [c for s in range(10) for c in plan_session(kind, s).params["clips"]]
