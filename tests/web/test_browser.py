@@ -53,6 +53,13 @@ def _no_alert(driver: Any) -> None:
 def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
     from selenium.webdriver.common.by import By
 
+    # a session where short-form is likeliest but too few windows agree yet
+    web_live.state.update_session(
+        "10.77.1.4",
+        "youtube",
+        {"label": "long-form", "probability": 0.05, "action": "none", "reason": "churn"}
+        | {"pending": "short-form", "short_form_votes": 2, "short_form_needed": 3},
+    )
     with chromium() as d:
         d.get(server.url + "/live")
         assert "/login" in d.current_url
@@ -65,6 +72,11 @@ def test_pages_in_chromium(server: RunningServer, web_live: WebLive) -> None:
         flows = d.find_element(By.ID, "flows").text
         assert SCRIPT_NAME in flows
         _no_alert(d)
+        # the "short-form?" badge is shown in its own colour (the stylesheet applies
+        # under the page's CSP), with the agreeing windows
+        badge = d.find_element(By.CSS_SELECTOR, ".l-pending")
+        assert badge.is_displayed() and badge.text == "short-form? 2 of 3 windows"
+        assert badge.value_of_css_property("color") in ("rgba(217, 72, 15, 1)", "rgb(217, 72, 15)")
         shoot(d, "live")
 
         d.get(server.url + "/")
