@@ -107,7 +107,7 @@ async def _swipe(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
 
     def ensure_first(i: int) -> None:
         if i < len(clips) and i not in first:
-            if clips[i].get("new_conn"):
+            if clips[i]["new_conn"]:
                 ctx.f.renew(clips[i]["host"])
             first[i] = asyncio.create_task(chunk(clips[i], 0))
 
@@ -171,7 +171,7 @@ async def _longform(ctx: _Ctx, p: dict[str, Any], deadline: float) -> None:
     inflight: asyncio.Task[bool] | None = None
     last = loop.time()
     next_stats = t_start + float(p["stats_every_s"])
-    renew_after = float(p.get("renew_after_s", 0.0))
+    renew_after = float(p["renew_after_s"])
     conn_since = t_start
 
     async def fetch_segment(r: int, idx: int) -> bool:

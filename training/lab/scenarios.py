@@ -212,6 +212,7 @@ def _plan_swipe(
     clips: list[dict[str, Any]] = []
     total_dwell = 0.0
     rates = sorted(spec["bitrates"])
+    renew = spec.get("new_conn_p", 0.0)
     while total_dwell < duration + 5.0 or len(clips) < depth + 2:
         length = round(_lognormal(rng, spec["clip_median_s"], 0.55, 5.0, spec["clip_max_s"]), 2)
         bps = rng.choices(rates, [spec["bitrates"][r] for r in rates])[0]
@@ -230,7 +231,6 @@ def _plan_swipe(
             loops = 2.0 if rng.random() < 0.12 else 1.0
             dwell = min(dwell, length * loops)
         host = main_host if rng.random() < 0.7 else rng.choice(sorted(spec["hosts"]))
-        renew = spec.get("new_conn_p", 0.0)
         clips.append(
             {
                 "id": f"{kind}-{rng.getrandbits(48):012x}",
