@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from classifier.capture.packet import Packet
 from classifier.capture.reader import open_capture
 from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.featurize_fast import featurize_fast
@@ -17,8 +18,11 @@ from classifier.features.session import (
     SessionConfig,
     latest_windows,
 )
+from classifier.flows import FlowTable
 from classifier.live.sessions import SessionTracker
 from classifier.model.timeline import ACTIVITY_CONFIG
+from classifier.names.tls import build_client_hello
+from tests.packets import ACK, PSH, handshake, tcp
 from tests.shared_data import SHARED, needs_files
 from training.netpkt import read_netpkt, write_netpkt_pcap
 
@@ -41,6 +45,51 @@ def test_tracker_windows_equal_the_offline_windows_on_a_real_shorts_session(
     write_netpkt_pcap(packets, capture)
     windows = _tracker_equals_offline(capture)
     assert len(windows) >= 50 and windows["window_bytes"].sum() > 50e6
+
+
+def _downloads(cport: int, seconds: range, named: bool) -> list[Packet]:
+    """A connection to SERVER that brings 300 kB down in each of ``seconds``; with
+    ``named``, it opens with a handshake and a ClientHello for a YouTube video server
+    (else it began before the capture: no handshake, no name)."""
+    t0 = float(seconds[0])
+    out: list[Packet] = []
+    if named:
+        hello = build_client_hello("rr3---sn-lab.googlevideo.com", ("h2",))
+        out += handshake(t0 - 0.5, cport=cport)
+        out.append(tcp(t0 - 0.4, True, len(hello), PSH | ACK, cport=cport, payload=hello, seq=1))
+    for sec in seconds:
+        out += [tcp(sec + i / 400, False, 1460, cport=cport) for i in range(205)]
+    return out
+
+
+def test_a_connection_without_a_name_joins_the_service_a_named_one_reached() -> None:
+    """A router started while a video plays joins its connection mid-way: no handshake, no
+    name. Once a named connection reaches the same server, both are one session of that
+    service; the server keeps the name for an hour after its last named connection."""
+    tracker, table = _live_tracker()
+    packets = _downloads(50001, range(0, 40), named=False) + _downloads(50002, range(20, 40), True)
+    packets += _downloads(50003, range(600, 640), named=False)
+    packets += _downloads(50004, range(4400, 4440), named=False)
+    judged: dict[int, list[str]] = {}
+    for pkt in sorted(packets, key=lambda p: p.ts):
+        for now in (15, 35, 635, 4435):
+            if now not in judged and pkt.ts >= now:
+                judged[now] = sorted({r["group"] for r in tracker.windows(float(now))})
+        table.add(pkt)
+    assert judged == {
+        15: ["net:10.77.2.0/24"],  # no name seen yet
+        35: ["youtube"],  # both connections: one session
+        635: ["youtube"],  # a new nameless connection, 10 minutes later
+        4435: ["net:10.77.2.0/24"],  # over an hour after the last named one
+    }
+
+
+def _live_tracker() -> tuple[SessionTracker, FlowTable]:
+    """A session tracker fed by a live featurizer's flow table (real names, real flows)."""
+    holder: dict[str, Featurizer] = {}
+    tracker = SessionTracker(SessionConfig(), lambda flow: holder["f"].flow_meta(flow))
+    holder["f"] = Featurizer(FeaturizeConfig(snapshots=()), capture="live", plugins=[tracker])
+    return tracker, holder["f"].table
 
 
 def _tracker_equals_offline(capture: Path) -> pd.DataFrame:

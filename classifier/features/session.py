@@ -21,8 +21,10 @@ view reads byte counts per second and flow start/end times only, so a header-onl
 a flow that started before the capture and a coalesced frame give the same figures.
 
 ``group`` is the flow's ``service`` when its name is known (and ``use_names`` is set),
-else the server's network (``net:a.b.c.0/24``; ``unnamed_prefix`` bits, 0 pools every
-nameless flow of the client as ``"unnamed"``).
+else the service that named flows reached the same server address on (when they all name
+one: a flow that began before the capture, or one without SNI, to a video server whose
+other connections were named), else the server's network (``net:a.b.c.0/24``;
+``unnamed_prefix`` bits, 0 pools every nameless flow of the client as ``"unnamed"``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +53,8 @@ __all__ = [
     "session_table",
     "latest_windows",
     "group_of",
+    "server_services",
+    "is_named",
 ]
 
 SESSION_FEATURES = (
@@ -120,19 +124,55 @@ def _net(server: str, prefix: int) -> str:
     return "net:" + str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
 
 
-def group_of(service: str | None, server: str, config: SessionConfig) -> str:
-    """The session group of one flow (as :func:`session_groups` gives for a row)."""
-    if config.use_names and service and service not in _NO_SERVICE:
-        return service
+def is_named(service: object) -> TypeGuard[str]:
+    """Whether ``service`` (a flow's service column) names a service."""
+    return isinstance(service, str) and service not in _NO_SERVICE
+
+
+def server_services(
+    pairs: Iterable[tuple[str, str]], known: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Per server address of the (server, service) ``pairs`` of named flows, added to
+    ``known`` (an earlier result): the service, or ``""`` where flows named two services
+    on one address (a shared front end lends no name)."""
+    out = dict(known or {})
+    for server, service in pairs:
+        if not is_named(service):
+            continue
+        seen = out.get(server)
+        out[server] = service if seen is None or seen == service else ""
+    return out
+
+
+def group_of(
+    service: str | None, server: str, config: SessionConfig, lent: Mapping[str, str] | None = None
+) -> str:
+    """The session group of one flow (as :func:`session_groups` gives for a row);
+    ``lent``: :func:`server_services` of the named flows seen."""
+    if config.use_names:
+        if is_named(service):
+            return service
+        if lent and lent.get(server):
+            return lent[server]
     return _net(server, config.unnamed_prefix) if config.unnamed_prefix else _UNNAMED
 
 
 def session_groups(rows: pd.DataFrame, config: SessionConfig) -> pd.Series:
-    """The session group of each row: its service, or ``"unnamed"`` / its server network."""
+    """The session group of each row: its service, the service named flows reached its
+    server on (:func:`server_services` over all the rows), or ``"unnamed"`` / its server
+    network."""
     import pandas as pd
 
     service = rows["service"].fillna("").astype(str)
     named = ~service.isin(_NO_SERVICE) if config.use_names else pd.Series(False, index=rows.index)
+    if named.any() and not named.all():
+        pairs = pd.DataFrame({"server": rows["server"][named], "service": service[named]})
+        pairs = pairs.drop_duplicates()
+        lent = server_services(zip(pairs["server"], pairs["service"], strict=True))
+        borrowed = rows["server"].map(lent).fillna("").astype(str)
+        takes = ~named & (borrowed != "")
+        service = service.where(~takes, borrowed)
+        named = named | takes
     if config.unnamed_prefix:
         nets = {s: _net(s, config.unnamed_prefix) for s in rows["server"].unique()}
         other = rows["server"].map(nets)

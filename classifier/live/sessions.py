@@ -8,9 +8,13 @@ last window. :meth:`SessionTracker.due` says when the next judgement is due;
 group) as rows through :func:`classifier.features.session.window_records` (no pandas),
 the function behind the offline ``latest_windows`` that is tested against the offline
 view: a group younger than a window is described over the seconds it has lived, as the
-offline view describes a session's first windows. Memory: one small dict per flow that
-brought something down in the last window (a flow that never did, a scan or a one-sided
-flood, costs nothing here) and one float per (client, group) with such flows.
+offline view describes a session's first windows. A nameless flow joins the group of
+the service that named flows reached its server address on, as offline; live mode knows
+only the names seen so far (offline, a name seen later in the capture counts too) and
+forgets a server's name an hour after its last named flow. Memory: one small dict per
+flow that brought something down in the last window (a flow that never did, a scan or a
+one-sided flood, costs nothing here), one float per (client, group) with such flows and
+one entry per server address named flows reached in the last hour.
 """
 
 from __future__ import annotations
@@ -24,11 +28,21 @@ import numpy as np
 import numpy.typing as npt
 
 from classifier.capture.packet import Packet
-from classifier.features.session import FlowSeconds, SessionConfig, group_of, window_records
+from classifier.features.session import (
+    FlowSeconds,
+    SessionConfig,
+    group_of,
+    is_named,
+    server_services,
+    window_records,
+)
 from classifier.flows import Flow
 from classifier.flows.flow import DOWN
 
-__all__ = ["SessionTracker"]
+__all__ = ["NAME_MEMORY_S", "SessionTracker"]
+
+NAME_MEMORY_S = 3600.0
+"""Seconds a server address keeps the service its last named flow gave it."""
 
 
 @dataclass(slots=True)
@@ -49,6 +63,10 @@ class SessionTracker:
         self._born: dict[tuple[str, str], float] = {}
         """Per (client, group) with tracked flows: the first packet of its earliest one.
         A group whose flows were all forgotten (quiet for a whole window) begins anew."""
+        self._lent: dict[str, str] = {}
+        """Per server address named flows reached: :func:`server_services`."""
+        self._lent_seen: dict[str, float] = {}
+        """Per server address in :attr:`_lent`: when a named flow last reached it."""
         self.media: dict[tuple[str, str], list[Flow]] = {}
         """After :meth:`windows`: the flows of each (client, group) that moved at least
         ``media_bytes`` in the window, largest first."""
@@ -110,17 +128,21 @@ class SessionTracker:
         flows: list[FlowSeconds] = []
         media: dict[tuple[str, str], list[tuple[float, Flow]]] = {}
         born: dict[tuple[str, str], float] = {}
+        kept: list[tuple[_Activity, dict[str, Any]]] = []
         for fid in list(self._flows):
             act = self._flows[fid]
-            first = act.flow.first_ts
             seconds = act.seconds
-            for k in [k for k in seconds if math.floor(first + k) < start]:
+            for k in [k for k in seconds if math.floor(act.flow.first_ts + k) < start]:
                 del seconds[k]
             if not seconds and (act.flow.end_reason or act.flow.last_ts < start):
                 del self._flows[fid]
                 continue
-            meta = self._meta(act.flow)
-            key = (meta["client"], group_of(meta["service"], meta["server"], self.config))
+            kept.append((act, self._meta(act.flow)))
+        self._learn([(m["server"], m["service"]) for _, m in kept], now)
+        for act, meta in kept:
+            first, seconds = act.flow.first_ts, act.seconds
+            group = group_of(meta["service"], meta["server"], self.config, self._lent)
+            key = (meta["client"], group)
             born[key] = min(born.get(key, first), first, self._born.get(key, first))
             if not seconds:
                 continue
@@ -131,6 +153,18 @@ class SessionTracker:
         self._born = born
         self.media = {k: [f for _, f in sorted(v, key=lambda t: -t[0])] for k, v in media.items()}
         return window_records(flows, end, self.config, born)
+
+    def _learn(self, pairs: list[tuple[str, Any]], now: float) -> None:
+        """Add the (server, service) of the named flows seen now to :attr:`_lent`; forget
+        servers no named flow reached for :data:`NAME_MEMORY_S`."""
+        named = [(server, service) for server, service in pairs if is_named(service)]
+        if named:
+            self._lent = server_services(named, self._lent)
+            self._lent_seen.update((server, now) for server, _ in named)
+        stale = [s for s, seen in self._lent_seen.items() if seen < now - NAME_MEMORY_S]
+        for server in stale:
+            del self._lent_seen[server]
+            del self._lent[server]
 
     def __len__(self) -> int:
         return len(self._flows)

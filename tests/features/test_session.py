@@ -9,6 +9,7 @@ from classifier.features.session import (
     SESSION_FEATURES,
     SessionConfig,
     latest_windows,
+    session_groups,
     session_table,
 )
 
@@ -95,6 +96,28 @@ def test_groups_named_flows_by_service_unless_names_are_withheld() -> None:
     assert blind["media_flows"].max() == 3
     pooled = session_table(rows, SessionConfig(use_names=False, unnamed_prefix=0))
     assert pooled["group"].unique().tolist() == ["unnamed"]
+
+
+def test_a_nameless_flow_joins_the_service_named_flows_reached_its_server_on() -> None:
+    """A connection that began before the capture (no handshake, no name) to a video
+    server that a later, named connection reached is part of that service's session; a
+    server two services were named on (a shared front end) lends no name."""
+    rows = _rows(
+        [
+            (1, "10.77.9.1", "unknown", 0.0, {0: 2e6, 20: 2e6}),  # began before the capture
+            (2, "10.77.9.1", "youtube", 30.0, {30: 2e6}),
+            (3, "10.77.8.1", "youtube", 5.0, {5: 1e6}),
+            (4, "10.77.8.1", "google", 6.0, {6: 1e5}),
+            (5, "10.77.8.1", "unknown", 7.0, {7: 2e6}),
+        ]
+    )
+    groups = session_groups(rows, SessionConfig())
+    by_flow = dict(zip(rows["flow_id"], groups, strict=True))
+    assert by_flow == {1: "youtube", 2: "youtube", 3: "youtube", 4: "google", 5: "net:10.77.8.0/24"}
+    table = session_table(rows)
+    assert table[table["group"] == "youtube"]["media_flows"].max() == 3  # flows 1, 2 and 3
+    blind = session_groups(rows, SessionConfig(use_names=False))
+    assert set(blind) == {"net:10.77.9.0/24", "net:10.77.8.0/24"}
 
 
 def test_bad_input_and_settings() -> None:
