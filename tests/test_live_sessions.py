@@ -97,9 +97,7 @@ def _tracker_equals_offline(capture: Path) -> pd.DataFrame:
     10 s and compare each with the offline view's window at the same end (in a session's
     first minute too: both cover the seconds it has lived); returns them."""
     config = SessionConfig()
-    holder: dict[str, Featurizer] = {}
-    tracker = SessionTracker(config, lambda flow: holder["f"].flow_meta(flow))
-    holder["f"] = Featurizer(FeaturizeConfig(snapshots=()), capture="live", plugins=[tracker])
+    tracker, table = _live_tracker()
     offline = featurize_fast(capture, ACTIVITY_CONFIG)
     ends: list[float] = []
     live: list[pd.DataFrame] = []  # the tracker's rows (dicts), as tables
@@ -111,7 +109,7 @@ def _tracker_equals_offline(capture: Path) -> pd.DataFrame:
             assert all(list(r) == list(WINDOW_COLUMNS) for r in rows)
             live.append(pd.DataFrame(rows, columns=list(WINDOW_COLUMNS)))
             ends.append(ends[-1] + 10.0)
-        holder["f"].table.add(pkt)
+        table.add(pkt)
     assert len(live) >= 2 and any(not w.empty for w in live)
     for end, got in zip(ends, live, strict=False):
         want = latest_windows(offline, end, config)
