@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,10 +20,10 @@ from classifier.features.session import (
     latest_windows,
 )
 from classifier.flows import FlowTable
-from classifier.live.sessions import SessionTracker
+from classifier.live.sessions import NAMED_SERVERS_MAX, SessionTracker
 from classifier.model.timeline import ACTIVITY_CONFIG
 from classifier.names.tls import build_client_hello
-from tests.packets import ACK, PSH, handshake, tcp
+from tests.packets import ACK, CLIENT, PSH, handshake, tcp
 from tests.shared_data import SHARED, needs_files
 from training.netpkt import read_netpkt, write_netpkt_pcap
 
@@ -84,10 +85,41 @@ def test_a_connection_without_a_name_joins_the_service_a_named_one_reached() -> 
     }
 
 
-def _live_tracker() -> tuple[SessionTracker, FlowTable]:
+def test_named_servers_past_the_bound_are_forgotten_longest_unseen_first() -> None:
+    first = _downloads(50001, range(0, 20), named=True)
+    second = _to("10.77.3.2", _downloads(50002, range(100, 120), named=True))
+    late = _downloads(50003, range(200, 220), named=False)  # back to the first server
+    judged: dict[int, dict[int, list[str]]] = {}
+    for bound in (1, NAMED_SERVERS_MAX):
+        tracker, table = _live_tracker(named_servers_max=bound)
+        judged[bound] = {}
+        for pkt in sorted(first + second + late, key=lambda p: p.ts):
+            for now in (15, 115, 215):
+                if now not in judged[bound] and pkt.ts >= now:
+                    windows = tracker.windows(float(now))
+                    judged[bound][now] = sorted({r["group"] for r in windows})
+            table.add(pkt)
+    # with room for one server, the second server's name pushed out the first's
+    assert judged[1] == {15: ["youtube"], 115: ["youtube"], 215: ["net:10.77.2.0/24"]}
+    assert judged[NAMED_SERVERS_MAX][215] == ["youtube"]
+
+
+def _to(server: str, packets: list[Packet]) -> list[Packet]:
+    """``packets`` (of a flow to SERVER) sent to or from ``server`` instead."""
+    return [
+        dataclasses.replace(p, dst=server)
+        if p.src == CLIENT
+        else dataclasses.replace(p, src=server)
+        for p in packets
+    ]
+
+
+def _live_tracker(named_servers_max: int = NAMED_SERVERS_MAX) -> tuple[SessionTracker, FlowTable]:
     """A session tracker fed by a live featurizer's flow table (real names, real flows)."""
     holder: dict[str, Featurizer] = {}
-    tracker = SessionTracker(SessionConfig(), lambda flow: holder["f"].flow_meta(flow))
+    tracker = SessionTracker(
+        SessionConfig(), lambda flow: holder["f"].flow_meta(flow), named_servers_max
+    )
     holder["f"] = Featurizer(FeaturizeConfig(snapshots=()), capture="live", plugins=[tracker])
     return tracker, holder["f"].table
 

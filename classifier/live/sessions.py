@@ -14,7 +14,8 @@ only the names seen so far (offline, a name seen later in the capture counts too
 forgets a server's name an hour after its last named flow. Memory: one small dict per
 flow that brought something down in the last window (a flow that never did, a scan or a
 one-sided flood, costs nothing here), one float per (client, group) with such flows and
-one entry per server address named flows reached in the last hour.
+one entry per server address named flows reached in the last hour (at most
+:data:`NAMED_SERVERS_MAX`).
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ from classifier.features.session import (
 from classifier.flows import Flow
 from classifier.flows.flow import DOWN
 
-__all__ = ["NAME_MEMORY_S", "SessionTracker"]
+__all__ = ["NAME_MEMORY_S", "NAMED_SERVERS_MAX", "SessionTracker"]
 
 NAME_MEMORY_S = 3600.0
 """Seconds a server address keeps the service its last named flow gave it."""
+NAMED_SERVERS_MAX = 100_000
+"""At most this many server addresses keep a service; past it, the longest unseen go."""
 
 
 @dataclass(slots=True)
@@ -55,8 +58,14 @@ class SessionTracker:
     """Per-second downstream bytes of recent flows; ``meta(flow)`` gives a flow's
     ``service`` and ``category`` (the featurizer's names, read at judgement time)."""
 
-    def __init__(self, config: SessionConfig, meta: Callable[[Flow], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        meta: Callable[[Flow], dict[str, Any]],
+        named_servers_max: int = NAMED_SERVERS_MAX,
+    ) -> None:
         self.config = config
+        self.named_servers_max = named_servers_max
         self._meta = meta
         self._flows: dict[int, _Activity] = {}
         self._next: float | None = None
@@ -156,12 +165,17 @@ class SessionTracker:
 
     def _learn(self, pairs: list[tuple[str, Any]], now: float) -> None:
         """Add the (server, service) of the named flows seen now to :attr:`_lent`; forget
-        servers no named flow reached for :data:`NAME_MEMORY_S`."""
+        servers no named flow reached for :data:`NAME_MEMORY_S`, and the longest unseen
+        past :attr:`named_servers_max`."""
         named = [(server, service) for server, service in pairs if is_named(service)]
         if named:
             self._lent = server_services(named, self._lent)
             self._lent_seen.update((server, now) for server, _ in named)
         stale = [s for s, seen in self._lent_seen.items() if seen < now - NAME_MEMORY_S]
+        excess = len(self._lent_seen) - len(stale) - self.named_servers_max
+        if excess > 0:
+            by_age = sorted(self._lent_seen.items(), key=lambda item: item[1])
+            stale += [s for s, seen in by_age if seen >= now - NAME_MEMORY_S][:excess]
         for server in stale:
             del self._lent_seen[server]
             del self._lent[server]
