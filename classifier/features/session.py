@@ -130,15 +130,13 @@ def is_named(service: object) -> TypeGuard[str]:
 
 
 def server_services(
-    pairs: Iterable[tuple[str, str]], known: Mapping[str, str] | None = None
+    pairs: Iterable[tuple[str, str]], known: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """Per server address of the (server, service) ``pairs`` of named flows, added to
-    ``known`` (an earlier result): the service, or ``""`` where flows named two services
-    on one address (a shared front end lends no name)."""
-    out = dict(known or {})
+    """Per server address of the (server, service) ``pairs`` of named flows: the service,
+    or ``""`` where flows named two services on one address (a shared front end lends no
+    name). Added to ``known`` (an earlier result, updated in place) when given."""
+    out = {} if known is None else known
     for server, service in pairs:
-        if not is_named(service):
-            continue
         seen = out.get(server)
         out[server] = service if seen is None or seen == service else ""
     return out
@@ -152,8 +150,9 @@ def group_of(
     if config.use_names:
         if is_named(service):
             return service
-        if lent and lent.get(server):
-            return lent[server]
+        borrowed = lent.get(server) if lent else None
+        if borrowed:
+            return borrowed
     return _net(server, config.unnamed_prefix) if config.unnamed_prefix else _UNNAMED
 
 

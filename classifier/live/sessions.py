@@ -169,7 +169,7 @@ class SessionTracker:
         past :attr:`named_servers_max`."""
         named = [(server, service) for server, service in pairs if is_named(service)]
         if named:
-            self._lent = server_services(named, self._lent)
+            server_services(named, self._lent)
             self._lent_seen.update((server, now) for server, _ in named)
         stale = [s for s, seen in self._lent_seen.items() if seen < now - NAME_MEMORY_S]
         excess = len(self._lent_seen) - len(stale) - self.named_servers_max
