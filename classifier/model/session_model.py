@@ -219,7 +219,8 @@ def agreed(
     ``hindsight`` (a capture judged after the fact, never live): the windows that led to
     a short-form run are part of it: a window that reached the threshold counts when the
     rule comes to hold within the next ``n - 1`` windows, and so does each window directly
-    before a short-form one whose ``p_short`` is at least :data:`LEAD_IN`."""
+    before a short-form one whose ``p_short`` is at least :data:`LEAD_IN`; with ``age``,
+    a session's windows younger than :data:`MIN_VOTE_AGE` follow its first older one."""
     import pandas as pd
 
     now = short_form_votes(p_short, keys, rule, age) >= rule.k
@@ -240,7 +241,24 @@ def agreed(
         if not short[i] and likely[i] and next_short.get(session[i], False):
             short[i] = True
         next_short[session[i]] = bool(short[i])
+    if age is not None:
+        _young_follow(short, session, (age < MIN_VOTE_AGE).to_numpy())
     return pd.Series(short, index=p_short.index)
+
+
+def _young_follow(
+    short: npt.NDArray[np.bool_], session: npt.NDArray[np.int64], young: npt.NDArray[np.bool_]
+) -> None:
+    """With hindsight: the windows of a session's first :data:`MIN_VOTE_AGE` seconds are
+    short-form when the session's first older window is (in place; rows in time order
+    within a session). Those windows cannot tell a clip from a long video's start-up, so
+    they follow what the session turned out to be."""
+    first_old: dict[int, bool] = {}  # per session: its earliest window past the young age
+    for i in range(len(short) - 1, -1, -1):
+        if not young[i]:
+            first_old[session[i]] = bool(short[i])
+        elif first_old.get(session[i], False):
+            short[i] = True
 
 
 def verdicts(

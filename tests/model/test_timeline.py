@@ -66,6 +66,29 @@ def test_windows_of_a_young_session_do_not_vote() -> None:
     assert young["pending"].eq("short-form").tolist()[1:4] == [True] * 3
 
 
+def test_with_hindsight_a_young_sessions_windows_follow_its_first_older_one() -> None:
+    """Windows ending 10 and 20 s into a session look like a long video's start-up
+    (p_long 0.8); with hindsight they take the short-form of the window at 30 s, which
+    the run after it leads into. Live, and in a session that turns out long-form, they
+    keep their own label."""
+    p_short = [0.1, 0.1, 0.6, 0.9, 0.9, 0.9, 0.9]
+    p_long = [0.8, 0.8, 0.2, 0.05, 0.05, 0.05, 0.05]
+    late = classify_sessions(_Fixed(), _windows(p_short, p_long, start=T0), hindsight=True)
+    assert late["label"].tolist() == ["short-form"] * 7
+    live = classify_sessions(_Fixed(), _windows(p_short, p_long, start=T0))
+    assert live["label"].tolist()[:2] == ["long-form", "long-form"]
+    # the same windows in a session that began a minute earlier are not young: no lead-in
+    # reaches them (p_short 0.1)
+    old = classify_sessions(_Fixed(), _windows(p_short, p_long), hindsight=True)
+    assert old["label"].tolist()[:2] == ["long-form", "long-form"]
+    long_run = classify_sessions(
+        _Fixed(),
+        _windows([0.9, 0.9, 0.1, 0.1, 0.1], [0.05, 0.05, 0.8, 0.8, 0.8], start=T0),
+        hindsight=True,
+    )
+    assert "short-form" not in set(long_run["label"])
+
+
 def test_timeline_shows_short_form_pending_as_its_own_span() -> None:
     spans = timeline(classify_sessions(_Fixed(), _windows(P_SHORT, P_LONG), hindsight=True))
     shown = spans.assign(pending=spans["pending"].fillna("-"))
