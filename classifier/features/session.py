@@ -23,8 +23,13 @@ a flow that started before the capture and a coalesced frame give the same figur
 ``group`` is the flow's ``service`` when its name is known (and ``use_names`` is set),
 else the service that named flows reached the same server address on (when they all name
 one: a flow that began before the capture, or one without SNI, to a video server whose
-other connections were named), else the server's network (``net:a.b.c.0/24``;
-``unnamed_prefix`` bits, 0 pools every nameless flow of the client as ``"unnamed"``).
+other connections were named), else the server's network: the smallest block routed
+on its own across the internet, ``net:a.b.c.0/24`` for IPv4 (``unnamed_prefix`` bits; 0
+pools every nameless flow of the client as ``"unnamed"``) and ``net:2001:db8:1::/48`` for
+IPv6 (``unnamed_prefix6``). An IPv6 address that carries an IPv4 one under the NAT64
+prefixes (``64:ff9b::/96``, ``64:ff9b:1::/48``: a client on an IPv6-only network reaching
+an IPv4 server) is grouped by that IPv4 address's network, as it would be reached
+directly; every other IPv6 address by its /48.
 """
 
 from __future__ import annotations
@@ -98,7 +103,9 @@ class SessionConfig:
     """``window``/``step``: seconds; ``busy_bytes``: a second with at least this many bytes
     down is busy (part of a burst); ``media_bytes``: a flow with at least this many bytes
     down in the window carries media; ``min_bytes``: windows with less down are not
-    described (nothing to judge); ``use_names``: group named flows by service."""
+    described (nothing to judge); ``use_names``: group named flows by service;
+    ``unnamed_prefix`` / ``unnamed_prefix6``: prefix lengths of a nameless flow's server
+    network for IPv4 / IPv6 (``unnamed_prefix`` 0: one group of every nameless flow)."""
 
     window: float = 60.0
     step: float = 10.0
@@ -107,20 +114,34 @@ class SessionConfig:
     min_bytes: float = 100_000.0
     use_names: bool = True
     unnamed_prefix: int = 24
+    unnamed_prefix6: int = 48
 
     def __post_init__(self) -> None:
         if not 0 < self.step <= self.window:
             raise ValueError("session step must be positive and no longer than the window")
         if not 0 <= self.unnamed_prefix <= 128:
             raise ValueError("unnamed_prefix must be 0..128")
+        if not 0 <= self.unnamed_prefix6 <= 128:
+            raise ValueError("unnamed_prefix6 must be 0..128")
 
 
-def _net(server: str, prefix: int) -> str:
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+"""The well-known and the local-use NAT64 prefixes (RFC 6052, RFC 8215): an IPv4 address
+in the last 32 bits."""
+
+
+def _net(server: str, config: SessionConfig) -> str:
+    """The group of a nameless flow to ``server``: its network, as the module says."""
+    if not config.unnamed_prefix:
+        return _UNNAMED
     try:
-        addr = ipaddress.ip_address(server)
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(server)
     except ValueError:
         return _UNNAMED
-    bits = min(prefix, addr.max_prefixlen)
+    if isinstance(addr, ipaddress.IPv6Address) and any(addr in net for net in _NAT64):
+        addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    bits = config.unnamed_prefix if addr.version == 4 else config.unnamed_prefix6
+    bits = min(bits, addr.max_prefixlen)
     return "net:" + str(ipaddress.ip_network(f"{addr}/{bits}", strict=False))
 
 
@@ -153,7 +174,7 @@ def group_of(
         borrowed = lent.get(server) if lent else None
         if borrowed:
             return borrowed
-    return _net(server, config.unnamed_prefix) if config.unnamed_prefix else _UNNAMED
+    return _net(server, config)
 
 
 def session_groups(rows: pd.DataFrame, config: SessionConfig) -> pd.Series:
@@ -172,12 +193,8 @@ def session_groups(rows: pd.DataFrame, config: SessionConfig) -> pd.Series:
         takes = ~named & (borrowed != "")
         service = service.where(~takes, borrowed)
         named = named | takes
-    if config.unnamed_prefix:
-        nets = {s: _net(s, config.unnamed_prefix) for s in rows["server"].unique()}
-        other = rows["server"].map(nets)
-    else:
-        other = pd.Series(_UNNAMED, index=rows.index)
-    return service.where(named, other)
+    nets = {s: _net(s, config) for s in rows["server"].unique()}
+    return service.where(named, rows["server"].map(nets))
 
 
 def _runs(busy: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

@@ -8,6 +8,7 @@ import pytest
 from classifier.features.session import (
     SESSION_FEATURES,
     SessionConfig,
+    group_of,
     latest_windows,
     session_groups,
     session_table,
@@ -96,6 +97,36 @@ def test_groups_named_flows_by_service_unless_names_are_withheld() -> None:
     assert blind["media_flows"].max() == 3
     pooled = session_table(rows, SessionConfig(use_names=False, unnamed_prefix=0))
     assert pooled["group"].unique().tolist() == ["unnamed"]
+
+
+def test_nameless_ipv6_servers_group_by_their_48_and_nat64_ones_by_their_ipv4_24() -> None:
+    """An IPv6 /24 spans many unrelated networks: nameless IPv6 flows are grouped by the
+    server's /48; a NAT64 address (an IPv6-only client reaching an IPv4 server) by the
+    /24 of the IPv4 address it carries, the group of the same server reached directly.
+    The offline view and live mode's ``group_of`` agree."""
+    servers = [
+        "2001:db8:1:5::10",
+        "2001:db8:1:9::20",  # same /48
+        "2001:db8:2::30",  # same /32 and /24, another /48
+        "64:ff9b::10.77.9.7",  # NAT64 (well-known prefix)
+        "64:ff9b:1::a4d:905",  # NAT64 (local-use prefix): 10.77.9.5
+        "10.77.9.1",
+    ]
+    rows = _rows([(i, s, "unknown", 0.0, {0: 2e6}) for i, s in enumerate(servers)])
+    config = SessionConfig()
+    groups = session_groups(rows, config).tolist()
+    assert groups == [
+        "net:2001:db8:1::/48",
+        "net:2001:db8:1::/48",
+        "net:2001:db8:2::/48",
+        "net:10.77.9.0/24",
+        "net:10.77.9.0/24",
+        "net:10.77.9.0/24",
+    ]
+    assert [group_of("unknown", s, config) for s in servers] == groups
+    wide = SessionConfig(unnamed_prefix6=32)
+    assert session_groups(rows, wide).tolist()[:3] == ["net:2001:db8::/32"] * 3
+    assert set(session_groups(rows, SessionConfig(unnamed_prefix=0))) == {"unnamed"}
 
 
 def test_a_nameless_flow_joins_the_service_named_flows_reached_its_server_on() -> None:
