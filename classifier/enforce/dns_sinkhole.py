@@ -323,7 +323,7 @@ class DnsSinkhole:
         rule = policy.sinkhole_rule(name) if policy.sinkhole_names else None
         if rule is None:
             return QueryOutcome("forward", None, qend, None)
-        mac = self._mac_lookup(client_ip) if self._mac_lookup else None
+        mac = self._mac_lookup(client_ip) if self._mac_lookup and policy.names_macs else None
         why = policy.match(client_ip, mac, datetime.now())
         if why is None:
             return QueryOutcome("forward", None, qend, None)

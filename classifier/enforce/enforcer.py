@@ -86,6 +86,10 @@ class Enforcer:
     ``mode`` is ``off``, ``dry-run`` or ``nft``; ``nft`` needs ``table`` and creates (or
     rebuilds, empty) its nftables table at once. Thread-safe.
 
+    ``mac_lookup`` gives a client IP's MAC address (live mode: the router's neighbour
+    table) for the policy's MAC rules; it is asked only while the policy names MACs and no
+    MAC was given.
+
     Raises EnforcementError for a bad mode, ``nft`` without a table, or when nftables
     refuses (constructor, :meth:`block`, :meth:`unblock`).
     """
@@ -98,6 +102,7 @@ class Enforcer:
         policy_holder: PolicyHolder,
         *,
         clock: Callable[[], float] = time.time,
+        mac_lookup: Callable[[str], str | None] | None = None,
     ) -> None:
         if mode not in _RANK:
             raise EnforcementError(f"enforcement mode {mode!r} is not one of {', '.join(MODES)}")
@@ -108,6 +113,7 @@ class Enforcer:
         self._audit = audit
         self._policy = policy_holder
         self._clock = clock
+        self._mac_lookup = mac_lookup
         self._lock = threading.RLock()
         self._records: dict[str, BlockRecord] = {}
         self._by_key: dict[_Key, str] = {}
@@ -196,6 +202,8 @@ class Enforcer:
         mode = self.effective_mode
         if self._closed or mode == "off" or not policy.should_block(label):
             return None
+        if client_mac is None and self._mac_lookup is not None and policy.names_macs:
+            client_mac = self._mac_lookup(client)
         why = policy.match(client, client_mac, now)
         if why is None:
             return None

@@ -160,17 +160,24 @@ class Policy:
 
     # -- who and when ---------------------------------------------------------------------
 
+    @property
+    def names_macs(self) -> bool:
+        """Whether the client lists name any MAC address."""
+        return bool(self.only_macs or self.never_macs)
+
     def match(
         self, client_ip: str | None, client_mac: str | None, now: datetime | None = None
     ) -> str | None:
         """Why the policy covers this client at ``now`` (a short rule text), or None.
 
-        ``now`` defaults to the local time; a naive datetime is taken as local time.
+        ``now`` defaults to the local time; a naive datetime is taken as local time. While
+        ``never`` lists MAC addresses, a client whose MAC is not known is not covered: it
+        may be one of them (fail open).
         """
         ip = _maybe_ip(client_ip)
         mac = client_mac.lower() if client_mac else None
         if (ip is not None and _in_any(ip, self.never_ips)) or (
-            mac is not None and mac in self.never_macs
+            mac in self.never_macs if mac is not None else bool(self.never_macs)
         ):
             return None
         parts: list[str] = []

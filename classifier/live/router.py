@@ -59,6 +59,7 @@ from classifier.features.view import FlowView
 from classifier.flows import Flow, FlowConfig
 from classifier.live.lane import FastLane
 from classifier.live.memory import Trimmer
+from classifier.live.neighbours import Neighbours
 from classifier.live.report import Report, VerdictLog, action_of, summary_text
 from classifier.live.sessions import SessionTracker
 from classifier.live.state import LiveState
@@ -168,7 +169,10 @@ class LiveRouter:
         self._closers.append(self.audit.close)
         needs_table = cfg.enforce == "nft" or cfg.capture == "nflog"
         self.table = NftTable() if needs_table else None
-        self.enforcer = Enforcer(cfg.enforce, self.table, self.audit, self.policy)
+        self.neighbours = Neighbours()
+        self.enforcer = Enforcer(
+            cfg.enforce, self.table, self.audit, self.policy, mac_lookup=self.neighbours.lookup
+        )
         self._closers.append(self.enforcer.close)
         if self.table is not None and cfg.capture == "nflog":
             if cfg.enforce != "nft":
@@ -217,6 +221,7 @@ class LiveRouter:
                 policy=self.policy,
                 audit=self.audit,
                 on_answer=self._on_dns_answer,
+                mac_lookup=self.neighbours.lookup,
             )
             self.dns.start()
             self._closers.append(self.dns.stop)

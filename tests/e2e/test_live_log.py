@@ -1,6 +1,7 @@
 """A real `shortflow live` (dry-run, shipped model) on the router of a client / router /
 server topology while the client sends UDP to the server: it logs a summary line every
 ``--summary-every`` seconds and one at exit on SIGTERM; with ``-q`` it logs none of them.
+A policy's MAC rules find the client through the router's neighbour table (DNS sinkhole).
 """
 
 from __future__ import annotations
@@ -134,3 +135,48 @@ def test_summary_every_few_seconds_and_at_exit(topo: Topology, tmp_path: Path) -
 def test_quiet_logs_no_summary(topo: Topology, tmp_path: Path) -> None:
     lines = _run(topo, tmp_path, "-q")
     assert not any("summary" in x or "live on" in x or "INFO" in x for x in lines), lines
+
+
+# one A query from the client to the router's DNS sinkhole; prints the answer or the error
+ASK = """
+import dnslib, sys
+q = dnslib.DNSRecord.question(sys.argv[2])
+try:
+    r = dnslib.DNSRecord.parse(q.send(sys.argv[1], 53, timeout=2))
+    print(r.a.rdata if r.rr else dnslib.RCODE[r.header.rcode])
+except OSError as exc:
+    print("no answer:", type(exc).__name__)
+"""
+
+
+def test_policy_mac_rules_find_the_client_in_the_routers_neighbour_table(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """A policy that covers only the client's MAC address: its query for a TikTok name is
+    sinkholed (the router learnt its MAC when it asked). Reloaded (SIGHUP) to cover only
+    another device, the same query is forwarded upstream (where nothing answers)."""
+    mac = topo.run(topo.client_ns, ["cat", f"/sys/class/net/{topo.iface['client']}/address"])
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'mode = "nft"\n[clients]\nonly = ["{mac.stdout.strip()}"]\n')
+    router = topo.addr["router.client"]
+    proc, log = _live(
+        topo,
+        tmp_path,
+        *("--enforce", "nft", "--policy", str(policy)),
+        *("--dns-listen", f"{router}:53", "--dns-upstream", topo.addr["server"]),
+    )
+    try:
+        ask = [sys.executable, "-c", ASK, router, "v16m.tiktokcdn.com"]
+        assert topo.run(topo.client_ns, ask, timeout=30).stdout.strip() == "0.0.0.0"
+        policy.write_text('mode = "nft"\n[clients]\nonly = ["02:77:00:00:00:99"]\n')
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "reloaded" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        answer = topo.run(topo.client_ns, ask, timeout=30).stdout.strip()
+        assert answer.startswith(("no answer", "SERVFAIL")), (answer, log.read_text())
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert "Traceback" not in log.read_text()

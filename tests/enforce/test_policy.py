@@ -12,6 +12,7 @@ from classifier.enforce.policy import (
     Policy,
     PolicyHolder,
     load_policy,
+    parse_policy,
 )
 from classifier.errors import PolicyError, ShortflowError
 
@@ -73,6 +74,11 @@ def test_load_good_file(tmp_path: Path) -> None:
     assert not p.applies("10.77.9.7", None, night)  # not in "only"
     assert p.applies("10.77.9.7", "aa:bb:cc:dd:ee:ff", night)  # MAC in "only"
     assert not p.applies("10.77.1.50", None, night)  # "never" wins
+    spare = parse_policy({"clients": {"never": ["aa:bb:cc:dd:ee:01", "10.77.1.50"]}}, "t")
+    assert spare.names_macs and not parse_policy({}, "t").names_macs
+    assert spare.applies("10.77.1.7", "aa:bb:cc:dd:ee:02", night)
+    assert not spare.applies("10.77.1.7", "AA:BB:CC:DD:EE:01", night)
+    assert not spare.applies("10.77.1.7", None, night)  # MAC unknown: may be the spared one
     why = p.match("10.77.1.7", None, night)
     assert why is not None and "10.77.1.0/24" in why and "21:00-07:00" in why
     assert p.allowed("cdn.example.org", None) and p.allowed(None, "10.77.2.100")
