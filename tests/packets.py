@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from classifier.capture.packet import TCP, UDP, Packet
+from classifier.names.tls import build_client_hello
 
 CLIENT = "10.77.1.2"
 SERVER = "10.77.2.2"
@@ -82,6 +83,33 @@ def handshake(t0: float = 0.0, **kw: int) -> list[Packet]:
         tcp(t0, True, 0, SYN, **kw),
         tcp(t0 + 0.01, False, 0, SYN | ACK, **kw),
         tcp(t0 + 0.02, True, 0, ACK, **kw),
+    ]
+
+
+def downloads(
+    cport: int, seconds: Sequence[int], name: str | None = "rr3---sn-lab.googlevideo.com"
+) -> list[Packet]:
+    """A TCP connection to SERVER that brings 300 kB down in each of ``seconds``; with a
+    ``name``, it opens with a handshake and a ClientHello for that server name (without,
+    it began before the capture: no handshake, no name)."""
+    t0 = float(seconds[0])
+    out: list[Packet] = []
+    if name is not None:
+        hello = build_client_hello(name, ("h2",))
+        out += handshake(t0 - 0.5, cport=cport)
+        out.append(tcp(t0 - 0.4, True, len(hello), PSH | ACK, cport=cport, payload=hello, seq=1))
+    for sec in seconds:
+        out += [tcp(sec + i / 400, False, 1460, cport=cport) for i in range(205)]
+    return out
+
+
+def to_server(server: str, packets: list[Packet]) -> list[Packet]:
+    """``packets`` (of a flow to SERVER) sent to or from ``server`` instead."""
+    return [
+        dataclasses.replace(p, dst=server)
+        if p.src == CLIENT
+        else dataclasses.replace(p, src=server)
+        for p in packets
     ]
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from classifier.capture.packet import Packet
 from classifier.capture.reader import open_capture
 from classifier.features.featurize import FeaturizeConfig, Featurizer
 from classifier.features.featurize_fast import featurize_fast
@@ -22,8 +20,7 @@ from classifier.features.session import (
 from classifier.flows import FlowTable
 from classifier.live.sessions import NAMED_SERVERS_MAX, SessionTracker
 from classifier.model.timeline import ACTIVITY_CONFIG
-from classifier.names.tls import build_client_hello
-from tests.packets import ACK, CLIENT, PSH, handshake, tcp
+from tests.packets import downloads, to_server
 from tests.shared_data import SHARED, needs_files
 from training.netpkt import read_netpkt, write_netpkt_pcap
 
@@ -48,29 +45,14 @@ def test_tracker_windows_equal_the_offline_windows_on_a_real_shorts_session(
     assert len(windows) >= 50 and windows["window_bytes"].sum() > 50e6
 
 
-def _downloads(cport: int, seconds: range, named: bool) -> list[Packet]:
-    """A connection to SERVER that brings 300 kB down in each of ``seconds``; with
-    ``named``, it opens with a handshake and a ClientHello for a YouTube video server
-    (else it began before the capture: no handshake, no name)."""
-    t0 = float(seconds[0])
-    out: list[Packet] = []
-    if named:
-        hello = build_client_hello("rr3---sn-lab.googlevideo.com", ("h2",))
-        out += handshake(t0 - 0.5, cport=cport)
-        out.append(tcp(t0 - 0.4, True, len(hello), PSH | ACK, cport=cport, payload=hello, seq=1))
-    for sec in seconds:
-        out += [tcp(sec + i / 400, False, 1460, cport=cport) for i in range(205)]
-    return out
-
-
 def test_a_connection_without_a_name_joins_the_service_a_named_one_reached() -> None:
     """A router started while a video plays joins its connection mid-way: no handshake, no
     name. Once a named connection reaches the same server, both are one session of that
     service; the server keeps the name for an hour after its last named connection."""
     tracker, table = _live_tracker()
-    packets = _downloads(50001, range(0, 40), named=False) + _downloads(50002, range(20, 40), True)
-    packets += _downloads(50003, range(600, 640), named=False)
-    packets += _downloads(50004, range(4400, 4440), named=False)
+    packets = downloads(50001, range(0, 40), None) + downloads(50002, range(20, 40))
+    packets += downloads(50003, range(600, 640), None)
+    packets += downloads(50004, range(4400, 4440), None)
     judged: dict[int, list[str]] = {}
     for pkt in sorted(packets, key=lambda p: p.ts):
         for now in (15, 35, 635, 4435):
@@ -86,9 +68,9 @@ def test_a_connection_without_a_name_joins_the_service_a_named_one_reached() -> 
 
 
 def test_named_servers_past_the_bound_are_forgotten_longest_unseen_first() -> None:
-    first = _downloads(50001, range(0, 20), named=True)
-    second = _to("10.77.3.2", _downloads(50002, range(100, 120), named=True))
-    late = _downloads(50003, range(200, 220), named=False)  # back to the first server
+    first = downloads(50001, range(0, 20))
+    second = to_server("10.77.3.2", downloads(50002, range(100, 120)))
+    late = downloads(50003, range(200, 220), None)  # back to the first server
     judged: dict[int, dict[int, list[str]]] = {}
     for bound in (1, NAMED_SERVERS_MAX):
         tracker, table = _live_tracker(named_servers_max=bound)
@@ -102,16 +84,6 @@ def test_named_servers_past_the_bound_are_forgotten_longest_unseen_first() -> No
     # with room for one server, the second server's name pushed out the first's
     assert judged[1] == {15: ["youtube"], 115: ["youtube"], 215: ["net:10.77.2.0/24"]}
     assert judged[NAMED_SERVERS_MAX][215] == ["youtube"]
-
-
-def _to(server: str, packets: list[Packet]) -> list[Packet]:
-    """``packets`` (of a flow to SERVER) sent to or from ``server`` instead."""
-    return [
-        dataclasses.replace(p, dst=server)
-        if p.src == CLIENT
-        else dataclasses.replace(p, src=server)
-        for p in packets
-    ]
 
 
 def _live_tracker(named_servers_max: int = NAMED_SERVERS_MAX) -> tuple[SessionTracker, FlowTable]:

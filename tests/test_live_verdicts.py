@@ -16,7 +16,7 @@ from classifier.features.schema import FEATURE_COLUMNS, compute_features
 from classifier.features.view import FlowView
 from classifier.flows import Flow
 from classifier.model.predict import classify_table
-from tests.packets import replay
+from tests.packets import CLIENT, SERVER, downloads, replay, to_server
 
 SAMPLE = Path(__file__).resolve().parents[1] / "datasets" / "samples" / "sample.pcap"
 ACTED_ON = (
@@ -219,3 +219,38 @@ def test_live_mode_judges_without_pandas_or_scikit_learn(tmp_path: Path) -> None
     flows, sessions = (int(x) for x in lines[0].split())
     assert flows > 0 and sessions > 0, lines
     assert lines[1:] in ([], [""]), f"imported: {lines[1:]}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a live router opens an AF_PACKET socket (root)")
+def test_a_session_block_spares_the_flows_whose_server_name_the_policy_allows(
+    tmp_path: Path,
+) -> None:
+    """A short-form YouTube session over two connections; the policy allows one's server
+    name. The block covers the other only, also when the allowed one is the larger (the
+    vote goes with the first flow that can be blocked)."""
+    from classifier.live.router import LiveConfig, LiveRouter
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'mode = "dry-run"\n[agreement]\nk = 1\nn = 1\nthreshold = 0.5\n'
+        '[allow]\nnames = ["rr2---sn-lab.googlevideo.com"]\n'
+    )
+    kept = downloads(50001, range(0, 10), "rr1---sn-lab.googlevideo.com")
+    allowed = to_server("10.77.2.3", downloads(50002, range(0, 20), "rr2---sn-lab.googlevideo.com"))
+    packets = sorted(kept + allowed, key=lambda p: p.ts)
+    clock = Clock(packets[0].ts)
+    router = LiveRouter(
+        LiveConfig(ifaces=("lo",), summary_every=0, audit_log=tmp_path / "a.jsonl", policy=policy),
+        clock=clock,
+    )
+    try:
+        replay(router.process, clock, packets, 1)
+        # the larger (allowed) connection first, as live mode orders a group's media flows
+        flows = sorted(router.featurizer.table.active_flows(), key=lambda f: -f.wire_bytes)
+        assert [f.key.server for f in flows] == ["10.77.2.3", SERVER]
+        assert [router.featurizer.flow_meta(f)["service"] for f in flows] == ["youtube"] * 2
+        records = router._block_session(CLIENT, "youtube", flows, 0.95)
+        assert [(r.client, r.server, r.name) for r in records] == [(CLIENT, SERVER, "youtube")]
+        assert [r.server for r in router.enforcer.active_blocks()] == [SERVER]
+    finally:
+        router.close()

@@ -143,12 +143,14 @@ class Enforcer:
         label: str,
         probability: float,
         name: str | None = None,
+        host: str | None = None,
         client_mac: str | None = None,
         now: datetime | None = None,
     ) -> BlockRecord | None:
         """Record one verdict for (client, service, label); block when ``k`` of the last
         ``n`` verdicts reach the policy threshold. The service is ``name`` if known, else
-        ``server``. Returns the block made (or renewed), else None.
+        ``server``; ``host`` as for :meth:`block`. Returns the block made (or renewed),
+        else None.
         Raises EnforcementError when nftables refuses.
         """
         policy = self._policy.current
@@ -172,6 +174,7 @@ class Enforcer:
             label=label,
             probability=probability,
             name=name,
+            host=host,
             client_mac=client_mac,
             now=now,
         )
@@ -186,10 +189,13 @@ class Enforcer:
         label: str,
         probability: float,
         name: str | None = None,
+        host: str | None = None,
         client_mac: str | None = None,
         now: datetime | None = None,
     ) -> BlockRecord | None:
         """Block a flow (``port`` and ``proto`` given) or a client+server pair (neither).
+        ``name``: the server name or the service blocked; ``host``: the flow's server
+        name (SNI / DNS) when ``name`` is its service, for the allowlist.
 
         Returns None when nothing is done: mode off, category not blocked, client not
         covered now, server name/address allowlisted, or the enforcer is closed. A block
@@ -207,8 +213,8 @@ class Enforcer:
         why = policy.match(client, client_mac, now)
         if why is None:
             return None
-        if policy.allowed(name, server):
-            log.debug("not blocking %s -> %s (%s): allowlisted", client, server, name)
+        if policy.allowed(name, server) or (host is not None and policy.allowed(host)):
+            log.debug("not blocking %s -> %s (%s): allowlisted", client, server, host or name)
             return None
         agree = f"{policy.agreement_k}/{policy.agreement_n}"
         rule = f"{label} p>={policy.threshold:g} {agree}; {why}"

@@ -17,7 +17,7 @@ A policy is a small TOML file; every key is optional (defaults in brackets)::
     never = ["10.77.1.50"]                         # exempt, wins over ``only``
 
     [allow]                          # never blocked, whatever the model says
-    names = ["youtube.com"]          # suffix match on SNI / DNS names
+    names = ["classroom.example.org"]  # suffix match on each connection's SNI / DNS name
     ips = ["10.77.2.0/24"]           # server addresses or networks
 
     [sinkhole]                       # DNS answers for names that are short-form as a whole

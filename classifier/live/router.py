@@ -456,36 +456,33 @@ class LiveRouter:
         self, client: str, group: str, flows: list[Flow], p_short: float
     ) -> list[Any]:
         """A vote for the group's policy category (``observe``: the policy's k-of-n
-        agreement decides); a block covers the group's media flows. The blocks made or
-        renewed."""
+        agreement decides); a block covers the group's media flows but those whose server
+        name or address the policy allows (the vote goes with the first other one). The
+        blocks made or renewed."""
         category = POLICY_CATEGORY.get(group)
-        if category is None or not flows:
+        policy = self.policy.current
+        named = [(flow, self.featurizer.flow_meta(flow)["name"]) for flow in flows]
+        named = [(f, host) for f, host in named if not policy.allowed(host, f.key.server)]
+        if category is None or not named:
             return []
-        top = flows[0].key
-        record = self.enforcer.observe(
-            client,
-            top.server,
-            top.server_port,
-            _proto(top.proto),
-            label=category,
-            probability=p_short,
-            name=group,
-        )
-        if record is None:
-            return []
-        records = [record]
-        for flow in flows[1:]:
-            more = self.enforcer.block(
+        records: list[Any] = []
+        for i, (flow, host) in enumerate(named):
+            key = flow.key
+            act = self.enforcer.observe if i == 0 else self.enforcer.block
+            record = act(
                 client,
-                flow.key.server,
-                flow.key.server_port,
-                _proto(flow.key.proto),
+                key.server,
+                key.server_port,
+                _proto(key.proto),
                 label=category,
                 probability=p_short,
                 name=group,
+                host=host,
             )
-            if more is not None:
-                records.append(more)
+            if record is None and i == 0:
+                return []  # no agreement yet
+            if record is not None:
+                records.append(record)
         return records
 
     def _count(self, report: Report) -> None:
