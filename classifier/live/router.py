@@ -460,11 +460,12 @@ class LiveRouter:
         name or address the policy allows (the vote goes with the first other one). The
         blocks made or renewed."""
         category = POLICY_CATEGORY.get(group)
-        policy = self.policy.current
-        named = [(flow, self.featurizer.flow_meta(flow)["name"]) for flow in flows]
-        named = [(f, host) for f, host in named if not policy.allowed(host, f.key.server)]
-        if category is None or not named:
+        if category is None:
             return []
+        policy = self.policy.current
+        meta = self.featurizer.flow_meta
+        named = [(f, meta(f)["name"] if policy.allow_names else None) for f in flows]
+        named = [(f, host) for f, host in named if not policy.allowed(host, f.key.server)]
         records: list[Any] = []
         for i, (flow, host) in enumerate(named):
             key = flow.key
