@@ -87,7 +87,7 @@ class Neighbours:
             if not self._warned:
                 log.warning(
                     "cannot read the neighbour table (%s: %s): the policy's MAC rules match "
-                    "no client",
+                    "no client, and while [clients] never lists a MAC no client is blocked",
                     " ".join(self._args),
                     exc,
                 )
