@@ -9,14 +9,40 @@ into the table's ``dns4``/``dns6`` sets, whose members are then blocked until th
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from classifier.errors import ShortflowError
 
+if TYPE_CHECKING:
+    from classifier.enforce.policy import Policy
+
 __all__ = ["register"]
+
+log = logging.getLogger(__name__)
 
 NFT_FILE = "shortflow.nft"
 DNSMASQ_FILE = "shortflow-dnsmasq.conf"
+
+
+def _not_applied(policy: Policy) -> list[str]:
+    """The settings of ``policy`` that a DNS-only router does not apply: it blocks the
+    addresses of the ``[sinkhole]`` names for every client, at all times, once loaded."""
+    out = []
+    if policy.mode != "nft":
+        out.append(f"mode is {policy.mode!r}, but these files block once loaded")
+    if policy.only_ips or policy.only_macs or policy.never_ips or policy.never_macs:
+        out.append("[clients] is not applied: every client is blocked")
+    if policy.schedules:
+        out.append("schedules are not applied: the names are blocked at all times")
+    if any(
+        name == sink or name.endswith("." + sink)
+        for name in policy.allow_names
+        for sink in policy.sinkhole_names
+    ):
+        out.append("[allow] names under a [sinkhole] name are not applied: dnsmasq adds them")
+    return out
 
 
 def _cmd_dnsmasq_files(args: argparse.Namespace) -> int:
@@ -33,6 +59,8 @@ def _cmd_dnsmasq_files(args: argparse.Namespace) -> int:
         (args.out / DNSMASQ_FILE).write_text(conf)
     except OSError as exc:
         raise ShortflowError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
+    for what in _not_applied(policy):
+        log.warning("%s: %s (DNS-only setup)", args.policy or "built-in policy", what)
     print(
         f"wrote {args.out / NFT_FILE} (load it with: nft -f {NFT_FILE}) and "
         f"{args.out / DNSMASQ_FILE} ({len(policy.sinkhole_names)} names; put it in "

@@ -82,3 +82,35 @@ def test_a_bad_policy_is_one_line(tmp_path: Path) -> None:
     )
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_it_names_the_policy_settings_a_dns_only_router_leaves_out(tmp_path: Path) -> None:
+    """The files block the sinkhole names' addresses for everyone, always: a policy that
+    spares clients, keeps hours, allows a name under a sinkhole name or is in dry-run is
+    told so, one line each, and the files are still written."""
+    (tmp_path / "p.toml").write_text(
+        'mode = "dry-run"\nschedules = ["21:00-07:00"]\n'
+        '[clients]\nnever = ["aa:bb:cc:dd:ee:ff"]\n'
+        '[allow]\nnames = ["ads.tiktok.com", "classroom.example.org"]\n'
+    )
+    argv = [sys.executable, "-m", "classifier.cli", "dnsmasq-files", "--policy"]
+    run = subprocess.run(
+        [*argv, str(tmp_path / "p.toml"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 4 and all("(DNS-only setup)" in x for x in lines), lines
+    for what in ("mode is 'dry-run'", "[clients]", "schedules", "[allow] names"):
+        assert any(what in x for x in lines), (what, lines)
+    assert (tmp_path / "o" / "shortflow.nft").exists()
+    (tmp_path / "q.toml").write_text('mode = "nft"\n[allow]\nnames = ["classroom.example.org"]\n')
+    quiet = subprocess.run(
+        [*argv, str(tmp_path / "q.toml"), "--out", str(tmp_path / "o2")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr
