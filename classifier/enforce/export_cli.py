@@ -36,11 +36,7 @@ def _not_applied(policy: Policy) -> list[str]:
         out.append("[clients] is not applied: every client is blocked")
     if policy.schedules:
         out.append("schedules are not applied: the names are blocked at all times")
-    if any(
-        name == sink or name.endswith("." + sink)
-        for name in policy.allow_names
-        for sink in policy.sinkhole_names
-    ):
+    if policy.allowed_sinkhole_names():
         out.append("[allow] names under a [sinkhole] name are not applied: dnsmasq adds them")
     return out
 

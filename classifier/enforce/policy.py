@@ -222,6 +222,11 @@ class Policy:
         ip = _maybe_ip(server_ip)
         return ip is not None and _in_any(ip, self.allow_ips)
 
+    def allowed_sinkhole_names(self) -> list[str]:
+        """The ``[allow]`` names that fall under a ``[sinkhole]`` name: the DNS sinkhole
+        answers them, a resolver that only knows the sinkhole names (dnsmasq) does not."""
+        return sorted(n for n in self.allow_names if _suffix_hit(n, self.sinkhole_names))
+
     def sinkhole_rule(self, name: str) -> str | None:
         """The sinkhole suffix ``name`` falls under, or None (not sinkholed / allowlisted)."""
         if self.mode == "off" or _suffix_hit(name, self.allow_names) is not None:

@@ -21,6 +21,7 @@ one entry per server address named flows reached in the last hour (at most
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,8 +75,9 @@ class SessionTracker:
         A group whose flows were all forgotten (quiet for a whole window) begins anew."""
         self._lent: dict[str, str] = {}
         """Per server address named flows reached: :func:`server_services`."""
-        self._lent_seen: dict[str, float] = {}
-        """Per server address in :attr:`_lent`: when a named flow last reached it."""
+        self._lent_seen: OrderedDict[str, float] = OrderedDict()
+        """Per server address in :attr:`_lent`: when a named flow last reached it, the
+        longest unseen first."""
         self.media: dict[tuple[str, str], list[Flow]] = {}
         """After :meth:`windows`: the flows of each (client, group) that moved at least
         ``media_bytes`` in the window, largest first."""
@@ -170,14 +172,14 @@ class SessionTracker:
         named = [(server, service) for server, service in pairs if is_named(service)]
         if named:
             server_services(named, self._lent)
-            self._lent_seen.update((server, now) for server, _ in named)
-        stale = [s for s, seen in self._lent_seen.items() if seen < now - NAME_MEMORY_S]
-        excess = len(self._lent_seen) - len(stale) - self.named_servers_max
-        if excess > 0:
-            by_age = sorted(self._lent_seen.items(), key=lambda item: item[1])
-            stale += [s for s, seen in by_age if seen >= now - NAME_MEMORY_S][:excess]
-        for server in stale:
-            del self._lent_seen[server]
+            for server, _ in named:
+                self._lent_seen[server] = now
+                self._lent_seen.move_to_end(server)
+        seen = self._lent_seen
+        while seen and (
+            next(iter(seen.values())) < now - NAME_MEMORY_S or len(seen) > self.named_servers_max
+        ):
+            server, _ = seen.popitem(last=False)
             del self._lent[server]
 
     def __len__(self) -> int:
