@@ -8,8 +8,11 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
 
 * ``short-form``: clips watched for a heavy-tailed time (median ~10 s, 2-60 s); each clip
   is fetched as a first chunk plus a few follow-up chunks seconds apart, the next clip's
-  start is prefetched; a connection carries a few clips (or many, for apps that keep one
-  connection) and is replaced.
+  start is prefetched; a connection carries one to four clips and is replaced. YouTube
+  maps each video to its cache server by hashing the video's id (Adhikari et al.,
+  "Vivisecting YouTube", 2012), so a player moving from clip to clip moves between
+  servers; apps that keep one connection for every clip (Instagram, TikTok) are told by
+  their names, not by this shape.
 * ``long-form``: a start-up fill of 10-60 s of video at link rate, then one segment every
   5-25 s (small jitter) on one long-lived connection, sometimes with a parallel audio
   connection, a reconnect, a seek (refill), and sometimes observed from the middle.
@@ -66,7 +69,7 @@ class _Session:
 def _short(s: _Session) -> None:
     r = s.rng
     bitrate = r.uniform(0.4, 4.0) * _MB / 8  # bytes per second of video
-    clips_per_conn = r.choice([r.integers(1, 5), r.integers(8, 40)], p=[0.7, 0.3])
+    clips_per_conn = r.integers(1, 5)
     t, flow, used = r.uniform(0, 3), s.new_flow(0.0), 0
     while t < s.duration:
         if used >= clips_per_conn:

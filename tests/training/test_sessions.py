@@ -62,6 +62,20 @@ def test_simulated_players_differ_in_connection_churn() -> None:
     assert short["top_flow_share"].median() < long_["top_flow_share"].median()
 
 
+def test_simulated_shorts_move_to_a_new_connection_every_few_clips() -> None:
+    # A clip is watched for at most 60 s and a connection carries at most four clips, so
+    # no simulated Shorts session goes five minutes on one media connection.
+    for seed in range(20):
+        _, rows = simulate("shorts", seed, duration=300)
+        flows = rows.groupby("flow_id").agg(
+            opened=("first_ts", "first"), down=("bytes_down", "sum")
+        )
+        opened = flows[flows["down"] >= 300_000]["opened"].sort_values().to_list()
+        end = rows["first_ts"].min() + 300
+        assert len(opened) >= 2, seed
+        assert max(b - a for a, b in zip(opened, [*opened[1:], end], strict=True)) <= 250, seed
+
+
 def _sessions(groups: list[str], window_bytes: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"group": groups, "window_bytes": window_bytes, "bytes_step": window_bytes})
 
