@@ -21,8 +21,10 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
   (a segment every 2-6 s), and idle background.
 
 Every session also carries background flows (small fetches at random times). Parameters
-are fixed ranges from how these players are known to work, not fitted to any capture used
-for evaluation; the output is deterministic for a seed. Rows have the columns of
+are fixed ranges from how these players are known to work, not fitted to any capture; the
+Shorts player's connection churn was set after seeing the real sessions' figures
+(docs/model.md, "Simulated sessions"). The output is deterministic for a seed. Rows have
+the columns of
 :data:`classifier.features.session.ACTIVITY_COLUMNS`.
 """
 
