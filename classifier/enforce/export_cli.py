@@ -1,9 +1,11 @@
 """`shortflow dnsmasq-files`: the nftables table and the dnsmasq snippet for a router that
 runs only the DNS part of shortflow (e.g. OpenWrt, where Python is too heavy).
 
-The table is the one live mode builds (``inet shortflow``; load it with ``nft -f``); the
-snippet makes dnsmasq put the addresses it resolves for the policy's ``[sinkhole]`` names
-into the table's ``dns4``/``dns6`` sets, whose members are then blocked until they expire.
+The table is the one live mode builds (``inet shortflow``; load it with ``nft -f``), with
+the policy's ``[clients]`` and ``schedules`` in its rules for the ``dns4``/``dns6`` sets
+(:mod:`classifier.enforce.dns_only`); the snippet makes dnsmasq put the addresses it
+resolves for the policy's ``[sinkhole]`` names into those sets, whose members are then
+blocked until they expire.
 """
 
 from __future__ import annotations
@@ -23,31 +25,38 @@ __all__ = ["register"]
 log = logging.getLogger(__name__)
 
 NFT_FILE = "shortflow.nft"
+_SCHEDULE_NOTE = (
+    "# The policy's schedules are local times, which nft turns into UTC when it loads this\n"
+    "# file: load it again (nft -f) after a daylight-saving change.\n"
+)
 DNSMASQ_FILE = "shortflow-dnsmasq.conf"
 
 
 def _not_applied(policy: Policy) -> list[str]:
-    """The settings of ``policy`` that a DNS-only router does not apply: it blocks the
-    addresses of the ``[sinkhole]`` names for every client, at all times, once loaded."""
+    """The settings of ``policy`` that a DNS-only router does not apply: once loaded, it
+    blocks the addresses of the ``[sinkhole]`` names for the policy's clients and hours."""
     out = []
     if policy.mode != "nft":
         out.append(f"mode is {policy.mode!r}, but these files block once loaded")
-    if policy.only_ips or policy.only_macs or policy.never_ips or policy.never_macs:
-        out.append("[clients] is not applied: every client is blocked")
-    if policy.schedules:
-        out.append("schedules are not applied: the names are blocked at all times")
     if policy.allowed_sinkhole_names():
         out.append("[allow] names under a [sinkhole] name are not applied: dnsmasq adds them")
     return out
 
 
 def _cmd_dnsmasq_files(args: argparse.Namespace) -> int:
+    from classifier.enforce.dns_only import dns_block_rules
     from classifier.enforce.dnsmasq import render_dnsmasq_conf
     from classifier.enforce.nft import ruleset_text
     from classifier.enforce.policy import Policy, load_policy
 
     policy = load_policy(args.policy) if args.policy is not None else Policy.default()
-    nft = ruleset_text(default_timeout_s=policy.block_seconds, dns_timeout_s=args.dns_seconds)
+    nft = ruleset_text(
+        default_timeout_s=policy.block_seconds,
+        dns_timeout_s=args.dns_seconds,
+        dns_rules=dns_block_rules(policy),
+    )
+    if policy.schedules:
+        nft = _SCHEDULE_NOTE + nft
     conf = render_dnsmasq_conf(sorted(policy.sinkhole_names))
     try:
         args.out.mkdir(parents=True, exist_ok=True)

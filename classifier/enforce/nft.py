@@ -51,6 +51,7 @@ __all__ = [
     "NftBlock",
     "Backend",
     "ruleset_text",
+    "dns_rule",
     "TABLE",
     "FLOW_SETS",
     "PAIR_SETS",
@@ -98,11 +99,24 @@ class NftBlock:
     expires_s: int | None
 
 
+def dns_rule(version: str, server: Literal["daddr", "saddr"], match: str = "") -> str:
+    """The forward chain's rule that sends traffic to (``daddr``) or from (``saddr``) a
+    member of ``dns4``/``dns6`` (``version`` "4" or "6") to the verdict chain, for packets
+    that also meet ``match`` (nft expressions, e.g. ``ip saddr { 10.0.0.2 } ``)."""
+    fam = "ip" if version == "4" else "ip6"
+    return f"    {match}{fam} {server} @dns{version} goto {VERDICT_CHAIN}"
+
+
 def ruleset_text(
-    table: str = TABLE, default_timeout_s: int = 300, dns_timeout_s: int = 3600
+    table: str = TABLE,
+    default_timeout_s: int = 300,
+    dns_timeout_s: int = 3600,
+    dns_rules: Sequence[str] | None = None,
 ) -> str:
     """Return the nft script that (re)builds the whole table in one transaction (what
-    :meth:`NftTable.create` runs; ``nft -f`` takes it as it is)."""
+    :meth:`NftTable.create` runs; ``nft -f`` takes it as it is). ``dns_rules`` replace the
+    rules that block traffic to and from the ``dns4``/``dns6`` members for every client
+    (:func:`dns_rule`)."""
     flow_t = "ipv{v}_addr . ipv{v}_addr . inet_service . inet_proto"
     lines = [
         f"add table inet {table}",
@@ -134,10 +148,10 @@ def ruleset_text(
             f"meta l4proto @flows{v} goto {VERDICT_CHAIN}",
             f"    {fam} saddr . {fam} daddr @pairs{v} goto {VERDICT_CHAIN}",
             f"    {fam} daddr . {fam} saddr @pairs{v} goto {VERDICT_CHAIN}",
-            f"    {fam} daddr @dns{v} goto {VERDICT_CHAIN}",
-            f"    {fam} saddr @dns{v} goto {VERDICT_CHAIN}",
         ]
-    lines += ["  }", "}"]
+        if dns_rules is None:
+            lines += [dns_rule(v, "daddr"), dns_rule(v, "saddr")]
+    lines += [*(dns_rules or ()), "  }", "}"]
     return "\n".join(lines) + "\n"
 
 
