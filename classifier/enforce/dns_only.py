@@ -52,7 +52,13 @@ def _ranges(schedule: Schedule) -> list[tuple[time, time]]:
 
 def _hours(schedules: Iterable[Schedule]) -> str:
     """``meta hour { ... } `` for the schedules, or "" when there are none (always)."""
-    spans = sorted({r for s in schedules for r in _ranges(s)})
+    spans: list[tuple[time, time]] = []
+    for a, b in sorted(r for s in schedules for r in _ranges(s)):
+        # overlapping ranges become one (older nft refuses overlaps in a set)
+        if spans and a <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(b, spans[-1][1]))
+        else:
+            spans.append((a, b))
     if not spans:
         return ""
     return "meta hour " + _set(f'"{a:%H:%M:%S}"-"{b:%H:%M:%S}"' for a, b in spans) + " "

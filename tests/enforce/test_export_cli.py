@@ -117,6 +117,36 @@ def test_it_names_the_policy_settings_a_dns_only_router_leaves_out(tmp_path: Pat
     assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr
 
 
+@requires_netns
+def test_nft_loads_every_kind_of_client_and_hour_rule(tmp_path: Path) -> None:
+    """Addresses of both families, MACs on both lists and windows that end at midnight,
+    cross it or fill the day: nft takes the file, and the rules say what the policy says."""
+    (tmp_path / "p.toml").write_text(
+        'mode = "nft"\nschedules = ["21:30-07:15", "12:00-13:00", "18:00-24:00"]\n'
+        '[clients]\nonly = ["10.77.1.0/24", "fd77::/64", "02:00:00:00:00:01"]\n'
+        'never = ["10.77.1.9", "fd77::9", "02:00:00:00:00:02"]\n'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "classifier.cli", "dnsmasq-files", "--policy"]
+        + [str(tmp_path / "p.toml"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    with scratch_netns("sf-export-rules") as ns:
+        run_in(ns, ["nft", "-f", str(tmp_path / "o" / "shortflow.nft")])
+        chain = run_in(ns, ["nft", "list", "chain", "inet", "shortflow", "forward"]).stdout
+    rules = [ln.strip() for ln in chain.splitlines() if "@dns" in ln]
+    assert len(rules) == 4, rules  # per family: by address, by MAC; no replies (never MAC)
+    hours = 'meta hour { "00:00"-"07:14:59", "12:00"-"12:59:59", "18:00"-"23:59:59" }'
+    assert all(hours in r and "ether saddr != 02:00:00:00:00:02" in r for r in rules), rules
+    assert any("ip saddr 10.77.1.0/24" in r and "ip saddr != 10.77.1.9" in r for r in rules)
+    assert any("ip6 saddr fd77::/64" in r and "ip6 saddr != fd77::9" in r for r in rules)
+    assert sum("ether saddr 02:00:00:00:00:01" in r for r in rules) == 2
+    assert not any("saddr @dns" in r for r in rules)
+
+
 def _window(start_h: float, end_h: float) -> str:
     """A schedule from ``start_h`` to ``end_h`` hours from now, local time."""
     now = datetime.now()
