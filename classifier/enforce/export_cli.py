@@ -25,11 +25,11 @@ __all__ = ["register"]
 log = logging.getLogger(__name__)
 
 NFT_FILE = "shortflow.nft"
+DNSMASQ_FILE = "shortflow-dnsmasq.conf"
 _SCHEDULE_NOTE = (
     "# The policy's schedules are local times, which nft turns into UTC when it loads this\n"
     "# file: load it again (nft -f) after a daylight-saving change.\n"
 )
-DNSMASQ_FILE = "shortflow-dnsmasq.conf"
 
 
 def _not_applied(policy: Policy) -> list[str]:
