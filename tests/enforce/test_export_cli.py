@@ -117,15 +117,9 @@ def test_it_names_the_policy_settings_a_dns_only_router_leaves_out(tmp_path: Pat
     assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr
 
 
-@requires_netns
-def test_nft_loads_every_kind_of_client_and_hour_rule(tmp_path: Path) -> None:
-    """Addresses of both families, MACs on both lists and windows that end at midnight,
-    cross it or fill the day: nft takes the file, and the rules say what the policy says."""
-    (tmp_path / "p.toml").write_text(
-        'mode = "nft"\nschedules = ["21:30-07:15", "12:00-13:00", "18:00-24:00"]\n'
-        '[clients]\nonly = ["10.77.1.0/24", "fd77::/64", "02:00:00:00:00:01"]\n'
-        'never = ["10.77.1.9", "fd77::9", "02:00:00:00:00:02"]\n'
-    )
+def _table_for(tmp_path: Path, policy: str) -> Path:
+    """Run ``dnsmasq-files`` for the policy text; the path of the nft file it wrote."""
+    (tmp_path / "p.toml").write_text(policy)
     run = subprocess.run(
         [sys.executable, "-m", "classifier.cli", "dnsmasq-files", "--policy"]
         + [str(tmp_path / "p.toml"), "--out", str(tmp_path / "o")],
@@ -134,8 +128,21 @@ def test_nft_loads_every_kind_of_client_and_hour_rule(tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
+    return tmp_path / "o" / "shortflow.nft"
+
+
+@requires_netns
+def test_nft_loads_every_kind_of_client_and_hour_rule(tmp_path: Path) -> None:
+    """Addresses of both families, MACs on both lists and windows that end at midnight,
+    cross it or fill the day: nft takes the file, and the rules say what the policy says."""
+    table = _table_for(
+        tmp_path,
+        'mode = "nft"\nschedules = ["21:30-07:15", "12:00-13:00", "18:00-24:00"]\n'
+        '[clients]\nonly = ["10.77.1.0/24", "fd77::/64", "02:00:00:00:00:01"]\n'
+        'never = ["10.77.1.9", "fd77::9", "02:00:00:00:00:02"]\n',
+    )
     with scratch_netns("sf-export-rules") as ns:
-        run_in(ns, ["nft", "-f", str(tmp_path / "o" / "shortflow.nft")])
+        run_in(ns, ["nft", "-f", str(table)])
         chain = run_in(ns, ["nft", "list", "chain", "inet", "shortflow", "forward"]).stdout
     rules = [ln.strip() for ln in chain.splitlines() if "@dns" in ln]
     assert len(rules) == 4, rules  # per family: by address, by MAC; no replies (never MAC)
@@ -168,16 +175,8 @@ def test_the_dns_only_table_blocks_the_policys_clients_at_its_hours(tmp_path: Pa
         topo.wait_listening(topo.server_ns, 8080)
 
         def reached(policy: str, source: str) -> bool:
-            (tmp_path / "p.toml").write_text('mode = "nft"\n' + policy)
-            run = subprocess.run(
-                [sys.executable, "-m", "classifier.cli", "dnsmasq-files", "--policy"]
-                + [str(tmp_path / "p.toml"), "--out", str(tmp_path / "o")],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert run.returncode == 0, run.stderr
-            topo.run(topo.router_ns, ["nft", "-f", str(tmp_path / "o" / "shortflow.nft")])
+            table = _table_for(tmp_path, 'mode = "nft"\n' + policy)
+            topo.run(topo.router_ns, ["nft", "-f", str(table)])
             topo.run(
                 topo.router_ns,
                 ["nft", "add", "element", "inet", "shortflow", "dns4"] + [f"{{ {server} }}"],
