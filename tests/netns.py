@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,7 @@ from training.lab.topology import (
 
 __all__ = [
     "TEST_LAYOUT",
+    "ask_dns",
     "Topology",
     "netns_available",
     "requires_netns",
@@ -105,6 +107,26 @@ def _prefix(name: str) -> str:
         clean = "sf-" + clean
     clean = clean[:40].rstrip("-") + "-"
     return "sf-t" + clean[2:] if clean.startswith(NS_PREFIX) else clean
+
+
+# one A query; prints the address answered, the error code's name, or why none came
+_ASK_DNS = """
+import dnslib, sys
+q = dnslib.DNSRecord.question(sys.argv[2])
+try:
+    r = dnslib.DNSRecord.parse(q.send(sys.argv[1], 53, timeout=float(sys.argv[3])))
+    print(r.a.rdata if r.rr else dnslib.RCODE[r.header.rcode])
+except OSError as exc:
+    print("no answer:", type(exc).__name__)
+"""
+
+
+def ask_dns(topo: LabTopology, server: str, name: str, timeout: float = 3.0) -> str:
+    """An A query for ``name`` from ``topo``'s client namespace to ``server`` port 53: the
+    address answered, the error code's name (``SERVFAIL``), or ``no answer: ...`` when
+    nothing came within ``timeout`` seconds."""
+    argv = [sys.executable, "-c", _ASK_DNS, server, name, str(timeout)]
+    return str(topo.run(topo.client_ns, argv, timeout=timeout + 27).stdout).strip()
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.netns import ask_dns
 from training.lab import live
 from training.lab.scenarios import plan_session
 from training.lab.topology import (
@@ -123,14 +124,10 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 
 def resolve(the_lab: Any, name: str) -> str:
-    code = (
-        "import dnslib,sys; q=dnslib.DNSRecord.question(sys.argv[1]); "
-        f"r=dnslib.DNSRecord.parse(q.send('{ROUTER_CLIENT_IP}', 53, timeout=3)); "
-        "print(r.a.rdata if r.rr else dnslib.RCODE[r.header.rcode])"
-    )
-    return str(
-        the_lab.topo.run(the_lab.topo.client_ns, [sys.executable, "-c", code, name]).stdout
-    ).strip()
+    """The router's DNS answer for ``name`` (an address or an error code's name)."""
+    answer = ask_dns(the_lab.topo, ROUTER_CLIENT_IP, name)
+    assert not answer.startswith("no answer"), answer
+    return answer
 
 
 def nft_elements(topo: Any) -> list[dict[str, Any]]:
