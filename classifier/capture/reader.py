@@ -170,6 +170,14 @@ def _sniff(path: str) -> tuple[str, bool]:
     if magic == PCAPNG_MAGIC:
         return "pcapng", compressed
     shown = magic.hex() if magic else "nothing"
+    if magic and all(32 <= b < 127 or b in b"\t\r\n" for b in magic):
+        raise CaptureError(
+            path,
+            f"not a pcap or pcapng capture but text (starts with {magic.decode()!r}); a "
+            "packet trace (netpkt text, JSON packet list, per-session CSV) is read by "
+            "`shortflow dataset import-trace FILE --out DIR`, which writes pcaps to classify",
+            0,
+        )
     raise CaptureError(
         path,
         f"not a pcap or pcapng capture (starts with {shown}); save or convert it as pcap or "

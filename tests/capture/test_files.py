@@ -203,6 +203,26 @@ def test_not_a_capture(tmp_path: Path, content: bytes) -> None:
     assert "not a pcap or pcapng" in str(err) and err.offset == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("t.txt", b"  192.168.0.100 187.86.248.44 52 443 -1 -1 -1 1725540000.1 1 64 DF\n"),
+        ("t.json", b'[\n  {"timestamp": 1.0, "size": 60}\n]\n'),
+    ],
+)
+def test_a_packet_trace_is_pointed_at_its_importer(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    """A packet trace given where a capture is expected: the error names the command
+    that reads it, plain or gzipped."""
+    for path in (
+        write(tmp_path, name, content),
+        write(tmp_path, name + ".gz", gzip.compress(content)),
+    ):
+        err = _error(path)
+        assert "shortflow dataset import-trace" in str(err) and err.offset == 0
+
+
 def test_unknown_backend(tmp_path: Path) -> None:
     path = write(tmp_path, "a.pcap", pcap_file([(1, 0, F1)]))
     assert "unknown capture backend" in str(_error(path, backend="scapy"))
