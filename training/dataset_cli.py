@@ -98,6 +98,7 @@ def _cmd_import_trace(args: argparse.Namespace) -> int:
         proto=args.proto,
         snaplen=args.snaplen,
         progress=show_progress(args.quiet),
+        skip_bad=args.skip_bad,
     )
     counts = Counter(r.label for r in rows)
     manifest = rows[0].manifest if rows else args.manifest
@@ -183,7 +184,8 @@ def register(sub: SubParsers) -> None:
     f.set_defaults(handler=_cmd_fetch)
 
     t = dsub.add_parser(
-        "import-trace", help="turn a packet-metadata trace (CSV/JSON) into pcap files"
+        "import-trace",
+        help="turn a packet-metadata trace (netpkt text, JSON, CSV) into pcap files",
     )
     t.add_argument("trace", type=Path, metavar="TRACE", help="trace file or folder of traces")
     t.add_argument("--out", type=Path, required=True, metavar="DIR")
@@ -209,6 +211,12 @@ def register(sub: SubParsers) -> None:
         default=None,
         metavar="BYTES",
         help="keep only this many bytes per frame (wire length stays)",
+    )
+    t.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out malformed records (lines, JSON records) and keep the rest, with a "
+        "warning per file; a compressed trace that breaks off keeps what came before",
     )
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler=_cmd_import_trace)

@@ -25,6 +25,7 @@ import io
 import ipaddress
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,23 +125,37 @@ def _parse(line: str, where: str) -> NetpktPacket:
     )
 
 
-def read_netpkt(path: Path) -> tuple[list[NetpktPacket], int]:
+def read_netpkt(path: Path, skipped: list[str] | None = None) -> tuple[list[NetpktPacket], int]:
     """The packets of a netpkt trace sorted by time, and how many lines were out of order.
 
     Raises :class:`DatasetError` naming the file and line for a malformed line, or if the
-    file is missing, unreadable or empty.
+    file is missing, unreadable or empty. With ``skipped`` (a list), a malformed line is
+    left out and its error appended there instead, and a compressed file that breaks off
+    keeps the lines read before the break (noted there too).
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: trace not found")
     packets: list[NetpktPacket] = []
+    n = 0
     try:
         with _open(path) as fh:
             for n, line in enumerate(fh, 1):
-                if line.strip():
+                if not line.strip():
+                    continue
+                try:
                     packets.append(_parse(line, f"{path}:{n}"))
-    except (OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot read trace ({exc}); re-fetch the file") from exc
+                except DatasetError as exc:
+                    if skipped is None:
+                        raise
+                    skipped.append(str(exc))
+    except (OSError, EOFError, zlib.error) as exc:
+        if skipped is None or not packets:
+            raise DatasetError(
+                f"{path}: cannot read trace after line {n} ({exc}); re-fetch the file, or "
+                "import with --skip-bad to keep the lines before"
+            ) from exc
+        skipped.append(f"{path}: breaks off after line {n} ({exc}); the lines before are kept")
     if not packets:
         raise DatasetError(f"{path}: no packets in this trace")
     backwards = sum(1 for a, b in zip(packets, packets[1:], strict=False) if b.ts_us < a.ts_us)

@@ -249,11 +249,13 @@ def _sorted(packets: list[TracePacket]) -> tuple[list[TracePacket], int]:
     return sorted(packets, key=lambda p: p.ts_us), backwards
 
 
-def read_csv_trace(path: Path, proto: int) -> list[TraceSession]:
+def read_csv_trace(path: Path, proto: int, skipped: list[str] | None = None) -> list[TraceSession]:
     """Sessions of a per-session CSV trace; every session is one flow over ``proto``.
 
     Raises :class:`DatasetError` naming the file and line for a malformed line, a length
     that no frame can have, a data line before any ``session`` line, or an empty session.
+    With ``skipped`` (a list), such a line or session is left out and its error appended
+    there instead.
     """
     sessions: list[TraceSession] = []
     try:
@@ -262,7 +264,7 @@ def read_csv_trace(path: Path, proto: int) -> list[TraceSession]:
         raise DatasetError(f"{path}: cannot read trace: {exc.strerror or exc}") from exc
     try:
         with fh:
-            _parse_csv_lines(fh, path, proto, sessions)
+            _parse_csv_lines(fh, path, proto, sessions, skipped)
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not a text trace (cannot decode as UTF-8)") from exc
     if not sessions:
@@ -276,7 +278,11 @@ def read_csv_trace(path: Path, proto: int) -> list[TraceSession]:
 
 
 def _parse_csv_lines(
-    lines: Iterable[str], path: Path, proto: int, sessions: list[TraceSession]
+    lines: Iterable[str],
+    path: Path,
+    proto: int,
+    sessions: list[TraceSession],
+    skipped: list[str] | None,
 ) -> None:
     current: TraceSession | None = None
     for lineno, raw in enumerate(lines, start=1):
@@ -286,36 +292,53 @@ def _parse_csv_lines(
         where = f"{path} line {lineno}"
         if line.startswith("session,"):
             if current is not None:
-                sessions.append(_close_session(current, where))
+                _close_session(current, where, sessions, skipped)
             name = line.split(",", 1)[1].strip()
             if not name:
                 raise DatasetError(f"{where}: session without a name")
             current = TraceSession(name, path, [], [_Conn(proto, 0, 443)])
             continue
-        if current is None:
-            raise DatasetError(f"{where}: packet line before the first 'session,' line")
-        parts = line.split(",")
         try:
-            if len(parts) != 2:
-                raise ValueError
-            ts_us, signed = int(parts[0]), int(parts[1])
-        except ValueError as exc:
-            raise DatasetError(
-                f"{where}: expected 'rel_ts_us,len' integers, got {line[:40]!r}"
-            ) from exc
-        if ts_us < 0:
-            raise DatasetError(f"{where}: negative time {ts_us}")
-        _check_length(abs(signed), proto, where)
-        current.packets.append(TracePacket(ts_us, abs(signed), signed > 0))
+            if current is None:
+                raise DatasetError(f"{where}: packet line before the first 'session,' line")
+            current.packets.append(_csv_packet(line, where, proto))
+        except DatasetError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
     if current is not None:
-        sessions.append(_close_session(current, f"{path} end"))
+        _close_session(current, f"{path} end", sessions, skipped)
 
 
-def _close_session(session: TraceSession, where: str) -> TraceSession:
+def _csv_packet(line: str, where: str, proto: int) -> TracePacket:
+    parts = line.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        ts_us, signed = int(parts[0]), int(parts[1])
+    except ValueError as exc:
+        raise DatasetError(
+            f"{where}: expected 'rel_ts_us,len' integers, got {line[:40]!r}"
+        ) from exc
+    if ts_us < 0:
+        raise DatasetError(f"{where}: negative time {ts_us}")
+    _check_length(abs(signed), proto, where)
+    return TracePacket(ts_us, abs(signed), signed > 0)
+
+
+def _close_session(
+    session: TraceSession, where: str, sessions: list[TraceSession], skipped: list[str] | None
+) -> None:
+    """Sort ``session`` and add it to ``sessions``; an empty one is an error, or with
+    ``skipped`` a note there."""
     if not session.packets:
-        raise DatasetError(f"{where}: session {session.name!r} has no packets")
+        error = f"{where}: session {session.name!r} has no packets"
+        if skipped is None:
+            raise DatasetError(error)
+        skipped.append(error)
+        return
     session.packets, session.reordered = _sorted(session.packets)
-    return session
+    sessions.append(session)
 
 
 def _json_flags(value: object, where: str) -> int:
@@ -357,11 +380,12 @@ def _json_record(rec: object, where: str) -> tuple[float, int, int, int, int, bo
     return ts, size, proto, sport, dport, direction == "outbound", flags
 
 
-def read_json_trace(path: Path) -> TraceSession:
+def read_json_trace(path: Path, skipped: list[str] | None = None) -> TraceSession:
     """The packets of a JSON packet-metadata trace, grouped into connections by port pair.
 
     Raises :class:`DatasetError` (naming the file and record number) for invalid JSON, a
-    missing field, an unknown direction, protocol or flag, or an impossible length.
+    missing field, an unknown direction, protocol or flag, or an impossible length. With
+    ``skipped`` (a list), a bad record is left out and its error appended there instead.
     """
     try:
         records = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -374,10 +398,18 @@ def read_json_trace(path: Path) -> TraceSession:
     conns: dict[_Conn, int] = {}
     packets: list[TracePacket] = []
     for i, rec in enumerate(records):
-        ts, size, proto, sport, dport, out, flags = _json_record(rec, f"{path} record {i}")
+        try:
+            ts, size, proto, sport, dport, out, flags = _json_record(rec, f"{path} record {i}")
+        except DatasetError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
+            continue
         client_port, server_port = (sport, dport) if out else (dport, sport)
         conn = conns.setdefault(_Conn(proto, client_port, server_port), len(conns))
         packets.append(TracePacket(round(ts * 1_000_000), size, out, conn, flags))
+    if not packets:
+        raise DatasetError(f"{path}: no readable packet record ({skipped[0] if skipped else ''})")
     ordered, reordered = _sorted(packets)
     start = datetime.fromtimestamp(ordered[0].ts_us / 1e6, tz=UTC)
     return TraceSession(Path(path).stem, Path(path), ordered, list(conns), reordered, start)
@@ -509,7 +541,8 @@ def _spec_for(path: Path, label: str | None, app: str | None, proto: str | None)
     if spec is None:
         if label is None or app is None:
             raise DatasetError(
-                f"{path}: unknown trace source; give its label and app (and proto for CSV)"
+                f"{path}: unknown trace source; give its label and app (and proto for CSV); "
+                "--label mixed keeps it out of training and evaluation"
             )
         spec = TraceSpec("", label, app, TCP, "packet trace, imported", "", "", "")
     chosen_proto = spec.proto
@@ -553,10 +586,10 @@ def _trace_files(src: Path) -> list[Path]:
     return [src]
 
 
-def _sessions(path: Path, spec: TraceSpec) -> list[TraceSession]:
+def _sessions(path: Path, spec: TraceSpec, skipped: list[str] | None) -> list[TraceSession]:
     if path.suffix.lower() == ".json":
-        return [read_json_trace(path)]
-    return read_csv_trace(path, spec.proto)
+        return [read_json_trace(path, skipped)]
+    return read_csv_trace(path, spec.proto, skipped)
 
 
 def _pcap_name(path: Path, session: TraceSession) -> str:
@@ -624,6 +657,7 @@ def import_traces(
     proto: str | None = None,
     snaplen: int | None = None,
     progress: bool = False,
+    skip_bad: bool = False,
 ) -> list[ManifestRow]:
     """Write one pcap per trace session of ``src`` (a trace file or a folder of them).
 
@@ -631,7 +665,9 @@ def import_traces(
     ``app`` and ``proto`` ("tcp"/"udp") override them and are required for unknown files.
     The rows are written to ``manifest`` (default ``out_dir/traces.csv``), replacing rows
     for the same pcaps and keeping the others; they are also returned. Raises
-    :class:`DatasetError` for an unreadable or malformed trace or an unknown source.
+    :class:`DatasetError` for an unreadable or malformed trace or an unknown source;
+    with ``skip_bad``, malformed records are left out instead (a warning per file, and
+    the count of problems in the rows' notes).
     """
     out_dir = Path(os.path.normpath(Path(out_dir).absolute()))
     manifest = Path(os.path.normpath(Path(manifest or out_dir / "traces.csv").absolute()))
@@ -639,25 +675,38 @@ def import_traces(
     values: list[dict[str, str]] = []
     for path in files:
         spec = _spec_for(path, label, app, proto)
+        skipped: list[str] | None = [] if skip_bad else None
+        first = len(values)
         if is_netpkt(path):
-            values.append(_import_netpkt(path, out_dir, manifest, spec))
-            continue
-        sessions = _sessions(path, spec)
-        for session in tqdm(
-            sessions, desc=path.name, unit=" session", disable=not progress, leave=False
-        ):
-            out = out_dir / _pcap_name(path, session)
-            base = 0 if session.start is not None else _CSV_BASE_US
-            write_session_pcap(session, out, base_us=base, snaplen=snaplen)
-            values.append(_row_values(out, manifest, spec, session, path))
-        log.info("imported %d session(s) from %s", len(sessions), path.name)
+            values.append(_import_netpkt(path, out_dir, manifest, spec, skipped))
+        else:
+            sessions = _sessions(path, spec, skipped)
+            for session in tqdm(
+                sessions, desc=path.name, unit=" session", disable=not progress, leave=False
+            ):
+                out = out_dir / _pcap_name(path, session)
+                base = 0 if session.start is not None else _CSV_BASE_US
+                write_session_pcap(session, out, base_us=base, snaplen=snaplen)
+                values.append(_row_values(out, manifest, spec, session, path))
+            log.info("imported %d session(s) from %s", len(sessions), path.name)
+        if skipped:
+            log.warning(
+                "%s: %d problem(s), their records left out; first: %s",
+                path,
+                len(skipped),
+                skipped[0],
+            )
+            for row in values[first:]:
+                row["notes"] += f"; {len(skipped)} problems on import, their records left out"
     _write_manifest(manifest, values)
     mine = {os.path.normpath(manifest.parent / v["path"]) for v in values}
     return [r for r in load_manifest(manifest) if str(r.path) in mine]
 
 
-def _import_netpkt(path: Path, out_dir: Path, manifest: Path, spec: TraceSpec) -> dict[str, str]:
-    packets, reordered = read_netpkt(path)
+def _import_netpkt(
+    path: Path, out_dir: Path, manifest: Path, spec: TraceSpec, skipped: list[str] | None
+) -> dict[str, str]:
+    packets, reordered = read_netpkt(path, skipped)
     stem = path.name[: -len(".txt.gz")] if path.name.lower().endswith(".gz") else path.stem
     out = out_dir / f"{stem}.pcap"
     write_netpkt_pcap(packets, out)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,63 @@ def test_shared_idle_trace_imports_with_its_known_label(tmp_path: Path) -> None:
     flows = featurize_fast(rows[0].path)
     assert (flows["client"] == "192.168.0.100").mean() > 0.9
     assert flows["packets"].sum() == 4573
+
+
+BAD = "192.168.0.100 10.0.0.1 52 1 2\n"
+
+
+def test_skip_bad_leaves_out_malformed_lines_and_keeps_the_rest(tmp_path: Path) -> None:
+    lines = LINES.splitlines(keepends=True)
+    src = _write(tmp_path, "".join([*lines[:3], BAD, *lines[3:], BAD]))
+    with pytest.raises(DatasetError, match=rf"{src.name}:4: expected 14 columns"):
+        import_traces(src, tmp_path / "strict", label="other", app="x")
+    assert not (tmp_path / "strict").exists()  # nothing half-written
+    skipped: list[str] = []
+    packets, _ = read_netpkt(src, skipped)
+    assert len(packets) == len(lines)
+    assert [m.split(": ")[0] for m in skipped] == [f"{src}:4", f"{src}:9"]
+    (row,) = import_traces(src, tmp_path / "out", label="other", app="x", skip_bad=True)
+    assert "2 problems on import" in row.notes
+    flows = featurize_fast(row.path)
+    assert int(flows["pkts_up"].sum() + flows["pkts_down"].sum()) == len(lines)
+
+
+def test_a_compressed_trace_that_breaks_off_keeps_what_came_before(tmp_path: Path) -> None:
+    line = "192.168.0.100 10.77.6.1 1278 -1 -1 50000 443 {:.6f} 6 64 DF -1 -1 NONE\n"
+    text = "".join(line.format(1725499101 + i / 100) for i in range(20_000))
+    src = tmp_path / "cut.txt.gz"
+    whole = gzip.compress(text.encode())
+    src.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(
+        DatasetError, match=r"cut.txt.gz: cannot read trace after line .*--skip-bad"
+    ):
+        read_netpkt(src)
+    skipped: list[str] = []
+    packets, _ = read_netpkt(src, skipped)
+    assert 0 < len(packets) < 20_000 and len(skipped) == 1 and "breaks off" in skipped[0]
+    broken = bytearray(whole)
+    broken[20:28] = b"\xff" * 8  # the first deflate block's code lengths: a zlib error
+    src.write_bytes(bytes(broken))
+    for kept in (None, []):
+        with pytest.raises(DatasetError, match=r"cannot read trace after line 0 \(Error -3"):
+            read_netpkt(src, kept)
+    assert [p.ts_us for p in packets] == [
+        round((1725499101 + i / 100) * 1e6) for i in range(len(packets))
+    ]
+
+
+def test_cli_import_trace_skip_bad(tmp_path: Path) -> None:
+    """``shortflow dataset import-trace --skip-bad``, as a user runs it: a warning line
+    names the file and the first problem, and the pcap is written."""
+    src = _write(tmp_path, LINES + BAD, "home.txt.gz")
+    cmd = [sys.executable, "-m", "classifier.cli", "dataset", "import-trace", str(src)]
+    cmd += ["--out", str(tmp_path / "o"), "--label", "other", "--app", "x", "-q"]
+    strict = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert strict.returncode == 2 and "--skip-bad" not in strict.stderr
+    assert strict.stderr.count("\n") == 1 and "home.txt.gz:8: expected 14 columns" in strict.stderr
+    done = subprocess.run(
+        [*cmd, "--skip-bad"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert "home.txt.gz: 1 problem(s), their records left out; first:" in done.stderr
+    assert (tmp_path / "o" / "home.pcap").is_file()

@@ -216,6 +216,53 @@ def test_bad_csv_names_the_line(tmp_path: Path, text: str, message: str) -> None
         read_csv_trace(src, UDP)
 
 
+def test_skip_bad_csv_keeps_the_good_lines_and_sessions(tmp_path: Path) -> None:
+    src = tmp_path / "uuvideo_youtube_bad.csv"
+    src.write_text(
+        "0,1292\nsession,a\nrel_ts_us,len\n0,abc\n5,1292\nsession,b\nsession,c\n9,-100\n"
+    )
+    skipped: list[str] = []
+    sessions = read_csv_trace(src, UDP, skipped)
+    assert [(s.name, len(s.packets)) for s in sessions] == [("a", 1), ("c", 1)]
+    assert [m.split(": ")[1][:20] for m in skipped] == [
+        "packet line before t",
+        "expected 'rel_ts_us,",
+        "session 'b' has no p",
+    ]
+    rows = import_traces(src, tmp_path / "out", skip_bad=True)
+    assert len(rows) == 2 and all("3 problems on import" in r.notes for r in rows)
+
+
+def _json_packet(**changes: object) -> dict[str, object]:
+    rec: dict[str, object] = {
+        "timestamp": 1.0,
+        "size": 1514,
+        "protocol": "TCP",
+        "src_port": 443,
+        "dst_port": 50001,
+        "direction": "inbound",
+        "tcp_flags": "A",
+    }
+    return {**rec, **changes}
+
+
+def test_skip_bad_json_leaves_out_bad_records(tmp_path: Path) -> None:
+    src = tmp_path / "sdrdray_reels_skip.json"
+    records = [_json_packet(), _json_packet(size=3), _json_packet(timestamp=2.0), "junk"]
+    src.write_text(json.dumps(records))
+    with pytest.raises(DatasetError, match=r"record 1: packet length 3 impossible"):
+        import_traces(src, tmp_path / "strict")
+    skipped: list[str] = []
+    assert len(read_json_trace(src, skipped).packets) == 2
+    assert [m.split(": ")[0].rsplit(" ", 1)[1] for m in skipped] == ["1", "3"]
+    (row,) = import_traces(src, tmp_path / "out", skip_bad=True)
+    assert "2 problems on import" in row.notes
+    assert int(featurize(row.path)["pkts_down"].sum()) == 2
+    src.write_text(json.dumps(["junk"]))
+    with pytest.raises(DatasetError, match="no readable packet record"):
+        read_json_trace(src, [])
+
+
 def test_bad_json_and_unknown_sources(tmp_path: Path) -> None:
     bad = tmp_path / "sdrdray_reels_bad.json"
     bad.write_text(
