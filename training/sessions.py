@@ -265,8 +265,8 @@ def _predict(model: Any, rows: pd.DataFrame, rule: Agreement) -> pd.DataFrame:
     out = rows.sort_values(["capture_id", "client", "group", "window_end"], kind="stable")
     p_short, p_long = window_probabilities(model, out)
     out["p_short"], out["p_long"] = p_short, p_long
-    age = out["window_end"] - out["session_start"]
-    short = agreed(out["p_short"], out[["capture_id", "client", "group"]], rule, age=age)
+    age, rate = out["window_end"] - out["session_start"], out["down_mbps"]
+    short = agreed(out["p_short"], out[["capture_id", "client", "group"]], rule, age=age, rate=rate)
     out["verdict"] = verdicts(short.to_numpy(), p_short, p_long)
     return out
 

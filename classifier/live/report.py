@@ -122,8 +122,8 @@ class VerdictLog:
         what the enforcer asks), else long-form or other as offline
         (:func:`classifier.model.session_model.verdicts`), with short-form pending where
         it is the likeliest (:func:`classifier.model.session_model.pending`). ``vote``
-        false: the window counts as no vote (a session younger than
-        :data:`classifier.model.session_model.MIN_VOTE_AGE`)."""
+        false: the window counts as no vote (a session too young, or a window too slow:
+        :func:`classifier.model.session_model.may_vote`)."""
         entry = self._get(client, group)
         if entry.votes.maxlen != policy.agreement_n:
             entry.votes = deque(entry.votes, maxlen=policy.agreement_n)

@@ -67,9 +67,9 @@ from classifier.model.artifact import LoadedModel
 from classifier.model.loading import load_flow_model, load_session
 from classifier.model.predict import SHORT_FORM_SERVICE, verdict_arrays
 from classifier.model.session_model import (
-    MIN_VOTE_AGE,
     SHORT,
     SessionModel,
+    may_vote,
     pending_text,
     session_reason,
     window_probabilities,
@@ -384,8 +384,9 @@ class LiveRouter:
         """Judge every (client, group) on the window that ends now (a session younger
         than the window on the seconds it has lived, as offline); a short-form
         probability is a vote for the group's policy category (``observe``: the policy's
-        k-of-n agreement decides) once the session is :data:`MIN_VOTE_AGE` old, and a
-        block covers the group's media flows."""
+        k-of-n agreement decides) where the window may vote (:func:`may_vote`: the
+        session is old enough and the window fast enough), and a block covers the
+        group's media flows."""
         assert self.tracker is not None and self.session_model is not None
         windows = self.tracker.windows(now)
         judged: list[tuple[str, str]] = []
@@ -400,14 +401,14 @@ class LiveRouter:
             flows = self.tracker.media.get((client, group), [])
             reason = session_reason(row)
             by_name = category_for(group) == SHORT_FORM_SERVICE
-            grown = row["window_end"] - row["session_start"] >= MIN_VOTE_AGE
+            vote = may_vote(row["window_end"] - row["session_start"], row["down_mbps"])
             label, probability, pending, votes = self.reports.session_label(
-                client, group, float(ps), float(pl), policy, vote=grown
+                client, group, float(ps), float(pl), policy, vote=vote
             )
             if by_name:
                 label, probability, pending = SHORT, 1.0, None
             log.debug("session %s %s: p_short %.2f p_long %.2f (%s)", client, group, ps, pl, reason)
-            records = self._block_session(client, group, flows, float(ps) if grown else 0.0)
+            records = self._block_session(client, group, flows, float(ps) if vote else 0.0)
             action = action_of(records)
             if action == "none" and label == SHORT:
                 if POLICY_CATEGORY.get(group) is None:

@@ -11,7 +11,8 @@ trust.
 short-form verdict, offline and live alike: at least ``k`` of its last ``n`` windows reach
 ``threshold`` (:class:`Agreement`; live mode takes the values from the policy's
 ``[agreement]``, whose defaults these are). One window alone never blocks, and a window
-of a session younger than :data:`MIN_VOTE_AGE` does not vote. Other windows
+of a session younger than :data:`MIN_VOTE_AGE`, or slower than :data:`MIN_VOTE_MBPS`, does
+not vote (:func:`may_vote`). Other windows
 are long-form when ``p_long >= p_other``, else other; where short-form is still the
 likeliest of the three there, short-form is *pending* (:func:`pending`, shown with
 :func:`pending_text`: the label stays, so what is blocked does not change). The reason text
@@ -44,6 +45,8 @@ __all__ = [
     "OTHER",
     "Agreement",
     "MIN_VOTE_AGE",
+    "MIN_VOTE_MBPS",
+    "may_vote",
     "SessionModel",
     "SessionModelInfo",
     "agreed",
@@ -186,15 +189,33 @@ windows vote short-form: in its first seconds a long video's start-up fill (one 
 connection, one large download) looks like a clip."""
 
 
+MIN_VOTE_MBPS = 0.5
+"""Mbit/s down (a window's ``down_mbps``) below which a window does not vote short-form.
+Someone scrolling clips pulls at least the videos' bitrate; the simulated Shorts players
+fetch video of 0.4-4 Mbit/s, and 1 % of their windows average less than 0.59 Mbit/s. A
+slower window is a page, a photo feed or a trickle of downloads, whatever its shape."""
+
+
+def may_vote(age: float, down_mbps: float) -> bool:
+    """Whether a window may vote short-form: its session is :data:`MIN_VOTE_AGE` seconds
+    old (``age``) and it moved at least :data:`MIN_VOTE_MBPS` down."""
+    return age >= MIN_VOTE_AGE and down_mbps >= MIN_VOTE_MBPS
+
+
 def short_form_votes(
-    p_short: pd.Series, keys: pd.DataFrame, rule: Agreement, age: pd.Series | None = None
+    p_short: pd.Series,
+    keys: pd.DataFrame,
+    rule: Agreement,
+    age: pd.Series | None = None,
+    rate: pd.Series | None = None,
 ) -> pd.Series:
     """Per row: how many of the session's last ``rule.n`` windows up to this one reach
     ``rule.threshold`` (short-form needs ``rule.k``); with ``age`` (seconds since the
-    session began, per row), windows younger than :data:`MIN_VOTE_AGE` do not count. Rows
-    must be in time order within a session; ``keys`` holds the columns naming a
+    session began, per row), windows younger than :data:`MIN_VOTE_AGE` do not count, and
+    with ``rate`` (each window's Mbit/s down), windows slower than :data:`MIN_VOTE_MBPS`.
+    Rows must be in time order within a session; ``keys`` holds the columns naming a
     session."""
-    hits = p_short >= rule.threshold
+    hits = _fast(p_short >= rule.threshold, rate)
     if age is not None:
         hits = hits & (age >= MIN_VOTE_AGE)
     hits = hits.astype(int)
@@ -204,6 +225,12 @@ def short_form_votes(
     )
 
 
+def _fast(hits: pd.Series, rate: pd.Series | None) -> pd.Series:
+    """``hits`` where the window moved at least :data:`MIN_VOTE_MBPS` (all of them
+    without ``rate``)."""
+    return hits if rate is None else hits & (rate >= MIN_VOTE_MBPS)
+
+
 def agreed(
     p_short: pd.Series,
     keys: pd.DataFrame,
@@ -211,22 +238,24 @@ def agreed(
     *,
     hindsight: bool = False,
     age: pd.Series | None = None,
+    rate: pd.Series | None = None,
 ) -> pd.Series:
     """Per row: whether ``rule`` holds over the session's windows up to this one (votes as
-    :func:`short_form_votes` counts them, with ``age``). Rows must be in time order within
-    a session; ``keys`` holds the columns naming a session.
+    :func:`short_form_votes` counts them, with ``age`` and ``rate``). Rows must be in time
+    order within a session; ``keys`` holds the columns naming a session.
 
     ``hindsight`` (a capture judged after the fact, never live): the windows that led to
     a short-form run are part of it: a window that reached the threshold counts when the
     rule comes to hold within the next ``n - 1`` windows, and so does each window directly
-    before a short-form one whose ``p_short`` is at least :data:`LEAD_IN`; with ``age``,
-    a session's windows younger than :data:`MIN_VOTE_AGE` follow its first older one."""
+    before a short-form one whose ``p_short`` is at least :data:`LEAD_IN` (with ``rate``,
+    only windows of at least :data:`MIN_VOTE_MBPS`); with ``age``, a session's windows
+    younger than :data:`MIN_VOTE_AGE` follow its first older one."""
     import pandas as pd
 
-    now = short_form_votes(p_short, keys, rule, age) >= rule.k
+    now = short_form_votes(p_short, keys, rule, age, rate) >= rule.k
     if not hindsight:
         return now
-    hits = p_short >= rule.threshold
+    hits = _fast(p_short >= rule.threshold, rate)
     by = [keys[c] for c in keys.columns]
     soon = (
         now.astype(float)
@@ -234,7 +263,7 @@ def agreed(
         .transform(lambda s: s[::-1].rolling(rule.n, min_periods=1).max()[::-1])
     )
     short = (now | (hits & (soon > 0))).to_numpy(copy=True)
-    likely = (p_short >= LEAD_IN).to_numpy()
+    likely = _fast(p_short >= LEAD_IN, rate).to_numpy()
     session = keys.groupby(list(keys.columns), sort=False).ngroup().to_numpy()
     next_short: dict[int, bool] = {}  # per session: is the window after this one short-form
     for i in range(len(short) - 1, -1, -1):
@@ -371,11 +400,11 @@ def classify_sessions(
     p_short, p_long = window_probabilities(estimator, out)
     out["p_short"], out["p_long"] = p_short, p_long
     keys = out[["client", "group"]]
-    age = out["window_end"] - out["session_start"]
-    short = agreed(out["p_short"], keys, rule, hindsight=hindsight, age=age)
+    age, rate = out["window_end"] - out["session_start"], out["down_mbps"]
+    short = agreed(out["p_short"], keys, rule, hindsight=hindsight, age=age, rate=rate)
     out["label"] = verdicts(short.to_numpy(), p_short, p_long)
     out["pending"] = pending(out["label"].to_numpy(), p_short, p_long)
-    out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule, age)
+    out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule, age, rate)
     out["short_form_needed"] = rule.k
     out["probability"] = np.select(
         [out["label"] == SHORT, out["label"] == LONG],

@@ -6,27 +6,30 @@ import numpy as np
 import pandas as pd
 
 from classifier.features.session import SESSION_FEATURES
-from classifier.model.session_model import classify_sessions
+from classifier.model.session_model import MIN_VOTE_MBPS, classify_sessions, may_vote
 from classifier.model.timeline import timeline, timeline_lines
 
 T0 = 1_800_000_000.0
 
 
 class _Fixed:
-    """A session model whose p_short is a row's ``bursts`` and p_long its ``down_mbps``."""
+    """A session model whose p_short is a row's ``bursts`` and p_long its
+    ``top_flow_share``."""
 
     classes_ = np.array(["long-form", "other", "short-form"])
 
     def predict_proba(self, rows: pd.DataFrame) -> np.ndarray:
-        ps, pl = rows["bursts"].to_numpy(), rows["down_mbps"].to_numpy()
+        ps, pl = rows["bursts"].to_numpy(), rows["top_flow_share"].to_numpy()
         return np.column_stack([pl, 1.0 - ps - pl, ps])
 
 
-def _windows(p_short: list[float], p_long: list[float], start: float = T0 - 60) -> pd.DataFrame:
+def _windows(
+    p_short: list[float], p_long: list[float], start: float = T0 - 60, mbps: float = 2.0
+) -> pd.DataFrame:
     """Windows every 10 s from ``T0`` of a session that began at ``start`` (by default a
-    minute before: every window is old enough to vote)."""
+    minute before: every window is old enough to vote), each moving ``mbps`` down."""
     rows = pd.DataFrame(0.0, index=range(len(p_short)), columns=list(SESSION_FEATURES))
-    rows["bursts"], rows["down_mbps"] = p_short, p_long
+    rows["bursts"], rows["top_flow_share"], rows["down_mbps"] = p_short, p_long, mbps
     return rows.assign(
         client="10.77.1.2",
         group="net:10.77.9.0/24",  # no service name: the probabilities stay as given
@@ -64,6 +67,21 @@ def test_windows_of_a_young_session_do_not_vote() -> None:
     assert young["short_form_votes"].tolist()[:5] == [0, 0, 1, 2, 2]
     assert "short-form" not in set(young["label"])
     assert young["pending"].eq("short-form").tolist()[1:4] == [True] * 3
+
+
+def test_windows_slower_than_the_floor_do_not_vote() -> None:
+    """The same windows at 0.4 Mbit/s (below ``MIN_VOTE_MBPS``) cast no vote, live or with
+    hindsight, whatever their p_short; one fast window among slow ones is one vote."""
+    assert MIN_VOTE_MBPS == 0.5
+    for hindsight in (False, True):
+        slow = classify_sessions(_Fixed(), _windows(P_SHORT, P_LONG, mbps=0.4), hindsight=hindsight)
+        assert slow["short_form_votes"].max() == 0 and "short-form" not in set(slow["label"])
+        assert slow["pending"].eq("short-form").sum() == 5  # still the likeliest label
+    mixed = _windows(P_SHORT, P_LONG, mbps=0.4)
+    mixed.loc[[1, 2, 3], "down_mbps"] = [0.6, 0.49, 0.6]
+    votes = classify_sessions(_Fixed(), mixed)["short_form_votes"].tolist()
+    assert votes[:5] == [0, 1, 1, 2, 2]
+    assert may_vote(30.0, 0.5) and not may_vote(29.9, 5.0) and not may_vote(60.0, 0.49)
 
 
 def test_with_hindsight_a_young_sessions_windows_follow_its_first_older_one() -> None:
