@@ -138,6 +138,22 @@ def test_leave_one_source_out_holds_each_source_out() -> None:
         leave_one_source_out(leaky, CANDIDATES["logreg"])
 
 
+def test_slow_windows_neither_vote_nor_lead_in() -> None:
+    """Windows under ``MIN_VOTE_MBPS`` do not vote, and with hindsight neither join a run
+    by reaching the threshold before it nor lead into it; a run that holds goes on over a
+    slow window, as live mode's last-n rule does."""
+    rule = Agreement(k=3, n=5, threshold=0.8)
+    keys = pd.DataFrame({"client": ["a"] * 6, "group": ["yt"] * 6})
+    p = pd.Series([0.6, 0.9, 0.9, 0.9, 0.9, 0.9])
+    fast = pd.Series([2.0] * 6)
+    slow_first = pd.Series([0.3, 0.3, 2.0, 2.0, 2.0, 0.3])
+    assert short_form_votes(p, keys, rule, rate=slow_first).tolist() == [0, 0, 1, 2, 3, 3]
+    assert agreed(p, keys, rule, rate=slow_first).tolist() == [False] * 4 + [True, True]
+    assert agreed(p, keys, rule, hindsight=True, rate=fast).tolist() == [True] * 6
+    late = agreed(p, keys, rule, hindsight=True, rate=slow_first).tolist()
+    assert late == [False, False, True, True, True, True]
+
+
 def test_realism_auc_tells_a_shifted_synthetic_source_from_real() -> None:
     table = _table()
     assert realism_auc(table, "lab") == {}  # no lab rows
