@@ -166,7 +166,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             print(
                 "activity over time (session model: each client's traffic per service or "
                 "server network, 60 s windows every 10 s; judged with hindsight: a "
-                "short-form run starts with the windows that led to it, where live mode "
+                "short-form run starts with the windows that led to it, and video from "
+                "another server network during it is short-form too, where live mode "
                 "decides a few windows later):"
             )
             print("\n".join(timeline_lines(spans)))

@@ -34,7 +34,7 @@ from classifier.errors import ModelError
 from classifier.features.session import SESSION_FEATURES, SessionConfig
 from classifier.model.artifact import file_sha256
 from classifier.model.name_prior import LONG, OTHER, SHORT, name_prior
-from classifier.names.services import category_for
+from classifier.names.services import UNKNOWN, category_for
 
 if TYPE_CHECKING:  # imported where a table is made: live mode judges without pandas
     import pandas as pd
@@ -290,6 +290,54 @@ def _young_follow(
             short[i] = True
 
 
+def _short_runs(
+    clients: npt.NDArray[Any], groups: npt.NDArray[Any], short: npt.NDArray[np.bool_]
+) -> list[tuple[int, int]]:
+    """First and last row of each run of short-form windows of one (client, group); rows
+    as :func:`classify_sessions` sorts them."""
+    runs: list[tuple[int, int]] = []
+    for i in np.flatnonzero(short):
+        last = runs[-1][1] if runs else -2
+        if last == i - 1 and clients[i] == clients[last] and groups[i] == groups[last]:
+            runs[-1] = (runs[-1][0], int(i))
+        else:
+            runs.append((int(i), int(i)))
+    return runs
+
+
+def _beside_short_runs(
+    out: pd.DataFrame,
+    short: npt.NDArray[np.bool_],
+    p_short: npt.NDArray[np.float64],
+    p_long: npt.NDArray[np.float64],
+) -> npt.NDArray[np.object_]:
+    """With hindsight, per row: the group of another session of the same client that is
+    in a short-form run when this window ends, where this window is video-like (long-form
+    likelier than other, at least :data:`MIN_VOTE_MBPS` down) in a group judged by its
+    shape alone (no name, or a name no rule knows); else None. Such a window is
+    short-form: a person watches one video at a time, and without names a Shorts
+    player's clips come from many server networks (each video has its own cache
+    server), so a lone connection to one of them reads like a long video. Rows as
+    :func:`classify_sessions` sorts them, ``short`` the agreed verdicts."""
+    ends = out["window_end"].to_numpy(float)
+    clients = out["client"].to_numpy()
+    groups = out["group"].astype(str).to_numpy()
+    runs: dict[Any, list[tuple[str, float, float]]] = {}
+    for first, last in _short_runs(clients, groups, short):
+        runs.setdefault(clients[first], []).append((groups[first], ends[first], ends[last]))
+    rate = out["down_mbps"].to_numpy(float)
+    video = ~short & (p_long >= 1.0 - p_short - p_long) & (rate >= MIN_VOTE_MBPS)
+    beside = np.full(len(short), None, dtype=object)
+    for k in np.flatnonzero(video):
+        if category_for(groups[k]) != UNKNOWN:
+            continue
+        beside[k] = next(
+            (g for g, a, b in runs.get(clients[k], ()) if g != groups[k] and a <= ends[k] <= b),
+            None,
+        )
+    return beside
+
+
 def verdicts(
     short: npt.NDArray[np.bool_], p_short: npt.NDArray[np.float64], p_long: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.object_]:
@@ -386,7 +434,9 @@ def classify_sessions(
     """``sessions`` (a session table) sorted by (client, group, window end), with
     ``p_short``, ``p_long`` (of each window, from ``estimator``, a session model's
     ``SessionModel.estimator``), ``label`` (:func:`agreed` with ``rule``, by
-    default :class:`Agreement`'s, and ``hindsight``), ``probability`` (that of the label),
+    default :class:`Agreement`'s, and ``hindsight``; with hindsight also
+    :func:`_beside_short_runs`), ``probability`` (that of the label; for a window
+    short-form beside another session's run, that it is video at all),
     ``pending`` (:func:`pending`), ``short_form_votes`` (:func:`short_form_votes`),
     ``short_form_needed`` (the rule's ``k``) and ``reason``."""
     import pandas as pd
@@ -401,15 +451,26 @@ def classify_sessions(
     out["p_short"], out["p_long"] = p_short, p_long
     keys = out[["client", "group"]]
     age, rate = out["window_end"] - out["session_start"], out["down_mbps"]
-    short = agreed(out["p_short"], keys, rule, hindsight=hindsight, age=age, rate=rate)
-    out["label"] = verdicts(short.to_numpy(), p_short, p_long)
+    short = agreed(out["p_short"], keys, rule, hindsight=hindsight, age=age, rate=rate).to_numpy()
+    beside = (
+        _beside_short_runs(out, short, p_short, p_long)
+        if hindsight
+        else np.full(len(out), None, dtype=object)
+    )
+    near = beside.astype(bool)
+    out["label"] = verdicts(short | near, p_short, p_long)
     out["pending"] = pending(out["label"].to_numpy(), p_short, p_long)
     out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule, age, rate)
     out["short_form_needed"] = rule.k
     out["probability"] = np.select(
-        [out["label"] == SHORT, out["label"] == LONG],
-        [out["p_short"], out["p_long"]],
+        [near, out["label"] == SHORT, out["label"] == LONG],
+        [p_short + p_long, out["p_short"], out["p_long"]],
         1.0 - p_short - p_long,
     )
     out["reason"] = out.apply(session_reason, axis=1)
+    if near.any():
+        out.loc[near, "reason"] = [
+            f"{why}; video while {group} was short-form"
+            for why, group in zip(out.loc[near, "reason"], beside[near], strict=True)
+        ]
     return out

@@ -139,15 +139,25 @@ def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S")
 
 
+def _covered(starts: list[float], ends: list[float]) -> float:
+    """Seconds covered by the union of the intervals."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(zip(starts, ends, strict=True)):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
+
+
 def timeline_lines(spans: pd.DataFrame) -> list[str]:
-    """One line per span, grouped under each client; times are UTC. A span with
+    """One line per span, grouped under each client; times are UTC. A client's
+    short-form minutes count time once where spans of several groups overlap. A span with
     short-form pending says so after its label (:func:`pending_text`)."""
     if spans.empty:
         return ["(no client moved enough traffic to judge)"]
     lines: list[str] = []
     for client, part in spans.groupby("client", sort=True):
         short = part[part["label"] == "short-form"]
-        minutes = float((short["end"] - short["start"]).sum()) / 60
+        minutes = _covered(short["start"].tolist(), short["end"].tolist()) / 60
         lines.append(f"client {client}: short-form for {minutes:.1f} min")
         for r in part.itertuples():
             label = (

@@ -122,3 +122,41 @@ def test_timeline_shows_short_form_pending_as_its_own_span() -> None:
     assert text[2].startswith("long-form   p_short 0.10  net:10.77.9.0/24  (")
     want = "long-form (short-form likeliest, 2 of 3 windows needed)  p_short 0.90  net:"
     assert text[3].startswith(want)
+
+
+def _lone(p_short: list[float], p_long: list[float], **kw: object) -> pd.DataFrame:
+    """Windows of a second group of the client (another server network) beside
+    :data:`P_SHORT`'s session, ending at the same times."""
+    return _windows(p_short, p_long).assign(**kw)
+
+
+def test_with_hindsight_video_beside_a_short_form_run_is_short_form() -> None:
+    """A lone connection to another server network reads long-form (p_long 0.9) while the
+    client's main group is in its short-form run (windows 2-6 with hindsight): with
+    hindsight its windows inside the run are short-form, those after it are not. Live, for
+    another client, for a named service, below the rate floor or for non-video it stays."""
+    lone = [0.05] * 11
+    video = [0.9] * 11
+    main = _windows(P_SHORT, P_LONG)
+    both = pd.concat([main, _lone(lone, video, group="net:10.77.8.0/24")], ignore_index=True)
+    late = classify_sessions(_Fixed(), both, hindsight=True)
+    beside = late[late["group"] == "net:10.77.8.0/24"]
+    assert beside["label"].tolist() == ["long-form"] + ["short-form"] * 5 + ["long-form"] * 5
+    assert beside["probability"].round(2).tolist()[1] == 0.95  # that it is video at all
+    assert beside["reason"].iloc[1].endswith("; video while net:10.77.9.0/24 was short-form")
+    assert late[late["group"] == "net:10.77.9.0/24"]["label"].tolist()[1:6] == ["short-form"] * 5
+    spans = timeline(late)
+    assert timeline_lines(spans)[0] == "client 10.77.1.2: short-form for 0.8 min"  # not 1.7
+    live = classify_sessions(_Fixed(), both)
+    assert "short-form" not in set(live["label"][live.index >= 11])
+    for kw in (
+        {"group": "net:10.77.8.0/24", "client": "10.77.1.3"},
+        {"group": "netflix"},  # a named long-form service keeps its label
+        {"group": "net:10.77.8.0/24", "down_mbps": 0.4},
+    ):
+        other = pd.concat([main, _lone(lone, video, **kw)], ignore_index=True)
+        judged = classify_sessions(_Fixed(), other, hindsight=True)
+        assert "short-form" not in set(judged["label"][judged.index >= 11]), kw
+    quiet = pd.concat([main, _lone(lone, [0.1] * 11, group="net:10.77.8.0/24")], ignore_index=True)
+    judged = classify_sessions(_Fixed(), quiet, hindsight=True)
+    assert set(judged["label"][judged.index >= 11]) == {"other"}
