@@ -435,8 +435,8 @@ def classify_sessions(
     ``p_short``, ``p_long`` (of each window, from ``estimator``, a session model's
     ``SessionModel.estimator``), ``label`` (:func:`agreed` with ``rule``, by
     default :class:`Agreement`'s, and ``hindsight``; with hindsight also
-    :func:`_beside_short_runs`), ``probability`` (that of the label; for a window
-    short-form beside another session's run, that it is video at all),
+    :func:`_beside_short_runs`), ``probability`` (the window's own probability of its
+    label, also where hindsight gave it),
     ``pending`` (:func:`pending`), ``short_form_votes`` (:func:`short_form_votes`),
     ``short_form_needed`` (the rule's ``k``) and ``reason``."""
     import pandas as pd
@@ -463,8 +463,8 @@ def classify_sessions(
     out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule, age, rate)
     out["short_form_needed"] = rule.k
     out["probability"] = np.select(
-        [near, out["label"] == SHORT, out["label"] == LONG],
-        [p_short + p_long, out["p_short"], out["p_long"]],
+        [out["label"] == SHORT, out["label"] == LONG],
+        [out["p_short"], out["p_long"]],
         1.0 - p_short - p_long,
     )
     out["reason"] = out.apply(session_reason, axis=1)
