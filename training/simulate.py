@@ -7,7 +7,8 @@ learns the *mechanism* (clips fetched at swipe times over churning connections, 
 connection fetching on a steady clock after a start-up fill) rather than one recording:
 
 * ``short-form``: clips watched for a heavy-tailed time (median ~10 s, 2-60 s); each clip
-  is fetched as a first chunk plus a few follow-up chunks seconds apart, the next clip's
+  is fetched in ranges of one size per session (0.5-4 MB) at link speed, only while less
+  than a buffer goal (5-30 s per session) is ahead of the playhead, and the next clip's
   start is prefetched; a connection carries one to four clips and is replaced. YouTube
   maps each video to its cache server by hashing the video's id (Adhikari et al.,
   "Vivisecting YouTube", 2012), so a player moving from clip to clip moves between
@@ -22,8 +23,8 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
 
 Every session also carries background flows (small fetches at random times). Parameters
 are fixed ranges from how these players are known to work, not fitted to any capture; the
-Shorts player's connection churn was set after seeing the real sessions' figures
-(docs/model.md, "Simulated sessions"). The output is deterministic for a seed. Rows have
+Shorts player's connection churn and its range fetching were set after seeing the real
+sessions' figures (docs/model.md, "Simulated sessions"). The output is deterministic for a seed. Rows have
 the columns of
 :data:`classifier.features.session.ACTIVITY_COLUMNS`.
 """
@@ -71,6 +72,8 @@ class _Session:
 def _short(s: _Session) -> None:
     r = s.rng
     bitrate = r.uniform(0.4, 4.0) * _MB / 8  # bytes per second of video
+    piece = float(np.exp(r.uniform(np.log(0.5), np.log(4.0)))) * _MB  # one range request
+    goal = r.uniform(5, 30)  # seconds of video the player keeps ahead of the playhead
     clips_per_conn = r.integers(1, 5)
     t, flow, used = r.uniform(0, 3), s.new_flow(0.0), 0
     while t < s.duration:
@@ -78,16 +81,17 @@ def _short(s: _Session) -> None:
             flow, used = s.new_flow(t), 0
         clip_len = r.uniform(10, 60)
         watch = float(np.clip(r.lognormal(np.log(10), 0.8), 2, 60))
-        first = min(clip_len, r.uniform(3, 15)) * bitrate
-        end = s.fetch(flow, t, first)
-        fetched, when = first, end
-        while fetched < clip_len * bitrate and when < t + watch:
-            when += r.uniform(1, 6)
-            chunk = min(clip_len * bitrate - fetched, r.uniform(3, 12) * bitrate)
-            s.fetch(flow, when, chunk)
-            fetched += chunk
+        have, now = 0.0, t  # seconds of the clip fetched; the clock
+        while now < min(t + watch, s.duration) and have < clip_len:
+            if have - (now - t) < goal:  # less than the goal ahead: fetch the next range
+                size = min(piece, (clip_len - have) * bitrate)
+                end = s.fetch(flow, now, size)
+                have += size / bitrate
+                now = max(end, now + 0.2)
+            else:
+                now += 1.0
         if r.random() < 0.7:  # prefetch the start of the next clip
-            s.fetch(flow, end + r.uniform(0.2, 3), r.uniform(2, 6) * bitrate)
+            s.fetch(flow, now + r.uniform(0.2, 3), min(piece, r.uniform(2, 6) * bitrate))
         used += 1
         t += watch + r.uniform(0.2, 1.5)
 
