@@ -24,9 +24,8 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
 Every session also carries background flows (small fetches at random times). Parameters
 are fixed ranges from how these players are known to work, not fitted to any capture; the
 Shorts player's connection churn and its range fetching were set after seeing the real
-sessions' figures (docs/model.md, "Simulated sessions"). The output is deterministic for a seed. Rows have
-the columns of
-:data:`classifier.features.session.ACTIVITY_COLUMNS`.
+sessions' figures (docs/model.md, "Simulated sessions"). The output is deterministic for
+a seed. Rows have the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
 """
 
 from __future__ import annotations
