@@ -34,7 +34,7 @@ from typing import TextIO
 from classifier.capture.pcap_writer import LINKTYPE_ETHERNET, PcapWriter
 from classifier.errors import DatasetError
 
-__all__ = ["NetpktPacket", "read_netpkt", "write_netpkt_pcap", "is_netpkt"]
+__all__ = ["NetpktPacket", "read_netpkt", "write_netpkt_pcap", "is_netpkt", "skip_or_raise"]
 
 _ETH = 14
 _IP = 20
@@ -125,6 +125,14 @@ def _parse(line: str, where: str) -> NetpktPacket:
     )
 
 
+def skip_or_raise(error: DatasetError, skipped: list[str] | None) -> None:
+    """Raise ``error``; with ``skipped`` (a list: an import with ``--skip-bad``), note it
+    there instead, so that the caller leaves its record out and goes on."""
+    if skipped is None:
+        raise error
+    skipped.append(str(error))
+
+
 def read_netpkt(path: Path, skipped: list[str] | None = None) -> tuple[list[NetpktPacket], int]:
     """The packets of a netpkt trace sorted by time, and how many lines were out of order.
 
@@ -146,9 +154,7 @@ def read_netpkt(path: Path, skipped: list[str] | None = None) -> tuple[list[Netp
                 try:
                     packets.append(_parse(line, f"{path}:{n}"))
                 except DatasetError as exc:
-                    if skipped is None:
-                        raise
-                    skipped.append(str(exc))
+                    skip_or_raise(exc, skipped)
     except (OSError, EOFError, zlib.error) as exc:
         if skipped is None or not packets:
             raise DatasetError(

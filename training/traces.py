@@ -67,7 +67,7 @@ from training.manifest import (
     file_sha256,
     load_manifest,
 )
-from training.netpkt import is_netpkt, read_netpkt, write_netpkt_pcap
+from training.netpkt import is_netpkt, read_netpkt, skip_or_raise, write_netpkt_pcap
 from training.shared_captures import shared_captures_dir
 
 __all__ = [
@@ -303,9 +303,7 @@ def _parse_csv_lines(
                 raise DatasetError(f"{where}: packet line before the first 'session,' line")
             current.packets.append(_csv_packet(line, where, proto))
         except DatasetError as exc:
-            if skipped is None:
-                raise
-            skipped.append(str(exc))
+            skip_or_raise(exc, skipped)
     if current is not None:
         _close_session(current, f"{path} end", sessions, skipped)
 
@@ -332,10 +330,7 @@ def _close_session(
     """Sort ``session`` and add it to ``sessions``; an empty one is an error, or with
     ``skipped`` a note there."""
     if not session.packets:
-        error = f"{where}: session {session.name!r} has no packets"
-        if skipped is None:
-            raise DatasetError(error)
-        skipped.append(error)
+        skip_or_raise(DatasetError(f"{where}: session {session.name!r} has no packets"), skipped)
         return
     session.packets, session.reordered = _sorted(session.packets)
     sessions.append(session)
@@ -401,9 +396,7 @@ def read_json_trace(path: Path, skipped: list[str] | None = None) -> TraceSessio
         try:
             ts, size, proto, sport, dport, out, flags = _json_record(rec, f"{path} record {i}")
         except DatasetError as exc:
-            if skipped is None:
-                raise
-            skipped.append(str(exc))
+            skip_or_raise(exc, skipped)
             continue
         client_port, server_port = (sport, dport) if out else (dport, sport)
         conn = conns.setdefault(_Conn(proto, client_port, server_port), len(conns))
