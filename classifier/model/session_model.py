@@ -239,10 +239,12 @@ def agreed(
     hindsight: bool = False,
     age: pd.Series | None = None,
     rate: pd.Series | None = None,
+    votes: pd.Series | None = None,
 ) -> pd.Series:
     """Per row: whether ``rule`` holds over the session's windows up to this one (votes as
-    :func:`short_form_votes` counts them, with ``age`` and ``rate``). Rows must be in time
-    order within a session; ``keys`` holds the columns naming a session.
+    :func:`short_form_votes` counts them, with ``age`` and ``rate``; ``votes``: those
+    counts, where the caller has them already). Rows must be in time order within a
+    session; ``keys`` holds the columns naming a session.
 
     ``hindsight`` (a capture judged after the fact, never live): the windows that led to
     a short-form run are part of it: a window that reached the threshold counts when the
@@ -252,7 +254,9 @@ def agreed(
     younger than :data:`MIN_VOTE_AGE` follow its first older one."""
     import pandas as pd
 
-    now = short_form_votes(p_short, keys, rule, age, rate) >= rule.k
+    if votes is None:
+        votes = short_form_votes(p_short, keys, rule, age, rate)
+    now = votes >= rule.k
     if not hindsight:
         return now
     hits = _fast(p_short >= rule.threshold, rate)
@@ -451,7 +455,10 @@ def classify_sessions(
     out["p_short"], out["p_long"] = p_short, p_long
     keys = out[["client", "group"]]
     age, rate = out["window_end"] - out["session_start"], out["down_mbps"]
-    short = agreed(out["p_short"], keys, rule, hindsight=hindsight, age=age, rate=rate).to_numpy()
+    votes = short_form_votes(out["p_short"], keys, rule, age, rate)
+    short = agreed(
+        out["p_short"], keys, rule, hindsight=hindsight, age=age, rate=rate, votes=votes
+    ).to_numpy()
     beside = (
         _beside_short_runs(out, short, p_short, p_long)
         if hindsight
@@ -460,7 +467,7 @@ def classify_sessions(
     near = beside.astype(bool)
     out["label"] = verdicts(short | near, p_short, p_long)
     out["pending"] = pending(out["label"].to_numpy(), p_short, p_long)
-    out["short_form_votes"] = short_form_votes(out["p_short"], keys, rule, age, rate)
+    out["short_form_votes"] = votes
     out["short_form_needed"] = rule.k
     out["probability"] = np.select(
         [out["label"] == SHORT, out["label"] == LONG],
