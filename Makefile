@@ -58,7 +58,7 @@ model: venv
 	$(VENV)/bin/shortflow dataset ensure-traces -q
 	$(VENV)/bin/shortflow train-sessions datasets/public.csv \
 	  $${SHORTFLOW_CACHE:-$$HOME/.cache/shortflow}/traces/traces.csv \
-	  --sim 40 --seed 0 --jobs 2 -q -o classifier/model/default --name default-session
+	  --sim 200 --seed 0 --jobs 2 -q -o classifier/model/default --name default-session
 
 # Longer fuzzing than the bounded run in `make test` (atheris if installed, else random).
 fuzz: venv

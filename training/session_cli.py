@@ -13,7 +13,7 @@ from classifier.enforce.policy import Policy
 
 __all__ = ["register"]
 
-_DEFAULT_SIM = 40
+_DEFAULT_SIM = 200
 _BLOCK_SECONDS = Policy().block_seconds
 
 

@@ -21,11 +21,12 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
   web browsing (page loads over several new connections), bulk downloads, live streams
   (a segment every 2-6 s), and idle background.
 
-Every session also carries background flows (small fetches at random times). Parameters
-are fixed ranges from how these players are known to work, not fitted to any capture; the
-Shorts player's connection churn and its range fetching were set after seeing the real
-sessions' figures (docs/model.md, "Simulated sessions"). The output is deterministic for
-a seed. Rows have the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
+Every session also carries background flows (small fetches at random times) and fetches
+over a link of its own (5-300 Mbit/s). Parameters are fixed ranges from how these players
+are known to work, not fitted to any capture; the Shorts player's connection churn and
+range fetching, and the link range, were set after seeing the real sessions' figures
+(docs/model.md, "Simulated sessions"). The output is deterministic for a seed. Rows have
+the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -207,13 +208,20 @@ def _rows(s: _Session, t0: float, capture: str) -> pd.DataFrame:
     return frame
 
 
+def _link(rng: np.random.Generator) -> float:
+    """A session's link, bytes per second: log-uniform from 5 to 300 Mbit/s, the span of
+    countries' median fixed broadband downloads (Ookla Speedtest Global Index, 2024: from
+    about 10 Mbit/s to over 300, the global median about 94; mobile about 56)."""
+    return float(np.exp(rng.uniform(np.log(5), np.log(300)))) * _MB / 8
+
+
 def simulate(kind: str, seed: int, duration: int | None = None) -> tuple[str, pd.DataFrame]:
     """One simulated session of ``kind`` (one of :data:`SIM_KINDS`): its label and its
     per-(flow, second) rows. Deterministic for (kind, seed)."""
     label, player = _KINDS[kind]
     rng = np.random.default_rng([seed, SIM_KINDS.index(kind)])
     dur = duration or int(rng.uniform(60, 600))
-    s = _Session(rng, dur, rng.uniform(2, 60) * _MB / 8)
+    s = _Session(rng, dur, _link(rng))
     player(s)
     _background(s)
     return label, _rows(s, 1_700_000_000.0 + seed * 10_000, f"sim-{kind}-{seed}")
