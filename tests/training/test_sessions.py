@@ -76,6 +76,19 @@ def test_simulated_shorts_move_to_a_new_connection_every_few_clips() -> None:
         assert max(b - a for a, b in zip(opened, [*opened[1:], end], strict=True)) <= 250, seed
 
 
+def test_simulated_links_reach_home_broadband_speeds() -> None:
+    # A bulk download runs at 20-100 % of its session's link (5-300 Mbit/s): no second of
+    # one goes above 300 Mbit/s, and links faster than 60 Mbit/s are common.
+    peaks = []
+    for seed in range(40):
+        _, rows = simulate("bulk", seed, duration=300)
+        per_flow = rows.groupby("flow_id")["bytes_down"]
+        downloads = per_flow.sum()[lambda down: down > 5_000_000].index
+        peaks.append(per_flow.max()[downloads].max() * 8 / 1e6)
+    assert max(peaks) <= 300
+    assert sum(peak > 60 for peak in peaks) >= 10
+
+
 def _sessions(groups: list[str], window_bytes: list[float]) -> pd.DataFrame:
     return pd.DataFrame({"group": groups, "window_bytes": window_bytes, "bytes_step": window_bytes})
 
