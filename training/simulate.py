@@ -209,7 +209,7 @@ def _rows(s: _Session, t0: float, capture: str) -> pd.DataFrame:
 
 
 def _link(rng: np.random.Generator) -> float:
-    """A session's link, bytes per second: log-uniform from 5 to 300 Mbit/s, the span of
+    """A session's link, bytes per second: log-uniform from 5 to 300 Mbit/s, which covers
     countries' median fixed broadband downloads (Ookla Speedtest Global Index, 2024: from
     about 10 Mbit/s to over 300, the global median about 94; mobile about 56)."""
     return float(np.exp(rng.uniform(np.log(5), np.log(300)))) * _MB / 8
