@@ -52,13 +52,15 @@ test: venv kernels deps-debian
 # see training/shared_captures.py: $SHORTFLOW_TEST_DATA, else ../shared/pcaps)
 # into the cache, simulates player sessions with a fixed seed and fits the session model
 # into classifier/model/default (session.joblib + session.json), printing the
-# leave-one-source-out figures. The same data and seed give the same model.
+# leave-one-source-out figures. The same data and seed give the same model. The number of
+# simulated sessions and the seed are the CLI's defaults, which `evaluate-sessions` uses
+# too, so its figures describe this model.
 model: venv
 	@$(PY) -m training.shared_captures
 	$(VENV)/bin/shortflow dataset ensure-traces -q
 	$(VENV)/bin/shortflow train-sessions datasets/public.csv \
 	  $${SHORTFLOW_CACHE:-$$HOME/.cache/shortflow}/traces/traces.csv \
-	  --sim 200 --seed 0 --jobs 2 -q -o classifier/model/default --name default-session
+	  --jobs 2 -q -o classifier/model/default --name default-session
 
 # Longer fuzzing than the bounded run in `make test` (atheris if installed, else random).
 fuzz: venv
