@@ -7,9 +7,11 @@ learns the *mechanism* (clips fetched at swipe times over churning connections, 
 connection fetching on a steady clock after a start-up fill) rather than one recording:
 
 * ``short-form``: clips watched for a heavy-tailed time (median ~10 s, 2-60 s); each clip
-  is fetched in ranges of one size per session (0.5-4 MB) at link speed, only while less
-  than a buffer goal (5-30 s per session) is ahead of the playhead, and the next clip's
-  start is prefetched; a connection carries one to four clips and is replaced. YouTube
+  is fetched in ranges of one size per session (0.5-4 MB) at link speed until a buffer goal
+  (5-30 s per session) is ahead of the playhead, then not again until the buffer has
+  drained to 50-90 % of the goal (the two watermarks of a player's buffer, as ExoPlayer's
+  minimum and maximum buffer durations), and the next clip's start is prefetched; a
+  connection carries one to four clips and is replaced. YouTube
   maps each video to its cache server by hashing the video's id (Adhikari et al.,
   "Vivisecting YouTube", 2012), so a player moving from clip to clip moves between
   servers; apps that keep one connection for every clip (Instagram, TikTok) are told by
@@ -24,7 +26,7 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
 Every session also carries background flows (small fetches at random times) and fetches
 over a link of its own (5-300 Mbit/s). Parameters are fixed ranges from how these players
 are known to work, not fitted to any capture; the Shorts player's connection churn and
-range fetching, and the link range, were set after seeing the real sessions' figures
+range fetching, its buffer's two watermarks, and the link range, were set after seeing the real sessions' figures
 (docs/model.md, "Simulated sessions"). The output is deterministic for a seed. Rows have
 the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
 """
@@ -73,7 +75,8 @@ def _short(s: _Session) -> None:
     r = s.rng
     bitrate = r.uniform(0.4, 4.0) * _MB / 8  # bytes per second of video
     piece = float(np.exp(r.uniform(np.log(0.5), np.log(4.0)))) * _MB  # one range request
-    goal = r.uniform(5, 30)  # seconds of video the player keeps ahead of the playhead
+    goal = r.uniform(5, 30)  # seconds of video the player fills up to ahead of the playhead
+    resume = goal * r.uniform(0.5, 0.9)  # ... and lets drain to this before it fetches again
     clips_per_conn = r.integers(1, 5)
     t, flow, used = r.uniform(0, 3), s.new_flow(0.0), 0
     while t < s.duration:
@@ -81,9 +84,11 @@ def _short(s: _Session) -> None:
             flow, used = s.new_flow(t), 0
         clip_len = r.uniform(10, 60)
         watch = float(np.clip(r.lognormal(np.log(10), 0.8), 2, 60))
-        have, now = 0.0, t  # seconds of the clip fetched; the clock
+        have, now, filling = 0.0, t, True  # seconds of the clip fetched; the clock; state
         while now < min(t + watch, s.duration) and have < clip_len:
-            if have - (now - t) < goal:  # less than the goal ahead: fetch the next range
+            ahead = have - (now - t)
+            filling = ahead < goal and (filling or ahead < resume)
+            if filling:  # fetch the next range
                 size = min(piece, (clip_len - have) * bitrate)
                 end = s.fetch(flow, now, size)
                 have += size / bitrate

@@ -192,7 +192,7 @@ connection, one large download) looks like a clip."""
 MIN_VOTE_MBPS = 0.5
 """Mbit/s down (a window's ``down_mbps``) below which a window does not vote short-form.
 Someone scrolling clips pulls at least the videos' bitrate; the simulated Shorts players
-fetch video of 0.4-4 Mbit/s, and 1 % of their windows average less than 0.59 Mbit/s. A
+fetch video of 0.4-4 Mbit/s, and 1 % of their windows average less than 0.61 Mbit/s. A
 slower window is a page, a photo feed or a trickle of downloads, whatever its shape."""
 
 

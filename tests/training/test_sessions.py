@@ -76,6 +76,18 @@ def test_simulated_shorts_move_to_a_new_connection_every_few_clips() -> None:
         assert max(b - a for a, b in zip(opened, [*opened[1:], end], strict=True)) <= 250, seed
 
 
+def test_simulated_shorts_let_the_buffer_drain_before_fetching_again() -> None:
+    # Between its two watermarks the player stays idle, so the windows in which a
+    # simulated Shorts session moves a clip's worth (1 MB) are busy about a third of the
+    # time (median); a player that fetched whenever it was below its goal kept them busy
+    # 42 % of the time.
+    config = SessionConfig()
+    windows = pd.concat([session_table(simulate("shorts", i)[1], config) for i in range(20)])
+    busy = windows[windows["window_bytes"] >= 1_000_000]["active_share"]
+    assert len(busy) > 500
+    assert busy.median() < 0.38
+
+
 def test_simulated_links_reach_home_broadband_speeds() -> None:
     # A bulk download runs at 20-100 % of its session's link (5-300 Mbit/s): no second of
     # one goes above 300 Mbit/s, and links faster than 60 Mbit/s are common.
