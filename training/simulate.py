@@ -11,11 +11,11 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
   (5-30 s per session) is ahead of the playhead, then not again until the buffer has
   drained to 50-90 % of the goal (the two watermarks of a player's buffer, as ExoPlayer's
   minimum and maximum buffer durations), and the next clip's start is prefetched; a
-  connection carries one to four clips and is replaced. YouTube
-  maps each video to its cache server by hashing the video's id (Adhikari et al.,
-  "Vivisecting YouTube", 2012), so a player moving from clip to clip moves between
-  servers; apps that keep one connection for every clip (Instagram, TikTok) are told by
-  their names, not by this shape.
+  connection carries one to four clips and is replaced. YouTube maps each video to its
+  cache server by hashing the video's id (Adhikari et al., "Vivisecting YouTube", 2012),
+  so a player moving from clip to clip moves between servers; apps that keep one
+  connection for every clip (Instagram, TikTok) are told by their names, not by this
+  shape.
 * ``long-form``: a start-up fill of 10-60 s of video at link rate, then one segment every
   5-25 s (small jitter) on one long-lived connection, sometimes with a parallel audio
   connection, a reconnect, a seek (refill), and sometimes observed from the middle.
@@ -25,10 +25,10 @@ connection fetching on a steady clock after a start-up fill) rather than one rec
 
 Every session also carries background flows (small fetches at random times) and fetches
 over a link of its own (5-300 Mbit/s). Parameters are fixed ranges from how these players
-are known to work, not fitted to any capture; the Shorts player's connection churn and
-range fetching, its buffer's two watermarks, and the link range, were set after seeing the real sessions' figures
-(docs/model.md, "Simulated sessions"). The output is deterministic for a seed. Rows have
-the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
+are known to work, not fitted to any capture; the Shorts player's connection churn, range
+fetching and buffer watermarks, and the link range, were set after seeing the real
+sessions' figures (docs/model.md, "Simulated sessions"). The output is deterministic for a
+seed. Rows have the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
 """
 
 from __future__ import annotations
