@@ -84,7 +84,7 @@ def _short(s: _Session) -> None:
             flow, used = s.new_flow(t), 0
         clip_len = r.uniform(10, 60)
         watch = float(np.clip(r.lognormal(np.log(10), 0.8), 2, 60))
-        have, now, filling = 0.0, t, True  # seconds of the clip fetched; the clock; state
+        have, now, filling = 0.0, t, True  # seconds of the clip fetched; the clock; fetching?
         while now < min(t + watch, s.duration) and have < clip_len:
             ahead = have - (now - t)
             filling = ahead < goal and (filling or ahead < resume)
