@@ -27,8 +27,8 @@ Every session also carries background flows (small fetches at random times) and 
 over a link of its own (5-300 Mbit/s). Parameters are fixed ranges from how these players
 are known to work, not fitted to any capture; the Shorts player's connection churn, range
 fetching and buffer watermarks, and the link range, were set after seeing the real
-sessions' figures (docs/model.md, "Simulated sessions"). The output is deterministic for a
-seed. Rows have the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
+sessions' figures (docs/experiments.md, "Simulated sessions"). The output is deterministic
+for a seed. Rows have the columns of :data:`classifier.features.session.ACTIVITY_COLUMNS`.
 """
 
 from __future__ import annotations
