@@ -71,10 +71,15 @@ class _Session:
         return now
 
 
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A draw between ``low`` and ``high`` whose logarithm is uniform."""
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
 def _short(s: _Session) -> None:
     r = s.rng
     bitrate = r.uniform(0.4, 4.0) * _MB / 8  # bytes per second of video
-    piece = float(np.exp(r.uniform(np.log(0.5), np.log(4.0)))) * _MB  # one range request
+    piece = _log_uniform(r, 0.5, 4.0) * _MB  # one range request
     goal = r.uniform(5, 30)  # seconds of video the player fills up to ahead of the playhead
     resume = goal * r.uniform(0.5, 0.9)  # ... and lets drain to this before it fetches again
     clips_per_conn = r.integers(1, 5)
@@ -217,7 +222,7 @@ def _link(rng: np.random.Generator) -> float:
     """A session's link, bytes per second: log-uniform from 5 to 300 Mbit/s, which covers
     countries' median fixed broadband downloads (Ookla Speedtest Global Index, 2024: from
     about 10 Mbit/s to over 300, the global median about 94; mobile about 56)."""
-    return float(np.exp(rng.uniform(np.log(5), np.log(300)))) * _MB / 8
+    return _log_uniform(rng, 5, 300) * _MB / 8
 
 
 def simulate(kind: str, seed: int, duration: int | None = None) -> tuple[str, pd.DataFrame]:
